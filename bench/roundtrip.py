@@ -1,0 +1,115 @@
+"""Upload and download one large object through the daemon; print MB/s and the daemon's peak RSS.
+
+Usage: python bench/roundtrip.py [--size-mib 1024]
+
+Starts its own daemon (directory stores in a temp dir) on a free loopback port.
+Two uploads are measured: boto3 (SHA-256-signed payload, as boto3 does over plain
+HTTP) and a raw HTTP PUT with UNSIGNED-PAYLOAD (what rclone sends); then a boto3
+download. Peak RSS is the daemon's VmHWM from /proc after all transfers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config  # noqa: E402
+from tests.integration.rawhttp import signed_headers  # noqa: E402
+
+CHUNK = 1024 * 1024
+
+
+def make_file(path: Path, size: int) -> str:
+    """Write ``size`` pseudo-random bytes to ``path``; return their MD5."""
+    md5 = hashlib.md5()
+    block = hashlib.sha512(b"seed").digest() * (CHUNK // 64)
+    with open(path, "wb") as f:
+        written = 0
+        counter = 0
+        while written < size:
+            piece = (counter.to_bytes(8, "big") + block)[: min(CHUNK, size - written)]
+            f.write(piece)
+            md5.update(piece)
+            written += len(piece)
+            counter += 1
+    return md5.hexdigest()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def raw_unsigned_put(daemon: Daemon, key: str, source: Path, size: int) -> None:
+    """PUT a file with UNSIGNED-PAYLOAD, streamed from disk by http.client."""
+    path, headers = signed_headers(daemon, "PUT", key, payload_hash="UNSIGNED-PAYLOAD")
+    headers["Content-Length"] = str(size)
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=600, blocksize=CHUNK)
+    with open(source, "rb") as body:
+        connection.request("PUT", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"PUT failed: {response.status}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    args = parser.parse_args()
+    size = args.size_mib * CHUNK
+    with tempfile.TemporaryDirectory(prefix="s3o-bench-") as tmp:
+        directory = Path(tmp)
+        source = directory / "object.bin"
+        expected_md5 = make_file(source, size)
+        port = free_port()
+        config = write_config(directory, port, [StoreSpec("local-a", 0)])
+        daemon = Daemon(directory, config, port)
+        daemon.start()
+        try:
+            s3 = boto3.client(
+                "s3", endpoint_url=daemon.endpoint, aws_access_key_id=ACCESS_KEY,
+                aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+            )
+            single_part = TransferConfig(multipart_threshold=2 * size + 1, max_concurrency=1)
+            results = {}
+            start = time.monotonic()
+            s3.upload_file(str(source), BUCKET, "bench-signed", Config=single_part)
+            results["PUT boto3 (signed payload)"] = time.monotonic() - start
+            start = time.monotonic()
+            raw_unsigned_put(daemon, "bench-unsigned", source, size)
+            results["PUT raw (UNSIGNED-PAYLOAD)"] = time.monotonic() - start
+            target = directory / "download.bin"
+            start = time.monotonic()
+            s3.download_file(BUCKET, "bench-unsigned", str(target), Config=single_part)
+            results["GET boto3"] = time.monotonic() - start
+            md5 = hashlib.md5()
+            with open(target, "rb") as f:
+                while piece := f.read(CHUNK):
+                    md5.update(piece)
+            assert md5.hexdigest() == expected_md5, "downloaded bytes differ"
+            rss = peak_rss_mib(daemon.process.pid)
+        finally:
+            daemon.stop()
+    print(f"object size: {args.size_mib} MiB")
+    for name, seconds in results.items():
+        print(f"{name:32s} {size / seconds / 1e6:8.1f} MB/s  ({seconds:.2f} s)")
+    print(f"daemon peak RSS (VmHWM): {rss:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+"""Configuration: one TOML file -> frozen attrs records, validated, with errors naming the key.
+
+String values may contain ``${VAR}``, replaced from the environment (for secrets).
+Paths are kept exactly as written: relative ones are relative to the daemon's working
+directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import attrs
+
+from s3orchestrator.routing import PACK, STRATEGIES
+
+GiB = 1024**3
+DEFAULT_MAX_OBJECT_SIZE = 5 * GiB
+DEFAULT_SERVER_TIMEOUT = 300.0
+DEFAULT_HEALTH_INTERVAL = 15.0
+DEFAULT_UNHEALTHY_AFTER = 3
+DEFAULT_S3_REGION = "us-east-1"
+DEFAULT_S3_TIMEOUT = 60.0
+STORE_TYPES = ("directory", "s3")
+PAYLOAD_SIGNING_MODES = ("unsigned", "streaming")
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+# The access key id is the first '/'-separated field of the SigV4 credential scope,
+# and the Authorization header is split on ',' and '='.
+_ACCESS_KEY_ID = re.compile(r"[!-~]+", re.ASCII)
+_ACCESS_KEY_ID_FORBIDDEN = frozenset("/,=")
+_MISSING: Any = object()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; str() is one line naming the offending key."""
+
+
+@attrs.frozen
+class ServerConfig:
+    """The S3 listener."""
+
+    listen: str  # a Twisted server endpoint string
+    max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
+    timeout: float = DEFAULT_SERVER_TIMEOUT  # seconds a client connection may stay silent
+
+
+@attrs.frozen
+class MetadataConfig:
+    """Where object metadata lives."""
+
+    sqlite: str  # path of the SQLite database file
+
+
+@attrs.frozen
+class HealthConfig:
+    """Store health checking."""
+
+    interval: float = DEFAULT_HEALTH_INTERVAL  # seconds between checks
+    unhealthy_after: int = DEFAULT_UNHEALTHY_AFTER  # consecutive failures
+
+
+@attrs.frozen
+class CredentialConfig:
+    """One access key of a virtual bucket."""
+
+    access_key_id: str
+    secret_access_key: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class BucketConfig:
+    """A virtual bucket and the credentials that may use it."""
+
+    name: str
+    credentials: tuple[CredentialConfig, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class DirectoryStoreConfig:
+    """A store keeping objects as files under a local directory."""
+
+    name: str
+    quota_bytes: int  # 0 = unlimited
+    path: str
+
+
+@attrs.frozen(kw_only=True)
+class S3StoreConfig:
+    """A store keeping objects in a bucket of an upstream S3 service (keyword-only)."""
+
+    name: str
+    quota_bytes: int  # 0 = unlimited
+    endpoint: str  # http:// or https:// base URL
+    region: str = DEFAULT_S3_REGION
+    bucket: str
+    access_key_id: str
+    secret_access_key: str = attrs.field(repr=False)
+    path_style: bool = True
+    payload_signing: str = "unsigned"
+    send_checksums: bool = False
+    timeout: float = DEFAULT_S3_TIMEOUT  # seconds
+    ca_file: str | None = None
+
+
+StoreConfig = DirectoryStoreConfig | S3StoreConfig
+
+
+def _index_credentials(config: Config) -> Mapping[str, tuple[str, str]]:
+    return MappingProxyType(
+        {
+            credential.access_key_id: (bucket.name, credential.secret_access_key)
+            for bucket in config.buckets
+            for credential in bucket.credentials
+        }
+    )
+
+
+@attrs.frozen
+class Config:
+    """The whole daemon configuration."""
+
+    routing_strategy: str
+    server: ServerConfig
+    metadata: MetadataConfig
+    health: HealthConfig
+    buckets: tuple[BucketConfig, ...] = attrs.field(converter=tuple)
+    stores: tuple[StoreConfig, ...] = attrs.field(converter=tuple)
+    _credentials: Mapping[str, tuple[str, str]] = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(_index_credentials, takes_self=True),
+    )
+
+    def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
+        """(bucket name, secret access key) for an access key id, or None if unknown."""
+        return self._credentials.get(access_key_id)
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate the TOML configuration file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration file: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        # The message already says "(at line N, column M)".
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return parse_config(data, environ)
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate parsed TOML data and build the Config; ``environ`` defaults to os.environ."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    _check_keys(data, "", ("routing_strategy", "server", "metadata", "health", "buckets", "stores"))
+    routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
+    server = _parse_server(_table(data, "", "server", required=True), env)
+    metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
+    health = _parse_health(_table(data, "", "health", required=False))
+    buckets = _parse_buckets(data, env)
+    stores = _parse_stores(data, env)
+    return Config(
+        routing_strategy=routing_strategy,
+        server=server,
+        metadata=metadata,
+        health=health,
+        buckets=buckets,
+        stores=stores,
+    )
+
+
+def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
+    _check_keys(table, "server", ("listen", "max_object_size", "timeout"))
+    return ServerConfig(
+        listen=_string(table, "server", "listen", env),
+        max_object_size=_integer(
+            table, "server", "max_object_size", minimum=1, default=DEFAULT_MAX_OBJECT_SIZE
+        ),
+        timeout=_seconds(table, "server", "timeout", default=DEFAULT_SERVER_TIMEOUT),
+    )
+
+
+def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> MetadataConfig:
+    _check_keys(table, "metadata", ("sqlite",))
+    return MetadataConfig(sqlite=_string(table, "metadata", "sqlite", env))
+
+
+def _parse_health(table: Mapping[str, Any]) -> HealthConfig:
+    _check_keys(table, "health", ("interval", "unhealthy_after"))
+    return HealthConfig(
+        interval=_seconds(table, "health", "interval", default=DEFAULT_HEALTH_INTERVAL),
+        unhealthy_after=_integer(
+            table, "health", "unhealthy_after", minimum=1, default=DEFAULT_UNHEALTHY_AFTER
+        ),
+    )
+
+
+def _parse_buckets(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[BucketConfig, ...]:
+    tables = _tables(data, "", "buckets")
+    if not tables:
+        raise ConfigError("buckets: at least one bucket is required ([[buckets]])")
+    buckets = []
+    bucket_paths: dict[str, str] = {}
+    key_paths: dict[str, str] = {}
+    for i, table in enumerate(tables):
+        path = f"buckets[{i}]"
+        _check_keys(table, path, ("name", "credentials"))
+        name = _string(table, path, "name", env)
+        if not _BUCKET_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{path}.name: invalid bucket name {name!r} (3-63 characters: lowercase"
+                " letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            )
+        if name in bucket_paths:
+            raise ConfigError(
+                f"{path}.name: duplicate bucket name {name!r}"
+                f" (already used by {bucket_paths[name]})"
+            )
+        bucket_paths[name] = path
+        credential_tables = _tables(table, path, "credentials")
+        if not credential_tables:
+            raise ConfigError(
+                f"{path}.credentials: at least one credential is required ([[buckets.credentials]])"
+            )
+        credentials = []
+        for j, credential_table in enumerate(credential_tables):
+            credential_path = f"{path}.credentials[{j}]"
+            credential = _parse_credential(credential_table, credential_path, env)
+            if credential.access_key_id in key_paths:
+                raise ConfigError(
+                    f"{credential_path}.access_key_id: duplicate access key id"
+                    f" {credential.access_key_id!r}"
+                    f" (already used by {key_paths[credential.access_key_id]})"
+                )
+            key_paths[credential.access_key_id] = credential_path
+            credentials.append(credential)
+        buckets.append(BucketConfig(name=name, credentials=tuple(credentials)))
+    return tuple(buckets)
+
+
+def _parse_credential(
+    table: Mapping[str, Any], path: str, env: Mapping[str, str]
+) -> CredentialConfig:
+    _check_keys(table, path, ("access_key_id", "secret_access_key"))
+    return CredentialConfig(
+        access_key_id=_access_key_id(table, path, env),
+        secret_access_key=_string(table, path, "secret_access_key", env, secret=True),
+    )
+
+
+def _access_key_id(table: Mapping[str, Any], path: str, env: Mapping[str, str]) -> str:
+    value = _string(table, path, "access_key_id", env)
+    if not _ACCESS_KEY_ID.fullmatch(value) or _ACCESS_KEY_ID_FORBIDDEN & set(value):
+        raise ConfigError(
+            f"{path}.access_key_id: must be printable ASCII without spaces, '/', ',' or '='"
+            f" (got {value!r})"
+        )
+    return value
+
+
+_COMMON_STORE_KEYS = ("name", "type", "quota_bytes")
+_DIRECTORY_STORE_KEYS = _COMMON_STORE_KEYS + ("path",)
+_S3_STORE_KEYS = _COMMON_STORE_KEYS + (
+    "endpoint",
+    "region",
+    "bucket",
+    "access_key_id",
+    "secret_access_key",
+    "path_style",
+    "payload_signing",
+    "send_checksums",
+    "timeout",
+    "ca_file",
+)
+
+
+def _parse_stores(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[StoreConfig, ...]:
+    tables = _tables(data, "", "stores")
+    if not tables:
+        raise ConfigError("stores: at least one store is required ([[stores]])")
+    stores: list[StoreConfig] = []
+    store_paths: dict[str, str] = {}
+    for i, table in enumerate(tables):
+        path = f"stores[{i}]"
+        store_type = _choice(table, path, "type", env, STORE_TYPES)
+        allowed = _DIRECTORY_STORE_KEYS if store_type == "directory" else _S3_STORE_KEYS
+        _check_keys(table, path, allowed)
+        name = _string(table, path, "name", env)
+        if name in store_paths:
+            raise ConfigError(
+                f"{path}.name: duplicate store name {name!r} (already used by {store_paths[name]})"
+            )
+        store_paths[name] = path
+        if "quota_bytes" not in table:
+            raise ConfigError(f"{path}.quota_bytes: required key is missing (0 means unlimited)")
+        quota_bytes = _integer(table, path, "quota_bytes", minimum=0)
+        if store_type == "directory":
+            stores.append(
+                DirectoryStoreConfig(
+                    name=name, quota_bytes=quota_bytes, path=_string(table, path, "path", env)
+                )
+            )
+        else:
+            stores.append(_parse_s3_store(table, path, env, name, quota_bytes))
+    return tuple(stores)
+
+
+def _parse_s3_store(
+    table: Mapping[str, Any], path: str, env: Mapping[str, str], name: str, quota_bytes: int
+) -> S3StoreConfig:
+    endpoint = _string(table, path, "endpoint", env)
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{path}.endpoint: must be an http:// or https:// URL (got {endpoint!r})")
+    return S3StoreConfig(
+        name=name,
+        quota_bytes=quota_bytes,
+        endpoint=endpoint,
+        region=_string(table, path, "region", env, default=DEFAULT_S3_REGION),
+        bucket=_string(table, path, "bucket", env),
+        access_key_id=_string(table, path, "access_key_id", env),
+        secret_access_key=_string(table, path, "secret_access_key", env, secret=True),
+        path_style=_boolean(table, path, "path_style", default=True),
+        payload_signing=_choice(
+            table, path, "payload_signing", env, PAYLOAD_SIGNING_MODES, default="unsigned"
+        ),
+        send_checksums=_boolean(table, path, "send_checksums", default=False),
+        timeout=_seconds(table, path, "timeout", default=DEFAULT_S3_TIMEOUT),
+        ca_file=_string(table, path, "ca_file", env, default=None),
+    )
+
+
+# -- value readers: each names the full key path in its error ------------------------------
+
+
+def _name(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_keys(table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if not unknown:
+        return
+    allowed_text = ", ".join(allowed)
+    if len(unknown) == 1:
+        raise ConfigError(f"{_name(path, unknown[0])}: unknown key (allowed here: {allowed_text})")
+    raise ConfigError(
+        f"{path or 'top level'}: unknown keys {', '.join(unknown)} (allowed here: {allowed_text})"
+    )
+
+
+def _missing(path: str, key: str) -> ConfigError:
+    return ConfigError(f"{_name(path, key)}: required key is missing")
+
+
+def _table(parent: Mapping[str, Any], path: str, key: str, *, required: bool) -> Mapping[str, Any]:
+    name = _name(path, key)
+    if key not in parent:
+        if required:
+            raise ConfigError(f"{name}: required table is missing ([{name}])")
+        return {}
+    value = parent[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a table (got {value!r})")
+    return value
+
+
+def _tables(parent: Mapping[str, Any], path: str, key: str) -> list[Mapping[str, Any]]:
+    """An array of tables, empty when absent."""
+    name = _name(path, key)
+    value = parent.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: must be an array of tables (got {value!r})")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{name}[{i}]: must be a table (got {item!r})")
+    return value
+
+
+def _expand(value: str, name: str, env: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        variable = match.group(1)
+        try:
+            return env[variable]
+        except KeyError:
+            raise ConfigError(f"{name}: environment variable {variable} is not set") from None
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def _string(
+    table: Mapping[str, Any],
+    path: str,
+    key: str,
+    env: Mapping[str, str],
+    *,
+    default: Any = _MISSING,
+    secret: bool = False,
+) -> Any:
+    """A non-empty string with ${VAR} expanded; never echoes a secret in its errors."""
+    name = _name(path, key)
+    if key not in table:
+        if default is _MISSING:
+            raise _missing(path, key)
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        got = "" if secret else f" (got {value!r})"
+        raise ConfigError(f"{name}: must be a non-empty string{got}")
+    value = _expand(value, name, env)
+    if not value.strip():
+        got = "" if secret else f" (got {value!r})"
+        raise ConfigError(f"{name}: must be a non-empty string{got}")
+    return value
+
+
+def _choice(
+    table: Mapping[str, Any],
+    path: str,
+    key: str,
+    env: Mapping[str, str],
+    choices: tuple[str, ...] | list[str],
+    *,
+    default: Any = _MISSING,
+) -> str:
+    options = ", ".join(f'"{choice}"' for choice in choices)
+    if key not in table and default is _MISSING:
+        raise ConfigError(f"{_name(path, key)}: required key is missing (one of {options})")
+    value = table.get(key, default)
+    if isinstance(value, str):
+        value = _expand(value, _name(path, key), env)
+    if value not in choices:
+        raise ConfigError(f"{_name(path, key)}: must be one of {options} (got {value!r})")
+    return value
+
+
+def _integer(
+    table: Mapping[str, Any], path: str, key: str, *, minimum: int, default: Any = _MISSING
+) -> int:
+    if key not in table:
+        if default is _MISSING:
+            raise _missing(path, key)
+        return default
+    value = table[key]
+    # bool is an int subclass: "quota_bytes = true" must not mean 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if minimum == 0:
+            wanted = "a non-negative integer"
+        elif minimum == 1:
+            wanted = "a positive integer"
+        else:
+            wanted = f"an integer >= {minimum}"
+        raise ConfigError(f"{_name(path, key)}: must be {wanted} (got {value!r})")
+    return value
+
+
+def _seconds(table: Mapping[str, Any], path: str, key: str, *, default: float) -> float:
+    value = table.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(
+            f"{_name(path, key)}: must be a positive number of seconds (got {value!r})"
+        )
+    return float(value)
+
+
+def _boolean(table: Mapping[str, Any], path: str, key: str, *, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_name(path, key)}: must be true or false (got {value!r})")
+    return value

@@ -1,0 +1,163 @@
+"""One transaction API over the SQL engines, on a thread-pooled DB-API connection (adbapi).
+
+Everything that differs between SQLite and PostgreSQL lives in an engine
+(``BaseEngine`` subclasses: ``sqlite.SqliteEngine``, later a PostgreSQL one):
+how to connect, how a transaction begins, the parameter style, the bytewise key
+collation and the row locks a write transaction takes. SQL elsewhere is written
+once, portably, with ``?`` placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+_T = TypeVar("_T")
+
+# Interactions slower than this are logged: they hold the database's write lock.
+SLOW_INTERACTION_SECONDS = 1.0
+
+_SCHEMA_TOKEN = re.compile(r"@([A-Z_]+)@")
+
+
+class BaseEngine:
+    """What one SQL engine does differently from the others."""
+
+    #: The DB-API module adbapi imports.
+    module: str = ""
+    #: Appended to a SELECT that must lock the rows it reads until the transaction ends
+    #: (PostgreSQL: `` FOR UPDATE``). Empty where a write transaction already holds a
+    #: database-wide write lock from its first statement (SQLite's BEGIN IMMEDIATE).
+    for_update: str = ""
+    #: Replacements for the ``@NAME@`` tokens of migration files (see ``render_schema``).
+    schema_tokens: Mapping[str, str] = MappingProxyType({})
+
+    def pool_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword arguments for ``adbapi.ConnectionPool`` (after the module)."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Get ready to connect (for SQLite: create the database file's directory)."""
+
+    def on_new_connection(self, connection: Any) -> None:
+        """Configure a freshly opened DB-API connection."""
+
+    def begin(self, cursor: Any, write: bool) -> None:
+        """Start a transaction; ``write`` transactions take the write lock before any read."""
+        raise NotImplementedError
+
+    def convert_param_style(self, sql: str) -> str:
+        """Rewrite ``?`` placeholders into the module's paramstyle."""
+        return sql
+
+    def render_schema(self, sql: str) -> str:
+        """Replace the ``@NAME@`` tokens of a migration file by this engine's SQL."""
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.schema_tokens:
+                raise ValueError(f"unknown schema token @{name}@")
+            return self.schema_tokens[name]
+
+        return _SCHEMA_TOKEN.sub(replace, sql)
+
+
+class Transaction:
+    """The cursor an interaction works with: ``?`` placeholders on every engine."""
+
+    def __init__(self, engine: BaseEngine, cursor: Any, desc: str) -> None:
+        self.engine = engine
+        self.desc = desc
+        self._cursor = cursor
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Run one statement."""
+        self._cursor.execute(self.engine.convert_param_style(sql), tuple(args))
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return all its rows."""
+        self.execute(sql, args)
+        return list(self._cursor.fetchall())
+
+    def query_one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run one statement and return its first row, or None."""
+        rows = self.query(sql, args)
+        return rows[0] if rows else None
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last INSERT, UPDATE or DELETE."""
+        return int(self._cursor.rowcount)
+
+
+class Database:
+    """A connection pool of one engine; every interaction runs in one transaction.
+
+    ``runInteraction`` runs ``func(txn, *args)`` in the pool's thread inside a
+    transaction that commits when ``func`` returns and rolls back when it raises.
+    """
+
+    _log = Logger()
+
+    def __init__(self, engine: BaseEngine, reactor: Any) -> None:
+        self.engine = engine
+        self.reactor = reactor
+        self._pool: adbapi.ConnectionPool | None = None
+
+    def start(self) -> None:
+        """Create the connection pool (connections open on first use)."""
+        if self._pool is not None:
+            return
+        self.engine.prepare()
+        args, kwargs = self.engine.pool_arguments()
+        self._pool = adbapi.ConnectionPool(
+            self.engine.module,
+            *args,
+            cp_reactor=self.reactor,
+            cp_openfun=self.engine.on_new_connection,
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        """Wait for running interactions, then close every connection. Idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def runInteraction(
+        self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False
+    ) -> Deferred[_T]:
+        """Run ``func(txn, *args)`` in one transaction in the database thread.
+
+        ``desc`` names the interaction in logs. ``write=True`` takes the write
+        lock when the transaction begins, so what it reads cannot change before
+        it writes (and SQLite cannot fail to upgrade a read lock mid-transaction).
+        """
+        if self._pool is None:
+            raise RuntimeError("database not started")
+        started = self.reactor.seconds()
+
+        def interaction(cursor: Any) -> _T:
+            self.engine.begin(cursor, write)
+            return func(Transaction(self.engine, cursor, desc), *args)
+
+        def log_slow(result: _T) -> _T:
+            duration = self.reactor.seconds() - started
+            if duration > SLOW_INTERACTION_SECONDS:
+                self._log.warn(
+                    "Slow database interaction {desc}: {duration:.3f}s", desc=desc, duration=duration
+                )
+            return result
+
+        d: Deferred[_T] = self._pool.runInteraction(interaction)
+        d.addBoth(log_slow)
+        return d
+
+    def runQuery(self, desc: str, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
+        """Run one read-only statement in its own transaction; return its rows."""
+        return self.runInteraction(desc, lambda txn: txn.query(sql, args))

@@ -1,0 +1,265 @@
+"""IMetadataStore over a Database (any engine): objects, store usage, quota reservations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Generator, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from s3orchestrator.metadata.database import Database, Transaction
+from s3orchestrator.metadata.interface import IMetadataStore, StoreChooser
+from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.metadata.schema import migrate
+from s3orchestrator.metadata.sqlite import SqliteEngine
+
+
+class ReservationNotFound(Exception):
+    """commit_object named a reservation that no longer exists (released or cleared)."""
+
+
+_OBJECT_COLUMNS = (
+    "bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms"
+)
+
+
+def _record_from_row(row: Sequence[Any]) -> ObjectRecord:
+    bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms = row
+    return ObjectRecord(
+        bucket=bucket,
+        key=key,
+        store=store,
+        location=location,
+        size=int(size),
+        etag=etag,
+        content_type=content_type,
+        last_modified_ms=int(last_modified_ms),
+        headers=json.loads(headers),
+        user_metadata=json.loads(user_metadata),
+    )
+
+
+def _json(mapping: Mapping[str, str]) -> str:
+    # ensure_ascii (the default) keeps any str representable, lone surrogates included.
+    return json.dumps(dict(mapping), sort_keys=True)
+
+
+def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | None:
+    row = txn.query_one(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+    return None if row is None else _record_from_row(row)
+
+
+def _read_usage(txn: Transaction) -> list[StoreUsage]:
+    # Two statements rather than a join with GROUP BY: PostgreSQL refuses FOR UPDATE
+    # on aggregates, and write transactions must lock the store rows they read.
+    stores = txn.query(
+        "SELECT name, quota_bytes, used_bytes, object_count FROM stores"
+        " WHERE config_order IS NOT NULL ORDER BY config_order" + txn.engine.for_update
+    )
+    reserved = dict(txn.query("SELECT store, SUM(size) FROM reservations GROUP BY store"))
+    return [
+        StoreUsage(
+            name=name,
+            quota_bytes=int(quota),
+            used_bytes=int(used),
+            reserved_bytes=int(reserved.get(name) or 0),
+            object_count=int(count),
+        )
+        for name, quota, used, count in stores
+    ]
+
+
+def _lock_usage(txn: Transaction) -> None:
+    # Serialises every change of usage on engines with row locks (no-op on SQLite,
+    # whose BEGIN IMMEDIATE already did): two commits replacing the same key must
+    # not both subtract the old object's bytes.
+    if txn.engine.for_update:
+        txn.execute("SELECT name FROM stores" + txn.engine.for_update)
+
+
+def _add_usage(txn: Transaction, store: str, size: int, count: int) -> None:
+    txn.execute(
+        "UPDATE stores SET used_bytes = used_bytes + ?, object_count = object_count + ? WHERE name = ?",
+        (size, count, store),
+    )
+    if txn.rowcount != 1:
+        raise ValueError(f"unknown store {store!r}")
+
+
+@implementer(IMetadataStore)
+class MetadataStore:
+    """The metadata of objects and stores in SQL, through ``Database``.
+
+    ``clock`` stamps reservations and migrations (defaults to the database's reactor).
+    """
+
+    def __init__(self, database: Database, clock: IReactorTime | None = None) -> None:
+        self.database = database
+        self._clock: IReactorTime = clock if clock is not None else database.reactor
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    @inlineCallbacks
+    def start(self) -> Generator[Deferred[Any], Any, None]:
+        """Open the database and apply pending schema migrations."""
+        self.database.start()
+        try:
+            yield migrate(self.database)
+        except BaseException:
+            self.database.close()
+            raise
+
+    def stop(self) -> Deferred[None]:
+        """Close the database (waits for a running interaction)."""
+        self.database.close()
+        return succeed(None)
+
+    def sync_stores(self, quotas: Sequence[tuple[str, int]]) -> Deferred[None]:
+        """Create or update a usage row per configured store; forget the order of the others.
+
+        Rows of stores no longer configured stay (objects may still live there) but
+        leave ``store_usage`` and ``reserve``.
+        """
+        names = [name for name, _ in quotas]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate store names")
+        if any(quota < 0 for _, quota in quotas):
+            raise ValueError("quota_bytes must be >= 0")
+
+        def sync(txn: Transaction) -> None:
+            txn.execute("UPDATE stores SET config_order = NULL")
+            for order, (name, quota) in enumerate(quotas):
+                txn.execute(
+                    "UPDATE stores SET quota_bytes = ?, config_order = ? WHERE name = ?", (quota, order, name)
+                )
+                if txn.rowcount == 0:
+                    txn.execute(
+                        "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order)"
+                        " VALUES (?, ?, 0, 0, ?)",
+                        (name, quota, order),
+                    )
+
+        return self.database.runInteraction("sync_stores", sync, write=True)
+
+    def clear_reservations(self) -> Deferred[int]:
+        """Drop every reservation (call at startup, before serving); fire with how many.
+
+        Assumes no other live process shares the database: their reservations go too.
+        """
+
+        def clear(txn: Transaction) -> int:
+            txn.execute("DELETE FROM reservations")
+            return txn.rowcount
+
+        return self.database.runInteraction("clear_reservations", clear, write=True)
+
+    def store_usage(self) -> Deferred[list[StoreUsage]]:
+        """Usage of every configured store, in configuration order."""
+        return self.database.runInteraction("store_usage", _read_usage)
+
+    def reserve(self, size: int, choose: StoreChooser) -> Deferred[Reservation | None]:
+        """Read usage, let ``choose`` pick a store and reserve ``size`` bytes there, atomically.
+
+        ``choose`` runs in the database thread inside the write transaction: it must
+        be quick and pure (the routing functions are). It sees every configured
+        store, in configuration order, with the bytes other uploads have reserved.
+        """
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        now_ms = self._now_ms()
+
+        def reserve(txn: Transaction) -> Reservation | None:
+            usage = _read_usage(txn)
+            chosen = choose(usage)
+            if chosen is None:
+                return None
+            if chosen not in {store.name for store in usage}:
+                raise ValueError(f"chooser picked {chosen!r}, which is not a configured store")
+            row = txn.query_one(
+                "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
+                (chosen, size, now_ms),
+            )
+            assert row is not None
+            return Reservation(id=int(row[0]), store=chosen, size=size)
+
+        return self.database.runInteraction("reserve", reserve, write=True)
+
+    def release(self, reservation_id: int) -> Deferred[None]:
+        """Drop a reservation; a missing one (already committed or released) is fine."""
+
+        def release(txn: Transaction) -> None:
+            txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+        return self.database.runInteraction("release", release, write=True)
+
+    def commit_object(self, reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
+        """Turn the reservation into usage and store ``record``, replacing any previous one.
+
+        Errbacks with ReservationNotFound, changing nothing, if the reservation is
+        gone, and with ValueError if it is for another store than ``record.store``.
+        Usage grows by ``record.size`` (the bytes actually stored).
+        """
+
+        def commit(txn: Transaction) -> ObjectRecord | None:
+            _lock_usage(txn)
+            row = txn.query_one("SELECT store FROM reservations WHERE id = ?", (reservation_id,))
+            if row is None:
+                raise ReservationNotFound(f"reservation {reservation_id} no longer exists")
+            if row[0] != record.store:
+                raise ValueError(f"reservation {reservation_id} is for store {row[0]!r}, not {record.store!r}")
+            txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            previous = _select_object(txn, record.bucket, record.key)
+            txn.execute(
+                f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (bucket, key) DO UPDATE SET store = excluded.store,"
+                " location = excluded.location, size = excluded.size, etag = excluded.etag,"
+                " content_type = excluded.content_type, headers = excluded.headers,"
+                " user_metadata = excluded.user_metadata, last_modified_ms = excluded.last_modified_ms",
+                (
+                    record.bucket,
+                    record.key,
+                    record.store,
+                    record.location,
+                    record.size,
+                    record.etag,
+                    record.content_type,
+                    _json(record.headers),
+                    _json(record.user_metadata),
+                    record.last_modified_ms,
+                ),
+            )
+            _add_usage(txn, record.store, record.size, 1)
+            if previous is not None:
+                _add_usage(txn, previous.store, -previous.size, -1)
+            return previous
+
+        return self.database.runInteraction("commit_object", commit, write=True)
+
+    def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
+        """The record of one object, or None."""
+        return self.database.runInteraction("get_object", _select_object, bucket, key)
+
+    def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
+        """Remove one object's record and release its bytes; fire with the removed record."""
+
+        def delete(txn: Transaction) -> ObjectRecord | None:
+            _lock_usage(txn)
+            previous = _select_object(txn, bucket, key)
+            if previous is None:
+                return None
+            txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+            _add_usage(txn, previous.store, -previous.size, -1)
+            return previous
+
+        return self.database.runInteraction("delete_object", delete, write=True)
+
+
+def sqlite_metadata_store(path: str, reactor: Any, **engine_options: Any) -> MetadataStore:
+    """A MetadataStore on the SQLite file at ``path`` (its directory is created at start).
+
+    ``engine_options`` go to ``SqliteEngine`` (busy_timeout_ms, synchronous).
+    """
+    return MetadataStore(Database(SqliteEngine(path, **engine_options), reactor))

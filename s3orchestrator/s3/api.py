@@ -1,0 +1,55 @@
+"""Which S3 operation a call is, by method, path shape and sub-resource query parameters."""
+
+from __future__ import annotations
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.objects import ObjectOperations
+
+# Query parameters that select a sub-resource or another operation than plain
+# object/bucket access; anything else in the query (x-id=PutObject from the Go
+# SDK, response-* overrides) is a parameter, not an operation.
+_OBJECT_SUBRESOURCES = frozenset(
+    {"acl", "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
+     "uploads", "uploadId"}
+)
+
+
+def operation_name(call: S3Call) -> str:
+    """The S3 API name of the call (for dispatch, logs and metrics)."""
+    method = call.method
+    if call.bucket is None:
+        return "ListBuckets" if method == "GET" else "Unknown"
+    if call.key is None:
+        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket",
+                "DELETE": "DeleteBucket", "POST": "PostBucket"}.get(method, "Unknown")
+    subresources = _OBJECT_SUBRESOURCES.intersection(call.query)
+    if subresources:
+        return method.capitalize() + "Object" + "".join(sorted(s.capitalize() for s in subresources))
+    if method == "PUT" and call.header("x-amz-copy-source") is not None:
+        return "CopyObject"
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject",
+            "DELETE": "DeleteObject"}.get(method, "Unknown")
+
+
+class S3Api:
+    """Routes calls to the operations that implement them."""
+
+    def __init__(self, objects: ObjectOperations) -> None:
+        self._handlers = {
+            "PutObject": objects.put_object,
+            "GetObject": objects.get_object,
+            "HeadObject": objects.head_object,
+            "DeleteObject": objects.delete_object,
+        }
+
+    def needs_body(self, operation: str) -> bool:
+        """Whether the operation consumes a request body."""
+        return operation == "PutObject"
+
+    async def dispatch(self, operation: str, call: S3Call) -> S3Response:
+        """Run the operation; unknown or unsupported ones are NotImplemented."""
+        handler = self._handlers.get(operation)
+        if handler is None:
+            raise S3Error("NotImplemented", f"{operation} is not implemented by s3orchestrator.")
+        return await handler(call)

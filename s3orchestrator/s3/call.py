@@ -1,0 +1,65 @@
+"""What the web layer hands the S3 operations, and what they hand back: no HTTP objects."""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence, Union
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from s3orchestrator.auth.payload import VerifiedPayload
+from s3orchestrator.auth.sigv4 import AuthResult
+from s3orchestrator.stores.interface import IObjectReader
+
+
+class RequestBody(Protocol):
+    """A request body as an IBodyProducer whose last bytes wait for verification.
+
+    ``verified`` fires once the client sent the whole body and it checked out;
+    the store has then received all of it but a held-back tail, which
+    ``release_tail`` lets through (web.body.UploadBody implements this).
+    """
+
+    length: int
+    verified: Deferred[VerifiedPayload]
+
+    def release_tail(self) -> None:
+        ...
+
+
+@attrs.frozen
+class S3Call:
+    """One authenticated S3 request.
+
+    ``headers`` maps lower-case names to raw values; ``query`` maps decoded
+    parameter names to their (first) decoded value; ``bucket``/``key`` are None
+    when the path does not name them.
+    """
+
+    request_id: str
+    method: str
+    bucket: str | None
+    key: str | None
+    query: Mapping[str, str]
+    headers: Mapping[str, Sequence[str]]
+    auth: AuthResult
+    body: RequestBody | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (lower-case), or None."""
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+
+ResponseBody = Union[bytes, IObjectReader, None]
+
+
+@attrs.frozen
+class S3Response:
+    """Status, headers and body (bytes, a store reader to stream, or nothing)."""
+
+    status: int
+    headers: Sequence[tuple[str, str]] = ()
+    body: ResponseBody = None
+    # Set by operations for the request log line.
+    store: str | None = None

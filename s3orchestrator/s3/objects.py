@@ -1,0 +1,173 @@
+"""PutObject, GetObject, HeadObject and DeleteObject: metadata, quota and store orchestration."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
+from s3orchestrator.routing import choose_store
+from s3orchestrator.s3 import headers as object_headers
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.conditions import check_preconditions
+from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.ranges import content_range, parse_range
+from s3orchestrator.stores.interface import IObjectReader, IObjectStore, ObjectMissing, StoreUnavailable
+
+_PRECONDITION_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
+def object_location(bucket: str, key: str) -> str:
+    """Where an object of a virtual bucket lives inside a store."""
+    return f"{bucket}/{key}"
+
+
+class ObjectOperations:
+    """The object calls of the S3 API over the metadata store and the object stores."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        metadata: IMetadataStore,
+        stores: Mapping[str, IObjectStore],
+        routing_strategy: str,
+        max_object_size: int,
+        clock: IReactorTime,
+        locks: KeyLocks,
+    ) -> None:
+        self._metadata = metadata
+        self._stores = stores
+        self._routing_strategy = routing_strategy
+        self._max_object_size = max_object_size
+        self._clock = clock
+        self._locks = locks
+
+    async def put_object(self, call: S3Call) -> S3Response:
+        """Stream the body to a store chosen by the routing strategy, then record it."""
+        bucket, key, body = call.bucket, call.key, call.body
+        assert bucket is not None and key is not None and body is not None
+        size = body.length
+        if size > self._max_object_size:
+            raise S3Error(
+                "EntityTooLarge",
+                extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self._max_object_size)},
+            )
+        content_type = object_headers.content_type(call.headers)
+        stored = object_headers.stored_headers(call.headers)
+        metadata = object_headers.user_metadata(call.headers)
+
+        def choose(usage: Sequence[StoreUsage]) -> str | None:
+            return choose_store(self._routing_strategy, usage, size)
+
+        reservation = await self._metadata.reserve(size, choose)
+        if reservation is None:
+            raise S3Error("InsufficientStorage")
+        location = object_location(bucket, key)
+        try:
+            write = self._stores[reservation.store].start_write(location, body, size)
+            try:
+                payload = await body.verified
+            except BaseException:
+                write.done.addErrback(lambda _: None)
+                write.abort()
+                raise
+            record = ObjectRecord(
+                bucket=bucket,
+                key=key,
+                store=reservation.store,
+                location=location,
+                size=payload.size,
+                etag=payload.md5_hex,
+                content_type=content_type,
+                last_modified_ms=int(self._clock.seconds() * 1000),
+                headers=stored,
+                user_metadata=metadata,
+            )
+            async with self._locks.hold((bucket, key)):
+                body.release_tail()
+                await write.done
+                previous = await self._metadata.commit_object(reservation.id, record)
+                if previous is not None:
+                    await self._discard_replaced(previous, record)
+        except BaseException:
+            await self._metadata.release(reservation.id)
+            raise
+        return S3Response(200, [("ETag", object_headers.quoted_etag(record.etag))], store=record.store)
+
+    async def get_object(self, call: S3Call) -> S3Response:
+        """The object's bytes (or a range of them) and its headers."""
+        return await self._read(call, with_body=True)
+
+    async def head_object(self, call: S3Call) -> S3Response:
+        """The object's headers, without touching its store."""
+        return await self._read(call, with_body=False)
+
+    async def delete_object(self, call: S3Call) -> S3Response:
+        """Forget the object and remove its bytes; succeeds for a missing key, as S3 does."""
+        bucket, key = call.bucket, call.key
+        assert bucket is not None and key is not None
+        async with self._locks.hold((bucket, key)):
+            removed = await self._metadata.delete_object(bucket, key)
+            if removed is not None:
+                await self._delete_bytes(removed)
+        return S3Response(204, store=removed.store if removed else None)
+
+    async def _read(self, call: S3Call, with_body: bool) -> S3Response:
+        bucket, key = call.bucket, call.key
+        assert bucket is not None and key is not None
+        reader: IObjectReader | None = None
+        # Read the record and open its bytes under the key lock, so a concurrent
+        # overwrite can never pair the old record with the new bytes.
+        async with self._locks.hold((bucket, key)):
+            record = await self._metadata.get_object(bucket, key)
+            if record is None:
+                raise S3Error("NoSuchKey", extra={"Key": key})
+            self._check_conditions(call, record)
+            byte_range = parse_range(call.header("range"), record.size) if with_body else None
+            if with_body:
+                reader = await self._open(record, byte_range)
+        headers = object_headers.object_headers(record, call.query)
+        if byte_range is not None:
+            first, last = byte_range
+            headers.append(("Content-Range", content_range(first, last, record.size)))
+            return S3Response(206, headers, reader, store=record.store)
+        if not with_body:
+            headers.append(("Content-Length", str(record.size)))
+        return S3Response(200, headers, reader, store=record.store)
+
+    def _check_conditions(self, call: S3Call, record: ObjectRecord) -> None:
+        conditions = {name: value for name in _PRECONDITION_HEADERS if (value := call.header(name)) is not None}
+        if conditions:
+            check_preconditions(conditions, record.etag, record.last_modified_ms / 1000)
+
+    async def _open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
+        try:
+            return await self._stores[record.store].open_read(record.location, byte_range)
+        except ObjectMissing:
+            self._log.error(
+                "Object {bucket}/{key} is missing from store {store} at {location}",
+                bucket=record.bucket, key=record.key, store=record.store, location=record.location,
+            )
+            raise S3Error("InternalError")
+        except StoreUnavailable as error:
+            self._log.warn("Store {store} unavailable: {error}", store=record.store, error=str(error))
+            raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"})
+
+    async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
+        if (previous.store, previous.location) != (current.store, current.location):
+            await self._delete_bytes(previous)
+
+    async def _delete_bytes(self, record: ObjectRecord) -> None:
+        try:
+            await self._stores[record.store].delete(record.location)
+        except Exception as error:
+            # The record is gone and its usage released; only the bytes linger.
+            self._log.error(
+                "Could not delete {location} from store {store}; left orphaned: {error}",
+                location=record.location, store=record.store, error=str(error),
+            )

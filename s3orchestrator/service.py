@@ -1,0 +1,90 @@
+"""The daemon as one MultiService: metadata store, object stores, the S3 listener."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+
+from s3orchestrator.auth.sigv4 import Credential
+from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
+from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.s3.api import S3Api
+from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.objects import ObjectOperations
+from s3orchestrator.stores.directory import DirectoryStore
+from s3orchestrator.stores.interface import IObjectStore
+from s3orchestrator.web.handler import S3Handler
+from s3orchestrator.web.site import S3Site
+
+
+def build_store(config: StoreConfig, reactor) -> IObjectStore:
+    """The object store client for one configured store."""
+    if isinstance(config, DirectoryStoreConfig):
+        return DirectoryStore(config.name, config.path, reactor)
+    raise ValueError(f"store {config.name!r}: type {type(config).__name__} is not supported yet")
+
+
+class OrchestratorService(MultiService):
+    """Owns everything the daemon runs; the S3 listener starts once metadata is ready."""
+
+    _log = Logger()
+
+    def __init__(self, config: Config, reactor) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
+        self.stores: Mapping[str, IObjectStore] = {
+            store.name: build_store(store, reactor) for store in config.stores
+        }
+        self.objects = ObjectOperations(
+            metadata=self.metadata,
+            stores=self.stores,
+            routing_strategy=config.routing_strategy,
+            max_object_size=config.server.max_object_size,
+            clock=reactor,
+            locks=KeyLocks(),
+        )
+        self.handler = S3Handler(S3Api(self.objects), self.find_credential, reactor)
+        self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
+        self.ready = False
+
+    def find_credential(self, access_key_id: str) -> Credential | None:
+        """The credential (and its bucket) of an access key, from the current config."""
+        found = self.config.find_credential(access_key_id)
+        if found is None:
+            return None
+        bucket, secret = found
+        return Credential(access_key_id=access_key_id, secret_access_key=secret, bucket=bucket)
+
+    def startService(self) -> None:
+        super().startService()
+        ensureDeferred(self._start()).addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        await self.metadata.start()
+        await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in self.config.stores])
+        dropped = await self.metadata.clear_reservations()
+        if dropped:
+            self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
+        for store in self.stores.values():
+            await store.start()
+        listener = strports.service(self.config.server.listen, self.site, reactor=self.reactor)
+        listener.setServiceParent(self)
+        self.ready = True
+        self._log.info("s3orchestrator listening on {listen}", listen=self.config.server.listen)
+
+    def _start_failed(self, failure) -> None:
+        self._log.failure("s3orchestrator failed to start", failure)
+        self.reactor.stop()
+
+    def stopService(self):
+        self.ready = False
+        d = super().stopService()
+        if d is None:
+            return ensureDeferred(self.metadata.stop())
+        return d.addBoth(lambda _: self.metadata.stop())

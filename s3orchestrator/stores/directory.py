@@ -1,0 +1,661 @@
+"""A store that keeps objects as files under a local directory.
+
+Path scheme
+-----------
+A location is ``<bucket>/<key>`` and is split at every ``/`` into segments; every
+segment but the last names a directory, the last names the file. Each segment is
+escaped so that every location maps to exactly one path, distinct locations to
+distinct paths, and nothing can leave the root:
+
+- ``%``, ASCII control characters (``\\x01``-``\\x1f``, ``\\x7f``), a leading ``.``
+  and the ``.`` of a trailing ``.d`` are percent-escaped (``%25``, ``%0A``,
+  ``%2E``...); everything else, non-ASCII characters included, is kept (as UTF-8).
+  So no name is ``.``, ``..`` or starts with ``.``: names starting with a dot in
+  the root are ours (``.tmp``, for writes in progress).
+- An empty segment (``a//b``, a key ending in ``/``) becomes ``%``, which no escaped
+  segment can be (every other ``%`` is followed by two hex digits).
+- Directory names get the suffix ``.d``, which no file name ends with, so the key
+  ``a`` (file ``a``) and the key ``a/b`` (directory ``a.d``, file ``b``) coexist.
+- A name longer than 255 bytes (the usual NAME_MAX) keeps the escaped segment's
+  first ~180 bytes, then ``%%`` (never produced by escaping) and the SHA-256 of the
+  whole segment, then ``.d`` for directories.
+
+For example ``photos/2024/../x`` in bucket ``app`` is stored at
+``app.d/photos.d/2024.d/%2E..d/x`` and the key ``docs/`` at ``app.d/docs.d/%``.
+Locations that cannot be mapped (empty, NUL characters, a leading ``/`` i.e. no
+bucket, no ``/`` at all, lone surrogates, or a resulting path of 4096 bytes or
+more) are refused with ValueError, through the Deferred (``open_read``,
+``delete``) or ``IObjectWrite.done`` (``start_write``). The filesystem must be
+case-sensitive and must not normalise Unicode (ext4, XFS, btrfs); ``start``
+checks the first.
+
+Writes go to ``<root>/.tmp/<random>`` (same filesystem), are fsynced and then
+renamed into place, so a reader sees the old object or the new one, never part
+of one; ``start`` removes temp files a crash left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from typing import Any, Callable
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.stores.interface import (
+    IObjectReader,
+    IObjectStore,
+    IObjectWrite,
+    ObjectMissing,
+    StoreUnavailable,
+)
+
+TEMP_DIRECTORY = ".tmp"
+DIRECTORY_SUFFIX = ".d"
+EMPTY_SEGMENT = "%"
+HASH_MARK = "%%"
+READ_CHUNK = 256 * 1024
+NAME_MAX = 255
+PATH_MAX = 4096
+# How often a write re-creates its parent directories when a concurrent delete
+# removed them (now empty) between mkdir and rename.
+_RENAME_ATTEMPTS = 20
+
+_log = Logger()
+
+
+# -- path mapping (pure) -----------------------------------------------------------------------
+
+
+def _escape_segment(segment: str) -> list[str]:
+    tokens: list[str] = []
+    last = len(segment) - 1
+    for index, char in enumerate(segment):
+        code = ord(char)
+        if (
+            char == "%"
+            or code < 0x20
+            or code == 0x7F
+            or (char == "." and (index == 0 or (index == last - 1 and segment[last] == "d")))
+        ):
+            tokens.append(f"%{code:02X}")
+        else:
+            tokens.append(char)
+    return tokens or [EMPTY_SEGMENT]
+
+
+def _name(segment: str, suffix: str) -> str:
+    tokens = _escape_segment(segment)
+    name = "".join(tokens) + suffix
+    if len(name.encode("utf-8")) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(segment.encode("utf-8")).hexdigest()
+    budget = NAME_MAX - len(HASH_MARK) - len(digest) - len(suffix)
+    prefix: list[str] = []
+    used = 0
+    for token in tokens:
+        size = len(token.encode("utf-8"))
+        if used + size > budget:
+            break
+        prefix.append(token)
+        used += size
+    return "".join(prefix) + HASH_MARK + digest + suffix
+
+
+def relative_path(location: str) -> str:
+    """The path of ``location`` relative to a store's root (see the module docstring).
+
+    Raises ValueError for a location that cannot be mapped.
+    """
+    if not isinstance(location, str) or not location:
+        raise ValueError("empty location")
+    if "\x00" in location:
+        raise ValueError("location contains a NUL character")
+    if location.startswith("/"):
+        raise ValueError("location must be <bucket>/<key>, not an absolute path")
+    if "/" not in location:
+        raise ValueError("location must be <bucket>/<key>")
+    try:
+        location.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("location is not valid Unicode") from error
+    *directories, file_name = location.split("/")
+    names = [_name(segment, DIRECTORY_SUFFIX) for segment in directories]
+    names.append(_name(file_name, ""))
+    return "/".join(names)
+
+
+# -- blocking helpers (run in the thread pool) -------------------------------------------------
+
+
+def _fsync_directory(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        _log.warn("Could not remove temp file {path}: {error}", path=os.fsdecode(path), error=str(error))
+
+
+def _make_directories(directory: bytes, root: bytes) -> list[bytes]:
+    """Create ``directory`` and its missing ancestors below ``root``; return those created."""
+    missing: list[bytes] = []
+    current = directory
+    while current != root and not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    if current == root and not os.path.isdir(root):
+        raise StoreUnavailable("the store's root directory is missing")
+    created: list[bytes] = []
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+            created.append(path)
+        except FileExistsError:
+            pass
+    return created
+
+
+def _fsync_and_close(file: Any) -> None:
+    try:
+        os.fsync(file.fileno())
+    finally:
+        file.close()
+
+
+def _install(temp: bytes, final: bytes, root: bytes) -> None:
+    """Rename the synced temp file into place and make the rename durable; or remove it."""
+    try:
+        parent = os.path.dirname(final)
+        for _ in range(_RENAME_ATTEMPTS):
+            try:
+                created = _make_directories(parent, root)
+                os.replace(temp, final)
+                break
+            except FileNotFoundError:
+                if not os.path.exists(temp):
+                    raise
+                # A concurrent delete removed a parent directory it found empty: retry.
+        else:
+            raise StoreUnavailable("parent directories kept disappearing")
+        for directory in {parent, *(os.path.dirname(path) for path in created)}:
+            _fsync_directory(directory)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+
+
+def _delete(path: bytes, bucket_directory: bytes) -> None:
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    # Remove directories the delete left empty, up to (not including) the bucket's.
+    directory = os.path.dirname(path)
+    while directory != bucket_directory and directory.startswith(bucket_directory + b"/"):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            # ENOTEMPTY: other objects, or a writer just created it; ENOENT: a
+            # concurrent delete got there first. Either way, stop here.
+            break
+        directory = os.path.dirname(directory)
+
+
+def _probe(temp_directory: bytes) -> None:
+    os.makedirs(temp_directory, exist_ok=True)
+    path = os.path.join(temp_directory, b"probe-" + uuid.uuid4().hex.encode("ascii"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"probe")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def _prepare(root: bytes, temp_directory: bytes) -> int:
+    os.makedirs(temp_directory, exist_ok=True)
+    removed = 0
+    for entry in os.scandir(temp_directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+        removed += 1
+    probe = os.path.join(temp_directory, b"case-" + uuid.uuid4().hex.encode("ascii") + b"-A")
+    with open(probe, "xb"):
+        pass
+    try:
+        if os.path.exists(probe[:-1] + b"a"):
+            raise StoreUnavailable(f"{os.fsdecode(root)} is on a case-insensitive filesystem")
+    finally:
+        os.unlink(probe)
+    return removed
+
+
+def _unavailable(failure: Failure) -> Failure:
+    if failure.check(OSError):
+        return Failure(StoreUnavailable(f"I/O error: {failure.value}"))
+    return failure
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+@implementer(IConsumer)
+class _FileConsumer:
+    """What the body producer writes into: hands every chunk to its DirectoryWrite."""
+
+    def __init__(self, write: DirectoryWrite) -> None:
+        self._write = write
+
+    def write(self, data: bytes) -> None:
+        self._write._received(data)
+
+    def registerProducer(self, producer: IPushProducer | IPullProducer, streaming: bool) -> None:
+        self._write._register(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._write._register(None, True)
+
+
+@implementer(IObjectWrite)
+class DirectoryWrite:
+    """One object being written: temp file, fsync, rename into place.
+
+    States: writing (bytes arriving) -> syncing (fsync in a thread) -> installing
+    (rename in a thread) -> done; or failed. ``abort`` works until installing
+    starts; after that ``done`` reports what really happened.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        body: IBodyProducer,
+        length: int,
+        temp: bytes,
+        final: bytes,
+        root: bytes,
+    ) -> None:
+        self.done: Deferred[None] = Deferred()
+        self._reactor = reactor
+        self._body = body
+        self._length = length
+        self._temp = temp
+        self._final = final
+        self._root = root
+        self._state = "writing"
+        self._file: Any = None
+        self._written = 0
+        self._pull_producer: IPullProducer | None = None
+
+    def _start(self) -> None:
+        try:
+            self._file = self._open_temp()
+        except OSError as error:
+            self._state = "failed"
+            self.done.errback(StoreUnavailable(f"cannot create a temp file: {error}"))
+            return
+        try:
+            produced = self._body.startProducing(_FileConsumer(self))
+        except Exception:
+            self._fail(Failure(), stop_body=False)
+            return
+        produced.addCallbacks(self._body_finished, self._body_failed)
+
+    def _open_temp(self) -> Any:
+        try:
+            return open(self._temp, "xb")
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self._temp), exist_ok=True)
+            return open(self._temp, "xb")
+
+    # -- from the body producer --
+
+    def _received(self, data: bytes) -> None:
+        if self._state != "writing":
+            return
+        if self._written + len(data) > self._length:
+            self._fail(
+                Failure(S3Error("IncompleteBody", f"the body is longer than the {self._length} bytes announced")),
+                stop_body=True,
+            )
+            return
+        try:
+            self._file.write(data)
+        except OSError as error:
+            self._fail(Failure(StoreUnavailable(f"write failed: {error}")), stop_body=True)
+            return
+        self._written += len(data)
+        if self._pull_producer is not None:
+            self._reactor.callLater(0, self._pull)
+
+    def _register(self, producer: IPushProducer | IPullProducer | None, streaming: bool) -> None:
+        # A file never needs to pause a streaming producer; a pull producer is asked
+        # for more after each write.
+        self._pull_producer = None if streaming else producer  # type: ignore[assignment]
+        if self._pull_producer is not None:
+            self._reactor.callLater(0, self._pull)
+
+    def _pull(self) -> None:
+        if self._state == "writing" and self._pull_producer is not None:
+            self._pull_producer.resumeProducing()
+
+    def _body_finished(self, _: object) -> None:
+        if self._state != "writing":
+            return
+        self._pull_producer = None
+        if self._written != self._length:
+            self._fail(
+                Failure(S3Error("IncompleteBody", f"got {self._written} of {self._length} bytes")),
+                stop_body=False,
+            )
+            return
+        try:
+            self._file.flush()
+        except OSError as error:
+            self._fail(Failure(StoreUnavailable(f"write failed: {error}")), stop_body=False)
+            return
+        self._state = "syncing"
+        file, self._file = self._file, None
+        synced = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _fsync_and_close, file)
+        synced.addCallbacks(self._synced, self._sync_failed)
+
+    def _body_failed(self, failure: Failure) -> None:
+        if self._state == "writing":
+            # The producer failed: clean up, call nothing more on it.
+            self._fail(failure, stop_body=False)
+
+    # -- after the last byte --
+
+    def _synced(self, _: object) -> None:
+        if self._state == "aborted":
+            _unlink_quietly(self._temp)
+            self.done.errback(CancelledError("write aborted"))
+            return
+        self._state = "installing"
+        installed = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _install, self._temp, self._final, self._root
+        )
+        installed.addCallbacks(self._installed, self._install_failed)
+
+    def _sync_failed(self, failure: Failure) -> None:
+        _unlink_quietly(self._temp)
+        aborted = self._state == "aborted"
+        self._state = "failed"
+        self.done.errback(CancelledError("write aborted") if aborted else _unavailable(failure))
+
+    def _installed(self, _: object) -> None:
+        self._state = "done"
+        self.done.callback(None)
+
+    def _install_failed(self, failure: Failure) -> None:
+        self._state = "failed"
+        self.done.errback(_unavailable(failure))
+
+    # -- failure --
+
+    def _fail(self, reason: Failure, stop_body: bool) -> None:
+        self._state = "failed"
+        self._pull_producer = None
+        if stop_body:
+            self._stop_body()
+        self._discard_temp()
+        self.done.errback(reason)
+
+    def _stop_body(self) -> None:
+        try:
+            self._body.stopProducing()
+        except Exception:
+            _log.failure("Body producer failed to stop")
+
+    def _discard_temp(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass  # unflushed bytes of a file we are deleting
+        _unlink_quietly(self._temp)
+
+    def abort(self) -> None:
+        """Stop the write and remove the temp file; ``done`` errbacks with CancelledError."""
+        if self._state == "writing":
+            self._state = "failed"
+            self._pull_producer = None
+            self._stop_body()
+            self._discard_temp()
+            self.done.errback(CancelledError("write aborted"))
+        elif self._state == "syncing":
+            # The fsync thread owns the file; _synced removes it and fails ``done``.
+            self._state = "aborted"
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@implementer(IObjectReader, IPullProducer)
+class FileReader:
+    """An open file (or a byte range of it), streamed as a pull producer in READ_CHUNK reads."""
+
+    def __init__(self, file: Any, length: int, chunk_size: int = READ_CHUNK) -> None:
+        self.length = length
+        self._file = file
+        self._remaining = length
+        self._chunk_size = chunk_size
+        self._consumer: IConsumer | None = None
+        self._streamed: Deferred[None] | None = None
+        self._in_resume = False
+        self._resume_again = False
+
+    def stream_to(self, consumer: IConsumer) -> Deferred[None]:
+        """Register as a pull producer on ``consumer``; fire once the last byte is written."""
+        if self._streamed is not None:
+            raise RuntimeError("stream_to called twice")
+        self._streamed = Deferred()
+        if self._file is None:
+            self._streamed.errback(CancelledError("reader was cancelled"))
+            return self._streamed
+        self._consumer = consumer
+        streamed = self._streamed
+        consumer.registerProducer(self, False)
+        return streamed
+
+    def resumeProducing(self) -> None:
+        # A consumer asking for more from inside write() gets it from this loop
+        # rather than by recursion.
+        if self._in_resume:
+            self._resume_again = True
+            return
+        self._in_resume = True
+        try:
+            self._resume_again = True
+            while self._resume_again and self._file is not None:
+                self._resume_again = False
+                self._produce()
+        finally:
+            self._in_resume = False
+
+    def _produce(self) -> None:
+        if self._consumer is None:  # resumeProducing before stream_to
+            return
+        if self._remaining == 0:
+            self._finish(None, unregister=True)
+            return
+        try:
+            data = self._file.read(min(self._chunk_size, self._remaining))
+        except OSError as error:
+            self._finish(Failure(StoreUnavailable(f"read failed: {error}")), unregister=True)
+            return
+        if not data:
+            self._finish(Failure(StoreUnavailable("the file is shorter than its object")), unregister=True)
+            return
+        self._remaining -= len(data)
+        try:
+            self._consumer.write(data)
+        except Exception:
+            self._finish(Failure(), unregister=False)
+            return
+        if self._remaining == 0:
+            self._finish(None, unregister=True)
+
+    def pauseProducing(self) -> None:
+        """Nothing to do: a pull producer only writes when asked."""
+
+    def stopProducing(self) -> None:
+        """The consumer is gone: close the file; ``stream_to``'s Deferred errbacks."""
+        self._finish(Failure(CancelledError("consumer stopped")), unregister=False)
+
+    def cancel(self) -> None:
+        """Stop streaming and close the file; ``stream_to``'s Deferred errbacks."""
+        self._finish(Failure(CancelledError("reader was cancelled")), unregister=True)
+
+    def _finish(self, failure: Failure | None, unregister: bool) -> None:
+        file, self._file = self._file, None
+        if file is None:
+            return
+        file.close()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and unregister:
+            try:
+                consumer.unregisterProducer()
+            except Exception:
+                _log.failure("Consumer failed to unregister the reader")
+        streamed = self._streamed
+        if streamed is not None and not streamed.called:
+            if failure is None:
+                streamed.callback(None)
+            else:
+                streamed.errback(failure)
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+@implementer(IObjectStore)
+class DirectoryStore:
+    """Objects as files under ``root``; see the module docstring for the path scheme.
+
+    Blocking file I/O runs in the reactor's thread pool where it can take long
+    (fsync, rename, unlink, probe); body writes and range reads run in the reactor
+    thread (page cache).
+    """
+
+    def __init__(self, name: str, root: str, reactor: Any) -> None:
+        self.name = name
+        self.root = os.path.abspath(root)
+        self._root = os.fsencode(self.root)
+        self._temp_directory = os.path.join(self._root, TEMP_DIRECTORY.encode("ascii"))
+        self._reactor = reactor
+
+    def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), func, *args)
+
+    def path_for(self, location: str) -> bytes:
+        """The absolute file path of ``location``; ValueError if it cannot be mapped."""
+        path = self._root + b"/" + relative_path(location).encode("utf-8")
+        if len(path) >= PATH_MAX:
+            raise ValueError("location is too long for this filesystem")
+        return path
+
+    def start(self) -> Deferred[int]:
+        """Create the root if needed, remove temp files a crash left; fire with how many."""
+
+        def removed(count: int) -> int:
+            if count:
+                _log.info("Store {store}: removed {count} stale temp files", store=self.name, count=count)
+            return count
+
+        d = self._in_thread(_prepare, self._root, self._temp_directory)
+        d.addCallbacks(removed, _unavailable)
+        return d
+
+    def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
+        """Stream ``body`` into a temp file and rename it to ``location`` once complete.
+
+        If the location cannot be mapped (ValueError) or no temp file can be created
+        (StoreUnavailable), ``done`` errbacks at once and ``body`` is never started.
+        A body that delivers fewer or more than ``length`` bytes fails ``done`` with
+        S3Error("IncompleteBody").
+        """
+        temp = os.path.join(self._temp_directory, uuid.uuid4().hex.encode("ascii"))
+        try:
+            if length < 0:
+                raise ValueError("length must be >= 0")
+            final = self.path_for(location)
+        except ValueError:
+            write = DirectoryWrite(self._reactor, body, length, temp, b"", self._root)
+            write._state = "failed"
+            write.done.errback(Failure())
+            return write
+        write = DirectoryWrite(self._reactor, body, length, temp, final, self._root)
+        write._start()
+        return write
+
+    def open_read(self, location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:
+        """Open the file now (so a later overwrite or delete cannot change what is read)."""
+        try:
+            path = self.path_for(location)
+            if byte_range is not None and not 0 <= byte_range[0] <= byte_range[1]:
+                raise ValueError(f"bad byte range {byte_range!r}")
+        except ValueError:
+            return fail()
+        try:
+            file = open(path, "rb", buffering=0)
+        except (FileNotFoundError, NotADirectoryError):
+            return fail(ObjectMissing(location))
+        except OSError as error:
+            return fail(StoreUnavailable(f"cannot open {location!r}: {error}"))
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if byte_range is None:
+                first, length = 0, size
+            else:
+                first, last = byte_range
+                if last >= size:
+                    raise StoreUnavailable(f"{location!r} has {size} bytes, fewer than the range asks for")
+                length = last - first + 1
+            if first:
+                file.seek(first)
+        except OSError as error:
+            file.close()
+            return fail(StoreUnavailable(f"cannot read {location!r}: {error}"))
+        except StoreUnavailable:
+            file.close()
+            return fail()
+        return succeed(FileReader(file, length))
+
+    def delete(self, location: str) -> Deferred[None]:
+        """Remove the file (missing is fine) and the directories that leaves empty."""
+        try:
+            path = self.path_for(location)
+        except ValueError:
+            return fail()
+        bucket_directory = path[: path.index(b"/", len(self._root) + 1)]
+        d = self._in_thread(_delete, path, bucket_directory)
+        d.addErrback(_unavailable)
+        return d
+
+    def probe(self) -> Deferred[None]:
+        """Write, fsync and remove a small file under the root; StoreUnavailable if that fails."""
+        d = self._in_thread(_probe, self._temp_directory)
+        d.addErrback(_unavailable)
+        return d

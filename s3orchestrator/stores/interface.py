@@ -1,0 +1,72 @@
+"""The interface every object store (directory, S3 upstream) provides to the orchestration layer."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.web.iweb import IBodyProducer
+from zope.interface import Attribute, Interface
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or failed (connection refused, timeout, 5xx, I/O error)."""
+
+
+class ObjectMissing(Exception):
+    """The store has no object at a location the metadata says it holds."""
+
+
+class IObjectWrite(Interface):
+    """One object being written to a store; see IObjectStore.start_write."""
+
+    done = Attribute(
+        "Deferred firing with None once every byte of the body is durably stored at"
+        " the location (file renamed into place, upstream answered 200); errbacks on"
+        " failure, leaving nothing at the location."
+    )
+
+    def abort() -> None:
+        """Stop the write and remove whatever was partly written. Safe to call at any time."""
+
+
+class IObjectReader(Interface):
+    """An open object (or byte range of one), ready to stream to a consumer."""
+
+    length = Attribute("Number of bytes stream_to will write.")
+
+    def stream_to(consumer: IConsumer) -> Deferred[None]:
+        """Write the bytes to ``consumer`` with backpressure (registering a producer on it).
+
+        Fires when the last byte is written; errbacks if the store fails mid-stream.
+        """
+
+    def cancel() -> None:
+        """Stop streaming and release the open file or connection."""
+
+
+class IObjectStore(Interface):
+    """A place object bytes live: a local directory or an upstream S3 bucket."""
+
+    name = Attribute("The store's configured name (str).")
+
+    def start() -> Deferred[object]:
+        """Prepare the store for use (create its root, clear leftovers of a previous run)."""
+
+    def start_write(location: str, body: IBodyProducer, length: int) -> IObjectWrite:
+        """Start storing ``length`` bytes produced by ``body`` at ``location``.
+
+        The store calls ``body.startProducing(consumer)`` once it is ready to take bytes.
+        Until ``IObjectWrite.done`` fires, a previous object at ``location`` stays intact.
+        """
+
+    def open_read(location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:
+        """Open the object at ``location``; ``byte_range`` is an inclusive (first, last) pair.
+
+        Errbacks with ObjectMissing if there is no such object, StoreUnavailable on failure.
+        """
+
+    def delete(location: str) -> Deferred[None]:
+        """Remove the object at ``location``; succeeds if it does not exist."""
+
+    def probe() -> Deferred[None]:
+        """Check the store works (health check); errbacks with StoreUnavailable if not."""

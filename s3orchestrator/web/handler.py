@@ -1,0 +1,194 @@
+"""From an S3Request to an S3 response: authenticate, dispatch, render, log."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from s3orchestrator.auth.payload import PayloadVerifier
+from s3orchestrator.auth.sigv4 import Credential, verify_request
+from s3orchestrator.errors import S3Error
+from s3orchestrator.s3.api import S3Api, operation_name
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.web.body import ClientGone, UploadBody
+from s3orchestrator.web.errors import error_document
+from s3orchestrator.web.request_parsing import header_map, parse_query, split_path
+from s3orchestrator.web.site import S3Request
+
+CredentialLookup = Callable[[str], "Credential | None"]
+
+
+class _Exchange:
+    """What the handler tracks about one request while it is answered (for the log line)."""
+
+    def __init__(self, request: S3Request) -> None:
+        self.request = request
+        self.operation = "Unknown"
+        self.access_key_id: str | None = None
+        self.bucket: str | None = None
+        self.key: str | None = None
+        self.store: str | None = None
+        self.status = 0
+        self.bytes_out = 0
+        self.client_gone = False
+        request.notifyFinish().addErrback(self._gone)
+
+    def _gone(self, _: Failure) -> None:
+        self.client_gone = True
+
+
+class S3Handler:
+    """Answers every S3Request of the site; errors become S3 XML error responses."""
+
+    _log = Logger()
+
+    def __init__(self, api: S3Api, credentials: CredentialLookup, clock: IReactorTime) -> None:
+        self.api = api
+        self.credentials = credentials
+        self._clock = clock
+
+    def handle(self, request: S3Request) -> None:
+        """Start answering ``request`` (called when its headers are complete)."""
+        exchange = _Exchange(request)
+        ensureDeferred(self._answer(exchange)).addErrback(self._internal_failure, exchange)
+
+    async def _answer(self, exchange: _Exchange) -> None:
+        request = exchange.request
+        try:
+            call = self._authenticate(exchange)
+            response = await self.api.dispatch(exchange.operation, call)
+        except S3Error as error:
+            self._send_error(exchange, error)
+        except ClientGone:
+            exchange.client_gone = True
+        except Exception:
+            self._log.failure(
+                "Unexpected error in {operation} (request {request_id})",
+                operation=exchange.operation, request_id=request.request_id,
+            )
+            self._send_error(exchange, S3Error("InternalError"))
+        else:
+            exchange.store = response.store
+            await self._send(exchange, response)
+        self._log_request(exchange)
+
+    def _authenticate(self, exchange: _Exchange) -> S3Call:
+        request = exchange.request
+        method = request.method.decode("ascii", "replace").upper()
+        bucket, key = split_path(request.raw_path)
+        exchange.bucket, exchange.key = bucket, key
+        query = parse_query(request.raw_query)
+        headers = header_map(request.requestHeaders)
+        auth = verify_request(
+            method,
+            request.raw_path.decode("latin-1"),
+            request.raw_query.decode("latin-1"),
+            headers,
+            self.credentials,
+            self._clock.seconds(),
+        )
+        exchange.access_key_id = auth.credential.access_key_id
+        if bucket is not None and bucket != auth.credential.bucket:
+            raise S3Error("AccessDenied", f"Access key {auth.credential.access_key_id} may not access bucket {bucket}.")
+        call = S3Call(request.request_id, method, bucket, key, query, headers, auth)
+        exchange.operation = operation_name(call)
+        if self.api.needs_body(exchange.operation):
+            body = UploadBody(
+                request.channel.transport,
+                lambda on_data: PayloadVerifier(auth, headers, on_data),
+                lambda: self._continue(request, headers),
+            )
+            if request.body_complete:
+                # Content-Length: 0: the (empty) body is already all there.
+                body.bodyComplete()
+            else:
+                request.body = body
+            call = S3Call(request.request_id, method, bucket, key, query, headers, auth, body)
+        return call
+
+    def _continue(self, request: S3Request, headers: dict[str, list[str]]) -> None:
+        expect = headers.get("expect", [""])[0].lower()
+        if expect == "100-continue" and not request.startedWriting and request.clientproto == b"HTTP/1.1":
+            request.channel.send100Continue()
+
+    async def _send(self, exchange: _Exchange, response: S3Response) -> None:
+        request = exchange.request
+        if exchange.client_gone:
+            if hasattr(response.body, "cancel"):
+                response.body.cancel()
+            return
+        request.setResponseCode(response.status)
+        exchange.status = response.status
+        for name, value in response.headers:
+            request.responseHeaders.addRawHeader(name, value.encode("latin-1", "replace"))
+        body = response.body
+        if isinstance(body, bytes):
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            exchange.bytes_out = len(body)
+        elif body is not None:
+            request.setHeader(b"content-length", b"%d" % body.length)
+            try:
+                await body.stream_to(request)
+            except Exception as error:
+                if not exchange.client_gone:
+                    self._log.warn(
+                        "Streaming {operation} response failed (request {request_id}): {error}",
+                        operation=exchange.operation, request_id=request.request_id, error=str(error),
+                    )
+                    # Headers are out: the only honest signal left is a broken connection.
+                    request.channel.transport.abortConnection()
+                return
+            exchange.bytes_out = body.length
+        elif not request.responseHeaders.hasHeader(b"content-length") and response.status not in (204, 304):
+            request.setHeader(b"content-length", b"0")
+        if not exchange.client_gone:
+            request.finish()
+
+    def _send_error(self, exchange: _Exchange, error: S3Error) -> None:
+        request = exchange.request
+        if exchange.client_gone or request.finished:
+            return
+        if request.startedWriting:
+            request.channel.transport.abortConnection()
+            return
+        exchange.status = error.status
+        request.setResponseCode(error.status)
+        for name, value in error.headers.items():
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        if error.status == 304 or request.method == b"HEAD":
+            # HEAD responses and 304s carry no body (the status says it all).
+            request.setHeader(b"content-length", b"0")
+        else:
+            document = error_document(error, request.raw_path.decode("latin-1"), request.request_id)
+            request.setHeader(b"content-type", b"application/xml")
+            request.setHeader(b"content-length", b"%d" % len(document))
+            request.write(document)
+            exchange.bytes_out = len(document)
+        request.finish()
+
+    def _internal_failure(self, failure: Failure, exchange: _Exchange) -> None:
+        self._log.failure("Failed to answer request {request_id}", failure, request_id=exchange.request.request_id)
+        if not exchange.request.finished and not exchange.client_gone:
+            exchange.request.channel.transport.abortConnection()
+
+    def _log_request(self, exchange: _Exchange) -> None:
+        request = exchange.request
+        self._log.info(
+            "{request_id} {access_key_id} {operation} {bucket}/{key} {status} {bytes_out}B {duration_ms}ms store={store}",
+            request_id=request.request_id,
+            access_key_id=exchange.access_key_id or "-",
+            operation=exchange.operation,
+            bucket=exchange.bucket or "",
+            key=exchange.key or "",
+            status=exchange.status if not exchange.client_gone else "client-gone",
+            bytes_out=exchange.bytes_out,
+            duration_ms=round((time.monotonic() - request.started) * 1000, 1),
+            store=exchange.store,
+        )
+

@@ -1,0 +1,158 @@
+"""An HTTP/1.1 channel and request that start S3 operations as soon as the headers are in.
+
+Stock ``twisted.web`` reads a whole request body into memory or a temporary file
+before anything runs. Object bodies must instead stream to the store, and a
+request that will be refused (bad signature, no room) must be answered before
+its body is read. So:
+
+- ``S3Channel.allHeadersReceived`` does not answer ``100 Continue`` on its own;
+  it pauses the client and hands the request to the handler at once.
+- ``S3Request`` keeps no ``content``: body chunks go to the request's
+  ``UploadBody``, and ``requestReceived`` only means "body complete".
+- A response sent before the body was fully read ends the connection with a
+  lingering close (half-close, drain, abort later), so the client reads the
+  error instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from typing import TYPE_CHECKING, Callable
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web import http
+
+if TYPE_CHECKING:
+    from s3orchestrator.web.body import UploadBody
+
+# How long a connection whose response went out early may keep sending before we drop it.
+LINGER_SECONDS = 10.0
+
+
+def new_request_id() -> str:
+    """A request id in the shape S3 uses (16 upper-case hex characters)."""
+    return secrets.token_hex(8).upper()
+
+
+class S3Request(http.Request):
+    """One S3 request: parsed at header time, body streamed to ``body`` if it has one."""
+
+    defaultContentType = None
+
+    def __init__(self, channel: "S3Channel", queued: object = http._QUEUED_SENTINEL) -> None:
+        super().__init__(channel, queued)
+        self.request_id = new_request_id()
+        self.started = time.monotonic()
+        self.raw_path = b""
+        self.raw_query = b""
+        self.declared_length: int | None = None
+        self.body: UploadBody | None = None
+        self.body_complete = False
+
+    # -- called by S3Channel -------------------------------------------------
+
+    def gotLength(self, length: int | None) -> None:
+        # Deliberately no temp file or buffer: the body streams to self.body.
+        self.declared_length = length
+        self.content = io.BytesIO()
+
+    def headersComplete(self, command: bytes, uri: bytes, version: bytes) -> None:
+        """Record the request line (as requestReceived would) before the body arrives."""
+        self.method, self.uri, self.clientproto = command, uri, version
+        self.path, _, self.raw_query = uri.partition(b"?")
+        self.raw_path = self.path
+        self.args = {}
+        self.responseHeaders.setRawHeaders(b"x-amz-request-id", [self.request_id.encode()])
+        self.responseHeaders.setRawHeaders(b"x-amz-id-2", [self.request_id.encode()])
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body is not None:
+            self.body.dataReceived(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.body_complete = True
+        if self.body is not None:
+            self.body.bodyComplete()
+        else:
+            # A request without a streamed body is dispatched once it is complete.
+            self.headersComplete(command, path, version)
+            self.channel.site.handler.handle(self)
+
+    def connectionLost(self, reason) -> None:
+        if self.body is not None and not self.body_complete:
+            self.body.connectionLost(reason)
+        super().connectionLost(reason)
+
+
+class S3Channel(http.HTTPChannel):
+    """HTTPChannel that dispatches body-carrying requests at header time."""
+
+    _log = Logger()
+    _lingering: IDelayedCall | None = None
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        if self.length == 0:
+            # No body: lineReceived calls allContentReceived next, which dispatches.
+            return
+        # Keep the client quiet until the store is ready for bytes (UploadBody resumes it).
+        self.transport.pauseProducing()
+        request.headersComplete(self._command, self._path, self._version)
+        self.site.handler.handle(request)
+
+    def send100Continue(self) -> None:
+        """Tell a client waiting on ``Expect: 100-continue`` to send its body."""
+        self._send100Continue()
+
+    def requestDone(self, request: S3Request) -> None:
+        if request.body_complete:
+            super().requestDone(request)
+            return
+        # Answered before the whole body arrived: this connection cannot carry
+        # another request. Half-close so the client reads our response, then
+        # discard whatever it still sends until it closes or we give up.
+        self.requests.remove(request)
+        self.persistent = False
+        self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
+        self.transport.resumeProducing()
+        self.transport.loseWriteConnection()
+        self._lingering = self.callLater(LINGER_SECONDS, self.transport.abortConnection)
+
+    def _discard(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
+        super().connectionLost(reason)
+
+
+class S3Site(http.HTTPFactory):
+    """The listening factory: builds S3Channels whose requests go to ``handler``."""
+
+    protocol = S3Channel
+
+    def __init__(self, handler: "RequestHandler", timeout: float, reactor=None) -> None:
+        super().__init__(timeout=timeout, reactor=reactor)
+        self.handler = handler
+
+    def buildProtocol(self, addr) -> S3Channel:
+        channel = super().buildProtocol(addr)
+        channel.requestFactory = S3Request
+        channel.site = self
+        return channel
+
+    def log(self, request: http.Request) -> None:
+        # Requests are logged by the handler, with S3 fields, not in combined log format.
+        pass
+
+
+class RequestHandler:
+    """What S3Site hands requests to (see web.handler.S3Handler)."""
+
+    handle: Callable[[S3Request], None]

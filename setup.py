@@ -1,0 +1,34 @@
+"""Packaging for s3orchestrator (setuptools; the twistd plugin ships in twisted/plugins)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="s3orchestrator",
+    version="0.1.0",
+    description="One S3-compatible endpoint over many upstream object stores.",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    package_data={
+        "twisted": ["plugins/s3orchestrator_plugin.py"],
+        "s3orchestrator.metadata": ["migrations/*.sql"],
+    },
+    install_requires=[
+        "twisted[tls]>=22.4",
+        "treq>=22.2",
+        "attrs>=22.2",
+        "zope.interface>=5",
+        "service-identity>=21.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "boto3>=1.34",
+            "awscli>=1.32",
+        ],
+    },
+)

@@ -1,0 +1,129 @@
+"""Start the real daemon (twistd s3orchestrator) on a free loopback port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import attrs
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "app1-files"
+ACCESS_KEY = "AKID_APP1_WRITER"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiTESTSECRET"
+OTHER_BUCKET = "app2-files"
+OTHER_ACCESS_KEY = "AKID_APP2_WRITER"
+OTHER_SECRET_KEY = "app2-secret-for-tests-only"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@attrs.frozen
+class StoreSpec:
+    """A directory store for a test daemon."""
+
+    name: str
+    quota_bytes: int = 0
+
+
+def write_config(
+    directory: Path,
+    port: int,
+    stores: Sequence[StoreSpec],
+    routing_strategy: str = "pack",
+    max_object_size: int = 5 * 1024**3,
+) -> Path:
+    """A config file for a daemon with two buckets and the given directory stores."""
+    lines = [
+        f'routing_strategy = "{routing_strategy}"',
+        "[server]",
+        f'listen = "tcp:{port}:interface=127.0.0.1"',
+        f"max_object_size = {max_object_size}",
+        "[metadata]",
+        f'sqlite = "{directory / "metadata.sqlite"}"',
+    ]
+    for bucket, key, secret in (
+        (BUCKET, ACCESS_KEY, SECRET_KEY),
+        (OTHER_BUCKET, OTHER_ACCESS_KEY, OTHER_SECRET_KEY),
+    ):
+        lines += [
+            "[[buckets]]",
+            f'name = "{bucket}"',
+            "[[buckets.credentials]]",
+            f'access_key_id = "{key}"',
+            f'secret_access_key = "{secret}"',
+        ]
+    for store in stores:
+        lines += [
+            "[[stores]]",
+            f'name = "{store.name}"',
+            'type = "directory"',
+            f'path = "{directory / "stores" / store.name}"',
+            f"quota_bytes = {store.quota_bytes}",
+        ]
+    path = directory / "s3orchestrator.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """A running ``twistd -n s3orchestrator`` process."""
+
+    def __init__(self, directory: Path, config: Path, port: int) -> None:
+        self.directory = directory
+        self.config = config
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.log_path = directory / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the daemon and wait until it accepts connections."""
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
+             "s3orchestrator", "--config", str(self.config)],
+            cwd=self.directory,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"daemon did not listen within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stop the daemon (SIGTERM, then SIGKILL if it lingers)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        """Everything the daemon logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

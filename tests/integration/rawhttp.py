@@ -1,0 +1,52 @@
+"""Hand-made signed requests (botocore's signer) for tests that real clients would never send."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import socket
+from urllib.parse import quote
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tests.integration.daemon import ACCESS_KEY, SECRET_KEY, Daemon
+
+
+def signed_headers(
+    daemon: Daemon,
+    method: str,
+    key: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    payload_hash: str | None = None,
+    access_key: str = ACCESS_KEY,
+    secret_key: str = SECRET_KEY,
+    bucket: str = "app1-files",
+) -> tuple[str, dict[str, str]]:
+    """(path, headers) of a request signed by botocore; payload_hash overrides the signed hash."""
+    path = f"/{bucket}/{quote(key)}"
+    request = AWSRequest(method=method, url=daemon.endpoint + path, data=body, headers=dict(headers or {}))
+    request.headers["x-amz-content-sha256"] = payload_hash or hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(access_key, secret_key), "s3", "us-east-1").add_auth(request)
+    return path, dict(request.headers.items())
+
+
+def send(daemon: Daemon, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict, bytes]:
+    """Send one request; (status, lower-case headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def open_upload(daemon: Daemon, path: str, headers: dict[str, str]) -> socket.socket:
+    """A socket with a request's headers sent and its body not (yet)."""
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+    head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock.sendall(head.encode("latin-1"))
+    return sock
