@@ -55,8 +55,8 @@ def peak_rss_mib(pid: int) -> float:
 
 def raw_unsigned_put(daemon: Daemon, key: str, source: Path, size: int) -> None:
     """PUT a file with UNSIGNED-PAYLOAD, streamed from disk by http.client."""
-    path, headers = signed_headers(daemon, "PUT", key, payload_hash="UNSIGNED-PAYLOAD")
-    headers["Content-Length"] = str(size)
+    path, headers = signed_headers(
+        daemon, "PUT", key, headers={"Content-Length": str(size)}, unsigned_payload=True)
     connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=600, blocksize=CHUNK)
     with open(source, "rb") as body:
         connection.request("PUT", path, body=body, headers=headers)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web import http
+from twisted.web.http_headers import Headers
 
 if TYPE_CHECKING:
     from s3orchestrator.web.body import UploadBody
@@ -104,6 +105,21 @@ class S3Channel(http.HTTPChannel):
         self.transport.pauseProducing()
         request.headersComplete(self._command, self._path, self._version)
         self.site.handler.handle(request)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers) -> None:
+        # Twisted writes header names in Title-Case; S3 clients take x-amz-meta-*
+        # names verbatim as metadata keys, which S3 always sends lower-case.
+        if isinstance(headers, Headers):
+            pairs = [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
+        else:
+            pairs = list(headers)
+        lines = [version + b" " + code + b" " + reason + b"\r\n"]
+        for name, value in pairs:
+            if name.lower().startswith(b"x-amz-meta-"):
+                name = name.lower()
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        self.transport.writeSequence(lines)
 
     def send100Continue(self) -> None:
         """Tell a client waiting on ``Expect: 100-continue`` to send its body."""

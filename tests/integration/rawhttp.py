@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import socket
 from urllib.parse import quote
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
 from tests.integration.daemon import ACCESS_KEY, SECRET_KEY, Daemon
@@ -20,15 +20,20 @@ def signed_headers(
     key: str,
     body: bytes = b"",
     headers: dict[str, str] | None = None,
-    payload_hash: str | None = None,
+    unsigned_payload: bool = False,
     access_key: str = ACCESS_KEY,
     secret_key: str = SECRET_KEY,
     bucket: str = "app1-files",
 ) -> tuple[str, dict[str, str]]:
-    """(path, headers) of a request signed by botocore; payload_hash overrides the signed hash."""
+    """(path, headers) of a request signed by botocore.
+
+    With ``unsigned_payload`` the payload is UNSIGNED-PAYLOAD (as rclone sends);
+    otherwise botocore signs the SHA-256 of ``body``.
+    """
     path = f"/{bucket}/{quote(key)}"
     request = AWSRequest(method=method, url=daemon.endpoint + path, data=body, headers=dict(headers or {}))
-    request.headers["x-amz-content-sha256"] = payload_hash or hashlib.sha256(body).hexdigest()
+    if unsigned_payload:
+        request.context["client_config"] = BotoConfig(s3={"payload_signing_enabled": False})
     S3SigV4Auth(Credentials(access_key, secret_key), "s3", "us-east-1").add_auth(request)
     return path, dict(request.headers.items())
 
@@ -47,6 +52,7 @@ def send(daemon: Daemon, method: str, path: str, headers: dict[str, str], body: 
 def open_upload(daemon: Daemon, path: str, headers: dict[str, str]) -> socket.socket:
     """A socket with a request's headers sent and its body not (yet)."""
     sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+    headers = {"Host": f"127.0.0.1:{daemon.port}", **headers}
     head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     sock.sendall(head.encode("latin-1"))
     return sock

@@ -95,8 +95,9 @@ def test_quota_full_is_507_and_nothing_stored(start_daemon):
 def test_507_is_answered_before_the_body_is_sent(start_daemon):
     daemon = start_daemon(stores=[StoreSpec("local-a", 1000)])
     body_size = 50 * MiB
-    path, headers = signed_headers(daemon, "PUT", "big", payload_hash="UNSIGNED-PAYLOAD")
-    headers.update({"Content-Length": str(body_size), "Expect": "100-continue"})
+    path, headers = signed_headers(
+        daemon, "PUT", "big", headers={"Content-Length": str(body_size)}, unsigned_payload=True)
+    headers["Expect"] = "100-continue"
     sock = open_upload(daemon, path, headers)
     reply = sock.recv(65536)
     sock.close()
@@ -115,8 +116,8 @@ def test_object_over_max_object_size_is_entity_too_large(start_daemon):
 
 
 def test_client_disconnect_mid_upload_leaves_nothing(daemon):
-    path, headers = signed_headers(daemon, "PUT", "half", payload_hash="UNSIGNED-PAYLOAD")
-    headers["Content-Length"] = str(10 * MiB)
+    path, headers = signed_headers(
+        daemon, "PUT", "half", headers={"Content-Length": str(10 * MiB)}, unsigned_payload=True)
     sock = open_upload(daemon, path, headers)
     sock.sendall(os.urandom(3 * MiB))
     time.sleep(0.3)
