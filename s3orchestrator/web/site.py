@@ -21,10 +21,11 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Callable
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     from s3orchestrator.web.body import UploadBody
@@ -148,6 +149,7 @@ class S3Channel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+@implementer(IProtocolNegotiationFactory)
 class S3Site(http.HTTPFactory):
     """The listening factory: builds S3Channels whose requests go to ``handler``."""
 
@@ -162,6 +164,10 @@ class S3Site(http.HTTPFactory):
         channel.requestFactory = S3Request
         channel.site = self
         return channel
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: HTTP/1.1 only (streaming relies on the HTTP/1.1 channel)."""
+        return [b"http/1.1"]
 
     def log(self, request: http.Request) -> None:
         # Requests are logged by the handler, with S3 fields, not in combined log format.

@@ -25,12 +25,13 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         stores=(StoreSpec("local-a", 1024**3), StoreSpec("local-b", 2 * 1024**3)),
         routing_strategy: str = "pack",
         max_object_size: int = 5 * 1024**3,
+        tls: tuple[Path, Path] | None = None,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size)
-        daemon = Daemon(directory, config, port)
+        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls)
+        daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()
         return daemon
@@ -47,10 +48,11 @@ def daemon(start_daemon: DaemonFactory) -> Daemon:
 
 
 def make_client(daemon: Daemon, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **config):
-    """A boto3 S3 client configured as the user guide says."""
+    """A boto3 S3 client configured as the user guide says (TLS certificates are not checked)."""
     return boto3.client(
         "s3",
         endpoint_url=daemon.endpoint,
+        verify=False,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         region_name="us-east-1",

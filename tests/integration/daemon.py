@@ -43,12 +43,20 @@ def write_config(
     stores: Sequence[StoreSpec],
     routing_strategy: str = "pack",
     max_object_size: int = 5 * 1024**3,
+    tls: tuple[Path, Path] | None = None,
 ) -> Path:
-    """A config file for a daemon with two buckets and the given directory stores."""
+    """A config file for a daemon with two buckets and the given directory stores.
+
+    ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS.
+    """
+    if tls is None:
+        listen = f"tcp:{port}:interface=127.0.0.1"
+    else:
+        listen = f"ssl:{port}:interface=127.0.0.1:privateKey={tls[0]}:certKey={tls[1]}"
     lines = [
         f'routing_strategy = "{routing_strategy}"',
         "[server]",
-        f'listen = "tcp:{port}:interface=127.0.0.1"',
+        f'listen = "{listen}"',
         f"max_object_size = {max_object_size}",
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
@@ -80,11 +88,11 @@ def write_config(
 class Daemon:
     """A running ``twistd -n s3orchestrator`` process."""
 
-    def __init__(self, directory: Path, config: Path, port: int) -> None:
+    def __init__(self, directory: Path, config: Path, port: int, scheme: str = "http") -> None:
         self.directory = directory
         self.config = config
         self.port = port
-        self.endpoint = f"http://127.0.0.1:{port}"
+        self.endpoint = f"{scheme}://127.0.0.1:{port}"
         self.log_path = directory / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
