@@ -98,6 +98,8 @@ class S3Handler:
         call = S3Call(request.request_id, method, bucket, key, query, headers, auth)
         exchange.operation = operation_name(call)
         if self.api.needs_body(exchange.operation):
+            if "content-length" not in headers and "transfer-encoding" not in headers:
+                raise S3Error("MissingContentLength")
             body = UploadBody(
                 request.channel.transport,
                 lambda on_data: PayloadVerifier(auth, headers, on_data),

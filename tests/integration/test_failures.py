@@ -176,3 +176,25 @@ def test_concurrent_puts_of_one_key_leave_one_consistent_object(daemon):
     assert metadata_rows(daemon, "SELECT SUM(used_bytes), SUM(object_count) FROM stores") == [(len(data), 1)]
     assert metadata_rows(daemon, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert len(store_files(daemon, "local-a")) + len(store_files(daemon, "local-b")) == 1
+
+
+def test_put_without_content_length_is_missing_content_length(daemon):
+    path, headers = signed_headers(daemon, "PUT", "no-length", unsigned_payload=True)
+    headers.pop("Content-Length", None)
+    sock = open_upload(daemon, path, headers)
+    reply = sock.recv(65536)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 411 "), reply
+    assert b"<Code>MissingContentLength</Code>" in reply
+    assert_nothing_stored(daemon)
+
+
+def test_early_error_without_expect_still_reaches_the_client(daemon):
+    # No Expect: 100-continue, so the client is already sending a body we refuse
+    # at header time; the lingering close must let it read the error, not a reset.
+    path, headers = signed_headers(daemon, "PUT", "k", headers={"Content-Length": str(8 * MiB)},
+                                   unsigned_payload=True, secret_key="wrong-secret")
+    status, _, body = send(daemon, "PUT", path, headers, os.urandom(8 * MiB))
+    assert status == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in body
+    assert_nothing_stored(daemon)

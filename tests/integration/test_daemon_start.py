@@ -1,0 +1,39 @@
+"""Starting the daemon: a bad config is one clear line naming the key, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.integration.daemon import REPO, StoreSpec, free_port, write_config
+
+
+def run_twistd(config, cwd) -> subprocess.CompletedProcess:
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return subprocess.run(
+        [twistd, "--nodaemon", "--pidfile=", "s3orchestrator", "--config", str(config)],
+        cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_bad_config_stops_with_one_line_naming_the_key(tmp_path):
+    config = write_config(tmp_path, free_port(), [StoreSpec("local-a", 100)])
+    config.write_text(config.read_text().replace("quota_bytes = 100", "quota_bytes = -5"))
+    result = run_twistd(config, tmp_path)
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip()
+    assert "Traceback" not in output
+    assert output.splitlines()[-1] == (
+        "s3orchestrator: invalid configuration: stores[0].quota_bytes: must be a non-negative integer (got -5)")
+
+
+def test_missing_environment_variable_names_key_and_variable(tmp_path):
+    config = write_config(tmp_path, free_port(), [StoreSpec("local-a", 100)])
+    config.write_text(config.read_text().replace('secret_access_key = "app2-secret-for-tests-only"',
+                                                 'secret_access_key = "${S3O_TEST_UNSET_SECRET}"'))
+    result = run_twistd(config, tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "buckets[1].credentials[0].secret_access_key" in result.stderr
+    assert "S3O_TEST_UNSET_SECRET" in result.stderr
