@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -18,7 +20,30 @@ from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.ranges import content_range, parse_range
 from s3orchestrator.stores.interface import IObjectReader, IObjectStore, ObjectMissing, StoreUnavailable
 
+T = TypeVar("T")
 _PRECONDITION_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
+def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) -> Deferred[T]:
+    """``verified``'s outcome, unless the store's write fails first (it then stops the body,
+    which will never be verified)."""
+    outcome: Deferred[T] = Deferred()
+
+    def store_failed(failure: Failure) -> Failure:
+        if not outcome.called:
+            outcome.errback(failure)
+        return failure
+
+    def settle(result: object) -> None:
+        if not outcome.called:
+            if isinstance(result, Failure):
+                outcome.errback(result)
+            else:
+                outcome.callback(result)
+
+    done.addErrback(store_failed)
+    verified.addBoth(settle)
+    return outcome
 
 
 def object_location(bucket: str, key: str) -> str:
@@ -71,7 +96,7 @@ class ObjectOperations:
         try:
             write = self._stores[reservation.store].start_write(location, body, size)
             try:
-                payload = await body.verified
+                payload = await _verified_unless_store_fails(body.verified, write.done)
             except BaseException:
                 write.done.addErrback(lambda _: None)
                 write.abort()
@@ -91,7 +116,11 @@ class ObjectOperations:
             async with self._locks.hold((bucket, key)):
                 body.release_tail()
                 await write.done
-                previous = await self._metadata.commit_object(reservation.id, record)
+                try:
+                    previous = await self._metadata.commit_object(reservation.id, record)
+                except BaseException:
+                    await self._undo_write(record)
+                    raise
                 if previous is not None:
                     await self._discard_replaced(previous, record)
         except BaseException:
@@ -157,6 +186,17 @@ class ObjectOperations:
         except StoreUnavailable as error:
             self._log.warn("Store {store} unavailable: {error}", store=record.store, error=str(error))
             raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"})
+
+    async def _undo_write(self, record: ObjectRecord) -> None:
+        """The bytes of ``record`` landed but its commit failed: remove them, and if they
+        replaced the key's previous object in place, its record no longer describes its
+        bytes, so drop it too (a missing object beats serving the wrong bytes)."""
+        try:
+            current = await self._metadata.get_object(record.bucket, record.key)
+            if current is not None and (current.store, current.location) == (record.store, record.location):
+                await self._metadata.delete_object(record.bucket, record.key)
+        finally:
+            await self._delete_bytes(record)
 
     async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
         if (previous.store, previous.location) != (current.store, current.location):

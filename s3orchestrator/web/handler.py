@@ -124,8 +124,7 @@ class S3Handler:
             if hasattr(response.body, "cancel"):
                 response.body.cancel()
             return
-        request.setResponseCode(response.status)
-        exchange.status = response.status
+        self._start_response(exchange, response.status)
         for name, value in response.headers:
             request.responseHeaders.addRawHeader(name, value.encode("latin-1", "replace"))
         body = response.body
@@ -159,8 +158,7 @@ class S3Handler:
         if request.startedWriting:
             request.channel.transport.abortConnection()
             return
-        exchange.status = error.status
-        request.setResponseCode(error.status)
+        self._start_response(exchange, error.status)
         for name, value in error.headers.items():
             request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         if error.status == 304 or request.method == b"HEAD":
@@ -173,6 +171,15 @@ class S3Handler:
             request.write(document)
             exchange.bytes_out = len(document)
         request.finish()
+
+    def _start_response(self, exchange: _Exchange, status: int) -> None:
+        request = exchange.request
+        exchange.status = status
+        request.setResponseCode(status)
+        if not request.body_complete:
+            # Answered before the body was read: the connection closes after this
+            # response (see S3Channel.requestDone), and the client must not reuse it.
+            request.setHeader(b"connection", b"close")
 
     def _internal_failure(self, failure: Failure, exchange: _Exchange) -> None:
         self._log.failure("Failed to answer request {request_id}", failure, request_id=exchange.request.request_id)

@@ -53,6 +53,7 @@ class S3Request(http.Request):
         self.declared_length: int | None = None
         self.body: UploadBody | None = None
         self.body_complete = False
+        self.dispatched = False
 
     # -- called by S3Channel -------------------------------------------------
 
@@ -78,10 +79,15 @@ class S3Request(http.Request):
         self.body_complete = True
         if self.body is not None:
             self.body.bodyComplete()
-        else:
-            # A request without a streamed body is dispatched once it is complete.
-            self.headersComplete(command, path, version)
-            self.channel.site.handler.handle(self)
+        if not self.dispatched:
+            # A request without a body is dispatched once it is complete.
+            self.dispatch(command, path, version)
+
+    def dispatch(self, command: bytes, uri: bytes, version: bytes) -> None:
+        """Record the request line and hand the request to the site's handler (once)."""
+        self.headersComplete(command, uri, version)
+        self.dispatched = True
+        self.channel.site.handler.handle(self)
 
     def connectionLost(self, reason) -> None:
         if self.body is not None and not self.body_complete:
@@ -104,8 +110,7 @@ class S3Channel(http.HTTPChannel):
             return
         # Keep the client quiet until the store is ready for bytes (UploadBody resumes it).
         self.transport.pauseProducing()
-        request.headersComplete(self._command, self._path, self._version)
-        self.site.handler.handle(request)
+        request.dispatch(self._command, self._path, self._version)
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers) -> None:
         # Twisted writes header names in Title-Case; S3 clients take x-amz-meta-*

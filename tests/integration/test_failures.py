@@ -198,3 +198,19 @@ def test_early_error_without_expect_still_reaches_the_client(daemon):
     assert status == 403
     assert b"<Code>SignatureDoesNotMatch</Code>" in body
     assert_nothing_stored(daemon)
+
+
+def test_old_object_stays_readable_until_overwrite_commits(daemon):
+    s3 = make_client(daemon)
+    s3.put_object(Bucket=BUCKET, Key="doc", Body=b"old version")
+    new_body = os.urandom(2 * MiB)
+    path, headers = signed_headers(daemon, "PUT", "doc", new_body, headers={"Content-Length": str(len(new_body))})
+    sock = open_upload(daemon, path, headers)
+    sock.sendall(new_body[: MiB])
+    time.sleep(0.2)
+    assert s3.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == b"old version"
+    sock.sendall(new_body[MiB:])
+    reply = sock.recv(65536)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert s3.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == new_body

@@ -58,7 +58,7 @@ def test_metadata_round_trip(s3):
         assert response["ContentDisposition"] == 'attachment; filename="data.json"'
         assert response["ContentLanguage"] == "en-GB"
         assert response["CacheControl"] == "max-age=60"
-        assert response["ExpiresString"] == "Wed, 21 Oct 2037 07:28:00 GMT"
+        assert response["ResponseMetadata"]["HTTPHeaders"]["expires"] == "Wed, 21 Oct 2037 07:28:00 GMT"
         assert response["Metadata"] == {"owner": "alice", "mixed-case": "Value With Spaces"}
         assert response["ContentLength"] == 16
         assert "VersionId" not in response

@@ -11,6 +11,7 @@ import ssl
 import zlib
 from pathlib import Path
 
+import botocore
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +24,9 @@ from tests.integration.conftest import make_client, metadata_rows, store_files
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon
 
 MiB = 1024 * 1024
+# botocore 1.36 (January 2025) made CRC32 trailers the default for uploads over HTTPS;
+# Debian 12's botocore predates that and sends UNSIGNED-PAYLOAD instead.
+BOTOCORE_SENDS_TRAILERS = tuple(int(part) for part in botocore.__version__.split(".")[:2]) >= (1, 36)
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     return key_path, cert_path
 
 
-def test_boto3_over_https_sends_aws_chunked_with_crc32_trailer(start_daemon, tls_files):
+def test_boto3_upload_over_https(start_daemon, tls_files):
     daemon = start_daemon(tls=tls_files)
     s3 = make_client(daemon)
     sent = {}
@@ -52,8 +56,11 @@ def test_boto3_over_https_sends_aws_chunked_with_crc32_trailer(start_daemon, tls
             (k.lower(), v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()))
     body = os.urandom(3 * MiB + 5)
     put = s3.put_object(Bucket=BUCKET, Key="chunked", Body=body)
-    assert sent["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-    assert sent["x-amz-trailer"] == "x-amz-checksum-crc32"
+    if BOTOCORE_SENDS_TRAILERS:
+        assert sent["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+        assert sent["x-amz-trailer"] == "x-amz-checksum-crc32"
+    else:
+        assert sent["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
     got = s3.get_object(Bucket=BUCKET, Key="chunked")
     assert got["Body"].read() == body

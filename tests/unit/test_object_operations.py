@@ -1,0 +1,474 @@
+"""Tests for ObjectOperations over a real SQLite metadata store and real directory stores."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.task import Clock
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from s3orchestrator.auth.payload import PayloadVerifier
+from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
+from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.objects import ObjectOperations
+from s3orchestrator.stores.directory import DirectoryStore
+from s3orchestrator.stores.interface import IObjectStore, IObjectWrite, StoreUnavailable
+from s3orchestrator.web.body import UploadBody
+
+from tests.unit.fakes import CollectingConsumer, FakeRequestBody, RecordingTransport, auth_result
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+DATA = bytes(range(256)) * 4  # 1 KiB, every byte value
+Headers = Mapping[str, Sequence[str]]
+
+
+@attrs.define
+class World:
+    """ObjectOperations and everything behind it, with the roots of the directory stores."""
+
+    metadata: MetadataStore
+    stores: dict[str, Any]
+    roots: dict[str, Path]
+    locks: KeyLocks
+    ops: ObjectOperations
+    view: Any  # what ops reads metadata through (the store, or a test wrapper around it)
+
+    async def usage(self) -> dict[str, StoreUsage]:
+        return {usage.name: usage for usage in await self.metadata.store_usage()}
+
+    def files(self, store: str) -> list[str]:
+        """Every file under the store's root, temp files included."""
+        root = self.roots[store]
+        return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def opened() -> Iterator[list[MetadataStore]]:
+    stores: list[MetadataStore] = []
+    yield stores
+    for store in stores:
+        store.database.close()
+
+
+@pytest.fixture
+def build(tmp_path: Path, opened: list[MetadataStore]):
+    """An async factory of Worlds: directory stores with the given quotas, pack routing."""
+
+    async def make(
+        quotas: Sequence[tuple[str, int]] = (("one", 0),),
+        max_object_size: int = 5 * 1024**3,
+        stores: Mapping[str, Any] | None = None,
+        metadata_wrapper: Any = None,
+    ) -> World:
+        metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+        opened.append(metadata)
+        await metadata.start()
+        await metadata.sync_stores(list(quotas))
+        roots = {name: tmp_path / name for name, _ in quotas}
+        object_stores: dict[str, Any] = {name: DirectoryStore(name, str(root), reactor) for name, root in roots.items()}
+        for store in object_stores.values():
+            await store.start()
+        object_stores.update(stores or {})
+        clock = Clock()
+        clock.advance(NOW)
+        locks = KeyLocks()
+        view = metadata if metadata_wrapper is None else metadata_wrapper(metadata)
+        ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks)
+        return World(metadata, object_stores, roots, locks, ops, view)
+
+    return make
+
+
+def s3_call(method: str, key: str = "key", headers: Headers | None = None, body: Any = None) -> S3Call:
+    return S3Call(
+        request_id="0123456789ABCDEF",
+        method=method,
+        bucket="bkt",
+        key=key,
+        query={},
+        headers=dict(headers or {}),
+        auth=auth_result(),
+        body=body,
+    )
+
+
+async def put(world: World, data: bytes, key: str = "key", headers: Headers | None = None) -> S3Response:
+    return await world.ops.put_object(s3_call("PUT", key, headers, FakeRequestBody(data)))
+
+
+async def read(response: S3Response) -> bytes:
+    consumer = CollectingConsumer()
+    streamed = response.body.stream_to(consumer)  # type: ignore[union-attr]
+    consumer.pull_all()
+    await streamed
+    return consumer.body
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+# -- put / get ----------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_then_get_returns_the_bytes_etag_size_and_content_type(build) -> None:
+    world = await build()
+
+    stored = await put(world, DATA, headers={"content-type": ["text/plain"]})
+    got = await world.ops.get_object(s3_call("GET"))
+
+    assert stored.status == 200
+    assert dict(stored.headers)["ETag"] == f'"{md5(DATA)}"'
+    headers = dict(got.headers)
+    assert got.status == 200
+    assert headers["ETag"] == f'"{md5(DATA)}"'
+    assert headers["Content-Type"] == "text/plain"
+    assert got.body.length == len(DATA)  # type: ignore[union-attr]
+    assert await read(got) == DATA
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_stores_user_metadata_and_defaults_the_content_type(build) -> None:
+    world = await build()
+
+    await put(world, DATA, headers={"x-amz-meta-colour": ["blue"]})
+    got = await world.ops.head_object(s3_call("HEAD"))
+
+    headers = dict(got.headers)
+    assert headers["x-amz-meta-colour"] == "blue"
+    assert headers["Content-Type"] == "binary/octet-stream"
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_turns_the_reservation_into_usage(build) -> None:
+    world = await build([("one", 0)])
+
+    await put(world, DATA)
+
+    usage = (await world.usage())["one"]
+    assert (usage.used_bytes, usage.reserved_bytes, usage.object_count) == (len(DATA), 0, 1)
+    assert world.files("one") == ["bkt.d/key"]
+    assert len(world.locks) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_with_no_room_anywhere_is_insufficient_storage_and_reserves_nothing(build) -> None:
+    world = await build([("one", 100), ("two", 100)])
+    body = FakeRequestBody(DATA)
+
+    with pytest.raises(S3Error) as error:
+        await world.ops.put_object(s3_call("PUT", body=body))
+
+    assert error.value.code == "InsufficientStorage"
+    assert all(u.reserved_bytes == 0 and u.used_bytes == 0 for u in (await world.usage()).values())
+    assert not body.started.called
+    assert world.files("one") == world.files("two") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_larger_than_the_maximum_object_size_is_entity_too_large(build) -> None:
+    world = await build(max_object_size=len(DATA) - 1)
+
+    with pytest.raises(S3Error) as error:
+        await put(world, DATA)
+
+    assert error.value.code == "EntityTooLarge"
+    assert (await world.usage())["one"].reserved_bytes == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_body_verification_leaves_no_object_reservation_or_file(build) -> None:
+    world = await build([("one", 0)])
+    body = FakeRequestBody(DATA, verified=False)
+    putting = ensureDeferred(world.ops.put_object(s3_call("PUT", body=body)))
+    await body.started
+    assert len(world.files("one")) == 1  # the head of the body sits in a temp file
+
+    body.verified.errback(S3Error("BadDigest"))
+    with pytest.raises(S3Error) as error:
+        await putting
+
+    assert error.value.code == "BadDigest"
+    assert await world.metadata.get_object("bkt", "key") is None
+    usage = (await world.usage())["one"]
+    assert (usage.used_bytes, usage.reserved_bytes, usage.object_count) == (0, 0, 0)
+    assert world.files("one") == []
+    assert body.stopped
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_overwrite_keeps_the_previous_object(build) -> None:
+    world = await build([("one", 0)])
+    await put(world, DATA)
+    body = FakeRequestBody(b"x" * 100, verified=False)
+    putting = ensureDeferred(world.ops.put_object(s3_call("PUT", body=body)))
+    await body.started
+
+    body.verified.errback(S3Error("XAmzContentSHA256Mismatch"))
+    with pytest.raises(S3Error):
+        await putting
+
+    got = await world.ops.get_object(s3_call("GET"))
+    assert dict(got.headers)["ETag"] == f'"{md5(DATA)}"'
+    assert await read(got) == DATA
+
+
+# -- overwrite and delete -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_overwrite_on_the_same_store_replaces_the_bytes_and_counts_once(build) -> None:
+    world = await build([("one", 0)])
+    await put(world, DATA)
+
+    await put(world, b"new bytes")
+
+    usage = (await world.usage())["one"]
+    assert (usage.used_bytes, usage.object_count) == (len(b"new bytes"), 1)
+    assert await read(await world.ops.get_object(s3_call("GET"))) == b"new bytes"
+
+
+@pytest_twisted.ensureDeferred
+async def test_overwrite_onto_another_store_deletes_the_old_file_and_moves_usage(build) -> None:
+    world = await build([("one", 1500), ("two", 0)])
+    first = await put(world, DATA)
+    assert first.store == "one"
+    replacement = bytes(reversed(DATA))
+
+    second = await put(world, replacement)
+
+    assert second.store == "two"
+    assert world.files("one") == []
+    assert world.files("two") == ["bkt.d/key"]
+    usage = await world.usage()
+    assert (usage["one"].used_bytes, usage["one"].object_count) == (0, 0)
+    assert (usage["two"].used_bytes, usage["two"].object_count) == (len(replacement), 1)
+    assert await read(await world.ops.get_object(s3_call("GET"))) == replacement
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_releases_usage_and_removes_the_file(build) -> None:
+    world = await build([("one", 0)])
+    await put(world, DATA)
+
+    deleted = await world.ops.delete_object(s3_call("DELETE"))
+
+    assert deleted.status == 204
+    usage = (await world.usage())["one"]
+    assert (usage.used_bytes, usage.object_count) == (0, 0)
+    assert world.files("one") == []
+    assert await world.metadata.get_object("bkt", "key") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_of_a_missing_key_succeeds(build) -> None:
+    world = await build()
+
+    deleted = await world.ops.delete_object(s3_call("DELETE", "nothing-here"))
+
+    assert deleted.status == 204
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_with_a_range_returns_206_content_range_and_those_bytes(build) -> None:
+    world = await build()
+    await put(world, DATA)
+
+    got = await world.ops.get_object(s3_call("GET", headers={"range": ["bytes=10-19"]}))
+
+    assert got.status == 206
+    assert ("Content-Range", f"bytes 10-19/{len(DATA)}") in got.headers
+    assert got.body.length == 10  # type: ignore[union-attr]
+    assert await read(got) == DATA[10:20]
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_with_an_unsatisfiable_range_is_invalid_range(build) -> None:
+    world = await build()
+    await put(world, DATA)
+
+    with pytest.raises(S3Error) as error:
+        await world.ops.get_object(s3_call("GET", headers={"range": [f"bytes={len(DATA)}-"]}))
+
+    assert error.value.code == "InvalidRange"
+    assert error.value.headers["Content-Range"] == f"bytes */{len(DATA)}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_returns_content_length_and_no_body(build) -> None:
+    world = await build()
+    await put(world, DATA)
+
+    head = await world.ops.head_object(s3_call("HEAD"))
+
+    assert head.status == 200
+    assert ("Content-Length", str(len(DATA))) in head.headers
+    assert dict(head.headers)["ETag"] == f'"{md5(DATA)}"'
+    assert head.body is None
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest_twisted.ensureDeferred
+async def test_read_of_a_missing_key_is_no_such_key(build, method: str) -> None:
+    world = await build()
+    read_object = world.ops.get_object if method == "GET" else world.ops.head_object
+
+    with pytest.raises(S3Error) as error:
+        await read_object(s3_call(method, "missing"))
+
+    assert error.value.code == "NoSuchKey"
+    assert len(world.locks) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_of_an_object_whose_file_vanished_is_internal_error(build) -> None:
+    world = await build([("one", 0)])
+    await put(world, DATA)
+    (world.roots["one"] / "bkt.d" / "key").unlink()
+
+    with pytest.raises(S3Error) as error:
+        await world.ops.get_object(s3_call("GET"))
+
+    assert error.value.code == "InternalError"
+
+
+@pytest_twisted.ensureDeferred
+async def test_conditional_get_with_a_matching_if_none_match_is_not_modified(build) -> None:
+    world = await build()
+    await put(world, DATA)
+
+    with pytest.raises(S3Error) as error:
+        await world.ops.get_object(s3_call("GET", headers={"if-none-match": [f'"{md5(DATA)}"']}))
+
+    assert error.value.code == "NotModified"
+
+
+# -- store and metadata failures ---------------------------------------------------------------
+
+
+@implementer(IObjectWrite)
+class _FailedWrite:
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def abort(self) -> None:
+        pass
+
+
+@implementer(IObjectStore)
+class DiskFullStore:
+    """Fails on the first byte written, as DirectoryWrite does on an I/O error: stops the body."""
+
+    name = "one"
+
+    def __init__(self) -> None:
+        self.started: Deferred[None] = Deferred()
+        self.writes: list[_FailedWrite] = []
+
+    def start_write(self, location: str, body: IBodyProducer, length: int) -> _FailedWrite:
+        write = _FailedWrite()
+        self.writes.append(write)
+        store = self
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                if not write.done.called:
+                    body.stopProducing()
+                    write.done.errback(StoreUnavailable("write failed: No space left on device"))
+
+            def registerProducer(self, producer: Any, streaming: bool) -> None:
+                pass
+
+            def unregisterProducer(self) -> None:
+                pass
+
+        body.startProducing(Consumer())
+        store.started.callback(None)
+        return write
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_failing_mid_body_fails_the_put_instead_of_hanging(build) -> None:
+    store = DiskFullStore()
+    world = await build([("one", 0)], stores={"one": store})
+    headers = {"content-length": ["6"]}
+    body = UploadBody(
+        RecordingTransport(),
+        lambda on_data: PayloadVerifier(auth_result(), headers, on_data),
+        lambda: None,
+    )
+    putting = ensureDeferred(world.ops.put_object(s3_call("PUT", headers=headers, body=body)))
+    putting.addTimeout(2, reactor)
+    await store.started
+
+    body.dataReceived(b"ab")
+    body.dataReceived(b"cd")  # "ab" reaches the store, which fails and stops the body
+    body.dataReceived(b"ef")
+    body.bodyComplete()
+
+    # Before the fix this waited for a `verified` that never comes (TimeoutError after 2 s).
+    with pytest.raises(StoreUnavailable):
+        await putting
+    assert (await world.usage())["one"].reserved_bytes == 0
+    assert await world.metadata.get_object("bkt", "key") is None
+
+
+class FailingCommit:
+    """The metadata store, except that commit_object fails (say, SQLite busy) when told to."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self._inner = inner
+        self.fail_commits = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def commit_object(self, reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
+        if self.fail_commits:
+            return fail(RuntimeError("database is locked"))
+        return self._inner.commit_object(reservation_id, record)
+
+
+@pytest_twisted.ensureDeferred
+async def test_overwrite_in_place_whose_commit_fails_never_serves_the_new_bytes(build) -> None:
+    # The new bytes already replaced the old file when the commit failed: the old
+    # record no longer describes the file, so the key must go rather than lie.
+    world = await build([("one", 0)], metadata_wrapper=FailingCommit)
+    await put(world, DATA)
+    world.view.fail_commits = True
+
+    with pytest.raises(RuntimeError):
+        await put(world, b"replacement")
+
+    with pytest.raises(S3Error) as raised:
+        await world.ops.get_object(s3_call("GET"))
+    assert raised.value.code == "NoSuchKey"
+    assert world.files("one") == []
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_object_whose_commit_fails_leaves_no_file(build) -> None:
+    world = await build([("one", 0)], metadata_wrapper=FailingCommit)
+    world.view.fail_commits = True
+
+    with pytest.raises(RuntimeError):
+        await put(world, DATA)
+
+    assert world.files("one") == []
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]

@@ -1,0 +1,284 @@
+"""Tests for S3Channel / S3Request / S3Site over a StringTransport, with a fake handler and body."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from s3orchestrator.web.site import LINGER_SECONDS, S3Channel, S3Request, S3Site
+
+from tests.unit.fakes import RecordingStringTransport
+
+
+class RecordingBody:
+    """Stands in for UploadBody: records what the channel feeds it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.completed = 0
+        self.lost: list[Failure] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def bodyComplete(self) -> None:
+        self.completed += 1
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
+class RecordingHandler:
+    """Records each request handed over, and the client's state at that moment."""
+
+    def __init__(self, transport: RecordingStringTransport) -> None:
+        self.transport = transport
+        self.requests: list[S3Request] = []
+        self.bodies: list[RecordingBody] = []
+        self.producer_state_at_handle: list[str] = []
+        self.body_complete_at_handle: list[bool] = []
+        self.respond: Callable[[S3Request], None] | None = None
+        # The real handler attaches an UploadBody only for operations that take one.
+        self.attach_body = True
+
+    def handle(self, request: S3Request) -> None:
+        self.requests.append(request)
+        self.producer_state_at_handle.append(self.transport.producerState)
+        self.body_complete_at_handle.append(request.body_complete)
+        if self.attach_body and not request.body_complete:
+            body = RecordingBody()
+            request.body = body  # type: ignore[assignment]
+            self.bodies.append(body)
+        if self.respond is not None:
+            self.respond(request)
+
+
+class Connection:
+    """One S3Channel built by an S3Site on a Clock, connected to a RecordingStringTransport."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = RecordingStringTransport()
+        self.handler = RecordingHandler(self.transport)
+        self.site = S3Site(self.handler, timeout=60, reactor=self.clock)  # type: ignore[arg-type]
+        self.channel = self.site.buildProtocol(None)
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def headers_out(self) -> list[bytes]:
+        """The response header lines written so far (status line excluded)."""
+        head = self.transport.value().split(b"\r\n\r\n", 1)[0]
+        return head.split(b"\r\n")[1:]
+
+
+def respond(status: int, headers: list[tuple[bytes, bytes]] = (), body: bytes = b"") -> Callable[[S3Request], None]:
+    def answer(request: S3Request) -> None:
+        request.setResponseCode(status)
+        for name, value in headers:
+            request.responseHeaders.addRawHeader(name, value)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    return answer
+
+
+PUT_HEAD = b"PUT /bkt/key HTTP/1.1\r\nHost: s3.example\r\nContent-Length: 10\r\n"
+
+
+@pytest.fixture
+def conn() -> Connection:
+    return Connection()
+
+
+def test_site_builds_s3_channels_making_s3_requests(conn: Connection) -> None:
+    assert isinstance(conn.channel, S3Channel)
+    conn.send(b"GET /bkt/key HTTP/1.1\r\nHost: s3.example\r\n\r\n")
+    assert isinstance(conn.handler.requests[0], S3Request)
+
+
+def test_get_is_handed_over_only_once_complete(conn: Connection) -> None:
+    conn.send(b"GET /bkt/a%2Fb?x-id=PutObject HTTP/1.1\r\nHost: s3.example\r\n")
+    assert conn.handler.requests == []
+
+    conn.send(b"\r\n")
+
+    [request] = conn.handler.requests
+    assert conn.handler.body_complete_at_handle == [True]
+    assert request.method == b"GET"
+    assert request.raw_path == b"/bkt/a%2Fb"
+    assert request.raw_query == b"x-id=PutObject"
+    assert request.body is None
+
+
+def test_put_is_handed_over_at_header_time_with_the_transport_paused(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n")
+
+    [request] = conn.handler.requests
+    assert conn.handler.body_complete_at_handle == [False]
+    assert conn.handler.producer_state_at_handle == ["paused"]
+    assert conn.transport.producerState == "paused"
+    assert request.method == b"PUT"
+    assert request.raw_path == b"/bkt/key"
+    assert request.declared_length == 10
+
+
+def test_expect_100_continue_is_not_answered_automatically(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"Expect: 100-continue\r\n\r\n")
+
+    assert len(conn.handler.requests) == 1
+    assert conn.transport.value() == b""
+
+
+def test_send_100_continue_writes_the_interim_response(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"Expect: 100-continue\r\n\r\n")
+
+    conn.channel.send100Continue()
+
+    assert conn.transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_body_bytes_go_to_the_request_body_then_body_complete(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n")
+    [body] = conn.handler.bodies
+
+    conn.send(b"0123")
+    conn.send(b"45678")
+    assert body.completed == 0
+
+    conn.send(b"9")
+
+    assert b"".join(body.chunks) == b"0123456789"
+    assert body.completed == 1
+    assert conn.handler.requests[0].body_complete
+
+
+def test_request_with_a_body_the_handler_does_not_take_is_handed_over_once(conn: Connection) -> None:
+    conn.handler.attach_body = False
+
+    conn.send(b"DELETE /bkt/key HTTP/1.1\r\nHost: s3.example\r\nContent-Length: 4\r\n\r\nabcd")
+
+    assert len(conn.handler.requests) == 1
+
+
+def test_client_leaving_mid_body_tells_the_body(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n0123")
+    [body] = conn.handler.bodies
+
+    conn.channel.connectionLost(Failure(ConnectionLost("peer reset")))
+
+    assert len(body.lost) == 1
+    assert body.completed == 0
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET /bkt/key HTTP/1.1\r\nHost: s3.example\r\n\r\n", PUT_HEAD + b"\r\n"],
+    ids=["get", "put-answered-early"],
+)
+def test_every_response_carries_x_amz_request_id(conn: Connection, request_bytes: bytes) -> None:
+    conn.handler.respond = respond(200)
+
+    conn.send(request_bytes)
+
+    request_id = conn.handler.requests[0].request_id
+    assert len(request_id) == 16
+    lines = [line.lower() for line in conn.headers_out()]
+    assert b"x-amz-request-id: " + request_id.lower().encode() in lines
+
+
+def test_user_metadata_header_names_go_out_lower_case_others_keep_their_case(conn: Connection) -> None:
+    conn.handler.respond = respond(200, [(b"x-amz-meta-Foo", b"Bar"), (b"Content-Type", b"text/plain")])
+
+    conn.send(b"GET /bkt/key HTTP/1.1\r\nHost: s3.example\r\n\r\n")
+
+    lines = conn.headers_out()
+    assert conn.transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"x-amz-meta-foo: Bar" in lines
+    assert b"Content-Type: text/plain" in lines
+    assert not any(line.startswith(b"X-Amz-Meta") for line in lines)
+
+
+def test_response_after_the_whole_body_keeps_the_connection_for_the_next_request(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n0123456789")
+    respond(200)(conn.handler.requests[0])
+    assert not conn.transport.write_closed
+    assert not conn.transport.disconnecting
+    assert conn.transport.producerState == "producing"
+
+    conn.send(b"GET /bkt/key HTTP/1.1\r\nHost: s3.example\r\n\r\n")
+
+    assert len(conn.handler.requests) == 2
+
+
+def test_early_response_half_closes_the_connection(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n012")
+
+    respond(507, body=b"<Error/>")(conn.handler.requests[0])
+
+    assert conn.transport.value().startswith(b"HTTP/1.1 507 ")
+    assert conn.transport.value().endswith(b"<Error/>")
+    assert conn.transport.write_closed
+    assert not conn.transport.aborted
+    # Resumed, so the client's remaining bytes can be drained.
+    assert conn.transport.producerState == "producing"
+
+
+def test_bytes_after_an_early_response_are_discarded(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n012")
+    [body] = conn.handler.bodies
+    respond(507)(conn.handler.requests[0])
+    written = conn.transport.value()
+
+    conn.send(b"3456789")
+    conn.send(b"GET /bkt/other HTTP/1.1\r\nHost: s3.example\r\n\r\n")
+
+    assert body.chunks == [b"012"]
+    assert body.completed == 0
+    assert len(conn.handler.requests) == 1
+    assert conn.transport.value() == written
+
+
+def test_early_response_aborts_the_connection_after_the_linger_time(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n012")
+    respond(507)(conn.handler.requests[0])
+
+    conn.clock.advance(LINGER_SECONDS - 0.5)
+    assert not conn.transport.aborted
+
+    conn.clock.advance(0.5)
+    assert conn.transport.aborted
+
+
+def test_early_response_answered_during_dispatch_also_lingers(conn: Connection) -> None:
+    # An auth failure is answered from inside handle(), before the channel enters raw mode.
+    conn.handler.respond = respond(403)
+
+    conn.send(PUT_HEAD + b"\r\n0123")
+
+    assert conn.transport.value().startswith(b"HTTP/1.1 403 ")
+    assert conn.handler.bodies[0].chunks == []
+    assert conn.transport.write_closed
+    conn.clock.advance(LINGER_SECONDS)
+    assert conn.transport.aborted
+
+
+def test_client_closing_while_lingering_cancels_the_abort(conn: Connection) -> None:
+    conn.send(PUT_HEAD + b"\r\n012")
+    respond(507)(conn.handler.requests[0])
+
+    conn.channel.connectionLost(Failure(ConnectionLost("peer closed")))
+
+    assert conn.clock.getDelayedCalls() == []
+    assert not conn.transport.aborted
+
+
+def test_site_offers_only_http_1_1_over_alpn() -> None:
+    site = S3Site(RecordingHandler(RecordingStringTransport()), timeout=60, reactor=Clock())  # type: ignore[arg-type]
+    assert site.acceptableProtocols() == [b"http/1.1"]
