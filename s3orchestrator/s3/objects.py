@@ -41,8 +41,8 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
             else:
                 outcome.callback(result)
 
-    done.addErrback(store_failed)
     verified.addBoth(settle)
+    done.addErrback(store_failed)
     return outcome
 
 

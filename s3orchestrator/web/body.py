@@ -58,15 +58,15 @@ class UploadBody:
         self._tail_released = False
         self._paused_by_consumer = False
         self._stopped = False
-        self._failed = False
+        self._failure: Failure | None = None
 
     # -- IBodyProducer (called by the store) ---------------------------------
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._produced = Deferred()
-        if self._failed:
-            self._produced.errback(ClientGone("request body failed before the store started"))
+        if self._failure is not None:
+            self._produced.errback(self._failure)
             return self._produced
         self._flush()
         if not self._paused_by_consumer:
@@ -93,7 +93,7 @@ class UploadBody:
     # -- called by the web layer ---------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._stopped or self._failed:
+        if self._stopped or self._failure is not None:
             return
         try:
             self._verifier.feed(data)
@@ -101,7 +101,7 @@ class UploadBody:
             self._fail(Failure(error))
 
     def bodyComplete(self) -> None:
-        if self._stopped or self._failed:
+        if self._stopped or self._failure is not None:
             return
         try:
             payload = self._verifier.finish()
@@ -146,7 +146,7 @@ class UploadBody:
             self._produced.callback(None)
 
     def _fail(self, failure: Failure) -> None:
-        self._failed = True
+        self._failure = failure
         self._pending.clear()
         self._tail = None
         if not self.verified.called:
