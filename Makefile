@@ -2,25 +2,32 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The project is installed as a real (non-editable) package, so twistd finds the
+# plugin in site-packages/twisted/plugins exactly as it will in production.
+SOURCES := setup.py pyproject.toml README.rst $(shell find s3orchestrator twisted -name '*.py' -o -name '*.sql')
 
-.PHONY: run test venv bench clean
+.PHONY: run test bench clean
 
-venv: $(VENV)/.installed
-
-$(VENV)/.installed: setup.py pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+
+$(VENV)/.installed-run: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet .
 	touch $@
 
-run: venv
+$(VENV)/.installed-test: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
 	mkdir -p var
 	$(BIN)/twistd --nodaemon --pidfile= s3orchestrator --config etc/s3orchestrator.dev.toml
 
-test: venv
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
 
-bench: venv
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
 
 clean:

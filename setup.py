@@ -11,10 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={
-        "twisted": ["plugins/s3orchestrator_plugin.py"],
-        "s3orchestrator.metadata": ["migrations/*.sql"],
-    },
+    package_data={"s3orchestrator.metadata": ["migrations/*.sql"]},
     install_requires=[
         "twisted[tls]>=22.4",
         "treq>=22.2",

@@ -10,7 +10,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from s3orchestrator.auth.sigv4 import Credential
-from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
+from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.locks import KeyLocks
@@ -21,11 +21,11 @@ from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
 
 
-def build_store(config: StoreConfig, reactor) -> IObjectStore:
-    """The object store client for one configured store."""
+def build_store(index: int, config: StoreConfig, reactor) -> IObjectStore:
+    """The object store client for the configured store ``stores[index]``."""
     if isinstance(config, DirectoryStoreConfig):
         return DirectoryStore(config.name, config.path, reactor)
-    raise ValueError(f"store {config.name!r}: type {type(config).__name__} is not supported yet")
+    raise ConfigError(f'stores[{index}].type: "s3" stores are not supported by this version yet')
 
 
 class OrchestratorService(MultiService):
@@ -39,7 +39,7 @@ class OrchestratorService(MultiService):
         self.reactor = reactor
         self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: build_store(store, reactor) for store in config.stores
+            store.name: build_store(index, store, reactor) for index, store in enumerate(config.stores)
         }
         self.objects = ObjectOperations(
             metadata=self.metadata,

@@ -13,12 +13,18 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.routing import choose_store
-from s3orchestrator.s3 import headers as object_headers
+from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.ranges import content_range, parse_range
-from s3orchestrator.stores.interface import IObjectReader, IObjectStore, ObjectMissing, StoreUnavailable
+from s3orchestrator.stores.interface import (
+    IObjectReader,
+    IObjectStore,
+    IObjectWrite,
+    ObjectMissing,
+    StoreUnavailable,
+)
 
 T = TypeVar("T")
 _PRECONDITION_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
@@ -82,9 +88,9 @@ class ObjectOperations:
                 "EntityTooLarge",
                 extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self._max_object_size)},
             )
-        content_type = object_headers.content_type(call.headers)
-        stored = object_headers.stored_headers(call.headers)
-        metadata = object_headers.user_metadata(call.headers)
+        content_type = s3_headers.content_type(call.headers)
+        stored = s3_headers.stored_headers(call.headers)
+        metadata = s3_headers.user_metadata(call.headers)
 
         def choose(usage: Sequence[StoreUsage]) -> str | None:
             return choose_store(self._routing_strategy, usage, size)
@@ -119,14 +125,14 @@ class ObjectOperations:
                 try:
                     previous = await self._metadata.commit_object(reservation.id, record)
                 except BaseException:
-                    await self._undo_write(record)
+                    # Nothing is published yet: the previous object is untouched.
+                    write.abort()
                     raise
-                if previous is not None:
-                    await self._discard_replaced(previous, record)
+                await self._publish(write, record, previous)
         except BaseException:
             await self._metadata.release(reservation.id)
             raise
-        return S3Response(200, [("ETag", object_headers.quoted_etag(record.etag))], store=record.store)
+        return S3Response(200, [("ETag", s3_headers.quoted_etag(record.etag))], store=record.store)
 
     async def get_object(self, call: S3Call) -> S3Response:
         """The object's bytes (or a range of them) and its headers."""
@@ -157,17 +163,19 @@ class ObjectOperations:
             if record is None:
                 raise S3Error("NoSuchKey", extra={"Key": key})
             self._check_conditions(call, record)
-            byte_range = parse_range(call.header("range"), record.size) if with_body else None
+            byte_range = parse_range(call.header("range"), record.size)
             if with_body:
                 reader = await self._open(record, byte_range)
-        headers = object_headers.object_headers(record, call.query)
+        headers = s3_headers.object_headers(record, call.query)
+        status = 200
+        length = record.size
         if byte_range is not None:
             first, last = byte_range
             headers.append(("Content-Range", content_range(first, last, record.size)))
-            return S3Response(206, headers, reader, store=record.store)
-        if not with_body:
-            headers.append(("Content-Length", str(record.size)))
-        return S3Response(200, headers, reader, store=record.store)
+            status, length = 206, last - first + 1
+        if reader is None:
+            headers.append(("Content-Length", str(length)))
+        return S3Response(status, headers, reader, store=record.store)
 
     def _check_conditions(self, call: S3Call, record: ObjectRecord) -> None:
         conditions = {name: value for name in _PRECONDITION_HEADERS if (value := call.header(name)) is not None}
@@ -175,8 +183,9 @@ class ObjectOperations:
             check_preconditions(conditions, record.etag, record.last_modified_ms / 1000)
 
     async def _open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
+        expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         try:
-            return await self._stores[record.store].open_read(record.location, byte_range)
+            reader = await self._stores[record.store].open_read(record.location, byte_range)
         except ObjectMissing:
             self._log.error(
                 "Object {bucket}/{key} is missing from store {store} at {location}",
@@ -186,17 +195,34 @@ class ObjectOperations:
         except StoreUnavailable as error:
             self._log.warn("Store {store} unavailable: {error}", store=record.store, error=str(error))
             raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"})
+        if reader.length != expected:
+            reader.cancel()
+            self._log.error(
+                "Object {bucket}/{key} on store {store} has {actual} bytes where {expected} were expected",
+                bucket=record.bucket, key=record.key, store=record.store, actual=reader.length, expected=expected,
+            )
+            raise S3Error("InternalError")
+        return reader
 
-    async def _undo_write(self, record: ObjectRecord) -> None:
-        """The bytes of ``record`` landed but its commit failed: remove them, and if they
-        replaced the key's previous object in place, its record no longer describes its
-        bytes, so drop it too (a missing object beats serving the wrong bytes)."""
+    async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
+        """Put committed bytes in place; then the bytes they replaced can go."""
         try:
-            current = await self._metadata.get_object(record.bucket, record.key)
-            if current is not None and (current.store, current.location) == (record.store, record.location):
-                await self._metadata.delete_object(record.bucket, record.key)
-        finally:
-            await self._delete_bytes(record)
+            await write.publish()
+        except BaseException:
+            # Committed but not in place (a rename failed): forget the key rather
+            # than describe bytes that are not there.
+            self._log.error(
+                "Could not publish {bucket}/{key} on store {store}; removing the object",
+                bucket=record.bucket, key=record.key, store=record.store,
+            )
+            removed = await self._metadata.delete_object(record.bucket, record.key)
+            if removed is not None:
+                await self._delete_bytes(removed)
+            if previous is not None:
+                await self._discard_replaced(previous, record)
+            raise
+        if previous is not None:
+            await self._discard_replaced(previous, record)
 
     async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
         if (previous.store, previous.location) != (current.store, current.location):

@@ -279,11 +279,11 @@ class _FileConsumer:
 
 @implementer(IObjectWrite)
 class DirectoryWrite:
-    """One object being written: temp file, fsync, rename into place.
+    """One object being written: temp file, fsync (``done``), rename into place (``publish``).
 
-    States: writing (bytes arriving) -> syncing (fsync in a thread) -> installing
-    (rename in a thread) -> done; or failed. ``abort`` works until installing
-    starts; after that ``done`` reports what really happened.
+    States: writing (bytes arriving) -> syncing (fsync in a thread) -> staged
+    (``done`` fired) -> installing (rename in a thread) -> published; or failed.
+    ``abort`` works until installing starts.
     """
 
     def __init__(
@@ -307,7 +307,16 @@ class DirectoryWrite:
         self._written = 0
         self._pull_producer: IPullProducer | None = None
 
-    def _start(self) -> None:
+    @classmethod
+    def failed(cls, reactor: Any, body: IBodyProducer, failure: Failure) -> DirectoryWrite:
+        """A write that failed before it started (``done`` has already errbacked)."""
+        write = cls(reactor, body, 0, b"", b"", b"")
+        write._state = "failed"
+        write.done.errback(failure)
+        return write
+
+    def start(self) -> None:
+        """Open the temp file and start the body producer."""
         try:
             self._file = self._open_temp()
         except OSError as error:
@@ -391,11 +400,8 @@ class DirectoryWrite:
             _unlink_quietly(self._temp)
             self.done.errback(CancelledError("write aborted"))
             return
-        self._state = "installing"
-        installed = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), _install, self._temp, self._final, self._root
-        )
-        installed.addCallbacks(self._installed, self._install_failed)
+        self._state = "staged"
+        self.done.callback(None)
 
     def _sync_failed(self, failure: Failure) -> None:
         _unlink_quietly(self._temp)
@@ -403,13 +409,23 @@ class DirectoryWrite:
         self._state = "failed"
         self.done.errback(CancelledError("write aborted") if aborted else _unavailable(failure))
 
-    def _installed(self, _: object) -> None:
-        self._state = "done"
-        self.done.callback(None)
+    def publish(self) -> Deferred[None]:
+        """Rename the staged file into place (making the rename durable)."""
+        if self._state != "staged":
+            return fail(RuntimeError(f"cannot publish a write that is {self._state}"))
+        self._state = "installing"
+        installed = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _install, self._temp, self._final, self._root
+        )
+        installed.addCallbacks(self._installed, self._install_failed)
+        return installed
 
-    def _install_failed(self, failure: Failure) -> None:
+    def _installed(self, _: object) -> None:
+        self._state = "published"
+
+    def _install_failed(self, failure: Failure) -> Failure:
         self._state = "failed"
-        self.done.errback(_unavailable(failure))
+        return Failure(_unavailable(failure))
 
     # -- failure --
 
@@ -447,6 +463,9 @@ class DirectoryWrite:
         elif self._state == "syncing":
             # The fsync thread owns the file; _synced removes it and fails ``done``.
             self._state = "aborted"
+        elif self._state == "staged":
+            self._state = "failed"
+            _unlink_quietly(self._temp)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -589,7 +608,7 @@ class DirectoryStore:
         return d
 
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
-        """Stream ``body`` into a temp file and rename it to ``location`` once complete.
+        """Stream ``body`` into a temp file; ``publish`` renames it to ``location``.
 
         If the location cannot be mapped (ValueError) or no temp file can be created
         (StoreUnavailable), ``done`` errbacks at once and ``body`` is never started.
@@ -602,12 +621,9 @@ class DirectoryStore:
                 raise ValueError("length must be >= 0")
             final = self.path_for(location)
         except ValueError:
-            write = DirectoryWrite(self._reactor, body, length, temp, b"", self._root)
-            write._state = "failed"
-            write.done.errback(Failure())
-            return write
+            return DirectoryWrite.failed(self._reactor, body, Failure())
         write = DirectoryWrite(self._reactor, body, length, temp, final, self._root)
-        write._start()
+        write.start()
         return write
 
     def open_read(self, location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:

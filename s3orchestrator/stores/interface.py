@@ -20,13 +20,22 @@ class IObjectWrite(Interface):
     """One object being written to a store; see IObjectStore.start_write."""
 
     done = Attribute(
-        "Deferred firing with None once every byte of the body is durably stored at"
-        " the location (file renamed into place, upstream answered 200); errbacks on"
-        " failure, leaving nothing at the location."
+        "Deferred firing with None once every byte of the body is durably stored"
+        " (a synced temp file, an upstream that answered 200); errbacks on failure,"
+        " leaving nothing behind."
     )
 
+    def publish() -> Deferred[None]:
+        """After ``done``: make the new bytes what reads of the location return.
+
+        The orchestration commits the object's metadata between ``done`` and
+        ``publish``, so a failed commit can ``abort`` and leave the previous
+        object at the location untouched. (A store whose writes become visible
+        by themselves, like an upstream S3 PUT, publishes as a no-op.)
+        """
+
     def abort() -> None:
-        """Stop the write and remove whatever was partly written. Safe to call at any time."""
+        """Stop the write and remove whatever was written but not published. Safe at any time."""
 
 
 class IObjectReader(Interface):
@@ -56,7 +65,7 @@ class IObjectStore(Interface):
         """Start storing ``length`` bytes produced by ``body`` at ``location``.
 
         The store calls ``body.startProducing(consumer)`` once it is ready to take bytes.
-        Until ``IObjectWrite.done`` fires, a previous object at ``location`` stays intact.
+        Until ``IObjectWrite.publish`` succeeds, a previous object at ``location`` stays intact.
         """
 
     def open_read(location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,6 +75,9 @@ class S3Handler:
         else:
             exchange.store = response.store
             await self._send(exchange, response)
+        if request.body is not None:
+            # A body the operation stopped waiting for may still fail later (client gone).
+            request.body.verified.addErrback(lambda _: None)
         self._log_request(exchange)
 
     def _authenticate(self, exchange: _Exchange) -> S3Call:
@@ -136,6 +139,10 @@ class S3Handler:
             request.setHeader(b"content-length", b"%d" % body.length)
             try:
                 await body.stream_to(request)
+            except CancelledError:
+                # The transport stopped the producer: the client went away mid-download.
+                exchange.client_gone = True
+                return
             except Exception as error:
                 if not exchange.client_gone:
                     self._log.warn(

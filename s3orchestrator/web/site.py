@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import secrets
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory
 from twisted.logger import Logger
@@ -50,7 +50,6 @@ class S3Request(http.Request):
         self.started = time.monotonic()
         self.raw_path = b""
         self.raw_query = b""
-        self.declared_length: int | None = None
         self.body: UploadBody | None = None
         self.body_complete = False
         self.dispatched = False
@@ -58,8 +57,8 @@ class S3Request(http.Request):
     # -- called by S3Channel -------------------------------------------------
 
     def gotLength(self, length: int | None) -> None:
-        # Deliberately no temp file or buffer: the body streams to self.body.
-        self.declared_length = length
+        # No temp file and no buffer: the body streams to self.body. (``content``
+        # must still exist: Twisted closes it when the request is done.)
         self.content = io.BytesIO()
 
     def headersComplete(self, command: bytes, uri: bytes, version: bytes) -> None:
@@ -179,7 +178,8 @@ class S3Site(http.HTTPFactory):
         pass
 
 
-class RequestHandler:
-    """What S3Site hands requests to (see web.handler.S3Handler)."""
+class RequestHandler(Protocol):
+    """What S3Site hands requests to (web.handler.S3Handler)."""
 
-    handle: Callable[[S3Request], None]
+    def handle(self, request: S3Request) -> None:
+        """Start answering ``request``; called once its headers (and body, if none streams) are in."""

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.daemon import REPO, StoreSpec, free_port, write_config
+
+
+def _project_installed() -> bool:
+    try:
+        importlib.metadata.distribution("s3orchestrator")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def run_twistd(config, cwd) -> subprocess.CompletedProcess:
@@ -37,3 +48,23 @@ def test_missing_environment_variable_names_key_and_variable(tmp_path):
     assert "Traceback" not in result.stderr
     assert "buckets[1].credentials[0].secret_access_key" in result.stderr
     assert "S3O_TEST_UNSET_SECRET" in result.stderr
+
+
+def test_store_type_this_version_cannot_run_is_a_clear_error(tmp_path):
+    config = write_config(tmp_path, free_port(), [StoreSpec("local-a", 100)])
+    config.write_text(config.read_text() + (
+        '[[stores]]\nname = "up"\ntype = "s3"\nquota_bytes = 0\nendpoint = "http://127.0.0.1:1"\n'
+        'bucket = "b"\naccess_key_id = "k"\nsecret_access_key = "s"\n'))
+    result = run_twistd(config, tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert 'stores[1].type: "s3" stores are not supported by this version yet' in result.stderr
+
+
+@pytest.mark.skipif(
+    not _project_installed(), reason="the project is not installed in this environment (make test installs it)")
+def test_installed_plugin_is_found_by_twistd_without_pythonpath(tmp_path):
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([twistd, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "s3orchestrator" in result.stdout

@@ -181,3 +181,11 @@ def test_go_sdk_style_query_parameters_are_ignored(daemon):
     )
     s3.put_object(Bucket=BUCKET, Key="go-style", Body=b"go")
     assert make_client(daemon).get_object(Bucket=BUCKET, Key="go-style")["Body"].read() == b"go"
+
+
+def test_head_with_range_is_206_with_the_range_length(s3):
+    s3.put_object(Bucket=BUCKET, Key="head-range", Body=bytes(100))
+    head = s3.head_object(Bucket=BUCKET, Key="head-range", Range="bytes=10-19")
+    assert head["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert head["ContentLength"] == 10
+    assert head["ContentRange"] == "bytes 10-19/100"

@@ -117,7 +117,9 @@ def store(root: Path) -> DirectoryStore:
 
 async def put(store: DirectoryStore, location: str, data: bytes, chunk: int = 64 * KIB) -> None:
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
-    await store.start_write(location, FakeBody(chunks), len(data)).done
+    write = store.start_write(location, FakeBody(chunks), len(data))
+    await write.done
+    await write.publish()
 
 
 async def get(store: DirectoryStore, location: str, byte_range: tuple[int, int] | None = None) -> bytes:
@@ -235,6 +237,7 @@ async def test_round_trip(store: DirectoryStore, root: Path) -> None:
     write = store.start_write("app/dir/key", FakeBody([data[:100], data[100:]]), len(data))
     assert verifyObject(IObjectWrite, write)
     await write.done
+    await write.publish()
     assert await get(store, "app/dir/key") == data
     assert (root / "app.d" / "dir.d" / "key").read_bytes() == data
     assert temp_files(root) == []
@@ -295,6 +298,38 @@ async def test_abort_mid_write_leaves_no_temp_file_and_the_previous_object(store
     assert temp_files(root) == []
     assert await get(store, "app/k") == b"previous"
     write.abort()  # safe to call again
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_staged_write_is_invisible_until_published(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/k", b"previous")
+    write = store.start_write("app/k", FakeBody([b"next"]), 4)
+    await write.done
+    assert await get(store, "app/k") == b"previous"
+    await write.publish()
+    assert await get(store, "app/k") == b"next"
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_of_a_staged_write_keeps_the_previous_object(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/k", b"previous")
+    write = store.start_write("app/k", FakeBody([b"next"]), 4)
+    await write.done
+    write.abort()
+    assert temp_files(root) == []
+    assert await get(store, "app/k") == b"previous"
+    with pytest.raises(RuntimeError):
+        await write.publish()
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_before_done_fails(store: DirectoryStore) -> None:
+    body = FakeBody([b"partial"], length=100, hold=True)
+    write = store.start_write("app/k", body, 100)
+    with pytest.raises(RuntimeError):
+        await write.publish()
+    write.abort()
 
 
 @pytest_twisted.ensureDeferred
@@ -382,7 +417,9 @@ async def test_pull_body_producer_is_driven(store: DirectoryStore) -> None:
         def stopProducing(self) -> None:
             pass
 
-    await store.start_write("app/k", PullBody(), 30).done
+    write = store.start_write("app/k", PullBody(), 30)
+    await write.done
+    await write.publish()
     assert await get(store, "app/k") == b"x" * 30
 
 
