@@ -6,16 +6,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import attrs
 
 from s3orchestrator.auth.checksums import ALGORITHMS, CHECKSUM_HEADERS, Checksum, new_checksum
 from s3orchestrator.auth.chunked import AwsChunkedDecoder, ChunkSignatureChain
-from s3orchestrator.auth.sigv4 import AuthResult, PayloadMode
+from s3orchestrator.auth.sigv4 import AuthResult, Headers, PayloadMode, single_header
 from s3orchestrator.errors import S3Error
-
-Headers = Mapping[str, Sequence[str]]
 
 
 @attrs.frozen
@@ -27,19 +25,8 @@ class VerifiedPayload:
     checksums: dict[str, str]  # algorithm -> base64 value, only those the client sent
 
 
-def _single(headers: Headers, name: str) -> str | None:
-    values = headers.get(name)
-    if not values:
-        return None
-    # Repeated identical values (a proxy duplicating a header) are harmless.
-    if len(set(v.strip() for v in values)) > 1:
-        raise S3Error("InvalidArgument", f"Conflicting {name} headers.",
-                      extra={"ArgumentName": name})
-    return values[0].strip()
-
-
 def _length(headers: Headers, name: str) -> int | None:
-    value = _single(headers, name)
+    value = single_header(headers, name)
     if value is None:
         return None
     if not value.isdigit() or not value.isascii():
@@ -67,7 +54,7 @@ class PayloadVerifier:
         self._md5 = hashlib.md5(usedforsecurity=False)  # an ETag, not a security check
         self._sha256 = hashlib.sha256() if self._mode is PayloadMode.SIGNED else None
         self._content_md5: bytes | None = None
-        content_md5 = _single(headers, "content-md5")
+        content_md5 = single_header(headers, "content-md5")
         if content_md5 is not None:
             self._content_md5 = _b64_digest(content_md5, 16)
             if self._content_md5 is None:
@@ -76,7 +63,7 @@ class PayloadVerifier:
         # Checksums the client sent as headers (value known now) or declared as trailers.
         self._header_checksums: dict[str, str] = {}
         for header, algorithm in CHECKSUM_HEADERS.items():
-            value = _single(headers, header)
+            value = single_header(headers, header)
             if value is not None:
                 if _b64_digest(value, ALGORITHMS[algorithm]) is None:
                     raise S3Error("InvalidRequest", f"Value for {header} header is invalid.")

@@ -258,14 +258,19 @@ def parse_amz_date(amz_date: str) -> float:
 # -- parsing the request ------------------------------------------------------
 
 
-def _single(headers: Headers, name: str) -> str | None:
+def single_header(headers: Headers, name: str) -> str | None:
+    """The value of a header that must not be ambiguous (security and framing headers).
+
+    Repeated identical values (a proxy duplicating a header) are harmless;
+    conflicting ones are refused rather than guessed between.
+    """
     values = headers.get(name)
     if not values:
         return None
-    if len(values) > 1:
-        raise S3Error("InvalidArgument", f"Multiple {name} headers are not allowed.",
+    if len({value.strip() for value in values}) > 1:
+        raise S3Error("InvalidArgument", f"Conflicting {name} headers are not allowed.",
                       extra={"ArgumentName": name})
-    return values[0]
+    return values[0].strip()
 
 
 def parse_authorization_header(value: str) -> SignatureParams:
@@ -306,7 +311,7 @@ def parse_authorization_header(value: str) -> SignatureParams:
 def request_amz_date(headers: Headers) -> str:
     """The request time as ``YYYYMMDDTHHMMSSZ`` from x-amz-date, else from Date."""
     no_date = S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
-    amz_date = _single(headers, "x-amz-date")
+    amz_date = single_header(headers, "x-amz-date")
     if amz_date is not None:
         amz_date = amz_date.strip()
         try:
@@ -314,7 +319,7 @@ def request_amz_date(headers: Headers) -> str:
         except ValueError:
             raise no_date from None
         return amz_date
-    date = _single(headers, "date")
+    date = single_header(headers, "date")
     if date is None:
         raise no_date
     try:
@@ -412,7 +417,7 @@ def verify_request(
     ``headers`` maps lower-case names to every raw value in wire order;
     ``raw_path``/``raw_query`` are the request target as sent, latin-1 decoded.
     """
-    authorization = _single(headers, "authorization")
+    authorization = single_header(headers, "authorization")
     if authorization is None:
         raise S3Error("AccessDenied", "Anonymous access is not allowed")
     params = parse_authorization_header(authorization)
@@ -422,13 +427,13 @@ def verify_request(
                       f'The authorization header is malformed; Invalid credential date'
                       f' "{params.scope_date}". Date is not the same as X-Amz-Date: "{amz_date[:8]}".')
     _check_signed_headers(params, headers)
-    payload_hash = _single(headers, "x-amz-content-sha256")
+    payload_hash = single_header(headers, "x-amz-content-sha256")
     mode, sha256_hex = parse_payload_hash(payload_hash)
     assert payload_hash is not None
     credential = lookup(params.access_key_id)
     if credential is None:
         raise S3Error("InvalidAccessKeyId", extra={"AWSAccessKeyId": params.access_key_id})
-    raw_time = _single(headers, "x-amz-date") or _single(headers, "date") or amz_date
+    raw_time = single_header(headers, "x-amz-date") or single_header(headers, "date") or amz_date
     check_clock_skew(amz_date, raw_time, now)
     key = _verify_signature(params, credential, method, raw_path, canonical_query_string(raw_query),
                             headers, amz_date, payload_hash.strip())

@@ -12,6 +12,14 @@ from s3orchestrator.auth.sigv4 import AuthResult
 from s3orchestrator.stores.interface import IObjectReader
 
 
+def first_header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
+    """The first value of header ``name`` (lower-case), or None: for headers where S3
+    takes the first of repeated values (unlike the security headers, see
+    auth.sigv4.single_header)."""
+    values = headers.get(name)
+    return values[0] if values else None
+
+
 class RequestBody(Protocol):
     """A request body as an IBodyProducer whose last bytes wait for verification.
 
@@ -47,8 +55,7 @@ class S3Call:
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower-case), or None."""
-        values = self.headers.get(name)
-        return values[0] if values else None
+        return first_header(self.headers, name)
 
 
 ResponseBody = Union[bytes, IObjectReader, None]

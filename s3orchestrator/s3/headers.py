@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.records import ObjectRecord
+from s3orchestrator.s3.call import first_header
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 STORED_HEADERS = (
@@ -37,21 +38,16 @@ _DISPLAY_NAMES = {
 }
 
 
-def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = headers.get(name)
-    return values[0] if values else None
-
-
 def content_type(headers: Mapping[str, Sequence[str]]) -> str:
     """The Content-Type to store: the client's, or S3's default."""
-    return _first(headers, "content-type") or DEFAULT_CONTENT_TYPE
+    return first_header(headers, "content-type") or DEFAULT_CONTENT_TYPE
 
 
 def stored_headers(headers: Mapping[str, Sequence[str]]) -> dict[str, str]:
     """The standard headers S3 keeps with an object, from a PUT's request headers."""
     kept = {}
     for name in STORED_HEADERS:
-        value = _first(headers, name)
+        value = first_header(headers, name)
         if name == "content-encoding" and value is not None:
             # aws-chunked is the upload's transfer framing, not the object's encoding.
             codings = [c.strip() for c in value.split(",") if c.strip().lower() != "aws-chunked"]

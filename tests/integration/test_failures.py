@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows, store_files
-from tests.integration.daemon import BUCKET, OTHER_BUCKET, SECRET_KEY, StoreSpec
+from tests.integration.daemon import BUCKET, OTHER_BUCKET, StoreSpec
 from tests.integration.rawhttp import open_upload, send, signed_headers
 
 MiB = 1024 * 1024

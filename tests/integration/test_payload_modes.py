@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import os
 import socket
-import ssl
 import zlib
 from pathlib import Path
 
