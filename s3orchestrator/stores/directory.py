@@ -286,6 +286,8 @@ class DirectoryWrite:
     ``abort`` works until installing starts.
     """
 
+    staged = True
+
     def __init__(
         self,
         reactor: Any,

@@ -25,6 +25,12 @@ class IObjectWrite(Interface):
         " leaving nothing behind."
     )
 
+    staged = Attribute(
+        "True if the bytes stay invisible at the location until ``publish`` (a"
+        " directory store's temp file); False if ``done`` already made them what"
+        " reads return (an upstream S3 PUT), so ``abort`` after ``done`` deletes them."
+    )
+
     def publish() -> Deferred[None]:
         """After ``done``: make the new bytes what reads of the location return.
 
