@@ -13,6 +13,7 @@ from s3orchestrator.auth.sigv4 import Credential
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
+from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
@@ -49,7 +50,7 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=KeyLocks(),
         )
-        self.handler = S3Handler(S3Api(self.objects), self.find_credential, reactor)
+        self.handler = S3Handler(S3Api(self.objects, BucketOperations()), self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
         self.ready = False
 

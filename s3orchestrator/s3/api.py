@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
 # Query parameters that select a sub-resource or another operation than plain
@@ -35,8 +36,9 @@ def operation_name(call: S3Call) -> str:
 class S3Api:
     """Routes calls to the operations that implement them."""
 
-    def __init__(self, objects: ObjectOperations) -> None:
+    def __init__(self, objects: ObjectOperations, buckets: BucketOperations) -> None:
         self._handlers = {
+            "HeadBucket": buckets.head_bucket,
             "PutObject": objects.put_object,
             "GetObject": objects.get_object,
             "HeadObject": objects.head_object,

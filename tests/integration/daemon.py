@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import attrs
 
@@ -31,10 +31,12 @@ def free_port() -> int:
 
 @attrs.frozen
 class StoreSpec:
-    """A directory store for a test daemon."""
+    """A store for a test daemon: a directory store, or an s3 store when ``s3`` holds
+    its keys (endpoint, bucket, access_key_id, secret_access_key, ...)."""
 
     name: str
     quota_bytes: int = 0
+    s3: Mapping[str, object] | None = None
 
 
 def write_config(
@@ -73,16 +75,23 @@ def write_config(
             f'secret_access_key = "{secret}"',
         ]
     for store in stores:
-        lines += [
-            "[[stores]]",
-            f'name = "{store.name}"',
-            'type = "directory"',
-            f'path = "{directory / "stores" / store.name}"',
-            f"quota_bytes = {store.quota_bytes}",
-        ]
+        lines += ["[[stores]]", f'name = "{store.name}"', f"quota_bytes = {store.quota_bytes}"]
+        if store.s3 is None:
+            lines += ['type = "directory"', f'path = "{directory / "stores" / store.name}"']
+        else:
+            lines.append('type = "s3"')
+            lines += [f"{key} = {_toml_value(value)}" for key, value in store.s3.items()]
     path = directory / "s3orchestrator.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Daemon:
