@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from s3orchestrator.auth.sigv4 import Credential
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig
+from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.buckets import BucketOperations
@@ -42,6 +43,7 @@ class OrchestratorService(MultiService):
         self.stores: Mapping[str, IObjectStore] = {
             store.name: build_store(index, store, reactor) for index, store in enumerate(config.stores)
         }
+        self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         self.objects = ObjectOperations(
             metadata=self.metadata,
             stores=self.stores,
@@ -49,6 +51,7 @@ class OrchestratorService(MultiService):
             max_object_size=config.server.max_object_size,
             clock=reactor,
             locks=KeyLocks(),
+            health=self.health,
         )
         self.handler = S3Handler(S3Api(self.objects, BucketOperations()), self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
@@ -74,6 +77,9 @@ class OrchestratorService(MultiService):
             self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
         for store in self.stores.values():
             await store.start()
+        health_checks = HealthCheckJob(lambda: self.stores, self.health, self.config.health.interval, self.reactor)
+        health_checks.setName("health-checks")
+        health_checks.setServiceParent(self)
         listener = strports.service(self.config.server.listen, self.site, reactor=self.reactor)
         listener.setServiceParent(self)
         self.ready = True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -10,8 +11,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3orchestrator.errors import S3Error
+from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
+from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.routing import choose_store
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -23,6 +25,7 @@ from s3orchestrator.stores.interface import (
     IObjectStore,
     IObjectWrite,
     ObjectMissing,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 
@@ -70,8 +73,10 @@ class ObjectOperations:
         max_object_size: int,
         clock: IReactorTime,
         locks: KeyLocks,
+        health: StoreHealth,
     ) -> None:
         self._metadata = metadata
+        self._health = health
         self._stores = stores
         self._routing_strategy = routing_strategy
         self._max_object_size = max_object_size
@@ -92,48 +97,65 @@ class ObjectOperations:
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
 
+        healthy = self._health.healthy()
+
         def choose(usage: Sequence[StoreUsage]) -> str | None:
-            return choose_store(self._routing_strategy, usage, size)
+            return choose_store(self._routing_strategy, usage, size, healthy)
 
         reservation = await self._metadata.reserve(size, choose)
         if reservation is None:
             raise S3Error("InsufficientStorage")
         location = object_location(bucket, key)
         try:
-            write = self._stores[reservation.store].start_write(location, body, size)
-            try:
-                payload = await _verified_unless_store_fails(body.verified, write.done)
-            except BaseException:
-                write.done.addErrback(lambda _: None)
-                write.abort()
-                raise
-            record = ObjectRecord(
-                bucket=bucket,
-                key=key,
-                store=reservation.store,
-                location=location,
-                size=payload.size,
-                etag=payload.md5_hex,
-                content_type=content_type,
-                last_modified_ms=int(self._clock.seconds() * 1000),
-                headers=stored,
-                user_metadata=metadata,
-            )
-            async with self._locks.hold((bucket, key)):
-                body.release_tail()
-                await write.done
-                try:
-                    previous = await self._metadata.commit_object(reservation.id, record)
-                except BaseException:
-                    write.abort()
-                    if not write.staged:
-                        await self._forget_replaced_in_place(record)
-                    raise
-                await self._publish(write, record, previous)
+            with self._store_errors(reservation.store):
+                record = await self._store_and_commit(call, reservation, location, content_type, stored, metadata)
         except BaseException:
             await self._metadata.release(reservation.id)
             raise
         return S3Response(200, [("ETag", s3_headers.quoted_etag(record.etag))], store=record.store)
+
+    async def _store_and_commit(
+        self,
+        call: S3Call,
+        reservation: Reservation,
+        location: str,
+        content_type: str,
+        stored: dict[str, str],
+        metadata: dict[str, str],
+    ) -> ObjectRecord:
+        bucket, key, body = call.bucket, call.key, call.body
+        assert bucket is not None and key is not None and body is not None
+        write = self._stores[reservation.store].start_write(location, body, body.length)
+        try:
+            payload = await _verified_unless_store_fails(body.verified, write.done)
+        except BaseException:
+            write.done.addErrback(lambda _: None)
+            write.abort()
+            raise
+        record = ObjectRecord(
+            bucket=bucket,
+            key=key,
+            store=reservation.store,
+            location=location,
+            size=payload.size,
+            etag=payload.md5_hex,
+            content_type=content_type,
+            last_modified_ms=int(self._clock.seconds() * 1000),
+            headers=stored,
+            user_metadata=metadata,
+        )
+        async with self._locks.hold((bucket, key)):
+            body.release_tail()
+            await write.done
+            try:
+                previous = await self._metadata.commit_object(reservation.id, record)
+            except BaseException:
+                write.abort()
+                if not write.staged:
+                    await self._forget_replaced_in_place(record)
+                raise
+            await self._publish(write, record, previous)
+        return record
 
     async def get_object(self, call: S3Call) -> S3Response:
         """The object's bytes (or a range of them) and its headers."""
@@ -186,16 +208,14 @@ class ObjectOperations:
     async def _open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
         expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         try:
-            reader = await self._stores[record.store].open_read(record.location, byte_range)
+            with self._store_errors(record.store):
+                reader = await self._stores[record.store].open_read(record.location, byte_range)
         except ObjectMissing:
             self._log.error(
                 "Object {bucket}/{key} is missing from store {store} at {location}",
                 bucket=record.bucket, key=record.key, store=record.store, location=record.location,
             )
             raise S3Error("InternalError")
-        except StoreUnavailable as error:
-            self._log.warn("Store {store} unavailable: {error}", store=record.store, error=str(error))
-            raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"})
         if reader.length != expected:
             reader.cancel()
             self._log.error(
@@ -204,6 +224,20 @@ class ObjectOperations:
             )
             raise S3Error("InternalError")
         return reader
+
+    @contextmanager
+    def _store_errors(self, store: str) -> Iterator[None]:
+        """Turn a store's failures into S3 errors, counting outages against its health."""
+        try:
+            yield
+        except StoreUnavailable as error:
+            self._health.record_failure(store, str(error))
+            self._log.warn("Store {store} unavailable: {error}", store=store, error=str(error))
+            raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"}) from error
+        except StoreMisconfigured as error:
+            # The client did nothing wrong: the store's configuration or credentials are off.
+            self._log.error("Store {store} refused a request: {error}", store=store, error=str(error))
+            raise S3Error("InternalError") from error
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
         """A store that made a write visible at once replaced the key's previous object

@@ -12,6 +12,10 @@ class StoreUnavailable(Exception):
     """The store could not be reached or failed (connection refused, timeout, 5xx, I/O error)."""
 
 
+class StoreMisconfigured(Exception):
+    """The store refused a request the client could not have caused (upstream 403, other 4xx)."""
+
+
 class ObjectMissing(Exception):
     """The store has no object at a location the metadata says it holds."""
 

@@ -21,6 +21,7 @@ from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectStore, IObjectWrite, StoreUnavailable
@@ -84,7 +85,8 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         clock.advance(NOW)
         locks = KeyLocks()
         view = metadata if metadata_wrapper is None else metadata_wrapper(metadata)
-        ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks)
+        health = StoreHealth(list(object_stores), unhealthy_after=3, now=clock.seconds)
+        ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks, health)
         return World(metadata, object_stores, roots, locks, ops, view)
 
     return make
@@ -422,8 +424,11 @@ async def test_store_failing_mid_body_fails_the_put_instead_of_hanging(build) ->
     body.bodyComplete()
 
     # Before the fix this waited for a `verified` that never comes (TimeoutError after 2 s).
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(S3Error) as raised:
         await putting
+    assert raised.value.code == "ServiceUnavailable"
+    assert raised.value.headers["Retry-After"] == "1"
+    assert world.ops._health.snapshot()["one"].consecutive_failures == 1
     assert (await world.usage())["one"].reserved_bytes == 0
     assert await world.metadata.get_object("bkt", "key") is None
 

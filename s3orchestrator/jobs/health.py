@@ -1,0 +1,307 @@
+"""Store health: a state machine fed by probes and request outcomes, and the job that probes.
+
+``StoreHealth`` decides which stores are up (routing skips the others for new writes).
+It only counts what it is told: the caller decides which request outcomes are failures
+(connection errors and 5xx are, 404s never). ``HealthCheckJob`` probes every store
+every ``interval`` seconds and feeds the outcomes in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Mapping, Union
+
+import attrs
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from s3orchestrator.stores.interface import IObjectStore, StoreUnavailable
+
+__all__ = [
+    "MAX_PROBE_TIMEOUT",
+    "HealthCheckJob",
+    "StoreHealth",
+    "StoreStatus",
+]
+
+# A probe is a HeadBucket or a stat: anything slower than this is as good as down.
+MAX_PROBE_TIMEOUT = 30.0
+
+StoreMap = Mapping[str, IObjectStore]
+StoreSource = Union[StoreMap, Callable[[], StoreMap]]
+
+
+@attrs.frozen
+class StoreStatus:
+    """One store's health as ops pages show it.
+
+    ``last_error`` is the most recent failure reason (kept after recovery);
+    ``last_change`` the time of the last up/down transition (None: none since start).
+    """
+
+    healthy: bool = True
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_change: float | None = None
+
+
+class StoreHealth:
+    """Which stores are up: down after ``unhealthy_after`` consecutive failures, up on one success.
+
+    Every store starts up. Outcomes for names it does not know (a store removed by a
+    reload while a request to it was in flight) are ignored. ``on_change(name, healthy)``
+    is called after each transition; ``now`` gives the time recorded in ``last_change``.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        unhealthy_after: int,
+        on_change: Callable[[str, bool], object] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if unhealthy_after < 1:
+            raise ValueError(f"unhealthy_after must be at least 1, not {unhealthy_after!r}")
+        self.unhealthy_after = unhealthy_after
+        self.on_change = on_change
+        self._now = now
+        self._status: dict[str, StoreStatus] = {}
+        self._healthy: frozenset[str] = frozenset()
+        self.set_stores(names)
+
+    def set_stores(self, names: Iterable[str]) -> None:
+        """Follow a config reload: new stores start up, removed ones are forgotten."""
+        wanted = list(dict.fromkeys(names))
+        self._status = {name: self._status.get(name, StoreStatus()) for name in wanted}
+        self._refresh()
+
+    def record_success(self, name: str) -> None:
+        """A probe or request to ``name`` worked: the store is up and its failure count resets."""
+        status = self._status.get(name)
+        if status is None:
+            return
+        if status.healthy:
+            if status.consecutive_failures:
+                self._status[name] = attrs.evolve(status, consecutive_failures=0)
+            return
+        self._status[name] = attrs.evolve(
+            status, healthy=True, consecutive_failures=0, last_change=self._now()
+        )
+        self._refresh()
+        self._log.info(
+            "Store {store} is up again (it was down: {reason})",
+            store=name,
+            reason=status.last_error,
+            healthy=True,
+        )
+        self._notify(name, True)
+
+    def record_failure(self, name: str, reason: str) -> None:
+        """A probe or request to ``name`` failed; the ``unhealthy_after``-th in a row marks it down."""
+        status = self._status.get(name)
+        if status is None:
+            return
+        failures = status.consecutive_failures + 1
+        goes_down = status.healthy and failures >= self.unhealthy_after
+        self._status[name] = attrs.evolve(
+            status,
+            healthy=status.healthy and not goes_down,
+            consecutive_failures=failures,
+            last_error=reason,
+            last_change=self._now() if goes_down else status.last_change,
+        )
+        if not goes_down:
+            return
+        self._refresh()
+        self._log.warn(
+            "Store {store} is down after {failures} consecutive failures: {reason}",
+            store=name,
+            failures=failures,
+            reason=reason,
+            healthy=False,
+        )
+        self._notify(name, False)
+
+    def healthy(self) -> frozenset[str]:
+        """Names of the stores currently up."""
+        return self._healthy
+
+    def is_healthy(self, name: str) -> bool:
+        """True if ``name`` is a known store that is up."""
+        return name in self._healthy
+
+    def snapshot(self) -> dict[str, StoreStatus]:
+        """Every known store's status, in the order the stores were given."""
+        return dict(self._status)
+
+    def _refresh(self) -> None:
+        # Routing asks for the healthy set on every write: keep it ready-made.
+        self._healthy = frozenset(name for name, status in self._status.items() if status.healthy)
+
+    def _notify(self, name: str, healthy: bool) -> None:
+        if self.on_change is None:
+            return
+        # Outcomes are recorded from request paths: a broken hook must not break them.
+        try:
+            self.on_change(name, healthy)
+        except Exception:
+            self._log.failure("Store health change hook failed for store {store}", store=name)
+
+
+class _Run:
+    """The probes of one health check run, so stopping the job can abandon them."""
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.probes: list[Deferred[Any]] = []
+
+
+class HealthCheckJob(TimerService):
+    """Probe every store every ``interval`` seconds and record the outcomes in ``health``.
+
+    ``stores`` is a mapping of store name to store, or a callable returning one (read at
+    every run, so a reload can swap stores). Probes run concurrently, each cancelled and
+    counted as a failure after ``min(interval, 30)`` seconds. Runs never overlap, and the
+    job never stops on an error: each one is logged and counted in ``errors``.
+
+    Counters: ``runs`` (finished runs), ``probes``, ``probe_failures``, ``timeouts``,
+    ``errors`` (unexpected exceptions: bugs, not unavailable stores).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        stores: StoreSource,
+        health: StoreHealth,
+        interval: float,
+        clock: IReactorTime,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be positive, not {interval!r}")
+        TimerService.__init__(self, interval, self._tick)
+        self.clock = clock
+        self.health = health
+        self.interval = interval
+        self.probe_timeout = min(interval, MAX_PROBE_TIMEOUT)
+        self._stores = stores
+        self._current: _Run | None = None
+        self._waiters: list[Deferred[None]] = []
+        self.runs = 0
+        self.probes = 0
+        self.probe_failures = 0
+        self.timeouts = 0
+        self.errors = 0
+
+    def run_once(self) -> Deferred[None]:
+        """Probe every store now; fires (never fails) when the outcomes are recorded.
+
+        If a run is already going, no new one starts: this waits for that one.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        if self._current is None:
+            run = self._current = _Run()
+            maybeDeferred(self._probe_all, run).addBoth(self._finished, run)
+        return waiter
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the timer and cancel the probes in flight (their outcomes are not recorded)."""
+        run = self._current
+        if run is not None:
+            run.abandoned = True
+            for probe in list(run.probes):
+                probe.cancel()
+        return TimerService.stopService(self)  # type: ignore[no-any-return]
+
+    def _tick(self) -> Deferred[None]:
+        # LoopingCall stops for good on the first failure its body raises or returns,
+        # so nothing may escape from here (run_once never fails either).
+        try:
+            return self.run_once()
+        except Exception:
+            self.errors += 1
+            self._log.failure("Health check run failed to start")
+            return succeed(None)
+
+    def _resolve_stores(self) -> StoreMap:
+        if callable(self._stores):
+            return self._stores()
+        return self._stores
+
+    def _probe_all(self, run: _Run) -> Deferred[Any]:
+        stores = self._resolve_stores()
+        for name, store in list(stores.items()):
+            run.probes.append(self._probe(run, name, store))
+        return DeferredList(run.probes, consumeErrors=True)
+
+    def _probe(self, run: _Run, name: str, store: IObjectStore) -> Deferred[None]:
+        self.probes += 1
+        timed_out = False
+        started = self.clock.seconds()
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            probe.cancel()
+
+        probe: Deferred[Any] = maybeDeferred(store.probe)
+        timer: IDelayedCall = self.clock.callLater(self.probe_timeout, on_timeout)
+
+        def stop_timer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        def succeeded(_: object) -> None:
+            if not run.abandoned:
+                self.health.record_success(name)
+
+        def failed(failure: Failure) -> None:
+            if run.abandoned and not timed_out:
+                # Cancelled by stopService: says nothing about the store.
+                return
+            self.probe_failures += 1
+            if timed_out:
+                self.timeouts += 1
+                reason = f"health probe timed out after {self.probe_timeout:g}s"
+            elif failure.check(StoreUnavailable):
+                reason = str(failure.value) or "store unavailable"
+            else:
+                self.errors += 1
+                self._log.failure(
+                    "Health probe of store {store} failed unexpectedly", failure, store=name
+                )
+                reason = f"health probe failed: {failure.type.__name__}"
+            self._log.debug(
+                "Health probe of store {store} failed after {duration:.3f}s: {reason}",
+                store=name,
+                reason=reason,
+                duration=self.clock.seconds() - started,
+            )
+            self.health.record_failure(name, reason)
+
+        def unexpected(failure: Failure) -> None:
+            self.errors += 1
+            self._log.failure("Recording the health of store {store} failed", failure, store=name)
+
+        probe.addBoth(stop_timer)
+        probe.addCallbacks(succeeded, failed)
+        probe.addErrback(unexpected)
+        return probe
+
+    def _finished(self, result: object, run: _Run) -> None:
+        if isinstance(result, Failure):
+            self.errors += 1
+            self._log.failure("Health check run failed", result)
+        self.runs += 1
+        self._current = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:  # a caller may have cancelled its wait
+                waiter.callback(None)

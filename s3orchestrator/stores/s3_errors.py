@@ -1,0 +1,124 @@
+"""How an upstream S3 service's failures become store exceptions, without leaking them.
+
+Upstream error bodies, URLs and headers never reach callers or logs: an
+exception message carries the store, the operation, the HTTP status and the
+S3 error ``Code`` (parsed from at most MAX_ERROR_BODY bytes, with anything
+that could expand entities refused), nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from xml.etree.ElementTree import ParseError, XMLParser
+
+from twisted.internet import error as internet_error
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    RequestGenerationFailed,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+
+from s3orchestrator.stores.interface import ObjectMissing, StoreMisconfigured, StoreUnavailable
+
+MAX_ERROR_BODY = 64 * 1024
+_CODE_RE = re.compile(r"^[A-Za-z0-9.]{1,64}$")
+
+# 4xx codes that mean "try again later", not "this store is set up wrong".
+_TRANSIENT_CODES = frozenset({"RequestTimeout", "SlowDown", "ServiceUnavailable", "Throttling"})
+
+# Failures of the connection or the HTTP exchange itself.
+_NETWORK_ERRORS = (
+    internet_error.ConnectError,  # refused, DNS (ConnectError subclasses), connect timeout, ...
+    internet_error.DNSLookupError,
+    internet_error.TimeoutError,
+    internet_error.ConnectionLost,
+    internet_error.ConnectionDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+    RequestTransmissionFailed,
+    RequestNotSent,
+    PotentialDataLoss,
+    OSError,
+)
+
+
+def parse_error_code(body: bytes) -> str | None:
+    """The ``<Code>`` of an S3 error document, or None if there is no safe, sane one.
+
+    Refuses documents larger than MAX_ERROR_BODY and anything with a markup
+    declaration (``<!DOCTYPE``, ``<!ENTITY``, comments, CDATA): an S3 error
+    never has one, and refusing them rules out entity expansion attacks
+    without defusedxml.
+    """
+    if not body or len(body) > MAX_ERROR_BODY or b"<!" in body:
+        return None
+    parser = XMLParser()
+    try:
+        parser.feed(body)
+        root = parser.close()
+    except (ParseError, ValueError):
+        return None
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "Code":
+            code = (element.text or "").strip()
+            return code if _CODE_RE.match(code) else None
+    return None
+
+
+def error_for_status(
+    store: str, operation: str, status: int, code: str | None, location: str | None
+) -> Exception:
+    """The exception an unexpected upstream answer becomes.
+
+    404 on a GET is ObjectMissing; 5xx, 429 and throttling/timeout codes are
+    StoreUnavailable; other 4xx (auth, missing bucket, ...) StoreMisconfigured:
+    the client did nothing wrong, the store's configuration is off.
+    """
+    described = f"store {store}: {operation} answered HTTP {status}" + (f" {code}" if code else "")
+    if status == 404 and operation == "GET" and code in (None, "NoSuchKey"):
+        return ObjectMissing(location)
+    if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
+        return StoreUnavailable(described)
+    return StoreMisconfigured(described)
+
+
+def describe_failure(failure: Failure) -> str:
+    """A short, secret-free description of a network failure (exception types and messages)."""
+    value = failure.value
+    reasons = getattr(value, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        inner = "; ".join(describe_failure(reason) for reason in reasons if isinstance(reason, Failure))
+        return f"{type(value).__name__}({inner})"
+    text = str(value)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+
+
+def is_network_failure(failure: Failure) -> bool:
+    """True for failures of the connection or the HTTP exchange (never our own errors)."""
+    if failure.check(RequestGenerationFailed):
+        return False  # the body producer's failure, unwrapped by the caller
+    if failure.check(*_NETWORK_ERRORS):
+        return True
+    # TLS handshake and certificate verification errors (pyOpenSSL).
+    module = type(failure.value).__module__
+    return module.startswith("OpenSSL") or module.startswith("service_identity")
+
+
+def store_failure(store: str, operation: str, failure: Failure) -> Failure:
+    """Map a failure of one upstream call to a store exception (or pass ours through)."""
+    if failure.check(StoreUnavailable, StoreMisconfigured, ObjectMissing, CancelledError):
+        return failure
+    if failure.check(RequestGenerationFailed):
+        reasons = failure.value.reasons
+        if reasons and isinstance(reasons[0], Failure):
+            return store_failure(store, operation, reasons[0])
+    if is_network_failure(failure):
+        return Failure(StoreUnavailable(f"store {store}: {operation} failed: {describe_failure(failure)}"))
+    return failure
