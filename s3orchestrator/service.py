@@ -6,11 +6,11 @@ from typing import Mapping
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import Logger
 
 from s3orchestrator.auth.sigv4 import Credential
-from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig
+from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
@@ -18,16 +18,17 @@ from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
+from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
 
 
-def build_store(index: int, config: StoreConfig, reactor) -> IObjectStore:
-    """The object store client for the configured store ``stores[index]``."""
+def build_store(config: StoreConfig, reactor) -> IObjectStore:
+    """The object store client for one configured store."""
     if isinstance(config, DirectoryStoreConfig):
         return DirectoryStore(config.name, config.path, reactor)
-    raise ConfigError(f'stores[{index}].type: "s3" stores are not supported by this version yet')
+    return S3Store(config, reactor)
 
 
 class OrchestratorService(MultiService):
@@ -41,7 +42,7 @@ class OrchestratorService(MultiService):
         self.reactor = reactor
         self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: build_store(index, store, reactor) for index, store in enumerate(config.stores)
+            store.name: build_store(store, reactor) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         self.objects = ObjectOperations(
@@ -89,9 +90,12 @@ class OrchestratorService(MultiService):
         self._log.failure("s3orchestrator failed to start", failure)
         self.reactor.stop()
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None]:
         self.ready = False
-        d = super().stopService()
-        if d is None:
-            return ensureDeferred(self.metadata.stop())
-        return d.addBoth(lambda _: self.metadata.stop())
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await maybeDeferred(super().stopService)
+        for store in self.stores.values():
+            await store.stop()
+        await self.metadata.stop()

@@ -31,7 +31,4 @@ def makeService(options: Options, reactor=None) -> OrchestratorService:
     """Build the daemon's MultiService from parsed options."""
     if reactor is None:
         from twisted.internet import reactor
-    try:
-        return OrchestratorService(options.config, reactor)
-    except ConfigError as error:
-        sys.exit(f"s3orchestrator: invalid configuration: {error}")
+    return OrchestratorService(options.config, reactor)

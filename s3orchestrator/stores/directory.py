@@ -609,6 +609,10 @@ class DirectoryStore:
         d.addCallbacks(removed, _unavailable)
         return d
 
+    def stop(self) -> Deferred[None]:
+        """Nothing is held open between requests."""
+        return succeed(None)
+
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """Stream ``body`` into a temp file; ``publish`` renames it to ``location``.
 

@@ -71,6 +71,9 @@ class IObjectStore(Interface):
     def start() -> Deferred[object]:
         """Prepare the store for use (create its root, clear leftovers of a previous run)."""
 
+    def stop() -> Deferred[object]:
+        """Release what the store holds open (connections) at shutdown."""
+
     def start_write(location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """Start storing ``length`` bytes produced by ``body`` at ``location``.
 

@@ -199,7 +199,8 @@ class UpstreamBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._finished = Deferred()
+        # The HTTP client cancels this when the request is cancelled: stop the body too.
+        self._finished = Deferred(lambda _: self.stopProducing())
         self._watchdog.progress()
         self._watchdog.disarm()  # from now on the pace is the client's
         try:
@@ -291,7 +292,9 @@ class UpstreamBody:
         if stop:
             self._stopped = True
             self._body.stopProducing()
-        self._body_failed(Failure(error))
+        self.failure = Failure(error)
+        if self._finished is not None and not self._finished.called:
+            self._finished.errback(self.failure)
 
 
 # -- response bodies ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from tests.integration.daemon import ACCESS_KEY, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
+# Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
+from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
 
 DaemonFactory = Callable[..., Daemon]
 

@@ -50,17 +50,6 @@ def test_missing_environment_variable_names_key_and_variable(tmp_path):
     assert "S3O_TEST_UNSET_SECRET" in result.stderr
 
 
-def test_store_type_this_version_cannot_run_is_a_clear_error(tmp_path):
-    config = write_config(tmp_path, free_port(), [StoreSpec("local-a", 100)])
-    config.write_text(config.read_text() + (
-        '[[stores]]\nname = "up"\ntype = "s3"\nquota_bytes = 0\nendpoint = "http://127.0.0.1:1"\n'
-        'bucket = "b"\naccess_key_id = "k"\nsecret_access_key = "s"\n'))
-    result = run_twistd(config, tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert 'stores[1].type: "s3" stores are not supported by this version yet' in result.stderr
-
-
 @pytest.mark.skipif(
     not _project_installed(), reason="the project is not installed in this environment (make test installs it)")
 def test_installed_plugin_is_found_by_twistd_without_pythonpath(tmp_path):

@@ -1,0 +1,149 @@
+"""One upstream S3 request: signed, watched for silence, its failures mapped and logged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer, IResponse
+
+from s3orchestrator.auth.sigv4 import EMPTY_SHA256
+from s3orchestrator.stores.interface import ObjectMissing, StoreMisconfigured, StoreUnavailable
+from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, error_for_status, parse_error_code, store_failure
+from s3orchestrator.stores.s3_http import CappedBody, SilenceWatchdog, Target
+
+if TYPE_CHECKING:
+    from s3orchestrator.stores.s3 import S3Store
+
+_log = Logger()
+
+
+class Exchange:
+    """One upstream request: signed, watched for silence, its failures mapped and logged."""
+
+    def __init__(self, store: S3Store, operation: str, location: str | None) -> None:
+        self.store = store
+        self.operation = operation
+        self.location = location
+        self.watchdog = SilenceWatchdog(store.reactor, store.config.timeout, self._silent)
+        self.started = store.reactor.seconds()
+        self._pending: Deferred[Any] | None = None
+        self.body_transport: IPushProducer | None = None
+        # Replaces the default reaction to silence once something else owns the exchange.
+        self.on_silence: Callable[[], None] | None = None
+
+    def _silent(self) -> None:
+        if self.on_silence is not None:
+            self.on_silence()
+            return
+        pending = self._pending
+        if pending is not None:
+            # Not ``pending.called``: a Deferred chained on another counts as called.
+            pending.cancel()
+        elif self.body_transport is not None:
+            self.body_transport.stopProducing()
+
+    @property
+    def _shown_location(self) -> str:
+        return "(bucket)" if self.location is None else repr(self.location)
+
+    def timeout_error(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"store {self.store.name}: {self.operation} made no progress for {self.store.config.timeout:g} s"
+        )
+
+    def mapped(self, failure: Failure) -> Failure:
+        """The store exception a failure of this exchange becomes (logged if it is the store's)."""
+        if self.watchdog.fired:
+            failure = Failure(self.timeout_error())
+        else:
+            failure = store_failure(self.store.name, self.operation, failure)
+        # Not logged: our own cancellations and the client's body failing (S3Error, ClientGone).
+        if failure.check(StoreUnavailable, StoreMisconfigured):
+            self.log_failure(failure)
+        return failure
+
+    def log_failure(self, failure: Failure, status: int | None = None) -> None:
+        _log.warn(
+            "Store {store}: {operation} {location} failed after {duration:.3f} s: {error}",
+            store=self.store.name,
+            operation=self.operation,
+            location=self._shown_location,
+            status=status,
+            duration=self.store.reactor.seconds() - self.started,
+            error=str(failure.value),
+        )
+
+    def logged(self, error: Exception, status: int | None = None) -> Exception:
+        """``error``, once logged (for raising)."""
+        self.log_failure(Failure(error), status)
+        return error
+
+    def log_success(self, status: int, size: int | None = None) -> None:
+        _log.debug(
+            "Store {store}: {operation} {location} -> {status} in {duration:.3f} s",
+            store=self.store.name,
+            operation=self.operation,
+            location=self._shown_location,
+            status=status,
+            bytes=size,
+            duration=self.store.reactor.seconds() - self.started,
+        )
+
+    async def request(
+        self,
+        method: str,
+        target: Target,
+        headers: dict[str, str] | None = None,
+        payload_hash: str = EMPTY_SHA256,
+        make_body: Callable[[str, str], IBodyProducer] | None = None,
+    ) -> IResponse:
+        """Send the request; fire with the response (headers read, body not yet).
+
+        ``make_body(amz_date, seed_signature)`` builds the body once the request is signed.
+        """
+        wire_headers, amz_date, seed = self.store.signed_headers(method, target, headers or {}, payload_hash)
+        body = make_body(amz_date, seed) if make_body is not None else None
+        self.watchdog.arm()
+        self._pending = self.store.agent.request(method.encode("ascii"), target.url, wire_headers, body)
+        try:
+            response: IResponse = await self._pending
+        except Exception:
+            self.watchdog.disarm()
+            raise self.mapped(Failure()).value from None
+        finally:
+            self._pending = None
+        self.watchdog.progress()
+        return response
+
+    async def read_small(self, response: IResponse) -> bytes:
+        """Up to MAX_ERROR_BODY bytes of the response body (the rest is dropped with the connection)."""
+        protocol = CappedBody(MAX_ERROR_BODY, self.watchdog)
+        self.watchdog.arm()
+        response.deliverBody(protocol)
+        self.body_transport = protocol.transport
+        try:
+            return await protocol.done
+        finally:
+            self.body_transport = None
+            self.watchdog.disarm()
+
+    async def error(self, response: IResponse) -> Exception:
+        """The exception an unexpected answer becomes (reading its S3 error Code), logged."""
+        code = parse_error_code(await self.read_small(response))
+        error = error_for_status(self.store.name, self.operation, response.code, code, self.location)
+        if not isinstance(error, ObjectMissing):
+            self.log_failure(Failure(error), response.code)
+        return error
+
+
+def discard_body(response: IResponse) -> None:
+    """Drop an unread response body along with its connection."""
+    protocol = Protocol()
+    response.deliverBody(protocol)
+    if protocol.transport is not None:
+        protocol.transport.stopProducing()

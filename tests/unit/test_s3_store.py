@@ -1,0 +1,824 @@
+"""S3Store against an in-memory fake S3 (treq.testing.RequestTraversalAgent) and a Clock.
+
+The fake checks every request with our SigV4 *verifier* (and aws-chunked
+bodies with our chunk decoder), so these tests prove that what the store puts
+on the wire is what a verifier with the same canonicalisation accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from s3orchestrator.auth.chunked import AwsChunkedDecoder, AwsChunkedSigner, ChunkSignatureChain
+from s3orchestrator.auth.sigv4 import Credential, PayloadMode, verify_request
+from s3orchestrator.config import S3StoreConfig
+from s3orchestrator.errors import S3Error
+from s3orchestrator.stores.interface import (
+    IObjectReader,
+    IObjectStore,
+    IObjectWrite,
+    ObjectMissing,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
+from s3orchestrator.stores.s3 import S3Store
+from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
+from s3orchestrator.stores.s3_http import SilenceWatchdog, UpstreamBody, framed_length, request_target
+
+ACCESS_KEY = "AKIDUPSTREAM"
+SECRET = "upstream/secret+KEY"
+NOW = 1_790_000_000.0
+TIMEOUT = 30.0
+LEAKY = "SECRET-DETAIL-FROM-UPSTREAM"
+
+
+@pytest.fixture(autouse=True)
+def logged() -> Any:
+    """Every event logged during the test; fails it on an error or a traceback, or a leaked secret."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+    bad = [e for e in events if e.get("log_level", LogLevel.info) >= LogLevel.error or "log_failure" in e]
+    assert not bad, [(e.get("log_format"), e.get("log_failure")) for e in bad]
+    for event in events:
+        text = repr(event)
+        assert SECRET not in text and LEAKY not in text and "Signature=" not in text
+
+
+def config(**overrides: Any) -> S3StoreConfig:
+    fields: dict[str, Any] = dict(
+        name="up", quota_bytes=0, endpoint="http://s3.test:9000", region="eu-test-1", bucket="bucket",
+        access_key_id=ACCESS_KEY, secret_access_key=SECRET, timeout=TIMEOUT,
+    )
+    fields.update(overrides)
+    return S3StoreConfig(**fields)
+
+
+# -- a fake S3 -----------------------------------------------------------------------------------
+
+
+class FakeS3(Resource):
+    """Verifies signatures, stores objects by decoded key, answers GET/PUT/DELETE/HEAD.
+
+    ``errors[method] = (status, code)`` makes the next such request fail;
+    ``hold`` keeps GET/PUT responses open (tests write and finish them).
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock: Clock, bucket: str = "bucket", virtual_host: bool = False) -> None:
+        super().__init__()
+        self.clock = clock
+        self.bucket = bucket
+        self.virtual_host = virtual_host
+        self.objects: dict[bytes, bytes] = {}
+        self.seen: list[dict[str, Any]] = []
+        self.errors: dict[str, tuple[int, str]] = {}
+        self.hold = False
+        self.held: list[Request] = []
+        self.lost: list[Request] = []
+        self.etag = True
+        self.ignore_range = False
+
+    def _key(self, raw_path: str) -> bytes:
+        path = unquote_to_bytes(raw_path.encode("latin-1"))
+        prefix = b"/" if self.virtual_host else b"/" + self.bucket.encode() + b"/"
+        assert path.startswith(prefix), path
+        return path[len(prefix):]
+
+    def render(self, request: Request) -> bytes | int:
+        method = request.method.decode()
+        raw_path, _, raw_query = request.uri.decode("latin-1").partition("?")
+        headers = {
+            name.decode("latin-1").lower(): [value.decode("latin-1") for value in values]
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        }
+        body = request.content.read()
+        self.seen.append({"method": method, "path": raw_path, "headers": headers, "body": body})
+        request.notifyFinish().addErrback(lambda _: self.lost.append(request))
+        try:
+            auth = verify_request(
+                method, raw_path, raw_query, headers,
+                lambda key: Credential(ACCESS_KEY, SECRET, "bucket") if key == ACCESS_KEY else None,
+                self.clock.seconds(),
+            )
+            if auth.payload_mode is PayloadMode.STREAMING_SIGNED:
+                decoded: list[bytes] = []
+                decoder = AwsChunkedDecoder(
+                    decoded.append, mode=auth.payload_mode,
+                    decoded_length=int(headers["x-amz-decoded-content-length"][0]),
+                    chain=ChunkSignatureChain.from_auth(auth),
+                )
+                decoder.feed(body)
+                decoder.finish()
+                body = b"".join(decoded)
+        except S3Error as error:
+            return self._error(request, error.status, error.code)
+        if method in self.errors:
+            status, code = self.errors.pop(method)
+            return self._error(request, status, code)
+        if method == "HEAD" and raw_path in ("/" + self.bucket, "/"):
+            return b""
+        key = self._key(raw_path)
+        if method == "PUT":
+            self.objects[key] = body
+            if self.etag:
+                request.setHeader(b"etag", b'"%s"' % hashlib.md5(body).hexdigest().encode())
+            return self._maybe_hold(request, b"")
+        if method == "DELETE":
+            self.objects.pop(key, None)
+            request.setResponseCode(204)
+            return b""
+        if key not in self.objects:
+            return self._error(request, 404, "NoSuchKey")
+        data = self.objects[key]
+        request.setHeader(b"etag", b'"%s"' % hashlib.md5(data).hexdigest().encode())
+        if "content-encoding" in self.seen[-1]["headers"]:
+            pass
+        if key.endswith(b".gz"):
+            request.setHeader(b"content-encoding", b"gzip")
+        ranges = headers.get("range")
+        if ranges and not self.ignore_range:
+            first, last = (int(x) for x in ranges[0].removeprefix("bytes=").split("-"))
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", f"bytes {first}-{last}/{len(data)}".encode())
+            data = data[first:last + 1]
+        request.setHeader(b"content-length", str(len(data)).encode())
+        return self._maybe_hold(request, data)
+
+    def _maybe_hold(self, request: Request, data: bytes) -> bytes | int:
+        if not self.hold:
+            return data
+        self.held.append(request)
+        return NOT_DONE_YET
+
+    def _error(self, request: Request, status: int, code: str) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/xml")
+        return (
+            f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+            f"<Message>{LEAKY} {SECRET}</Message></Error>"
+        ).encode()
+
+
+@implementer(IBodyProducer)
+class FakeBody:
+    """Writes ``chunks`` at once; finishes at once unless ``hold``."""
+
+    def __init__(self, chunks: list[bytes], length: int | None = None, hold: bool = False) -> None:
+        self.chunks = chunks
+        self.length = sum(map(len, chunks)) if length is None else length
+        self.hold = hold
+        self.consumer: IConsumer | None = None
+        self.produced: Deferred[None] | None = None
+        self.calls: list[str] = []
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self.consumer = consumer
+        for chunk in self.chunks:
+            consumer.write(chunk)
+        self.produced = Deferred()
+        if not self.hold:
+            self.produced.callback(None)
+        return self.produced
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+@implementer(IConsumer)
+class Collector:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.producer: Any = None
+        self.unregistered = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.unregistered = True
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Harness:
+    """A store wired to a FakeS3 through an in-memory agent, with a Clock for timeouts."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.config = config(**overrides)
+        self.fake = FakeS3(self.clock, virtual_host=not self.config.path_style)
+        self.agent = RequestTraversalAgent(self.fake)
+        self.store = S3Store(self.config, self.clock, agent=self.agent, chunk_size=1000)
+
+    def flush(self) -> None:
+        for _ in range(20):
+            self.agent.flush()
+
+    def result(self, d: Deferred[Any]) -> Any:
+        self.flush()
+        results: list[Any] = []
+        d.addBoth(results.append)
+        assert results, "the Deferred has not fired"
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def failure(self, d: Deferred[Any], *types: type[BaseException]) -> BaseException:
+        self.flush()
+        results: list[Any] = []
+        d.addBoth(results.append)
+        assert results, "the Deferred has not fired"
+        assert isinstance(results[0], Failure), f"expected a failure, got {results[0]!r}"
+        assert results[0].check(*types), results[0]
+        return results[0].value
+
+    def put(self, location: str, data: bytes) -> None:
+        write = self.store.start_write(location, FakeBody([data]), len(data))
+        self.result(write.done)
+        self.result(write.publish())
+
+    def get(self, location: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        reader = self.result(self.store.open_read(location, byte_range))
+        collector = Collector()
+        streamed = reader.stream_to(collector)
+        self.result(streamed)
+        assert collector.unregistered
+        assert len(collector.data) == reader.length
+        return collector.data
+
+
+def fired(d: Deferred[Any]) -> bool:
+    results: list[Any] = []
+    d.addBoth(lambda r: results.append(r) or r)
+    return bool(results)
+
+
+# -- signing and round trips -------------------------------------------------------------------
+
+
+def test_provides_the_interfaces() -> None:
+    h = Harness()
+    assert verifyObject(IObjectStore, h.store)
+    write = h.store.start_write("b/k", FakeBody([b"x"]), 1)
+    assert verifyObject(IObjectWrite, write)
+    h.result(write.done)
+    assert verifyObject(IObjectReader, h.result(h.store.open_read("b/k", None)))
+
+
+def test_round_trip_is_signed_and_verified() -> None:
+    h = Harness()
+    h.put("app/key.txt", b"hello world")
+    assert h.get("app/key.txt") == b"hello world"
+    put = h.fake.seen[0]
+    assert put["headers"]["x-amz-content-sha256"] == ["UNSIGNED-PAYLOAD"]
+    assert put["headers"]["content-length"] == ["11"]
+    assert "host" in put["headers"]["authorization"][0]
+    assert h.fake.objects == {b"app/key.txt": b"hello world"}
+
+
+def test_no_checksum_or_encoding_negotiation_headers_are_sent() -> None:
+    h = Harness()
+    h.put("app/k", b"data")
+    h.get("app/k")
+    for seen in h.fake.seen:
+        names = set(seen["headers"])
+        assert not {n for n in names if n.startswith("x-amz-checksum") or n == "x-amz-sdk-checksum-algorithm"}
+        assert "accept-encoding" not in names
+
+
+def test_wrong_secret_is_misconfigured_and_does_not_leak() -> None:
+    h = Harness(secret_access_key="wrong")
+    write = h.store.start_write("app/k", FakeBody([b"x"]), 1)
+    error = h.failure(write.done, StoreMisconfigured)
+    assert "403" in str(error) and "SignatureDoesNotMatch" in str(error)
+    assert LEAKY not in str(error) and SECRET not in str(error) and "wrong" not in str(error)
+
+
+@pytest.mark.parametrize("key, wire", [
+    ("with space", "with%20space"),
+    ("plus+sign", "plus%2Bsign"),
+    ("percent%", "percent%25"),
+    ("encoded%2Fslash", "encoded%252Fslash"),
+    ("unicodé/日本", "unicod%C3%A9/%E6%97%A5%E6%9C%AC"),
+    ("a//double/", "a//double/"),
+    ("tilde~dash-dot._", "tilde~dash-dot._"),
+    ("star*quote'(x)!", "star%2Aquote%27%28x%29%21"),
+    ("q?hash#amp&eq=", "q%3Fhash%23amp%26eq%3D"),
+])
+def test_awkward_keys_are_encoded_once_and_signed_as_sent(key: str, wire: str) -> None:
+    h = Harness()
+    h.put(f"app/{key}", b"bytes")
+    assert h.fake.seen[-1]["path"] == f"/bucket/app/{wire}"
+    assert h.fake.objects == {f"app/{key}".encode(): b"bytes"}
+    assert h.get(f"app/{key}") == b"bytes"
+    assert h.result(h.store.delete(f"app/{key}")) is None
+    assert h.fake.objects == {}
+
+
+def test_virtual_host_style() -> None:
+    h = Harness(path_style=False)
+    h.put("app/k 1", b"v")
+    seen = h.fake.seen[-1]
+    assert seen["path"] == "/app/k%201"
+    assert seen["headers"]["host"] == ["bucket.s3.test:9000"]
+    assert h.get("app/k 1") == b"v"
+    assert h.result(h.store.probe()) is None
+    assert h.fake.seen[-1]["path"] == "/"
+
+
+@pytest.mark.parametrize("endpoint, path_style, url, host, path", [
+    ("http://s3.test:9000", True, b"http://s3.test:9000/bucket/a/b%20c", "s3.test:9000", "/bucket/a/b%20c"),
+    ("http://s3.test:80/", True, b"http://s3.test/bucket/a/b%20c", "s3.test", "/bucket/a/b%20c"),
+    ("https://S3.example.com", True, b"https://s3.example.com/bucket/a/b%20c", "s3.example.com", "/bucket/a/b%20c"),
+    ("https://s3.example.com:443", False, b"https://bucket.s3.example.com/a/b%20c", "bucket.s3.example.com",
+     "/a/b%20c"),
+    ("http://[::1]:9000", True, b"http://[::1]:9000/bucket/a/b%20c", "[::1]:9000", "/bucket/a/b%20c"),
+    ("http://gw.test/prefix/", True, b"http://gw.test/prefix/bucket/a/b%20c", "gw.test", "/prefix/bucket/a/b%20c"),
+])
+def test_request_target(endpoint: str, path_style: bool, url: bytes, host: str, path: str) -> None:
+    target = request_target(config(endpoint=endpoint, path_style=path_style), "a/b c")
+    assert (target.url, target.host, target.raw_path) == (url, host, path)
+
+
+def test_bucket_target_for_head_bucket() -> None:
+    assert request_target(config(), None).raw_path == "/bucket"
+    assert request_target(config(path_style=False), None).raw_path == "/"
+
+
+def test_streaming_payload_signing_is_verified_chunk_by_chunk() -> None:
+    h = Harness(payload_signing="streaming")
+    data = bytes(range(256)) * 10  # 2560 bytes: chunks of 1000, 1000, 560
+    write = h.store.start_write("app/streamed", FakeBody([data[:7], data[7:1500], data[1500:]]), len(data))
+    h.result(write.done)
+    seen = h.fake.seen[-1]
+    assert seen["headers"]["x-amz-content-sha256"] == ["STREAMING-AWS4-HMAC-SHA256-PAYLOAD"]
+    assert seen["headers"]["content-encoding"] == ["aws-chunked"]
+    assert seen["headers"]["x-amz-decoded-content-length"] == [str(len(data))]
+    assert seen["headers"]["content-length"] == [str(framed_length(len(data), 1000))]
+    assert h.fake.objects[b"app/streamed"] == data
+
+
+def test_streaming_empty_body() -> None:
+    h = Harness(payload_signing="streaming")
+    write = h.store.start_write("app/empty", FakeBody([]), 0)
+    h.result(write.done)
+    assert h.fake.objects[b"app/empty"] == b""
+
+
+def test_gzip_encoded_object_is_not_decoded() -> None:
+    h = Harness()
+    import gzip
+
+    compressed = gzip.compress(b"abc" * 1000)
+    h.fake.objects[b"app/page.gz"] = compressed
+    assert h.get("app/page.gz") == compressed
+
+
+def test_ranged_get() -> None:
+    h = Harness()
+    h.fake.objects[b"app/r"] = bytes(range(100))
+    assert h.get("app/r", (10, 19)) == bytes(range(10, 20))
+    assert h.fake.seen[-1]["headers"]["range"] == ["bytes=10-19"]
+
+
+def test_range_ignored_by_upstream_is_refused() -> None:
+    h = Harness()
+    h.fake.objects[b"app/r"] = bytes(range(100))
+    h.fake.ignore_range = True
+    h.failure(h.store.open_read("app/r", (10, 19)), StoreUnavailable)
+
+
+def test_put_answer_without_etag_is_a_failure_and_removes_the_object() -> None:
+    h = Harness()
+    h.fake.etag = False
+    write = h.store.start_write("app/k", FakeBody([b"x"]), 1)
+    h.failure(write.done, StoreUnavailable)
+    h.flush()
+    assert [seen["method"] for seen in h.fake.seen] == ["PUT", "DELETE"]
+    assert h.fake.objects == {}
+
+
+def test_no_timer_is_left_behind() -> None:
+    h = Harness()
+    h.put("app/k", b"abc")
+    h.get("app/k")
+    h.get("app/k", (1, 2))
+    h.result(h.store.delete("app/k"))
+    h.result(h.store.probe())
+    h.failure(h.store.open_read("app/k", None), ObjectMissing)
+    h.fake.errors["PUT"] = (500, "InternalError")
+    h.failure(h.store.start_write("app/k", FakeBody([b"x"]), 1).done, StoreUnavailable)
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_failures_are_logged_with_store_and_status(logged: list[dict[str, Any]]) -> None:
+    h = Harness()
+    h.fake.errors["GET"] = (503, "SlowDown")
+    h.failure(h.store.open_read("app/k", None), StoreUnavailable)
+    (event,) = [e for e in logged if e.get("store") == "up"]
+    assert event["operation"] == "GET" and event["status"] == 503 and event["log_level"] == LogLevel.warn
+    assert event["location"] == "'app/k'" and event["duration"] >= 0
+
+
+def test_publish_before_done_fails_and_after_done_is_a_no_op() -> None:
+    h = Harness()
+    body = FakeBody([b"ab"], length=3, hold=True)
+    write = h.store.start_write("app/k", body, 3)
+    h.failure(write.publish(), RuntimeError)
+    assert write.staged is False
+    body.consumer.write(b"c")  # type: ignore[union-attr]
+    body.produced.callback(None)  # type: ignore[union-attr]
+    h.result(write.done)
+    assert h.result(write.publish()) is None
+
+
+# -- bodies that go wrong --------------------------------------------------------------------
+
+
+def test_body_longer_than_announced() -> None:
+    h = Harness()
+    body = FakeBody([b"abcd"], length=3)
+    write = h.store.start_write("app/k", body, 3)
+    error = h.failure(write.done, S3Error)
+    assert error.code == "IncompleteBody"  # type: ignore[attr-defined]
+    assert "stop" in body.calls
+    assert h.fake.objects == {}
+
+
+def test_body_shorter_than_announced() -> None:
+    h = Harness()
+    write = h.store.start_write("app/k", FakeBody([b"ab"], length=3), 3)
+    error = h.failure(write.done, S3Error)
+    assert error.code == "IncompleteBody"  # type: ignore[attr-defined]
+    assert h.fake.objects == {}
+
+
+def test_body_failure_is_reported_as_itself() -> None:
+    h = Harness()
+    body = FakeBody([b"ab"], length=3, hold=True)
+    write = h.store.start_write("app/k", body, 3)
+    h.flush()
+    body.produced.errback(S3Error("BadDigest"))  # type: ignore[union-attr]
+    error = h.failure(write.done, S3Error)
+    assert error.code == "BadDigest"  # type: ignore[attr-defined]
+    assert h.fake.objects == {}
+
+
+def test_abort_before_done_cancels_the_upload() -> None:
+    h = Harness()
+    body = FakeBody([b"ab"], length=3, hold=True)
+    write = h.store.start_write("app/k", body, 3)
+    h.flush()
+    write.abort()
+    h.failure(write.done, CancelledError)
+    assert "stop" in body.calls
+    h.flush()
+    assert h.fake.objects == {}
+    assert [seen["method"] for seen in h.fake.seen] == []  # the upstream never got a whole request
+
+
+def test_abort_after_done_deletes_the_object() -> None:
+    h = Harness()
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    h.result(write.done)
+    write.abort()
+    h.flush()
+    assert [seen["method"] for seen in h.fake.seen] == ["PUT", "DELETE"]
+    assert h.fake.objects == {}
+    write.abort()  # idempotent
+    h.flush()
+    assert len(h.fake.seen) == 2
+
+
+# -- error mapping ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, status, code, expected", [
+    ("GET", 404, "NoSuchKey", ObjectMissing),
+    ("GET", 404, "NoSuchBucket", StoreMisconfigured),
+    ("GET", 500, "InternalError", StoreUnavailable),
+    ("GET", 503, "SlowDown", StoreUnavailable),
+    ("GET", 403, "AccessDenied", StoreMisconfigured),
+    ("GET", 401, "Unauthorized", StoreMisconfigured),
+    ("GET", 416, "InvalidRange", StoreMisconfigured),
+    ("PUT", 403, "AccessDenied", StoreMisconfigured),
+    ("PUT", 404, "NoSuchBucket", StoreMisconfigured),
+    ("PUT", 400, "RequestTimeout", StoreUnavailable),
+    ("PUT", 429, "TooManyRequests", StoreUnavailable),
+    ("PUT", 502, "BadGateway", StoreUnavailable),
+    ("DELETE", 404, "NoSuchBucket", StoreMisconfigured),
+    ("DELETE", 500, "InternalError", StoreUnavailable),
+    ("HEAD", 403, "AccessDenied", StoreUnavailable),
+    ("HEAD", 404, "NoSuchBucket", StoreUnavailable),
+    ("HEAD", 500, "InternalError", StoreUnavailable),
+])
+def test_error_mapping(method: str, status: int, code: str, expected: type[Exception]) -> None:
+    h = Harness()
+    h.fake.objects[b"app/k"] = b"x"
+    h.fake.errors[method] = (status, code)
+    if method == "GET":
+        d: Deferred[Any] = h.store.open_read("app/k", None)
+    elif method == "PUT":
+        d = h.store.start_write("app/k", FakeBody([b"x"]), 1).done
+    elif method == "DELETE":
+        d = h.store.delete("app/k")
+    else:
+        d = h.store.probe()
+    error = h.failure(d, expected)
+    if expected is not ObjectMissing:
+        assert str(status) in str(error)
+        assert LEAKY not in str(error) and SECRET not in str(error)
+
+
+def test_delete_of_missing_key_succeeds() -> None:
+    h = Harness()
+    h.fake.errors["DELETE"] = (404, "NoSuchKey")
+    assert h.result(h.store.delete("app/gone")) is None
+
+
+def test_get_of_missing_object() -> None:
+    h = Harness()
+    h.failure(h.store.open_read("app/none", None), ObjectMissing)
+
+
+@implementer(IAgent)
+class FailingAgent:
+    """Every request fails with ``error`` (or never answers when ``error`` is None)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.cancelled = 0
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
+        if self.error is not None:
+            return fail(self.error)
+
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled += 1
+
+        return Deferred(cancel)
+
+
+@pytest.mark.parametrize("error", [ConnectionRefusedError(), DNSLookupError("s3.test")])
+def test_connection_errors_are_unavailable(error: Exception) -> None:
+    clock = Clock()
+    store = S3Store(config(), clock, agent=FailingAgent(error))
+    for d in (store.probe(), store.open_read("app/k", None), store.delete("app/k"),
+              store.start_write("app/k", FakeBody([b"x"]), 1).done):
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        assert failures and failures[0].check(StoreUnavailable), failures
+        assert type(error).__name__ in str(failures[0].value)
+
+
+# -- XML error parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"<Error><Code>NoSuchKey</Code><Message>m</Message></Error>", "NoSuchKey"),
+    (b"<?xml version='1.0'?><Error xmlns='http://s3.amazonaws.com/doc/2006-03-01/'><Code>AccessDenied</Code></Error>",
+     "AccessDenied"),
+    (b"", None),
+    (b"not xml", None),
+    (b"<Error><Code>Bad Code With Spaces</Code></Error>", None),
+    (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><Error><Code>&lol;</Code></Error>', None),
+    (b'<!DOCTYPE x SYSTEM "file:///etc/passwd"><Error><Code>X</Code></Error>', None),
+    (b"<Error><Code>Big</Code><Pad>" + b"x" * MAX_ERROR_BODY + b"</Pad></Error>", None),
+])
+def test_parse_error_code(body: bytes, code: str | None) -> None:
+    assert parse_error_code(body) == code
+
+
+# -- the silence watchdog ----------------------------------------------------------------------
+
+
+def test_watchdog_fires_after_silence_and_progress_postpones_it() -> None:
+    clock = Clock()
+    fired_at: list[float] = []
+    watchdog = SilenceWatchdog(clock, 10, lambda: fired_at.append(clock.seconds()))
+    watchdog.arm()
+    clock.advance(9)
+    watchdog.progress()
+    clock.advance(9)
+    watchdog.disarm()
+    clock.advance(100)
+    assert fired_at == []
+    watchdog.arm()
+    clock.advance(10)
+    assert fired_at == [128]
+    watchdog.arm()
+    clock.advance(100)
+    assert fired_at == [128]  # once only
+
+
+def test_connect_that_never_completes_times_out() -> None:
+    clock = Clock()
+    agent = FailingAgent(None)
+    store = S3Store(config(), clock, agent=agent)
+    d = store.probe()
+    clock.advance(TIMEOUT - 1)
+    assert not fired(d)
+    clock.advance(1)
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures[0].check(StoreUnavailable) and "no progress" in str(failures[0].value)
+    assert agent.cancelled == 1
+
+
+def test_upstream_silent_after_the_body_times_out() -> None:
+    h = Harness()
+    h.fake.hold = True
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    h.flush()
+    h.clock.advance(TIMEOUT - 1)
+    assert not fired(write.done)
+    h.clock.advance(1)
+    error = h.failure(write.done, StoreUnavailable)
+    assert "no progress" in str(error)
+
+
+def test_slow_client_never_times_out() -> None:
+    h = Harness()
+    body = FakeBody([b"a"], length=3, hold=True)
+    write = h.store.start_write("app/k", body, 3)
+    for _ in range(10):
+        h.flush()
+        h.clock.advance(TIMEOUT)
+        body.consumer.write(b"")  # type: ignore[union-attr]
+    assert not fired(write.done)
+    body.consumer.write(b"bc")  # type: ignore[union-attr]
+    body.produced.callback(None)  # type: ignore[union-attr]
+    h.result(write.done)
+    assert h.fake.objects == {b"app/k": b"abc"}
+
+
+def _held_get(h: Harness, data: bytes) -> tuple[Any, Collector, Deferred[None], Request]:
+    h.fake.objects[b"app/k"] = data
+    h.fake.hold = True
+    opened = h.store.open_read("app/k", None)
+    h.flush()
+    (upstream,) = h.fake.held
+    upstream.write(data[:10])
+    reader = h.result(opened)
+    collector = Collector()
+    streamed = reader.stream_to(collector)
+    h.flush()
+    return reader, collector, streamed, upstream
+
+
+def test_download_that_stalls_times_out_and_closes_the_upstream_connection() -> None:
+    h = Harness()
+    reader, collector, streamed, upstream = _held_get(h, b"x" * 100)
+    assert collector.data == b"x" * 10
+    h.clock.advance(TIMEOUT)
+    error = h.failure(streamed, StoreUnavailable)
+    assert "no progress" in str(error)
+    assert collector.unregistered
+    assert h.fake.lost == [upstream]
+
+
+def test_paused_consumer_never_times_out() -> None:
+    h = Harness()
+    reader, collector, streamed, upstream = _held_get(h, b"y" * 100)
+    reader.pauseProducing()
+    h.clock.advance(TIMEOUT * 10)
+    assert not fired(streamed)
+    reader.resumeProducing()
+    upstream.write(b"y" * 90)
+    upstream.finish()
+    h.result(streamed)
+    assert collector.data == b"y" * 100
+
+
+def test_consumer_that_stops_closes_the_upstream_connection() -> None:
+    h = Harness()
+    reader, collector, streamed, upstream = _held_get(h, b"z" * 100)
+    collector.producer.stopProducing()
+    h.failure(streamed, CancelledError)
+    assert h.fake.lost == [upstream]
+    h.clock.advance(TIMEOUT * 2)  # no watchdog left behind
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_cancel_before_streaming_frees_the_connection() -> None:
+    h = Harness()
+    h.fake.objects[b"app/k"] = b"q" * 100
+    h.fake.hold = True
+    opened = h.store.open_read("app/k", None)
+    h.flush()
+    (upstream,) = h.fake.held
+    upstream.write(b"q" * 10)
+    reader = h.result(opened)
+    reader.cancel()
+    h.flush()
+    assert h.fake.lost == [upstream]
+    h.failure(reader.stream_to(Collector()), CancelledError)
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_truncated_download_is_unavailable() -> None:
+    h = Harness()
+    reader, collector, streamed, upstream = _held_get(h, b"t" * 100)
+    upstream.channel.transport.loseConnection()
+    error = h.failure(streamed, StoreUnavailable)
+    assert "10 of 100" in str(error)
+    assert collector.unregistered
+
+
+# -- aws-chunked framing -----------------------------------------------------------------------
+
+
+@implementer(IConsumer)
+class Sink:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=5000),
+    chunk_size=st.integers(min_value=1, max_value=1500),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=8),
+)
+def test_framed_length_matches_the_framing_produced(data: bytes, chunk_size: int, cuts: list[int]) -> None:
+    points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    pieces = [data[a:b] for a, b in zip(points, points[1:])]
+    key, amz_date, scope, seed = b"k" * 32, "20260101T000000Z", "20260101/r/s3/aws4_request", "ab" * 32
+    signer = AwsChunkedSigner(ChunkSignatureChain(key, amz_date, scope, seed))
+    body = UpstreamBody(FakeBody(pieces), len(data), SilenceWatchdog(Clock(), 1, lambda: None), signer, chunk_size)
+    sink = Sink()
+    done: list[Any] = []
+    body.startProducing(sink).addBoth(done.append)
+    assert done == [None]
+    framed = b"".join(sink.parts)
+    assert len(framed) == body.length == framed_length(len(data), chunk_size)
+    decoded: list[bytes] = []
+    decoder = AwsChunkedDecoder(decoded.append, mode=PayloadMode.STREAMING_SIGNED, decoded_length=len(data),
+                                chain=ChunkSignatureChain(key, amz_date, scope, seed))
+    decoder.feed(framed)
+    decoder.finish()
+    assert b"".join(decoded) == data
+    assert all(len(part) <= chunk_size + 200 for part in sink.parts)  # never more than a chunk buffered
+
+
+def test_upstream_body_passes_backpressure_through_and_arms_the_watchdog() -> None:
+    clock = Clock()
+    silent: list[bool] = []
+    watchdog = SilenceWatchdog(clock, 5, lambda: silent.append(True))
+    source = FakeBody([b"abc"], hold=True)
+    body = UpstreamBody(source, 3, watchdog)
+    body.startProducing(Sink())
+    clock.advance(100)  # the client's pace: no timeout
+    body.pauseProducing()  # the upstream is slow: it owes progress now
+    clock.advance(4)
+    body.resumeProducing()
+    clock.advance(100)
+    body.pauseProducing()
+    clock.advance(5)
+    assert source.calls == ["pause", "resume", "pause"]
+    assert silent == [True]
+    body.stopProducing()
+    assert source.calls[-1] == "stop"
