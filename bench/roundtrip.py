@@ -11,9 +11,7 @@ download. Peak RSS is the daemon's VmHWM from /proc after all transfers.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,36 +19,9 @@ from pathlib import Path
 import boto3
 from boto3.s3.transfer import TransferConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config  # noqa: E402
-from tests.integration.rawhttp import signed_headers  # noqa: E402
-
-CHUNK = 1024 * 1024
-
-
-def make_file(path: Path, size: int) -> str:
-    """Write ``size`` pseudo-random bytes to ``path``; return their MD5."""
-    md5 = hashlib.md5()
-    block = hashlib.sha512(b"seed").digest() * (CHUNK // 64)
-    with open(path, "wb") as f:
-        written = 0
-        counter = 0
-        while written < size:
-            piece = (counter.to_bytes(8, "big") + block)[: min(CHUNK, size - written)]
-            f.write(piece)
-            md5.update(piece)
-            written += len(piece)
-            counter += 1
-    return md5.hexdigest()
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set size (VmHWM) in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+from _common import CHUNK, file_md5, make_file, peak_rss_mib
+from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
+from tests.integration.rawhttp import signed_headers
 
 
 def raw_unsigned_put(daemon: Daemon, key: str, source: Path, size: int) -> None:
@@ -97,11 +68,7 @@ def main() -> None:
             start = time.monotonic()
             s3.download_file(BUCKET, "bench-unsigned", str(target), Config=single_part)
             results["GET boto3"] = time.monotonic() - start
-            md5 = hashlib.md5()
-            with open(target, "rb") as f:
-                while piece := f.read(CHUNK):
-                    md5.update(piece)
-            assert md5.hexdigest() == expected_md5, "downloaded bytes differ"
+            assert file_md5(target) == expected_md5, "downloaded bytes differ"
             rss = peak_rss_mib(daemon.process.pid)
         finally:
             daemon.stop()

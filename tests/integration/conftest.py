@@ -28,11 +28,12 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         routing_strategy: str = "pack",
         max_object_size: int = 5 * 1024**3,
         tls: tuple[Path, Path] | None = None,
+        health: tuple[float, int] | None = None,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls)
+        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health)
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()

@@ -46,10 +46,12 @@ def write_config(
     routing_strategy: str = "pack",
     max_object_size: int = 5 * 1024**3,
     tls: tuple[Path, Path] | None = None,
+    health: tuple[float, int] | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
-    ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS.
+    ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS;
+    ``health`` is (interval seconds, unhealthy_after) for the health-check job.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -63,6 +65,8 @@ def write_config(
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
     ]
+    if health is not None:
+        lines += ["[health]", f"interval = {health[0]}", f"unhealthy_after = {health[1]}"]
     for bucket, key, secret in (
         (BUCKET, ACCESS_KEY, SECRET_KEY),
         (OTHER_BUCKET, OTHER_ACCESS_KEY, OTHER_SECRET_KEY),

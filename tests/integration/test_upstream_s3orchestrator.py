@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, StoreSpec
+from tests.integration.rawhttp import open_upload, signed_headers
 
 MiB = 1024 * 1024
 
@@ -150,3 +151,22 @@ def test_upstream_stopped_mid_upload_leaves_nothing_recorded(start_daemon):
     assert metadata_rows(front, "SELECT COUNT(*) FROM objects") == [(0,)]
     assert metadata_rows(front, "SELECT COUNT(*) FROM reservations") == [(0,)]
     assert metadata_rows(front, "SELECT SUM(used_bytes) FROM stores") == [(0,)]
+
+
+def test_client_disconnect_mid_upload_aborts_the_upstream_put(start_daemon):
+    upstream = start_daemon(stores=[StoreSpec("disk", 0)])
+    front = start_daemon(stores=[upstream_spec(upstream)])
+    path, headers = signed_headers(front, "PUT", "half", headers={"Content-Length": str(20 * MiB)},
+                                   unsigned_payload=True)
+    sock = open_upload(front, path, headers)
+    sock.sendall(os.urandom(5 * MiB))
+    time.sleep(0.3)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while metadata_rows(front, "SELECT COUNT(*) FROM reservations") != [(0,)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metadata_rows(front, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert metadata_rows(front, "SELECT COUNT(*) FROM objects") == [(0,)]
+    # The upstream never got a complete object, so it recorded nothing either.
+    assert metadata_rows(upstream, "SELECT COUNT(*) FROM objects") == [(0,)]
+    assert metadata_rows(upstream, "SELECT COUNT(*) FROM reservations") == [(0,)]
