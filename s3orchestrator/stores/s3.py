@@ -8,13 +8,20 @@ objects stored with ``Content-Encoding: gzip``; bodies must pass byte for byte.
 Every request is SigV4-signed by ``s3orchestrator.auth.sigv4.sign_request``
 over exactly the path sent (the location percent-encoded the AWS way). Bodies
 stream both ways with backpressure: an upload relays the client's body as an
-``IBodyProducer`` (``UNSIGNED-PAYLOAD``, or re-framed into signed aws-chunked
-chunks for ``payload_signing = "streaming"``), a download registers a push
-producer on the consumer that pauses and resumes the upstream socket.
+``IBodyProducer`` (``UNSIGNED-PAYLOAD``, or re-framed into aws-chunked chunks,
+see ``s3_framing``), a download registers a push producer on the consumer that
+pauses and resumes the upstream socket.
 
-``send_checksums``: no ``x-amz-checksum-*`` or ``x-amz-sdk-checksum-algorithm``
-header is ever sent; ``true`` is accepted but currently sends nothing more
-(integrity is covered by TLS, the ETag and, with streaming, chunk signatures).
+``send_checksums = true`` makes every upload carry a CRC32 of the object,
+computed as it streams, in an aws-chunked trailer (``x-amz-trailer:
+x-amz-checksum-crc32``, ``x-amz-sdk-checksum-algorithm: CRC32``, as botocore
+sends it): ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` with ``payload_signing =
+"unsigned"``, ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`` (signed chunks and
+a signed trailer) with ``"streaming"``. An upstream that checks it (AWS,
+SeaweedFS, s3orchestrator; moto only records it) refuses an upload whose bytes
+do not match. With ``false`` (the default) no ``x-amz-checksum-*``,
+``x-amz-trailer`` or ``x-amz-sdk-checksum-algorithm`` header is ever sent:
+B2, GCS and OCI reject them.
 
 A timeout on silence replaces fixed deadlines: a request fails with
 StoreUnavailable when the upstream owes progress (a connection, reading our
@@ -41,7 +48,6 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.chunked import AwsChunkedSigner, ChunkSignatureChain
 from s3orchestrator.auth.sigv4 import (
-    UNSIGNED_PAYLOAD,
     credential_scope,
     format_amz_date,
     sign_request,
@@ -51,6 +57,7 @@ from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.stores.interface import IObjectReader, IObjectStore, IObjectWrite, StoreUnavailable
 from s3orchestrator.stores.s3_errors import error_for_status, parse_error_code
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
+from s3orchestrator.stores.s3_framing import UploadFraming, framing_headers, upload_mode
 from s3orchestrator.stores.s3_http import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONNECTIONS_PER_HOST,
@@ -62,9 +69,7 @@ from s3orchestrator.stores.s3_http import (
 )
 from s3orchestrator.stores.s3_read import S3Reader, parse_content_range
 
-__all__ = ["S3Store", "S3Write", "S3Reader", "STREAMING_PAYLOAD"]
-
-STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+__all__ = ["S3Store", "S3Write", "S3Reader"]
 
 _log = Logger()
 
@@ -84,6 +89,7 @@ class S3Write:
         self._location = location
         self._body = body
         self._length = length
+        self._mode = upload_mode(store.config.payload_signing, store.config.send_checksums)
         self._exchange = Exchange(store, "PUT", location)
         self._upstream_body: UpstreamBody | None = None
         self._state = "sending"  # -> done | failed | aborted
@@ -96,14 +102,10 @@ class S3Write:
 
     async def _put(self) -> None:
         store, config = self._store, self._store.config
-        headers: dict[str, str] = {}
-        payload_hash = UNSIGNED_PAYLOAD
-        if config.payload_signing == "streaming":
-            payload_hash = STREAMING_PAYLOAD
-            headers = {"content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(self._length)}
+        headers = framing_headers(self._mode, self._length)
         exchange = self._exchange
         response = await exchange.request(
-            "PUT", request_target(config, self._location), headers, payload_hash, self._make_body
+            "PUT", request_target(config, self._location), headers, self._mode.value, self._make_body
         )
         upstream_body = self._upstream_body
         assert upstream_body is not None
@@ -124,20 +126,21 @@ class S3Write:
         raise await exchange.error(response)
 
     def _make_body(self, amz_date: str, seed_signature: str) -> IBodyProducer:
-        config = self._store.config
-        signer = None
-        if config.payload_signing == "streaming":
-            scope_date = amz_date[:8]
-            chain = ChunkSignatureChain(
-                signing_key(config.secret_access_key, scope_date, config.region),
-                amz_date,
-                credential_scope(scope_date, config.region),
-                seed_signature,
-            )
-            signer = AwsChunkedSigner(chain)
-        self._upstream_body = UpstreamBody(
-            self._body, self._length, self._exchange.watchdog, signer, self._store.chunk_size
-        )
+        config, mode = self._store.config, self._mode
+        framing = None
+        if mode.is_aws_chunked:
+            signer = None
+            if mode.chunks_signed:
+                scope_date = amz_date[:8]
+                chain = ChunkSignatureChain(
+                    signing_key(config.secret_access_key, scope_date, config.region),
+                    amz_date,
+                    credential_scope(scope_date, config.region),
+                    seed_signature,
+                )
+                signer = AwsChunkedSigner(chain)
+            framing = UploadFraming(mode, self._store.chunk_size, signer)
+        self._upstream_body = UpstreamBody(self._body, self._length, self._exchange.watchdog, framing)
         return self._upstream_body
 
     def _succeeded(self, _: object) -> None:

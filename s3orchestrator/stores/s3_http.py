@@ -1,7 +1,7 @@
 """HTTP plumbing of the upstream S3 store: agent, URLs, silence watchdog, request bodies.
 
-Kept apart from ``s3.py`` so that the pure parts (URL building, aws-chunked
-framing arithmetic) can be tested without a reactor.
+Kept apart from ``s3.py`` so that the pure parts (URL building) can be tested
+without a reactor; the aws-chunked frames themselves come from ``s3_framing``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
-from s3orchestrator.auth.chunked import AwsChunkedSigner
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.errors import S3Error
+from s3orchestrator.stores.s3_framing import UploadFraming
 
 DEFAULT_CONNECTIONS_PER_HOST = 16
 # Below the keep-alive timeouts of common servers (nginx 75 s, Go 120 s, AWS ~20 s),
 # so a pooled connection is rarely closed by the server just as a PUT reuses it.
 CACHED_CONNECTION_TIMEOUT = 15.0
 DEFAULT_CHUNK_SIZE = 64 * 1024
-_SIGNATURE_EXTENSION = b";chunk-signature="
-_SIGNATURE_HEX_LENGTH = 64
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -150,20 +148,10 @@ class SilenceWatchdog:
 # -- request bodies ----------------------------------------------------------------------------
 
 
-def _chunk_frame_length(size: int) -> int:
-    return len(b"%x" % size) + len(_SIGNATURE_EXTENSION) + _SIGNATURE_HEX_LENGTH + 2 + size + 2
-
-
-def framed_length(length: int, chunk_size: int) -> int:
-    """Bytes of a ``length``-byte body framed as signed aws-chunked ``chunk_size`` chunks."""
-    full, rest = divmod(length, chunk_size)
-    total = full * _chunk_frame_length(chunk_size) + (_chunk_frame_length(rest) if rest else 0)
-    return total + _chunk_frame_length(0)  # the final "0;chunk-signature=...\r\n\r\n"
-
-
 @implementer(IBodyProducer)
 class UpstreamBody:
-    """The body of an upstream PUT: relays ``body`` (optionally re-framed as signed chunks).
+    """The body of an upstream PUT: relays ``body``, as is or re-framed by ``framing``
+    into ``framing.chunk_size`` aws-chunked chunks (signed, with a checksum trailer, or both).
 
     Pause/resume/stop pass through to ``body``, so the upstream's backpressure
     reaches the client. The watchdog is armed while the upstream owes progress
@@ -177,15 +165,13 @@ class UpstreamBody:
         body: IBodyProducer,
         length: int,
         watchdog: SilenceWatchdog,
-        signer: AwsChunkedSigner | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        framing: UploadFraming | None = None,
     ) -> None:
         self._body = body
         self._decoded_length = length
         self._watchdog = watchdog
-        self._signer = signer
-        self._chunk_size = chunk_size
-        self.length = length if signer is None else framed_length(length, chunk_size)
+        self._framing = framing
+        self.length = length if framing is None else framing.length(length)
         self.received = 0
         self.complete = False
         self.failure: Failure | None = None
@@ -244,15 +230,17 @@ class UpstreamBody:
             self._fail(S3Error("IncompleteBody", f"the body is longer than the {self._decoded_length} bytes announced"))
             return
         assert self._consumer is not None
-        if self._signer is None:
+        framing = self._framing
+        if framing is None:
             self._consumer.write(data)
             return
+        # Whole chunks only (the last one excepted): the framed length was announced.
         self._buffer += data
-        size = self._chunk_size
+        size = framing.chunk_size
         if len(self._buffer) >= size:
             view = memoryview(self._buffer)
             end = len(self._buffer) - len(self._buffer) % size
-            frames = [self._signer.chunk(bytes(view[start:start + size])) for start in range(0, end, size)]
+            frames = [framing.chunk(view[start:start + size]) for start in range(0, end, size)]
             view.release()
             del self._buffer[:end]
             for frame in frames:
@@ -273,11 +261,11 @@ class UpstreamBody:
             self._fail(S3Error("IncompleteBody", f"got {self.received} of {self._decoded_length} bytes"), stop=False)
             return
         assert self._consumer is not None
-        if self._signer is not None:
+        if self._framing is not None:
             if self._buffer:
-                self._consumer.write(self._signer.chunk(bytes(self._buffer)))
+                self._consumer.write(self._framing.chunk(bytes(self._buffer)))
                 self._buffer.clear()
-            self._consumer.write(self._signer.final())
+            self._consumer.write(self._framing.final())
         self.complete = True
         self._watchdog.arm()  # the upstream owes us its answer now
         self._finished.callback(None)

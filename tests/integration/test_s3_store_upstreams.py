@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import os
+import zlib
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.stores.interface import ObjectMissing, StoreMisconfigured, StoreUnavailable
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.body import ClientGone
+from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, StoreSpec
 from tests.integration.upstreams import Upstream
 
 pytestmark = pytest.mark.integration
@@ -325,6 +328,50 @@ async def test_seaweedfs_checks_our_chunk_signatures(seaweedfs: Upstream, monkey
     await store.close()
     with pytest.raises(ClientError):
         seaweedfs.boto.head_object(Bucket=store.config.bucket, Key="app/forged")
+
+
+def crc32_b64(data: bytes) -> str:
+    """The x-amz-checksum-crc32 value of ``data`` (base64 of the big-endian CRC32)."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+@pytest.mark.parametrize("payload_signing", ["unsigned", "streaming"])
+@pytest_twisted.ensureDeferred
+async def test_send_checksums_round_trip(upstream: Upstream, payload_signing: str) -> None:
+    # A CRC32 trailer, STREAMING-UNSIGNED-PAYLOAD-TRAILER or STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER.
+    # Both servers take both modes. SeaweedFS recomputes the CRC32 and refuses a mismatch
+    # (400 InvalidDigest); moto keeps the trailer's value without checking it. Either way the
+    # object's recorded CRC32 is the one we sent.
+    store = S3Store(
+        upstream.store_config(bucket=upstream.new_bucket(), payload_signing=payload_signing, send_checksums=True),
+        reactor, chunk_size=64 * 1024,
+    )
+    for size in (0, 1, 64 * 1024, 3 * MIB + 5):
+        data = payload(size)
+        location = f"app/summed-{size}"
+        await put(store, location, data, chunk=100_000)
+        assert await get(store, location) == data
+        assert upstream_bytes(store, upstream, location) == data
+        head = upstream.boto.head_object(Bucket=store.config.bucket, Key=location, ChecksumMode="ENABLED")
+        assert head["ChecksumCRC32"] == crc32_b64(data)
+    await store.close()
+
+
+@pytest.mark.parametrize("payload_signing", ["unsigned", "streaming"])
+@pytest_twisted.ensureDeferred
+async def test_send_checksums_round_trip_through_an_s3orchestrator(start_daemon: Any, payload_signing: str) -> None:
+    # Our own server as the upstream: it refuses a missing, undeclared or wrong CRC32 trailer.
+    daemon = start_daemon(stores=[StoreSpec("disk", 0)])
+    config = S3StoreConfig(
+        name="orchestrator", quota_bytes=0, endpoint=daemon.endpoint, bucket=BUCKET, access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY, payload_signing=payload_signing, send_checksums=True, timeout=10.0,
+    )
+    store = S3Store(config, reactor, chunk_size=64 * 1024)
+    for size in (0, 3 * MIB + 5):
+        data = payload(size)
+        await put(store, f"app/summed-{size}", data)
+        assert await get(store, f"app/summed-{size}") == data
+    await store.close()
 
 
 def _forge(frame: bytes) -> bytes:

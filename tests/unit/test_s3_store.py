@@ -1,13 +1,16 @@
 """S3Store against an in-memory fake S3 (treq.testing.RequestTraversalAgent) and a Clock.
 
 The fake checks every request with our SigV4 *verifier* (and aws-chunked
-bodies with our chunk decoder), so these tests prove that what the store puts
-on the wire is what a verifier with the same canonicalisation accepts.
+bodies with our chunk decoder, trailing checksums included), so these tests
+prove that what the store puts on the wire is what a verifier with the same
+canonicalisation accepts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import zlib
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -27,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from s3orchestrator.auth.checksums import CHECKSUM_HEADERS, new_checksum
 from s3orchestrator.auth.chunked import AwsChunkedDecoder, AwsChunkedSigner, ChunkSignatureChain
 from s3orchestrator.auth.sigv4 import Credential, PayloadMode, verify_request
 from s3orchestrator.config import S3StoreConfig
@@ -41,7 +45,8 @@ from s3orchestrator.stores.interface import (
 )
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
-from s3orchestrator.stores.s3_http import SilenceWatchdog, UpstreamBody, framed_length, request_target
+from s3orchestrator.stores.s3_framing import UploadFraming, framed_length, upload_mode
+from s3orchestrator.stores.s3_http import SilenceWatchdog, UpstreamBody, request_target
 
 ACCESS_KEY = "AKIDUPSTREAM"
 SECRET = "upstream/secret+KEY"
@@ -81,6 +86,9 @@ class FakeS3(Resource):
 
     ``errors[method] = (status, code)`` makes the next such request fail;
     ``hold`` keeps GET/PUT responses open (tests write and finish them).
+    aws-chunked bodies are decoded and verified (chunk and trailer signatures,
+    the trailing x-amz-checksum-* against the decoded bytes); ``trailers`` keeps
+    the trailers of every such body.
     """
 
     isLeaf = True
@@ -98,6 +106,7 @@ class FakeS3(Resource):
         self.lost: list[Request] = []
         self.etag = True
         self.ignore_range = False
+        self.trailers: list[dict[str, str]] = []
 
     def _key(self, raw_path: str) -> bytes:
         path = unquote_to_bytes(raw_path.encode("latin-1"))
@@ -121,16 +130,8 @@ class FakeS3(Resource):
                 lambda key: Credential(ACCESS_KEY, SECRET, "bucket") if key == ACCESS_KEY else None,
                 self.clock.seconds(),
             )
-            if auth.payload_mode is PayloadMode.STREAMING_SIGNED:
-                decoded: list[bytes] = []
-                decoder = AwsChunkedDecoder(
-                    decoded.append, mode=auth.payload_mode,
-                    decoded_length=int(headers["x-amz-decoded-content-length"][0]),
-                    chain=ChunkSignatureChain.from_auth(auth),
-                )
-                decoder.feed(body)
-                decoder.finish()
-                body = b"".join(decoded)
+            if auth.payload_mode.is_aws_chunked:
+                body = self._decode(auth, headers, body)
         except S3Error as error:
             return self._error(request, error.status, error.code)
         if method in self.errors:
@@ -164,6 +165,30 @@ class FakeS3(Resource):
             data = data[first:last + 1]
         request.setHeader(b"content-length", str(len(data)).encode())
         return self._maybe_hold(request, data)
+
+    def _decode(self, auth: Any, headers: dict[str, list[str]], body: bytes) -> bytes:
+        mode = auth.payload_mode
+        decoded: list[bytes] = []
+        decoder = AwsChunkedDecoder(
+            decoded.append, mode=mode,
+            decoded_length=int(headers["x-amz-decoded-content-length"][0]),
+            chain=ChunkSignatureChain.from_auth(auth) if mode.chunks_signed else None,
+        )
+        decoder.feed(body)
+        trailers = decoder.finish()
+        data = b"".join(decoded)
+        declared = [name.strip().lower() for value in headers.get("x-amz-trailer", []) for name in value.split(",")]
+        if sorted(declared) != sorted(trailers) or (mode.has_trailer and not trailers):
+            raise S3Error("InvalidRequest", f"trailers {sorted(trailers)} but x-amz-trailer {declared}")
+        for name, value in trailers.items():
+            if name not in CHECKSUM_HEADERS:
+                raise S3Error("InvalidRequest", f"unexpected trailer {name}")
+            checksum = new_checksum(CHECKSUM_HEADERS[name])
+            checksum.update(data)
+            if checksum.b64digest() != value:
+                raise S3Error("BadDigest")
+        self.trailers.append(trailers)
+        return data
 
     def _maybe_hold(self, request: Request, data: bytes) -> bytes | int:
         if not self.hold:
@@ -310,14 +335,20 @@ def test_round_trip_is_signed_and_verified() -> None:
     assert h.fake.objects == {b"app/key.txt": b"hello world"}
 
 
-def test_no_checksum_or_encoding_negotiation_headers_are_sent() -> None:
-    h = Harness()
+@pytest.mark.parametrize("payload_signing", ["unsigned", "streaming"])
+def test_no_checksum_or_encoding_negotiation_headers_are_sent(payload_signing: str) -> None:
+    # send_checksums defaults to false: B2, GCS and OCI refuse uploads with any of these.
+    h = Harness(payload_signing=payload_signing)
+    assert h.config.send_checksums is False
     h.put("app/k", b"data")
     h.get("app/k")
     for seen in h.fake.seen:
         names = set(seen["headers"])
         assert not {n for n in names if n.startswith("x-amz-checksum") or n == "x-amz-sdk-checksum-algorithm"}
-        assert "accept-encoding" not in names
+        assert "x-amz-trailer" not in names and "accept-encoding" not in names
+        assert not seen["headers"]["x-amz-content-sha256"][0].endswith("-TRAILER")
+        assert b"x-amz-checksum" not in seen["body"]
+    assert h.fake.trailers == ([{}] if payload_signing == "streaming" else [])
 
 
 def test_wrong_secret_is_misconfigured_and_does_not_leak() -> None:
@@ -388,7 +419,7 @@ def test_streaming_payload_signing_is_verified_chunk_by_chunk() -> None:
     assert seen["headers"]["x-amz-content-sha256"] == ["STREAMING-AWS4-HMAC-SHA256-PAYLOAD"]
     assert seen["headers"]["content-encoding"] == ["aws-chunked"]
     assert seen["headers"]["x-amz-decoded-content-length"] == [str(len(data))]
-    assert seen["headers"]["content-length"] == [str(framed_length(len(data), 1000))]
+    assert seen["headers"]["content-length"] == [str(framed_length(PayloadMode.STREAMING_SIGNED, len(data), 1000))]
     assert h.fake.objects[b"app/streamed"] == data
 
 
@@ -397,6 +428,88 @@ def test_streaming_empty_body() -> None:
     write = h.store.start_write("app/empty", FakeBody([]), 0)
     h.result(write.done)
     assert h.fake.objects[b"app/empty"] == b""
+
+
+# -- send_checksums: a CRC32 trailer ---------------------------------------------------------------
+
+
+def crc32_b64(data: bytes) -> str:
+    """The x-amz-checksum-crc32 value of ``data`` (base64 of the big-endian CRC32)."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+@pytest.mark.parametrize("payload_signing, content_sha256", [
+    ("unsigned", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+    ("streaming", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"),
+])
+@pytest.mark.parametrize("size", [0, 1, 1000, 2560])
+def test_send_checksums_uploads_a_verified_crc32_trailer(payload_signing: str, content_sha256: str, size: int) -> None:
+    h = Harness(payload_signing=payload_signing, send_checksums=True)
+    data = (bytes(range(256)) * 10)[:size]  # chunks of 1000: the last one full, short or absent
+    write = h.store.start_write("app/summed", FakeBody([data[:7], data[7:1500], data[1500:]]), size)
+    h.result(write.done)
+    seen = h.fake.seen[-1]
+    headers = seen["headers"]
+    assert headers["x-amz-content-sha256"] == [content_sha256]
+    assert headers["content-encoding"] == ["aws-chunked"]
+    assert headers["x-amz-decoded-content-length"] == [str(size)]
+    assert headers["x-amz-trailer"] == ["x-amz-checksum-crc32"]
+    assert headers["x-amz-sdk-checksum-algorithm"] == ["CRC32"]
+    assert "x-amz-checksum-crc32" not in headers  # a trailer: not known when the headers go
+    assert "transfer-encoding" not in headers
+    assert headers["content-length"] == [str(len(seen["body"]))]
+    assert len(seen["body"]) == framed_length(PayloadMode(content_sha256), size, 1000)
+    signed = headers["authorization"][0].partition("SignedHeaders=")[2].partition(",")[0].split(";")
+    assert {"content-encoding", "x-amz-decoded-content-length", "x-amz-trailer",
+            "x-amz-sdk-checksum-algorithm"} <= set(signed)
+    assert h.fake.trailers == [{"x-amz-checksum-crc32": crc32_b64(data)}]  # verified by the fake
+    assert h.fake.objects[b"app/summed"] == data
+    assert h.get("app/summed") == data
+
+
+def test_unsigned_trailer_body_is_framed_like_botocore() -> None:
+    # botocore's flexible-checksum wrapper, with the same chunk size, sends the same bytes.
+    httpchecksum = pytest.importorskip("botocore.httpchecksum")
+    import io
+
+    h = Harness(send_checksums=True)
+    data = bytes(range(256)) * 10
+    h.put("app/k", data)
+    wrapper = httpchecksum.AwsChunkedWrapper(
+        io.BytesIO(data), checksum_cls=httpchecksum.Crc32Checksum,
+        checksum_name="x-amz-checksum-crc32", chunk_size=1000,
+    )
+    assert h.fake.seen[-1]["body"] == wrapper.read()
+
+
+def test_upload_corrupted_after_its_crc32_was_computed_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Proves the fake (and so every test above) really checks the trailer against the bytes.
+    original = UploadFraming.chunk
+
+    def corrupt(self: UploadFraming, data: Any) -> bytes:
+        frame = original(self, data)
+        return frame[:-3] + bytes([frame[-3] ^ 1]) + frame[-2:]  # flip a bit of the data's last byte
+
+    monkeypatch.setattr(UploadFraming, "chunk", corrupt)
+    h = Harness(send_checksums=True)
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    error = h.failure(write.done, StoreMisconfigured)
+    assert "400 BadDigest" in str(error)
+    assert h.fake.objects == {}
+
+
+@pytest.mark.parametrize("payload_signing, send_checksums, mode", [
+    ("unsigned", False, PayloadMode.UNSIGNED),
+    ("streaming", False, PayloadMode.STREAMING_SIGNED),
+    ("unsigned", True, PayloadMode.STREAMING_UNSIGNED_TRAILER),
+    ("streaming", True, PayloadMode.STREAMING_SIGNED_TRAILER),
+])
+def test_upload_mode(payload_signing: str, send_checksums: bool, mode: PayloadMode) -> None:
+    assert upload_mode(payload_signing, send_checksums) is mode
+
+
+def test_unframed_length_is_the_length() -> None:
+    assert framed_length(PayloadMode.UNSIGNED, 12345, 1000) == 12345
 
 
 def test_gzip_encoded_object_is_not_decoded() -> None:
@@ -777,31 +890,46 @@ class Sink:
         pass
 
 
-@settings(max_examples=200, deadline=None)
+CHUNKED_MODES = [
+    PayloadMode.STREAMING_SIGNED, PayloadMode.STREAMING_SIGNED_TRAILER, PayloadMode.STREAMING_UNSIGNED_TRAILER,
+]
+
+
+@settings(max_examples=300, deadline=None)
 @given(
+    mode=st.sampled_from(CHUNKED_MODES),
     data=st.binary(max_size=5000),
     chunk_size=st.integers(min_value=1, max_value=1500),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=8),
 )
-def test_framed_length_matches_the_framing_produced(data: bytes, chunk_size: int, cuts: list[int]) -> None:
+def test_framed_length_matches_the_framing_produced(
+    mode: PayloadMode, data: bytes, chunk_size: int, cuts: list[int]
+) -> None:
     points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
     pieces = [data[a:b] for a, b in zip(points, points[1:])]
     key, amz_date, scope, seed = b"k" * 32, "20260101T000000Z", "20260101/r/s3/aws4_request", "ab" * 32
-    signer = AwsChunkedSigner(ChunkSignatureChain(key, amz_date, scope, seed))
-    body = UpstreamBody(FakeBody(pieces), len(data), SilenceWatchdog(Clock(), 1, lambda: None), signer, chunk_size)
+
+    def chain() -> ChunkSignatureChain | None:
+        return ChunkSignatureChain(key, amz_date, scope, seed) if mode.chunks_signed else None
+
+    signing_chain = chain()
+    signer = None if signing_chain is None else AwsChunkedSigner(signing_chain)
+    framing = UploadFraming(mode, chunk_size, signer)
+    body = UpstreamBody(FakeBody(pieces), len(data), SilenceWatchdog(Clock(), 1, lambda: None), framing)
     sink = Sink()
     done: list[Any] = []
     body.startProducing(sink).addBoth(done.append)
     assert done == [None]
     framed = b"".join(sink.parts)
-    assert len(framed) == body.length == framed_length(len(data), chunk_size)
+    assert len(framed) == body.length == framed_length(mode, len(data), chunk_size)
+    assert framed.endswith(b"\r\n\r\n")
     decoded: list[bytes] = []
-    decoder = AwsChunkedDecoder(decoded.append, mode=PayloadMode.STREAMING_SIGNED, decoded_length=len(data),
-                                chain=ChunkSignatureChain(key, amz_date, scope, seed))
+    decoder = AwsChunkedDecoder(decoded.append, mode=mode, decoded_length=len(data), chain=chain())
     decoder.feed(framed)
-    decoder.finish()
+    trailers = decoder.finish()  # in signed-trailer mode, the trailer signature is checked too
     assert b"".join(decoded) == data
-    assert all(len(part) <= chunk_size + 200 for part in sink.parts)  # never more than a chunk buffered
+    assert trailers == ({"x-amz-checksum-crc32": crc32_b64(data)} if mode.has_trailer else {})
+    assert all(len(part) <= chunk_size + 256 for part in sink.parts)  # never more than a chunk buffered
 
 
 def test_upstream_body_passes_backpressure_through_and_arms_the_watchdog() -> None:
