@@ -54,7 +54,7 @@ class OrchestratorService(MultiService):
             locks=KeyLocks(),
             health=self.health,
         )
-        self.handler = S3Handler(S3Api(self.objects, BucketOperations()), self.find_credential, reactor)
+        self.handler = S3Handler(S3Api(self.objects, BucketOperations(configured_at=reactor.seconds())), self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
         self.ready = False
 

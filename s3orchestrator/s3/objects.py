@@ -6,9 +6,10 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
@@ -53,6 +54,28 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
     verified.addBoth(settle)
     done.addErrback(store_failed)
     return outcome
+
+
+@implementer(IObjectReader)
+class _HealthReportingReader:
+    """A store reader whose mid-stream outages count against the store's health."""
+
+    def __init__(self, reader: IObjectReader, store: str, health: StoreHealth) -> None:
+        self._reader = reader
+        self._store = store
+        self._health = health
+        self.length = reader.length
+
+    def stream_to(self, consumer: IConsumer) -> Deferred[None]:
+        def failed(failure: Failure) -> Failure:
+            if failure.check(StoreUnavailable):
+                self._health.record_failure(self._store, str(failure.value))
+            return failure
+
+        return self._reader.stream_to(consumer).addErrback(failed)
+
+    def cancel(self) -> None:
+        self._reader.cancel()
 
 
 def object_location(bucket: str, key: str) -> str:
@@ -146,7 +169,15 @@ class ObjectOperations:
         )
         async with self._locks.hold((bucket, key)):
             body.release_tail()
-            await write.done
+            try:
+                await write.done
+            except BaseException:
+                if not write.staged:
+                    # The store may have replaced the key's object in place even though
+                    # its answer was lost (timeout, reset): never pair old record, new bytes.
+                    await self._forget_replaced_in_place(record)
+                    await self._delete_bytes(record)
+                raise
             try:
                 previous = await self._metadata.commit_object(reservation.id, record)
             except BaseException:
@@ -167,13 +198,17 @@ class ObjectOperations:
 
     async def delete_object(self, call: S3Call) -> S3Response:
         """Forget the object and remove its bytes; succeeds for a missing key, as S3 does."""
-        bucket, key = call.bucket, call.key
-        assert bucket is not None and key is not None
+        assert call.bucket is not None and call.key is not None
+        removed = await self.delete_key(call.bucket, call.key)
+        return S3Response(204, store=removed.store if removed else None)
+
+    async def delete_key(self, bucket: str, key: str) -> ObjectRecord | None:
+        """Forget one object (if any), release its quota and remove its bytes."""
         async with self._locks.hold((bucket, key)):
             removed = await self._metadata.delete_object(bucket, key)
             if removed is not None:
                 await self._delete_bytes(removed)
-        return S3Response(204, store=removed.store if removed else None)
+        return removed
 
     async def _read(self, call: S3Call, with_body: bool) -> S3Response:
         bucket, key = call.bucket, call.key
@@ -216,6 +251,7 @@ class ObjectOperations:
                 bucket=record.bucket, key=record.key, store=record.store, location=record.location,
             )
             raise S3Error("InternalError")
+        reader = _HealthReportingReader(reader, record.store, self._health)
         if reader.length != expected:
             reader.cancel()
             self._log.error(

@@ -15,6 +15,7 @@ from s3orchestrator.auth.sigv4 import Credential, verify_request
 from s3orchestrator.errors import S3Error
 from s3orchestrator.s3.api import S3Api, operation_name
 from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.stores.interface import IObjectReader
 from s3orchestrator.web.body import ClientGone, UploadBody
 from s3orchestrator.web.errors import error_document
 from s3orchestrator.web.request_parsing import header_map, parse_query, split_path
@@ -33,13 +34,18 @@ class _Exchange:
         self.bucket: str | None = None
         self.key: str | None = None
         self.store: str | None = None
-        self.status = 0
+        self.status: int | str = 0
         self.bytes_out = 0
         self.client_gone = False
+        self.streaming: IObjectReader | None = None
         request.notifyFinish().addErrback(self._gone)
 
     def _gone(self, _: Failure) -> None:
         self.client_gone = True
+        if self.streaming is not None:
+            # The transport may not stop its producer (a timed-out connection is
+            # aborted), so release the store's file or upstream connection here.
+            self.streaming.cancel()
 
 
 class S3Handler:
@@ -137,6 +143,7 @@ class S3Handler:
             exchange.bytes_out = len(body)
         elif body is not None:
             request.setHeader(b"content-length", b"%d" % body.length)
+            exchange.streaming = body
             try:
                 await body.stream_to(request)
             except CancelledError:
@@ -150,8 +157,11 @@ class S3Handler:
                         operation=exchange.operation, request_id=request.request_id, error=str(error),
                     )
                     # Headers are out: the only honest signal left is a broken connection.
+                    exchange.status = f"{exchange.status}-aborted"
                     request.channel.transport.abortConnection()
                 return
+            finally:
+                exchange.streaming = None
             exchange.bytes_out = body.length
         elif not request.responseHeaders.hasHeader(b"content-length") and response.status not in (204, 304):
             request.setHeader(b"content-length", b"0")

@@ -126,6 +126,32 @@ class S3Channel(http.HTTPChannel):
         lines.append(b"\r\n")
         self.transport.writeSequence(lines)
 
+    def allContentReceived(self) -> None:
+        super().allContentReceived()
+        # Twisted switches the idle timeout off while a response is produced. Keep it
+        # on, reset by every write and drained send buffer: a client that stops
+        # reading its download is then dropped instead of pinning an upstream
+        # connection forever.
+        if self._savedTimeOut and self._handlingRequest:
+            self.setTimeout(self._savedTimeOut)
+
+    def write(self, data: bytes) -> None:
+        self.resetTimeout()
+        super().write(data)
+
+    def writeSequence(self, data) -> None:
+        self.resetTimeout()
+        super().writeSequence(data)
+
+    def resumeProducing(self) -> None:
+        self.resetTimeout()
+        super().resumeProducing()
+
+    def timeoutConnection(self) -> None:
+        # A stuck reader never drains the send buffer, so a graceful close would wait forever.
+        self._log.info("Timing out client {peer}", peer=str(self.transport.getPeer()))
+        self.transport.abortConnection()
+
     def send100Continue(self) -> None:
         """Tell a client waiting on ``Expect: 100-continue`` to send its body."""
         self._send100Continue()

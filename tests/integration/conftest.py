@@ -29,11 +29,12 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         max_object_size: int = 5 * 1024**3,
         tls: tuple[Path, Path] | None = None,
         health: tuple[float, int] | None = None,
+        client_timeout: float = 300,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health)
+        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout)
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()

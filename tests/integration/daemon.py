@@ -47,11 +47,13 @@ def write_config(
     max_object_size: int = 5 * 1024**3,
     tls: tuple[Path, Path] | None = None,
     health: tuple[float, int] | None = None,
+    client_timeout: float = 300,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
     ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS;
-    ``health`` is (interval seconds, unhealthy_after) for the health-check job.
+    ``health`` is (interval seconds, unhealthy_after) for the health-check job;
+    ``client_timeout`` is server.timeout (idle client connections are dropped).
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -62,6 +64,7 @@ def write_config(
         "[server]",
         f'listen = "{listen}"',
         f"max_object_size = {max_object_size}",
+        f"timeout = {client_timeout}",
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
     ]

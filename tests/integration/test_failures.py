@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 
@@ -213,3 +214,20 @@ def test_old_object_stays_readable_until_overwrite_commits(daemon):
     sock.close()
     assert reply.startswith(b"HTTP/1.1 200 "), reply
     assert s3.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == new_body
+
+
+def test_client_that_stops_reading_a_download_is_dropped_after_the_timeout(start_daemon):
+    daemon = start_daemon(client_timeout=1)
+    make_client(daemon).put_object(Bucket=BUCKET, Key="big", Body=os.urandom(64 * MiB))
+    path, headers = signed_headers(daemon, "GET", "big")
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        sock.sendall(request.encode())
+        sock.recv(65536)
+        deadline = time.monotonic() + 15
+        while "Timing out client" not in daemon.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert "Timing out client" in daemon.log()
+    assert make_client(daemon).head_object(Bucket=BUCKET, Key="big")["ContentLength"] == 64 * MiB
