@@ -29,6 +29,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python bench/upstream_ratio.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache

@@ -1,0 +1,496 @@
+"""Compare boto3 straight to SeaweedFS (A) with boto3 through s3orchestrator (B) on the same server.
+
+Usage: python bench/upstream_ratio.py [--repeat 9] [--small-repeat 3] [--quick]
+
+One run starts a SeaweedFS server (``weed mini``) on loopback and a daemon
+(``twistd s3orchestrator``) whose only store is an s3 store on that server
+(its own bucket, quota 0, ``payload_signing = "unsigned"``). Then:
+
+- large object (256 MiB, generated once into a temp file): after one untimed
+  PUT + GET each, single-part ``put_object`` rounds from the file (a fresh key
+  each time), then ``get_object`` rounds streamed to a file, A and B alternating
+  (A first on even repeats, B first on odd ones), dirty pages flushed before
+  each; every download's MD5 is checked outside the timed section. Median MB/s
+  (10^6 bytes/s) per side and the ratio B/A. The temp directory holds
+  2 x (repeats + 1) copies in SeaweedFS (about 5 GiB with the defaults).
+- small objects (2,000 x 4 KiB): two client processes, each with its own boto3
+  client and half the keys, start every phase together; PUT, then GET (bodies
+  compared), then HEAD, for A and for B (order alternating between repeats,
+  fresh keys each repeat). Median ops/s over repeats, p50/p99 latency over all
+  operations of all repeats, and the ratio B/A of ops/s.
+- the daemon's peak RSS (VmHWM from /proc) at the end, which covers the whole run.
+
+It prints the figures with the targets of issue 3 (B/A >= 0.9 for the large
+object, >= 0.8 for small-object ops/s, daemon peak RSS < 150 MiB) and whether each
+was met. It never fails on a target: the exit status is non-zero only when
+something broke (a server did not start, a request failed, bytes differed).
+
+Fairness: A and B use one boto3 client configuration (path-style, one attempt,
+same timeouts); only endpoint and credentials differ. Over plain HTTP boto3
+SHA-256-signs every PUT payload, so each 256 MiB PUT first hashes the whole file
+on the client before sending: that client CPU time is the same on both sides and
+pulls the PUT ratio towards 1 (the daemon itself sends UNSIGNED-PAYLOAD
+upstream). SDK checksums are off by default (``request_checksum_calculation`` and
+``response_checksum_validation`` = ``when_required``): with boto3's defaults the
+client also CRC32s every PUT body, and SeaweedFS returns the stored CRC32 on GET,
+which boto3 then verifies, while the daemon (``send_checksums = false``) returns
+none, so only side A's GETs would pay for a checksum. ``--sdk-checksums`` keeps
+boto3's defaults anyway. On a small machine the daemon, SeaweedFS and the
+client processes share the same cores, so B also pays for the daemon's CPU use
+in CPU taken from the clients and SeaweedFS; the output says how many cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from _common import CHUNK, MiB, cpu_seconds, file_md5, make_file, peak_rss_mib
+from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
+from tests.integration.upstreams import SeaweedFS
+
+DIRECT_BUCKET = "bench-direct"
+UPSTREAM_BUCKET = "bench-orchestrator"
+SMALL_SIZE = 4 * 1024
+SMALL_CLIENTS = 2
+SMALL_PHASES = ("PUT", "GET", "HEAD")
+SMALL_WARMUP_OPS = 20
+LARGE_TARGET = 0.9
+SMALL_TARGET = 0.8
+RSS_TARGET_MIB = 150.0
+WORKER_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one side of the comparison sends its requests (picklable for worker processes)."""
+
+    side: str  # "A" or "B"
+    url: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    checksums: str  # boto3's request_checksum_calculation / response_checksum_validation
+
+
+@dataclass
+class SmallPhase:
+    """One small-object phase on one side: how many operations, in how long, each one's latency."""
+
+    ops: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.ops / self.seconds
+
+
+@dataclass
+class Results:
+    """Everything measured, keyed by (side, operation)."""
+
+    large: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # MB/s per repeat
+    small: dict[tuple[str, str], list[SmallPhase]] = field(default_factory=dict)
+    large_checked: dict[str, int] = field(default_factory=dict)  # verified downloads per side
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # part -> (daemon, SeaweedFS) s
+
+
+def make_client(endpoint: Endpoint) -> Any:
+    """The boto3 S3 client both sides use; only endpoint and credentials differ."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint.url,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        region_name="us-east-1",
+        config=BotoConfig(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=300,
+            request_checksum_calculation=endpoint.checksums,
+            response_checksum_validation=endpoint.checksums,
+        ),
+    )
+
+
+def start_servers(directory: Path) -> tuple[SeaweedFS, Daemon]:
+    """Start SeaweedFS and a daemon whose one store is a dedicated bucket on it."""
+    seaweedfs = SeaweedFS(directory / "seaweedfs")
+    seaweedfs.start()
+    try:
+        for bucket in (DIRECT_BUCKET, UPSTREAM_BUCKET):
+            seaweedfs.boto.create_bucket(Bucket=bucket)
+        daemon_directory = directory / "daemon"
+        daemon_directory.mkdir()
+        port = free_port()
+        store = StoreSpec("seaweedfs", 0, s3={
+            "endpoint": seaweedfs.endpoint, "bucket": UPSTREAM_BUCKET, "region": seaweedfs.region,
+            "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
+            "payload_signing": "unsigned", "timeout": 60,
+        })
+        daemon = Daemon(daemon_directory, write_config(daemon_directory, port, [store]), port)
+        daemon.start()
+    except BaseException:
+        seaweedfs.remove()
+        raise
+    return seaweedfs, daemon
+
+
+def endpoints(seaweedfs: SeaweedFS, daemon: Daemon, sdk_checksums: bool) -> tuple[Endpoint, Endpoint]:
+    """(A: straight to SeaweedFS, B: through the daemon), with the same client settings."""
+    checksums = "when_supported" if sdk_checksums else "when_required"
+    return (
+        Endpoint("A", seaweedfs.endpoint, seaweedfs.access_key, seaweedfs.secret_key, DIRECT_BUCKET, checksums),
+        Endpoint("B", daemon.endpoint, ACCESS_KEY, SECRET_KEY, BUCKET, checksums),
+    )
+
+
+def check_upstream_copy(seaweedfs: SeaweedFS, key: str, size: int) -> None:
+    """Fail unless the daemon really stored ``key`` of its bucket in SeaweedFS."""
+    head = seaweedfs.boto.head_object(Bucket=UPSTREAM_BUCKET, Key=f"{BUCKET}/{key}")
+    if head["ContentLength"] != size:
+        raise RuntimeError(f"SeaweedFS holds {head['ContentLength']} bytes for the daemon's {key}, not {size}")
+
+
+def snapshot_cpu(seaweedfs: SeaweedFS, daemon: Daemon) -> tuple[float, float]:
+    """CPU seconds used so far by (the daemon, SeaweedFS)."""
+    assert daemon.process is not None and seaweedfs.process is not None
+    return cpu_seconds(daemon.process.pid), cpu_seconds(seaweedfs.process.pid)
+
+
+def alternate(pair: Sequence[Endpoint], repeat: int) -> Sequence[Endpoint]:
+    """The pair in its order on even repeats and reversed on odd ones."""
+    return pair if repeat % 2 == 0 else pair[::-1]
+
+
+# --- large object ---------------------------------------------------------------------------
+
+
+def put_large(client: Any, endpoint: Endpoint, key: str, source: Path) -> float:
+    """Upload ``source`` in one PUT; return the seconds it took."""
+    with open(source, "rb") as body:
+        start = time.monotonic()
+        client.put_object(Bucket=endpoint.bucket, Key=key, Body=body)
+        return time.monotonic() - start
+
+
+def get_large(client: Any, endpoint: Endpoint, key: str, target: Path) -> float:
+    """Download ``key`` into ``target`` in one GET; return the seconds it took."""
+    with open(target, "wb") as out:
+        start = time.monotonic()
+        response = client.get_object(Bucket=endpoint.bucket, Key=key)
+        for piece in response["Body"].iter_chunks(CHUNK):
+            out.write(piece)
+        return time.monotonic() - start
+
+
+def bench_large(pair: Sequence[Endpoint], source: Path, repeats: int, scratch: Path, results: Results) -> None:
+    """PUT, then GET, the large object on each side, alternating; record MB/s, check every download.
+
+    All PUT rounds come before all GET rounds, each PUT under a fresh key (no
+    overwrite, so SeaweedFS has no old chunks to delete in the background), and
+    dirty pages are flushed before every timed transfer: a GET right after a
+    256 MiB PUT mostly measures the disk writing back that PUT.
+    """
+    size = source.stat().st_size
+    expected = file_md5(source)
+    clients = {endpoint.side: make_client(endpoint) for endpoint in pair}
+    target = scratch / "download.bin"
+
+    def get_and_check(endpoint: Endpoint, key: str) -> float:
+        """A timed GET of ``key`` into ``target``, then an untimed MD5 check."""
+        os.sync()
+        seconds = get_large(clients[endpoint.side], endpoint, key, target)
+        if file_md5(target) != expected:
+            raise RuntimeError(f"side {endpoint.side}: downloaded bytes differ from the uploaded ones")
+        results.large_checked[endpoint.side] = results.large_checked.get(endpoint.side, 0) + 1
+        return seconds
+
+    for endpoint in pair:  # untimed warm-up
+        put_large(clients[endpoint.side], endpoint, "large/warm-up", source)
+        get_and_check(endpoint, "large/warm-up")
+    for repeat in range(repeats):
+        for endpoint in alternate(pair, repeat):
+            os.sync()
+            seconds = put_large(clients[endpoint.side], endpoint, f"large/{repeat}", source)
+            results.large.setdefault((endpoint.side, "PUT"), []).append(size / seconds / 1e6)
+    for repeat in range(repeats):
+        for endpoint in alternate(pair, repeat):
+            seconds = get_and_check(endpoint, f"large/{repeats - 1}")
+            results.large.setdefault((endpoint.side, "GET"), []).append(size / seconds / 1e6)
+    target.unlink(missing_ok=True)
+
+
+# --- small objects --------------------------------------------------------------------------
+
+
+def small_body(key: str) -> bytes:
+    """The 4 KiB body of a small object, derived from its key so mix-ups show."""
+    return (hashlib.sha256(key.encode()).digest() * (SMALL_SIZE // 32))[:SMALL_SIZE]
+
+
+def run_small_phase(client: Any, bucket: str, phase: str, keys: Sequence[str]) -> list[float]:
+    """Do one operation per key; return each one's latency in seconds."""
+    bodies = {key: small_body(key) for key in keys}
+    latencies = []
+    for key in keys:
+        start = time.monotonic()
+        if phase == "PUT":
+            client.put_object(Bucket=bucket, Key=key, Body=bodies[key])
+        elif phase == "GET":
+            if client.get_object(Bucket=bucket, Key=key)["Body"].read() != bodies[key]:
+                raise RuntimeError(f"GET {key}: bytes differ from the uploaded ones")
+        else:
+            if client.head_object(Bucket=bucket, Key=key)["ContentLength"] != SMALL_SIZE:
+                raise RuntimeError(f"HEAD {key}: wrong Content-Length")
+        latencies.append(time.monotonic() - start)
+    return latencies
+
+
+def small_worker(conn: Connection, barrier: Barrier, pair: Sequence[Endpoint], number: int) -> None:
+    """A client process: one boto3 client per side; runs phases on command until told to stop.
+
+    Each command is (side, phase, keys); the reply is ("ok", start, end, latencies)
+    or ("error", message). Every phase starts at a barrier shared with the other
+    worker, so both hammer the server together.
+    """
+    try:
+        clients = {endpoint.side: make_client(endpoint) for endpoint in pair}
+        buckets = {endpoint.side: endpoint.bucket for endpoint in pair}
+        for endpoint in pair:  # open connections, let both servers settle
+            run_small_phase(clients[endpoint.side], endpoint.bucket, "PUT",
+                            [f"warmup/{number}/{i}" for i in range(SMALL_WARMUP_OPS)])
+        conn.send(("ok",))
+    except Exception as error:
+        conn.send(("error", f"worker {number} setup: {error!r}"))
+        return
+    while (command := conn.recv()) is not None:
+        side, phase, keys = command
+        try:
+            barrier.wait(timeout=WORKER_TIMEOUT)
+            start = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
+            latencies = run_small_phase(clients[side], buckets[side], phase, keys)
+            conn.send(("ok", start, time.monotonic(), latencies))
+        except Exception as error:
+            barrier.abort()
+            conn.send(("error", f"worker {number} {side} {phase}: {error!r}"))
+
+
+class SmallClients:
+    """Two client processes (spawned, so each builds its own boto3 state) driven phase by phase."""
+
+    def __init__(self, pair: Sequence[Endpoint]) -> None:
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(SMALL_CLIENTS)
+        self.connections: list[Connection] = []
+        self.processes = []
+        for number in range(SMALL_CLIENTS):
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=small_worker, args=(child_end, barrier, pair, number), daemon=True)
+            process.start()
+            self.connections.append(parent_end)
+            self.processes.append(process)
+        self._replies()  # both set up and warmed
+
+    def _replies(self) -> list[tuple]:
+        replies = []
+        for connection in self.connections:
+            if not connection.poll(WORKER_TIMEOUT):
+                raise RuntimeError("a small-object client process did not answer")
+            reply = connection.recv()
+            if reply[0] != "ok":
+                raise RuntimeError(reply[1])
+            replies.append(reply)
+        return replies
+
+    def run(self, side: str, phase: str, keys: Sequence[str]) -> SmallPhase:
+        """Split ``keys`` between the processes, run ``phase`` on ``side``; wall time spans both."""
+        for number, connection in enumerate(self.connections):
+            connection.send((side, phase, list(keys[number::SMALL_CLIENTS])))
+        replies = self._replies()
+        start = min(reply[1] for reply in replies)
+        end = max(reply[2] for reply in replies)
+        latencies = [latency for reply in replies for latency in reply[3]]
+        return SmallPhase(len(latencies), end - start, latencies)
+
+    def close(self) -> None:
+        """Tell the processes to stop and wait for them (killing any that hang)."""
+        for connection in self.connections:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def bench_small(pair: Sequence[Endpoint], count: int, repeats: int, results: Results) -> None:
+    """PUT, GET and HEAD ``count`` small objects on each side per repeat (fresh keys each repeat)."""
+    clients = SmallClients(pair)
+    try:
+        for repeat in range(repeats):
+            keys = [f"small/r{repeat}/{i:05d}" for i in range(count)]
+            for endpoint in alternate(pair, repeat):
+                for phase in SMALL_PHASES:
+                    outcome = clients.run(endpoint.side, phase, keys)
+                    results.small.setdefault((endpoint.side, phase), []).append(outcome)
+    finally:
+        clients.close()
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values`` (fraction in 0..1)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def verdict(met: bool) -> str:
+    return "yes" if met else "NO"
+
+
+def report_lines(args: argparse.Namespace, results: Results, rss: float) -> Iterator[str]:
+    """The printed report: setup, the two tables, peak RSS, and each target with whether it was met."""
+    cores = os.cpu_count()
+    yield (f"machine: {cores} CPU cores shared by the daemon, SeaweedFS and the client processes "
+           "(figures are relative to each other, not server capacity)")
+    yield ("A = boto3 straight to SeaweedFS, B = the same boto3 client config through s3orchestrator "
+           "(one s3 store on the same SeaweedFS, UNSIGNED-PAYLOAD upstream)")
+    yield ("client: boto3 SHA-256-signs PUT payloads over plain HTTP; SDK checksums "
+           + ("on (boto3 defaults)" if args.sdk_checksums else "off (when_required)"))
+    yield ""
+    yield (f"large object: {args.size_mib} MiB, single-part put_object / get_object, {args.repeat} repeats "
+           "A/B alternating + 1 warm-up, sync before each; MB/s = 10^6 B/s, median (min-max)")
+    yield f"{'':6}{'A direct MB/s':>24}{'B daemon MB/s':>24}{'B/A':>7}{'target':>9}{'met':>5}"
+    for operation in ("PUT", "GET"):
+        a, b = results.large[("A", operation)], results.large[("B", operation)]
+        ratio = statistics.median(b) / statistics.median(a)
+        cells = [f"{statistics.median(v):7.1f} ({min(v):6.1f}-{max(v):6.1f})" for v in (a, b)]
+        yield (f"{operation:6}{cells[0]:>24}{cells[1]:>24}{ratio:7.2f}{'>= ' + str(LARGE_TARGET):>9}"
+               f"{verdict(ratio >= LARGE_TARGET):>5}")
+    spreads = []
+    for operation in ("PUT", "GET"):
+        pairs = [b / a for a, b in zip(results.large[("A", operation)], results.large[("B", operation)])]
+        spreads.append(f"{operation} {statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})")
+    yield "B/A within each repeat, median (min-max): " + ", ".join(spreads)
+    yield (f"downloads verified by MD5: A {results.large_checked.get('A', 0)}, "
+           f"B {results.large_checked.get('B', 0)} (including warm-ups)")
+    yield ""
+    yield (f"small objects: {args.small_count} x 4 KiB, {SMALL_CLIENTS} client processes, "
+           f"{args.small_repeat} repeats A/B alternating; ops/s median over repeats, "
+           "latency ms over all operations")
+    yield (f"{'':6}{'A ops/s':>9}{'p50':>7}{'p99':>7}{'B ops/s':>10}{'p50':>7}{'p99':>7}"
+           f"{'B/A':>7}{'target':>9}{'met':>5}")
+    for phase in SMALL_PHASES:
+        cells = []
+        rates = []
+        for side in ("A", "B"):
+            runs = results.small[(side, phase)]
+            rate = statistics.median(run.ops_per_second for run in runs)
+            latencies = [latency for run in runs for latency in run.latencies]
+            rates.append(rate)
+            cells.append(f"{rate:{9 if side == 'A' else 10}.0f}{percentile(latencies, 0.5) * 1e3:7.1f}"
+                         f"{percentile(latencies, 0.99) * 1e3:7.1f}")
+        ratio = rates[1] / rates[0]
+        yield (f"{phase:6}{cells[0]}{cells[1]}{ratio:7.2f}{'>= ' + str(SMALL_TARGET):>9}"
+               f"{verdict(ratio >= SMALL_TARGET):>5}")
+    spreads = []
+    for phase in SMALL_PHASES:
+        pairs = [b.ops_per_second / a.ops_per_second
+                 for a, b in zip(results.small[("A", phase)], results.small[("B", phase)])]
+        spreads.append(f"{phase} {statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})")
+    yield "B/A within each repeat, median (min-max): " + ", ".join(spreads)
+    yield ""
+    yield (f"daemon peak RSS (VmHWM, whole run): {rss:.1f} MiB   target < {RSS_TARGET_MIB:.0f} MiB   "
+           f"met: {verdict(rss < RSS_TARGET_MIB)}")
+    for part, (daemon_cpu, seaweedfs_cpu) in results.cpu.items():
+        yield (f"CPU seconds (user+sys) in the {part} part: "
+               f"daemon {daemon_cpu:.1f} s, SeaweedFS {seaweedfs_cpu:.1f} s")
+    b_requests = sum(run.ops for phase in SMALL_PHASES for run in results.small[("B", phase)])
+    per_request = results.cpu["small-object"][0] / b_requests
+    yield f"daemon CPU per small-object request through it: {per_request * 1e3:.2f} ms"
+    yield "targets are reported, never enforced: the exit status only says whether something broke"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` shrinks everything for a smoke test."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9, help="timed large-object rounds per side (default 9)")
+    parser.add_argument("--small-repeat", type=int, default=3, help="small-object rounds per side (default 3)")
+    parser.add_argument("--size-mib", type=int, default=256, help="large object size (default 256)")
+    parser.add_argument("--small-count", type=int, default=2000, help="small objects per round (default 2000)")
+    parser.add_argument("--sdk-checksums", action="store_true",
+                        help="keep boto3's default CRC32 request checksums and response validation")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 32 MiB, 200 small objects, 3 repeats of each")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size_mib, args.small_count, args.repeat, args.small_repeat = 32, 200, 3, 3
+    if args.repeat < 1 or args.small_repeat < 1 or args.size_mib < 1 or args.small_count < SMALL_CLIENTS:
+        parser.error("repeats and sizes must be positive (and at least one small object per client)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both comparisons against one SeaweedFS and print the report."""
+    args = parse_args(argv)
+    results = Results()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="s3o-bench-ratio-") as tmp:
+        directory = Path(tmp)
+        source = directory / "object.bin"
+        make_file(source, args.size_mib * MiB)
+        seaweedfs, daemon = start_servers(directory)
+        try:
+            pair = endpoints(seaweedfs, daemon, args.sdk_checksums)
+            print(f"SeaweedFS on {seaweedfs.endpoint}, s3orchestrator on {daemon.endpoint}", flush=True)
+            cpu_before = snapshot_cpu(seaweedfs, daemon)
+            bench_large(pair, source, args.repeat, directory, results)
+            check_upstream_copy(seaweedfs, f"large/{args.repeat - 1}", source.stat().st_size)
+            cpu_between = snapshot_cpu(seaweedfs, daemon)
+            print(f"large object done after {time.monotonic() - started:.0f} s", flush=True)
+            bench_small(pair, args.small_count, args.small_repeat, results)
+            check_upstream_copy(seaweedfs, "small/r0/00000", SMALL_SIZE)
+            cpu_after = snapshot_cpu(seaweedfs, daemon)
+            print(f"small objects done after {time.monotonic() - started:.0f} s", flush=True)
+            assert daemon.process is not None
+            rss = peak_rss_mib(daemon.process.pid)
+            results.cpu["large-object"] = (cpu_between[0] - cpu_before[0], cpu_between[1] - cpu_before[1])
+            results.cpu["small-object"] = (cpu_after[0] - cpu_between[0], cpu_after[1] - cpu_between[1])
+        except BaseException:
+            print(f"--- daemon log (tail) ---\n{daemon.log()[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            daemon.stop()
+            seaweedfs.remove()
+    print()
+    for line in report_lines(args, results, rss):
+        print(line)
+    print(f"total time: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
