@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 # How long a connection whose response went out early may keep sending before we drop it.
 LINGER_SECONDS = 10.0
+# Response bytes queued per client connection before its producer is paused.
+SEND_BUFFER_BYTES = 1024 * 1024
 
 
 def new_request_id() -> str:
@@ -125,6 +127,14 @@ class S3Channel(http.HTTPChannel):
             lines.append(name + b": " + value + b"\r\n")
         lines.append(b"\r\n")
         self.transport.writeSequence(lines)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Twisted pauses a producer as soon as 64 KiB wait in the send buffer; relaying
+        # a download then pauses and resumes the upstream socket for every chunk.
+        # A deeper buffer lets a relay run at the speed of the slower socket.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = SEND_BUFFER_BYTES
 
     def allContentReceived(self) -> None:
         super().allContentReceived()
