@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Mapping
 
 from twisted.application import strports
@@ -14,7 +15,9 @@ from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
+from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
+from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
@@ -22,6 +25,16 @@ from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
+
+
+def continuation_token_secret(config: Config) -> bytes:
+    """The key that authenticates listing continuation tokens.
+
+    Derived from the configured secrets, so tokens survive a restart and work on
+    every instance sharing the config, and cannot be forged by clients.
+    """
+    secrets = sorted(c.secret_access_key for bucket in config.buckets for c in bucket.credentials)
+    return hashlib.sha256(b"s3orchestrator continuation tokens\0" + "\0".join(secrets).encode()).digest()
 
 
 def build_store(config: StoreConfig, reactor) -> IObjectStore:
@@ -54,7 +67,13 @@ class OrchestratorService(MultiService):
             locks=KeyLocks(),
             health=self.health,
         )
-        self.handler = S3Handler(S3Api(self.objects, BucketOperations(configured_at=reactor.seconds())), self.find_credential, reactor)
+        api = S3Api(
+            self.objects,
+            BucketOperations(configured_at=reactor.seconds()),
+            ListingOperations(self.metadata, token_secret=continuation_token_secret(config)),
+            BatchDelete(self.objects),
+        )
+        self.handler = S3Handler(api, self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
         self.ready = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
@@ -10,6 +10,32 @@ from zope.interface import Interface
 from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 
 StoreChooser = Callable[[Sequence[StoreUsage]], "str | None"]
+
+_T = TypeVar("_T")
+
+#: ``fetch(start, inclusive, limit)`` of ``IMetadataStore.scan_objects``: up to ``limit``
+#: records whose key starts with the scan's prefix and is greater than ``start`` (or
+#: equal to it, when ``inclusive``), in byte order of keys.
+ObjectFetch = Callable[[str, bool, int], "list[ObjectRecord]"]
+
+_LAST_CODE_POINT = "\U0010ffff"
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every key that starts with ``prefix``; None when
+    no string is (``prefix`` is empty or only U+10FFFF).
+
+    Keys order bytewise by their UTF-8, which for valid UTF-8 is code point order
+    (Python's ``str`` order): drop trailing U+10FFFF, after which no code point
+    comes, and step the last code point, jumping the surrogates, which no key holds.
+    """
+    stripped = prefix.rstrip(_LAST_CODE_POINT)
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
 class IMetadataStore(Interface):
@@ -51,3 +77,12 @@ class IMetadataStore(Interface):
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; return the removed record."""
+
+    def scan_objects(bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
+        """Run ``scan(fetch)`` in one read transaction and fire with what it returns.
+
+        ``fetch(start, inclusive, limit)`` (see ``ObjectFetch``) reads the objects of
+        ``bucket`` under ``prefix`` from ``start`` on, one bounded index range scan per
+        call, all from the same snapshot. ``scan`` runs in the database thread: it must
+        be quick and pure, and ``fetch`` is valid only while it runs.
+        """

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Generator, Mapping, Sequence
+from typing import Any, Callable, Generator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from s3orchestrator.metadata.database import Database, Transaction
-from s3orchestrator.metadata.interface import IMetadataStore, StoreChooser
+from s3orchestrator.metadata.interface import IMetadataStore, ObjectFetch, StoreChooser, prefix_upper_bound
 from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.metadata.schema import migrate
 from s3orchestrator.metadata.sqlite import SqliteEngine
@@ -49,6 +49,39 @@ def _json(mapping: Mapping[str, str]) -> str:
 def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | None:
     row = txn.query_one(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
     return None if row is None else _record_from_row(row)
+
+
+_T = TypeVar("_T")
+
+
+def _select_range(
+    txn: Transaction,
+    bucket: str,
+    prefix: str,
+    upper: str | None,
+    start: str,
+    inclusive: bool,
+    limit: int,
+) -> list[ObjectRecord]:
+    """Up to ``limit`` records under ``prefix`` from ``start`` on, in key order.
+
+    One lower and at most one upper bound on ``key``, so the primary key index
+    serves it as a single range (two lower bounds would leave one as a filter).
+    """
+    if limit <= 0:
+        return []
+    if start < prefix:
+        start, inclusive = prefix, True
+    if upper is not None and start >= upper:
+        return []
+    sql = f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?"
+    args: list[Any] = [bucket, start]
+    if upper is not None:
+        sql += " AND key < ?"
+        args.append(upper)
+    sql += " ORDER BY key LIMIT ?"
+    args.append(limit)
+    return [_record_from_row(row) for row in txn.query(sql, args)]
 
 
 def _read_usage(txn: Transaction) -> list[StoreUsage]:
@@ -255,6 +288,22 @@ class MetadataStore:
             return previous
 
         return self.database.runInteraction("delete_object", delete, write=True)
+
+    def scan_objects(self, bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
+        """Run ``scan(fetch)`` in one read transaction; fire with its result.
+
+        One interaction for a whole listing page: a page with a delimiter seeks once
+        per common prefix, and a thread hop per seek would cost more than the seek.
+        """
+        upper = prefix_upper_bound(prefix)
+
+        def run(txn: Transaction) -> _T:
+            def fetch(start: str, inclusive: bool, limit: int) -> list[ObjectRecord]:
+                return _select_range(txn, bucket, prefix, upper, start, inclusive, limit)
+
+            return scan(fetch)
+
+        return self.database.runInteraction("scan_objects", run)
 
 
 def sqlite_metadata_store(path: str, reactor: Any, **engine_options: Any) -> MetadataStore:

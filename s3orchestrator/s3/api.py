@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
 # Query parameters that select a sub-resource or another operation than plain
@@ -14,6 +16,28 @@ _OBJECT_SUBRESOURCES = frozenset(
     {"acl", "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
      "uploads", "uploadId"}
 )
+_BODY_OPERATIONS = frozenset({"PutObject", "DeleteObjects"})
+# Sub-resources of a bucket: a GET naming one is not a listing of its objects.
+_BUCKET_SUBRESOURCES = frozenset(
+    {"accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
+     "lifecycle", "location", "logging", "metadataTable", "metrics", "notification", "object-lock",
+     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
+     "requestPayment", "session", "tagging", "uploads", "versioning", "versions", "website"}
+)
+
+
+def _bucket_get_operation(call: S3Call) -> str:
+    """GET on a bucket: a listing (V2 with ``list-type=2``) unless it names a sub-resource."""
+    subresources = _BUCKET_SUBRESOURCES.intersection(call.query)
+    if not subresources:
+        return "ListObjectsV2" if call.query.get("list-type") == "2" else "ListObjects"
+    if subresources == {"uploads"}:
+        return "ListMultipartUploads"
+    if subresources == {"versions"}:
+        return "ListObjectVersions"
+    return "GetBucket" + "".join(
+        "".join(part[:1].upper() + part[1:] for part in name.split("-")) for name in sorted(subresources)
+    )
 
 
 def operation_name(call: S3Call) -> str:
@@ -22,7 +46,13 @@ def operation_name(call: S3Call) -> str:
     if call.bucket is None:
         return "ListBuckets" if method == "GET" else "Unknown"
     if call.key is None:
-        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket",
+        if method == "GET":
+            return _bucket_get_operation(call)
+        if method == "POST" and "delete" in call.query:
+            return "DeleteObjects"
+        if method in ("PUT", "DELETE") and _BUCKET_SUBRESOURCES.intersection(call.query):
+            return method.capitalize() + "BucketSubresource"
+        return {"HEAD": "HeadBucket", "PUT": "CreateBucket",
                 "DELETE": "DeleteBucket", "POST": "PostBucket"}.get(method, "Unknown")
     subresources = _OBJECT_SUBRESOURCES.intersection(call.query)
     if subresources:
@@ -36,9 +66,21 @@ def operation_name(call: S3Call) -> str:
 class S3Api:
     """Routes calls to the operations that implement them."""
 
-    def __init__(self, objects: ObjectOperations, buckets: BucketOperations) -> None:
+    def __init__(
+        self,
+        objects: ObjectOperations,
+        buckets: BucketOperations,
+        listing: ListingOperations,
+        batch_delete: BatchDelete,
+    ) -> None:
         self._handlers = {
+            "ListBuckets": buckets.list_buckets,
             "HeadBucket": buckets.head_bucket,
+            "CreateBucket": buckets.create_bucket,
+            "GetBucketLocation": buckets.get_bucket_location,
+            "ListObjects": listing.list_objects,
+            "ListObjectsV2": listing.list_objects_v2,
+            "DeleteObjects": batch_delete.delete_objects,
             "PutObject": objects.put_object,
             "GetObject": objects.get_object,
             "HeadObject": objects.head_object,
@@ -47,7 +89,7 @@ class S3Api:
 
     def needs_body(self, operation: str) -> bool:
         """Whether the operation consumes a request body."""
-        return operation == "PutObject"
+        return operation in _BODY_OPERATIONS
 
     async def dispatch(self, operation: str, call: S3Call) -> S3Response:
         """Run the operation; unknown or unsupported ones are NotImplemented."""

@@ -24,13 +24,14 @@ def signed_headers(
     access_key: str = ACCESS_KEY,
     secret_key: str = SECRET_KEY,
     bucket: str = "app1-files",
+    query: str = "",
 ) -> tuple[str, dict[str, str]]:
     """(path, headers) of a request signed by botocore.
 
     With ``unsigned_payload`` the payload is UNSIGNED-PAYLOAD (as rclone sends);
     otherwise botocore signs the SHA-256 of ``body``.
     """
-    path = f"/{bucket}/{quote(key)}"
+    path = f"/{bucket}/{quote(key)}" + (f"?{query}" if query else "")
     request = AWSRequest(method=method, url=daemon.endpoint + path, data=body, headers=dict(headers or {}))
     if unsigned_payload:
         request.context["client_config"] = BotoConfig(s3={"payload_signing_enabled": False})
