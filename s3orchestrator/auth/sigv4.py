@@ -451,6 +451,15 @@ def verify_request(
 # -- signing (upstream requests) ----------------------------------------------
 
 
+class SignedHeaders(dict[str, str]):
+    """The headers signing adds (authorization, x-amz-date, x-amz-content-sha256),
+    and the hex ``signature`` they carry: the seed of aws-chunked chunk signatures."""
+
+    def __init__(self, headers: Mapping[str, str], signature: str) -> None:
+        super().__init__(headers)
+        self.signature = signature
+
+
 def sign_request(
     method: str,
     raw_path: str,
@@ -463,8 +472,9 @@ def sign_request(
     amz_date: str,
     payload_hash: str = UNSIGNED_PAYLOAD,
     service: str = "s3",
-) -> dict[str, str]:
-    """Sign a request; returns the headers to add (authorization, x-amz-date, x-amz-content-sha256).
+) -> SignedHeaders:
+    """Sign a request; returns the headers to add (authorization, x-amz-date,
+    x-amz-content-sha256), with the signature itself as their ``signature``.
 
     ``raw_path`` and ``raw_query`` must be exactly what will go on the wire
     (already percent-encoded).  Every header given is signed; ``host`` is required.
@@ -480,9 +490,9 @@ def sign_request(
                              all_headers, signed, payload_hash)
     key = signing_key(secret_access_key, amz_date[:8], region, service)
     sig = signature(key, string_to_sign(amz_date, scope, creq))
-    return {
+    return SignedHeaders({
         "authorization": f"{ALGORITHM} Credential={access_key_id}/{scope},"
                          f" SignedHeaders={';'.join(signed)}, Signature={sig}",
         "x-amz-date": amz_date,
         "x-amz-content-sha256": payload_hash,
-    }
+    }, sig)

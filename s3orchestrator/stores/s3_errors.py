@@ -2,8 +2,8 @@
 
 Upstream error bodies, URLs and headers never reach callers or logs: an
 exception message carries the store, the operation, the HTTP status and the
-S3 error ``Code`` (parsed from at most MAX_ERROR_BODY bytes, with anything
-that could expand entities refused), nothing else.
+S3 error ``Code`` (parsed from at most MAX_ERROR_BODY bytes of UTF-8, with
+anything that could expand entities refused), nothing else.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ from s3orchestrator.stores.interface import ObjectMissing, StoreMisconfigured, S
 MAX_ERROR_BODY = 64 * 1024
 _CODE_RE = re.compile(r"^[A-Za-z0-9.]{1,64}$")
 
-# 4xx codes that mean "try again later", not "this store is set up wrong".
-_TRANSIENT_CODES = frozenset({"RequestTimeout", "SlowDown", "ServiceUnavailable", "Throttling"})
+# 4xx codes that mean "try again later", not "this store is set up wrong": throttling,
+# and bytes damaged or cut short on the way (the same upload may well succeed again).
+_TRANSIENT_CODES = frozenset({
+    "RequestTimeout", "SlowDown", "ServiceUnavailable", "Throttling",
+    "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody",
+})
 
 # Failures of the connection or the HTTP exchange itself.
 _NETWORK_ERRORS = (
-    internet_error.ConnectError,  # refused, DNS (ConnectError subclasses), connect timeout, ...
-    internet_error.DNSLookupError,
+    internet_error.ConnectError,  # refused, unknown host, connect timeout, ...
     internet_error.TimeoutError,
     internet_error.ConnectionLost,
     internet_error.ConnectionDone,
@@ -43,23 +46,31 @@ _NETWORK_ERRORS = (
     RequestTransmissionFailed,
     RequestNotSent,
     PotentialDataLoss,
-    OSError,
+    OSError,  # also DNSLookupError
 )
 
 
 def parse_error_code(body: bytes) -> str | None:
     """The ``<Code>`` of an S3 error document, or None if there is no safe, sane one.
 
-    Refuses documents larger than MAX_ERROR_BODY and anything with a markup
-    declaration (``<!DOCTYPE``, ``<!ENTITY``, comments, CDATA): an S3 error
-    never has one, and refusing them rules out entity expansion attacks
-    without defusedxml.
+    Refuses documents larger than MAX_ERROR_BODY, anything but UTF-8, and
+    anything with a markup declaration (``<!DOCTYPE``, ``<!ENTITY``, comments,
+    CDATA): an S3 error never has one, and refusing them rules out entity
+    expansion attacks without defusedxml. The check runs on the decoded text:
+    in bytes, a UTF-16 document hides its ``<!`` from it. NUL (never in XML)
+    is refused too: expat takes ``<\0?\0`` for UTF-16 even in a str.
     """
-    if not body or len(body) > MAX_ERROR_BODY or b"<!" in body:
+    if not body or len(body) > MAX_ERROR_BODY:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "<!" in text or "\0" in text:
         return None
     parser = XMLParser()
     try:
-        parser.feed(body)
+        parser.feed(text)  # a str: expat ignores any encoding the declaration names
         root = parser.close()
     except (ParseError, ValueError):
         return None
@@ -75,9 +86,10 @@ def error_for_status(
 ) -> Exception:
     """The exception an unexpected upstream answer becomes.
 
-    404 on a GET is ObjectMissing; 5xx, 429 and throttling/timeout codes are
-    StoreUnavailable; other 4xx (auth, missing bucket, ...) StoreMisconfigured:
-    the client did nothing wrong, the store's configuration is off.
+    404 on a GET is ObjectMissing; 5xx, 429, throttling/timeout codes and
+    digest/length mismatches (bytes damaged in transit) are StoreUnavailable;
+    other 4xx (auth, missing bucket, ...) StoreMisconfigured: the client did
+    nothing wrong, the store's configuration is off.
     """
     described = f"store {store}: {operation} answered HTTP {status}" + (f" {code}" if code else "")
     if status == 404 and operation == "GET" and code in (None, "NoSuchKey"):

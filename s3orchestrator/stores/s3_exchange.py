@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,20 +31,16 @@ class Exchange:
         self.watchdog = SilenceWatchdog(store.reactor, store.config.timeout, self._silent)
         self.started = store.reactor.seconds()
         self._pending: Deferred[Any] | None = None
-        self.body_transport: IPushProducer | None = None
-        # Replaces the default reaction to silence once something else owns the exchange.
+        # Replaces the default reaction to silence (cancelling the request) once
+        # something else owns the exchange: a response body being read.
         self.on_silence: Callable[[], None] | None = None
 
     def _silent(self) -> None:
         if self.on_silence is not None:
             self.on_silence()
-            return
-        pending = self._pending
-        if pending is not None:
+        elif self._pending is not None:
             # Not ``pending.called``: a Deferred chained on another counts as called.
-            pending.cancel()
-        elif self.body_transport is not None:
-            self.body_transport.stopProducing()
+            self._pending.cancel()
 
     @property
     def _shown_location(self) -> str:
@@ -64,28 +59,12 @@ class Exchange:
             failure = store_failure(self.store.name, self.operation, failure)
         # Not logged: our own cancellations and the client's body failing (S3Error, ClientGone).
         if failure.check(StoreUnavailable, StoreMisconfigured):
-            self.log_failure(failure)
+            self.log(None, failure.value)
         return failure
 
-    def log_failure(self, failure: Failure, status: int | None = None) -> None:
-        _log.warn(
-            "Store {store}: {operation} {location} failed after {duration:.3f} s: {error}",
-            store=self.store.name,
-            operation=self.operation,
-            location=self._shown_location,
-            status=status,
-            duration=self.store.reactor.seconds() - self.started,
-            error=str(failure.value),
-        )
-
-    def logged(self, error: Exception, status: int | None = None) -> Exception:
-        """``error``, once logged (for raising)."""
-        self.log_failure(Failure(error), status)
-        return error
-
-    def log_success(self, status: int, size: int | None = None) -> None:
-        _log.debug(
-            "Store {store}: {operation} {location} -> {status} in {duration:.3f} s",
+    def log(self, status: int | None, error: BaseException | None = None, size: int | None = None) -> None:
+        """Log how the exchange ended: a warning with ``error``, else a debug line (``size`` bytes moved)."""
+        fields = dict(
             store=self.store.name,
             operation=self.operation,
             location=self._shown_location,
@@ -93,6 +72,13 @@ class Exchange:
             bytes=size,
             duration=self.store.reactor.seconds() - self.started,
         )
+        if error is None:
+            _log.debug("Store {store}: {operation} {location} -> {status} in {duration:.3f} s", **fields)
+        else:
+            _log.warn(
+                "Store {store}: {operation} {location} failed after {duration:.3f} s: {error}",
+                error=str(error), **fields,
+            )
 
     async def request(
         self,
@@ -125,11 +111,11 @@ class Exchange:
         protocol = CappedBody(MAX_ERROR_BODY, self.watchdog)
         self.watchdog.arm()
         response.deliverBody(protocol)
-        self.body_transport = protocol.transport
+        self.on_silence = protocol.stop
         try:
             return await protocol.done
         finally:
-            self.body_transport = None
+            self.on_silence = None
             self.watchdog.disarm()
 
     async def error(self, response: IResponse) -> Exception:
@@ -137,7 +123,7 @@ class Exchange:
         code = parse_error_code(await self.read_small(response))
         error = error_for_status(self.store.name, self.operation, response.code, code, self.location)
         if not isinstance(error, ObjectMissing):
-            self.log_failure(Failure(error), response.code)
+            self.log(response.code, error)
         return error
 
 

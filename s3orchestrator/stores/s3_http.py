@@ -1,7 +1,8 @@
-"""HTTP plumbing of the upstream S3 store: agent, URLs, silence watchdog, request bodies.
+"""HTTP plumbing shared by the upstream S3 store's requests: agent, URLs, silence
+watchdog, small response bodies.
 
 Kept apart from ``s3.py`` so that the pure parts (URL building) can be tested
-without a reactor; the aws-chunked frames themselves come from ``s3_framing``.
+without a reactor.
 """
 
 from __future__ import annotations
@@ -13,23 +14,19 @@ from urllib.parse import urlsplit
 import attrs
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IAgent, IBodyProducer
-from zope.interface import implementer
+from twisted.web.iweb import IAgent
 
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.config import S3StoreConfig
-from s3orchestrator.errors import S3Error
-from s3orchestrator.stores.s3_framing import UploadFraming
 
 DEFAULT_CONNECTIONS_PER_HOST = 16
 # Below the keep-alive timeouts of common servers (nginx 75 s, Go 120 s, AWS ~20 s),
 # so a pooled connection is rarely closed by the server just as a PUT reuses it.
 CACHED_CONNECTION_TIMEOUT = 15.0
-DEFAULT_CHUNK_SIZE = 64 * 1024
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -145,146 +142,6 @@ class SilenceWatchdog:
         self._on_silence()
 
 
-# -- request bodies ----------------------------------------------------------------------------
-
-
-@implementer(IBodyProducer)
-class UpstreamBody:
-    """The body of an upstream PUT: relays ``body``, as is or re-framed by ``framing``
-    into ``framing.chunk_size`` aws-chunked chunks (signed, with a checksum trailer, or both).
-
-    Pause/resume/stop pass through to ``body``, so the upstream's backpressure
-    reaches the client. The watchdog is armed while the upstream owes progress
-    (connecting, paused us, or the body is complete and the answer is due).
-    ``failure`` keeps the body's own failure (a client that went away, a bad
-    digest) so it is reported as such rather than as an upstream failure.
-    """
-
-    def __init__(
-        self,
-        body: IBodyProducer,
-        length: int,
-        watchdog: SilenceWatchdog,
-        framing: UploadFraming | None = None,
-    ) -> None:
-        self._body = body
-        self._decoded_length = length
-        self._watchdog = watchdog
-        self._framing = framing
-        self.length = length if framing is None else framing.length(length)
-        self.received = 0
-        self.complete = False
-        self.failure: Failure | None = None
-        self._buffer = bytearray()
-        self._consumer: IConsumer | None = None
-        self._finished: Deferred[None] | None = None
-        self._paused = False
-        self._stopped = False
-
-    # -- IBodyProducer (driven by the HTTP client) --
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        # The HTTP client cancels this when the request is cancelled: stop the body too.
-        self._finished = Deferred(lambda _: self.stopProducing())
-        self._watchdog.progress()
-        self._watchdog.disarm()  # from now on the pace is the client's
-        try:
-            produced = self._body.startProducing(self)
-        except Exception:
-            self._body_failed(Failure())
-        else:
-            produced.addCallbacks(self._body_done, self._body_failed)
-        return self._finished
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self._watchdog.arm()
-        if not self.complete and not self._stopped:
-            self._body.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._watchdog.progress()
-        if not self.complete:
-            self._watchdog.disarm()
-            if not self._stopped:
-                self._body.resumeProducing()
-
-    def stopProducing(self) -> None:
-        """Stop the body; the startProducing Deferred never fires after this."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._buffer.clear()
-        if not self.complete:
-            self._body.stopProducing()
-
-    # -- IConsumer (fed by the client's body) --
-
-    def write(self, data: bytes) -> None:
-        if self._stopped or self.complete or self._finished is None or self._finished.called:
-            return
-        self.received += len(data)
-        if self.received > self._decoded_length:
-            self._fail(S3Error("IncompleteBody", f"the body is longer than the {self._decoded_length} bytes announced"))
-            return
-        assert self._consumer is not None
-        framing = self._framing
-        if framing is None:
-            self._consumer.write(data)
-            return
-        # Whole chunks only (the last one excepted): the framed length was announced.
-        self._buffer += data
-        size = framing.chunk_size
-        if len(self._buffer) >= size:
-            view = memoryview(self._buffer)
-            end = len(self._buffer) - len(self._buffer) % size
-            frames = [framing.chunk(view[start:start + size]) for start in range(0, end, size)]
-            view.release()
-            del self._buffer[:end]
-            for frame in frames:
-                self._consumer.write(frame)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        """Nothing to do: backpressure reaches the body through pause/resumeProducing."""
-
-    def unregisterProducer(self) -> None:
-        """Nothing to do."""
-
-    # -- the body's outcome --
-
-    def _body_done(self, _: object) -> None:
-        if self._stopped or self._finished is None or self._finished.called:
-            return
-        if self.received != self._decoded_length:
-            self._fail(S3Error("IncompleteBody", f"got {self.received} of {self._decoded_length} bytes"), stop=False)
-            return
-        assert self._consumer is not None
-        if self._framing is not None:
-            if self._buffer:
-                self._consumer.write(self._framing.chunk(bytes(self._buffer)))
-                self._buffer.clear()
-            self._consumer.write(self._framing.final())
-        self.complete = True
-        self._watchdog.arm()  # the upstream owes us its answer now
-        self._finished.callback(None)
-
-    def _body_failed(self, failure: Failure) -> None:
-        if self._stopped or self._finished is None or self._finished.called:
-            return
-        self.failure = failure
-        self._finished.errback(failure)
-
-    def _fail(self, error: Exception, stop: bool = True) -> None:
-        if stop:
-            self._stopped = True
-            self._body.stopProducing()
-        self.failure = Failure(error)
-        if self._finished is not None and not self._finished.called:
-            self._finished.errback(self.failure)
-
-
 # -- response bodies ---------------------------------------------------------------------------
 
 
@@ -308,8 +165,12 @@ class CappedBody(Protocol):
             return
         self._parts.append(data[: self._cap - self._size])
         self._size += len(data)
-        if self._size >= self._cap and self.transport is not None:
-            # Not worth reading further: drop the connection instead.
+        if self._size >= self._cap:
+            self.stop()  # not worth reading further: drop the connection instead
+
+    def stop(self) -> None:
+        """Stop reading (and drop the connection); ``done`` fires with what came so far."""
+        if self.transport is not None:
             self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]

@@ -44,8 +44,6 @@ class S3Reader:
 
     def __init__(self, response: IResponse, length: int, exchange: Exchange) -> None:
         self.length = length
-        etags = response.headers.getRawHeaders(b"etag")
-        self.etag: str | None = etags[0].decode("latin-1") if etags else None
         self._response = response
         self._exchange = exchange
         self._consumer: IConsumer | None = None
@@ -100,25 +98,20 @@ class S3Reader:
 
     def _silent(self) -> None:
         failure = Failure(self._exchange.timeout_error())
-        self._exchange.log_failure(failure, self._response.code)
+        self._exchange.log(self._response.code, failure.value)
         self._finish(failure, unregister=True)
 
     # -- from the response body --
 
     def _connected(self, transport: IPushProducer) -> None:
         self._transport = transport
-        self._exchange.body_transport = transport
 
     def _received(self, data: bytes) -> None:
         if self._finished or self._consumer is None:
             return
         self._exchange.watchdog.progress()
+        # Never more than ``length``: Twisted's client stops a body at its Content-Length.
         self._received_bytes += len(data)
-        if self._received_bytes > self.length:
-            self._finish(Failure(StoreUnavailable(
-                f"store {self._exchange.store.name}: GET returned more than {self.length} bytes"
-            )), unregister=True)
-            return
         try:
             self._consumer.write(data)
         except Exception:
@@ -126,13 +119,12 @@ class S3Reader:
 
     def _ended(self, reason: Failure) -> None:
         self._transport = None
-        self._exchange.body_transport = None
         if self._finished:
             return
         exchange = self._exchange
         if reason.check(ResponseDone) and self._received_bytes == self.length:
             exchange.watchdog.disarm()
-            exchange.log_success(self._response.code, self._received_bytes)
+            exchange.log(self._response.code, size=self._received_bytes)
             self._finished = True
             self._unregister()
             if self._streamed is not None and not self._streamed.called:
@@ -145,7 +137,7 @@ class S3Reader:
                 f"store {exchange.store.name}: GET ended after {self._received_bytes}"
                 f" of {self.length} bytes ({type(reason.value).__name__})"
             ))
-        exchange.log_failure(failure, self._response.code)
+        exchange.log(self._response.code, failure.value)
         self._finish(failure, unregister=True)
 
     def _finish(self, failure: Failure, unregister: bool) -> None:
@@ -173,16 +165,3 @@ class S3Reader:
             except Exception:
                 _log.failure("Consumer failed to unregister the upstream reader")
 
-
-def parse_content_range(response: IResponse) -> tuple[int, int] | None:
-    """The (first, last) of a ``Content-Range: bytes first-last/size`` header, or None."""
-    values = response.headers.getRawHeaders(b"content-range")
-    if not values:
-        return None
-    unit, _, spec = values[0].decode("latin-1").strip().partition(" ")
-    first, _, rest = spec.partition("-")
-    last = rest.partition("/")[0]
-    try:
-        return (int(first), int(last)) if unit == "bytes" else None
-    except ValueError:
-        return None

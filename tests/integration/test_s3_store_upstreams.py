@@ -15,7 +15,9 @@ from botocore.exceptions import ClientError
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
@@ -169,7 +171,7 @@ def upstream(request: pytest.FixtureRequest) -> Upstream:
 def store(upstream: Upstream) -> Any:
     s3_store = S3Store(upstream.store_config(bucket=upstream.new_bucket()), reactor)
     yield s3_store
-    pytest_twisted.blockon(s3_store.close())
+    pytest_twisted.blockon(s3_store.stop())
 
 
 async def put(store: S3Store, location: str, data: bytes, **body_options: Any) -> None:
@@ -299,7 +301,7 @@ async def test_probe_of_stopped_server_is_unavailable(start_upstream: Any, kind:
     write = store.start_write("app/x", BytesBody(b"abc"), 3)
     with pytest.raises(StoreUnavailable):
         await write.done
-    await store.close()
+    await store.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -313,7 +315,7 @@ async def test_streaming_payload_signing_round_trip(upstream: Upstream) -> None:
         await put(store, f"app/streamed-{size}", data, chunk=100_000)
         assert await get(store, f"app/streamed-{size}") == data
         assert upstream_bytes(store, upstream, f"app/streamed-{size}") == data
-    await store.close()
+    await store.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -325,7 +327,7 @@ async def test_seaweedfs_checks_our_chunk_signatures(seaweedfs: Upstream, monkey
     write = store.start_write("app/forged", BytesBody(payload(4096)), 4096)
     with pytest.raises((StoreMisconfigured, StoreUnavailable)):  # SeaweedFS answers 500 to a bad chunk
         await write.done
-    await store.close()
+    await store.stop()
     with pytest.raises(ClientError):
         seaweedfs.boto.head_object(Bucket=store.config.bucket, Key="app/forged")
 
@@ -354,7 +356,7 @@ async def test_send_checksums_round_trip(upstream: Upstream, payload_signing: st
         assert upstream_bytes(store, upstream, location) == data
         head = upstream.boto.head_object(Bucket=store.config.bucket, Key=location, ChecksumMode="ENABLED")
         assert head["ChecksumCRC32"] == crc32_b64(data)
-    await store.close()
+    await store.stop()
 
 
 @pytest.mark.parametrize("payload_signing", ["unsigned", "streaming"])
@@ -371,7 +373,7 @@ async def test_send_checksums_round_trip_through_an_s3orchestrator(start_daemon:
         data = payload(size)
         await put(store, f"app/summed-{size}", data)
         assert await get(store, f"app/summed-{size}") == data
-    await store.close()
+    await store.stop()
 
 
 def _forge(frame: bytes) -> bytes:
@@ -391,7 +393,7 @@ async def test_wrong_secret_is_misconfigured(seaweedfs: Upstream) -> None:
         await store.open_read("app/x", None)
     with pytest.raises(StoreUnavailable, match="403"):
         await store.probe()
-    await store.close()
+    await store.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -474,6 +476,74 @@ def sleep(seconds: float) -> Deferred[None]:
     return d
 
 
+# -- an upstream that answers before it has read the body -------------------------------------------
+
+
+class EarlyAnswer(Protocol):
+    """Reads a request's headers, stops reading (the client's buffers fill and its body
+    producer is paused), answers 403 half a second later, then ``drain_after`` seconds
+    later reads and drops whatever still comes (as a lingering close does; reading is
+    also how it learns that the client closed the connection)."""
+
+    ERROR = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code></Error>"
+
+    def __init__(self, drain_after: float, lost: Deferred[None]) -> None:
+        self.drain_after = drain_after
+        self.lost = lost
+        self.head = b""
+        self.answering = False
+        self.calls: list[Any] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answering:
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            self.answering = True
+            self.transport.pauseProducing()
+            self.calls.append(reactor.callLater(0.5, self.answer))
+
+    def answer(self) -> None:
+        self.transport.write(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(self.ERROR), self.ERROR)
+        )
+        self.calls.append(reactor.callLater(self.drain_after, self.transport.resumeProducing))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        for call in self.calls:
+            if call.active():
+                call.cancel()
+        self.lost.callback(None)
+
+
+@pytest.mark.parametrize("drain_after", [0, 1.0], ids=["upstream-drains-at-once", "upstream-drains-later"])
+@pytest_twisted.ensureDeferred
+async def test_early_error_answer_closes_the_upstream_connection(drain_after: float) -> None:
+    # Twisted hands over the answer and calls loseConnection, which waits for the body
+    # producer still registered on the transport: without an abort the socket stayed open,
+    # never read nor written again, for good.
+    lost: Deferred[None] = Deferred()
+    port = reactor.listenTCP(0, Factory.forProtocol(lambda: EarlyAnswer(drain_after, lost)), interface="127.0.0.1")
+    config = S3StoreConfig(
+        name="early", quota_bytes=0, endpoint=f"http://127.0.0.1:{port.getHost().port}", bucket="bucket",
+        access_key_id="AK", secret_access_key="SK", timeout=5.0,
+    )
+    store = S3Store(config, reactor)
+    try:
+        data = payload(64 * MIB)
+        body = BytesBody(data, chunk=MIB)
+        write = store.start_write("app/refused", body, len(data))
+        with pytest.raises(StoreMisconfigured, match="403 AccessDenied"):
+            await write.done
+        assert body.stopped and body.sent < len(data)
+        lost.addTimeout(5, reactor)
+        await lost  # TimeoutError if our side never closes the connection
+    finally:
+        await store.stop()
+        await port.stopListening()
+
+
 # -- TLS -----------------------------------------------------------------------------------------
 
 
@@ -545,4 +615,4 @@ async def test_tls_verification_with_ca_file(tls_bucket: Any, host: str, with_ca
     else:
         with pytest.raises(StoreUnavailable):
             await store.probe()
-    await store.close()
+    await store.stop()

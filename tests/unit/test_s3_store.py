@@ -32,7 +32,7 @@ from zope.interface.verify import verifyObject
 
 from s3orchestrator.auth.checksums import CHECKSUM_HEADERS, new_checksum
 from s3orchestrator.auth.chunked import AwsChunkedDecoder, AwsChunkedSigner, ChunkSignatureChain
-from s3orchestrator.auth.sigv4 import Credential, PayloadMode, verify_request
+from s3orchestrator.auth.sigv4 import Credential, PayloadMode, parse_authorization_header, verify_request
 from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.errors import S3Error
 from s3orchestrator.stores.interface import (
@@ -46,7 +46,8 @@ from s3orchestrator.stores.interface import (
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
 from s3orchestrator.stores.s3_framing import UploadFraming, framed_length, upload_mode
-from s3orchestrator.stores.s3_http import SilenceWatchdog, UpstreamBody, request_target
+from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
+from s3orchestrator.stores.s3_write import UpstreamBody
 
 ACCESS_KEY = "AKIDUPSTREAM"
 SECRET = "upstream/secret+KEY"
@@ -105,6 +106,7 @@ class FakeS3(Resource):
         self.held: list[Request] = []
         self.lost: list[Request] = []
         self.etag = True
+        self.put_status = 200
         self.ignore_range = False
         self.trailers: list[dict[str, str]] = []
 
@@ -142,6 +144,7 @@ class FakeS3(Resource):
         key = self._key(raw_path)
         if method == "PUT":
             self.objects[key] = body
+            request.setResponseCode(self.put_status)
             if self.etag:
                 request.setHeader(b"etag", b'"%s"' % hashlib.md5(body).hexdigest().encode())
             return self._maybe_hold(request, b"")
@@ -493,7 +496,7 @@ def test_upload_corrupted_after_its_crc32_was_computed_is_refused(monkeypatch: p
     monkeypatch.setattr(UploadFraming, "chunk", corrupt)
     h = Harness(send_checksums=True)
     write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
-    error = h.failure(write.done, StoreMisconfigured)
+    error = h.failure(write.done, StoreUnavailable)  # damaged on the way: worth another try
     assert "400 BadDigest" in str(error)
     assert h.fake.objects == {}
 
@@ -543,6 +546,39 @@ def test_put_answer_without_etag_is_a_failure_and_removes_the_object() -> None:
     h.flush()
     assert [seen["method"] for seen in h.fake.seen] == ["PUT", "DELETE"]
     assert h.fake.objects == {}
+
+
+@pytest.mark.parametrize("status", [201, 204])
+def test_any_2xx_with_an_etag_is_a_stored_object(status: int) -> None:
+    h = Harness()
+    h.fake.put_status = status
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    h.result(write.done)
+    h.result(write.publish())
+    h.flush()
+    assert [seen["method"] for seen in h.fake.seen] == ["PUT"]
+    assert h.fake.objects == {b"app/k": b"abc"}
+
+
+def test_2xx_without_an_etag_is_a_failure_and_removes_the_object() -> None:
+    h = Harness()
+    h.fake.put_status = 201
+    h.fake.etag = False
+    write = h.store.start_write("app/k", FakeBody([b"x"]), 1)
+    error = h.failure(write.done, StoreUnavailable)
+    assert "201 without an ETag" in str(error)
+    h.flush()
+    assert [seen["method"] for seen in h.fake.seen] == ["PUT", "DELETE"]
+    assert h.fake.objects == {}
+
+
+def test_chunk_signatures_are_seeded_with_the_request_signature() -> None:
+    h = Harness()
+    target = request_target(h.config, "app/k")
+    wire, amz_date, seed = h.store.signed_headers("PUT", target, {}, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    (authorization,) = wire.getRawHeaders(b"authorization")
+    assert seed == parse_authorization_header(authorization.decode()).signature
+    assert wire.getRawHeaders(b"x-amz-date") == [amz_date.encode()]
 
 
 def test_no_timer_is_left_behind() -> None:
@@ -653,6 +689,12 @@ def test_abort_after_done_deletes_the_object() -> None:
     ("PUT", 400, "RequestTimeout", StoreUnavailable),
     ("PUT", 429, "TooManyRequests", StoreUnavailable),
     ("PUT", 502, "BadGateway", StoreUnavailable),
+    # Bytes damaged or cut short in transit: not the store's configuration.
+    ("PUT", 400, "BadDigest", StoreUnavailable),
+    ("PUT", 400, "InvalidDigest", StoreUnavailable),
+    ("PUT", 400, "XAmzContentSHA256Mismatch", StoreUnavailable),
+    ("PUT", 400, "IncompleteBody", StoreUnavailable),
+    ("PUT", 400, "InvalidArgument", StoreMisconfigured),
     ("DELETE", 404, "NoSuchBucket", StoreMisconfigured),
     ("DELETE", 500, "InternalError", StoreUnavailable),
     ("HEAD", 403, "AccessDenied", StoreUnavailable),
@@ -731,9 +773,26 @@ def test_connection_errors_are_unavailable(error: Exception) -> None:
     (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><Error><Code>&lol;</Code></Error>', None),
     (b'<!DOCTYPE x SYSTEM "file:///etc/passwd"><Error><Code>X</Code></Error>', None),
     (b"<Error><Code>Big</Code><Pad>" + b"x" * MAX_ERROR_BODY + b"</Pad></Error>", None),
+    (b"\xef\xbb\xbf<Error><Code>WithBom</Code></Error>", "WithBom"),
+    # UTF-8 whatever the declaration says: the parser gets decoded text.
+    (b"<?xml version='1.0' encoding='UTF-16'?><Error><Code>Declared16</Code></Error>", "Declared16"),
+    (b"<?xml version='1.0' encoding='ISO-8859-1'?><Error><Code>Latin\xe9</Code></Error>", None),
 ])
 def test_parse_error_code(body: bytes, code: str | None) -> None:
     assert parse_error_code(body) == code
+
+
+ENTITY_DOCUMENT = (
+    '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE E [<!ENTITY a "Inj">]><Error><Code>&a;ected</Code></Error>'
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_parse_error_code_refuses_other_encodings(encoding: str) -> None:
+    # In UTF-16 the bytes of "<!" are "<\0!\0": a check on bytes missed the DOCTYPE and the
+    # parser expanded the entity ("Injected").
+    assert parse_error_code(ENTITY_DOCUMENT.encode(encoding)) is None
+    assert parse_error_code("<Error><Code>Plain</Code></Error>".encode(encoding)) is None
 
 
 # -- the silence watchdog ----------------------------------------------------------------------
@@ -950,3 +1009,42 @@ def test_upstream_body_passes_backpressure_through_and_arms_the_watchdog() -> No
     assert silent == [True]
     body.stopProducing()
     assert source.calls[-1] == "stop"
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.aborted = 0
+
+    def abortConnection(self) -> None:
+        self.aborted += 1
+
+
+class LengthEnforcingSink(Sink):
+    """Stands for Twisted's LengthEnforcingConsumer: the transport is its ``_consumer``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._consumer = FakeTransport()
+
+
+def test_upstream_body_stopped_short_aborts_the_connection() -> None:
+    # An early answer (403, 507) while the body is still going out: Twisted only calls
+    # loseConnection, which waits forever for our producer; the connection must be aborted.
+    source = FakeBody([b"ab"], length=3, hold=True)
+    body = UpstreamBody(source, 3, SilenceWatchdog(Clock(), 5, lambda: None))
+    sink = LengthEnforcingSink()
+    body.startProducing(sink)
+    body.stopProducing()
+    body.stopProducing()
+    assert source.calls == ["stop"]
+    assert sink._consumer.aborted == 1
+
+
+def test_upstream_body_stopped_after_its_end_keeps_the_connection() -> None:
+    body = UpstreamBody(FakeBody([b"abc"]), 3, SilenceWatchdog(Clock(), 5, lambda: None))
+    sink = LengthEnforcingSink()
+    done: list[Any] = []
+    body.startProducing(sink).addBoth(done.append)
+    assert done == [None]
+    body.stopProducing()
+    assert sink._consumer.aborted == 0

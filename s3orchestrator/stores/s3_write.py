@@ -1,0 +1,308 @@
+"""Writing to an upstream S3 store: one PUT per object, its body relayed with backpressure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from s3orchestrator.auth.chunked import AwsChunkedSigner, ChunkSignatureChain
+from s3orchestrator.auth.sigv4 import credential_scope, signing_key
+from s3orchestrator.errors import S3Error
+from s3orchestrator.stores.interface import IObjectWrite, StoreUnavailable
+from s3orchestrator.stores.s3_exchange import Exchange, discard_body
+from s3orchestrator.stores.s3_framing import UploadFraming, framing_headers, upload_mode
+from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
+
+if TYPE_CHECKING:
+    from s3orchestrator.stores.s3 import S3Store
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "S3Write", "UpstreamBody"]
+
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+_log = Logger()
+
+
+@implementer(IObjectWrite)
+class S3Write:
+    """One upstream PUT. The object is visible as soon as the upstream answers 2xx (``done``)."""
+
+    staged = False
+
+    def __init__(self, store: S3Store, location: str, body: IBodyProducer, length: int) -> None:
+        self.done: Deferred[None] = Deferred()
+        self._store = store
+        self._location = location
+        self._body = body
+        self._length = length
+        self._mode = upload_mode(store.config.payload_signing, store.config.send_checksums)
+        self._exchange = Exchange(store, "PUT", location)
+        self._upstream_body: UpstreamBody | None = None
+        self._state = "sending"  # -> done | failed | aborted
+        self._stored = False  # the upstream answered 2xx to the whole body: the object exists there
+        self._running: Deferred[None] | None = None
+
+    def start(self) -> None:
+        self._running = Deferred.fromCoroutine(self._put())
+        self._running.addCallbacks(self._succeeded, self._failed)
+
+    async def _put(self) -> None:
+        store, exchange = self._store, self._exchange
+        response = await exchange.request(
+            "PUT", request_target(store.config, self._location), framing_headers(self._mode, self._length),
+            self._mode.value, self._make_body,
+        )
+        upstream_body = self._upstream_body
+        assert upstream_body is not None
+        success = 200 <= response.code < 300
+        if not upstream_body.complete:
+            # An answer before the whole body went out (an early error): stop sending,
+            # which also drops the connection (it cannot carry this request to its end).
+            upstream_body.stopProducing()
+            if not success:
+                raise await exchange.error(response)
+            # A success for bytes not sent yet means nothing: the previous object may
+            # well still be there, so nothing is deleted either.
+            exchange.watchdog.disarm()
+            discard_body(response)
+            error = StoreUnavailable(f"store {store.name}: PUT answered {response.code} before the body was sent")
+            exchange.log(response.code, error)
+            raise error
+        if not success:
+            raise await exchange.error(response)
+        # Any 2xx (some services answer 201 or 204): the object exists upstream now.
+        self._stored = True
+        etag = response.headers.getRawHeaders(b"etag")
+        await exchange.read_small(response)
+        if not etag:
+            error = StoreUnavailable(f"store {store.name}: PUT answered {response.code} without an ETag")
+            exchange.log(response.code, error)
+            raise error
+        exchange.log(response.code, size=self._length)
+
+    def _make_body(self, amz_date: str, seed_signature: str) -> IBodyProducer:
+        config, mode = self._store.config, self._mode
+        framing = None
+        if mode.is_aws_chunked:
+            signer = None
+            if mode.chunks_signed:
+                scope_date = amz_date[:8]
+                chain = ChunkSignatureChain(
+                    signing_key(config.secret_access_key, scope_date, config.region),
+                    amz_date,
+                    credential_scope(scope_date, config.region),
+                    seed_signature,
+                )
+                signer = AwsChunkedSigner(chain)
+            framing = UploadFraming(mode, self._store.chunk_size, signer)
+        self._upstream_body = UpstreamBody(self._body, self._length, self._exchange.watchdog, framing)
+        return self._upstream_body
+
+    def _succeeded(self, _: object) -> None:
+        if self._state == "sending":
+            self._state = "done"
+            self.done.callback(None)
+        elif self._state == "aborted":
+            self._delete()
+
+    def _failed(self, failure: Failure) -> None:
+        body = self._upstream_body
+        if body is not None and body.failure is not None:
+            failure = body.failure  # the client's body failed, not the upstream
+        if self._state == "sending":
+            self._state = "failed"
+            self.done.errback(failure)
+            if self._stored:  # stored, but the answer was not right: remove it
+                self._delete()
+        elif self._state == "aborted" and self._stored:
+            self._delete()
+
+    def publish(self) -> Deferred[None]:
+        """Nothing to do: the upstream PUT already made the object what reads return."""
+        if self._state != "done":
+            return fail(RuntimeError(f"cannot publish a write that is {self._state}"))
+        return succeed(None)
+
+    def abort(self) -> None:
+        """Before ``done``: cancel the PUT (no object is left; ``done`` errbacks with
+        CancelledError). After ``done``: delete the object (best effort, logged)."""
+        if self._state == "sending":
+            self._state = "aborted"
+            self.done.errback(CancelledError("write aborted"))
+            if self._running is not None:
+                self._running.cancel()
+            if self._stored:
+                self._delete()
+        elif self._state == "done":
+            self._state = "aborted"
+            self._delete()
+
+    def _delete(self) -> None:
+        if self._state == "deleted":
+            return
+        self._state = "deleted"
+
+        def failed(failure: Failure) -> None:
+            _log.warn(
+                "Store {store}: could not delete {location} after a failed or aborted write: {error}",
+                store=self._store.name, location=self._location, error=str(failure.value),
+            )
+
+        self._store.delete(self._location).addErrback(failed)
+
+
+@implementer(IBodyProducer)
+class UpstreamBody:
+    """The body of an upstream PUT: relays ``body``, as is or re-framed by ``framing``
+    into ``framing.chunk_size`` aws-chunked chunks (signed, with a checksum trailer, or both).
+
+    Pause/resume/stop pass through to ``body``, so the upstream's backpressure
+    reaches the client. The watchdog is armed while the upstream owes progress
+    (connecting, paused us, or the body is complete and the answer is due).
+    ``failure`` keeps the body's own failure (a client that went away, a bad
+    digest) so it is reported as such rather than as an upstream failure.
+    """
+
+    def __init__(
+        self,
+        body: IBodyProducer,
+        length: int,
+        watchdog: SilenceWatchdog,
+        framing: UploadFraming | None = None,
+    ) -> None:
+        self._body = body
+        self._decoded_length = length
+        self._watchdog = watchdog
+        self._framing = framing
+        self.length = length if framing is None else framing.length(length)
+        self.received = 0
+        self.complete = False
+        self.failure: Failure | None = None
+        self._buffer = bytearray()
+        self._consumer: IConsumer | None = None
+        self._finished: Deferred[None] | None = None
+        self._stopped = False
+
+    # -- IBodyProducer (driven by the HTTP client) --
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        # The HTTP client cancels this when the request is cancelled: stop the body too.
+        self._finished = Deferred(lambda _: self.stopProducing())
+        self._watchdog.progress()
+        self._watchdog.disarm()  # from now on the pace is the client's
+        try:
+            produced = self._body.startProducing(self)
+        except Exception:
+            self._body_failed(Failure())
+        else:
+            produced.addCallbacks(self._body_done, self._body_failed)
+        return self._finished
+
+    def pauseProducing(self) -> None:
+        self._watchdog.arm()
+        if not self.complete and not self._stopped:
+            self._body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._watchdog.progress()
+        if not self.complete:
+            self._watchdog.disarm()
+            if not self._stopped:
+                self._body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Stop the body and, short of its end, drop the connection; the
+        startProducing Deferred never fires after this."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._buffer.clear()
+        if not self.complete:
+            self._body.stopProducing()
+            self._abort_connection()
+
+    def _abort_connection(self) -> None:
+        # A request whose body stops short can never end on this connection. Twisted
+        # aborts it itself when the request is cancelled or its body fails, but not
+        # when the response came first (an early 403 or 507): it only calls
+        # loseConnection, which waits for this producer to be unregistered from the
+        # transport - never, since the Deferred of startProducing never fires - so
+        # the socket would stay open, unread and unwritten, forever. The HTTP client
+        # gives its body producer no public way to the transport; the
+        # LengthEnforcingConsumer it hands us keeps it as ``_consumer`` (Twisted
+        # 22.4 to 26.x). Without it (another consumer) nothing can be done here.
+        transport = getattr(self._consumer, "_consumer", None)
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    # -- IConsumer (fed by the client's body) --
+
+    def write(self, data: bytes) -> None:
+        if self._stopped or self.complete or self._finished is None or self._finished.called:
+            return
+        self.received += len(data)
+        if self.received > self._decoded_length:
+            self._fail(S3Error("IncompleteBody", f"the body is longer than the {self._decoded_length} bytes announced"))
+            return
+        assert self._consumer is not None
+        framing = self._framing
+        if framing is None:
+            self._consumer.write(data)
+            return
+        # Whole chunks only (the last one excepted): the framed length was announced.
+        self._buffer += data
+        size = framing.chunk_size
+        if len(self._buffer) >= size:
+            view = memoryview(self._buffer)
+            end = len(self._buffer) - len(self._buffer) % size
+            frames = [framing.chunk(view[start:start + size]) for start in range(0, end, size)]
+            view.release()
+            del self._buffer[:end]
+            for frame in frames:
+                self._consumer.write(frame)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Nothing to do: backpressure reaches the body through pause/resumeProducing."""
+
+    def unregisterProducer(self) -> None:
+        """Nothing to do."""
+
+    # -- the body's outcome --
+
+    def _body_done(self, _: object) -> None:
+        if self._stopped or self._finished is None or self._finished.called:
+            return
+        if self.received != self._decoded_length:
+            self._fail(S3Error("IncompleteBody", f"got {self.received} of {self._decoded_length} bytes"), stop=False)
+            return
+        assert self._consumer is not None
+        if self._framing is not None:
+            if self._buffer:
+                self._consumer.write(self._framing.chunk(bytes(self._buffer)))
+                self._buffer.clear()
+            self._consumer.write(self._framing.final())
+        self.complete = True
+        self._watchdog.arm()  # the upstream owes us its answer now
+        self._finished.callback(None)
+
+    def _body_failed(self, failure: Failure) -> None:
+        if self._stopped or self._finished is None or self._finished.called:
+            return
+        self.failure = failure
+        self._finished.errback(failure)
+
+    def _fail(self, error: Exception, stop: bool = True) -> None:
+        if stop:
+            self._stopped = True
+            self._body.stopProducing()
+        self.failure = Failure(error)
+        if self._finished is not None and not self._finished.called:
+            self._finished.errback(self.failure)
