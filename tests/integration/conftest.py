@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -96,3 +99,34 @@ def aws_env(daemon: Daemon, home: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=str(home / "aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials"),
     )
+
+
+# The PyPI aws cli (v1, in the venv) and Debian's (v2, installed by .ci/run).
+AWS_CLIS = {
+    "v1": os.path.join(os.path.dirname(sys.executable), "aws"),
+    "v2": "/usr/bin/aws",
+}
+
+
+def aws_cli(version: str, daemon: Daemon, workdir: Path) -> Callable[..., str]:
+    """A runner for ``aws --endpoint-url DAEMON ARGS`` (the guide's s3o alias) returning stdout.
+
+    Skips the test when that cli is not installed; a failing command fails the test.
+    """
+    executable = AWS_CLIS[version]
+    if not (os.path.exists(executable) or shutil.which(executable)):
+        pytest.skip(f"aws cli {version} is not installed ({executable}); .ci/run installs it")
+    home = workdir / f"home-{version}"
+    home.mkdir(exist_ok=True)
+    env = aws_env(daemon, home)
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [executable, "--endpoint-url", daemon.endpoint, *args],
+            env=env, cwd=workdir, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, f"aws {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    return run
+

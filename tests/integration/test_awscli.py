@@ -4,42 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.conftest import aws_env
+from tests.integration.conftest import AWS_CLIS, aws_cli
 from tests.integration.daemon import BUCKET
 
 MiB = 1024 * 1024
 
-CLIS = {
-    "v1": os.path.join(os.path.dirname(sys.executable), "aws"),
-    "v2": "/usr/bin/aws",
-}
-
-
-@pytest.fixture(params=sorted(CLIS))
+@pytest.fixture(params=sorted(AWS_CLIS))
 def aws(request, daemon, tmp_path):
-    """Run ``aws --endpoint-url ... ARGS`` (the guide's s3o alias) and return its stdout."""
-    executable = CLIS[request.param]
-    if not (os.path.exists(executable) or shutil.which(executable)):
-        pytest.skip(f"aws cli {request.param} is not installed ({executable}); .ci/run installs it")
-    home = tmp_path / f"home-{request.param}"
-    home.mkdir()
-    env = aws_env(daemon, home)
-
-    def run(*args: str) -> str:
-        result = subprocess.run(
-            [executable, "--endpoint-url", daemon.endpoint, *args],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, f"aws {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    return run
+    """Run ``aws --endpoint-url ... ARGS`` with each aws cli and return its stdout."""
+    return aws_cli(request.param, daemon, tmp_path)
 
 
 def test_cp_up_and_down_round_trips(aws, tmp_path):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 from xml.etree import ElementTree
@@ -18,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import aws_env, make_client
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client
 from tests.integration.daemon import (
     ACCESS_KEY,
     BUCKET,
@@ -31,7 +28,6 @@ from tests.integration.daemon import (
     free_port,
     write_config,
 )
-from tests.integration.test_awscli import CLIS
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -286,25 +282,10 @@ def test_listing_another_bucket_is_access_denied(s3):
 # -- the aws clis ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(CLIS))
+@pytest.fixture(params=sorted(AWS_CLIS))
 def aws(request, listed_daemon, tmp_path):
     """Run ``aws --endpoint-url ... ARGS`` against the module's daemon and return stdout."""
-    executable = CLIS[request.param]
-    if not (os.path.exists(executable) or shutil.which(executable)):
-        pytest.skip(f"aws cli {request.param} is not installed ({executable}); .ci/run installs it")
-    home = tmp_path / f"home-{request.param}"
-    home.mkdir()
-    env = aws_env(listed_daemon, home)
-
-    def run(*args: str) -> str:
-        result = subprocess.run(
-            [executable, "--endpoint-url", listed_daemon.endpoint, *args],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, f"aws {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    return run
+    return aws_cli(request.param, listed_daemon, tmp_path)
 
 
 def test_aws_s3_ls_shows_prefixes_and_objects(aws):

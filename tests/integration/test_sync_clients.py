@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import aws_env, make_client
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon
-from tests.integration.test_awscli import CLIS
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -46,32 +45,26 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("cli", sorted(CLIS))
+@pytest.mark.parametrize("cli", sorted(AWS_CLIS))
 def test_aws_s3_sync_up_down_and_delete(daemon, tmp_path, cli):
-    executable = CLIS[cli]
-    if not (os.path.exists(executable) or shutil.which(executable)):
-        pytest.skip(f"aws cli {cli} is not installed")
-    home = tmp_path / "home"
-    home.mkdir()
-    env = aws_env(daemon, home)
-    aws = [executable, "--endpoint-url", daemon.endpoint]
+    aws = aws_cli(cli, daemon, tmp_path)
     local = tmp_path / "local-dir"
     make_tree(local, TREE)
-    run(aws + ["s3", "sync", f"{local}/", f"s3://{BUCKET}/backup/"], env, tmp_path)
+    aws("s3", "sync", f"{local}/", f"s3://{BUCKET}/backup/")
     assert remote_tree(daemon, "backup/") == TREE
 
     back = tmp_path / "back"
-    run(aws + ["s3", "sync", f"s3://{BUCKET}/backup/", f"{back}/"], env, tmp_path)
+    aws("s3", "sync", f"s3://{BUCKET}/backup/", f"{back}/")
     assert read_tree(back) == TREE
 
     (local / "a.txt").unlink()
     (local / "new.txt").write_bytes(b"new")
-    run(aws + ["s3", "sync", f"{local}/", f"s3://{BUCKET}/backup/", "--delete"], env, tmp_path)
+    aws("s3", "sync", f"{local}/", f"s3://{BUCKET}/backup/", "--delete")
     assert remote_tree(daemon, "backup/") == read_tree(local)
 
-    listing = run(aws + ["s3", "ls", f"s3://{BUCKET}/backup/"], env, tmp_path)
+    listing = aws("s3", "ls", f"s3://{BUCKET}/backup/")
     assert "PRE dir/" in listing and "new.txt" in listing
-    recursive = run(aws + ["s3", "ls", f"s3://{BUCKET}/backup/", "--recursive"], env, tmp_path)
+    recursive = aws("s3", "ls", f"s3://{BUCKET}/backup/", "--recursive")
     assert "backup/dir/sub/c with space.txt" in recursive
 
 
