@@ -17,6 +17,7 @@ from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
+from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations
@@ -72,6 +73,7 @@ class OrchestratorService(MultiService):
             BucketOperations(configured_at=reactor.seconds()),
             ListingOperations(self.metadata, token_secret=continuation_token_secret(config)),
             BatchDelete(self.objects),
+            CopyOperations(self.objects, reactor),
         )
         self.handler = S3Handler(api, self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)

@@ -6,6 +6,7 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
@@ -72,6 +73,7 @@ class S3Api:
         buckets: BucketOperations,
         listing: ListingOperations,
         batch_delete: BatchDelete,
+        copies: CopyOperations,
     ) -> None:
         self._handlers = {
             "ListBuckets": buckets.list_buckets,
@@ -82,6 +84,7 @@ class S3Api:
             "ListObjectsV2": listing.list_objects_v2,
             "DeleteObjects": batch_delete.delete_objects,
             "PutObject": objects.put_object,
+            "CopyObject": copies.copy_object,
             "GetObject": objects.get_object,
             "HeadObject": objects.head_object,
             "DeleteObject": objects.delete_object,

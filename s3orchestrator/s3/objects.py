@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
@@ -119,8 +119,20 @@ class ObjectOperations:
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
+        reservation = await self.reserve(size)
+        location = object_location(bucket, key)
+        try:
+            with self.store_errors(reservation.store):
+                record = await self._store_and_commit(call, reservation, location, content_type, stored, metadata)
+        except BaseException:
+            await self._metadata.release(reservation.id)
+            raise
+        return S3Response(200, [("ETag", s3_headers.quoted_etag(record.etag))], store=record.store)
 
-        healthy = self._health.healthy()
+    async def reserve(self, size: int, only_store: str | None = None) -> Reservation:
+        """Reserve ``size`` bytes on a healthy store chosen by the routing strategy, or on
+        ``only_store`` whatever its health; InsufficientStorage when none has room."""
+        healthy = self._health.healthy() if only_store is None else frozenset({only_store})
 
         def choose(usage: Sequence[StoreUsage]) -> str | None:
             return choose_store(self._routing_strategy, usage, size, healthy)
@@ -128,14 +140,19 @@ class ObjectOperations:
         reservation = await self._metadata.reserve(size, choose)
         if reservation is None:
             raise S3Error("InsufficientStorage")
-        location = object_location(bucket, key)
-        try:
-            with self._store_errors(reservation.store):
-                record = await self._store_and_commit(call, reservation, location, content_type, stored, metadata)
-        except BaseException:
-            await self._metadata.release(reservation.id)
-            raise
-        return S3Response(200, [("ETag", s3_headers.quoted_etag(record.etag))], store=record.store)
+        return reservation
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose write failed."""
+        await self._metadata.release(reservation.id)
+
+    async def record(self, bucket: str, key: str) -> ObjectRecord | None:
+        """The metadata of one object, or None."""
+        return await self._metadata.get_object(bucket, key)
+
+    def store(self, name: str) -> IObjectStore:
+        """The store called ``name``."""
+        return self._stores[name]
 
     async def _store_and_commit(
         self,
@@ -167,8 +184,21 @@ class ObjectOperations:
             headers=stored,
             user_metadata=metadata,
         )
-        async with self._locks.hold((bucket, key)):
-            body.release_tail()
+        await self.commit_write(write, record, reservation, before_done=body.release_tail)
+        return record
+
+    async def commit_write(
+        self,
+        write: IObjectWrite,
+        record: ObjectRecord,
+        reservation: Reservation,
+        before_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Under the key's lock: wait for the store, commit ``record``, publish the bytes,
+        then drop the bytes the commit replaced. ``before_done`` runs first under the lock
+        (PutObject releases its held-back tail there)."""
+        async with self._locks.hold((record.bucket, record.key)):
+            before_done()
             try:
                 await write.done
             except BaseException:
@@ -186,7 +216,6 @@ class ObjectOperations:
                     await self._forget_replaced_in_place(record)
                 raise
             await self._publish(write, record, previous)
-        return record
 
     async def get_object(self, call: S3Call) -> S3Response:
         """The object's bytes (or a range of them) and its headers."""
@@ -223,7 +252,7 @@ class ObjectOperations:
             self._check_conditions(call, record)
             byte_range = parse_range(call.header("range"), record.size)
             if with_body:
-                reader = await self._open(record, byte_range)
+                reader = await self.open_object(record, byte_range)
         headers = s3_headers.object_headers(record, call.query)
         status = 200
         length = record.size
@@ -240,10 +269,11 @@ class ObjectOperations:
         if conditions:
             check_preconditions(conditions, record.etag, record.last_modified_ms / 1000)
 
-    async def _open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
+    async def open_object(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
+        """A reader of the object's bytes (or a range); store failures become S3 errors."""
         expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         try:
-            with self._store_errors(record.store):
+            with self.store_errors(record.store):
                 reader = await self._stores[record.store].open_read(record.location, byte_range)
         except ObjectMissing:
             self._log.error(
@@ -262,7 +292,7 @@ class ObjectOperations:
         return reader
 
     @contextmanager
-    def _store_errors(self, store: str) -> Iterator[None]:
+    def store_errors(self, store: str) -> Iterator[None]:
         """Turn a store's failures into S3 errors, counting outages against its health."""
         try:
             yield

@@ -36,6 +36,7 @@ of one; ``start`` removes temp files a crash left behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -180,6 +181,66 @@ def _fsync_and_close(file: Any) -> None:
         file.close()
 
 
+def _copy_fd(source: int, target: int, length: int) -> int:
+    """Copy up to ``length`` bytes from ``source`` to ``target`` (both at their offsets); return how many.
+
+    Uses copy_file_range (in-kernel, a reflink on btrfs/XFS) where it works,
+    else plain reads and writes.
+    """
+    copied = 0
+    copy_file_range = getattr(os, "copy_file_range", None)
+    while copied < length:
+        count = min(length - copied, 1 << 30)
+        if copy_file_range is not None:
+            try:
+                moved = copy_file_range(source, target, count)
+            except OSError as error:
+                if copied or error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                copy_file_range = None
+                continue
+        else:
+            data = os.read(source, min(count, 1 << 20))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(target, view):]
+            moved = len(data)
+        if not moved:
+            break  # the source ended early
+        copied += moved
+    return copied
+
+
+def _copy(source: bytes, temp: bytes, length: int, location: str) -> None:
+    """Copy the file ``source`` (``length`` bytes) into a new, synced temp file; or leave nothing."""
+    try:
+        source_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise ObjectMissing(location) from None
+    try:
+        size = os.fstat(source_fd).st_size
+        if size != length:
+            raise StoreUnavailable(f"{location!r} has {size} bytes, not the {length} expected")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            target_fd = os.open(temp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(temp), exist_ok=True)
+            target_fd = os.open(temp, flags, 0o666)
+        try:
+            copied = _copy_fd(source_fd, target_fd, length)
+            if copied != length:
+                raise StoreUnavailable(f"{location!r} ended after {copied} of {length} bytes")
+            os.fsync(target_fd)
+        except BaseException:
+            os.close(target_fd)
+            _unlink_quietly(temp)
+            raise
+        os.close(target_fd)
+    finally:
+        os.close(source_fd)
+
+
 def _install(temp: bytes, final: bytes, root: bytes) -> None:
     """Rename the synced temp file into place and make the rename durable; or remove it."""
     try:
@@ -283,7 +344,8 @@ class DirectoryWrite:
 
     States: writing (bytes arriving) -> syncing (fsync in a thread) -> staged
     (``done`` fired) -> installing (rename in a thread) -> published; or failed.
-    ``abort`` works until installing starts.
+    ``abort`` works until installing starts. A copy (``start_copy``) has no body:
+    it starts in syncing, a thread copying and syncing the temp file.
     """
 
     staged = True
@@ -291,7 +353,7 @@ class DirectoryWrite:
     def __init__(
         self,
         reactor: Any,
-        body: IBodyProducer,
+        body: IBodyProducer | None,
         length: int,
         temp: bytes,
         final: bytes,
@@ -310,12 +372,22 @@ class DirectoryWrite:
         self._pull_producer: IPullProducer | None = None
 
     @classmethod
-    def failed(cls, reactor: Any, body: IBodyProducer, failure: Failure) -> DirectoryWrite:
+    def failed(cls, reactor: Any, body: IBodyProducer | None, failure: Failure) -> DirectoryWrite:
         """A write that failed before it started (``done`` has already errbacked)."""
         write = cls(reactor, body, 0, b"", b"", b"")
         write._state = "failed"
         write.done.errback(failure)
         return write
+
+    def start_copy(self, source: bytes, location: str) -> None:
+        """Instead of ``start`` (no body): copy the file ``source`` into the temp file
+        and sync it in a thread; ``done`` fires as for a write, ObjectMissing if
+        ``source`` does not exist."""
+        self._state = "syncing"
+        copied = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _copy, source, self._temp, self._length, location
+        )
+        copied.addCallbacks(self._synced, self._sync_failed)
 
     def start(self) -> None:
         """Open the temp file and start the body producer."""
@@ -325,6 +397,7 @@ class DirectoryWrite:
             self._state = "failed"
             self.done.errback(StoreUnavailable(f"cannot create a temp file: {error}"))
             return
+        assert self._body is not None
         try:
             produced = self._body.startProducing(_FileConsumer(self))
         except Exception:
@@ -440,6 +513,8 @@ class DirectoryWrite:
         self.done.errback(reason)
 
     def _stop_body(self) -> None:
+        if self._body is None:
+            return
         try:
             self._body.stopProducing()
         except Exception:
@@ -630,6 +705,25 @@ class DirectoryStore:
             return DirectoryWrite.failed(self._reactor, body, Failure())
         write = DirectoryWrite(self._reactor, body, length, temp, final, self._root)
         write.start()
+        return write
+
+    def start_copy(self, source_location: str, target_location: str, length: int) -> IObjectWrite:
+        """Copy the source file into a temp file in a thread (in-kernel where the
+        filesystem can), check it has ``length`` bytes, fsync (``done``); ``publish``
+        renames it to ``target_location`` as for a write, so a copy onto itself
+        leaves the bytes intact. A missing source fails ``done`` with ObjectMissing,
+        one of another size with StoreUnavailable, unmappable locations with ValueError.
+        """
+        temp = os.path.join(self._temp_directory, uuid.uuid4().hex.encode("ascii"))
+        try:
+            if length < 0:
+                raise ValueError("length must be >= 0")
+            source = self.path_for(source_location)
+            final = self.path_for(target_location)
+        except ValueError:
+            return DirectoryWrite.failed(self._reactor, None, Failure())
+        write = DirectoryWrite(self._reactor, None, length, temp, final, self._root)
+        write.start_copy(source, source_location)
         return write
 
     def open_read(self, location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:

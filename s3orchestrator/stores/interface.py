@@ -81,6 +81,16 @@ class IObjectStore(Interface):
         Until ``IObjectWrite.publish`` succeeds, a previous object at ``location`` stays intact.
         """
 
+    def start_copy(source_location: str, target_location: str, length: int) -> IObjectWrite:
+        """Copy an object within this store without its bytes passing through the daemon.
+
+        Same IObjectWrite contract as start_write (``done``, ``staged``, ``publish``,
+        ``abort``): ``length`` is the size the source object is expected to have.
+        Source and target may be the same location (a copy onto itself): the bytes
+        then stay intact, whatever happens. A missing source fails ``done`` with
+        ObjectMissing.
+        """
+
     def open_read(location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:
         """Open the object at ``location``; ``byte_range`` is an inclusive (first, last) pair.
 

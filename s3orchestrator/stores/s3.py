@@ -65,9 +65,9 @@ from s3orchestrator.stores.s3_errors import error_for_status, parse_error_code
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_http import DEFAULT_CONNECTIONS_PER_HOST, Target, make_agent, make_pool, request_target
 from s3orchestrator.stores.s3_read import S3Reader
-from s3orchestrator.stores.s3_write import DEFAULT_CHUNK_SIZE, S3Write
+from s3orchestrator.stores.s3_write import DEFAULT_CHUNK_SIZE, S3Copy, S3Write
 
-__all__ = ["S3Store", "S3Write", "S3Reader"]
+__all__ = ["S3Store", "S3Copy", "S3Write", "S3Reader"]
 
 
 @implementer(IObjectStore)
@@ -130,6 +130,12 @@ class S3Store:
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """PUT ``length`` bytes of ``body`` at ``location``; see S3Write."""
         write = S3Write(self, location, body, length)
+        write.start()
+        return write
+
+    def start_copy(self, source_location: str, target_location: str, length: int) -> IObjectWrite:
+        """CopyObject upstream (the bytes stay there); see S3Copy."""
+        write = S3Copy(self, source_location, target_location, length)
         write.start()
         return write
 

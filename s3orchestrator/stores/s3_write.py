@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from xml.etree.ElementTree import ParseError, XMLParser
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -14,7 +15,9 @@ from zope.interface import implementer
 from s3orchestrator.auth.chunked import AwsChunkedSigner, ChunkSignatureChain
 from s3orchestrator.auth.sigv4 import credential_scope, signing_key
 from s3orchestrator.errors import S3Error
-from s3orchestrator.stores.interface import IObjectWrite, StoreUnavailable
+from s3orchestrator.auth.sigv4 import uri_encode
+from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreMisconfigured, StoreUnavailable
+from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_framing import UploadFraming, framing_headers, upload_mode
 from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
@@ -22,7 +25,7 @@ from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
 if TYPE_CHECKING:
     from s3orchestrator.stores.s3 import S3Store
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "S3Write", "UpstreamBody"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "S3Copy", "S3Write", "UpstreamBody"]
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
 
@@ -108,7 +111,7 @@ class S3Write:
         if self._state == "sending":
             self._state = "done"
             self.done.callback(None)
-        elif self._state == "aborted":
+        elif self._state == "aborted" and self._owns_target:
             self._delete()
 
     def _failed(self, failure: Failure) -> None:
@@ -141,7 +144,12 @@ class S3Write:
                 self._delete()
         elif self._state == "done":
             self._state = "aborted"
-            self._delete()
+            if self._owns_target:
+                self._delete()
+
+    # False for a copy onto itself: the bytes at the location are the previous
+    # object's, so an abort must leave them.
+    _owns_target = True
 
     def _delete(self) -> None:
         if self._state == "deleted":
@@ -155,6 +163,128 @@ class S3Write:
             )
 
         self._store.delete(self._location).addErrback(failed)
+
+
+# Codes of an <Error> a CopyObject answers (even with 200) that mean "try again later".
+_COPY_TRANSIENT_CODES = frozenset({
+    "InternalError", "SlowDown", "ServiceUnavailable", "Throttling", "RequestTimeout",
+})
+
+
+def _root_tag(body: bytes) -> str | None:
+    """The local name of the root element of a small, safe XML document, or None.
+
+    The same refusals as ``s3_errors.parse_error_code`` (size, UTF-8 only, no
+    markup declarations, no NUL), so no entity can expand.
+    """
+    if not body or len(body) > MAX_ERROR_BODY:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "<!" in text or "\0" in text:
+        return None
+    parser = XMLParser()
+    try:
+        parser.feed(text)
+        root = parser.close()
+    except (ParseError, ValueError):
+        return None
+    return str(root.tag).rsplit("}", 1)[-1]
+
+
+class S3Copy(S3Write):
+    """One upstream CopyObject (``PUT`` with ``x-amz-copy-source``, no body): the bytes
+    never pass through the daemon. Like S3Write, the object is visible once ``done``
+    fires (staged is False) and ``abort`` after ``done`` deletes it.
+
+    ``done`` fires only on a 200 whose body is a ``<CopyObjectResult>``: S3 may
+    answer 200 and report a failure in an ``<Error>`` document in the body.
+    InternalError, SlowDown and the like are StoreUnavailable, NoSuchKey (the
+    source) ObjectMissing, any other error StoreMisconfigured; a 200 with neither
+    document StoreUnavailable.
+
+    A copy onto itself sends no copy (S3 refuses one that changes nothing): a
+    HEAD checks the object is there (ObjectMissing if not) with ``length``
+    bytes, and ``abort`` then deletes nothing.
+    """
+
+    def __init__(self, store: S3Store, source_location: str, target_location: str, length: int) -> None:
+        self.done: Deferred[None] = Deferred()
+        self._store = store
+        self._source = source_location
+        self._location = target_location
+        self._length = length
+        self._self_copy = source_location == target_location
+        self._owns_target = not self._self_copy
+        self._exchange = Exchange(store, "HEAD" if self._self_copy else "CopyObject", target_location)
+        self._upstream_body = None
+        self._state = "sending"
+        self._stored = False
+        self._running = None
+
+    def start(self) -> None:
+        self._running = Deferred.fromCoroutine(self._check() if self._self_copy else self._copy())
+        self._running.addCallbacks(self._succeeded, self._failed)
+
+    def copy_source(self) -> str:
+        """The ``x-amz-copy-source`` header: ``/<bucket>/<source location, URI-encoded>``."""
+        bucket = uri_encode(self._store.config.bucket, encode_slash=True)
+        return f"/{bucket}/{uri_encode(self._source.encode('utf-8'), encode_slash=False)}"
+
+    async def _copy(self) -> None:
+        store, exchange = self._store, self._exchange
+        headers = {"x-amz-copy-source": self.copy_source(), "x-amz-metadata-directive": "COPY"}
+        response = await exchange.request("PUT", request_target(store.config, self._location), headers)
+        if response.code != 200:
+            body = await exchange.read_small(response)
+            raise self._error(response.code, parse_error_code(body))
+        body = await exchange.read_small(response)
+        tag = _root_tag(body)
+        if tag == "CopyObjectResult":
+            self._stored = True
+            exchange.log(response.code, size=self._length)
+            return
+        if tag == "Error":
+            raise self._error(response.code, parse_error_code(body))
+        error = StoreUnavailable(f"store {store.name}: CopyObject answered 200 without a CopyObjectResult")
+        exchange.log(response.code, error)
+        raise error
+
+    def _error(self, status: int, code: str | None) -> Exception:
+        described = f"store {self._store.name}: CopyObject answered HTTP {status}" + (f" {code}" if code else "")
+        error: Exception
+        if code == "NoSuchKey" or (status == 404 and code is None):
+            return ObjectMissing(self._source)
+        if status >= 500 or status == 429 or code in _COPY_TRANSIENT_CODES:
+            error = StoreUnavailable(described)
+        elif status == 200 and code is None:
+            error = StoreUnavailable(described + " with an unreadable error")
+        else:
+            error = StoreMisconfigured(described)
+        self._exchange.log(status, error)
+        return error
+
+    async def _check(self) -> None:
+        store, exchange = self._store, self._exchange
+        response = await exchange.request("HEAD", request_target(store.config, self._location))
+        await exchange.read_small(response)
+        if response.code == 404:
+            raise ObjectMissing(self._source)
+        if response.code != 200:
+            raise self._error(response.code, None)
+        # Twisted sets ``length`` to 0 for any HEAD: the size is the Content-Length header.
+        values = response.headers.getRawHeaders(b"content-length") or [b""]
+        size = values[0].decode("latin-1").strip()
+        if size != str(self._length):
+            error = StoreUnavailable(
+                f"store {store.name}: the object to copy onto itself has {size or 'unknown'} bytes,"
+                f" not the {self._length} expected"
+            )
+            exchange.log(response.code, error)
+            raise error
+        exchange.log(response.code)
 
 
 @implementer(IBodyProducer)

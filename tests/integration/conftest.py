@@ -130,3 +130,22 @@ def aws_cli(version: str, daemon: Daemon, workdir: Path) -> Callable[..., str]:
 
     return run
 
+
+def s3cmd_runner(daemon: Daemon, workdir: Path) -> Callable[..., str]:
+    """Run ``s3cmd -c CONFIG ARGS`` against ``daemon`` (path-style, plain HTTP) and return stdout."""
+    config = workdir / "s3cmd.cfg"
+    host = daemon.endpoint.removeprefix("http://")
+    config.write_text(
+        f"[default]\naccess_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\nhost_base = {host}\n"
+        f"host_bucket = {host}\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+    )
+    env = dict(os.environ, HOME=str(workdir))
+
+    def run(*args: str) -> str:
+        result = subprocess.run(["s3cmd", "-c", str(config), *args], env=env, cwd=workdir,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"s3cmd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    return run
+

@@ -616,3 +616,67 @@ async def test_tls_verification_with_ca_file(tls_bucket: Any, host: str, with_ca
         with pytest.raises(StoreUnavailable):
             await store.probe()
     await store.stop()
+
+
+# -- server-side copies -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_then_read_the_target(store: S3Store, upstream: Upstream) -> None:
+    data = payload(MIB + 3)
+    await put(store, "app/source", data)
+    key = "app/dir/tärget with spaces+plus"
+    copy = store.start_copy("app/source", key, len(data))
+    assert copy.staged is False
+    await copy.done
+    await copy.publish()
+    assert await get(store, key) == data
+    assert upstream_bytes(store, upstream, key) == data
+    assert await get(store, "app/source") == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_from_an_awkward_key(store: S3Store) -> None:
+    source = "app/sp ace/ünï+%41&?#=x"
+    await put(store, source, b"awkward")
+    copy = store.start_copy(source, "app/plain", 7)
+    await copy.done
+    assert await get(store, "app/plain") == b"awkward"
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_of_a_missing_source_is_object_missing(store: S3Store, upstream: Upstream) -> None:
+    copy = store.start_copy("app/never-written", "app/target", 3)
+    with pytest.raises(ObjectMissing):
+        await copy.done
+    with pytest.raises(ObjectMissing):
+        await store.open_read("app/target", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_onto_itself_keeps_the_bytes(store: S3Store) -> None:
+    await put(store, "app/k", b"same bytes")
+    copy = store.start_copy("app/k", "app/k", 10)
+    await copy.done
+    await copy.publish()
+    copy.abort()  # must not delete the object it never replaced
+    await sleep(0.1)
+    assert await get(store, "app/k") == b"same bytes"
+    with pytest.raises(ObjectMissing):
+        await store.start_copy("app/none", "app/none", 1).done
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_after_a_copy_deletes_the_target(store: S3Store, upstream: Upstream) -> None:
+    await put(store, "app/source", b"abc")
+    copy = store.start_copy("app/source", "app/copied-then-aborted", 3)
+    await copy.done
+    copy.abort()
+    for _ in range(100):
+        try:
+            upstream.boto.head_object(Bucket=store.config.bucket, Key="app/copied-then-aborted")
+        except ClientError:
+            assert await get(store, "app/source") == b"abc"
+            return
+        await sleep(0.02)
+    pytest.fail("the copy is still there")

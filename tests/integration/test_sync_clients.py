@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import AWS_CLIS, aws_cli, make_client
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, s3cmd_runner
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon
 
 
@@ -115,17 +115,7 @@ def test_rclone_copy_ls_lsd_sync_and_dry_run(rclone, daemon, tmp_path):
 def s3cmd(daemon: Daemon, tmp_path: Path):
     if shutil.which("s3cmd") is None:
         pytest.skip("s3cmd is not installed; .ci/run installs Debian's package")
-    config = tmp_path / "s3cmd.cfg"
-    host = daemon.endpoint.removeprefix("http://")
-    config.write_text(
-        f"[default]\naccess_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\nhost_base = {host}\n"
-        f"host_bucket = {host}\nuse_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
-    )
-
-    def s3cmd(*args: str) -> str:
-        return run(["s3cmd", "-c", str(config), *args], dict(os.environ, HOME=str(tmp_path)), tmp_path)
-
-    return s3cmd
+    return s3cmd_runner(daemon, tmp_path)
 
 
 def test_s3cmd_put_ls_get_del(s3cmd, tmp_path):

@@ -134,3 +134,20 @@ def wait_for_log(daemon, store: str, state: str, timeout: float = 10.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"store {store} never went {state}:\n{daemon.log()[-3000:]}")
+
+
+@pytest.mark.parametrize("kind", ["seaweedfs", "moto"])
+def test_copy_within_an_upstream_store_and_to_another_store(start_daemon, seaweedfs, moto, kind):
+    upstream = {"seaweedfs": seaweedfs, "moto": moto}[kind]
+    daemon = start_daemon(stores=[spec(upstream, "up", 150_000, upstream.new_bucket()), StoreSpec("local", 10**9)])
+    s3 = make_client(daemon)
+    body = os.urandom(60_000)
+    s3.put_object(Bucket=BUCKET, Key="src", Body=body, ContentType="text/plain")
+    s3.copy_object(Bucket=BUCKET, Key="same-store", CopySource=f"{BUCKET}/src")  # server-side, upstream
+    s3.copy_object(Bucket=BUCKET, Key="other-store", CopySource=f"{BUCKET}/src")  # no room left: streamed
+    placement = dict(metadata_rows(daemon, "SELECT key, store FROM objects"))
+    assert placement == {"src": "up", "same-store": "up", "other-store": "local"}
+    for key in placement:
+        got = s3.get_object(Bucket=BUCKET, Key=key)
+        assert got["Body"].read() == body
+        assert got["ContentType"] == "text/plain"

@@ -612,3 +612,124 @@ async def test_probe_of_a_broken_root_is_store_unavailable(tmp_path: Path) -> No
     failing = store.start_write("app/k", FakeBody([b"x"]), 1)
     with pytest.raises(StoreUnavailable):
         await failing.done
+
+
+# -- server-side copies -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_round_trip(store: DirectoryStore, root: Path) -> None:
+    data = os.urandom(300 * KIB + 7)
+    await put(store, "app/source", data)
+    copy = store.start_copy("app/source", "app/nested/target", len(data))
+    assert verifyObject(IObjectWrite, copy)
+    assert copy.staged is True
+    await copy.done
+    assert temp_files(root) != []
+    with pytest.raises(ObjectMissing):
+        await store.open_read("app/nested/target", None)  # staged: invisible until published
+    await copy.publish()
+    assert await get(store, "app/nested/target") == data
+    assert await get(store, "app/source") == data
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_of_an_empty_object(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/empty", b"")
+    copy = store.start_copy("app/empty", "app/copy", 0)
+    await copy.done
+    await copy.publish()
+    assert await get(store, "app/copy") == b""
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_onto_itself_keeps_the_bytes(store: DirectoryStore, root: Path) -> None:
+    data = os.urandom(70 * KIB)
+    await put(store, "app/k", data)
+    copy = store.start_copy("app/k", "app/k", len(data))
+    await copy.done
+    await copy.publish()
+    assert await get(store, "app/k") == data
+    aborted = store.start_copy("app/k", "app/k", len(data))
+    await aborted.done
+    aborted.abort()
+    assert await get(store, "app/k") == data
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_of_a_missing_source_is_object_missing(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/other", b"x")
+    for source in ("app/missing", "app/other/below"):
+        copy = store.start_copy(source, "app/target", 1)
+        with pytest.raises(ObjectMissing):
+            await copy.done
+    with pytest.raises(ObjectMissing):
+        await store.open_read("app/target", None)
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_of_a_source_of_another_size_fails(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/source", b"abc")
+    copy = store.start_copy("app/source", "app/target", 4)
+    with pytest.raises(StoreUnavailable):
+        await copy.done
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_of_a_staged_copy_leaves_nothing(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/source", b"new")
+    await put(store, "app/target", b"old")
+    copy = store.start_copy("app/source", "app/target", 3)
+    await copy.done
+    copy.abort()
+    assert temp_files(root) == []
+    assert await get(store, "app/target") == b"old"
+    with pytest.raises(RuntimeError):
+        await copy.publish()
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_while_copying_leaves_nothing(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/source", b"abc")
+    copy = store.start_copy("app/source", "app/target", 3)
+    copy.abort()  # the copy thread is still running
+    with pytest.raises(CancelledError):
+        await copy.done
+    assert temp_files(root) == []
+    with pytest.raises(ObjectMissing):
+        await store.open_read("app/target", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_copy_with_unmappable_locations_fails_at_once(store: DirectoryStore, root: Path) -> None:
+    await put(store, "app/source", b"abc")
+    for source, target, length in (("nobucket", "app/t", 3), ("app/source", "", 3), ("app/source", "app/t", -1)):
+        copy = store.start_copy(source, target, length)
+        assert copy.done.called
+        with pytest.raises(ValueError):
+            await copy.done
+    assert temp_files(root) == []
+
+
+def test_copy_fd_falls_back_to_reads_and_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def refuse(*args: Any) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    data = os.urandom(3 * 1024 * KIB + 5)
+    (tmp_path / "a").write_bytes(data)
+    source = os.open(tmp_path / "a", os.O_RDONLY)
+    target = os.open(tmp_path / "b", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert directory._copy_fd(source, target, len(data) + 10) == len(data)
+    finally:
+        os.close(source)
+        os.close(target)
+    assert (tmp_path / "b").read_bytes() == data
