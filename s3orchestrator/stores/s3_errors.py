@@ -9,7 +9,7 @@ anything that could expand entities refused), nothing else.
 from __future__ import annotations
 
 import re
-from xml.etree.ElementTree import ParseError, XMLParser
+from xml.etree.ElementTree import Element, ParseError, XMLParser
 
 from twisted.internet import error as internet_error
 from twisted.internet.defer import CancelledError
@@ -50,15 +50,16 @@ _NETWORK_ERRORS = (
 )
 
 
-def parse_error_code(body: bytes) -> str | None:
-    """The ``<Code>`` of an S3 error document, or None if there is no safe, sane one.
+def parse_upstream_xml(body: bytes) -> Element | None:
+    """The root of a small upstream XML document (an error, a CopyObjectResult), or None
+    if it is not safe and sane.
 
     Refuses documents larger than MAX_ERROR_BODY, anything but UTF-8, and
     anything with a markup declaration (``<!DOCTYPE``, ``<!ENTITY``, comments,
-    CDATA): an S3 error never has one, and refusing them rules out entity
-    expansion attacks without defusedxml. The check runs on the decoded text:
-    in bytes, a UTF-16 document hides its ``<!`` from it. NUL (never in XML)
-    is refused too: expat takes ``<\0?\0`` for UTF-16 even in a str.
+    CDATA): S3 never sends one, and refusing them rules out entity expansion
+    attacks without defusedxml. The check runs on the decoded text: in bytes, a
+    UTF-16 document hides its ``<!`` from it. NUL (never in XML) is refused too:
+    expat takes ``<\0?\0`` for UTF-16 even in a str.
     """
     if not body or len(body) > MAX_ERROR_BODY:
         return None
@@ -71,11 +72,23 @@ def parse_error_code(body: bytes) -> str | None:
     parser = XMLParser()
     try:
         parser.feed(text)  # a str: expat ignores any encoding the declaration names
-        root = parser.close()
+        return parser.close()
     except (ParseError, ValueError):
         return None
+
+
+def local_name(element: Element) -> str:
+    """An element's tag without its namespace."""
+    return str(element.tag).rsplit("}", 1)[-1]
+
+
+def parse_error_code(body: bytes) -> str | None:
+    """The ``<Code>`` of an S3 error document, or None if there is no safe, sane one."""
+    root = parse_upstream_xml(body)
+    if root is None:
+        return None
     for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] == "Code":
+        if local_name(element) == "Code":
             code = (element.text or "").strip()
             return code if _CODE_RE.match(code) else None
     return None

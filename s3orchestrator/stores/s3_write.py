@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from xml.etree.ElementTree import ParseError, XMLParser
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -17,7 +16,7 @@ from s3orchestrator.auth.sigv4 import credential_scope, signing_key
 from s3orchestrator.errors import S3Error
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreMisconfigured, StoreUnavailable
-from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
+from s3orchestrator.stores.s3_errors import local_name, parse_error_code, parse_upstream_xml
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_framing import UploadFraming, framing_headers, upload_mode
 from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
@@ -172,26 +171,9 @@ _COPY_TRANSIENT_CODES = frozenset({
 
 
 def _root_tag(body: bytes) -> str | None:
-    """The local name of the root element of a small, safe XML document, or None.
-
-    The same refusals as ``s3_errors.parse_error_code`` (size, UTF-8 only, no
-    markup declarations, no NUL), so no entity can expand.
-    """
-    if not body or len(body) > MAX_ERROR_BODY:
-        return None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "<!" in text or "\0" in text:
-        return None
-    parser = XMLParser()
-    try:
-        parser.feed(text)
-        root = parser.close()
-    except (ParseError, ValueError):
-        return None
-    return str(root.tag).rsplit("}", 1)[-1]
+    """The local name of the root element of a small, safe XML document, or None."""
+    root = parse_upstream_xml(body)
+    return None if root is None else local_name(root)
 
 
 class S3Copy(S3Write):
