@@ -109,6 +109,7 @@ class FakeS3(Resource):
         self.put_status = 200
         self.ignore_range = False
         self.trailers: list[dict[str, str]] = []
+        self.copy_answer: bytes | None = None
 
     def _key(self, raw_path: str) -> bytes:
         path = unquote_to_bytes(raw_path.encode("latin-1"))
@@ -142,6 +143,8 @@ class FakeS3(Resource):
         if method == "HEAD" and raw_path in ("/" + self.bucket, "/"):
             return b""
         key = self._key(raw_path)
+        if method == "PUT" and "x-amz-copy-source" in headers:
+            return self._copy(request, key, headers["x-amz-copy-source"][0])
         if method == "PUT":
             self.objects[key] = body
             request.setResponseCode(self.put_status)
@@ -168,6 +171,16 @@ class FakeS3(Resource):
             data = data[first:last + 1]
         request.setHeader(b"content-length", str(len(data)).encode())
         return self._maybe_hold(request, data)
+
+    def _copy(self, request: Request, key: bytes, source: str) -> bytes:
+        # S3 may answer a copy with 200 and an <Error> document (copy_answer).
+        if self.copy_answer is not None:
+            return self.copy_answer
+        source_key = self._key(source)
+        if source_key not in self.objects:
+            return self._error(request, 404, "NoSuchKey")
+        self.objects[key] = self.objects[source_key]
+        return b"<CopyObjectResult><ETag>&quot;x&quot;</ETag></CopyObjectResult>"
 
     def _decode(self, auth: Any, headers: dict[str, list[str]], body: bytes) -> bytes:
         mode = auth.payload_mode
@@ -1048,3 +1061,36 @@ def test_upstream_body_stopped_after_its_end_keeps_the_connection() -> None:
     assert done == [None]
     body.stopProducing()
     assert sink._consumer.aborted == 0
+
+
+# -- server-side copies -------------------------------------------------------------------------
+
+
+def test_copy_is_done_by_the_upstream() -> None:
+    h = Harness()
+    h.put("app/src", b"payload")
+    copy = h.store.start_copy("app/src", "app/dst", 7)
+    h.result(copy.done)
+    assert h.fake.objects[b"app/dst"] == b"payload"
+    assert h.fake.seen[-1]["headers"]["x-amz-copy-source"] == ["/bucket/app/src"]
+    assert h.fake.seen[-1]["body"] == b""
+
+
+@pytest.mark.parametrize("code,error", [
+    ("InternalError", StoreUnavailable), ("SlowDown", StoreUnavailable),
+    ("NoSuchKey", ObjectMissing), ("AccessDenied", StoreMisconfigured),
+])
+def test_copy_answered_200_with_an_error_document_fails(code: str, error: type[Exception]) -> None:
+    h = Harness()
+    h.put("app/src", b"payload")
+    h.fake.copy_answer = f"<Error><Code>{code}</Code><Message>m</Message></Error>".encode()
+    copy = h.store.start_copy("app/src", "app/dst", 7)
+    h.failure(copy.done, error)
+
+
+def test_copy_of_a_missing_source_is_object_missing() -> None:
+    h = Harness()
+    copy = h.store.start_copy("app/missing", "app/dst", 7)
+    h.failure(copy.done, ObjectMissing)
+    assert b"app/dst" not in h.fake.objects
+
