@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -13,11 +12,10 @@ from tests.integration.daemon import REPO, StoreSpec, free_port, write_config
 
 
 def _project_installed() -> bool:
-    try:
-        importlib.metadata.distribution("s3orchestrator")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    """Whether this interpreter imports s3orchestrator from an installed package (not the checkout)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([sys.executable, "-c", "import s3orchestrator"], cwd="/", env=env, capture_output=True)
+    return probe.returncode == 0
 
 
 def run_twistd(config, cwd) -> subprocess.CompletedProcess:
