@@ -199,3 +199,58 @@ class RecordingStringTransport(StringTransport):
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()
+
+
+@implementer(IBodyProducer)
+class FakeBody:
+    """A request body for stores: writes ``chunks`` at once; finishes at once unless
+    ``hold``, then by finish()/fail(). ``calls`` records pause/resume/stop;
+    ``calls_after_failure`` the producer calls made after fail()."""
+
+    def __init__(self, chunks: list[bytes], length: int | None = None, hold: bool = False) -> None:
+        self.chunks = chunks
+        self.length = sum(map(len, chunks)) if length is None else length
+        self.hold = hold
+        self.consumer: IConsumer | None = None
+        self.produced: Deferred[None] | None = None
+        self.stopped = False
+        self.calls: list[str] = []
+        self.calls_after_failure: list[str] = []
+        self.failed = False
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self.consumer = consumer
+        for chunk in self.chunks:
+            consumer.write(chunk)
+        self.produced = Deferred()
+        if not self.hold:
+            self.produced.callback(None)
+        return self.produced
+
+    def write(self, data: bytes) -> None:
+        assert self.consumer is not None
+        self.consumer.write(data)
+
+    def finish(self) -> None:
+        assert self.produced is not None
+        self.produced.callback(None)
+
+    def fail(self, error: Exception) -> None:
+        assert self.produced is not None
+        self.failed = True
+        self.produced.errback(error)
+
+    def pauseProducing(self) -> None:
+        self._record("pause")
+
+    def resumeProducing(self) -> None:
+        self._record("resume")
+
+    def stopProducing(self) -> None:
+        self._record("stop")
+        self.stopped = True
+
+    def _record(self, name: str) -> None:
+        self.calls.append(name)
+        if self.failed:
+            self.calls_after_failure.append(name + "Producing")

@@ -20,60 +20,16 @@ from zope.interface.verify import verifyObject
 from s3orchestrator.errors import S3Error
 from s3orchestrator.stores import directory
 from s3orchestrator.stores.directory import DirectoryStore, relative_path
-from s3orchestrator.stores.interface import IObjectReader, IObjectStore, IObjectWrite, ObjectMissing, StoreUnavailable
+from s3orchestrator.stores.interface import (
+    IObjectReader,
+    IObjectStore,
+    IObjectWrite,
+    ObjectMissing,
+    StoreUnavailable,
+)
+from tests.unit.fakes import FakeBody
 
 KIB = 1024
-
-
-@implementer(IBodyProducer)
-class FakeBody:
-    """Writes ``chunks`` at once; finishes at once unless ``hold``, then by finish()/fail()."""
-
-    def __init__(self, chunks: list[bytes], length: int | None = None, hold: bool = False) -> None:
-        self.chunks = chunks
-        self.length = sum(map(len, chunks)) if length is None else length
-        self.hold = hold
-        self.consumer: IConsumer | None = None
-        self.produced: Deferred[None] | None = None
-        self.stopped = False
-        self.calls_after_failure: list[str] = []
-        self.failed = False
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self.consumer = consumer
-        for chunk in self.chunks:
-            consumer.write(chunk)
-        self.produced = Deferred()
-        if not self.hold:
-            self.produced.callback(None)
-        return self.produced
-
-    def write(self, data: bytes) -> None:
-        assert self.consumer is not None
-        self.consumer.write(data)
-
-    def finish(self) -> None:
-        assert self.produced is not None
-        self.produced.callback(None)
-
-    def fail(self, error: Exception) -> None:
-        assert self.produced is not None
-        self.failed = True
-        self.produced.errback(error)
-
-    def pauseProducing(self) -> None:
-        self._record("pauseProducing")
-
-    def resumeProducing(self) -> None:
-        self._record("resumeProducing")
-
-    def stopProducing(self) -> None:
-        self._record("stopProducing")
-        self.stopped = True
-
-    def _record(self, name: str) -> None:
-        if self.failed:
-            self.calls_after_failure.append(name)
 
 
 @implementer(IConsumer)

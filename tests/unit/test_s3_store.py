@@ -24,15 +24,24 @@ from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from s3orchestrator.auth.checksums import CHECKSUM_HEADERS, new_checksum
-from s3orchestrator.auth.chunked import AwsChunkedDecoder, AwsChunkedSigner, ChunkSignatureChain
-from s3orchestrator.auth.sigv4 import Credential, PayloadMode, parse_authorization_header, verify_request
+from s3orchestrator.auth.chunked import (
+    AwsChunkedDecoder,
+    AwsChunkedSigner,
+    ChunkSignatureChain,
+)
+from s3orchestrator.auth.sigv4 import (
+    Credential,
+    PayloadMode,
+    parse_authorization_header,
+    verify_request,
+)
 from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.errors import S3Error
 from s3orchestrator.stores.interface import (
@@ -48,6 +57,7 @@ from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, parse_error_code
 from s3orchestrator.stores.s3_framing import UploadFraming, framed_length, upload_mode
 from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
 from s3orchestrator.stores.s3_write import UpstreamBody
+from tests.unit.fakes import FakeBody
 
 ACCESS_KEY = "AKIDUPSTREAM"
 SECRET = "upstream/secret+KEY"
@@ -219,37 +229,6 @@ class FakeS3(Resource):
             f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
             f"<Message>{LEAKY} {SECRET}</Message></Error>"
         ).encode()
-
-
-@implementer(IBodyProducer)
-class FakeBody:
-    """Writes ``chunks`` at once; finishes at once unless ``hold``."""
-
-    def __init__(self, chunks: list[bytes], length: int | None = None, hold: bool = False) -> None:
-        self.chunks = chunks
-        self.length = sum(map(len, chunks)) if length is None else length
-        self.hold = hold
-        self.consumer: IConsumer | None = None
-        self.produced: Deferred[None] | None = None
-        self.calls: list[str] = []
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self.consumer = consumer
-        for chunk in self.chunks:
-            consumer.write(chunk)
-        self.produced = Deferred()
-        if not self.hold:
-            self.produced.callback(None)
-        return self.produced
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
 
 
 @implementer(IConsumer)
