@@ -24,6 +24,8 @@ DEFAULT_MAX_OBJECT_SIZE = 5 * GiB
 DEFAULT_SERVER_TIMEOUT = 300.0
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
+DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
+DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL = 3600.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
@@ -64,6 +66,14 @@ class HealthConfig:
 
     interval: float = DEFAULT_HEALTH_INTERVAL  # seconds between checks
     unhealthy_after: int = DEFAULT_UNHEALTHY_AFTER  # consecutive failures
+
+
+@attrs.frozen
+class MultipartConfig:
+    """Multipart uploads: when abandoned ones are aborted."""
+
+    expire_after: float = DEFAULT_MULTIPART_EXPIRE_AFTER  # seconds after initiation
+    expiry_check_interval: float = DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL  # seconds between checks
 
 
 @attrs.frozen
@@ -132,6 +142,7 @@ class Config:
     health: HealthConfig
     buckets: tuple[BucketConfig, ...] = attrs.field(converter=tuple)
     stores: tuple[StoreConfig, ...] = attrs.field(converter=tuple)
+    multipart: MultipartConfig = attrs.field(factory=MultipartConfig, kw_only=True)
     _credentials: Mapping[str, tuple[str, str]] = attrs.field(
         init=False,
         repr=False,
@@ -164,11 +175,12 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
     """Validate parsed TOML data and build the Config; ``environ`` defaults to os.environ."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    _check_keys(data, "", ("routing_strategy", "server", "metadata", "health", "buckets", "stores"))
+    _check_keys(data, "", ("routing_strategy", "server", "metadata", "health", "multipart", "buckets", "stores"))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     server = _parse_server(_table(data, "", "server", required=True), env)
     metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
     health = _parse_health(_table(data, "", "health", required=False))
+    multipart = _parse_multipart(_table(data, "", "multipart", required=False))
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
     return Config(
@@ -178,6 +190,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         health=health,
         buckets=buckets,
         stores=stores,
+        multipart=multipart,
     )
 
 
@@ -203,6 +216,16 @@ def _parse_health(table: Mapping[str, Any]) -> HealthConfig:
         interval=_seconds(table, "health", "interval", default=DEFAULT_HEALTH_INTERVAL),
         unhealthy_after=_integer(
             table, "health", "unhealthy_after", minimum=1, default=DEFAULT_UNHEALTHY_AFTER
+        ),
+    )
+
+
+def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
+    _check_keys(table, "multipart", ("expire_after", "expiry_check_interval"))
+    return MultipartConfig(
+        expire_after=_seconds(table, "multipart", "expire_after", default=DEFAULT_MULTIPART_EXPIRE_AFTER),
+        expiry_check_interval=_seconds(
+            table, "multipart", "expiry_check_interval", default=DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL
         ),
     )
 

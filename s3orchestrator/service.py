@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from s3orchestrator.auth.sigv4 import Credential
 from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
+from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.batch_delete import BatchDelete
@@ -20,6 +21,7 @@ from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.s3 import S3Store
@@ -59,14 +61,18 @@ class OrchestratorService(MultiService):
             store.name: build_store(store, reactor) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
+        locks = KeyLocks()
         self.objects = ObjectOperations(
             metadata=self.metadata,
             stores=self.stores,
             routing_strategy=config.routing_strategy,
             max_object_size=config.server.max_object_size,
             clock=reactor,
-            locks=KeyLocks(),
+            locks=locks,
             health=self.health,
+        )
+        self.multipart = MultipartOperations(
+            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after
         )
         api = S3Api(
             self.objects,
@@ -74,6 +80,7 @@ class OrchestratorService(MultiService):
             ListingOperations(self.metadata, token_secret=continuation_token_secret(config)),
             BatchDelete(self.objects),
             CopyOperations(self.objects, reactor),
+            self.multipart,
         )
         self.handler = S3Handler(api, self.find_credential, reactor)
         self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
@@ -102,6 +109,12 @@ class OrchestratorService(MultiService):
         health_checks = HealthCheckJob(lambda: self.stores, self.health, self.config.health.interval, self.reactor)
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
+        expiry = MultipartExpiryJob(
+            self.multipart, self.metadata, self.config.multipart.expire_after,
+            self.config.multipart.expiry_check_interval, self.reactor,
+        )
+        expiry.setName("multipart-expiry")
+        expiry.setServiceParent(self)
         listener = strports.service(self.config.server.listen, self.site, reactor=self.reactor)
         listener.setServiceParent(self)
         self.ready = True

@@ -7,7 +7,7 @@ from typing import Callable, Sequence, TypeVar
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, StoreUsage, UploadRecord
 
 StoreChooser = Callable[[Sequence[StoreUsage]], "str | None"]
 
@@ -17,6 +17,11 @@ _T = TypeVar("_T")
 #: records whose key starts with the scan's prefix and is greater than ``start`` (or
 #: equal to it, when ``inclusive``), in byte order of keys.
 ObjectFetch = Callable[[str, bool, int], "list[ObjectRecord]"]
+
+#: ``fetch(key, upload_id, limit)`` of ``IMetadataStore.scan_uploads``: up to ``limit``
+#: uploads under the scan's prefix that come after (``key``, ``upload_id``) in the
+#: order of keys, then upload ids (an empty ``upload_id`` takes every upload of ``key``).
+UploadFetch = Callable[[str, str, int], "list[UploadRecord]"]
 
 _LAST_CODE_POINT = "\U0010ffff"
 
@@ -86,3 +91,35 @@ class IMetadataStore(Interface):
         call, all from the same snapshot. ``scan`` runs in the database thread: it must
         be quick and pure, and ``fetch`` is valid only while it runs.
         """
+
+    def create_upload(upload: UploadRecord) -> Deferred[None]:
+        """Record a new multipart upload."""
+
+    def get_upload(upload_id: str) -> Deferred[UploadRecord | None]:
+        """The upload called ``upload_id``, or None."""
+
+    def commit_part(reservation_id: int, part: PartRecord) -> Deferred[PartRecord | None]:
+        """Turn the part's reservation into the part's row (its bytes now count as
+        reserved for the upload), replacing and releasing an earlier part with the
+        same number; fire with that one. UploadNotFound if the upload is gone."""
+
+    def forget_part(upload_id: str, part_number: int) -> Deferred[None]:
+        """Drop one part's row and release its bytes."""
+
+    def list_parts(upload_id: str, after: int = 0, limit: int | None = None) -> Deferred[list[PartRecord]]:
+        """Parts numbered above ``after``, in order; at most ``limit`` (None: all)."""
+
+    def complete_upload(upload_id: str, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
+        """Forget the upload and its parts and store ``record`` (as commit_object does,
+        its size becoming usage), atomically; fire with the replaced object.
+        UploadNotFound if the upload is gone."""
+
+    def delete_upload(upload_id: str) -> Deferred[UploadRecord | None]:
+        """Forget an upload and its parts, releasing their bytes; fire with it (None if gone)."""
+
+    def scan_uploads(bucket: str, prefix: str, scan: Callable[[UploadFetch], _T]) -> Deferred[_T]:
+        """Run ``scan(fetch)`` over the uploads of ``bucket`` under ``prefix`` in one read
+        transaction, like scan_objects (see ``UploadFetch``)."""
+
+    def uploads_initiated_before(before_ms: int, limit: int) -> Deferred[list[UploadRecord]]:
+        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first."""

@@ -18,7 +18,10 @@ class ObjectRecord:
     ``etag`` is unquoted (hex MD5, or ``hex-N`` for multipart objects);
     ``headers`` holds the stored standard headers by lower-case name
     (content-encoding, content-disposition, cache-control, expires, content-language);
-    ``user_metadata`` holds x-amz-meta-* values by lower-case suffix.
+    ``user_metadata`` holds x-amz-meta-* values by lower-case suffix;
+    ``part_sizes`` the sizes of the parts of an object made by a multipart
+    upload, in order (empty for other objects, and in records read by a listing,
+    which does not load them).
     """
 
     bucket: str
@@ -31,6 +34,7 @@ class ObjectRecord:
     last_modified_ms: int
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     user_metadata: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    part_sizes: tuple[int, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen
@@ -51,3 +55,44 @@ class Reservation:
     id: int
     store: str
     size: int
+
+
+@attrs.frozen
+class UploadRecord:
+    """A multipart upload in progress: where its object will live and what it will say.
+
+    ``upload_id`` is the id clients see; ``store_upload_id`` the store's own
+    (an upstream UploadId). ``checksum_algorithm`` is the upper-case
+    ``x-amz-checksum-algorithm`` the client named at creation, or None.
+    """
+
+    upload_id: str
+    bucket: str
+    key: str
+    store: str
+    location: str
+    store_upload_id: str
+    content_type: str
+    initiated_ms: int
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    user_metadata: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    checksum_algorithm: str | None = None
+
+
+@attrs.frozen
+class PartRecord:
+    """One stored part of an upload.
+
+    ``etag`` is the hex MD5 of its bytes (what the client sees), ``store_etag``
+    the store's tag that its Complete needs; ``checksums`` holds the checksums
+    the client sent for it (algorithm -> base64 value), already verified.
+    """
+
+    upload_id: str
+    part_number: int
+    store: str
+    size: int
+    etag: str
+    store_etag: str
+    last_modified_ms: int
+    checksums: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)

@@ -10,8 +10,14 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from s3orchestrator.metadata.database import Database, Transaction
-from s3orchestrator.metadata.interface import IMetadataStore, ObjectFetch, StoreChooser, prefix_upper_bound
-from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.metadata.interface import (
+    IMetadataStore,
+    ObjectFetch,
+    StoreChooser,
+    UploadFetch,
+    prefix_upper_bound,
+)
+from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, StoreUsage, UploadRecord
 from s3orchestrator.metadata.schema import migrate
 from s3orchestrator.metadata.sqlite import SqliteEngine
 
@@ -20,13 +26,24 @@ class ReservationNotFound(Exception):
     """commit_object named a reservation that no longer exists (released or cleared)."""
 
 
+class UploadNotFound(Exception):
+    """The multipart upload named no longer exists (completed, aborted or expired)."""
+
+
+_UPLOAD_COLUMNS = (
+    "upload_id, bucket, key, store, location, store_upload_id, content_type, headers, user_metadata,"
+    " checksum_algorithm, initiated_ms"
+)
+_PART_COLUMNS = "upload_id, part_number, store, size, etag, store_etag, checksums, last_modified_ms"
+
 _OBJECT_COLUMNS = (
     "bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms"
 )
 
 
 def _record_from_row(row: Sequence[Any]) -> ObjectRecord:
-    bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms = row
+    bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms = row[:10]
+    part_sizes = json.loads(row[10]) if len(row) > 10 and row[10] is not None else ()
     return ObjectRecord(
         bucket=bucket,
         key=key,
@@ -38,7 +55,62 @@ def _record_from_row(row: Sequence[Any]) -> ObjectRecord:
         last_modified_ms=int(last_modified_ms),
         headers=json.loads(headers),
         user_metadata=json.loads(user_metadata),
+        part_sizes=part_sizes,
     )
+
+
+def _upload_from_row(row: Sequence[Any]) -> UploadRecord:
+    (upload_id, bucket, key, store, location, store_upload_id, content_type, headers, user_metadata,
+     checksum_algorithm, initiated_ms) = row
+    return UploadRecord(
+        upload_id=upload_id,
+        bucket=bucket,
+        key=key,
+        store=store,
+        location=location,
+        store_upload_id=store_upload_id,
+        content_type=content_type,
+        initiated_ms=int(initiated_ms),
+        headers=json.loads(headers),
+        user_metadata=json.loads(user_metadata),
+        checksum_algorithm=checksum_algorithm,
+    )
+
+
+def _part_from_row(row: Sequence[Any]) -> PartRecord:
+    upload_id, part_number, store, size, etag, store_etag, checksums, last_modified_ms = row
+    return PartRecord(
+        upload_id=upload_id,
+        part_number=int(part_number),
+        store=store,
+        size=int(size),
+        etag=etag,
+        store_etag=store_etag,
+        last_modified_ms=int(last_modified_ms),
+        checksums=json.loads(checksums),
+    )
+
+
+def _select_upload(txn: Transaction, upload_id: str) -> UploadRecord | None:
+    row = txn.query_one(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,))
+    return None if row is None else _upload_from_row(row)
+
+
+def _select_part(txn: Transaction, upload_id: str, part_number: int) -> PartRecord | None:
+    row = txn.query_one(
+        f"SELECT {_PART_COLUMNS} FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number)
+    )
+    return None if row is None else _part_from_row(row)
+
+
+def _take_reservation(txn: Transaction, reservation_id: int, store: str) -> None:
+    """Drop the reservation an upload made, checking it is still there and for ``store``."""
+    row = txn.query_one("SELECT store FROM reservations WHERE id = ?", (reservation_id,))
+    if row is None:
+        raise ReservationNotFound(f"reservation {reservation_id} no longer exists")
+    if row[0] != store:
+        raise ValueError(f"reservation {reservation_id} is for store {row[0]!r}, not {store!r}")
+    txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
 
 def _json(mapping: Mapping[str, str]) -> str:
@@ -47,7 +119,9 @@ def _json(mapping: Mapping[str, str]) -> str:
 
 
 def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | None:
-    row = txn.query_one(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+    row = txn.query_one(
+        f"SELECT {_OBJECT_COLUMNS}, part_sizes FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
+    )
     return None if row is None else _record_from_row(row)
 
 
@@ -91,17 +165,50 @@ def _read_usage(txn: Transaction) -> list[StoreUsage]:
         "SELECT name, quota_bytes, used_bytes, object_count FROM stores"
         " WHERE config_order IS NOT NULL ORDER BY config_order" + txn.engine.for_update
     )
-    reserved = dict(txn.query("SELECT store, SUM(size) FROM reservations GROUP BY store"))
+    reserved: dict[str, int] = {}
+    for table in ("reservations", "parts"):
+        for name, size in txn.query(f"SELECT store, SUM(size) FROM {table} GROUP BY store"):
+            reserved[name] = reserved.get(name, 0) + int(size or 0)
     return [
         StoreUsage(
             name=name,
             quota_bytes=int(quota),
             used_bytes=int(used),
-            reserved_bytes=int(reserved.get(name) or 0),
+            reserved_bytes=reserved.get(name, 0),
             object_count=int(count),
         )
         for name, quota, used, count in stores
     ]
+
+
+def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
+    """Insert or replace the object's row and move usage accordingly; return the replaced record."""
+    previous = _select_object(txn, record.bucket, record.key)
+    txn.execute(
+        f"INSERT INTO objects ({_OBJECT_COLUMNS}, part_sizes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (bucket, key) DO UPDATE SET store = excluded.store,"
+        " location = excluded.location, size = excluded.size, etag = excluded.etag,"
+        " content_type = excluded.content_type, headers = excluded.headers,"
+        " user_metadata = excluded.user_metadata, last_modified_ms = excluded.last_modified_ms,"
+        " part_sizes = excluded.part_sizes",
+        (
+            record.bucket,
+            record.key,
+            record.store,
+            record.location,
+            record.size,
+            record.etag,
+            record.content_type,
+            _json(record.headers),
+            _json(record.user_metadata),
+            record.last_modified_ms,
+            json.dumps(list(record.part_sizes)) if record.part_sizes else None,
+        ),
+    )
+    _add_usage(txn, record.store, record.size, 1)
+    if previous is not None:
+        _add_usage(txn, previous.store, -previous.size, -1)
+    return previous
 
 
 def _lock_usage(txn: Transaction) -> None:
@@ -238,36 +345,8 @@ class MetadataStore:
 
         def commit(txn: Transaction) -> ObjectRecord | None:
             _lock_usage(txn)
-            row = txn.query_one("SELECT store FROM reservations WHERE id = ?", (reservation_id,))
-            if row is None:
-                raise ReservationNotFound(f"reservation {reservation_id} no longer exists")
-            if row[0] != record.store:
-                raise ValueError(f"reservation {reservation_id} is for store {row[0]!r}, not {record.store!r}")
-            txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            previous = _select_object(txn, record.bucket, record.key)
-            txn.execute(
-                f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (bucket, key) DO UPDATE SET store = excluded.store,"
-                " location = excluded.location, size = excluded.size, etag = excluded.etag,"
-                " content_type = excluded.content_type, headers = excluded.headers,"
-                " user_metadata = excluded.user_metadata, last_modified_ms = excluded.last_modified_ms",
-                (
-                    record.bucket,
-                    record.key,
-                    record.store,
-                    record.location,
-                    record.size,
-                    record.etag,
-                    record.content_type,
-                    _json(record.headers),
-                    _json(record.user_metadata),
-                    record.last_modified_ms,
-                ),
-            )
-            _add_usage(txn, record.store, record.size, 1)
-            if previous is not None:
-                _add_usage(txn, previous.store, -previous.size, -1)
-            return previous
+            _take_reservation(txn, reservation_id, record.store)
+            return _put_object(txn, record)
 
         return self.database.runInteraction("commit_object", commit, write=True)
 
@@ -304,6 +383,161 @@ class MetadataStore:
             return scan(fetch)
 
         return self.database.runInteraction("scan_objects", run)
+
+
+    # -- multipart uploads ------------------------------------------------------------------------
+
+    def create_upload(self, upload: UploadRecord) -> Deferred[None]:
+        """Record a new multipart upload."""
+
+        def create(txn: Transaction) -> None:
+            txn.execute(
+                f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.upload_id,
+                    upload.bucket,
+                    upload.key,
+                    upload.store,
+                    upload.location,
+                    upload.store_upload_id,
+                    upload.content_type,
+                    _json(upload.headers),
+                    _json(upload.user_metadata),
+                    upload.checksum_algorithm,
+                    upload.initiated_ms,
+                ),
+            )
+
+        return self.database.runInteraction("create_upload", create, write=True)
+
+    def get_upload(self, upload_id: str) -> Deferred[UploadRecord | None]:
+        """The upload called ``upload_id``, or None."""
+        return self.database.runInteraction("get_upload", _select_upload, upload_id)
+
+    def commit_part(self, reservation_id: int, part: PartRecord) -> Deferred[PartRecord | None]:
+        """Turn the part's reservation into the part's row, replacing an earlier part
+        with the same number (whose bytes are so released); fire with the replaced one.
+
+        Errbacks, changing nothing, with UploadNotFound if the upload is gone and
+        with ReservationNotFound if the reservation is.
+        """
+
+        def commit(txn: Transaction) -> PartRecord | None:
+            _lock_usage(txn)
+            if _select_upload(txn, part.upload_id) is None:
+                raise UploadNotFound(part.upload_id)
+            _take_reservation(txn, reservation_id, part.store)
+            previous = _select_part(txn, part.upload_id, part.part_number)
+            txn.execute(
+                f"INSERT INTO parts ({_PART_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (upload_id, part_number) DO UPDATE SET store = excluded.store,"
+                " size = excluded.size, etag = excluded.etag, store_etag = excluded.store_etag,"
+                " checksums = excluded.checksums, last_modified_ms = excluded.last_modified_ms",
+                (
+                    part.upload_id,
+                    part.part_number,
+                    part.store,
+                    part.size,
+                    part.etag,
+                    part.store_etag,
+                    _json(part.checksums),
+                    part.last_modified_ms,
+                ),
+            )
+            return previous
+
+        return self.database.runInteraction("commit_part", commit, write=True)
+
+    def forget_part(self, upload_id: str, part_number: int) -> Deferred[None]:
+        """Drop one part's row (its bytes are no longer what the row says)."""
+
+        def forget(txn: Transaction) -> None:
+            _lock_usage(txn)
+            txn.execute("DELETE FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number))
+
+        return self.database.runInteraction("forget_part", forget, write=True)
+
+    def list_parts(self, upload_id: str, after: int = 0, limit: int | None = None) -> Deferred[list[PartRecord]]:
+        """Parts numbered above ``after``, in order; at most ``limit`` (None: all)."""
+        sql = f"SELECT {_PART_COLUMNS} FROM parts WHERE upload_id = ? AND part_number > ? ORDER BY part_number"
+        args: list[Any] = [upload_id, after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+
+        def select(txn: Transaction) -> list[PartRecord]:
+            return [_part_from_row(row) for row in txn.query(sql, args)]
+
+        return self.database.runInteraction("list_parts", select)
+
+    def complete_upload(self, upload_id: str, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
+        """In one transaction: forget the upload and its parts (releasing their bytes)
+        and store ``record`` as for commit_object; fire with the replaced object.
+
+        Errbacks with UploadNotFound, changing nothing, if the upload is gone.
+        """
+
+        def complete(txn: Transaction) -> ObjectRecord | None:
+            _lock_usage(txn)
+            if _select_upload(txn, upload_id) is None:
+                raise UploadNotFound(upload_id)
+            txn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            txn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            return _put_object(txn, record)
+
+        return self.database.runInteraction("complete_upload", complete, write=True)
+
+    def delete_upload(self, upload_id: str) -> Deferred[UploadRecord | None]:
+        """Forget an upload and its parts, releasing their bytes; fire with it (None if gone)."""
+
+        def delete(txn: Transaction) -> UploadRecord | None:
+            _lock_usage(txn)
+            upload = _select_upload(txn, upload_id)
+            if upload is not None:
+                txn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+                txn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            return upload
+
+        return self.database.runInteraction("delete_upload", delete, write=True)
+
+    def scan_uploads(self, bucket: str, prefix: str, scan: Callable[[UploadFetch], _T]) -> Deferred[_T]:
+        """Run ``scan(fetch)`` in one read transaction over the uploads of ``bucket``
+        under ``prefix``; see IMetadataStore.scan_uploads."""
+        upper = prefix_upper_bound(prefix)
+
+        def run(txn: Transaction) -> _T:
+            def fetch(key: str, upload_id: str, limit: int) -> list[UploadRecord]:
+                if limit <= 0:
+                    return []
+                if key < prefix:
+                    key, upload_id = prefix, ""
+                sql = (
+                    f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE bucket = ?"
+                    " AND (key > ? OR (key = ? AND upload_id > ?))"
+                )
+                args: list[Any] = [bucket, key, key, upload_id]
+                if upper is not None:
+                    sql += " AND key < ?"
+                    args.append(upper)
+                sql += " ORDER BY key, upload_id LIMIT ?"
+                args.append(limit)
+                return [_upload_from_row(row) for row in txn.query(sql, args)]
+
+            return scan(fetch)
+
+        return self.database.runInteraction("scan_uploads", run)
+
+    def uploads_initiated_before(self, before_ms: int, limit: int) -> Deferred[list[UploadRecord]]:
+        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first."""
+
+        def select(txn: Transaction) -> list[UploadRecord]:
+            rows = txn.query(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE initiated_ms < ? ORDER BY initiated_ms LIMIT ?",
+                (before_ms, limit),
+            )
+            return [_upload_from_row(row) for row in rows]
+
+        return self.database.runInteraction("uploads_initiated_before", select)
 
 
 def sqlite_metadata_store(path: str, reactor: Any, **engine_options: Any) -> MetadataStore:

@@ -8,6 +8,7 @@ from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.listing import ListingOperations
+from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
 # Query parameters that select a sub-resource or another operation than plain
@@ -17,7 +18,15 @@ _OBJECT_SUBRESOURCES = frozenset(
     {"acl", "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
      "uploads", "uploadId"}
 )
-_BODY_OPERATIONS = frozenset({"PutObject", "DeleteObjects"})
+_BODY_OPERATIONS = frozenset({"PutObject", "DeleteObjects", "UploadPart", "CompleteMultipartUpload"})
+# The multipart calls on an object, by method and the sub-resource they name.
+_MULTIPART_OPERATIONS = {
+    ("POST", "uploads"): "CreateMultipartUpload",
+    ("PUT", "uploadId"): "UploadPart",
+    ("POST", "uploadId"): "CompleteMultipartUpload",
+    ("DELETE", "uploadId"): "AbortMultipartUpload",
+    ("GET", "uploadId"): "ListParts",
+}
 # Sub-resources of a bucket: a GET naming one is not a listing of its objects.
 _BUCKET_SUBRESOURCES = frozenset(
     {"accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering", "inventory",
@@ -56,6 +65,12 @@ def operation_name(call: S3Call) -> str:
         return {"HEAD": "HeadBucket", "PUT": "CreateBucket",
                 "DELETE": "DeleteBucket", "POST": "PostBucket"}.get(method, "Unknown")
     subresources = _OBJECT_SUBRESOURCES.intersection(call.query)
+    if len(subresources) == 1:
+        multipart = _MULTIPART_OPERATIONS.get((method, next(iter(subresources))))
+        if multipart == "UploadPart" and call.header("x-amz-copy-source") is not None:
+            return "UploadPartCopy"
+        if multipart is not None:
+            return multipart
     if subresources:
         return method.capitalize() + "Object" + "".join(sorted(s.capitalize() for s in subresources))
     if method == "PUT" and call.header("x-amz-copy-source") is not None:
@@ -74,6 +89,7 @@ class S3Api:
         listing: ListingOperations,
         batch_delete: BatchDelete,
         copies: CopyOperations,
+        multipart: MultipartOperations,
     ) -> None:
         self._handlers = {
             "ListBuckets": buckets.list_buckets,
@@ -88,6 +104,13 @@ class S3Api:
             "GetObject": objects.get_object,
             "HeadObject": objects.head_object,
             "DeleteObject": objects.delete_object,
+            "CreateMultipartUpload": multipart.create_multipart_upload,
+            "UploadPart": multipart.upload_part,
+            "UploadPartCopy": multipart.upload_part_copy,
+            "CompleteMultipartUpload": multipart.complete_multipart_upload,
+            "AbortMultipartUpload": multipart.abort_multipart_upload,
+            "ListParts": multipart.list_parts,
+            "ListMultipartUploads": multipart.list_multipart_uploads,
         }
 
     def needs_body(self, operation: str) -> bool:

@@ -21,7 +21,7 @@ from s3orchestrator.s3.objects import ObjectOperations, object_location
 from s3orchestrator.s3.timestamps import iso8601
 from s3orchestrator.stores.interface import IObjectReader, IObjectWrite
 
-_COPY_SOURCE_CONDITIONS = (
+COPY_SOURCE_CONDITIONS = (
     "x-amz-copy-source-if-match",
     "x-amz-copy-source-if-none-match",
     "x-amz-copy-source-if-modified-since",
@@ -136,7 +136,7 @@ class CopyOperations:
         source = await self._objects.record(bucket, source_key)
         if source is None:
             raise S3Error("NoSuchKey", extra={"Key": source_key})
-        conditions = {name: value for name in _COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
+        conditions = {name: value for name in COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
         if conditions:
             check_preconditions(conditions, source.etag, source.last_modified_ms / 1000, copy_source=True)
         if source_key == key and directive == "COPY":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
@@ -17,7 +17,8 @@ from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.routing import choose_store
 from s3orchestrator.s3 import headers as s3_headers
-from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.auth.payload import VerifiedPayload
+from s3orchestrator.s3.call import RequestBody, S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.ranges import content_range, parse_range
@@ -31,7 +32,19 @@ from s3orchestrator.stores.interface import (
 )
 
 T = TypeVar("T")
+MAX_PART_NUMBER = 10_000
 _PRECONDITION_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
+async def verified_body(body: RequestBody, write: IObjectWrite) -> VerifiedPayload:
+    """What the client's body turned out to be, once it arrived whole and verified;
+    if it fails, or the store's write fails first, the write is aborted."""
+    try:
+        return await _verified_unless_store_fails(body.verified, write.done)
+    except BaseException:
+        write.done.addErrback(lambda _: None)
+        write.abort()
+        raise
 
 
 def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) -> Deferred[T]:
@@ -76,6 +89,33 @@ class _HealthReportingReader:
 
     def cancel(self) -> None:
         self._reader.cancel()
+
+
+def parse_part_number(value: str) -> int:
+    """A ``partNumber`` query parameter: 1 to 10000, else InvalidArgument."""
+    number = int(value) if value.isascii() and value.isdigit() else 0
+    if not 1 <= number <= MAX_PART_NUMBER:
+        raise S3Error(
+            "InvalidArgument",
+            f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive",
+            extra={"ArgumentName": "partNumber", "ArgumentValue": value},
+        )
+    return number
+
+
+def part_range(record: ObjectRecord, part_number: str, range_header: str | None) -> tuple[int, int] | None:
+    """The byte range GET/HEAD ``?partNumber=N`` serves: that part of a multipart object;
+    all of any other object as its only part (None: no range)."""
+    if range_header is not None:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    number = parse_part_number(part_number)
+    sizes = record.part_sizes or (record.size,)
+    if number > len(sizes):
+        raise S3Error("InvalidPartNumber")
+    if not record.part_sizes or sizes[number - 1] == 0:
+        return None
+    first = sum(sizes[: number - 1])
+    return first, first + sizes[number - 1] - 1
 
 
 def object_location(bucket: str, key: str) -> str:
@@ -142,6 +182,15 @@ class ObjectOperations:
             raise S3Error("InsufficientStorage")
         return reservation
 
+    async def pick_store(self, size: int) -> str:
+        """The healthy store the routing strategy would put ``size`` bytes on now,
+        without reserving anything; InsufficientStorage when none has room."""
+        usage = await self._metadata.store_usage()
+        chosen = choose_store(self._routing_strategy, usage, size, self._health.healthy())
+        if chosen is None:
+            raise S3Error("InsufficientStorage")
+        return chosen
+
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose write failed."""
         await self._metadata.release(reservation.id)
@@ -166,12 +215,7 @@ class ObjectOperations:
         bucket, key, body = call.bucket, call.key, call.body
         assert bucket is not None and key is not None and body is not None
         write = self._stores[reservation.store].start_write(location, body, body.length)
-        try:
-            payload = await _verified_unless_store_fails(body.verified, write.done)
-        except BaseException:
-            write.done.addErrback(lambda _: None)
-            write.abort()
-            raise
+        payload = await verified_body(body, write)
         record = ObjectRecord(
             bucket=bucket,
             key=key,
@@ -194,9 +238,23 @@ class ObjectOperations:
         reservation: Reservation,
         before_done: Callable[[], None] = lambda: None,
     ) -> None:
-        """Under the key's lock: wait for the store, commit ``record``, publish the bytes,
-        then drop the bytes the commit replaced. ``before_done`` runs first under the lock
-        (PutObject releases its held-back tail there)."""
+        """Under the key's lock: wait for the store, commit ``record`` (turning the
+        reservation into usage), publish the bytes, then drop the bytes the commit
+        replaced. ``before_done`` runs first under the lock (PutObject releases its
+        held-back tail there)."""
+        await self.commit_object_write(
+            write, record, lambda: self._metadata.commit_object(reservation.id, record), before_done
+        )
+
+    async def commit_object_write(
+        self,
+        write: IObjectWrite,
+        record: ObjectRecord,
+        commit: Callable[[], Awaitable[ObjectRecord | None]],
+        before_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``commit_write`` with another metadata commit: ``commit()`` stores ``record``
+        and fires with the object it replaced (CompleteMultipartUpload's commit)."""
         async with self._locks.hold((record.bucket, record.key)):
             before_done()
             try:
@@ -209,7 +267,7 @@ class ObjectOperations:
                     await self._delete_bytes(record)
                 raise
             try:
-                previous = await self._metadata.commit_object(reservation.id, record)
+                previous = await commit()
             except BaseException:
                 write.abort()
                 if not write.staged:
@@ -250,7 +308,11 @@ class ObjectOperations:
             if record is None:
                 raise S3Error("NoSuchKey", extra={"Key": key})
             self._check_conditions(call, record)
-            byte_range = parse_range(call.header("range"), record.size)
+            part_number = call.query.get("partNumber")
+            if part_number is None:
+                byte_range = parse_range(call.header("range"), record.size)
+            else:
+                byte_range = part_range(record, part_number, call.header("range"))
             if with_body:
                 reader = await self.open_object(record, byte_range)
         headers = s3_headers.object_headers(record, call.query)
@@ -260,6 +322,8 @@ class ObjectOperations:
             first, last = byte_range
             headers.append(("Content-Range", content_range(first, last, record.size)))
             status, length = 206, last - first + 1
+        if part_number is not None and record.part_sizes:
+            headers.append(("x-amz-mp-parts-count", str(len(record.part_sizes))))
         if reader is None:
             headers.append(("Content-Length", str(length)))
         return S3Response(status, headers, reader, store=record.store)

@@ -11,7 +11,8 @@ distinct paths, and nothing can leave the root:
   and the ``.`` of a trailing ``.d`` are percent-escaped (``%25``, ``%0A``,
   ``%2E``...); everything else, non-ASCII characters included, is kept (as UTF-8).
   So no name is ``.``, ``..`` or starts with ``.``: names starting with a dot in
-  the root are ours (``.tmp``, for writes in progress).
+  the root are ours (``.tmp`` for writes in progress, ``.uploads`` for multipart
+  uploads).
 - An empty segment (``a//b``, a key ending in ``/``) becomes ``%``, which no escaped
   segment can be (every other ``%`` is followed by two hex digits).
 - Directory names get the suffix ``.d``, which no file name ends with, so the key
@@ -25,13 +26,29 @@ For example ``photos/2024/../x`` in bucket ``app`` is stored at
 Locations that cannot be mapped (empty, NUL characters, a leading ``/`` i.e. no
 bucket, no ``/`` at all, lone surrogates, or a resulting path of 4096 bytes or
 more) are refused with ValueError, through the Deferred (``open_read``,
-``delete``) or ``IObjectWrite.done`` (``start_write``). The filesystem must be
+``delete``, ``create_upload``, ``abort_upload``) or ``IObjectWrite.done``
+(``start_write`` and the other writes). The filesystem must be
 case-sensitive and must not normalise Unicode (ext4, XFS, btrfs); ``start``
 checks the first.
 
 Writes go to ``<root>/.tmp/<random>`` (same filesystem), are fsynced and then
 renamed into place, so a reader sees the old object or the new one, never part
 of one; ``start`` removes temp files a crash left behind.
+
+Multipart uploads
+-----------------
+An upload is the directory ``<root>/.uploads/<upload id>`` (32 hex digits, made by
+``create_upload``), holding its parts as files named by their decimal part number
+(``<root>/.uploads/0f3c.../7``). A part is written like an object (temp file,
+fsync) and renamed onto its part file at ``publish``, replacing an earlier part
+with the same number; the rename never recreates an upload directory that an
+abort removed. Completing joins the parts, in the order given, into a temp file
+(in-kernel copies where the filesystem can), syncs it and, at ``publish``, renames
+it to the object's path and then removes the upload directory. ``abort_upload``
+removes the directory. ``start`` keeps ``.uploads`` (uploads outlive restarts);
+the metadata says which uploads exist, so a directory whose upload it no longer
+knows is an orphan to remove with ``abort_upload``. The machinery lives in
+``directory_multipart``.
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Self, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
@@ -56,11 +73,14 @@ from s3orchestrator.stores.interface import (
     IObjectReader,
     IObjectStore,
     IObjectWrite,
+    IPartWrite,
     ObjectMissing,
+    StoredPart,
     StoreUnavailable,
 )
 
 TEMP_DIRECTORY = ".tmp"
+UPLOADS_DIRECTORY = ".uploads"
 DIRECTORY_SUFFIX = ".d"
 EMPTY_SEGMENT = "%"
 HASH_MARK = "%%"
@@ -211,6 +231,16 @@ def _copy_fd(source: int, target: int, length: int) -> int:
     return copied
 
 
+def _create_temp(temp: bytes) -> int:
+    """Create the temp file ``temp`` (and its directory if a crash or an admin removed it); return its fd."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(temp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(temp), exist_ok=True)
+        return os.open(temp, flags, 0o666)
+
+
 def _copy(source: bytes, temp: bytes, length: int, location: str) -> None:
     """Copy the file ``source`` (``length`` bytes) into a new, synced temp file; or leave nothing."""
     try:
@@ -221,12 +251,7 @@ def _copy(source: bytes, temp: bytes, length: int, location: str) -> None:
         size = os.fstat(source_fd).st_size
         if size != length:
             raise StoreUnavailable(f"{location!r} has {size} bytes, not the {length} expected")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            target_fd = os.open(temp, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(temp), exist_ok=True)
-            target_fd = os.open(temp, flags, 0o666)
+        target_fd = _create_temp(temp)
         try:
             copied = _copy_fd(source_fd, target_fd, length)
             if copied != length:
@@ -292,8 +317,10 @@ def _probe(temp_directory: bytes) -> None:
         os.unlink(path)
 
 
-def _prepare(root: bytes, temp_directory: bytes) -> int:
+def _prepare(root: bytes, temp_directory: bytes, uploads_directory: bytes) -> int:
     os.makedirs(temp_directory, exist_ok=True)
+    # Multipart uploads outlive restarts: their directory is made, never cleared.
+    os.makedirs(uploads_directory, exist_ok=True)
     removed = 0
     for entry in os.scandir(temp_directory):
         if entry.is_dir(follow_symlinks=False):
@@ -344,8 +371,10 @@ class DirectoryWrite:
 
     States: writing (bytes arriving) -> syncing (fsync in a thread) -> staged
     (``done`` fired) -> installing (rename in a thread) -> published; or failed.
-    ``abort`` works until installing starts. A copy (``start_copy``) has no body:
-    it starts in syncing, a thread copying and syncing the temp file.
+    ``abort`` works until installing starts. A copy (``start_copy``) or a joined
+    multipart upload (``start_fill``) has no body: it starts in syncing, a thread
+    filling and syncing the temp file. Subclasses change what ``publish`` does
+    by overriding ``install``.
     """
 
     staged = True
@@ -372,7 +401,7 @@ class DirectoryWrite:
         self._pull_producer: IPullProducer | None = None
 
     @classmethod
-    def failed(cls, reactor: Any, body: IBodyProducer | None, failure: Failure) -> DirectoryWrite:
+    def failed(cls, reactor: Any, body: IBodyProducer | None, failure: Failure) -> Self:
         """A write that failed before it started (``done`` has already errbacked)."""
         write = cls(reactor, body, 0, b"", b"", b"")
         write._state = "failed"
@@ -383,11 +412,15 @@ class DirectoryWrite:
         """Instead of ``start`` (no body): copy the file ``source`` into the temp file
         and sync it in a thread; ``done`` fires as for a write, ObjectMissing if
         ``source`` does not exist."""
+        self.start_fill(_copy, source, self._temp, self._length, location)
+
+    def start_fill(self, fill: Callable[..., None], *args: Any) -> None:
+        """Instead of ``start`` (no body): ``fill(*args)`` creates and syncs the temp
+        file in a thread (leaving nothing if it raises); ``done`` fires when it returns,
+        errbacks with what it raised (OSError as StoreUnavailable)."""
         self._state = "syncing"
-        copied = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), _copy, source, self._temp, self._length, location
-        )
-        copied.addCallbacks(self._synced, self._sync_failed)
+        filled = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fill, *args)
+        filled.addCallbacks(self._synced, self._sync_failed)
 
     def start(self) -> None:
         """Open the temp file and start the body producer."""
@@ -489,11 +522,14 @@ class DirectoryWrite:
         if self._state != "staged":
             return fail(RuntimeError(f"cannot publish a write that is {self._state}"))
         self._state = "installing"
-        installed = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), _install, self._temp, self._final, self._root
-        )
+        installed = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self.install)
         installed.addCallbacks(self._installed, self._install_failed)
         return installed
+
+    def install(self) -> None:
+        """In a thread, for ``publish``: rename the temp file to the final path
+        (creating its parent directories) durably; or remove the temp file and raise."""
+        _install(self._temp, self._final, self._root)
 
     def _installed(self, _: object) -> None:
         self._state = "published"
@@ -660,7 +696,14 @@ class DirectoryStore:
         self.root = os.path.abspath(root)
         self._root = os.fsencode(self.root)
         self._temp_directory = os.path.join(self._root, TEMP_DIRECTORY.encode("ascii"))
+        self._uploads_directory = os.path.join(self._root, UPLOADS_DIRECTORY.encode("ascii"))
         self._reactor = reactor
+        # directory_multipart builds on this module's pieces, hence the late import.
+        from s3orchestrator.stores.directory_multipart import DirectoryUploads
+
+        self._uploads = DirectoryUploads(
+            name, reactor, self._root, self._temp_directory, self._uploads_directory, self.path_for
+        )
 
     def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), func, *args)
@@ -673,14 +716,17 @@ class DirectoryStore:
         return path
 
     def start(self) -> Deferred[int]:
-        """Create the root if needed, remove temp files a crash left; fire with how many."""
+        """Create the root if needed, remove temp files a crash left; fire with how many.
+
+        Multipart uploads (``.uploads``) are kept.
+        """
 
         def removed(count: int) -> int:
             if count:
                 _log.info("Store {store}: removed {count} stale temp files", store=self.name, count=count)
             return count
 
-        d = self._in_thread(_prepare, self._root, self._temp_directory)
+        d = self._in_thread(_prepare, self._root, self._temp_directory, self._uploads_directory)
         d.addCallbacks(removed, _unavailable)
         return d
 
@@ -775,3 +821,23 @@ class DirectoryStore:
         d = self._in_thread(_probe, self._temp_directory)
         d.addErrback(_unavailable)
         return d
+
+    # -- multipart uploads (see directory_multipart) --
+
+    def create_upload(self, location: str) -> Deferred[str]:
+        """Make the upload's directory under ``.uploads``; fire with its id (32 hex digits)."""
+        return self._uploads.create(location)
+
+    def start_part_write(
+        self, location: str, upload_id: str, part_number: int, body: IBodyProducer, length: int
+    ) -> IPartWrite:
+        """Stream a part into a temp file; ``publish`` renames it onto the part's file."""
+        return self._uploads.start_part_write(location, upload_id, part_number, body, length)
+
+    def start_complete(self, location: str, upload_id: str, parts: Sequence[StoredPart]) -> IObjectWrite:
+        """Join the parts into a temp file; ``publish`` renames it to ``location`` and drops the upload."""
+        return self._uploads.start_complete(location, upload_id, parts)
+
+    def abort_upload(self, location: str, upload_id: str) -> Deferred[None]:
+        """Remove the upload's directory and parts; succeeds if it is gone already."""
+        return self._uploads.abort(location, upload_id)

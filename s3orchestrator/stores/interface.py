@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.web.iweb import IBodyProducer
@@ -46,6 +49,24 @@ class IObjectWrite(Interface):
 
     def abort() -> None:
         """Stop the write and remove whatever was written but not published. Safe at any time."""
+
+
+class IPartWrite(IObjectWrite):
+    """One part of a multipart upload being written; see IObjectStore.start_part_write."""
+
+    store_etag = Attribute(
+        "Once ``done`` fired: the store's own tag for the part (unquoted), which"
+        " ``start_complete`` must be given back (an upstream's part ETag)."
+    )
+
+
+@attrs.frozen
+class StoredPart:
+    """A part as the store's Complete needs it: its number, size and the store's tag."""
+
+    number: int
+    size: int
+    store_etag: str
 
 
 class IObjectReader(Interface):
@@ -102,3 +123,36 @@ class IObjectStore(Interface):
 
     def probe() -> Deferred[None]:
         """Check the store works (health check); errbacks with StoreUnavailable if not."""
+
+    # -- multipart uploads --------------------------------------------------------------------
+
+    def create_upload(location: str) -> Deferred[str]:
+        """Start a multipart upload of the object at ``location``; fire with the
+        store's id for it (an upstream UploadId), which the other calls take."""
+
+    def start_part_write(
+        location: str, upload_id: str, part_number: int, body: IBodyProducer, length: int
+    ) -> IPartWrite:
+        """Store part ``part_number`` (``length`` bytes produced by ``body``) of an upload.
+
+        The IObjectWrite contract holds: a staged part (a directory store's temp
+        file) replaces an earlier part with the same number only at ``publish``;
+        an unstaged one (an upstream UploadPart) replaced it at ``done``. ``abort``
+        never touches the object at ``location``.
+        """
+
+    def start_complete(location: str, upload_id: str, parts: Sequence[StoredPart]) -> IObjectWrite:
+        """Join ``parts`` (in the order given, every one a part stored for the upload)
+        into the object at ``location``, ending the upload.
+
+        The IObjectWrite contract holds, so the previous object at ``location`` stays
+        intact until ``publish`` (staged, a directory store: ``done`` once the joined
+        file is synced, ``publish`` renames it and drops the parts) or until ``done``
+        (an upstream CompleteMultipartUpload; ``abort`` afterwards deletes the object).
+        A failure before that leaves the upload and its parts as they were, so it can
+        be completed again. A part missing or of another size fails ``done`` with
+        ObjectMissing.
+        """
+
+    def abort_upload(location: str, upload_id: str) -> Deferred[None]:
+        """End the upload and remove its parts; succeeds if the upload no longer exists."""

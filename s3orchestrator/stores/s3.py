@@ -6,7 +6,8 @@ agent in a ``ContentDecoderAgent`` (and a redirect agent), which would gunzip
 objects stored with ``Content-Encoding: gzip``; bodies must pass byte for byte.
 
 Every request is SigV4-signed by ``s3orchestrator.auth.sigv4.sign_request``
-over exactly the path sent (the location percent-encoded the AWS way). Bodies
+over exactly the path and query sent (the location percent-encoded the AWS
+way, an upload id as well). Bodies
 stream both ways with backpressure: an upload relays the client's body as an
 ``IBodyProducer`` (``UNSIGNED-PAYLOAD``, or re-framed into aws-chunked chunks,
 see ``s3_framing``), a download registers a push producer on the consumer that
@@ -41,7 +42,16 @@ body, so a PUT that meets such a stale connection fails: the client gets a
 ``CACHED_CONNECTION_TIMEOUT`` (15 s), below the keep-alive timeout of common
 servers, to make this rare.
 
-The objects are written by ``s3_write`` (``S3Write``, ``UpstreamBody``) and
+Multipart uploads map one to one onto the upstream's (``s3_multipart``):
+CreateMultipartUpload gives the upload id, a part is an UploadPart streamed
+like a PUT (same payload modes, checksums and watchdog) whose ETag the store
+keeps, and Complete names the parts by number and ETag. A part is never
+deleted on its own (it goes with its upload, aborted or completed); a
+completed object is, like a PUT's, on ``abort`` after ``done``. Complete's
+200 may carry an ``<Error>`` after a long run of whitespace, as CopyObject's may.
+
+The objects are written by ``s3_write`` (``S3Write``, ``S3Copy``,
+``UpstreamBody``) and ``s3_multipart`` (``S3PartWrite``, ``S3Complete``) and
 read by ``s3_read`` (``S3Reader``); each request is an ``s3_exchange.Exchange``.
 Failures map to StoreUnavailable (network, timeout, 5xx, throttling, bytes
 damaged in transit), ObjectMissing (404 on GET) and StoreMisconfigured (other
@@ -50,7 +60,7 @@ damaged in transit), ObjectMissing (404 on GET) and StoreMisconfigured (other
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import HTTPConnectionPool
@@ -60,14 +70,22 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.sigv4 import format_amz_date, sign_request
 from s3orchestrator.config import S3StoreConfig
-from s3orchestrator.stores.interface import IObjectReader, IObjectStore, IObjectWrite, StoreUnavailable
+from s3orchestrator.stores.interface import (
+    IObjectReader,
+    IObjectStore,
+    IObjectWrite,
+    IPartWrite,
+    StoredPart,
+    StoreUnavailable,
+)
 from s3orchestrator.stores.s3_errors import error_for_status, parse_error_code
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_http import DEFAULT_CONNECTIONS_PER_HOST, Target, make_agent, make_pool, request_target
+from s3orchestrator.stores.s3_multipart import S3Complete, S3PartWrite, abort_upload, create_upload
 from s3orchestrator.stores.s3_read import S3Reader
 from s3orchestrator.stores.s3_write import DEFAULT_CHUNK_SIZE, S3Copy, S3Write
 
-__all__ = ["S3Store", "S3Copy", "S3Write", "S3Reader"]
+__all__ = ["S3Store", "S3Complete", "S3Copy", "S3PartWrite", "S3Write", "S3Reader"]
 
 
 @implementer(IObjectStore)
@@ -105,7 +123,7 @@ class S3Store:
         amz_date = format_amz_date(self.reactor.seconds())
         to_sign = {"host": target.host, **headers}
         added = sign_request(
-            method, target.raw_path, "", to_sign,
+            method, target.raw_path, target.raw_query, to_sign,
             access_key_id=config.access_key_id,
             secret_access_key=config.secret_access_key,
             region=config.region,
@@ -188,6 +206,28 @@ class S3Store:
         error = error_for_status(self.name, "DELETE", response.code, code, location)
         exchange.log(response.code, error)
         raise error
+
+    def create_upload(self, location: str) -> Deferred[str]:
+        """CreateMultipartUpload; fires with the upstream's UploadId."""
+        return Deferred.fromCoroutine(create_upload(self, location))
+
+    def start_part_write(
+        self, location: str, upload_id: str, part_number: int, body: IBodyProducer, length: int
+    ) -> IPartWrite:
+        """UploadPart of ``length`` bytes of ``body``; see S3PartWrite."""
+        write = S3PartWrite(self, location, upload_id, part_number, body, length)
+        write.start()
+        return write
+
+    def start_complete(self, location: str, upload_id: str, parts: Sequence[StoredPart]) -> IObjectWrite:
+        """CompleteMultipartUpload of ``parts``; see S3Complete."""
+        write = S3Complete(self, location, upload_id, parts)
+        write.start()
+        return write
+
+    def abort_upload(self, location: str, upload_id: str) -> Deferred[None]:
+        """AbortMultipartUpload; an upload that no longer exists is fine."""
+        return Deferred.fromCoroutine(abort_upload(self, location, upload_id))
 
     def probe(self) -> Deferred[None]:
         """HeadBucket; StoreUnavailable unless it answers 200."""

@@ -67,11 +67,12 @@ def make_agent(config: S3StoreConfig, reactor: Any, pool: HTTPConnectionPool) ->
 
 @attrs.frozen
 class Target:
-    """Where one upstream request goes: the URL, and the path and host header to sign."""
+    """Where one upstream request goes: the URL, and the path, query and host header to sign."""
 
     url: bytes
     raw_path: str
     host: str
+    raw_query: str = ""
 
 
 def _host_header(hostname: str, port: int | None, scheme: str) -> str:
@@ -82,11 +83,12 @@ def _host_header(hostname: str, port: int | None, scheme: str) -> str:
     return f"{hostname}:{port}"
 
 
-def request_target(config: S3StoreConfig, location: str | None) -> Target:
+def request_target(config: S3StoreConfig, location: str | None, raw_query: str = "") -> Target:
     """The URL of an object (or of the bucket when ``location`` is None), path-style or virtual-host.
 
     The location is percent-encoded the AWS way (UTF-8, '/' kept), so the path
-    on the wire is already canonical and is signed exactly as sent.
+    on the wire is already canonical and is signed exactly as sent; ``raw_query``
+    (already encoded, e.g. ``partNumber=1&uploadId=...``) goes on the URL as is.
     """
     parts = urlsplit(config.endpoint)
     scheme = parts.scheme.lower()
@@ -99,7 +101,8 @@ def request_target(config: S3StoreConfig, location: str | None) -> Target:
         hostname = f"{config.bucket}.{hostname}"
         raw_path = f"{base}{key_path}" or "/"
     host = _host_header(hostname, parts.port, scheme)
-    return Target(f"{scheme}://{host}{raw_path}".encode("ascii"), raw_path, host)
+    query = f"?{raw_query}" if raw_query else ""
+    return Target(f"{scheme}://{host}{raw_path}{query}".encode("ascii"), raw_path, host, raw_query)
 
 
 # -- silence watchdog --------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Writing to an upstream S3 store: one PUT per object, its body relayed with backpressure."""
+"""Writing to an upstream S3 store: one request makes the object (or part) visible there.
+
+``UpstreamWrite`` is the IObjectWrite life every such request shares (``done``
+once the upstream answered, ``publish`` a no-op, ``abort`` cancels or deletes);
+``S3Write`` relays a client's body with backpressure (PutObject, and UploadPart
+in ``s3_multipart``); ``ResultWrite`` sends no client body and reads a result
+document from the answer (CopyObject here, CompleteMultipartUpload in ``s3_multipart``).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +15,22 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from s3orchestrator.auth.chunked import AwsChunkedSigner, ChunkSignatureChain
-from s3orchestrator.auth.sigv4 import credential_scope, signing_key
+from s3orchestrator.auth.sigv4 import credential_scope, signing_key, uri_encode
 from s3orchestrator.errors import S3Error
-from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreMisconfigured, StoreUnavailable
 from s3orchestrator.stores.s3_errors import local_name, parse_error_code, parse_upstream_xml
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_framing import UploadFraming, framing_headers, upload_mode
-from s3orchestrator.stores.s3_http import SilenceWatchdog, request_target
+from s3orchestrator.stores.s3_http import SilenceWatchdog, Target, request_target
 
 if TYPE_CHECKING:
     from s3orchestrator.stores.s3 import S3Store
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "S3Copy", "S3Write", "UpstreamBody"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "ResultWrite", "S3Copy", "S3Write", "UpstreamBody", "UpstreamWrite"]
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
 
@@ -32,79 +38,39 @@ _log = Logger()
 
 
 @implementer(IObjectWrite)
-class S3Write:
-    """One upstream PUT. The object is visible as soon as the upstream answers 2xx (``done``)."""
+class UpstreamWrite:
+    """One upstream request that makes its bytes what reads of the location return
+    as soon as the upstream answers 2xx (``done``; ``staged`` is False).
+
+    ``abort`` before ``done`` cancels the request; after it (or when the object
+    was stored but the answer was not right) the object is deleted, best effort.
+    Subclasses send the request in ``_send`` and set ``_stored`` once the
+    upstream holds the object.
+    """
 
     staged = False
 
-    def __init__(self, store: S3Store, location: str, body: IBodyProducer, length: int) -> None:
+    # False where the bytes at the location are not this write's to remove (a copy
+    # onto itself: they are the previous object's).
+    _owns_target = True
+
+    def __init__(self, store: S3Store, location: str, operation: str, length: int) -> None:
         self.done: Deferred[None] = Deferred()
         self._store = store
         self._location = location
-        self._body = body
         self._length = length
-        self._mode = upload_mode(store.config.payload_signing, store.config.send_checksums)
-        self._exchange = Exchange(store, "PUT", location)
+        self._exchange = Exchange(store, operation, location)
         self._upstream_body: UpstreamBody | None = None
-        self._state = "sending"  # -> done | failed | aborted
-        self._stored = False  # the upstream answered 2xx to the whole body: the object exists there
+        self._state = "sending"  # -> done | failed | aborted (-> deleted)
+        self._stored = False  # the upstream answered 2xx to the whole request: the object exists there
         self._running: Deferred[None] | None = None
 
     def start(self) -> None:
-        self._running = Deferred.fromCoroutine(self._put())
+        self._running = Deferred.fromCoroutine(self._send())
         self._running.addCallbacks(self._succeeded, self._failed)
 
-    async def _put(self) -> None:
-        store, exchange = self._store, self._exchange
-        response = await exchange.request(
-            "PUT", request_target(store.config, self._location), framing_headers(self._mode, self._length),
-            self._mode.value, self._make_body,
-        )
-        upstream_body = self._upstream_body
-        assert upstream_body is not None
-        success = 200 <= response.code < 300
-        if not upstream_body.complete:
-            # An answer before the whole body went out (an early error): stop sending,
-            # which also drops the connection (it cannot carry this request to its end).
-            upstream_body.stopProducing()
-            if not success:
-                raise await exchange.error(response)
-            # A success for bytes not sent yet means nothing: the previous object may
-            # well still be there, so nothing is deleted either.
-            exchange.watchdog.disarm()
-            discard_body(response)
-            error = StoreUnavailable(f"store {store.name}: PUT answered {response.code} before the body was sent")
-            exchange.log(response.code, error)
-            raise error
-        if not success:
-            raise await exchange.error(response)
-        # Any 2xx (some services answer 201 or 204): the object exists upstream now.
-        self._stored = True
-        etag = response.headers.getRawHeaders(b"etag")
-        await exchange.read_small(response)
-        if not etag:
-            error = StoreUnavailable(f"store {store.name}: PUT answered {response.code} without an ETag")
-            exchange.log(response.code, error)
-            raise error
-        exchange.log(response.code, size=self._length)
-
-    def _make_body(self, amz_date: str, seed_signature: str) -> IBodyProducer:
-        config, mode = self._store.config, self._mode
-        framing = None
-        if mode.is_aws_chunked:
-            signer = None
-            if mode.chunks_signed:
-                scope_date = amz_date[:8]
-                chain = ChunkSignatureChain(
-                    signing_key(config.secret_access_key, scope_date, config.region),
-                    amz_date,
-                    credential_scope(scope_date, config.region),
-                    seed_signature,
-                )
-                signer = AwsChunkedSigner(chain)
-            framing = UploadFraming(mode, self._store.chunk_size, signer)
-        self._upstream_body = UpstreamBody(self._body, self._length, self._exchange.watchdog, framing)
-        return self._upstream_body
+    async def _send(self) -> None:
+        raise NotImplementedError
 
     def _succeeded(self, _: object) -> None:
         if self._state == "sending":
@@ -126,13 +92,13 @@ class S3Write:
             self._delete()
 
     def publish(self) -> Deferred[None]:
-        """Nothing to do: the upstream PUT already made the object what reads return."""
+        """Nothing to do: the upstream request already made the object what reads return."""
         if self._state != "done":
             return fail(RuntimeError(f"cannot publish a write that is {self._state}"))
         return succeed(None)
 
     def abort(self) -> None:
-        """Before ``done``: cancel the PUT (no object is left; ``done`` errbacks with
+        """Before ``done``: cancel the request (no object is left; ``done`` errbacks with
         CancelledError). After ``done``: delete the object (best effort, logged)."""
         if self._state == "sending":
             self._state = "aborted"
@@ -145,10 +111,6 @@ class S3Write:
             self._state = "aborted"
             if self._owns_target:
                 self._delete()
-
-    # False for a copy onto itself: the bytes at the location are the previous
-    # object's, so an abort must leave them.
-    _owns_target = True
 
     def _delete(self) -> None:
         if self._state == "deleted":
@@ -164,8 +126,82 @@ class S3Write:
         self._store.delete(self._location).addErrback(failed)
 
 
-# Codes of an <Error> a CopyObject answers (even with 200) that mean "try again later".
-_COPY_TRANSIENT_CODES = frozenset({
+class S3Write(UpstreamWrite):
+    """One upstream PUT of a client's body. The object is visible as soon as the upstream answers 2xx (``done``)."""
+
+    _operation = "PUT"
+
+    def __init__(self, store: S3Store, location: str, body: IBodyProducer, length: int) -> None:
+        super().__init__(store, location, self._operation, length)
+        self._body = body
+        self._mode = upload_mode(store.config.payload_signing, store.config.send_checksums)
+        self._etag: str | None = None  # the upstream's ETag (unquoted) once stored
+
+    def _target(self) -> Target:
+        return request_target(self._store.config, self._location)
+
+    async def _answer_error(self, response: IResponse) -> Exception:
+        """The exception a non-2xx answer becomes (logged unless ObjectMissing)."""
+        return await self._exchange.error(response)
+
+    async def _send(self) -> None:
+        store, exchange = self._store, self._exchange
+        response = await exchange.request(
+            "PUT", self._target(), framing_headers(self._mode, self._length), self._mode.value, self._make_body,
+        )
+        upstream_body = self._upstream_body
+        assert upstream_body is not None
+        success = 200 <= response.code < 300
+        operation = exchange.operation
+        if not upstream_body.complete:
+            # An answer before the whole body went out (an early error): stop sending,
+            # which also drops the connection (it cannot carry this request to its end).
+            upstream_body.stopProducing()
+            if not success:
+                raise await self._answer_error(response)
+            # A success for bytes not sent yet means nothing: the previous object may
+            # well still be there, so nothing is deleted either.
+            exchange.watchdog.disarm()
+            discard_body(response)
+            error = StoreUnavailable(
+                f"store {store.name}: {operation} answered {response.code} before the body was sent"
+            )
+            exchange.log(response.code, error)
+            raise error
+        if not success:
+            raise await self._answer_error(response)
+        # Any 2xx (some services answer 201 or 204): the object exists upstream now.
+        self._stored = True
+        etag = response.headers.getRawHeaders(b"etag")
+        await exchange.read_small(response)
+        if not etag:
+            error = StoreUnavailable(f"store {store.name}: {operation} answered {response.code} without an ETag")
+            exchange.log(response.code, error)
+            raise error
+        self._etag = etag[0].decode("latin-1").strip().strip('"')
+        exchange.log(response.code, size=self._length)
+
+    def _make_body(self, amz_date: str, seed_signature: str) -> IBodyProducer:
+        config, mode = self._store.config, self._mode
+        framing = None
+        if mode.is_aws_chunked:
+            signer = None
+            if mode.chunks_signed:
+                scope_date = amz_date[:8]
+                chain = ChunkSignatureChain(
+                    signing_key(config.secret_access_key, scope_date, config.region),
+                    amz_date,
+                    credential_scope(scope_date, config.region),
+                    seed_signature,
+                )
+                signer = AwsChunkedSigner(chain)
+            framing = UploadFraming(mode, self._store.chunk_size, signer)
+        self._upstream_body = UpstreamBody(self._body, self._length, self._exchange.watchdog, framing)
+        return self._upstream_body
+
+
+# Codes of an <Error> a result-bearing answer carries (even with 200) that mean "try again later".
+_RESULT_TRANSIENT_CODES = frozenset({
     "InternalError", "SlowDown", "ServiceUnavailable", "Throttling", "RequestTimeout",
 })
 
@@ -176,39 +212,90 @@ def _root_tag(body: bytes) -> str | None:
     return None if root is None else local_name(root)
 
 
-class S3Copy(S3Write):
+class ResultWrite(UpstreamWrite):
+    """An upstream write without a client body (the bytes are upstream already) whose
+    answer is a result document, the root element ``_result``.
+
+    S3 sends the 200 before it has finished such a request, so a 200 may still
+    report a failure in an ``<Error>`` document: ``done`` fires only on a 200
+    whose body is the result. InternalError, SlowDown and the like (and 5xx,
+    429) are StoreUnavailable, ``_missing_codes`` (and a 404 without a code)
+    ObjectMissing, any other error StoreMisconfigured; a 200 with neither
+    document StoreUnavailable.
+    """
+
+    _result = ""
+    _missing_codes: frozenset[str] = frozenset()
+
+    def _missing(self) -> ObjectMissing:
+        return ObjectMissing(self._location)
+
+    async def _read_result(self, response: IResponse) -> bytes:
+        """The body of a 200 answer."""
+        return await self._exchange.read_small(response)
+
+    async def _check_answer(self, response: IResponse) -> None:
+        """Read the answer; raise unless it is a 200 carrying the ``_result`` document."""
+        exchange = self._exchange
+        if response.code != 200:
+            raise self._error(response.code, parse_error_code(await exchange.read_small(response)))
+        body = await self._read_result(response)
+        tag = _root_tag(body)
+        if tag == self._result:
+            return
+        if tag == "Error":
+            raise self._error(response.code, parse_error_code(body))
+        error = StoreUnavailable(
+            f"store {self._store.name}: {exchange.operation} answered 200 without a {self._result}"
+        )
+        exchange.log(response.code, error)
+        raise error
+
+    def _error(self, status: int, code: str | None) -> Exception:
+        """The exception an error answer becomes (logged unless ObjectMissing)."""
+        described = f"store {self._store.name}: {self._exchange.operation} answered HTTP {status}" + (
+            f" {code}" if code else ""
+        )
+        error: Exception
+        if code in self._missing_codes or (status == 404 and code is None):
+            return self._missing()
+        if status >= 500 or status == 429 or code in _RESULT_TRANSIENT_CODES:
+            error = StoreUnavailable(described)
+        elif status == 200 and code is None:
+            error = StoreUnavailable(described + " with an unreadable error")
+        else:
+            error = StoreMisconfigured(described)
+        self._exchange.log(status, error)
+        return error
+
+
+class S3Copy(ResultWrite):
     """One upstream CopyObject (``PUT`` with ``x-amz-copy-source``, no body): the bytes
     never pass through the daemon. Like S3Write, the object is visible once ``done``
     fires (staged is False) and ``abort`` after ``done`` deletes it.
 
-    ``done`` fires only on a 200 whose body is a ``<CopyObjectResult>``: S3 may
-    answer 200 and report a failure in an ``<Error>`` document in the body.
-    InternalError, SlowDown and the like are StoreUnavailable, NoSuchKey (the
-    source) ObjectMissing, any other error StoreMisconfigured; a 200 with neither
-    document StoreUnavailable.
+    ``done`` fires only on a 200 whose body is a ``<CopyObjectResult>`` (see
+    ResultWrite); NoSuchKey (the source) is ObjectMissing.
 
     A copy onto itself sends no copy (S3 refuses one that changes nothing): a
     HEAD checks the object is there (ObjectMissing if not) with ``length``
     bytes, and ``abort`` then deletes nothing.
     """
 
-    def __init__(self, store: S3Store, source_location: str, target_location: str, length: int) -> None:
-        self.done: Deferred[None] = Deferred()
-        self._store = store
-        self._source = source_location
-        self._location = target_location
-        self._length = length
-        self._self_copy = source_location == target_location
-        self._owns_target = not self._self_copy
-        self._exchange = Exchange(store, "HEAD" if self._self_copy else "CopyObject", target_location)
-        self._upstream_body = None
-        self._state = "sending"
-        self._stored = False
-        self._running = None
+    _result = "CopyObjectResult"
+    _missing_codes = frozenset({"NoSuchKey"})
 
-    def start(self) -> None:
-        self._running = Deferred.fromCoroutine(self._check() if self._self_copy else self._copy())
-        self._running.addCallbacks(self._succeeded, self._failed)
+    def __init__(self, store: S3Store, source_location: str, target_location: str, length: int) -> None:
+        self._self_copy = source_location == target_location
+        super().__init__(store, target_location, "HEAD" if self._self_copy else "CopyObject", length)
+        self._source = source_location
+        self._owns_target = not self._self_copy
+
+    def _missing(self) -> ObjectMissing:
+        return ObjectMissing(self._source)
+
+    async def _send(self) -> None:
+        await (self._check() if self._self_copy else self._copy())
 
     def copy_source(self) -> str:
         """The ``x-amz-copy-source`` header: ``/<bucket>/<source location, URI-encoded>``."""
@@ -219,34 +306,9 @@ class S3Copy(S3Write):
         store, exchange = self._store, self._exchange
         headers = {"x-amz-copy-source": self.copy_source(), "x-amz-metadata-directive": "COPY"}
         response = await exchange.request("PUT", request_target(store.config, self._location), headers)
-        if response.code != 200:
-            body = await exchange.read_small(response)
-            raise self._error(response.code, parse_error_code(body))
-        body = await exchange.read_small(response)
-        tag = _root_tag(body)
-        if tag == "CopyObjectResult":
-            self._stored = True
-            exchange.log(response.code, size=self._length)
-            return
-        if tag == "Error":
-            raise self._error(response.code, parse_error_code(body))
-        error = StoreUnavailable(f"store {store.name}: CopyObject answered 200 without a CopyObjectResult")
-        exchange.log(response.code, error)
-        raise error
-
-    def _error(self, status: int, code: str | None) -> Exception:
-        described = f"store {self._store.name}: CopyObject answered HTTP {status}" + (f" {code}" if code else "")
-        error: Exception
-        if code == "NoSuchKey" or (status == 404 and code is None):
-            return ObjectMissing(self._source)
-        if status >= 500 or status == 429 or code in _COPY_TRANSIENT_CODES:
-            error = StoreUnavailable(described)
-        elif status == 200 and code is None:
-            error = StoreUnavailable(described + " with an unreadable error")
-        else:
-            error = StoreMisconfigured(described)
-        self._exchange.log(status, error)
-        return error
+        await self._check_answer(response)
+        self._stored = True
+        exchange.log(response.code, size=self._length)
 
     async def _check(self) -> None:
         store, exchange = self._store, self._exchange

@@ -263,7 +263,7 @@ def _append_bucket(bucket: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 INVALID = [
     # unknown keys
     (_set("routing_stratgy", "pack"), "routing_stratgy: unknown key (allowed here: "
-     "routing_strategy, server, metadata, health, buckets, stores)"),
+     "routing_strategy, server, metadata, health, multipart, buckets, stores)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
      "max_object_size, timeout)"),
@@ -536,3 +536,25 @@ def test_load_uses_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.Mon
     config = load_config(str(REPO / "etc" / "s3orchestrator.example.toml"))
     assert config.find_credential("AKID_APP1_READER") == ("app1-files", "example-reader-secret")
     assert os.environ["APP1_SECRET"] == "example-secret"
+
+
+def test_multipart_expiry_defaults_to_a_day_checked_hourly() -> None:
+    config = parse_config(edited(lambda data: None), {})
+    assert (config.multipart.expire_after, config.multipart.expiry_check_interval) == (86400.0, 3600.0)
+
+
+def test_multipart_expiry_settings_are_read() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["multipart"] = {"expire_after": 7200, "expiry_check_interval": 60}
+
+    config = parse_config(edited(edit), {})
+    assert (config.multipart.expire_after, config.multipart.expiry_check_interval) == (7200.0, 60.0)
+
+
+@pytest.mark.parametrize("key", ["expire_after", "expiry_check_interval"])
+def test_multipart_expiry_settings_must_be_positive(key: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["multipart"] = {key: 0}
+
+    with pytest.raises(ConfigError, match=f"^multipart.{key}: must be a positive number of seconds"):
+        parse_config(edited(edit), {})

@@ -122,7 +122,7 @@ async def test_restart_on_an_existing_database_is_idempotent_and_keeps_data(make
 
     second = make_store()
     await second.start()
-    assert rows(db_path, "SELECT version FROM schema_version") == [(1,)]
+    assert rows(db_path, "SELECT version FROM schema_version") == [(m.version,) for m in load_migrations()]
     assert await second.get_object("bkt", "k") == record()
     await second.sync_stores([("a", 100)])
     assert await second.store_usage() == [StoreUsage("a", 100, 10, 0, 1)]

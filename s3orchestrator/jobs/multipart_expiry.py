@@ -1,0 +1,122 @@
+"""The job that aborts abandoned multipart uploads (S3's lifecycle rule, built in)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import UploadRecord
+
+# Uploads read per query; a run goes on while a batch comes back full.
+BATCH_SIZE = 100
+
+
+class UploadAborter(Protocol):
+    """What the job needs of the multipart operations."""
+
+    async def abort(self, upload: UploadRecord) -> bool:
+        ...
+
+
+class MultipartExpiryJob(TimerService):
+    """Every ``interval`` seconds, abort the uploads initiated more than
+    ``expire_after`` seconds ago, in their store and in metadata (releasing
+    their bytes).
+
+    The job never stops on an error: an upload whose store fails stays for the
+    next run, and unexpected errors are logged and counted. Counters: ``runs``,
+    ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        uploads: UploadAborter,
+        metadata: IMetadataStore,
+        expire_after: float,
+        interval: float,
+        clock: IReactorTime,
+    ) -> None:
+        if not interval > 0 or not expire_after > 0:
+            raise ValueError("interval and expire_after must be positive")
+        TimerService.__init__(self, interval, self._tick)
+        self.clock = clock
+        self.expire_after = expire_after
+        self.interval = interval
+        self._uploads = uploads
+        self._metadata = metadata
+        self._current: Deferred[int] | None = None
+        self.runs = 0
+        self.expired = 0
+        self.failures = 0
+        self.errors = 0
+
+    def run_once(self) -> Deferred[int]:
+        """Expire what is due now; fires (never fails) with how many uploads were
+        aborted. A run already going is not doubled: this waits for it."""
+        if self._current is None:
+            self._current = ensureDeferred(self._run())
+            self._current.addErrback(self._run_failed)
+            self._current.addBoth(self._finished)
+        waiter: Deferred[int] = Deferred()
+        self._current.addBoth(lambda result: (waiter.callback(result), result)[1])
+        return waiter
+
+    def _tick(self) -> Deferred[int]:
+        # LoopingCall stops for good on its body's first failure: nothing may escape.
+        try:
+            return self.run_once()
+        except Exception:
+            self.errors += 1
+            self._log.failure("Multipart expiry run failed to start")
+            return succeed(0)
+
+    async def _run(self) -> int:
+        cutoff_ms = int((self.clock.seconds() - self.expire_after) * 1000)
+        aborted = 0
+        while True:
+            batch = await self._metadata.uploads_initiated_before(cutoff_ms, BATCH_SIZE)
+            progressed = False
+            for upload in batch:
+                try:
+                    if await self._uploads.abort(upload):
+                        aborted += 1
+                        progressed = True
+                        self._log.info(
+                            "Expired multipart upload {upload_id} of {bucket}/{key} on store {store}",
+                            upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key, store=upload.store,
+                        )
+                except Exception as error:
+                    self.failures += 1
+                    self._log.warn(
+                        "Could not expire multipart upload {upload_id} of {bucket}/{key} on store {store}: {error}",
+                        upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key, store=upload.store,
+                        error=str(error),
+                    )
+            # Uploads that failed come back first in the next batch: go on only while
+            # this one made progress, so a store that is down cannot loop the run.
+            if len(batch) < BATCH_SIZE or not progressed:
+                break
+        self.expired += aborted
+        self._log.info(
+            "Multipart expiry: {aborted} uploads older than {expire_after:g} s aborted",
+            aborted=aborted, expire_after=self.expire_after,
+        )
+        return aborted
+
+    def _run_failed(self, failure: Failure) -> int:
+        self.errors += 1
+        self._log.failure("Multipart expiry run failed", failure)
+        return 0
+
+    def _finished(self, result: int) -> int:
+        self.runs += 1
+        self._current = None
+        return result

@@ -1,0 +1,460 @@
+"""Multipart uploads: create, upload (or copy) parts, complete, abort, list, expire.
+
+An upload lives on one store, chosen by the routing strategy when it is created,
+and maps onto that store's own multipart upload (an upstream's, or a directory
+store's part files), so parts stream straight to it and Complete moves no bytes
+through the daemon. A part's bytes are reserved on the store while it streams;
+once stored they stay counted as reserved (see the metadata's ``parts``) until
+Complete turns the listed parts into the object's usage, or Abort or expiry
+release them.
+
+Locks (``KeyLocks``): ``("part", upload id, number)`` serialises uploads of the
+same part number, so the store and the metadata agree on which one won;
+``("upload", upload id)`` is held while a part is committed and for the whole
+of Complete and Abort, so no part lands in an upload being completed or gone;
+Complete then takes the object key's lock like any other write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any, Callable, Mapping
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, UploadRecord
+from s3orchestrator.metadata.store import UploadNotFound
+from s3orchestrator.s3 import headers as s3_headers
+from s3orchestrator.s3 import multipart_xml
+from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.conditions import check_preconditions
+from s3orchestrator.s3.copy import COPY_SOURCE_CONDITIONS, ReaderBody, parse_copy_source
+from s3orchestrator.s3.list_xml import bucket_owner
+from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.objects import ObjectOperations, object_location, parse_part_number, verified_body
+from s3orchestrator.s3.upload_listing import list_uploads_page
+from s3orchestrator.s3.xml_input import read_small_body
+from s3orchestrator.stores.interface import IPartWrite, ObjectMissing, StoredPart
+
+MiB = 1024**2
+MIN_PART_SIZE = 5 * MiB  # every part but the last, checked at Complete
+MAX_PART_SIZE = 5 * 1024 * MiB
+MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
+MAX_LISTED = 1000  # parts of a ListParts page, uploads of a ListMultipartUploads page
+# A Complete request lists up to 10,000 parts of about 150 bytes (with checksums).
+MAX_COMPLETE_BODY = 4 * MiB
+_CHECKSUM_ALGORITHMS = frozenset(multipart_xml.CHECKSUM_ELEMENTS)
+
+
+def new_upload_id(initiated_ms: int) -> str:
+    """A fresh upload id: ordered by initiation time (hex milliseconds), then random."""
+    return f"{initiated_ms:012x}{secrets.token_hex(16)}"
+
+
+def multipart_etag(parts: list[PartRecord]) -> str:
+    """S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, then ``-N``."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(part.etag) for part in parts))
+    return f"{digest.hexdigest()}-{len(parts)}"
+
+
+def _max_listed(call: S3Call, name: str) -> int:
+    value = call.query.get(name)
+    if value is None:
+        return MAX_LISTED
+    if not (value.isascii() and value.isdigit()):
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
+                      extra={"ArgumentName": name, "ArgumentValue": value})
+    return min(int(value), MAX_LISTED)
+
+
+def _checksum_headers(checksums: Mapping[str, str]) -> list[tuple[str, str]]:
+    return [(f"x-amz-checksum-{algorithm}", value) for algorithm, value in sorted(checksums.items())]
+
+
+def parse_copy_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """An ``x-amz-copy-source-range`` (``bytes=first-last``) within an object of ``size`` bytes."""
+    if value is None:
+        return None
+    unit, _, spec = value.partition("=")
+    first, _, last = spec.partition("-")
+    if unit.strip() != "bytes" or not (first.isdigit() and last.isdigit()) or int(first) > int(last):
+        raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last "
+                      "where first and last are the zero-based offsets of the first and last bytes to copy",
+                      extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": value})
+    if int(last) >= size:
+        raise S3Error("InvalidRange", f"Range specified is not valid for source object of size: {size}",
+                      extra={"ActualObjectSize": str(size), "RangeRequested": value})
+    return int(first), int(last)
+
+
+@implementer(IBodyProducer)
+class _HashingBody:
+    """A producer's bytes passed on unchanged, with their MD5 computed on the way."""
+
+    def __init__(self, body: IBodyProducer) -> None:
+        self.length = body.length
+        self.md5 = hashlib.md5()
+        self._body = body
+        self._consumer: IConsumer | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        return self._body.startProducing(self)  # type: ignore[arg-type]
+
+    def write(self, data: bytes) -> None:
+        self.md5.update(data)
+        assert self._consumer is not None
+        self._consumer.write(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert self._consumer is not None
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        assert self._consumer is not None
+        self._consumer.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._body.stopProducing()
+
+
+class MultipartOperations:
+    """The multipart calls of the S3 API, over the object operations (quota,
+    routing, store errors and commit rules are theirs)."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        objects: ObjectOperations,
+        metadata: IMetadataStore,
+        locks: KeyLocks,
+        clock: IReactorTime,
+        expire_after: float,
+    ) -> None:
+        self._objects = objects
+        self._metadata = metadata
+        self._locks = locks
+        self._clock = clock
+        self.expire_after = expire_after
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    # -- create ---------------------------------------------------------------------------------
+
+    async def create_multipart_upload(self, call: S3Call) -> S3Response:
+        """Start an upload on a store chosen by the routing strategy (one with room
+        for at least a minimal part), keeping the object's headers for Complete."""
+        bucket, key = call.bucket, call.key
+        assert bucket is not None and key is not None
+        content_type = s3_headers.content_type(call.headers)
+        stored = s3_headers.stored_headers(call.headers)
+        metadata = s3_headers.user_metadata(call.headers)
+        algorithm = call.header("x-amz-checksum-algorithm")
+        if algorithm is not None:
+            algorithm = algorithm.strip().upper()
+            if algorithm not in _CHECKSUM_ALGORITHMS:
+                raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with "
+                              "any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]")
+        store_name = await self._objects.pick_store(MIN_PART_SIZE)
+        location = object_location(bucket, key)
+        store = self._objects.store(store_name)
+        with self._objects.store_errors(store_name):
+            store_upload_id = await store.create_upload(location)
+        initiated_ms = self._now_ms()
+        upload = UploadRecord(
+            upload_id=new_upload_id(initiated_ms), bucket=bucket, key=key, store=store_name, location=location,
+            store_upload_id=store_upload_id, content_type=content_type, initiated_ms=initiated_ms,
+            headers=stored, user_metadata=metadata, checksum_algorithm=algorithm,
+        )
+        try:
+            await self._metadata.create_upload(upload)
+        except BaseException:
+            await self._abort_in_store(upload)
+            raise
+        headers = [("Content-Type", "application/xml")]
+        if algorithm is not None:
+            headers.append(("x-amz-checksum-algorithm", algorithm))
+        return S3Response(200, headers, multipart_xml.initiate_result(upload), store=store_name)
+
+    # -- parts ----------------------------------------------------------------------------------
+
+    async def _find_upload(self, call: S3Call) -> UploadRecord:
+        """The upload the call names, if it is this bucket and key's and not expired."""
+        upload_id = call.query.get("uploadId", "")
+        upload = await self._metadata.get_upload(upload_id) if upload_id else None
+        if (
+            upload is None
+            or (upload.bucket, upload.key) != (call.bucket, call.key)
+            or self._now_ms() - upload.initiated_ms > self.expire_after * 1000
+        ):
+            raise S3Error("NoSuchUpload", extra={"UploadId": upload_id})
+        return upload
+
+    async def upload_part(self, call: S3Call) -> S3Response:
+        """Stream one part to the upload's store; its bytes are reserved there first."""
+        body = call.body
+        assert body is not None
+        number = parse_part_number(call.query.get("partNumber", ""))
+        upload = await self._find_upload(call)
+        if body.length > MAX_PART_SIZE:
+            raise S3Error("EntityTooLarge",
+                          extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
+        async with self._locks.hold(("part", upload.upload_id, number)):
+            reservation = await self._objects.reserve(body.length, only_store=upload.store)
+            try:
+                with self._objects.store_errors(upload.store):
+                    write = self._objects.store(upload.store).start_part_write(
+                        upload.location, upload.store_upload_id, number, body, body.length
+                    )
+                    payload = await verified_body(body, write)
+
+                    def stored_part() -> PartRecord:
+                        return PartRecord(
+                            upload_id=upload.upload_id, part_number=number, store=upload.store,
+                            size=payload.size, etag=payload.md5_hex, store_etag=write.store_etag,
+                            last_modified_ms=self._now_ms(), checksums=payload.checksums,
+                        )
+
+                    part = await self._commit_part(upload, number, write, stored_part, reservation, body.release_tail)
+            finally:
+                await self._objects.release(reservation)
+        headers = [("ETag", s3_headers.quoted_etag(part.etag)), *_checksum_headers(part.checksums)]
+        return S3Response(200, headers, store=upload.store)
+
+    async def upload_part_copy(self, call: S3Call) -> S3Response:
+        """A part made of (a range of) an object of the same bucket, streamed through
+        the daemon (the source may live on another store than the upload)."""
+        bucket = call.bucket
+        number = parse_part_number(call.query.get("partNumber", ""))
+        source_bucket, source_key = parse_copy_source(call.header("x-amz-copy-source") or "")
+        if source_bucket != bucket:
+            raise S3Error("AccessDenied", "Cross-bucket copy is not supported: source and destination must be "
+                          "in the same bucket.")
+        upload = await self._find_upload(call)
+        source = await self._objects.record(source_bucket, source_key)
+        if source is None:
+            raise S3Error("NoSuchKey", extra={"Key": source_key})
+        conditions = {name: value for name in COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
+        if conditions:
+            check_preconditions(conditions, source.etag, source.last_modified_ms / 1000, copy_source=True)
+        byte_range = parse_copy_range(call.header("x-amz-copy-source-range"), source.size)
+        length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+        if length > MAX_PART_SIZE:
+            raise S3Error("EntityTooLarge", extra={"ProposedSize": str(length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
+        async with self._locks.hold(("part", upload.upload_id, number)):
+            reservation = await self._objects.reserve(length, only_store=upload.store)
+            try:
+                reader = await self._objects.open_object(source, byte_range)
+                body = _HashingBody(ReaderBody(reader, self._clock))
+                with self._objects.store_errors(upload.store):
+                    write = self._objects.store(upload.store).start_part_write(
+                        upload.location, upload.store_upload_id, number, body, length
+                    )
+
+                    def stored_part() -> PartRecord:
+                        return PartRecord(
+                            upload_id=upload.upload_id, part_number=number, store=upload.store, size=length,
+                            etag=body.md5.hexdigest(), store_etag=write.store_etag, last_modified_ms=self._now_ms(),
+                        )
+
+                    part = await self._commit_part(upload, number, write, stored_part, reservation)
+            finally:
+                await self._objects.release(reservation)
+        return S3Response(200, [("Content-Type", "application/xml")], multipart_xml.copy_part_result(part),
+                          store=upload.store)
+
+    async def _commit_part(
+        self,
+        upload: UploadRecord,
+        number: int,
+        write: IPartWrite,
+        stored_part: Callable[[], PartRecord],
+        reservation: Reservation,
+        before_done: Callable[[], None] = lambda: None,
+    ) -> PartRecord:
+        """Under the upload's lock: wait for the store, record the part (built by
+        ``stored_part()`` once the store is done) in place of its reservation, then
+        publish it. A part the store may hold but the metadata cannot describe is
+        forgotten (the client uploads it again), never paired with other bytes."""
+        async with self._locks.hold(("upload", upload.upload_id)):
+            before_done()
+            try:
+                await write.done
+            except BaseException:
+                if not write.staged:
+                    await self._metadata.forget_part(upload.upload_id, number)
+                raise
+            part = stored_part()
+            try:
+                await self._metadata.commit_part(reservation.id, part)
+            except BaseException as error:
+                write.abort()
+                if not write.staged:
+                    await self._metadata.forget_part(upload.upload_id, number)
+                if isinstance(error, UploadNotFound):
+                    raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
+                raise
+            try:
+                await write.publish()
+            except BaseException:
+                await self._metadata.forget_part(upload.upload_id, number)
+                raise
+        return part
+
+    # -- complete -------------------------------------------------------------------------------
+
+    async def complete_multipart_upload(self, call: S3Call) -> S3Response:
+        """Check the listed parts, join them in the store and commit the object."""
+        body = call.body
+        assert body is not None
+        upload = await self._find_upload(call)
+        requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
+        async with self._locks.hold(("upload", upload.upload_id)):
+            if await self._metadata.get_upload(upload.upload_id) is None:
+                raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id})
+            stored = {part.part_number: part for part in await self._metadata.list_parts(upload.upload_id)}
+            parts = _chosen_parts(requested, stored)
+            record = ObjectRecord(
+                bucket=upload.bucket, key=upload.key, store=upload.store, location=upload.location,
+                size=sum(part.size for part in parts), etag=multipart_etag(parts),
+                content_type=upload.content_type, last_modified_ms=self._now_ms(), headers=upload.headers,
+                user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
+            )
+            with self._objects.store_errors(upload.store):
+                write = self._objects.store(upload.store).start_complete(
+                    upload.location, upload.store_upload_id,
+                    [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
+                )
+                try:
+                    await self._objects.commit_object_write(
+                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record)
+                    )
+                except ObjectMissing as error:
+                    self._log.error(
+                        "Store {store} does not hold the parts of upload {upload_id} ({bucket}/{key}): {error}",
+                        store=upload.store, upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key,
+                        error=str(error),
+                    )
+                    raise S3Error("InternalError") from error
+                except UploadNotFound as error:
+                    raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
+        host = call.header("host") or "localhost"
+        location = f"http://{host}/{upload.bucket}/{upload.key}"
+        return S3Response(
+            200, [("Content-Type", "application/xml")],
+            multipart_xml.complete_result(location, upload.bucket, upload.key, record.etag), store=upload.store,
+        )
+
+    # -- abort and expiry -----------------------------------------------------------------------
+
+    async def abort_multipart_upload(self, call: S3Call) -> S3Response:
+        """Drop the upload and its parts, releasing their bytes."""
+        upload = await self._find_upload(call)
+        if not await self.abort(upload):
+            raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id})
+        return S3Response(204, store=upload.store)
+
+    async def abort(self, upload: UploadRecord) -> bool:
+        """End ``upload`` in its store, then forget it; False if it was already gone.
+
+        The store goes first: if it fails, the upload stays recorded (and its bytes
+        counted) so that a later abort or expiry run tries again.
+        """
+        async with self._locks.hold(("upload", upload.upload_id)):
+            if await self._metadata.get_upload(upload.upload_id) is None:
+                return False
+            with self._objects.store_errors(upload.store):
+                await self._objects.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
+            await self._metadata.delete_upload(upload.upload_id)
+        return True
+
+    async def _abort_in_store(self, upload: UploadRecord) -> None:
+        try:
+            await self._objects.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
+        except Exception as error:
+            self._log.warn(
+                "Store {store}: could not abort unrecorded upload {store_upload_id} of {location}: {error}",
+                store=upload.store, store_upload_id=upload.store_upload_id, location=upload.location,
+                error=str(error),
+            )
+
+    # -- listings -------------------------------------------------------------------------------
+
+    async def list_parts(self, call: S3Call) -> S3Response:
+        """One page of an upload's parts, by part number."""
+        upload = await self._find_upload(call)
+        max_parts = _max_listed(call, "max-parts")
+        marker_text = call.query.get("part-number-marker", "0") or "0"
+        if not (marker_text.isascii() and marker_text.isdigit()):
+            raise S3Error("InvalidArgument", "Provided part-number-marker not an integer or within integer range",
+                          extra={"ArgumentName": "part-number-marker", "ArgumentValue": marker_text})
+        marker = int(marker_text)
+        parts = await self._metadata.list_parts(upload.upload_id, marker, max_parts + 1)
+        truncated = len(parts) > max_parts
+        document = multipart_xml.list_parts_result(
+            upload, parts[:max_parts], bucket_owner(upload.bucket), marker, max_parts, truncated
+        )
+        return S3Response(200, [("Content-Type", "application/xml")], document)
+
+    async def list_multipart_uploads(self, call: S3Call) -> S3Response:
+        """One page of the bucket's uploads in progress, by key then upload id."""
+        bucket = call.bucket
+        assert bucket is not None
+        encoding = call.query.get("encoding-type")
+        if encoding is not None and encoding != "url":
+            raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                          extra={"ArgumentName": "encoding-type", "ArgumentValue": encoding})
+        query = multipart_xml.UploadListQuery(
+            prefix=call.query.get("prefix", ""),
+            delimiter=call.query.get("delimiter", ""),
+            key_marker=call.query.get("key-marker", ""),
+            upload_id_marker=call.query.get("upload-id-marker", "") if call.query.get("key-marker") else "",
+            max_uploads=_max_listed(call, "max-uploads"),
+            url_encoding=encoding == "url",
+        )
+        page = await self._metadata.scan_uploads(
+            bucket, query.prefix,
+            lambda fetch: list_uploads_page(fetch, query.prefix, query.delimiter, query.key_marker,
+                                            query.upload_id_marker, query.max_uploads),
+        )
+        document = multipart_xml.list_uploads_result(bucket, query, page, bucket_owner(bucket))
+        return S3Response(200, [("Content-Type", "application/xml")], document)
+
+
+def _chosen_parts(requested: list[multipart_xml.RequestedPart], stored: Mapping[int, PartRecord]) -> list[PartRecord]:
+    """The stored parts a Complete request lists, checked as S3 checks them."""
+    parts: list[PartRecord] = []
+    previous = 0
+    for wanted in requested:
+        if wanted.number <= previous:
+            raise S3Error("InvalidPartOrder")
+        previous = wanted.number
+        part = stored.get(wanted.number)
+        if part is None or part.etag != wanted.etag or any(
+            part.checksums.get(algorithm, value) != value for algorithm, value in wanted.checksums.items()
+        ):
+            raise S3Error("InvalidPart", extra={"PartNumber": str(wanted.number), "ETag": wanted.etag})
+        parts.append(part)
+    for part in parts[:-1]:
+        if part.size < MIN_PART_SIZE:
+            raise S3Error("EntityTooSmall", extra={"ProposedSize": str(part.size), "MinSizeAllowed": str(MIN_PART_SIZE),
+                                                   "PartNumber": str(part.part_number), "ETag": part.etag})
+    total = sum(part.size for part in parts)
+    if total > MAX_OBJECT_SIZE:
+        raise S3Error("EntityTooLarge", extra={"ProposedSize": str(total), "MaxSizeAllowed": str(MAX_OBJECT_SIZE)})
+    return parts
