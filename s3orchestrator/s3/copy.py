@@ -201,6 +201,7 @@ class _NoBytes:
     """The write of a metadata-only change: nothing to store, publish or undo."""
 
     staged = True
+    location_intact = True
 
     def __init__(self) -> None:
         self.done: Deferred[None] = succeed(None)

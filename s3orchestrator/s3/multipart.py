@@ -296,7 +296,7 @@ class MultipartOperations:
             try:
                 await write.done
             except BaseException:
-                if not write.staged:
+                if not write.location_intact:
                     await self._metadata.forget_part(upload.upload_id, number)
                 raise
             part = stored_part()

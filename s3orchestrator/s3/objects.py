@@ -260,7 +260,7 @@ class ObjectOperations:
             try:
                 await write.done
             except BaseException:
-                if not write.staged:
+                if not write.location_intact:
                     # The store may have replaced the key's object in place even though
                     # its answer was lost (timeout, reset): never pair old record, new bytes.
                     await self._forget_replaced_in_place(record)

@@ -378,6 +378,7 @@ class DirectoryWrite:
     """
 
     staged = True
+    location_intact = True  # nothing reaches the location before publish
 
     def __init__(
         self,

@@ -38,6 +38,13 @@ class IObjectWrite(Interface):
         " reads return (an upstream S3 PUT), so ``abort`` after ``done`` deletes them."
     )
 
+    location_intact = Attribute(
+        "Once ``done`` failed: True if the location certainly still holds what it held"
+        " before (always, for a staged write; for an unstaged one, when the store refused"
+        " the write or never received all of it), False when the write may have replaced"
+        " it (an upstream that took the whole body and then went silent)."
+    )
+
     def publish() -> Deferred[None]:
         """After ``done``: make the new bytes what reads of the location return.
 

@@ -63,7 +63,16 @@ class UpstreamWrite:
         self._upstream_body: UpstreamBody | None = None
         self._state = "sending"  # -> done | failed | aborted (-> deleted)
         self._stored = False  # the upstream answered 2xx to the whole request: the object exists there
+        self._refused = False  # the upstream answered with an error: the location is as it was
         self._running: Deferred[None] | None = None
+
+    @property
+    def location_intact(self) -> bool:
+        """After ``done`` failed: the upstream refused the request, or never got all of its body."""
+        if self._stored:
+            return False
+        body = self._upstream_body
+        return self._refused or (body is not None and not body.complete)
 
     def start(self) -> None:
         self._running = Deferred.fromCoroutine(self._send())
@@ -169,6 +178,7 @@ class S3Write(UpstreamWrite):
             exchange.log(response.code, error)
             raise error
         if not success:
+            self._refused = True
             raise await self._answer_error(response)
         # Any 2xx (some services answer 201 or 204): the object exists upstream now.
         self._stored = True
@@ -238,12 +248,14 @@ class ResultWrite(UpstreamWrite):
         """Read the answer; raise unless it is a 200 carrying the ``_result`` document."""
         exchange = self._exchange
         if response.code != 200:
+            self._refused = True
             raise self._error(response.code, parse_error_code(await exchange.read_small(response)))
         body = await self._read_result(response)
         tag = _root_tag(body)
         if tag == self._result:
             return
         if tag == "Error":
+            self._refused = True
             raise self._error(response.code, parse_error_code(body))
         error = StoreUnavailable(
             f"store {self._store.name}: {exchange.operation} answered 200 without a {self._result}"
@@ -293,6 +305,11 @@ class S3Copy(ResultWrite):
 
     def _missing(self) -> ObjectMissing:
         return ObjectMissing(self._source)
+
+    @property
+    def location_intact(self) -> bool:
+        """A copy onto itself never changes the location; another copy as any write."""
+        return self._self_copy or super().location_intact
 
     async def _send(self) -> None:
         await (self._check() if self._self_copy else self._copy())

@@ -475,3 +475,64 @@ async def test_new_object_whose_commit_fails_leaves_no_file(build) -> None:
 
     assert world.files("one") == []
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@implementer(IObjectWrite)
+class _FailsAfterTheBody:
+    """An unstaged write (an upstream PUT) that fails once the whole body went out:
+    refused by the store (``location_intact``), or with its answer lost."""
+
+    staged = False
+
+    def __init__(self, body: IBodyProducer, location_intact: bool) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.location_intact = location_intact
+        sink = CollectingConsumer()
+        body.startProducing(sink).addCallback(lambda _: self.done.errback(StoreUnavailable("upstream failed")))
+
+    def publish(self) -> Deferred[None]:
+        return fail(RuntimeError("never published"))
+
+    def abort(self) -> None:
+        pass
+
+
+class FailingOverwrites:
+    """A directory store whose writes fail after the body, as an upstream store's can."""
+
+    def __init__(self, inner: DirectoryStore, location_intact: bool) -> None:
+        self._inner = inner
+        self._location_intact = location_intact
+        self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
+        if self.failing:
+            return _FailsAfterTheBody(body, self._location_intact)
+        return self._inner.start_write(location, body, length)
+
+
+@pytest.mark.parametrize("location_intact", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_overwrite_failing_in_the_store_keeps_the_previous_object_only_if_untouched(
+    build, tmp_path: Path, location_intact: bool
+) -> None:
+    store = FailingOverwrites(DirectoryStore("one", str(tmp_path / "one"), reactor), location_intact)
+    world = await build([("one", 0)], stores={"one": store})
+    await put(world, DATA)
+    store.failing = True
+
+    with pytest.raises(S3Error):
+        await put(world, b"replacement")
+
+    record = await world.metadata.get_object("bkt", "key")
+    if location_intact:
+        # Refused: the store still holds the previous object, which stays readable.
+        assert record is not None and record.etag == md5(DATA)
+        assert await read(await world.ops.get_object(s3_call("GET"))) == DATA
+    else:
+        # The store may have replaced it: forgetting the key beats serving wrong bytes.
+        assert record is None
+    assert (await world.usage())["one"].reserved_bytes == 0

@@ -1073,3 +1073,51 @@ def test_copy_of_a_missing_source_is_object_missing() -> None:
     h.failure(copy.done, ObjectMissing)
     assert b"app/dst" not in h.fake.objects
 
+
+
+# -- what a failed write leaves at its location ---------------------------------------------------
+
+
+def test_refused_put_leaves_the_location_intact() -> None:
+    h = Harness()
+    h.fake.errors["PUT"] = (503, "SlowDown")
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    h.failure(write.done, StoreUnavailable)
+    assert write.location_intact is True
+
+
+def test_put_whose_answer_is_lost_may_have_replaced_the_location() -> None:
+    h = Harness()
+    h.fake.hold = True
+    write = h.store.start_write("app/k", FakeBody([b"abc"]), 3)
+    h.flush()
+    h.clock.advance(TIMEOUT)
+    h.failure(write.done, StoreUnavailable)
+    assert write.location_intact is False
+
+
+def test_put_whose_body_failed_leaves_the_location_intact() -> None:
+    h = Harness()
+    body = FakeBody([b"ab"], length=3, hold=True)
+    write = h.store.start_write("app/k", body, 3)
+    h.flush()
+    body.fail(S3Error("IncompleteBody"))
+    h.failure(write.done, S3Error)
+    assert write.location_intact is True
+
+
+def test_stored_put_with_a_bad_answer_does_not_leave_the_location_intact() -> None:
+    h = Harness()
+    h.fake.etag = False
+    write = h.store.start_write("app/k", FakeBody([b"x"]), 1)
+    h.failure(write.done, StoreUnavailable)
+    assert write.location_intact is False
+
+
+def test_copy_refused_with_an_error_document_leaves_the_location_intact() -> None:
+    h = Harness()
+    h.put("app/src", b"payload")
+    h.fake.copy_answer = b"<Error><Code>InternalError</Code><Message>m</Message></Error>"
+    copy = h.store.start_copy("app/src", "app/dst", 7)
+    h.failure(copy.done, StoreUnavailable)
+    assert copy.location_intact is True
