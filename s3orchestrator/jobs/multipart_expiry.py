@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import UploadRecord
 
-# Uploads read per query; a run goes on while a batch comes back full.
+# Uploads read per query; a run pages on while a batch comes back full.
 BATCH_SIZE = 100
 
 
@@ -52,7 +52,8 @@ class MultipartExpiryJob(TimerService):
         self.interval = interval
         self._uploads = uploads
         self._metadata = metadata
-        self._current: Deferred[int] | None = None
+        self._running = False
+        self._waiters: list[Deferred[int]] = []
         self.runs = 0
         self.expired = 0
         self.failures = 0
@@ -61,12 +62,13 @@ class MultipartExpiryJob(TimerService):
     def run_once(self) -> Deferred[int]:
         """Expire what is due now; fires (never fails) with how many uploads were
         aborted. A run already going is not doubled: this waits for it."""
-        if self._current is None:
-            self._current = ensureDeferred(self._run())
-            self._current.addErrback(self._run_failed)
-            self._current.addBoth(self._finished)
         waiter: Deferred[int] = Deferred()
-        self._current.addBoth(lambda result: (waiter.callback(result), result)[1])
+        self._waiters.append(waiter)
+        if not self._running:
+            self._running = True
+            run = ensureDeferred(self._run())
+            run.addErrback(self._run_failed)
+            run.addCallback(self._finished)
         return waiter
 
     def _tick(self) -> Deferred[int]:
@@ -81,29 +83,28 @@ class MultipartExpiryJob(TimerService):
     async def _run(self) -> int:
         cutoff_ms = int((self.clock.seconds() - self.expire_after) * 1000)
         aborted = 0
+        after: tuple[int, str] | None = None
         while True:
-            batch = await self._metadata.uploads_initiated_before(cutoff_ms, BATCH_SIZE)
-            progressed = False
+            batch = await self._metadata.uploads_initiated_before(cutoff_ms, BATCH_SIZE, after)
             for upload in batch:
                 try:
                     if await self._uploads.abort(upload):
                         aborted += 1
-                        progressed = True
                         self._log.info(
                             "Expired multipart upload {upload_id} of {bucket}/{key} on store {store}",
                             upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key, store=upload.store,
                         )
                 except Exception as error:
+                    # It stays recorded: the next run tries again.
                     self.failures += 1
                     self._log.warn(
                         "Could not expire multipart upload {upload_id} of {bucket}/{key} on store {store}: {error}",
                         upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key, store=upload.store,
                         error=str(error),
                     )
-            # Uploads that failed come back first in the next batch: go on only while
-            # this one made progress, so a store that is down cannot loop the run.
-            if len(batch) < BATCH_SIZE or not progressed:
+            if len(batch) < BATCH_SIZE:
                 break
+            after = (batch[-1].initiated_ms, batch[-1].upload_id)
         self.expired += aborted
         self._log.info(
             "Multipart expiry: {aborted} uploads older than {expire_after:g} s aborted",
@@ -116,7 +117,10 @@ class MultipartExpiryJob(TimerService):
         self._log.failure("Multipart expiry run failed", failure)
         return 0
 
-    def _finished(self, result: int) -> int:
+    def _finished(self, result: int) -> None:
         self.runs += 1
-        self._current = None
-        return result
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:  # a caller may have cancelled its wait
+                waiter.callback(result)

@@ -121,5 +121,8 @@ class IMetadataStore(Interface):
         """Run ``scan(fetch)`` over the uploads of ``bucket`` under ``prefix`` in one read
         transaction, like scan_objects (see ``UploadFetch``)."""
 
-    def uploads_initiated_before(before_ms: int, limit: int) -> Deferred[list[UploadRecord]]:
-        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first."""
+    def uploads_initiated_before(
+        before_ms: int, limit: int, after: tuple[int, str] | None = None
+    ) -> Deferred[list[UploadRecord]]:
+        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first (ties by
+        upload id); only those after ``after``, an (initiated_ms, upload_id) position."""

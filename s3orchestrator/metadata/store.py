@@ -527,15 +527,21 @@ class MetadataStore:
 
         return self.database.runInteraction("scan_uploads", run)
 
-    def uploads_initiated_before(self, before_ms: int, limit: int) -> Deferred[list[UploadRecord]]:
-        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first."""
+    def uploads_initiated_before(
+        self, before_ms: int, limit: int, after: tuple[int, str] | None = None
+    ) -> Deferred[list[UploadRecord]]:
+        """Up to ``limit`` uploads initiated before ``before_ms``, oldest first (ties by
+        upload id); only those after ``after``, an (initiated_ms, upload_id) position."""
+        sql = f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE initiated_ms < ?"
+        args: list[Any] = [before_ms]
+        if after is not None:
+            sql += " AND (initiated_ms > ? OR (initiated_ms = ? AND upload_id > ?))"
+            args.extend([after[0], after[0], after[1]])
+        sql += " ORDER BY initiated_ms, upload_id LIMIT ?"
+        args.append(limit)
 
         def select(txn: Transaction) -> list[UploadRecord]:
-            rows = txn.query(
-                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE initiated_ms < ? ORDER BY initiated_ms LIMIT ?",
-                (before_ms, limit),
-            )
-            return [_upload_from_row(row) for row in rows]
+            return [_upload_from_row(row) for row in txn.query(sql, args)]
 
         return self.database.runInteraction("uploads_initiated_before", select)
 

@@ -7,26 +7,20 @@ client's XML parser, which turns a literal one into a newline).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote_plus
-from xml.sax.saxutils import escape
 
 import attrs
 
 from s3orchestrator.metadata.records import ObjectRecord
+from s3orchestrator.s3.xml_output import text
 
 if TYPE_CHECKING:
     from s3orchestrator.s3.listing import ListQuery
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
-_ENTITIES = {'"': "&quot;", "\r": "&#13;"}
-# Characters XML 1.0 cannot hold even as references. S3 still writes them as
-# references (clients that may meet such keys ask for encoding-type=url).
-_UNREPRESENTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_NEEDS_ESCAPING = re.compile("[&<>\"\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 @attrs.frozen
@@ -40,14 +34,6 @@ class Owner:
 def bucket_owner(bucket: str) -> Owner:
     """Who owns the objects of a virtual bucket: the bucket itself, as ListBuckets says."""
     return Owner(id=bucket, display_name=bucket)
-
-
-def text(value: str) -> str:
-    """``value`` escaped for element content."""
-    if not _NEEDS_ESCAPING.search(value):
-        return value
-    escaped = escape(value, _ENTITIES)
-    return _UNREPRESENTABLE.sub(lambda match: f"&#x{ord(match.group()):X};", escaped)
 
 
 def url_encode(value: str) -> str:

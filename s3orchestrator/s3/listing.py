@@ -35,7 +35,7 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # With a delimiter, the rows after a common prefix's first key are skipped: start
 # with a small batch and adapt (see list_page), so a page of 1000 common prefixes
 # of 1000 keys each reads a few thousand rows, not a million.
-_FIRST_DELIMITED_BATCH = 32
+FIRST_DELIMITED_BATCH = 32
 
 
 class _Keyed(Protocol):
@@ -87,7 +87,7 @@ def list_page(fetch: Fetch[R], prefix: str, delimiter: str, after: str, max_keys
     wanted = max_keys + 1  # one more item than the page tells whether it is truncated
     items: list[tuple[str, R | None]] = []
     start, inclusive = after, False
-    batch = min(wanted, _FIRST_DELIMITED_BATCH) if delimiter else wanted
+    batch = min(wanted, FIRST_DELIMITED_BATCH) if delimiter else wanted
     while len(items) < wanted:
         limit = min(batch, wanted - len(items))
         rows = fetch(start, inclusive, limit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
@@ -84,7 +85,8 @@ def parse_copy_range(value: str | None, size: int) -> tuple[int, int] | None:
         return None
     unit, _, spec = value.partition("=")
     first, _, last = spec.partition("-")
-    if unit.strip() != "bytes" or not (first.isdigit() and last.isdigit()) or int(first) > int(last):
+    digits = first.isascii() and first.isdigit() and last.isascii() and last.isdigit()
+    if unit.strip() != "bytes" or not digits or int(first) > int(last):
         raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last "
                       "where first and last are the zero-based offsets of the first and last bytes to copy",
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": value})
@@ -354,7 +356,7 @@ class MultipartOperations:
                 except UploadNotFound as error:
                     raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
         host = call.header("host") or "localhost"
-        location = f"http://{host}/{upload.bucket}/{upload.key}"
+        location = f"http://{host}/{upload.bucket}/{quote(upload.key, safe='/~')}"
         return S3Response(
             200, [("Content-Type", "application/xml")],
             multipart_xml.complete_result(location, upload.bucket, upload.key, record.etag), store=upload.store,

@@ -10,7 +10,8 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.records import PartRecord, UploadRecord
 from s3orchestrator.s3 import list_xml, xml_output
 from s3orchestrator.s3.headers import quoted_etag
-from s3orchestrator.s3.list_xml import Owner, text
+from s3orchestrator.s3.list_xml import Owner
+from s3orchestrator.s3.xml_output import text
 from s3orchestrator.s3.upload_listing import UploadPage
 from s3orchestrator.s3.xml_input import child_text, children, local_name, parse_xml
 
@@ -59,23 +60,28 @@ def parse_complete_request(data: bytes) -> list[RequestedPart]:
     return parts
 
 
+def _document(root: str, elements: str) -> bytes:
+    """A result document as text: keys need escapes ElementTree does not make (see list_xml)."""
+    declaration = xml_output.XML_DECLARATION.decode()
+    return f'{declaration}<{root} xmlns="{xml_output.S3_NAMESPACE}">{elements}</{root}>'.encode("utf-8")
+
+
 def initiate_result(upload: UploadRecord) -> bytes:
     """InitiateMultipartUploadResult."""
-    document = xml_output.root("InitiateMultipartUploadResult")
-    xml_output.add(document, "Bucket", upload.bucket)
-    xml_output.add(document, "Key", upload.key)
-    xml_output.add(document, "UploadId", upload.upload_id)
-    return xml_output.document(document)
+    return _document(
+        "InitiateMultipartUploadResult",
+        f"<Bucket>{text(upload.bucket)}</Bucket><Key>{text(upload.key)}</Key>"
+        f"<UploadId>{text(upload.upload_id)}</UploadId>",
+    )
 
 
 def complete_result(location: str, bucket: str, key: str, etag: str) -> bytes:
     """CompleteMultipartUploadResult; ``location`` is the object's URL."""
-    document = xml_output.root("CompleteMultipartUploadResult")
-    xml_output.add(document, "Location", location)
-    xml_output.add(document, "Bucket", bucket)
-    xml_output.add(document, "Key", key)
-    xml_output.add(document, "ETag", quoted_etag(etag))
-    return xml_output.document(document)
+    return _document(
+        "CompleteMultipartUploadResult",
+        f"<Location>{text(location)}</Location><Bucket>{text(bucket)}</Bucket><Key>{text(key)}</Key>"
+        f"<ETag>{text(quoted_etag(etag))}</ETag>",
+    )
 
 
 def copy_part_result(part: PartRecord) -> bytes:

@@ -104,7 +104,8 @@ def parse_part_number(value: str) -> int:
 
 
 def part_range(record: ObjectRecord, part_number: str, range_header: str | None) -> tuple[int, int] | None:
-    """The byte range GET/HEAD ``?partNumber=N`` serves: that part of a multipart object;
+    """The byte range GET/HEAD ``?partNumber=N`` serves: that part of a multipart object
+    (an empty part, which only a last part can be, is the empty range ``(first, first - 1)``);
     all of any other object as its only part (None: no range)."""
     if range_header is not None:
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
@@ -112,7 +113,7 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
     sizes = record.part_sizes or (record.size,)
     if number > len(sizes):
         raise S3Error("InvalidPartNumber")
-    if not record.part_sizes or sizes[number - 1] == 0:
+    if not record.part_sizes:
         return None
     first = sum(sizes[: number - 1])
     return first, first + sizes[number - 1] - 1
@@ -313,12 +314,15 @@ class ObjectOperations:
                 byte_range = parse_range(call.header("range"), record.size)
             else:
                 byte_range = part_range(record, part_number, call.header("range"))
-            if with_body:
+            empty_part = byte_range is not None and byte_range[1] < byte_range[0]
+            if with_body and not empty_part:
                 reader = await self.open_object(record, byte_range)
         headers = s3_headers.object_headers(record, call.query)
         status = 200
         length = record.size
-        if byte_range is not None:
+        if empty_part:
+            length = 0
+        elif byte_range is not None:
             first, last = byte_range
             headers.append(("Content-Range", content_range(first, last, record.size)))
             status, length = 206, last - first + 1

@@ -13,7 +13,7 @@ import attrs
 
 from s3orchestrator.metadata.interface import UploadFetch, prefix_upper_bound
 from s3orchestrator.metadata.records import UploadRecord
-from s3orchestrator.s3.listing import common_prefix
+from s3orchestrator.s3.listing import FIRST_DELIMITED_BATCH, common_prefix
 
 # Greater than any upload id (they are ASCII): "after every upload of the key".
 AFTER_EVERY_UPLOAD = "\U0010ffff"
@@ -52,10 +52,14 @@ def list_uploads_page(
         cursor = ("", "")
     items: list[UploadRecord | str] = []
     finished = False
+    # With a delimiter, the rows after a common prefix's first are wasted: start with a
+    # small batch and adapt (as listing.list_page does).
+    batch = min(wanted, FIRST_DELIMITED_BATCH) if delimiter else wanted
     while not finished and len(items) < wanted:
-        limit = wanted - len(items)
+        limit = min(batch, wanted - len(items))
         rows = fetch(cursor[0], cursor[1], limit)
         finished = len(rows) < limit
+        rolled_up_seen = False
         for row in rows:
             rolled_up = common_prefix(row.key, prefix, delimiter)
             if rolled_up is None:
@@ -71,9 +75,11 @@ def list_uploads_page(
                 else:
                     cursor = (bound, "")
                     finished = False
+                rolled_up_seen = True
                 break  # read on from past the common prefix
             if len(items) >= wanted:
                 break
+        batch = max(1, batch // 2) if rolled_up_seen else min(batch * 2, wanted)
     truncated = len(items) > max_uploads
     shown = items[:max_uploads]
     last = shown[-1] if shown else None

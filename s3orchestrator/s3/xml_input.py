@@ -46,13 +46,27 @@ async def read_small_body(body: RequestBody, limit: int = MAX_XML_BODY) -> bytes
 
 
 def parse_xml(data: bytes) -> ElementTree.Element:
-    """Parse a client's XML document; DTDs (and so entity expansion) are refused outright."""
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise S3Error("MalformedXML", "Document type declarations are not allowed.")
+    """Parse a client's XML document; DTDs (and so entity expansion) are refused outright.
+
+    The document must be UTF-8, as S3 requires, and is checked and parsed as
+    decoded text: in bytes, a UTF-16 document would hide its ``<!DOCTYPE`` from
+    the check, and expat ignores the encoding a declaration names in a str.
+    NUL (never in XML) is refused too: expat takes ``<\0?\0`` for UTF-16 even in a str.
+    """
     try:
-        return ElementTree.fromstring(data)
-    except ElementTree.ParseError:
+        document = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise S3Error("MalformedXML", "The XML document must be UTF-8.") from None
+    if "<!DOCTYPE" in document or "<!ENTITY" in document:
+        raise S3Error("MalformedXML", "Document type declarations are not allowed.")
+    if "\0" in document:
         raise S3Error("MalformedXML")
+    parser = ElementTree.XMLParser()
+    try:
+        parser.feed(document)
+        return parser.close()
+    except ElementTree.ParseError:
+        raise S3Error("MalformedXML") from None
 
 
 def local_name(element: ElementTree.Element) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape
-
 from s3orchestrator.errors import S3Error
+from s3orchestrator.s3.xml_output import text
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
@@ -14,5 +13,5 @@ def error_document(error: S3Error, resource: str, request_id: str) -> bytes:
     fields = [("Code", error.code), ("Message", error.message)]
     fields.extend(error.extra.items())
     fields.extend([("Resource", resource), ("RequestId", request_id)])
-    body = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields)
+    body = "".join(f"<{name}>{text(value)}</{name}>" for name, value in fields)
     return f"{XML_DECLARATION}<Error>{body}</Error>".encode("utf-8")
