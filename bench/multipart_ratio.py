@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 from boto3.s3.transfer import TransferConfig
 
-from _common import CHUNK, MiB, make_file, peak_rss_mib
+from _common import MiB, make_file, peak_rss_mib
 from upstream_ratio import RSS_TARGET_MIB, Endpoint, alternate, endpoints, make_client, start_servers, verdict
 
 PART_SIZE = 16 * MiB

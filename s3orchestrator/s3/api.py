@@ -104,6 +104,7 @@ class S3Api:
             "GetObject": objects.get_object,
             "HeadObject": objects.head_object,
             "DeleteObject": objects.delete_object,
+            "GetObjectTagging": objects.get_object_tagging,
             "CreateMultipartUpload": multipart.create_multipart_upload,
             "UploadPart": multipart.upload_part,
             "UploadPartCopy": multipart.upload_part_copy,

@@ -52,6 +52,8 @@ class S3Call:
     headers: Mapping[str, Sequence[str]]
     auth: AuthResult
     body: RequestBody | None = None
+    # How the client reached us ("http" or "https"), for URLs in answers.
+    scheme: str = "http"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower-case), or None."""

@@ -41,6 +41,22 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     return bucket, key
 
 
+async def copy_source_record(objects: ObjectOperations, call: S3Call) -> ObjectRecord:
+    """The object ``x-amz-copy-source`` names, in the caller's bucket, its
+    ``x-amz-copy-source-if-*`` conditions checked (CopyObject, UploadPartCopy)."""
+    source_bucket, source_key = parse_copy_source(call.header("x-amz-copy-source") or "")
+    if source_bucket != call.bucket:
+        raise S3Error("AccessDenied", "Cross-bucket copy is not supported: source and destination must be "
+                      "in the same bucket.")
+    source = await objects.record(source_bucket, source_key)
+    if source is None:
+        raise S3Error("NoSuchKey", extra={"Key": source_key})
+    conditions = {name: value for name in COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
+    if conditions:
+        check_preconditions(conditions, source.etag, source.last_modified_ms / 1000, copy_source=True)
+    return source
+
+
 @implementer(IBodyProducer)
 class ReaderBody:
     """An object being read from one store, as the body of a write to another."""
@@ -123,22 +139,14 @@ class CopyOperations:
 
     async def copy_object(self, call: S3Call) -> S3Response:
         """Copy an object of the caller's bucket to another key (or onto itself, with REPLACE)."""
-        bucket, key = call.bucket, call.key
-        assert bucket is not None and key is not None
-        source_bucket, source_key = parse_copy_source(call.header("x-amz-copy-source") or "")
-        if source_bucket != bucket:
-            raise S3Error("AccessDenied", "Cross-bucket copy is not supported: source and destination must be "
-                          "in the same bucket.")
+        key = call.key
+        assert key is not None
         directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", "Unknown metadata directive.",
                           extra={"ArgumentName": "x-amz-metadata-directive", "ArgumentValue": directive})
-        source = await self._objects.record(bucket, source_key)
-        if source is None:
-            raise S3Error("NoSuchKey", extra={"Key": source_key})
-        conditions = {name: value for name in COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
-        if conditions:
-            check_preconditions(conditions, source.etag, source.last_modified_ms / 1000, copy_source=True)
+        source = await copy_source_record(self._objects, call)
+        source_key = source.key
         if source_key == key and directive == "COPY":
             raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
                           "to itself without changing the object's metadata, storage class, website redirect "
@@ -166,6 +174,8 @@ class CopyOperations:
             bucket=source.bucket, key=call.key, store=source.store, location=object_location(source.bucket, call.key),
             size=source.size, etag=source.etag, content_type=content_type,
             last_modified_ms=int(self._clock.seconds() * 1000), headers=stored, user_metadata=metadata,
+            # The copy keeps the source's ETag, so it keeps the parts that ETag counts.
+            part_sizes=source.part_sizes,
         )
 
     async def _replace_metadata(self, record: ObjectRecord) -> None:

@@ -35,8 +35,7 @@ from s3orchestrator.metadata.store import UploadNotFound
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import multipart_xml
 from s3orchestrator.s3.call import S3Call, S3Response
-from s3orchestrator.s3.conditions import check_preconditions
-from s3orchestrator.s3.copy import COPY_SOURCE_CONDITIONS, ReaderBody, parse_copy_source
+from s3orchestrator.s3.copy import ReaderBody, copy_source_record
 from s3orchestrator.s3.list_xml import bucket_owner
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations, object_location, parse_part_number, verified_body
@@ -241,19 +240,9 @@ class MultipartOperations:
     async def upload_part_copy(self, call: S3Call) -> S3Response:
         """A part made of (a range of) an object of the same bucket, streamed through
         the daemon (the source may live on another store than the upload)."""
-        bucket = call.bucket
         number = parse_part_number(call.query.get("partNumber", ""))
-        source_bucket, source_key = parse_copy_source(call.header("x-amz-copy-source") or "")
-        if source_bucket != bucket:
-            raise S3Error("AccessDenied", "Cross-bucket copy is not supported: source and destination must be "
-                          "in the same bucket.")
         upload = await self._find_upload(call)
-        source = await self._objects.record(source_bucket, source_key)
-        if source is None:
-            raise S3Error("NoSuchKey", extra={"Key": source_key})
-        conditions = {name: value for name in COPY_SOURCE_CONDITIONS if (value := call.header(name)) is not None}
-        if conditions:
-            check_preconditions(conditions, source.etag, source.last_modified_ms / 1000, copy_source=True)
+        source = await copy_source_record(self._objects, call)
         byte_range = parse_copy_range(call.header("x-amz-copy-source-range"), source.size)
         length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         if length > MAX_PART_SIZE:
@@ -356,7 +345,7 @@ class MultipartOperations:
                 except UploadNotFound as error:
                     raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
         host = call.header("host") or "localhost"
-        location = f"http://{host}/{upload.bucket}/{quote(upload.key, safe='/~')}"
+        location = f"{call.scheme}://{host}/{upload.bucket}/{quote(upload.key, safe='/~')}"
         return S3Response(
             200, [("Content-Type", "application/xml")],
             multipart_xml.complete_result(location, upload.bucket, upload.key, record.etag), store=upload.store,

@@ -17,6 +17,7 @@ from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.routing import choose_store
 from s3orchestrator.s3 import headers as s3_headers
+from s3orchestrator.s3 import xml_output
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.s3.call import RequestBody, S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
@@ -283,6 +284,18 @@ class ObjectOperations:
     async def head_object(self, call: S3Call) -> S3Response:
         """The object's headers, without touching its store."""
         return await self._read(call, with_body=False)
+
+    async def get_object_tagging(self, call: S3Call) -> S3Response:
+        """The object's tags: always none (tags are not stored), but only for an object
+        that exists. The aws cli asks before a multipart copy, to copy the tags along."""
+        assert call.bucket is not None and call.key is not None
+        record = await self._metadata.get_object(call.bucket, call.key)
+        if record is None:
+            raise S3Error("NoSuchKey", extra={"Key": call.key})
+        document = xml_output.root("Tagging")
+        xml_output.add(document, "TagSet")
+        return S3Response(200, [("Content-Type", "application/xml")], xml_output.document(document),
+                          store=record.store)
 
     async def delete_object(self, call: S3Call) -> S3Response:
         """Forget the object and remove its bytes; succeeds for a missing key, as S3 does."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import attrs
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -104,7 +105,8 @@ class S3Handler:
         exchange.access_key_id = auth.credential.access_key_id
         if bucket is not None and bucket != auth.credential.bucket:
             raise S3Error("AccessDenied", f"Access key {auth.credential.access_key_id} may not access bucket {bucket}.")
-        call = S3Call(request.request_id, method, bucket, key, query, headers, auth)
+        scheme = "https" if request.isSecure() else "http"
+        call = S3Call(request.request_id, method, bucket, key, query, headers, auth, scheme=scheme)
         exchange.operation = operation_name(call)
         if self.api.needs_body(exchange.operation):
             if "content-length" not in headers and "transfer-encoding" not in headers:
@@ -119,7 +121,7 @@ class S3Handler:
                 body.bodyComplete()
             else:
                 request.body = body
-            call = S3Call(request.request_id, method, bucket, key, query, headers, auth, body)
+            call = attrs.evolve(call, body=body)
         return call
 
     def _continue(self, request: S3Request, headers: dict[str, list[str]]) -> None:

@@ -33,11 +33,13 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         tls: tuple[Path, Path] | None = None,
         health: tuple[float, int] | None = None,
         client_timeout: float = 300,
+        multipart: tuple[float, float] | None = None,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout)
+        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
+                              multipart)
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()
@@ -149,3 +151,25 @@ def s3cmd_runner(daemon: Daemon, workdir: Path) -> Callable[..., str]:
 
     return run
 
+
+def rclone_runner(daemon: Daemon, workdir: Path):
+    """Run ``rclone --config CONFIG ARGS`` with an ``orchestrator`` remote for ``daemon``;
+    returns stdout and stderr (where ``rclone check`` reports)."""
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone is not installed; .ci/run installs Debian's package")
+    config = workdir / "rclone.conf"
+    config.write_text(
+        "[orchestrator]\ntype = s3\nprovider = Other\n"
+        f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
+        f"endpoint = {daemon.endpoint}\nregion = us-east-1\n"
+    )
+    # rclone reads AWS_* variables too (AWS_CA_BUNDLE breaks it on plain HTTP): only its config counts.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+
+    def rclone(*args: str) -> str:
+        result = subprocess.run(["rclone", "--config", str(config), *args], env=env, cwd=workdir,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"rclone {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout + result.stderr
+
+    return rclone

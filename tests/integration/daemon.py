@@ -48,12 +48,14 @@ def write_config(
     tls: tuple[Path, Path] | None = None,
     health: tuple[float, int] | None = None,
     client_timeout: float = 300,
+    multipart: tuple[float, float] | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
     ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS;
     ``health`` is (interval seconds, unhealthy_after) for the health-check job;
-    ``client_timeout`` is server.timeout (idle client connections are dropped).
+    ``client_timeout`` is server.timeout (idle client connections are dropped);
+    ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -70,6 +72,8 @@ def write_config(
     ]
     if health is not None:
         lines += ["[health]", f"interval = {health[0]}", f"unhealthy_after = {health[1]}"]
+    if multipart is not None:
+        lines += ["[multipart]", f"expire_after = {multipart[0]}", f"expiry_check_interval = {multipart[1]}"]
     for bucket, key, secret in (
         (BUCKET, ACCESS_KEY, SECRET_KEY),
         (OTHER_BUCKET, OTHER_ACCESS_KEY, OTHER_SECRET_KEY),

@@ -189,3 +189,12 @@ def test_head_with_range_is_206_with_the_range_length(s3):
     assert head["ResponseMetadata"]["HTTPStatusCode"] == 206
     assert head["ContentLength"] == 10
     assert head["ResponseMetadata"]["HTTPHeaders"]["content-range"] == "bytes 10-19/100"
+
+
+def test_object_tagging_reads_an_empty_tag_set_of_existing_objects_only(s3):
+    # Tags are not stored; the aws cli v2 reads them before a multipart copy.
+    s3.put_object(Bucket=BUCKET, Key="tagged", Body=b"x", Tagging="team=a")
+    assert s3.get_object_tagging(Bucket=BUCKET, Key="tagged")["TagSet"] == []
+    with pytest.raises(ClientError) as raised:
+        s3.get_object_tagging(Bucket=BUCKET, Key="missing")
+    assert raised.value.response["Error"]["Code"] == "NoSuchKey"

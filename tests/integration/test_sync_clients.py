@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, s3cmd_runner
-from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, rclone_runner, s3cmd_runner
+from tests.integration.daemon import BUCKET, Daemon
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -70,22 +70,7 @@ def test_aws_s3_sync_up_down_and_delete(daemon, tmp_path, cli):
 
 @pytest.fixture
 def rclone(daemon: Daemon, tmp_path: Path):
-    if shutil.which("rclone") is None:
-        pytest.skip("rclone is not installed; .ci/run installs Debian's package")
-    config = tmp_path / "rclone.conf"
-    config.write_text(
-        "[orchestrator]\ntype = s3\nprovider = Other\n"
-        f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
-        f"endpoint = {daemon.endpoint}\nregion = us-east-1\n"
-    )
-
-    # rclone reads AWS_* variables too (AWS_CA_BUNDLE breaks it on plain HTTP): only its config counts.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-
-    def rclone(*args: str) -> str:
-        return run(["rclone", "--config", str(config), *args], env, tmp_path)
-
-    return rclone
+    return rclone_runner(daemon, tmp_path)
 
 
 def test_rclone_copy_ls_lsd_sync_and_dry_run(rclone, daemon, tmp_path):

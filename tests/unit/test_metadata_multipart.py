@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from s3orchestrator.metadata.records import ObjectRecord, PartRecord, StoreUsage, UploadRecord
 from s3orchestrator.metadata.schema import load_migrations, split_statements
@@ -18,30 +17,12 @@ from s3orchestrator.metadata.store import (
     MetadataStore,
     ReservationNotFound,
     UploadNotFound,
-    sqlite_metadata_store,
 )
+
+from tests.unit.test_metadata_sqlite import db_path, make_store  # noqa: F401  (fixtures)
 
 MD5_A = "0123456789abcdef0123456789abcdef"
 MD5_B = "fedcba9876543210fedcba9876543210"
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "state" / "metadata.sqlite3")
-
-
-@pytest.fixture
-def make_store(db_path: str) -> Iterator:
-    opened: list[MetadataStore] = []
-
-    def make(path: str = db_path) -> MetadataStore:
-        store = sqlite_metadata_store(path, reactor)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.database.close()
 
 
 @pytest_twisted.async_fixture
