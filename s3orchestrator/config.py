@@ -22,6 +22,8 @@ from s3orchestrator.routing import PACK, STRATEGIES
 GiB = 1024**3
 DEFAULT_MAX_OBJECT_SIZE = 5 * GiB
 DEFAULT_SERVER_TIMEOUT = 300.0
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+LOG_FORMATS = ("text", "json")
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
 DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
@@ -51,6 +53,8 @@ class ServerConfig:
     listen: str  # a Twisted server endpoint string
     max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
     timeout: float = DEFAULT_SERVER_TIMEOUT  # seconds a client connection may stay silent
+    # Seconds in-flight requests may take to finish once a shutdown starts.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
 
 @attrs.frozen
@@ -74,6 +78,33 @@ class MultipartConfig:
 
     expire_after: float = DEFAULT_MULTIPART_EXPIRE_AFTER  # seconds after initiation
     expiry_check_interval: float = DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL  # seconds between checks
+
+
+@attrs.frozen
+class ManholeConfig:
+    """The telnet manhole: a Python shell inside the daemon, for operators."""
+
+    listen: str  # a loopback TCP endpoint or a unix socket (mode 0600)
+    password_file: str  # lines of user:hash (see ops.passwords)
+
+
+@attrs.frozen
+class AdminConfig:
+    """The JSON admin endpoint the ``s3orchestrator status`` command reads."""
+
+    listen: str  # a loopback TCP endpoint or a unix socket (mode 0600)
+    token: str = attrs.field(repr=False)  # sent as "Authorization: Bearer TOKEN"
+
+
+@attrs.frozen
+class OpsConfig:
+    """What operators reach the daemon through besides S3: logs, metrics, manhole, admin."""
+
+    log_format: str = "text"  # or "json": one JSON object per line
+    # Where /metrics and /health are also served (they always are on the S3 listener).
+    metrics_listen: str | None = None
+    manhole: ManholeConfig | None = None
+    admin: AdminConfig | None = None
 
 
 @attrs.frozen
@@ -143,6 +174,7 @@ class Config:
     buckets: tuple[BucketConfig, ...] = attrs.field(converter=tuple)
     stores: tuple[StoreConfig, ...] = attrs.field(converter=tuple)
     multipart: MultipartConfig = attrs.field(factory=MultipartConfig, kw_only=True)
+    ops: OpsConfig = attrs.field(factory=OpsConfig, kw_only=True)
     _credentials: Mapping[str, tuple[str, str]] = attrs.field(
         init=False,
         repr=False,
@@ -175,12 +207,16 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
     """Validate parsed TOML data and build the Config; ``environ`` defaults to os.environ."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    _check_keys(data, "", ("routing_strategy", "server", "metadata", "health", "multipart", "buckets", "stores"))
+    _check_keys(data, "", (
+        "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
+        "buckets", "stores",
+    ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     server = _parse_server(_table(data, "", "server", required=True), env)
     metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
     health = _parse_health(_table(data, "", "health", required=False))
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
+    ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
     return Config(
@@ -191,17 +227,19 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         buckets=buckets,
         stores=stores,
         multipart=multipart,
+        ops=ops,
     )
 
 
 def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
-    _check_keys(table, "server", ("listen", "max_object_size", "timeout"))
+    _check_keys(table, "server", ("listen", "max_object_size", "timeout", "shutdown_timeout"))
     return ServerConfig(
         listen=_string(table, "server", "listen", env),
         max_object_size=_integer(
             table, "server", "max_object_size", minimum=1, default=DEFAULT_MAX_OBJECT_SIZE
         ),
         timeout=_seconds(table, "server", "timeout", default=DEFAULT_SERVER_TIMEOUT),
+        shutdown_timeout=_seconds(table, "server", "shutdown_timeout", default=DEFAULT_SHUTDOWN_TIMEOUT),
     )
 
 
@@ -228,6 +266,64 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
             table, "multipart", "expiry_check_interval", default=DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL
         ),
     )
+
+
+def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:
+    logging = _table(data, "", "logging", required=False)
+    _check_keys(logging, "logging", ("format",))
+    metrics = _table(data, "", "metrics", required=False)
+    _check_keys(metrics, "metrics", ("listen",))
+    manhole = None
+    if "manhole" in data:
+        table = _table(data, "", "manhole", required=True)
+        _check_keys(table, "manhole", ("listen", "password_file"))
+        manhole = ManholeConfig(
+            listen=_local_endpoint(table, "manhole", env),
+            password_file=_string(table, "manhole", "password_file", env),
+        )
+    admin = None
+    if "admin" in data:
+        table = _table(data, "", "admin", required=True)
+        _check_keys(table, "admin", ("listen", "token"))
+        admin = AdminConfig(
+            listen=_local_endpoint(table, "admin", env),
+            token=_string(table, "admin", "token", env, secret=True),
+        )
+    return OpsConfig(
+        log_format=_choice(logging, "logging", "format", env, LOG_FORMATS, default="text"),
+        metrics_listen=_string(metrics, "metrics", "listen", env, default=None),
+        manhole=manhole,
+        admin=admin,
+    )
+
+
+_LOOPBACK_INTERFACES = ("127.0.0.1", "::1", "localhost")
+
+
+def _local_endpoint(table: Mapping[str, Any], path: str, env: Mapping[str, str]) -> str:
+    """``listen``: a TCP endpoint bound to a loopback interface, or a unix socket that
+    is made with mode 0600 (``:mode=600`` is added when absent; any other mode is refused)."""
+    name = _name(path, "listen")
+    value = _string(table, path, "listen", env)
+    kind, _, rest = value.partition(":")
+    # Endpoint strings escape ':' as '\:' (an IPv6 interface); options follow the port.
+    fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", rest)]
+    options = dict(field.partition("=")[::2] for field in fields[1:] if "=" in field)
+    if kind in ("tcp", "tcp6"):
+        if options.get("interface") not in _LOOPBACK_INTERFACES:
+            raise ConfigError(
+                f"{name}: must listen on loopback only: add interface=127.0.0.1 or interface=\\:\\:1"
+                f" (got {value!r})"
+            )
+        return value
+    if kind == "unix":
+        mode = options.get("mode")
+        if mode is None:
+            return value + ":mode=600"
+        if mode.lstrip("0o") != "600":
+            raise ConfigError(f"{name}: a unix socket must have mode 600, readable by its owner only (got {value!r})")
+        return value
+    raise ConfigError(f"{name}: must be a loopback tcp: endpoint or a unix: socket (got {value!r})")
 
 
 def _parse_buckets(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[BucketConfig, ...]:

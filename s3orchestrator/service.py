@@ -1,4 +1,5 @@
-"""The daemon as one MultiService: metadata store, object stores, the S3 listener."""
+"""The daemon as one MultiService: metadata store, object stores, jobs, the S3
+listener and the operators' endpoints."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.s3 import S3Store
+from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
@@ -82,8 +84,11 @@ class OrchestratorService(MultiService):
             CopyOperations(self.objects, reactor),
             self.multipart,
         )
-        self.handler = S3Handler(api, self.find_credential, reactor)
-        self.site = S3Site(self.handler, timeout=config.server.timeout, reactor=reactor)
+        self.s3_handler = S3Handler(api, self.find_credential, reactor)
+        self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
+                           reactor=reactor)
+        # The background jobs by name (the manhole's run_job), made at start.
+        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
         self.ready = False
 
     def find_credential(self, access_key_id: str) -> Credential | None:
@@ -115,10 +120,23 @@ class OrchestratorService(MultiService):
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
+        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry}
+        self.start_ops_listeners()
         listener = strports.service(self.config.server.listen, self.site, reactor=self.reactor)
+        listener.setName("s3-listener")
         listener.setServiceParent(self)
         self.ready = True
         self._log.info("s3orchestrator listening on {listen}", listen=self.config.server.listen)
+
+    def ops_endpoints(self) -> dict[str, OpsEndpoint]:
+        """The operator endpoints served on the S3 listener (for requests without an S3
+        signature) and on ``[metrics] listen``, by path."""
+        endpoints: dict[str, OpsEndpoint] = {}
+        return endpoints
+
+    def start_ops_listeners(self) -> None:
+        """Start the listeners operators reach the daemon through besides S3 (each
+        only when configured): metrics, admin API, manhole."""
 
     def _start_failed(self, failure) -> None:
         self._log.failure("s3orchestrator failed to start", failure)

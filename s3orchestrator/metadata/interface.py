@@ -121,6 +121,9 @@ class IMetadataStore(Interface):
         """Run ``scan(fetch)`` over the uploads of ``bucket`` under ``prefix`` in one read
         transaction, like scan_objects (see ``UploadFetch``)."""
 
+    def upload_counts() -> Deferred[dict[str, int]]:
+        """How many multipart uploads are in progress, by store (stores without any left out)."""
+
     def uploads_initiated_before(
         before_ms: int, limit: int, after: tuple[int, str] | None = None
     ) -> Deferred[list[UploadRecord]]:

@@ -527,6 +527,14 @@ class MetadataStore:
 
         return self.database.runInteraction("scan_uploads", run)
 
+    def upload_counts(self) -> Deferred[dict[str, int]]:
+        """How many multipart uploads are in progress, by store (stores without any left out)."""
+
+        def count(txn: Transaction) -> dict[str, int]:
+            return {store: int(n) for store, n in txn.query("SELECT store, COUNT(*) FROM uploads GROUP BY store")}
+
+        return self.database.runInteraction("upload_counts", count)
+
     def uploads_initiated_before(
         self, before_ms: int, limit: int, after: tuple[int, str] | None = None
     ) -> Deferred[list[UploadRecord]]:

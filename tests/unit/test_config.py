@@ -263,10 +263,11 @@ def _append_bucket(bucket: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 INVALID = [
     # unknown keys
     (_set("routing_stratgy", "pack"), "routing_stratgy: unknown key (allowed here: "
-     "routing_strategy, server, metadata, health, multipart, buckets, stores)"),
+     "routing_strategy, server, metadata, health, multipart, logging, metrics, manhole, admin, "
+     "buckets, stores)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
-     "max_object_size, timeout)"),
+     "max_object_size, timeout, shutdown_timeout)"),
     (_set("metadata.postgres", "x"), "metadata.postgres: unknown key"),
     (_set("health", {"intervall": 1}), "health.intervall: unknown key"),
     (_set("buckets.0.nmae", "x"), "buckets[0].nmae: unknown key"),
@@ -558,3 +559,46 @@ def test_multipart_expiry_settings_must_be_positive(key: str) -> None:
 
     with pytest.raises(ConfigError, match=f"^multipart.{key}: must be a positive number of seconds"):
         parse_config(edited(edit), {})
+
+
+def test_ops_sections_default_to_off() -> None:
+    ops = parse_config(edited(lambda data: None), {}).ops
+    assert (ops.log_format, ops.metrics_listen, ops.manhole, ops.admin) == ("text", None, None, None)
+
+
+def test_ops_sections_are_read() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["logging"] = {"format": "json"}
+        data["metrics"] = {"listen": "tcp:9100:interface=127.0.0.1"}
+        data["manhole"] = {"listen": "unix:/run/s3o/manhole.sock", "password_file": "/etc/s3o/manhole.passwd"}
+        data["admin"] = {"listen": "tcp6:9001:interface=\\:\\:1", "token": "${ADMIN_TOKEN}"}
+
+    config = parse_config(edited(edit), {"ADMIN_TOKEN": "t0ken"})
+    assert config.ops.log_format == "json"
+    assert config.ops.metrics_listen == "tcp:9100:interface=127.0.0.1"
+    assert config.ops.manhole is not None and config.ops.admin is not None
+    # A unix socket is created readable by its owner only.
+    assert config.ops.manhole.listen == "unix:/run/s3o/manhole.sock:mode=600"
+    assert (config.ops.admin.listen, config.ops.admin.token) == ("tcp6:9001:interface=\\:\\:1", "t0ken")
+    assert "t0ken" not in repr(config)
+
+
+@pytest.mark.parametrize("section", ["manhole", "admin"])
+@pytest.mark.parametrize("listen, problem", [
+    ("tcp:2222", "must listen on loopback only"),
+    ("tcp:2222:interface=0.0.0.0", "must listen on loopback only"),
+    ("unix:/run/x.sock:mode=666", "a unix socket must have mode 600"),
+    ("ssl:2222:interface=127.0.0.1", "must be a loopback tcp: endpoint or a unix: socket"),
+])
+def test_operator_listeners_must_be_local(section: str, listen: str, problem: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data[section] = {"listen": listen, "password_file": "p", "token": "t"}
+        data[section].pop("token" if section == "manhole" else "password_file")
+
+    with pytest.raises(ConfigError, match=f"^{section}.listen: {problem}"):
+        parse_config(edited(edit), {})
+
+
+def test_log_format_is_text_or_json() -> None:
+    with pytest.raises(ConfigError, match="^logging.format: must be one of"):
+        parse_config(edited(lambda data: data.update(logging={"format": "xml"})), {})

@@ -1,0 +1,119 @@
+"""Operator endpoints (/health, /metrics, the admin API): plain HTTP, no S3 auth.
+
+An endpoint is an async function of the request headers returning an
+``OpsResponse``. The same endpoints are served two ways: on their own listener
+(a ``twisted.web.server.Site`` over ``OpsResource``), and on the S3 listener by
+``OpsRouter``, which answers a GET or HEAD of an endpoint's path that carries no
+S3 signature (a signed request for ``/health`` is S3's, for a bucket of that name)
+and hands every other request to the S3 handler.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Mapping
+
+import attrs
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.http import Request
+
+from s3orchestrator.web.site import RequestHandler, S3Request
+
+
+@attrs.frozen
+class OpsResponse:
+    """What an operator endpoint answers."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+#: An endpoint: the request's headers (lower-case names, first values) -> its answer.
+OpsEndpoint = Callable[[Mapping[str, str]], Awaitable[OpsResponse]]
+
+_log = Logger()
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): values[0].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+def _answer(request: Request, endpoint: OpsEndpoint) -> None:
+    """Run ``endpoint`` for ``request`` and write its answer (a 500 if it fails)."""
+
+    def send(response: OpsResponse) -> None:
+        if request.finished or request.channel is None:
+            return
+        request.setResponseCode(response.status)
+        request.setHeader(b"content-type", response.content_type.encode("latin-1"))
+        request.setHeader(b"content-length", b"%d" % len(response.body))
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method != b"HEAD":
+            request.write(response.body)
+        request.finish()
+
+    def failed(failure: Failure) -> None:
+        _log.failure("Operator endpoint {path} failed", failure, path=request.path.decode("latin-1", "replace"))
+        send(OpsResponse(500, "text/plain; charset=utf-8", b"internal error\n"))
+
+    ensureDeferred(endpoint(_headers(request))).addCallbacks(send, failed)
+
+
+class OpsResource(resource.Resource):
+    """One endpoint as a twisted.web resource (GET and HEAD), for a separate listener."""
+
+    isLeaf = True
+
+    def __init__(self, endpoint: OpsEndpoint) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+
+    def render_GET(self, request: server.Request) -> int:
+        _answer(request, self._endpoint)
+        return server.NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+
+def ops_site(endpoints: Mapping[str, OpsEndpoint]) -> server.Site:
+    """A Site serving ``endpoints`` by path (``/health``, ``/metrics``...); 404 elsewhere."""
+    root = resource.Resource()
+    for path, endpoint in endpoints.items():
+        node = root
+        segments = path.strip("/").split("/")
+        for segment in segments[:-1]:
+            child = node.children.get(segment.encode())
+            if child is None:
+                child = resource.Resource()
+                node.putChild(segment.encode(), child)
+            node = child
+        node.putChild(segments[-1].encode(), OpsResource(endpoint))
+    site = server.Site(root)
+    site.displayTracebacks = False
+    return site
+
+
+class OpsRouter:
+    """The S3 listener's request handler: operator endpoints first, S3 for the rest."""
+
+    def __init__(self, s3_handler: RequestHandler, endpoints: Mapping[str, OpsEndpoint]) -> None:
+        self._s3 = s3_handler
+        self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
+
+    def handle(self, request: S3Request) -> None:
+        endpoint = self._endpoints.get(request.raw_path)
+        if endpoint is None or request.method not in (b"GET", b"HEAD") or _signed(request):
+            self._s3.handle(request)
+            return
+        _answer(request, endpoint)
+
+
+def _signed(request: S3Request) -> bool:
+    """Whether the request carries an S3 signature (a header or a presigned query)."""
+    return request.requestHeaders.hasHeader(b"authorization") or b"X-Amz-Signature" in request.raw_query

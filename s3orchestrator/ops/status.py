@@ -1,0 +1,36 @@
+"""The daemon's state as operators see it: per-store health, usage, objects and uploads.
+
+One snapshot serves ``/health``, the admin API (``s3orchestrator status``) and the
+manhole's ``status()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.interface import IMetadataStore
+
+
+async def status_snapshot(metadata: IMetadataStore, health: StoreHealth) -> dict[str, Any]:
+    """``{"status": "ok" | "degraded", "stores": [...], "uploads": N}``: one entry per
+    configured store (name, healthy, last_error, quota/used/reserved bytes, objects,
+    uploads in progress); ``degraded`` when any store is down."""
+    usage = await metadata.store_usage()
+    uploads = await metadata.upload_counts()
+    statuses = health.snapshot()
+    stores = []
+    for store in usage:
+        status = statuses.get(store.name)
+        stores.append({
+            "name": store.name,
+            "healthy": status.healthy if status is not None else True,
+            "last_error": status.last_error if status is not None else None,
+            "quota_bytes": store.quota_bytes,
+            "used_bytes": store.used_bytes,
+            "reserved_bytes": store.reserved_bytes,
+            "objects": store.object_count,
+            "uploads": uploads.get(store.name, 0),
+        })
+    degraded = any(not store["healthy"] for store in stores)
+    return {"status": "degraded" if degraded else "ok", "stores": stores, "uploads": sum(uploads.values())}
