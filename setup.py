@@ -12,12 +12,14 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
     package_data={"s3orchestrator.metadata": ["migrations/*.sql"]},
+    entry_points={"console_scripts": ["s3orchestrator = s3orchestrator.cli:main"]},
     install_requires=[
         "twisted[tls]>=22.4",
         "treq>=22.2",
         "attrs>=22.2",
         "zope.interface>=5",
         "service-identity>=21.1",
+        "prometheus_client>=0.16",
     ],
     extras_require={
         "test": [

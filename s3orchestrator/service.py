@@ -4,15 +4,20 @@ listener and the operators' endpoints."""
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+import os
+import signal
+import sys
+from typing import Any, Mapping
 
-from twisted.application import strports
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from s3orchestrator.auth.sigv4 import Credential
-from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
+from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.store import sqlite_metadata_store
@@ -27,9 +32,27 @@ from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter
+from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
+from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.reload import reload_plan
+from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.endpoints import ops_site
+from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
+
+
+# Seconds aborted requests get at shutdown to release their quota and parts.
+CLEANUP_TIMEOUT = 5.0
+
+
+def _exit_failed() -> None:
+    """End the process with status 1 (twistd itself would exit 0 after reactor.stop)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def continuation_token_secret(config: Config) -> bytes:
@@ -42,25 +65,31 @@ def continuation_token_secret(config: Config) -> bytes:
     return hashlib.sha256(b"s3orchestrator continuation tokens\0" + "\0".join(secrets).encode()).digest()
 
 
-def build_store(config: StoreConfig, reactor) -> IObjectStore:
-    """The object store client for one configured store."""
+def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) -> IObjectStore:
+    """The object store client for one configured store (upstream requests counted in ``metrics``)."""
     if isinstance(config, DirectoryStoreConfig):
         return DirectoryStore(config.name, config.path, reactor)
-    return S3Store(config, reactor)
+    return S3Store(config, reactor, observer=metrics.upstream_finished if metrics is not None else None)
 
 
 class OrchestratorService(MultiService):
     """Owns everything the daemon runs; the S3 listener starts once metadata is ready."""
 
     _log = Logger()
+    #: Set (by the twistd plugin) to log through this observer instead of twistd's text one.
+    log_observer: ILogObserver | None = None
 
-    def __init__(self, config: Config, reactor) -> None:
+    def __init__(self, config: Config, reactor, config_path: str | None = None) -> None:
         super().__init__()
         self.config = config
+        # Where SIGHUP re-reads the configuration from (None: no reloading).
+        self.config_path = config_path
         self.reactor = reactor
         self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
+        # Job counters are read at scrape time from ``self.jobs`` (filled at start).
+        self.metrics = Metrics(jobs=lambda: self.jobs)
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: build_store(store, reactor) for store in config.stores
+            store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         locks = KeyLocks()
@@ -76,20 +105,33 @@ class OrchestratorService(MultiService):
         self.multipart = MultipartOperations(
             self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after
         )
+        self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))
         api = S3Api(
             self.objects,
             BucketOperations(configured_at=reactor.seconds()),
-            ListingOperations(self.metadata, token_secret=continuation_token_secret(config)),
+            self.listing,
             BatchDelete(self.objects),
             CopyOperations(self.objects, reactor),
             self.multipart,
         )
-        self.s3_handler = S3Handler(api, self.find_credential, reactor)
+        self.s3_handler = S3Handler(api, self.find_credential, reactor, metrics=self.metrics)
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor)
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
         self.ready = False
+        self._s3_port: IListeningPort | None = None
+        self._ops_ports: list[IListeningPort] = []
+        self._previous_sighup: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd wraps the service in an application and starts logging after the
+        # service joined it and before it starts, with the application's ILogObserver
+        # if it has one: that is where JSON logging gets in.
+        set_component = getattr(parent, "setComponent", None)
+        if self.log_observer is not None and set_component is not None:
+            set_component(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def find_credential(self, access_key_id: str) -> Credential | None:
         """The credential (and its bucket) of an access key, from the current config."""
@@ -121,25 +163,44 @@ class OrchestratorService(MultiService):
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry}
-        self.start_ops_listeners()
-        listener = strports.service(self.config.server.listen, self.site, reactor=self.reactor)
-        listener.setName("s3-listener")
-        listener.setServiceParent(self)
+        await self.start_ops_listeners()
+        self._s3_port = await serverFromString(self.reactor, self.config.server.listen).listen(self.site)
         self.ready = True
+        if self.config_path is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self._log.info("s3orchestrator listening on {listen}", listen=self.config.server.listen)
 
     def ops_endpoints(self) -> dict[str, OpsEndpoint]:
         """The operator endpoints served on the S3 listener (for requests without an S3
         signature) and on ``[metrics] listen``, by path."""
         endpoints: dict[str, OpsEndpoint] = {}
+        endpoints["/health"] = health_endpoint(self.health)
+        endpoints["/health/ready"] = ready_endpoint(lambda: self.ready)
+        endpoints["/metrics"] = metrics_endpoint(self.metrics, lambda: status_snapshot(self.metadata, self.health))
         return endpoints
 
-    def start_ops_listeners(self) -> None:
-        """Start the listeners operators reach the daemon through besides S3 (each
-        only when configured): metrics, admin API, manhole."""
+    async def start_ops_listeners(self) -> None:
+        """Listen where operators reach the daemon besides S3 (each only when
+        configured): manhole, metrics, admin API. A port that cannot be had, or an
+        unusable manhole password file, fails the start."""
+        ops = self.config.ops
+        listeners: list[tuple[str, Any]] = []
+        if ops.manhole is not None:
+            listeners.append((ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
+        if ops.metrics_listen is not None:
+            listeners.append((ops.metrics_listen, ops_site(self.ops_endpoints())))
+        if ops.admin is not None:
+            listeners.append((ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))))
+        for listen, factory in listeners:
+            self._ops_ports.append(await serverFromString(self.reactor, listen).listen(factory))
 
     def _start_failed(self, failure) -> None:
-        self._log.failure("s3orchestrator failed to start", failure)
+        if failure.check(ConfigError, CannotListenError):
+            self._log.critical("s3orchestrator failed to start: {error}", error=str(failure.value))
+        else:
+            self._log.failure("s3orchestrator failed to start", failure)
+        # Exit non-zero (a supervisor restarts or reports it), once the logs are out.
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
         self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -147,7 +208,86 @@ class OrchestratorService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to ``server.shutdown_timeout``),
+        abort the rest and let their clean-up (quota, parts) run, then stop the jobs,
+        the other listeners, the stores and the metadata store."""
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        if self._s3_port is not None:
+            await self._s3_port.stopListening()
+            self._s3_port = None
+            aborted = await self.site.drain(self.config.server.shutdown_timeout)
+            if aborted:
+                self._log.warn(
+                    "Shutdown: aborted {count} requests still running after {timeout:g} s",
+                    count=aborted, timeout=self.config.server.shutdown_timeout,
+                )
+            await self.s3_handler.wait_idle(CLEANUP_TIMEOUT)
+        for port in self._ops_ports:
+            await port.stopListening()
+        self._ops_ports.clear()
         await maybeDeferred(super().stopService)
         for store in self.stores.values():
             await store.stop()
         await self.metadata.stop()
+        self._log.info("s3orchestrator stopped")
+
+    # -- reloading ------------------------------------------------------------------------------
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        # A signal handler runs between two bytecodes of whatever the reactor does:
+        # only schedule the reload.
+        self.reactor.callFromThread(lambda: ensureDeferred(self.reload()))
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file and apply what can change while running;
+        False (the running configuration kept) if the new file is invalid."""
+        assert self.config_path is not None
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            self._log.error(
+                "Reload of {path} failed, keeping the running configuration: {error}",
+                path=self.config_path, error=str(error),
+            )
+            return False
+        changes = reload_plan(self.config, new)
+        if changes.needs_restart:
+            self._log.warn(
+                "Reload of {path}: {settings} changed; that takes a restart, the running values stay",
+                path=self.config_path, settings=", ".join(changes.needs_restart),
+            )
+        applied = self.config = changes.config
+        self.listing.set_token_secret(continuation_token_secret(applied))
+        self.objects.max_object_size = applied.server.max_object_size
+        self.objects.routing_strategy = applied.routing_strategy
+        self.site.timeOut = applied.server.timeout  # for connections accepted from now on
+        self.multipart.expire_after = applied.multipart.expire_after
+        self.health.unhealthy_after = applied.health.unhealthy_after
+        await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in applied.stores])
+        self._retime_jobs()
+        self._log.info(
+            "Reloaded {path}: {changed}", path=self.config_path,
+            changed=", ".join(changes.applied) if changes.applied else "nothing changed",
+        )
+        return True
+
+    def _retime_jobs(self) -> None:
+        """Give the jobs the intervals of the current configuration (restarting a timer
+        whose interval changed)."""
+        wanted = {
+            "health_checks": self.config.health.interval,
+            "multipart_expiry": self.config.multipart.expiry_check_interval,
+        }
+        for name, interval in wanted.items():
+            job = self.jobs.get(name)
+            if job is None or job.step == interval:
+                continue
+            job.interval = job.step = interval
+            if job.running:
+                job.stopService()
+                job.startService()
+        expiry = self.jobs.get("multipart_expiry")
+        if isinstance(expiry, MultipartExpiryJob):
+            expiry.expire_after = self.config.multipart.expire_after

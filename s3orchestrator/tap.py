@@ -6,7 +6,9 @@ import sys
 
 from twisted.python import usage
 
-from s3orchestrator.config import Config, ConfigError, load_config
+from s3orchestrator.config import LOG_FORMATS, Config, ConfigError, load_config
+from s3orchestrator.ops.logs import JsonLineObserver
+from s3orchestrator.ops.manhole import check_manhole_config
 from s3orchestrator.service import OrchestratorService
 
 
@@ -15,13 +17,18 @@ class Options(usage.Options):
 
     optParameters = [
         ["config", "c", "/etc/s3orchestrator/s3orchestrator.toml", "Path to the TOML configuration file."],
+        ["log-format", None, None, "text or json (one JSON object per line); overrides logging.format."],
     ]
 
     config: Config
 
     def postOptions(self) -> None:
+        if self["log-format"] not in (None, *LOG_FORMATS):
+            raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         try:
             self.config = load_config(self["config"])
+            if self.config.ops.manhole is not None:
+                check_manhole_config(self.config.ops.manhole)
         except ConfigError as error:
             # One clear line naming the offending key, not a usage dump or a traceback.
             sys.exit(f"s3orchestrator: invalid configuration: {error}")
@@ -31,4 +38,7 @@ def makeService(options: Options, reactor=None) -> OrchestratorService:
     """Build the daemon's MultiService from parsed options."""
     if reactor is None:
         from twisted.internet import reactor
-    return OrchestratorService(options.config, reactor)
+    service = OrchestratorService(options.config, reactor, config_path=options["config"])
+    if (options["log-format"] or options.config.ops.log_format) == "json":
+        service.log_observer = JsonLineObserver(sys.stdout)
+    return service

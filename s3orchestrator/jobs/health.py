@@ -156,9 +156,11 @@ class StoreHealth:
 class _Run:
     """The probes of one health check run, so stopping the job can abandon them."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
         self.abandoned = False
         self.probes: list[Deferred[Any]] = []
+        self.failed: list[str] = []  # stores whose probe failed
+        self.started = started
 
 
 class HealthCheckJob(TimerService):
@@ -206,7 +208,7 @@ class HealthCheckJob(TimerService):
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
         if self._current is None:
-            run = self._current = _Run()
+            run = self._current = _Run(self.clock.seconds())
             maybeDeferred(self._probe_all, run).addBoth(self._finished, run)
         return waiter
 
@@ -267,6 +269,7 @@ class HealthCheckJob(TimerService):
                 # Cancelled by stopService: says nothing about the store.
                 return
             self.probe_failures += 1
+            run.failed.append(name)
             if timed_out:
                 self.timeouts += 1
                 reason = f"health probe timed out after {self.probe_timeout:g}s"
@@ -301,6 +304,13 @@ class HealthCheckJob(TimerService):
             self._log.failure("Health check run failed", result)
         self.runs += 1
         self._current = None
+        if not run.abandoned:
+            self._log.info(
+                "Health checks: {probed} stores probed in {duration:.3f} s, {failed_count} failed{failed}",
+                probed=len(run.probes), failed_count=len(run.failed),
+                failed=f" ({', '.join(run.failed)})" if run.failed else "",
+                duration=self.clock.seconds() - run.started,
+            )
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.called:  # a caller may have cancelled its wait

@@ -2,7 +2,7 @@
 
 An endpoint is an async function of the request headers returning an
 ``OpsResponse``. The same endpoints are served two ways: on their own listener
-(a ``twisted.web.server.Site`` over ``OpsResource``), and on the S3 listener by
+(``ops_site``: a ``twisted.web.server.Site``), and on the S3 listener by
 ``OpsRouter``, which answers a GET or HEAD of an endpoint's path that carries no
 S3 signature (a signed request for ``/health`` is S3's, for a bucket of that name)
 and hands every other request to the S3 handler.
@@ -65,36 +65,32 @@ def _answer(request: Request, endpoint: OpsEndpoint) -> None:
     ensureDeferred(endpoint(_headers(request))).addCallbacks(send, failed)
 
 
-class OpsResource(resource.Resource):
-    """One endpoint as a twisted.web resource (GET and HEAD), for a separate listener."""
+class _OpsRoot(resource.Resource):
+    """Every endpoint by its exact path (like OpsRouter); 404 for anything else."""
 
     isLeaf = True
 
-    def __init__(self, endpoint: OpsEndpoint) -> None:
+    def __init__(self, endpoints: Mapping[str, OpsEndpoint]) -> None:
         super().__init__()
-        self._endpoint = endpoint
+        self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
 
-    def render_GET(self, request: server.Request) -> int:
-        _answer(request, self._endpoint)
+    def render(self, request: server.Request) -> bytes | int:
+        endpoint = self._endpoints.get(request.path)
+        if endpoint is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found\n"
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            return b""
+        _answer(request, endpoint)
         return server.NOT_DONE_YET
-
-    render_HEAD = render_GET
 
 
 def ops_site(endpoints: Mapping[str, OpsEndpoint]) -> server.Site:
-    """A Site serving ``endpoints`` by path (``/health``, ``/metrics``...); 404 elsewhere."""
-    root = resource.Resource()
-    for path, endpoint in endpoints.items():
-        node = root
-        segments = path.strip("/").split("/")
-        for segment in segments[:-1]:
-            child = node.children.get(segment.encode())
-            if child is None:
-                child = resource.Resource()
-                node.putChild(segment.encode(), child)
-            node = child
-        node.putChild(segments[-1].encode(), OpsResource(endpoint))
-    site = server.Site(root)
+    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...); 404 elsewhere."""
+    site = server.Site(_OpsRoot(endpoints))
     site.displayTracebacks = False
     return site
 

@@ -276,11 +276,16 @@ class ListingOperations:
     """ListObjects and ListObjectsV2 over the metadata store (no object store is asked).
 
     ``token_secret`` authenticates V2 continuation tokens; tokens stay valid as
-    long as it does (a random secret per start: until the daemon restarts).
+    long as it does (it is derived from the configured secrets: until they change).
     """
 
     def __init__(self, metadata: IMetadataStore, token_secret: bytes) -> None:
         self._metadata = metadata
+        self._tokens = ContinuationTokens(token_secret)
+
+    def set_token_secret(self, token_secret: bytes) -> None:
+        """Authenticate continuation tokens with a new secret (after a reload changed the
+        credentials); tokens issued before stop being accepted."""
         self._tokens = ContinuationTokens(token_secret)
 
     async def _page(self, bucket: str, query: ListQuery) -> Page[ObjectRecord]:

@@ -143,8 +143,8 @@ class ObjectOperations:
         self._metadata = metadata
         self._health = health
         self._stores = stores
-        self._routing_strategy = routing_strategy
-        self._max_object_size = max_object_size
+        self.routing_strategy = routing_strategy
+        self.max_object_size = max_object_size
         self._clock = clock
         self._locks = locks
 
@@ -153,10 +153,10 @@ class ObjectOperations:
         bucket, key, body = call.bucket, call.key, call.body
         assert bucket is not None and key is not None and body is not None
         size = body.length
-        if size > self._max_object_size:
+        if size > self.max_object_size:
             raise S3Error(
                 "EntityTooLarge",
-                extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self._max_object_size)},
+                extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self.max_object_size)},
             )
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
@@ -177,7 +177,7 @@ class ObjectOperations:
         healthy = self._health.healthy() if only_store is None else frozenset({only_store})
 
         def choose(usage: Sequence[StoreUsage]) -> str | None:
-            return choose_store(self._routing_strategy, usage, size, healthy)
+            return choose_store(self.routing_strategy, usage, size, healthy)
 
         reservation = await self._metadata.reserve(size, choose)
         if reservation is None:
@@ -188,7 +188,7 @@ class ObjectOperations:
         """The healthy store the routing strategy would put ``size`` bytes on now,
         without reserving anything; InsufficientStorage when none has room."""
         usage = await self._metadata.store_usage()
-        chosen = choose_store(self._routing_strategy, usage, size, self._health.healthy())
+        chosen = choose_store(self.routing_strategy, usage, size, self._health.healthy())
         if chosen is None:
             raise S3Error("InsufficientStorage")
         return chosen

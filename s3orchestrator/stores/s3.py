@@ -60,7 +60,7 @@ damaged in transit), ObjectMissing (404 on GET) and StoreMisconfigured (other
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import HTTPConnectionPool
@@ -94,6 +94,8 @@ class S3Store:
 
     ``agent`` replaces the real Agent (tests); ``pool`` is shared or made here
     (persistent, ``connections_per_host`` idle connections kept per host).
+    ``observer(store, operation, status, error, seconds, timed_out=...)`` is told
+    how every upstream request ended (``Metrics.upstream_finished``).
     """
 
     def __init__(
@@ -105,8 +107,10 @@ class S3Store:
         agent: IAgent | None = None,
         connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        observer: Callable[..., None] | None = None,
     ) -> None:
         self.name = config.name
+        self.observer = observer
         self.config = config
         self.chunk_size = chunk_size
         self.reactor = reactor

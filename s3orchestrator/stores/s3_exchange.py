@@ -34,6 +34,7 @@ class Exchange:
         # Replaces the default reaction to silence (cancelling the request) once
         # something else owns the exchange: a response body being read.
         self.on_silence: Callable[[], None] | None = None
+        self._recorded = False
 
     def _silent(self) -> None:
         if self.on_silence is not None:
@@ -60,10 +61,31 @@ class Exchange:
         # Not logged: our own cancellations and the client's body failing (S3Error, ClientGone).
         if failure.check(StoreUnavailable, StoreMisconfigured):
             self.log(None, failure.value)
+        else:
+            self.record(None, failure.value)
         return failure
+
+    def record(self, status: int | None, error: BaseException | None = None) -> None:
+        """Tell the store's observer (metrics) how the exchange ended, once: the first
+        report wins (``log`` reports too; this alone is for ends not worth a log line)."""
+        if self._recorded:
+            return
+        self._recorded = True
+        observer = self.store.observer
+        if observer is None:
+            return
+        try:
+            observer(
+                self.store.name, self.operation, status, error, self.store.reactor.seconds() - self.started,
+                timed_out=self.watchdog.fired,
+            )
+        except Exception:
+            # Called from request paths: a broken observer must not break them.
+            _log.failure("Store {store}: the request observer failed", store=self.store.name)
 
     def log(self, status: int | None, error: BaseException | None = None, size: int | None = None) -> None:
         """Log how the exchange ended: a warning with ``error``, else a debug line (``size`` bytes moved)."""
+        self.record(status, error)
         fields = dict(
             store=self.store.name,
             operation=self.operation,
@@ -124,6 +146,8 @@ class Exchange:
         error = error_for_status(self.store.name, self.operation, response.code, code, self.location)
         if not isinstance(error, ObjectMissing):
             self.log(response.code, error)
+        else:
+            self.record(response.code, error)
         return error
 
 

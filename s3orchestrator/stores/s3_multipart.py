@@ -130,7 +130,9 @@ class S3PartWrite(S3Write):
         exchange = self._exchange
         code = parse_error_code(await exchange.read_small(response))
         if code == "NoSuchUpload":  # aborted, completed or expired: not the store's fault
-            return ObjectMissing(self._location)
+            missing = ObjectMissing(self._location)
+            exchange.record(response.code, missing)
+            return missing
         error = error_for_status(self._store.name, exchange.operation, response.code, code, self._location)
         exchange.log(response.code, error)
         return error

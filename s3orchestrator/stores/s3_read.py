@@ -145,6 +145,7 @@ class S3Reader:
             return
         self._finished = True
         self._failure = failure
+        self._exchange.record(self._response.code, failure.value)  # cancelled (a logged end came first)
         self._exchange.watchdog.disarm()
         transport, self._transport = self._transport, None
         if transport is not None:

@@ -92,6 +92,7 @@ class UpstreamWrite:
         body = self._upstream_body
         if body is not None and body.failure is not None:
             failure = body.failure  # the client's body failed, not the upstream
+        self._exchange.record(None, failure.value)  # unless its end was reported already
         if self._state == "sending":
             self._state = "failed"
             self.done.errback(failure)
@@ -270,7 +271,9 @@ class ResultWrite(UpstreamWrite):
         )
         error: Exception
         if code in self._missing_codes or (status == 404 and code is None):
-            return self._missing()
+            missing = self._missing()
+            self._exchange.record(status, missing)
+            return missing
         if status >= 500 or status == 429 or code in _RESULT_TRANSIENT_CODES:
             error = StoreUnavailable(described)
         elif status == 200 and code is None:
@@ -332,7 +335,9 @@ class S3Copy(ResultWrite):
         response = await exchange.request("HEAD", request_target(store.config, self._location))
         await exchange.read_small(response)
         if response.code == 404:
-            raise ObjectMissing(self._source)
+            missing = ObjectMissing(self._source)
+            exchange.record(response.code, missing)
+            raise missing
         if response.code != 200:
             raise self._error(response.code, None)
         # Twisted sets ``length`` to 0 for any HEAD: the size is the Content-Length header.

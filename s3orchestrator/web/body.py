@@ -50,6 +50,7 @@ class UploadBody:
         self._verifier = make_verifier(self._decoded)
         self._on_consumer_ready = on_consumer_ready
         self.length: int = self._verifier.decoded_length
+        self.received = 0  # decoded payload bytes so far (the request's bytes in)
         self.verified: Deferred[VerifiedPayload] = Deferred()
         self._consumer: IConsumer | None = None
         self._produced: Deferred[None] | None = None
@@ -129,6 +130,7 @@ class UploadBody:
     def _decoded(self, data: bytes) -> None:
         if not data:
             return
+        self.received += len(data)
         if self._tail is not None:
             self._pending.append(self._tail)
         self._tail = data

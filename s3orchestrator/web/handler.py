@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import attrs
-from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,6 +21,9 @@ from s3orchestrator.web.body import ClientGone, UploadBody
 from s3orchestrator.web.errors import error_document
 from s3orchestrator.web.request_parsing import header_map, parse_query, split_path
 from s3orchestrator.web.site import S3Request
+
+if TYPE_CHECKING:
+    from s3orchestrator.ops.metrics import Metrics
 
 CredentialLookup = Callable[[str], "Credential | None"]
 
@@ -39,6 +42,7 @@ class _Exchange:
         self.bytes_out = 0
         self.client_gone = False
         self.streaming: IObjectReader | None = None
+        self.upload: UploadBody | None = None  # the request body, if the operation reads one
         request.notifyFinish().addErrback(self._gone)
 
     def _gone(self, _: Failure) -> None:
@@ -49,20 +53,51 @@ class _Exchange:
             self.streaming.cancel()
 
 
+def _timed_out(failure: Failure) -> bool:
+    failure.trap(CancelledError)
+    return False
+
+
 class S3Handler:
     """Answers every S3Request of the site; errors become S3 XML error responses."""
 
     _log = Logger()
 
-    def __init__(self, api: S3Api, credentials: CredentialLookup, clock: IReactorTime) -> None:
+    def __init__(
+        self, api: S3Api, credentials: CredentialLookup, clock: IReactorTime, metrics: Metrics | None = None
+    ) -> None:
         self.api = api
         self.credentials = credentials
         self._clock = clock
+        self.metrics = metrics
+        self._in_flight = 0
+        self._idle_waiters: list[Deferred[None]] = []
 
     def handle(self, request: S3Request) -> None:
         """Start answering ``request`` (called when its headers are complete)."""
         exchange = _Exchange(request)
-        ensureDeferred(self._answer(exchange)).addErrback(self._internal_failure, exchange)
+        self._in_flight += 1
+        answering = ensureDeferred(self._answer(exchange))
+        answering.addErrback(self._internal_failure, exchange)
+        answering.addBoth(self._answered)
+
+    def _answered(self, _: object) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def wait_idle(self, timeout: float) -> Deferred[bool]:
+        """Fires True once no request is being answered (their clean-up included: a
+        request whose client was cut off still releases its quota), False after
+        ``timeout`` seconds (shutdown)."""
+        if not self._in_flight:
+            return succeed(True)
+        idle: Deferred[None] = Deferred()
+        self._idle_waiters.append(idle)
+        idle.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: result)
+        return idle.addCallbacks(lambda _: True, _timed_out)
 
     async def _answer(self, exchange: _Exchange) -> None:
         request = exchange.request
@@ -121,6 +156,7 @@ class S3Handler:
                 body.bodyComplete()
             else:
                 request.body = body
+            exchange.upload = body
             call = attrs.evolve(call, body=body)
         return call
 
@@ -219,4 +255,12 @@ class S3Handler:
             duration_ms=round((time.monotonic() - request.started) * 1000, 1),
             store=exchange.store,
         )
+        if self.metrics is not None:
+            self.metrics.request_finished(
+                exchange.operation,
+                "client-gone" if exchange.client_gone else exchange.status,
+                exchange.upload.received if exchange.upload is not None else 0,
+                exchange.bytes_out,
+                time.monotonic() - request.started,
+            )
 

@@ -21,8 +21,10 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -130,6 +132,7 @@ class S3Channel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.site.channel_opened(self)
         # Twisted pauses a producer as soon as 64 KiB wait in the send buffer; relaying
         # a download then pauses and resumes the upstream socket for every chunk.
         # A deeper buffer lets a relay run at the speed of the slower socket.
@@ -187,6 +190,18 @@ class S3Channel(http.HTTPChannel):
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         super().connectionLost(reason)
+        self.site.channel_closed(self)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is in progress (not merely a kept-alive idle connection)."""
+        return bool(self.requests)
+
+    def close_when_idle(self) -> None:
+        """Close now if idle, else once the current request is answered (shutdown)."""
+        self.persistent = False
+        if not self.busy:
+            self.transport.loseConnection()
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -197,7 +212,52 @@ class S3Site(http.HTTPFactory):
 
     def __init__(self, handler: "RequestHandler", timeout: float, reactor=None) -> None:
         super().__init__(timeout=timeout, reactor=reactor)
+        if reactor is None:
+            from twisted.internet import reactor
+        self._clock = reactor
         self.handler = handler
+        self._channels: set[S3Channel] = set()
+        self._draining = False
+        self._drained: list[Deferred[None]] = []
+
+    def channel_opened(self, channel: S3Channel) -> None:
+        self._channels.add(channel)
+        if self._draining:
+            channel.close_when_idle()
+
+    def channel_closed(self, channel: S3Channel) -> None:
+        self._channels.discard(channel)
+        if self._draining and not self._channels:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[int]:
+        """For shutdown, once the listener stopped: close idle connections now and the
+        others as their requests are answered; after ``timeout`` seconds abort those
+        still busy. Fires with how many connections had to be aborted."""
+        self._draining = True
+        for channel in list(self._channels):
+            channel.close_when_idle()
+        if not self._channels:
+            return succeed(0)
+        closed: Deferred[None] = Deferred()
+        self._drained.append(closed)
+
+        def abort_the_rest() -> int:
+            busy = [channel for channel in self._channels if channel.transport is not None]
+            for channel in busy:
+                channel.transport.abortConnection()
+            return len(busy)
+
+        def timed_out(failure: Failure) -> int:
+            failure.trap(CancelledError)
+            return abort_the_rest()
+
+        # On timeout the wait is cancelled: keep the CancelledError (not a TimeoutError).
+        closed.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: result)
+        closed.addCallbacks(lambda _: 0, timed_out)
+        return closed
 
     def buildProtocol(self, addr) -> S3Channel:
         channel = super().buildProtocol(addr)

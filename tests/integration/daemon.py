@@ -49,13 +49,15 @@ def write_config(
     health: tuple[float, int] | None = None,
     client_timeout: float = 300,
     multipart: tuple[float, float] | None = None,
+    extra_toml: str = "",
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
     ``tls`` is a (private key, certificate) pair of PEM files to listen with TLS;
     ``health`` is (interval seconds, unhealthy_after) for the health-check job;
     ``client_timeout`` is server.timeout (idle client connections are dropped);
-    ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads.
+    ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
+    ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``).
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -93,7 +95,7 @@ def write_config(
             lines.append('type = "s3"')
             lines += [f"{key} = {_toml_value(value)}" for key, value in store.s3.items()]
     path = directory / "s3orchestrator.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + (extra_toml.rstrip("\n") + "\n" if extra_toml else ""))
     return path
 
 

@@ -57,3 +57,14 @@ def open_upload(daemon: Daemon, path: str, headers: dict[str, str]) -> socket.so
     head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     sock.sendall(head.encode("latin-1"))
     return sock
+
+
+def response_status(sock: socket.socket) -> int:
+    """The status of the response that comes on ``sock``."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before a status line: {data!r}")
+        data += chunk
+    return int(data.split(b" ", 2)[1])

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.conftest import metadata_rows
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec
-from tests.integration.rawhttp import open_upload, send, signed_headers
+from tests.integration.rawhttp import open_upload, response_status, send, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -167,17 +167,6 @@ def test_upstream_orchestrator_out_of_room_refuses_without_leaving_connections(s
 
 
 # -- an upstream dying mid-upload ----------------------------------------------------------------
-
-
-def response_status(sock: socket.socket) -> int:
-    """The status of the response that comes on ``sock``."""
-    data = b""
-    while b"\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before a status line: {data!r}")
-        data += chunk
-    return int(data.split(b" ", 2)[1])
 
 
 def test_upstream_killed_mid_upload_leaves_nothing_recorded(start_daemon):

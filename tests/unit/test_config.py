@@ -462,6 +462,7 @@ EXAMPLE_ENV = {
     "APP1_READER_SECRET": "example-reader-secret",
     "OCI_ACCESS_KEY_ID": "example-oci-key",
     "OCI_SECRET_ACCESS_KEY": "example-oci-secret",
+    "S3O_ADMIN_TOKEN": "example-admin-token",
 }
 
 
@@ -473,7 +474,7 @@ def test_example_file_parses() -> None:
 
 
 def test_example_file_needs_its_env_variables() -> None:
-    with pytest.raises(ConfigError, match="environment variable APP1_SECRET is not set"):
+    with pytest.raises(ConfigError, match="environment variable [A-Z0-9_]+ is not set"):
         load_config(str(REPO / "etc" / "s3orchestrator.example.toml"), {})
 
 
@@ -485,10 +486,21 @@ def test_example_file_shows_every_key() -> None:
         "sqlite", "[health]", "interval", "unhealthy_after", "[[buckets]]", "name",
         "[[buckets.credentials]]", "access_key_id", "secret_access_key", "[[stores]]", "type",
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
-        "send_checksums", "ca_file",
+        "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
+        "expiry_check_interval", "[logging]", "format", "[metrics]", "[admin]", "token", "[manhole]",
+        "password_file",
     ]
     for key in keys:
         assert key in text, key
+
+
+def test_debian_file_parses_with_the_secrets_of_etc_default() -> None:
+    env = {"S3O_ACCESS_KEY_ID": "S3OKEY", "S3O_SECRET_ACCESS_KEY": "secret", "S3O_ADMIN_TOKEN": "token"}
+    config = load_config(str(REPO / "etc" / "s3orchestrator.toml"), env)
+    assert config.find_credential("S3OKEY") == ("files", "secret")
+    assert config.metadata.sqlite == "/var/lib/s3orchestrator/metadata.sqlite"
+    assert [store.name for store in config.stores] == ["local"]
+    assert config.ops.admin is not None and config.ops.admin.listen == "tcp:9001:interface=127.0.0.1"
 
 
 def test_dev_file_parses() -> None:

@@ -1,0 +1,303 @@
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status.
+
+Standard library only (argparse, getpass, http.client), so it works wherever the
+package is installed, with no reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import tomllib
+from typing import Any, Mapping, Sequence, TextIO
+from urllib.parse import urlsplit
+
+from s3orchestrator.config import ConfigError, load_config
+from s3orchestrator.ops.passwords import PasswordFileError, check_password_file, hash_password
+from s3orchestrator.ops.report import printable, status_table
+
+DEFAULT_CONFIG = "/etc/s3orchestrator/s3orchestrator.toml"
+TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
+STATUS_PATH = "/status"
+DEFAULT_TIMEOUT = 10.0
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class CommandError(Exception):
+    """A command cannot do its work; str() is the one line to print."""
+
+
+# -- check-config --------------------------------------------------------------------------
+
+
+def check_config(path: str, environ: Mapping[str, str], out: TextIO) -> None:
+    """Validate a configuration file as the daemon's start does (the manhole's password
+    file included); ConfigError names the offending key."""
+    config = load_config(path, environ)
+    if config.ops.manhole is not None:
+        try:
+            check_password_file(config.ops.manhole.password_file)
+        except PasswordFileError as error:
+            raise ConfigError(f"manhole.password_file: {error}") from None
+    print(f"{path}: OK", file=out)
+
+
+# -- hash-password -------------------------------------------------------------------------
+
+
+def read_password(stdin: TextIO) -> str:
+    """The password: asked twice on a terminal, else the first line of stdin."""
+    if stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            raise CommandError("the two passwords differ")
+        password = first
+    else:
+        password = stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise CommandError("the password is empty")
+    return password
+
+
+def check_user_name(user: str) -> None:
+    """Refuse a user name the password file cannot hold."""
+    if not user or ":" in user or user != user.strip() or user.startswith("#") or not user.isprintable():
+        raise CommandError(f"--user: not a usable user name {user!r} (no ':', spaces around it, or leading '#')")
+
+
+def password_line(password: str, user: str | None) -> str:
+    """A hash, or ``user:hash`` ready for the password file."""
+    encoded = hash_password(password)
+    return encoded if user is None else f"{user}:{encoded}"
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the admin API may listen on one)."""
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _endpoint_fields(endpoint: str) -> tuple[str, list[str], dict[str, str]]:
+    """A Twisted endpoint string as (kind, positional fields, options); ``\\:`` is a colon."""
+    kind, _, rest = endpoint.partition(":")
+    fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", rest)]
+    positional = [field for field in fields if "=" not in field]
+    options = dict(field.partition("=")[::2] for field in fields if "=" in field)
+    return kind, positional, options
+
+
+def admin_url(listen: str) -> str:
+    """Where the CLI reaches an ``[admin] listen`` endpoint: ``http://HOST:PORT`` for
+    ``tcp:PORT:interface=HOST``, ``unix:PATH`` for a unix socket."""
+    kind, positional, options = _endpoint_fields(listen)
+    if kind in ("tcp", "tcp6"):
+        port = options.get("port") or (positional[0] if positional else "")
+        host = options.get("interface", "127.0.0.1")
+        if not port.isdigit():
+            raise CommandError(f"admin.listen: no port in {listen!r}")
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if kind == "unix":
+        path = options.get("address") or (positional[0] if positional else "")
+        if not path:
+            raise CommandError(f"admin.listen: no socket path in {listen!r}")
+        return f"unix:{path}"
+    raise CommandError(f"admin.listen: the CLI reaches tcp: and unix: endpoints only (got {listen!r})")
+
+
+def _expand(value: Any, key: str, environ: Mapping[str, str]) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise CommandError(f"{key}: must be a non-empty string")
+
+    def substitute(match: re.Match[str]) -> str:
+        try:
+            return environ[match.group(1)]
+        except KeyError:
+            raise CommandError(f"{key}: environment variable {match.group(1)} is not set") from None
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """(listen, token) of a config file's ``[admin]`` table.
+
+    Only that table is read: the rest of the file may name secrets (``${VAR}``) that
+    the operator's shell does not have. The token is None when it cannot be expanded,
+    so that one from the command line or the environment can still be used.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise CommandError(f"{path}: cannot read configuration file: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise CommandError(f"{path}: invalid TOML: {e}") from None
+    admin = data.get("admin")
+    if not isinstance(admin, dict) or "listen" not in admin:
+        raise CommandError(f"{path}: no [admin] table with a listen address: the admin endpoint is off")
+    listen = _expand(admin["listen"], "admin.listen", environ)
+    try:
+        token = _expand(admin.get("token"), "admin.token", environ)
+    except CommandError:
+        token = None
+    return listen, token
+
+
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """GET /status from the admin endpoint at ``url`` (``http://HOST:PORT`` or ``unix:PATH``)."""
+    connection: http.client.HTTPConnection
+    if url.startswith("unix:"):
+        connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
+        base = ""
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        try:
+            connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+        except ValueError as e:
+            raise CommandError(f"--url: {e}") from None
+        base = parts.path.rstrip("/")
+    try:
+        try:
+            # UTF-8, as the daemon compares it (http.client would send latin-1 only).
+            connection.request("GET", base + STATUS_PATH, headers={
+                "Authorization": b"Bearer " + token.encode("utf-8"),
+                "Accept": "application/json",
+            })
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise CommandError(f"cannot reach the admin endpoint at {url}: {reason}") from None
+    finally:
+        connection.close()
+    if response.status in (401, 403):
+        raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    if response.status != 200:
+        raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise CommandError(f"the admin endpoint at {url} did not answer JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("stores"), list):
+        raise CommandError(f"the admin endpoint at {url} answered an unexpected document")
+    return document
+
+
+def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Print the daemon's status read from its admin endpoint."""
+    url: str | None = args.url
+    token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
+    if url is None or token is None:
+        try:
+            listen, config_token = read_admin_settings(args.config, environ)
+        except CommandError as error:
+            if url is not None:
+                raise CommandError(
+                    f"no admin token: pass --token or set {TOKEN_ENVIRONMENT_VARIABLE} ({error})"
+                ) from None
+            raise
+        url = url or admin_url(listen)
+        token = token or config_token
+    if token is None:
+        raise CommandError(
+            f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
+        )
+    snapshot = fetch_status(url, token, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(snapshot, indent=2), file=out)
+    else:
+        try:
+            out.write(status_table(snapshot))
+        except (KeyError, TypeError):
+            raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s3orchestrator", description="Administer an s3orchestrator daemon.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check-config", help="validate a configuration file (exit 0 if usable, 1 if not)")
+    check.add_argument("file", metavar="FILE")
+
+    hashing = commands.add_parser(
+        "hash-password",
+        help="hash a manhole password (asked twice on a terminal, else read from stdin)",
+    )
+    hashing.add_argument("--user", metavar="NAME", help="print NAME:hash, a line for the password file")
+
+    show = commands.add_parser("status", help="per-store health, usage, quota, objects and uploads of a daemon")
+    show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                      help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
+    show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")
+    show.add_argument("--token", metavar="TOKEN",
+                      help=f"the admin token (better: the {TOKEN_ENVIRONMENT_VARIABLE} environment variable)")
+    show.add_argument("--json", action="store_true", help="print the JSON document as received")
+    show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                      help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run one command; the exit status: 0 done, 1 failed (one line on stderr), 2 usage."""
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            check_config(args.file, environ, stdout)
+        elif args.command == "hash-password":
+            if args.user is not None:
+                check_user_name(args.user)
+            print(password_line(read_password(stdin), args.user), file=stdout)
+        else:
+            status(args, environ, stdout)
+    except ConfigError as error:
+        print(f"{args.file}: {error}" if not str(error).startswith(args.file) else str(error), file=stderr)
+        return 1
+    except CommandError as error:
+        print(f"s3orchestrator {args.command}: {printable(str(error))}", file=stderr)
+        return 1
+    except (KeyboardInterrupt, EOFError):
+        print(f"s3orchestrator {args.command}: interrupted", file=stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Prometheus metrics (prometheus_client, API of 0.16 and later) and the ``/metrics`` endpoint.
+
+``Metrics`` owns its own ``CollectorRegistry``: never the process-wide default
+one, so any number of daemons (tests start many) keep separate counts. The web
+layer reports every S3 request (``request_finished``), the upstream S3 stores
+every upstream request (``upstream_finished``). Store usage, health, uploads in
+progress and job counters are not kept here: a collector reads them at scrape
+time from a status snapshot (``ops.status.status_snapshot``) that the endpoint
+takes just before rendering, and from the job objects.
+
+Metric names (counters carry the ``_total`` suffix in the exposition):
+
+- ``s3orchestrator_requests_total{operation,status}``: S3 requests answered.
+  ``status`` is the HTTP status sent, ``client_gone`` when the client went away
+  before its answer was complete, ``aborted`` when a download broke after its
+  headers were sent. ``operation`` is ``Unknown`` for requests refused before
+  their operation was known (authentication failures).
+- ``s3orchestrator_request_duration_seconds{operation}``: histogram, from
+  request headers received to the answer's last byte.
+- ``s3orchestrator_request_bytes_total{direction}``: ``in``: request payload
+  bytes read (object data and XML documents, aws-chunked framing removed);
+  ``out``: response body bytes sent.
+- ``s3orchestrator_upstream_requests_total{store,operation,outcome}``: requests
+  to upstream S3 stores (directory stores make none). ``outcome``: ``ok``;
+  ``4xx`` / ``5xx`` (the upstream answered with that class of error status);
+  ``timeout`` (no progress for the store's ``timeout``); ``cancelled`` (we
+  dropped it: the client went away, its body failed, the write was aborted);
+  ``error`` (no usable answer: connection refused or reset, a truncated body, a
+  2xx that is not what was asked for).
+- ``s3orchestrator_upstream_request_duration_seconds{store,operation}``: histogram,
+  from sending the request to its end (the last body byte of a download).
+- ``s3orchestrator_store_used_bytes``, ``_reserved_bytes``, ``_quota_bytes``
+  (0: unlimited), ``_objects``, ``_up`` (1 healthy, 0 down), all ``{store}``.
+- ``s3orchestrator_multipart_uploads{store}``: multipart uploads in progress.
+- ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
+  finished runs of each background job, and its failures (runs that raised,
+  plus the items of work it could not do, e.g. uploads expiry could not abort).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Iterator, Mapping
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.defer import CancelledError
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
+from s3orchestrator.web.body import ClientGone
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "Metrics",
+    "metrics_endpoint",
+    "request_status_label",
+    "upstream_outcome",
+]
+
+#: Latency buckets (seconds): 1 ms to 60 s, then +Inf. Small requests answer in
+#: milliseconds; big transfers and slow upstreams take seconds to minutes.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"),
+)
+
+JobSource = Callable[[], Mapping[str, Any]]
+
+
+def request_status_label(status: int | str) -> str:
+    """The ``status`` label of an S3 request as the handler logs it: ``"200"``,
+    ``"client_gone"`` (for ``client-gone``), ``"aborted"`` (for ``NNN-aborted``)."""
+    if isinstance(status, int):
+        return str(status)
+    if status.endswith("-aborted"):
+        return "aborted"
+    return status.replace("-", "_")
+
+
+def upstream_outcome(status: int | None, error: BaseException | None, timed_out: bool = False) -> str:
+    """The ``outcome`` label of an upstream request (see the module docstring)."""
+    if timed_out:
+        return "timeout"
+    if error is None:
+        return "ok"
+    if isinstance(error, (CancelledError, ClientGone, S3Error)):
+        # Ours, not the upstream's: we cancelled it, or the client's body failed.
+        return "cancelled"
+    if status is not None and 400 <= status < 600:
+        return f"{status // 100}xx"
+    return "error"
+
+
+class Metrics:
+    """The daemon's metrics, in a registry of their own (``registry``)."""
+
+    def __init__(self, jobs: JobSource | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self._jobs = jobs
+        self._status: Mapping[str, Any] | None = None
+        self.requests = Counter(
+            "s3orchestrator_requests", "S3 requests answered, by operation and status.",
+            ["operation", "status"], registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "s3orchestrator_request_duration_seconds", "Time to answer an S3 request, by operation.",
+            ["operation"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.request_bytes = Counter(
+            "s3orchestrator_request_bytes",
+            "S3 payload bytes: in = request bodies read (aws-chunked framing removed), out = response bodies sent.",
+            ["direction"], registry=self.registry,
+        )
+        self.upstream_requests = Counter(
+            "s3orchestrator_upstream_requests",
+            "Requests to upstream S3 stores, by store, operation and outcome"
+            " (ok, 4xx, 5xx, timeout, cancelled, error).",
+            ["store", "operation", "outcome"], registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            "s3orchestrator_upstream_request_duration_seconds",
+            "Duration of requests to upstream S3 stores, by store and operation.",
+            ["store", "operation"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        # Both directions exist from the start: rate() needs a series before it moves.
+        self.request_bytes.labels(direction="in")
+        self.request_bytes.labels(direction="out")
+        self.registry.register(_StateCollector(self))
+
+    # -- what the code reports --------------------------------------------------------------
+
+    def request_finished(
+        self, operation: str, status: int | str, bytes_in: int, bytes_out: int, seconds: float
+    ) -> None:
+        """One S3 request was answered (or given up on); ``status`` as the handler logs it."""
+        self.requests.labels(operation=operation, status=request_status_label(status)).inc()
+        self.request_duration.labels(operation=operation).observe(max(seconds, 0.0))
+        if bytes_in:
+            self.request_bytes.labels(direction="in").inc(bytes_in)
+        if bytes_out:
+            self.request_bytes.labels(direction="out").inc(bytes_out)
+
+    def upstream_finished(
+        self,
+        store: str,
+        operation: str,
+        status: int | None,
+        error: BaseException | None,
+        seconds: float,
+        *,
+        timed_out: bool = False,
+    ) -> None:
+        """One upstream request ended: answered ``status`` (None: no answer), failed with
+        ``error`` (None: it worked), after ``seconds``; ``timed_out`` if the watchdog fired."""
+        outcome = upstream_outcome(status, error, timed_out)
+        self.upstream_requests.labels(store=store, operation=operation, outcome=outcome).inc()
+        self.upstream_duration.labels(store=store, operation=operation).observe(max(seconds, 0.0))
+
+    def set_status(self, status: Mapping[str, Any]) -> None:
+        """The status snapshot (``status_snapshot``) the store gauges are read from."""
+        self._status = status
+
+    # -- exposition ---------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def _state(self) -> Iterator[Metric]:
+        labels = ["store"]
+        used = GaugeMetricFamily("s3orchestrator_store_used_bytes", "Bytes of objects held by the store.",
+                                 labels=labels)
+        reserved = GaugeMetricFamily("s3orchestrator_store_reserved_bytes",
+                                     "Bytes reserved for uploads to the store in progress.", labels=labels)
+        quota = GaugeMetricFamily("s3orchestrator_store_quota_bytes", "The store's quota in bytes (0: unlimited).",
+                                  labels=labels)
+        objects = GaugeMetricFamily("s3orchestrator_store_objects", "Objects held by the store.", labels=labels)
+        up = GaugeMetricFamily("s3orchestrator_store_up", "1 if the store is healthy, 0 if it is down.",
+                               labels=labels)
+        uploads = GaugeMetricFamily("s3orchestrator_multipart_uploads", "Multipart uploads in progress.",
+                                    labels=labels)
+        status = self._status
+        for store in (status or {}).get("stores", ()):
+            name = [store["name"]]
+            used.add_metric(name, store["used_bytes"])
+            reserved.add_metric(name, store["reserved_bytes"])
+            quota.add_metric(name, store["quota_bytes"])
+            objects.add_metric(name, store["objects"])
+            up.add_metric(name, 1 if store["healthy"] else 0)
+            uploads.add_metric(name, store["uploads"])
+        yield from (used, reserved, quota, objects, up, uploads)
+
+        runs = CounterMetricFamily("s3orchestrator_job_runs", "Finished runs of a background job.", labels=["job"])
+        failures = CounterMetricFamily(
+            "s3orchestrator_job_failures",
+            "Failures of a background job: runs that raised, plus work items it could not do.",
+            labels=["job"],
+        )
+        jobs = self._jobs() if self._jobs is not None else {}
+        for name, job in jobs.items():
+            runs.add_metric([name], getattr(job, "runs", 0))
+            failures.add_metric([name], job_failures(job))
+        yield from (runs, failures)
+
+
+def job_failures(job: Any) -> int:
+    """A job's failures: ``errors`` (runs that raised) plus ``failures`` where the job
+    counts items it could not do (MultipartExpiryJob; a HealthCheckJob's failed probes
+    are store outages, not failures of the job)."""
+    return int(getattr(job, "errors", 0)) + int(getattr(job, "failures", 0))
+
+
+class _StateCollector:
+    """Reads the store gauges and job counters at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics._state()
+
+
+def metrics_endpoint(metrics: Metrics, refresh: Callable[[], Awaitable[Mapping[str, Any]]]) -> OpsEndpoint:
+    """``/metrics``: takes a status snapshot (``refresh()``, e.g. ``status_snapshot``),
+    then answers the exposition of every metric."""
+
+    async def endpoint(headers: Mapping[str, str]) -> OpsResponse:
+        metrics.set_status(await refresh())
+        return OpsResponse(200, CONTENT_TYPE_LATEST, metrics.render())
+
+    return endpoint

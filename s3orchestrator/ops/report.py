@@ -1,0 +1,105 @@
+"""Plain-text tables of the daemon's state for operators: the manhole's helpers and the
+``s3orchestrator status`` command print these (pure functions, standard library only)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def format_bytes(size: int) -> str:
+    """``1536`` -> ``1.5 KiB``; bytes below 1 KiB are exact."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in _UNITS[1:]:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float) -> str:
+    """A short age: ``8s``, ``12m 5s``, ``5h 2m``, ``3d 4h``."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: object keys come from clients, and an
+    escape sequence in one must not reach the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart; one line per row."""
+    lines = [list(header), *[list(row) for row in rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+
+
+def _usage(used: int, quota: int) -> str:
+    if quota == 0:
+        return format_bytes(used)
+    return f"{format_bytes(used)} ({100 * used / quota:.0f}%)"
+
+
+def status_table(snapshot: Mapping[str, Any]) -> str:
+    """The ``status_snapshot`` document as a table: one row per store (health,
+    used/reserved/quota, objects, uploads), the last error of every store that is down."""
+    stores = snapshot.get("stores", [])
+    uploads = snapshot.get("uploads", 0)
+    lines = [
+        f"status: {snapshot.get('status', '?')}, {len(stores)} store{'s' if len(stores) != 1 else ''},"
+        f" {uploads} multipart upload{'s' if uploads != 1 else ''} in progress"
+    ]
+    rows = [
+        (
+            printable(str(store["name"])),
+            "up" if store["healthy"] else "DOWN",
+            _usage(store["used_bytes"], store["quota_bytes"]),
+            format_bytes(store["reserved_bytes"]),
+            format_bytes(store["quota_bytes"]) if store["quota_bytes"] else "unlimited",
+            str(store["objects"]),
+            str(store["uploads"]),
+        )
+        for store in stores
+    ]
+    lines.append(table(("STORE", "HEALTH", "USED", "RESERVED", "QUOTA", "OBJECTS", "UPLOADS"), rows))
+    for store in stores:
+        if not store["healthy"]:
+            error = store.get("last_error") or "no error recorded"
+            lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
+    return "\n".join(lines) + "\n"
+
+
+def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str:
+    """Multipart uploads in progress (``UploadRecord``-like: bucket, key, upload_id,
+    store, initiated_ms), oldest first; ``more`` when the list was cut short."""
+    if not uploads:
+        return "no multipart uploads in progress\n"
+    rows = [
+        (
+            printable(f"{upload.bucket}/{upload.key}"),
+            printable(upload.upload_id),
+            printable(upload.store),
+            format_age(now - upload.initiated_ms / 1000),
+        )
+        for upload in uploads
+    ]
+    footer = f"{len(uploads)} upload{'s' if len(uploads) != 1 else ''} (oldest first)"
+    if more:
+        footer = f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)"
+    return table(("BUCKET/KEY", "UPLOAD ID", "STORE", "AGE"), rows) + "\n" + footer + "\n"

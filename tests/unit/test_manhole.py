@@ -1,0 +1,327 @@
+"""The telnet manhole without a network: the password-file checker, the login prompt and
+shell over a StringTransport, and the helpers against fakes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+from s3orchestrator.config import ConfigError, ManholeConfig
+from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
+from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.metadata.records import StoreUsage, UploadRecord
+from s3orchestrator.ops.manhole import (
+    ManholeHelpers,
+    PasswordFileChecker,
+    PeerCredentials,
+    check_manhole_config,
+    manhole_factory,
+)
+from s3orchestrator.ops.passwords import hash_password
+from tests.unit.fakes import Outcome, StringTransport
+
+PASSWORD = "open sesame"
+_ANSI = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Za-z0-9]|[A-Za-z=>])")
+
+
+def run_now(function, *args) -> Deferred[Any]:
+    """The checker's thread runner, run inline."""
+    return maybeDeferred(function, *args)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[LogEvent]]:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def messages(events: list[LogEvent], level: str) -> list[str]:
+    return [formatEvent(event) for event in events
+            if event.get("log_level") is not None and event["log_level"].name == level]
+
+
+@pytest.fixture
+def passwords(tmp_path: Path) -> Path:
+    path = tmp_path / "manhole.passwd"
+    path.write_text(f"admin:{hash_password(PASSWORD, iterations=1000)}\n")
+    return path
+
+
+# -- the checker -----------------------------------------------------------------------------------
+
+
+def login(checker: PasswordFileChecker, user: bytes, password: bytes) -> Outcome[bytes]:
+    return Outcome(checker.requestAvatarId(PeerCredentials(user, password, "127.0.0.1:40000")))
+
+
+def test_right_password_gives_the_user(passwords, logged):
+    outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", PASSWORD.encode())
+    assert outcome.result == b"admin"
+    assert messages(logged, "info") == ["Manhole login: user admin from 127.0.0.1:40000"]
+
+
+def test_wrong_password_is_refused_and_logged_without_the_password(passwords, logged):
+    outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", b"guess-123")
+    assert outcome.failure.check(UnauthorizedLogin)
+    assert messages(logged, "warn") == [
+        "Manhole login failed for user admin from 127.0.0.1:40000: wrong password"]
+    assert not any("guess-123" in repr(event) for event in logged)
+
+
+def test_unknown_user_is_refused(passwords, logged):
+    outcome = login(PasswordFileChecker(str(passwords), run_now), b"root", PASSWORD.encode())
+    assert outcome.failure.check(UnauthorizedLogin)
+    assert messages(logged, "warn") == ["Manhole login failed for user root from 127.0.0.1:40000: unknown user"]
+
+
+def test_user_name_control_characters_are_escaped_in_the_log(passwords, logged):
+    login(PasswordFileChecker(str(passwords), run_now), b"evil\x1b[2J", b"x")
+    assert messages(logged, "warn") == [
+        "Manhole login failed for user evil\\x1b[2J from 127.0.0.1:40000: unknown user"]
+
+
+def test_a_long_user_name_is_cut_in_the_log(passwords, logged):
+    login(PasswordFileChecker(str(passwords), run_now), b"u" * 10_000, b"x")
+    [warning] = messages(logged, "warn")
+    assert warning == f"Manhole login failed for user {'u' * 64} from 127.0.0.1:40000: unknown user"
+
+
+def test_the_password_file_is_read_at_every_login(passwords):
+    checker = PasswordFileChecker(str(passwords), run_now)
+    passwords.write_text(f"admin:{hash_password('new one', iterations=1000)}\n")
+    assert login(checker, b"admin", PASSWORD.encode()).failure.check(UnauthorizedLogin)
+    assert login(checker, b"admin", b"new one").result == b"admin"
+
+
+def test_a_password_file_broken_after_start_refuses_logins_and_says_why(passwords, logged):
+    passwords.write_text("admin:plaintext\n")
+    outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", b"plaintext")
+    assert outcome.failure.check(UnauthorizedLogin)
+    [error] = messages(logged, "error")
+    assert error.startswith(f"Manhole login refused for user admin from 127.0.0.1:40000: {passwords}: line 1:")
+    assert ":plaintext" not in error
+
+
+def test_start_check_names_the_key_file_and_line(tmp_path):
+    path = tmp_path / "p"
+    path.write_text("# users\nadmin\n")
+    with pytest.raises(ConfigError) as raised:
+        check_manhole_config(ManholeConfig(listen="tcp:1:interface=127.0.0.1", password_file=str(path)))
+    assert str(raised.value) == f"manhole.password_file: {path}: line 2: expected user:hash"
+
+
+def test_start_check_refuses_a_missing_password_file(tmp_path):
+    with pytest.raises(ConfigError, match="manhole.password_file: .*cannot read the password file"):
+        check_manhole_config(ManholeConfig(listen="tcp:1:interface=127.0.0.1", password_file=str(tmp_path / "x")))
+
+
+# -- fakes for the helpers -------------------------------------------------------------------------
+
+
+def upload(upload_id: str, key: str, initiated_ms: int) -> UploadRecord:
+    return UploadRecord(upload_id=upload_id, bucket="app1-files", key=key, store="local-a", location="",
+                        store_upload_id="", content_type="binary/octet-stream", initiated_ms=initiated_ms)
+
+
+class FakeMetadata:
+    def __init__(self) -> None:
+        self.usage = [StoreUsage("local-a", 1024**3, 1536, 0, 2), StoreUsage("remote-b", 0, 0, 0, 0)]
+        self.uploads: list[UploadRecord] = []
+        self.broken = False
+
+    def store_usage(self) -> Deferred[list[StoreUsage]]:
+        return fail(RuntimeError("database is locked")) if self.broken else succeed(self.usage)
+
+    def upload_counts(self) -> Deferred[dict[str, int]]:
+        counts: dict[str, int] = {}
+        for item in self.uploads:
+            counts[item.store] = counts.get(item.store, 0) + 1
+        return succeed(counts)
+
+    def uploads_initiated_before(self, before_ms: int, limit: int, after=None) -> Deferred[list[UploadRecord]]:
+        found = sorted((u for u in self.uploads if u.initiated_ms < before_ms), key=lambda u: u.initiated_ms)
+        return succeed(found[:limit])
+
+
+class NoAborts:
+    async def abort(self, item: UploadRecord) -> bool:
+        return False
+
+
+def target(clock: Clock | None = None) -> SimpleNamespace:
+    clock = clock or Clock()
+    metadata = FakeMetadata()
+    health = StoreHealth(["local-a", "remote-b"], unhealthy_after=1, now=clock.seconds)
+    jobs = {
+        "health_checks": HealthCheckJob({}, health, 15.0, clock),
+        "multipart_expiry": MultipartExpiryJob(NoAborts(), metadata, 86400.0, 3600.0, clock),
+    }
+    return SimpleNamespace(config=SimpleNamespace(routing_strategy="pack"), metadata=metadata,
+                           stores={"local-a": object(), "remote-b": object()}, health=health, jobs=jobs,
+                           reactor=clock)
+
+
+def helpers(service: SimpleNamespace) -> tuple[ManholeHelpers, list[str]]:
+    shown: list[str] = []
+    return ManholeHelpers(service, shown.append), shown
+
+
+def test_status_prints_a_table_of_the_stores():
+    service = target()
+    service.health.record_failure("remote-b", "connection refused")
+    helper, shown = helpers(service)
+    helper.status()
+    assert shown == ["""\
+status: degraded, 2 stores, 0 multipart uploads in progress
+STORE     HEALTH  USED          RESERVED  QUOTA      OBJECTS  UPLOADS
+local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2        0
+remote-b  DOWN    0 B           0 B       unlimited  0        0
+remote-b is down: connection refused
+"""]
+
+
+def test_status_failure_is_printed_and_logged(logged):
+    service = target()
+    service.metadata.broken = True
+    helper, shown = helpers(service)
+    helper.status()
+    assert shown == ["status() failed: database is locked\n"]
+    assert any(event.get("log_failure") is not None for event in logged)
+
+
+def test_uploads_lists_uploads_oldest_first_with_their_age():
+    clock = Clock()
+    clock.advance(10_000)
+    service = target(clock)
+    service.metadata.uploads = [upload("id-new", "b.bin", 9_990_000), upload("id-old", "a\x1b.bin", 6_000_000)]
+    helper, shown = helpers(service)
+    helper.uploads()
+    assert shown == ["""\
+BUCKET/KEY            UPLOAD ID  STORE    AGE
+app1-files/a\\x1b.bin  id-old     local-a  1h 6m
+app1-files/b.bin      id-new     local-a  10s
+2 uploads (oldest first)
+"""]
+
+
+def test_uploads_says_when_there_are_more_than_the_limit():
+    service = target()
+    service.metadata.uploads = [upload(f"id-{i}", f"k{i}", i) for i in range(3)]
+    helper, shown = helpers(service)
+    helper.uploads(limit=2)
+    assert "id-0" in shown[0] and "id-1" in shown[0] and "id-2" not in shown[0]
+    assert shown[0].endswith("the oldest 2 uploads; more are in progress (uploads(limit=N) shows more)\n")
+
+
+def test_uploads_with_none_in_progress():
+    helper, shown = helpers(target())
+    helper.uploads()
+    assert shown == ["no multipart uploads in progress\n"]
+
+
+def test_run_job_runs_the_expiry_job_and_says_what_it_did():
+    service = target()
+    helper, shown = helpers(service)
+    helper.run_job("multipart_expiry")
+    assert shown[0] == "running multipart_expiry...\n"
+    assert re.fullmatch(r"multipart_expiry: done in \d+\.\d\d s; aborted 0 multipart uploads older than 1d 0h\n",
+                        shown[1])
+    assert service.jobs["multipart_expiry"].runs == 1
+
+
+def test_run_job_runs_the_health_checks_and_shows_each_store():
+    service = target()
+    service.health.record_failure("remote-b", "timeout")
+    helper, shown = helpers(service)
+    helper.run_job("health_checks")
+    assert shown[1].endswith("stores: local-a up, remote-b DOWN (timeout)\n")
+    assert service.jobs["health_checks"].runs == 1
+
+
+def test_run_job_with_an_unknown_name_lists_the_jobs():
+    helper, shown = helpers(target())
+    helper.run_job("vacuum")
+    assert shown == ["no job named 'vacuum'; jobs: health_checks, multipart_expiry\n"]
+
+
+# -- the whole session over a StringTransport ------------------------------------------------------
+
+
+class Session:
+    """The telnet server side of one connection, fed by hand (a client that does not
+    answer option negotiation at all, like nc)."""
+
+    def __init__(self, service: SimpleNamespace, passwords: Path) -> None:
+        factory = manhole_factory(service, str(passwords), run_now)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.protocol = factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> str:
+        """Feed ``data``; what the server wrote in answer (escape sequences dropped)."""
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        written = self.transport.value()
+        written = re.sub(rb"\xff[\xfb-\xfe].", b"", written)  # WILL/WONT/DO/DONT
+        written = re.sub(rb"\xff\xfa.*?\xff\xf0", b"", written, flags=re.S)  # subnegotiations
+        return _ANSI.sub(b"", written).replace(b"\r", b"").decode()
+
+
+def test_a_client_that_never_negotiates_still_logs_in(passwords):
+    session = Session(target(), passwords)
+    assert session.transport.value().endswith(b"Username: ")
+    assert session.send(b"admin\r\n").endswith("Password: ")
+    answer = session.send(PASSWORD.encode() + b"\r\n")
+    assert "s3orchestrator manhole" in answer
+    assert "run a background job now: health_checks, multipart_expiry" in answer
+    assert answer.endswith(">>> ")
+
+
+def test_output_of_a_helper_ready_at_once_is_followed_by_one_prompt(passwords):
+    session = Session(target(), passwords)
+    session.send(b"admin\r\n")
+    session.send(PASSWORD.encode() + b"\r\n")
+    answer = session.send(b"status()\r\n")
+    output = answer.split("status()\n", 1)[1]
+    assert output == """\
+status: ok, 2 stores, 0 multipart uploads in progress
+STORE     HEALTH  USED          RESERVED  QUOTA      OBJECTS  UPLOADS
+local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2        0
+remote-b  up      0 B           0 B       unlimited  0        0
+>>> """
+
+
+def test_output_ready_later_replaces_the_prompt_and_draws_a_new_one(passwords):
+    service = target()
+    pending: Deferred[list[StoreUsage]] = Deferred()
+    service.metadata.store_usage = lambda: pending
+    session = Session(service, passwords)
+    session.send(b"admin\r\n")
+    session.send(PASSWORD.encode() + b"\r\n")
+    assert session.send(b"status()\r\n").endswith("status()\n>>> ")
+    session.transport.clear()
+    pending.callback(service.metadata.usage)
+    raw = session.transport.value()
+    assert raw.startswith(b"\x1b[2K")  # the waiting prompt is erased first
+    assert _ANSI.sub(b"", raw).replace(b"\r", b"").decode().endswith(
+        "remote-b  up      0 B           0 B       unlimited  0        0\n>>> ")
+
+
+def test_three_failed_logins_close_the_connection(passwords):
+    session = Session(target(), passwords)
+    for attempt in range(3):
+        session.send(b"admin\r\n")
+        answer = session.send(b"wrong\r\n")
+    assert "Authentication failed; closing." in answer
+    assert session.transport.disconnecting

@@ -1,0 +1,91 @@
+"""What a reloaded configuration changes at once, and what waits for a restart."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from s3orchestrator.config import Config, parse_config
+from s3orchestrator.reload import reload_plan
+
+from tests.unit.test_config import minimal, s3_store
+
+
+def config(edit: Callable[[dict[str, Any]], None] = lambda data: None) -> Config:
+    data = minimal()
+    data["stores"].append(s3_store())
+    edit(data)
+    return parse_config(data, {})
+
+
+def test_nothing_changed() -> None:
+    plan = reload_plan(config(), config())
+    assert (plan.applied, plan.needs_restart) == ((), ())
+    assert plan.config == config()
+
+
+def test_rotated_credentials_apply_at_once() -> None:
+    def rotate(data: dict[str, Any]) -> None:
+        data["buckets"][0]["credentials"] = [{"access_key_id": "AKID_NEW", "secret_access_key": "new-secret"}]
+
+    plan = reload_plan(config(), config(rotate))
+    assert plan.applied == ("buckets",)
+    assert plan.config.find_credential("AKID_NEW") == ("app1-files", "new-secret")
+    assert plan.config.find_credential("AKID_APP1_WRITER") is None
+
+
+def test_quotas_health_multipart_and_routing_apply_at_once() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["stores"][0]["quota_bytes"] = 4096
+        data["stores"][1]["quota_bytes"] = 8192
+        data["health"] = {"interval": 5, "unhealthy_after": 2}
+        data["multipart"] = {"expire_after": 3600}
+        data["routing_strategy"] = "spread"
+        data["server"]["max_object_size"] = 1000
+
+    plan = reload_plan(config(), config(edit))
+    assert set(plan.applied) == {"quotas", "health", "multipart", "routing_strategy", "server"}
+    assert plan.needs_restart == ()
+    assert [store.quota_bytes for store in plan.config.stores] == [4096, 8192]
+    assert (plan.config.health.interval, plan.config.multipart.expire_after) == (5.0, 3600.0)
+    assert plan.config.server.max_object_size == 1000
+
+
+def test_listen_metadata_and_operator_settings_wait_for_a_restart() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["listen"] = "tcp:9999:interface=127.0.0.1"
+        data["metadata"]["sqlite"] = "elsewhere.sqlite"
+        data["logging"] = {"format": "json"}
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.needs_restart == ("server.listen", "metadata", "logging/metrics/manhole/admin")
+    assert plan.config.server.listen == old.server.listen
+    assert plan.config.metadata == old.metadata
+    assert plan.config.ops == old.ops
+
+
+def test_a_changed_store_endpoint_waits_but_other_quotas_apply() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["stores"][0]["quota_bytes"] = 4096
+        data["stores"][1]["endpoint"] = "https://elsewhere.example.net"
+        data["stores"][1]["quota_bytes"] = 8192
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.needs_restart == ("stores (other than quota_bytes)",)
+    assert plan.applied == ("quotas",)
+    local, upstream = plan.config.stores
+    assert local.quota_bytes == 4096
+    assert upstream == old.stores[1]  # endpoint and quota as running
+
+
+def test_added_or_removed_stores_wait_for_a_restart() -> None:
+    def add(data: dict[str, Any]) -> None:
+        data["stores"].append({"name": "local-b", "type": "directory", "path": "b", "quota_bytes": 1})
+
+    old = config()
+    assert reload_plan(old, config(add)).config.stores == old.stores
+    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes)",)
+    removed = reload_plan(old, config(lambda data: data["stores"].pop()))
+    assert removed.config.stores == old.stores
+    assert removed.needs_restart == ("stores (other than quota_bytes)",)
