@@ -23,6 +23,7 @@ from s3orchestrator.ops.passwords import PasswordFileError, check_password_file,
 from s3orchestrator.ops.report import printable, status_table
 
 DEFAULT_CONFIG = "/etc/s3orchestrator/s3orchestrator.toml"
+DEFAULT_ENVIRONMENT_FILE = "/etc/default/s3orchestrator"  # the Debian package's EnvironmentFile
 TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
 STATUS_PATH = "/status"
 DEFAULT_TIMEOUT = 10.0
@@ -236,6 +237,32 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
             raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
 
 
+# -- the service's environment file -------------------------------------------------------
+
+
+def read_environment_file(path: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a systemd EnvironmentFile (the package's
+    /etc/default/s3orchestrator), so the CLI expands ``${VAR}`` as the service does;
+    {} if the file is absent or unreadable (not root). Comments, blank lines and
+    lines without ``=`` are skipped; one pair of surrounding quotes is removed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    values = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -243,8 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s3orchestrator", description="Administer an s3orchestrator daemon.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    env_file_help = (f"read ${{VAR}} values from this systemd EnvironmentFile too, when readable"
+                     f" (default: {DEFAULT_ENVIRONMENT_FILE})")
     check = commands.add_parser("check-config", help="validate a configuration file (exit 0 if usable, 1 if not)")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
 
     hashing = commands.add_parser(
         "hash-password",
@@ -258,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")
     show.add_argument("--token", metavar="TOKEN",
                       help=f"the admin token (better: the {TOKEN_ENVIRONMENT_VARIABLE} environment variable)")
+    show.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
     show.add_argument("--json", action="store_true", help="print the JSON document as received")
     show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                       help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
@@ -278,6 +309,9 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
+    if args.command in ("check-config", "status"):
+        # The service's secrets, as its unit gives them; the caller's environment wins.
+        environ = {**read_environment_file(args.env_file), **environ}
     try:
         if args.command == "check-config":
             check_config(args.file, environ, stdout)

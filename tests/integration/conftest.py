@@ -14,7 +14,15 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from tests.integration.daemon import ACCESS_KEY, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import (
+    ACCESS_KEY,
+    OTHER_SECRET_KEY,
+    SECRET_KEY,
+    Daemon,
+    StoreSpec,
+    free_port,
+    write_config,
+)
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
 
@@ -49,6 +57,15 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     yield start
     for daemon in started:
         daemon.stop()
+    # Every integration test doubles as a check that no secret reaches a log.
+    for daemon in started:
+        leaked = [name for name, secret in LOGGED_NEVER.items() if secret in daemon.log()]
+        assert not leaked, f"{daemon.log_path} shows {', '.join(leaked)}"
+
+
+# What no daemon log may ever show: the configured secrets, and a request's signature.
+LOGGED_NEVER = {"a bucket secret": SECRET_KEY, "the other bucket's secret": OTHER_SECRET_KEY,
+                "a signature": "Signature="}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from s3orchestrator import cli
-from s3orchestrator.cli import CommandError, admin_url, main
+from s3orchestrator.cli import CommandError, admin_url, main, read_environment_file
 from s3orchestrator.ops.passwords import hash_password, load_password_file, verify_password
 
 REPO = Path(__file__).resolve().parents[2]
@@ -353,3 +353,21 @@ def test_installed_console_script_points_at_main():
         pytest.skip("the project is not installed here (make test installs it)")
     assert found[0].value == "s3orchestrator.cli:main"
     assert found[0].load() is main
+
+
+def test_environment_file_supplies_the_service_secrets(tmp_path) -> None:
+    env_file = tmp_path / "s3orchestrator.default"
+    env_file.write_text('# made at install\nS3O_ACCESS_KEY_ID=S3OKEY\nS3O_SECRET_ACCESS_KEY="quoted secret"\n'
+                        "S3O_ADMIN_TOKEN='token'\n\nnot a pair\n")
+    assert read_environment_file(str(env_file)) == {
+        "S3O_ACCESS_KEY_ID": "S3OKEY", "S3O_SECRET_ACCESS_KEY": "quoted secret", "S3O_ADMIN_TOKEN": "token",
+    }
+    assert read_environment_file(str(tmp_path / "missing")) == {}
+    out, err = io.StringIO(), io.StringIO()
+    debian_config = str(Path(__file__).resolve().parents[2] / "etc" / "s3orchestrator.toml")
+    code = main(["check-config", debian_config, "--env-file", str(env_file)], stdout=out, stderr=err, environ={})
+    assert (code, err.getvalue()) == (0, "")
+    # Without the file, ${S3O_...} cannot be expanded.
+    code = main(["check-config", debian_config, "--env-file", str(tmp_path / "missing")],
+                stdout=io.StringIO(), stderr=err, environ={})
+    assert code == 1 and "is not set" in err.getvalue()
