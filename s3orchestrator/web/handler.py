@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.auth.sigv4 import Credential, verify_request
 from s3orchestrator.errors import S3Error
+from s3orchestrator.ops.report import printable
 from s3orchestrator.s3.api import S3Api, operation_name
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.stores.interface import IObjectReader
@@ -248,8 +249,9 @@ class S3Handler:
             request_id=request.request_id,
             access_key_id=exchange.access_key_id or "-",
             operation=exchange.operation,
-            bucket=exchange.bucket or "",
-            key=exchange.key or "",
+            bucket=printable(exchange.bucket or ""),
+            # Keys come from clients: a newline in one must not forge a log line.
+            key=printable(exchange.key or ""),
             status=exchange.status if not exchange.client_gone else "client-gone",
             bytes_out=exchange.bytes_out,
             duration_ms=round((time.monotonic() - request.started) * 1000, 1),

@@ -219,3 +219,10 @@ def test_sighup_retimes_the_health_checks(start_daemon):
     assert "health" in daemon.log().split("Reloaded ")[-1].splitlines()[0]
     # Every 0.2 s now, where the old interval would have given none.
     assert wait_for(lambda: daemon.log().count("Health checks:") >= 6, 5)
+
+
+def test_a_key_cannot_forge_log_lines(daemon):
+    make_client(daemon).put_object(Bucket=BUCKET, Key="evil\n2026-01-01T00:00:00+0000 [forged#info] FAKE", Body=b"x")
+    assert wait_for(lambda: "PutObject" in daemon.log())
+    assert not any(line.startswith("2026-01-01") for line in daemon.log().splitlines())
+    assert "evil\\n2026-01-01T00:00:00+0000 [forged#info] FAKE" in daemon.log()
