@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows
+from tests.integration.conftest import make_client, metadata_rows, wait_for
 from tests.integration.daemon import (
     ACCESS_KEY,
     BUCKET,
@@ -30,15 +30,6 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 NEW_ACCESS_KEY = "AKID_APP1_ROTATED"
 NEW_SECRET_KEY = "rotated-secret-for-tests-only-1234"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def edit_config(daemon: Daemon, old: str, new: str) -> None:

@@ -8,11 +8,10 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
 
 import pytest
 
-from tests.integration.conftest import metadata_rows
+from tests.integration.conftest import metadata_rows, wait_for
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec
 from tests.integration.rawhttp import open_upload, response_status, send, signed_headers
 
@@ -28,16 +27,6 @@ def s3_store(name: str, endpoint: str, quota: int = 0) -> StoreSpec:
         "endpoint": endpoint, "bucket": BUCKET, "access_key_id": ACCESS_KEY,
         "secret_access_key": SECRET_KEY, "timeout": 5,
     })
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def socket_count(daemon: Daemon) -> int:
