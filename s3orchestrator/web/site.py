@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 
 # How long a connection whose response went out early may keep sending before we drop it.
 LINGER_SECONDS = 10.0
-# Response bytes queued per client connection before its producer is paused.
-SEND_BUFFER_BYTES = 1024 * 1024
+# Response bytes queued per client connection before its producer is paused (an
+# upstream download pauses only once several of its reads wait here).
+SEND_BUFFER_BYTES = 2 * 1024 * 1024
+# The most handed to a client socket in one send().
+SOCKET_WRITE_BYTES = 1024 * 1024
 
 
 def new_request_id() -> str:
@@ -133,11 +136,14 @@ class S3Channel(http.HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channel_opened(self)
-        # Twisted pauses a producer as soon as 64 KiB wait in the send buffer; relaying
-        # a download then pauses and resumes the upstream socket for every chunk.
-        # A deeper buffer lets a relay run at the speed of the slower socket.
+        # Twisted pauses a producer as soon as 64 KiB wait in the send buffer, and
+        # hands a socket at most 128 KiB per write: relaying a download then pauses
+        # and resumes the upstream socket for every chunk. A deeper buffer (also the
+        # most read from the client at once) and larger writes let a relay run at the
+        # speed of the slower socket with a fraction of the per-chunk work.
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = SEND_BUFFER_BYTES
+            self.transport.SEND_LIMIT = SOCKET_WRITE_BYTES
 
     def allContentReceived(self) -> None:
         super().allContentReceived()
