@@ -18,6 +18,10 @@ Through the daemon, parts go to SeaweedFS's own multipart upload as they
 arrive and Complete moves no data. SDK checksums are off on both sides (see
 ``upstream_ratio.py``); over plain HTTP boto3 SHA-256-signs every part on the
 client, the same work on both sides.
+
+It also prints the CPU seconds per GiB each process used (median over the timed
+rounds): the daemon, SeaweedFS and the client share the machine's cores, so
+when they are all busy the ratio is about (A's total) / (A's total + the daemon's).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Sequence
 
 from boto3.s3.transfer import TransferConfig
 
-from _common import MiB, make_file, peak_rss_mib
+from _common import MiB, cpu_seconds, make_file, peak_rss_mib
 from upstream_ratio import RSS_TARGET_MIB, Endpoint, alternate, endpoints, make_client, start_servers, verdict
 
 PART_SIZE = 16 * MiB
@@ -61,6 +65,11 @@ def upload(client: Any, endpoint: Endpoint, key: str, source: Path) -> float:
     return time.monotonic() - start
 
 
+def cpu_snapshot(*pids: int) -> list[float]:
+    """CPU seconds used so far by each process."""
+    return [cpu_seconds(pid) for pid in pids]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` shrinks everything for a smoke test."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     speeds: dict[str, list[float]] = {"A": [], "B": []}
+    # Per timed round: CPU seconds of (daemon, SeaweedFS, this client process).
+    cpu: dict[str, list[list[float]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="s3o-bench-multipart-") as tmp:
         directory = Path(tmp)
         source = directory / "object.bin"
@@ -90,20 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             pair = endpoints(seaweedfs, daemon, sdk_checksums=False)
             clients = {endpoint.side: make_client(endpoint) for endpoint in pair}
+            assert daemon.process is not None and seaweedfs.process is not None
             print(f"SeaweedFS on {seaweedfs.endpoint}, s3orchestrator on {daemon.endpoint}", flush=True)
             for repeat in range(args.repeat + 1):  # round 0 warms up, untimed
                 for endpoint in alternate(pair, repeat):
                     client = clients[endpoint.side]
                     key = f"multipart/{repeat}"
+                    pids = (daemon.process.pid, seaweedfs.process.pid, os.getpid())
+                    before = cpu_snapshot(*pids)
                     seconds = upload(client, endpoint, key, source)
+                    used = [after - was for was, after in zip(before, cpu_snapshot(*pids))]
                     etag = client.head_object(Bucket=endpoint.bucket, Key=key)["ETag"]
                     if etag != expected:
                         raise RuntimeError(f"{endpoint.side}: ETag {etag}, expected {expected}")
                     client.delete_object(Bucket=endpoint.bucket, Key=key)
                     if repeat:
                         speeds[endpoint.side].append(size / seconds / 1e6)
+                        cpu[endpoint.side].append(used)
                         print(f"  {endpoint.side} round {repeat}: {speeds[endpoint.side][-1]:.0f} MB/s", flush=True)
-            assert daemon.process is not None
             rss = peak_rss_mib(daemon.process.pid)
         except BaseException:
             print(f"--- daemon log (tail) ---\n{daemon.log()[-3000:]}", file=sys.stderr)
@@ -120,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  B through s3orchestrator: median {through:7.1f} MB/s  ({', '.join(f'{v:.0f}' for v in speeds['B'])})")
     print(f"  ratio B/A {ratio:.2f} (target >= {TARGET}): {verdict(ratio >= TARGET)}")
     print(f"  daemon peak RSS {rss:.0f} MiB (target < {RSS_TARGET_MIB:.0f}): {verdict(rss < RSS_TARGET_MIB)}")
+    gib = size / 2**30
+    for side in "AB":
+        daemon_cpu, seaweedfs_cpu, client_cpu = (statistics.median(r[i] for r in cpu[side]) / gib for i in range(3))
+        print(f"  CPU seconds per GiB, side {side}: daemon {daemon_cpu:.2f}, SeaweedFS {seaweedfs_cpu:.2f},"
+              f" client {client_cpu:.2f} (total {daemon_cpu + seaweedfs_cpu + client_cpu:.2f})")
     print(f"total time: {time.monotonic() - started:.0f} s")
     return 0
 

@@ -16,7 +16,9 @@ reuse :func:`_verify_signature` unchanged.
 from __future__ import annotations
 
 import calendar
+import datetime
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -36,7 +38,7 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW_SECONDS = 15 * 60
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-_AMZ_DATE_RE = re.compile(r"^\d{8}T\d{6}Z$")
+_AMZ_DATE_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 _SHA256_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _SPACES_RE = re.compile(r"[ \t]+")
 _UNSUPPORTED_MECHANISM = (
@@ -207,8 +209,10 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, date_yyyymmdd: str, region: str, service: str = "s3") -> bytes:
-    """Derive the SigV4 signing key for one day, region and service."""
+    """Derive the SigV4 signing key for one day, region and service (remembered: the
+    same few keys sign and verify every request of a day)."""
     k_date = _hmac(("AWS4" + secret).encode("utf-8"), date_yyyymmdd)
     return _hmac(_hmac(_hmac(k_date, region), service), "aws4_request")
 
@@ -252,7 +256,12 @@ def parse_amz_date(amz_date: str) -> float:
     """``20261124T010203Z`` -> POSIX time; ValueError if malformed."""
     if not _AMZ_DATE_RE.match(amz_date):
         raise ValueError(amz_date)
-    return float(calendar.timegm(time.strptime(amz_date, _AMZ_DATE_FORMAT)))
+    year, month, day = int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8])
+    hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
+    if second > 61:  # what strptime's %S accepts (leap seconds)
+        raise ValueError(amz_date)
+    datetime.datetime(year, month, day, hour, minute)  # ValueError for a day or hour out of range
+    return float(calendar.timegm((year, month, day, hour, minute, second)))
 
 
 # -- parsing the request ------------------------------------------------------

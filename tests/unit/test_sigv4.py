@@ -466,3 +466,39 @@ def test_canonical_query_string_is_idempotent(pairs: list[tuple[str, str]]) -> N
     raw = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
     once = canonical_query_string(raw)
     assert canonical_query_string(once) == once
+
+
+# -- request times and signing keys --------------------------------------------
+
+
+@given(st.from_regex(r"\A[0-9]{8}T[0-9]{6}Z\Z"))
+def test_amz_dates_parse_as_strptime_reads_them(amz_date: str) -> None:
+    try:
+        expected: float | None = float(calendar.timegm(sigv4.time.strptime(amz_date, "%Y%m%dT%H%M%SZ")))
+    except ValueError:
+        expected = None
+    try:
+        parsed: float | None = sigv4.parse_amz_date(amz_date)
+    except ValueError:
+        parsed = None
+    assert parsed == expected
+
+
+@pytest.mark.parametrize("amz_date", ["20261124T010203", "2026-11-24T01:02:03Z", "٢٠٢٦1124T010203Z", "20261124T01020Z"])
+def test_malformed_amz_dates_are_refused(amz_date: str) -> None:
+    with pytest.raises(ValueError):
+        sigv4.parse_amz_date(amz_date)
+
+
+def test_a_remembered_signing_key_is_the_derived_one_for_its_own_secret() -> None:
+    def derive(secret: str) -> bytes:
+        import hmac
+
+        key = ("AWS4" + secret).encode()
+        for part in ("20261124", "us-east-1", "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        return key
+
+    for _ in range(2):  # the second round comes from the cache
+        assert sigv4.signing_key(SECRET, "20261124", "us-east-1", "s3") == derive(SECRET)
+        assert sigv4.signing_key("other-secret", "20261124", "us-east-1", "s3") == derive("other-secret")
