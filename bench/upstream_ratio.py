@@ -19,6 +19,8 @@ One run starts a SeaweedFS server (``weed mini``) on loopback and a daemon
   fresh keys each repeat). Median ops/s over repeats, p50/p99 latency over all
   operations of all repeats, and the ratio B/A of ops/s.
 - the daemon's peak RSS (VmHWM from /proc) at the end, which covers the whole run.
+- CPU seconds per GiB of the daemon, SeaweedFS and the client in the timed large
+  transfers (median), and the daemon's CPU time per small-object request.
 
 It prints the figures with the targets of issue 3 (B/A >= 0.9 for the large
 object, >= 0.8 for small-object ops/s, daemon peak RSS < 150 MiB) and whether each
@@ -109,6 +111,8 @@ class Results:
     small: dict[tuple[str, str], list[SmallPhase]] = field(default_factory=dict)
     large_checked: dict[str, int] = field(default_factory=dict)  # verified downloads per side
     cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # part -> (daemon, SeaweedFS) s
+    # (side, operation) -> per timed large transfer: CPU seconds of (daemon, SeaweedFS, this client)
+    large_cpu: dict[tuple[str, str], list[tuple[float, float, float]]] = field(default_factory=dict)
 
 
 def make_client(endpoint: Endpoint) -> Any:
@@ -201,8 +205,13 @@ def get_large(client: Any, endpoint: Endpoint, key: str, target: Path) -> float:
         return time.monotonic() - start
 
 
-def bench_large(pair: Sequence[Endpoint], source: Path, repeats: int, scratch: Path, results: Results) -> None:
+def bench_large(
+    pair: Sequence[Endpoint], source: Path, repeats: int, scratch: Path, results: Results, pids: Sequence[int]
+) -> None:
     """PUT, then GET, the large object on each side, alternating; record MB/s, check every download.
+
+    ``pids`` are the daemon's and SeaweedFS's: the CPU time they and this process
+    use in each timed transfer is recorded too.
 
     All PUT rounds come before all GET rounds, each PUT under a fresh key (no
     overwrite, so SeaweedFS has no old chunks to delete in the background), and
@@ -214,10 +223,21 @@ def bench_large(pair: Sequence[Endpoint], source: Path, repeats: int, scratch: P
     clients = {endpoint.side: make_client(endpoint) for endpoint in pair}
     target = scratch / "download.bin"
 
-    def get_and_check(endpoint: Endpoint, key: str) -> float:
-        """A timed GET of ``key`` into ``target``, then an untimed MD5 check."""
+    def cpu_now() -> tuple[float, float, float]:
+        daemon_pid, seaweedfs_pid = pids
+        return cpu_seconds(daemon_pid), cpu_seconds(seaweedfs_pid), cpu_seconds(os.getpid())
+
+    def record_cpu(endpoint: Endpoint, operation: str, before: tuple[float, float, float]) -> None:
+        used = tuple(after - was for was, after in zip(before, cpu_now()))
+        results.large_cpu.setdefault((endpoint.side, operation), []).append(used)  # type: ignore[arg-type]
+
+    def get_and_check(endpoint: Endpoint, key: str, timed: bool = True) -> float:
+        """A GET of ``key`` into ``target``, then an untimed MD5 check."""
         os.sync()
+        before = cpu_now()
         seconds = get_large(clients[endpoint.side], endpoint, key, target)
+        if timed:
+            record_cpu(endpoint, "GET", before)
         if file_md5(target) != expected:
             raise RuntimeError(f"side {endpoint.side}: downloaded bytes differ from the uploaded ones")
         results.large_checked[endpoint.side] = results.large_checked.get(endpoint.side, 0) + 1
@@ -225,11 +245,13 @@ def bench_large(pair: Sequence[Endpoint], source: Path, repeats: int, scratch: P
 
     for endpoint in pair:  # untimed warm-up
         put_large(clients[endpoint.side], endpoint, "large/warm-up", source)
-        get_and_check(endpoint, "large/warm-up")
+        get_and_check(endpoint, "large/warm-up", timed=False)
     for repeat in range(repeats):
         for endpoint in alternate(pair, repeat):
             os.sync()
+            before = cpu_now()
             seconds = put_large(clients[endpoint.side], endpoint, f"large/{repeat}", source)
+            record_cpu(endpoint, "PUT", before)
             results.large.setdefault((endpoint.side, "PUT"), []).append(size / seconds / 1e6)
     for repeat in range(repeats):
         for endpoint in alternate(pair, repeat):
@@ -397,6 +419,15 @@ def report_lines(args: argparse.Namespace, results: Results, rss: float) -> Iter
     yield "B/A within each repeat, median (min-max): " + ", ".join(spreads)
     yield (f"downloads verified by MD5: A {results.large_checked.get('A', 0)}, "
            f"B {results.large_checked.get('B', 0)} (including warm-ups)")
+    gib = args.size_mib / 1024
+    for operation in ("PUT", "GET"):
+        cells = []
+        for side in ("A", "B"):
+            rounds = results.large_cpu[(side, operation)]
+            daemon_cpu, seaweedfs_cpu, client_cpu = (statistics.median(r[i] for r in rounds) / gib for i in range(3))
+            cells.append(f"{side}: daemon {daemon_cpu:.2f} + SeaweedFS {seaweedfs_cpu:.2f} + client {client_cpu:.2f}"
+                         f" = {daemon_cpu + seaweedfs_cpu + client_cpu:.2f}")
+        yield f"CPU seconds per GiB, {operation} (median): " + "; ".join(cells)
     yield ""
     yield (f"small objects: {args.small_count} x 4 KiB, {SMALL_CLIENTS} client processes, "
            f"{args.small_repeat} repeats A/B alternating; ops/s median over repeats, "
@@ -467,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pair = endpoints(seaweedfs, daemon, args.sdk_checksums)
             print(f"SeaweedFS on {seaweedfs.endpoint}, s3orchestrator on {daemon.endpoint}", flush=True)
             cpu_before = snapshot_cpu(seaweedfs, daemon)
-            bench_large(pair, source, args.repeat, directory, results)
+            assert daemon.process is not None and seaweedfs.process is not None
+            bench_large(pair, source, args.repeat, directory, results, (daemon.process.pid, seaweedfs.process.pid))
             check_upstream_copy(seaweedfs, f"large/{args.repeat - 1}", source.stat().st_size)
             cpu_between = snapshot_cpu(seaweedfs, daemon)
             print(f"large object done after {time.monotonic() - started:.0f} s", flush=True)
