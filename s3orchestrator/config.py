@@ -24,6 +24,7 @@ DEFAULT_MAX_OBJECT_SIZE = 5 * GiB
 DEFAULT_SERVER_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
 DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
@@ -101,6 +102,7 @@ class OpsConfig:
     """What operators reach the daemon through besides S3: logs, metrics, manhole, admin."""
 
     log_format: str = "text"  # or "json": one JSON object per line
+    log_level: str = "info"  # the least severe level logged, one of LOG_LEVELS
     # Where /metrics and /health are also served (they always are on the S3 listener).
     metrics_listen: str | None = None
     manhole: ManholeConfig | None = None
@@ -270,7 +272,7 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:
     logging = _table(data, "", "logging", required=False)
-    _check_keys(logging, "logging", ("format",))
+    _check_keys(logging, "logging", ("format", "level"))
     metrics = _table(data, "", "metrics", required=False)
     _check_keys(metrics, "metrics", ("listen",))
     manhole = None
@@ -291,6 +293,7 @@ def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:
         )
     return OpsConfig(
         log_format=_choice(logging, "logging", "format", env, LOG_FORMATS, default="text"),
+        log_level=_choice(logging, "logging", "level", env, LOG_LEVELS, default="info"),
         metrics_listen=_string(metrics, "metrics", "listen", env, default=None),
         manhole=manhole,
         admin=admin,

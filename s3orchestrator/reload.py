@@ -2,10 +2,10 @@
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
 strategy, store quotas, ``server.max_object_size``, ``server.timeout`` (new
-connections), ``server.shutdown_timeout``, health and multipart-expiry settings.
-Kept until a restart: the listen addresses, the metadata database, the
-operators' settings (logging, metrics, manhole, admin), and any store added,
-removed or changed other than in its quota.
+connections), ``server.shutdown_timeout``, health and multipart-expiry settings,
+``logging.level``. Kept until a restart: the listen addresses, the metadata
+database, the other operators' settings (logging.format, metrics, manhole,
+admin), and any store added, removed or changed other than in its quota.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("server")
     if new.metadata != old.metadata:
         needs_restart.append("metadata")
-    if new.ops != old.ops:
-        needs_restart.append("logging/metrics/manhole/admin")
+    ops = attrs.evolve(old.ops, log_level=new.ops.log_level)
+    if attrs.evolve(new.ops, log_level=old.ops.log_level) != old.ops:
+        needs_restart.append("logging.format/metrics/manhole/admin")
     stores, stores_changed = _stores(old.stores, new.stores)
     if stores_changed:
         needs_restart.append("stores (other than quota_bytes)")
@@ -71,7 +72,9 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
     for name in ("buckets", "routing_strategy", "health", "multipart"):
         if getattr(new, name) != getattr(old, name):
             applied.append(name)
+    if ops != old.ops:
+        applied.append("logging.level")
     config = attrs.evolve(
-        new, server=server, metadata=old.metadata, ops=old.ops, stores=stores,
+        new, server=server, metadata=old.metadata, ops=ops, stores=stores,
     )
     return ReloadPlan(config, tuple(applied), tuple(needs_restart))

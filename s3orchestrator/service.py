@@ -7,14 +7,14 @@ import hashlib
 import os
 import signal
 import sys
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
 from s3orchestrator.auth.sigv4 import Credential
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
@@ -38,6 +38,7 @@ from s3orchestrator.reload import reload_plan
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.endpoints import ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.logs import line_observer
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
@@ -76,8 +77,10 @@ class OrchestratorService(MultiService):
     """Owns everything the daemon runs; the S3 listener starts once metadata is ready."""
 
     _log = Logger()
-    #: Set (by the twistd plugin) to log through this observer instead of twistd's text one.
+    #: Set by ``log_to`` (the twistd plugin): twistd logs through it instead of its own.
     log_observer: ILogObserver | None = None
+    #: The level filter of ``log_observer`` (a reload changes its level).
+    log_levels: LogLevelFilterPredicate | None = None
 
     def __init__(self, config: Config, reactor, config_path: str | None = None) -> None:
         super().__init__()
@@ -124,10 +127,17 @@ class OrchestratorService(MultiService):
         self._ops_ports: list[IListeningPort] = []
         self._previous_sighup: Any = None
 
+    def log_to(self, stream: IO[str], log_format: str, log_level: str) -> None:
+        """Log the events at ``log_level`` or above as ``log_format`` lines to ``stream``
+        (from when the service joins twistd's application)."""
+        self.log_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
+        self.log_observer = FilteringLogObserver(line_observer(stream, log_format), [self.log_levels])
+
     def setServiceParent(self, parent: Any) -> None:
         # twistd wraps the service in an application and starts logging after the
         # service joined it and before it starts, with the application's ILogObserver
-        # if it has one: that is where JSON logging gets in.
+        # if it has one: that is where our format and level filter get in (twistd's
+        # own observer writes every event, debug included).
         set_component = getattr(parent, "setComponent", None)
         if self.log_observer is not None and set_component is not None:
             set_component(ILogObserver, self.log_observer)
@@ -265,6 +275,9 @@ class OrchestratorService(MultiService):
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.multipart.expire_after = applied.multipart.expire_after
         self.health.unhealthy_after = applied.health.unhealthy_after
+        # Only when the file's level changed: one given by --log-level stays until then.
+        if self.log_levels is not None and "logging.level" in changes.applied:
+            self.log_levels.setLogLevelForNamespace("", LogLevel.levelWithName(applied.ops.log_level))
         await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in applied.stores])
         self._retime_jobs()
         self._log.info(

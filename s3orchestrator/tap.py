@@ -6,8 +6,7 @@ import sys
 
 from twisted.python import usage
 
-from s3orchestrator.config import LOG_FORMATS, Config, ConfigError, load_config
-from s3orchestrator.ops.logs import JsonLineObserver
+from s3orchestrator.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
 from s3orchestrator.ops.manhole import check_manhole_config
 from s3orchestrator.service import OrchestratorService
 
@@ -18,6 +17,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "/etc/s3orchestrator/s3orchestrator.toml", "Path to the TOML configuration file."],
         ["log-format", None, None, "text or json (one JSON object per line); overrides logging.format."],
+        ["log-level", None, None, "debug, info, warn or error: the lowest level logged; overrides logging.level."],
     ]
 
     config: Config
@@ -25,6 +25,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["log-format"] not in (None, *LOG_FORMATS):
             raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if self["log-level"] not in (None, *LOG_LEVELS):
+            raise usage.UsageError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         try:
             self.config = load_config(self["config"])
             if self.config.ops.manhole is not None:
@@ -39,6 +41,9 @@ def makeService(options: Options, reactor=None) -> OrchestratorService:
     if reactor is None:
         from twisted.internet import reactor
     service = OrchestratorService(options.config, reactor, config_path=options["config"])
-    if (options["log-format"] or options.config.ops.log_format) == "json":
-        service.log_observer = JsonLineObserver(sys.stdout)
+    service.log_to(
+        sys.stdout,
+        options["log-format"] or options.config.ops.log_format,
+        options["log-level"] or options.config.ops.log_level,
+    )
     return service

@@ -1,6 +1,11 @@
-"""JSON log lines: one object per event, for log shippers (``logging.format = "json"``).
+"""The daemon's log lines: twistd's text lines (``logging.format = "text"``), or
+one JSON object per event for log shippers (``logging.format = "json"``).
 
-Each line holds ``time`` (ISO 8601, UTC), ``level``, ``namespace``, ``message``
+Text lines are exactly those of twistd's own observer
+(``2026-11-24T06:30:47+0000 [namespace#level] message``), with the time prefix
+formatted once per second rather than once per event.
+
+Each JSON line holds ``time`` (ISO 8601, UTC), ``level``, ``namespace``, ``message``
 (the event formatted as the text log shows it) and the event's own fields that
 are plain values (the request log line's request_id, access_key_id, operation,
 bucket, key, status, bytes_out, duration_ms, store...); a failure adds its
@@ -11,10 +16,11 @@ are not plain (objects) are left out.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, formatEvent
+from twisted.logger import ILogObserver, formatEvent, formatEventAsClassicLogText, formatTime
 from zope.interface import implementer
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -49,3 +55,43 @@ class JsonLineObserver:
     def __call__(self, event: dict[str, Any]) -> None:
         self._stream.write(json_event(event) + "\n")
         self._stream.flush()
+
+
+def _shown_second(when: float) -> int:
+    """The second a timestamp shows as: datetime rounds it to the microsecond (half to
+    even), so a time less than half a microsecond before a second shows that second."""
+    second = math.floor(when)
+    if round((when - second) * 1e6) == 1_000_000:
+        second += 1
+    return second
+
+
+@implementer(ILogObserver)
+class TextLineObserver:
+    """Writes each event to ``stream`` as twistd's text observer does (flushed: journald
+    reads it live), formatting the time prefix at most once per second."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._second: int | None = None
+        self._time_text = ""
+
+    def _format_time(self, when: float | None) -> str:
+        # Twisted's formatTime costs a datetime, a time zone and a strftime per call.
+        if when is None:
+            return formatTime(None)
+        second = _shown_second(when)
+        if second != self._second:
+            self._second, self._time_text = second, formatTime(second)
+        return self._time_text
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = formatEventAsClassicLogText(event, formatTime=self._format_time)
+        if text:
+            self._stream.write(text)
+            self._stream.flush()
+
+
+def line_observer(stream: IO[str], log_format: str) -> ILogObserver:
+    """The observer writing ``log_format`` ("text" or "json") lines to ``stream``."""
+    return JsonLineObserver(stream) if log_format == "json" else TextLineObserver(stream)

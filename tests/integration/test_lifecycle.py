@@ -22,6 +22,7 @@ from tests.integration.daemon import (
     SECRET_KEY,
     Daemon,
     StoreSpec,
+    free_port,
 )
 from tests.integration.rawhttp import open_upload, response_status, signed_headers
 
@@ -169,6 +170,25 @@ def test_json_log_format(start_daemon):
     assert put["request_id"] and put["access_key_id"] == ACCESS_KEY and put["status"] == 200
     assert (put["bucket"], put["key"], put["store"]) == (BUCKET, "logged", "local-a")
     assert put["level"] == "info" and put["time"].endswith("Z")
+
+
+def test_debug_lines_are_logged_from_a_reload_to_level_debug(start_daemon):
+    # Every probe of a store nobody listens for logs a debug line.
+    dead = StoreSpec("dead", 0, s3={
+        "endpoint": f"http://127.0.0.1:{free_port()}", "bucket": "nowhere",
+        "access_key_id": "AKIDDEAD", "secret_access_key": "dead-secret", "timeout": 2,
+    })
+    daemon = start_daemon(stores=[StoreSpec("local-a", MiB), dead], health=(0.2, 1))
+    assert wait_for(lambda: daemon.log().count("1 failed (dead)") >= 3), daemon.log()[-2000:]
+    make_client(daemon).put_object(Bucket=BUCKET, Key="logged", Body=b"x")
+    assert wait_for(lambda: "PutObject" in daemon.log())
+    assert "#debug]" not in daemon.log()
+
+    edit_config(daemon, "[metadata]", '[logging]\nlevel = "debug"\n[metadata]')
+    signal_daemon(daemon, signal.SIGHUP)
+    assert wait_for(lambda: reloads(daemon) == 1), daemon.log()[-2000:]
+    assert "logging.level" in daemon.log().split("Reloaded ")[-1].splitlines()[0]
+    assert wait_for(lambda: "#debug] Health probe of store dead failed" in daemon.log()), daemon.log()[-2000:]
 
 
 def test_logs_never_show_secrets_or_signatures(start_daemon, tmp_path: Path):

@@ -614,3 +614,18 @@ def test_operator_listeners_must_be_local(section: str, listen: str, problem: st
 def test_log_format_is_text_or_json() -> None:
     with pytest.raises(ConfigError, match="^logging.format: must be one of"):
         parse_config(edited(lambda data: data.update(logging={"format": "xml"})), {})
+
+
+def test_log_level_defaults_to_info() -> None:
+    assert parse_config(edited(lambda data: None), {}).ops.log_level == "info"
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warn", "error"])
+def test_log_level_is_read(level: str) -> None:
+    config = parse_config(edited(lambda data: data.update(logging={"level": level})), {})
+    assert config.ops.log_level == level
+
+
+def test_an_unknown_log_level_is_refused() -> None:
+    with pytest.raises(ConfigError, match='^logging.level: must be one of "debug", "info", "warn", "error"'):
+        parse_config(edited(lambda data: data.update(logging={"level": "verbose"})), {})

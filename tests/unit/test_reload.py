@@ -58,10 +58,23 @@ def test_listen_metadata_and_operator_settings_wait_for_a_restart() -> None:
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert plan.needs_restart == ("server.listen", "metadata", "logging/metrics/manhole/admin")
+    assert plan.needs_restart == ("server.listen", "metadata", "logging.format/metrics/manhole/admin")
     assert plan.config.server.listen == old.server.listen
     assert plan.config.metadata == old.metadata
     assert plan.config.ops == old.ops
+
+
+def test_the_log_level_applies_at_once() -> None:
+    plan = reload_plan(config(), config(lambda data: data.update(logging={"level": "debug"})))
+    assert (plan.applied, plan.needs_restart) == (("logging.level",), ())
+    assert plan.config.ops.log_level == "debug"
+
+
+def test_the_log_level_applies_while_the_log_format_waits() -> None:
+    old = config()
+    plan = reload_plan(old, config(lambda data: data.update(logging={"level": "warn", "format": "json"})))
+    assert (plan.applied, plan.needs_restart) == (("logging.level",), ("logging.format/metrics/manhole/admin",))
+    assert (plan.config.ops.log_level, plan.config.ops.log_format) == ("warn", old.ops.log_format)
 
 
 def test_a_changed_store_endpoint_waits_but_other_quotas_apply() -> None:

@@ -1,0 +1,233 @@
+"""Text log lines, and the observer the daemon installs: its format and level filter,
+from the configuration, the command line and a reload."""
+
+from __future__ import annotations
+
+import calendar
+import io
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import pytest_twisted
+from twisted.application.service import Application
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from s3orchestrator.ops import logs
+from s3orchestrator.ops.logs import TextLineObserver
+from s3orchestrator.service import OrchestratorService
+from s3orchestrator.tap import Options, makeService
+
+# 2026-03-29T01:00:00Z: central Europe goes from +0100 to +0200.
+DST_START = calendar.timegm((2026, 3, 29, 1, 0, 0))
+CENTRAL_EUROPE = "CET-1CEST,M3.5.0,M10.5.0/3"
+
+
+@pytest.fixture
+def central_europe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is central European time (a DST change shows in the offset)."""
+    monkeypatch.setenv("TZ", CENTRAL_EUROPE)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def event(when: float | None, text: str = "request {n}", **fields) -> dict:
+    logged = {"log_format": text, "log_namespace": "s3orchestrator.web.handler", "log_level": LogLevel.info,
+              "n": 1, **fields}
+    if when is not None:
+        logged["log_time"] = when
+    return logged
+
+
+def failure_event(when: float) -> dict:
+    try:
+        raise ValueError("broken\nacross lines")
+    except ValueError:
+        failure = Failure()
+    return event(when, "Request failed", log_level=LogLevel.critical, log_failure=failure)
+
+
+def written(observer_factory, events: list[dict]) -> str:
+    stream = io.StringIO()
+    observer = observer_factory(stream)
+    for logged in events:
+        observer(logged)
+    return stream.getvalue()
+
+
+# -- text lines ---------------------------------------------------------------------------------
+
+
+def test_text_lines_are_twistds_own_byte_for_byte(central_europe) -> None:
+    events = [
+        event(DST_START - 1.75),
+        event(DST_START - 1.25, "key {key!r} of {n} bytes", key="a\nb", n=5),
+        failure_event(DST_START - 1.1),
+        event(DST_START - 0.0000002),  # rounds to the next second, as datetime does
+        event(DST_START + 0.5),  # another second, another UTC offset
+        event(DST_START + 0.6, log_system="custom-system"),
+        event(None),
+        {"log_time": DST_START + 1, "log_namespace": "no.format", "log_level": LogLevel.info},
+        event(DST_START - 3600 * 24),  # back to an earlier second
+    ]
+
+    ours = written(TextLineObserver, events)
+
+    assert ours == written(textFileLogObserver, events)
+    assert ours.startswith("2026-03-29T01:59:58+0100 [s3orchestrator.web.handler#info] request 1\n")
+    assert "\n\tTraceback (most recent call last):\n" in ours
+    prefixes = [line.split(" ")[0] for line in ours.splitlines() if not line.startswith("\t")]
+    assert prefixes == ["2026-03-29T01:59:58+0100"] * 3 + ["2026-03-29T03:00:00+0200"] * 3 + [
+        "-", "2026-03-28T02:00:00+0100"]
+
+
+def test_the_time_prefix_is_formatted_once_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    formatted: list[float | None] = []
+
+    def counting_format_time(when: float | None) -> str:
+        formatted.append(when)
+        return f"T{when}"
+
+    monkeypatch.setattr(logs, "formatTime", counting_format_time)
+    base = 1795000000
+    lines = written(TextLineObserver, [event(base + 0.1), event(base + 0.5), event(base + 0.9), event(base + 1.2),
+                                       event(base + 1.3)]).splitlines()
+
+    assert formatted == [base, base + 1]
+    assert [line.split(" ")[0] for line in lines] == [f"T{base}"] * 3 + [f"T{base + 1}"] * 2
+
+
+def test_every_text_line_is_flushed() -> None:
+    class Recording(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushed: list[str] = []
+
+        def flush(self) -> None:
+            self.flushed.append(self.getvalue())
+
+    stream = Recording()
+    observer = TextLineObserver(stream)
+    observer(event(1795000000.0))
+    observer(event(1795000000.5))
+    assert [text.count("\n") for text in stream.flushed] == [1, 2]
+
+
+# -- the daemon's observer ----------------------------------------------------------------------
+
+
+def write_config(path: Path, logging: str = "") -> Path:
+    path.write_text(f"""
+[server]
+listen = "tcp:0:interface=127.0.0.1"
+[metadata]
+sqlite = "{path.parent / "metadata.sqlite"}"
+[[buckets]]
+name = "app1-files"
+  [[buckets.credentials]]
+  access_key_id = "AKID_APP1_WRITER"
+  secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiTESTSECRET"
+[[stores]]
+name = "local-a"
+type = "directory"
+path = "{path.parent / "store"}"
+quota_bytes = 0
+{logging}
+""")
+    return path
+
+
+def daemon_service(config: Path, *arguments: str, clock=None) -> OrchestratorService:
+    """The service twistd runs for ``twistd s3orchestrator --config CONFIG ARGUMENTS``."""
+    options = Options()
+    options.parseOptions(["--config", str(config), *arguments])
+    return makeService(options, reactor=clock or Clock())
+
+
+def installed_observer(service: OrchestratorService) -> ILogObserver:
+    """The observer twistd logs through once the service joined its application."""
+    application = Application("s3orchestrator")
+    service.setServiceParent(application)
+    return application.getComponent(ILogObserver)
+
+
+def log_each_level(observer: ILogObserver) -> None:
+    log = Logger(namespace="s3orchestrator.stores.s3_exchange", observer=observer)
+    log.debug("a debug line")
+    log.info("an info line")
+    log.warn("a warn line")
+    log.error("an error line")
+
+
+def logged_levels(output: str) -> list[str]:
+    return [line.split("#", 1)[1].split("]", 1)[0] for line in output.splitlines()]
+
+
+def test_the_daemon_logs_text_from_info_up_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_each_level(installed_observer(daemon_service(write_config(tmp_path / "config.toml"))))
+    output = capsys.readouterr().out
+    assert logged_levels(output) == ["info", "warn", "error"]
+    assert "[s3orchestrator.stores.s3_exchange#info] an info line\n" in output
+
+
+def test_log_level_debug_logs_debug_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "config.toml", '[logging]\nlevel = "debug"')
+    log_each_level(installed_observer(daemon_service(config)))
+    assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error"]
+
+
+def test_the_command_line_overrides_the_configured_level_and_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml", '[logging]\nlevel = "debug"\nformat = "text"')
+    log_each_level(installed_observer(daemon_service(config, "--log-level", "warn", "--log-format", "json")))
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record["level"] for record in records] == ["warn", "error"]
+
+
+def test_an_unknown_log_level_option_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(usage.UsageError, match="--log-level must be one of debug, info, warn, error"):
+        daemon_service(write_config(tmp_path / "config.toml"), "--log-level", "verbose")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reload_changes_the_level_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "config.toml")
+    service = daemon_service(config, clock=reactor)
+    observer = installed_observer(service)
+    await service.metadata.start()
+    try:
+        write_config(config, '[logging]\nlevel = "debug"')
+        assert await service.reload()
+        log_each_level(observer)
+        write_config(config, '[logging]\nlevel = "error"')
+        assert await service.reload()
+        log_each_level(observer)
+    finally:
+        service.metadata.database.close()
+    assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error", "error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reload_keeps_the_command_line_level_while_the_file_keeps_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml")
+    service = daemon_service(config, "--log-level", "debug", clock=reactor)
+    observer = installed_observer(service)
+    await service.metadata.start()
+    try:
+        config.write_text(config.read_text().replace("quota_bytes = 0", "quota_bytes = 1024"))
+        assert await service.reload()
+        log_each_level(observer)
+    finally:
+        service.metadata.database.close()
+    assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error"]
