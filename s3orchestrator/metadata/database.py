@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 _T = TypeVar("_T")
@@ -46,6 +46,14 @@ class BaseEngine:
 
     def on_new_connection(self, connection: Any) -> None:
         """Configure a freshly opened DB-API connection."""
+
+    def connect_point_reader(self) -> Any | None:
+        """A connection for point reads on the reactor thread, or None to read in the pool.
+
+        Only where a read costs less than handing it to the pool's thread and back
+        (an embedded database) and can never wait long for a lock.
+        """
+        return None
 
     def begin(self, cursor: Any, write: bool) -> None:
         """Start a transaction; ``write`` transactions take the write lock before any read."""
@@ -108,6 +116,9 @@ class Database:
         self.engine = engine
         self.reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
+        # None: not opened yet (or no such thing for this engine, see point_read).
+        self._point_reader: Any | None = None
+        self._point_reader_opened = False
 
     def start(self) -> None:
         """Create the connection pool (connections open on first use)."""
@@ -128,6 +139,10 @@ class Database:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        reader, self._point_reader = self._point_reader, None
+        self._point_reader_opened = False
+        if reader is not None:
+            reader.close()
 
     def runInteraction(
         self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False
@@ -157,6 +172,33 @@ class Database:
         d: Deferred[_T] = self._pool.runInteraction(interaction)
         d.addBoth(log_slow)
         return d
+
+    def point_read(self, desc: str, func: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """Run the read-only ``func(txn, *args)``, a lookup of a few rows by key, in one
+        transaction: on the calling (reactor) thread where the engine offers a point
+        reader (SQLite: a lookup takes microseconds, less than the trip to the
+        pool's thread and back), else as ``runInteraction``. The Deferred has fired
+        when this returns if the read ran here.
+        """
+        if self._pool is None:
+            raise RuntimeError("database not started")
+        if not self._point_reader_opened:
+            self._point_reader = self.engine.connect_point_reader()
+            self._point_reader_opened = True
+        if self._point_reader is None:
+            return self.runInteraction(desc, func, *args)
+        cursor = self._point_reader.cursor()
+        try:
+            self.engine.begin(cursor, write=False)
+            try:
+                result = func(Transaction(self.engine, cursor, desc), *args)
+            finally:
+                cursor.execute("ROLLBACK")  # nothing was written: just end the read
+        except Exception:
+            return fail()
+        finally:
+            cursor.close()
+        return succeed(result)
 
     def runQuery(self, desc: str, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
         """Run one read-only statement in its own transaction; return its rows."""

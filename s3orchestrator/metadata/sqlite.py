@@ -10,6 +10,9 @@ from typing import Any
 from s3orchestrator.metadata.database import BaseEngine
 
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+# The longest a point read on the reactor thread waits for a lock (another process
+# restarting the WAL, say) before it fails: everything else waits with it.
+_POINT_READ_BUSY_SECONDS = 1.0
 
 
 class SqliteEngine(BaseEngine):
@@ -17,6 +20,8 @@ class SqliteEngine(BaseEngine):
 
     One connection (adbapi pool of one thread): SQLite serialises writers
     anyway, and one connection keeps every transaction of this process in order.
+    Lookups by key (``Database.point_read``) use a second, read-only connection
+    on the reactor thread.
     Other processes may share the file; WAL lets their readers run alongside a
     writer and ``busy_timeout`` makes writers queue instead of failing.
     """
@@ -66,6 +71,20 @@ class SqliteEngine(BaseEngine):
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+
+    def connect_point_reader(self) -> sqlite3.Connection | None:
+        """A second connection, used on the reactor thread for lookups by key.
+
+        In WAL mode a reader does not wait for the writer (the pool's connection), so
+        a lookup only costs its few microseconds. None for an in-memory database,
+        which a second connection would not see.
+        """
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None
+        timeout = min(self.busy_timeout_ms / 1000, _POINT_READ_BUSY_SECONDS)
+        connection = sqlite3.connect(self.path, isolation_level=None, timeout=timeout)
+        connection.execute("PRAGMA query_only=ON")
+        return connection
 
     def begin(self, cursor: Any, write: bool) -> None:
         cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")

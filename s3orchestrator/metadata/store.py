@@ -352,7 +352,7 @@ class MetadataStore:
 
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
-        return self.database.runInteraction("get_object", _select_object, bucket, key)
+        return self.database.point_read("get_object", _select_object, bucket, key)
 
     def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; fire with the removed record."""
@@ -412,7 +412,7 @@ class MetadataStore:
 
     def get_upload(self, upload_id: str) -> Deferred[UploadRecord | None]:
         """The upload called ``upload_id``, or None."""
-        return self.database.runInteraction("get_upload", _select_upload, upload_id)
+        return self.database.point_read("get_upload", _select_upload, upload_id)
 
     def commit_part(self, reservation_id: int, part: PartRecord) -> Deferred[PartRecord | None]:
         """Turn the part's reservation into the part's row, replacing an earlier part

@@ -397,3 +397,67 @@ async def test_sizes_beyond_32_bits_round_trip(store: MetadataStore) -> None:
     reservation = await store.reserve(5 * GIB * 1024, pick("a"))
     await store.commit_object(reservation.id, record(size=5 * GIB * 1024))
     assert (await store.store_usage())[0].used_bytes == 5 * GIB * 1024
+
+
+# -- point reads on the reactor thread ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lookup_by_key_answers_at_once_and_sees_the_latest_commit(store: MetadataStore) -> None:
+    reservation = await store.reserve(10, pick("a"))
+    await store.commit_object(reservation.id, record("k"))
+    looked_up = store.get_object("bkt", "k")
+    assert looked_up.called  # read on this thread: no trip to the pool's thread
+    assert await looked_up == record("k")
+    reservation = await store.reserve(20, pick("b"))
+    await store.commit_object(reservation.id, record("k", store="b", size=20))
+    assert await store.get_object("bkt", "k") == record("k", store="b", size=20)
+    await store.delete_object("bkt", "k")
+    assert await store.get_object("bkt", "k") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_point_read_fails_its_deferred_and_the_next_one_works(store: MetadataStore) -> None:
+    def broken(txn, bucket: str) -> None:
+        txn.query("SELECT no_such_column FROM objects WHERE bucket = ?", (bucket,))
+
+    with pytest.raises(sqlite3.OperationalError):
+        await store.database.point_read("broken", broken, "bkt")
+    assert await store.get_object("bkt", "missing") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_point_reader_cannot_write(store: MetadataStore) -> None:
+    def write(txn) -> None:
+        txn.execute("DELETE FROM stores")
+
+    with pytest.raises(sqlite3.OperationalError):
+        await store.database.point_read("write", write)
+    assert [usage.name for usage in await store.store_usage()] == ["a", "b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_in_memory_database_reads_in_the_pool() -> None:
+    store = sqlite_metadata_store(":memory:", reactor)
+    await store.start()
+    try:
+        await store.sync_stores([("a", 0)])
+        reservation = await store.reserve(1, pick("a"))
+        await store.commit_object(reservation.id, record("k", size=1))
+        # A second connection to ":memory:" would be another, empty database.
+        assert await store.get_object("bkt", "k") == record("k", size=1)
+    finally:
+        store.database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_database_reopens_its_point_reader(make_store, db_path: str) -> None:
+    first = make_store()
+    await first.start()
+    await first.sync_stores([("a", 0)])
+    reservation = await first.reserve(1, pick("a"))
+    await first.commit_object(reservation.id, record("k", size=1))
+    assert await first.get_object("bkt", "k") == record("k", size=1)
+    first.database.close()
+    await first.start()
+    assert await first.get_object("bkt", "k") == record("k", size=1)
