@@ -183,7 +183,10 @@ class Database:
         if self._pool is None:
             raise RuntimeError("database not started")
         if not self._point_reader_opened:
-            self._point_reader = self.engine.connect_point_reader()
+            try:
+                self._point_reader = self.engine.connect_point_reader()
+            except Exception:
+                return fail()
             self._point_reader_opened = True
         if self._point_reader is None:
             return self.runInteraction(desc, func, *args)

@@ -83,14 +83,27 @@ def _tune_socket(protocol: IProtocol) -> IProtocol:
 
 @implementer(IAgentEndpointFactory)
 class UpstreamEndpoints:
-    """What the Agent connects with: TCP (TLS for https) with a time limit, moving large chunks."""
+    """What the Agent connects with: TCP (TLS for https) with a time limit, moving large chunks.
+
+    The Agent asks for an endpoint on every request, pooled connection or not;
+    one is built per scheme, host and port (resolving the name's IDNA form and,
+    for https, the TLS settings) and then reused.
+    """
 
     def __init__(self, reactor: Any, tls_policy: IPolicyForHTTPS, connect_timeout: float) -> None:
         self._reactor = reactor
         self._tls_policy = tls_policy
         self._connect_timeout = connect_timeout
+        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        netloc = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(netloc)
+        if endpoint is None:
+            endpoint = self._endpoints[netloc] = self._new_endpoint(uri)
+        return endpoint
+
+    def _new_endpoint(self, uri: URI) -> IStreamClientEndpoint:
         if uri.scheme not in (b"http", b"https"):
             raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
         endpoint: IStreamClientEndpoint = HostnameEndpoint(

@@ -62,3 +62,11 @@ def test_one_read_never_fills_a_client_connection_send_buffer() -> None:
 
     # A relayed download pauses its upstream only once several reads wait unsent.
     assert UPSTREAM_READ_BYTES * 2 <= SEND_BUFFER_BYTES
+
+
+def test_one_endpoint_per_scheme_host_and_port_is_built_and_reused() -> None:
+    factory = endpoints()
+    first = factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9000/bucket/a"))
+    assert factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9000/bucket/b?x=1")) is first
+    assert factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:9001/bucket/a")) is not first
+    assert factory.endpointForURI(URI.fromBytes(b"https://127.0.0.1:9000/bucket/a")) is not first
