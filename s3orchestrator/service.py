@@ -16,7 +16,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
-from s3orchestrator.auth.sigv4 import Credential
+from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
@@ -269,6 +269,7 @@ class OrchestratorService(MultiService):
                 path=self.config_path, settings=", ".join(changes.needs_restart),
             )
         applied = self.config = changes.config
+        signing_key.cache_clear()  # keys derived from secrets the reload may have removed
         self.listing.set_token_secret(continuation_token_secret(applied))
         self.objects.max_object_size = applied.server.max_object_size
         self.objects.routing_strategy = applied.routing_strategy

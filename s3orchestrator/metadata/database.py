@@ -116,9 +116,8 @@ class Database:
         self.engine = engine
         self.reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
-        # None: not opened yet (or no such thing for this engine, see point_read).
+        # Opened by open_point_reader, if the engine has one (see point_read).
         self._point_reader: Any | None = None
-        self._point_reader_opened = False
 
     def start(self) -> None:
         """Create the connection pool (connections open on first use)."""
@@ -140,7 +139,6 @@ class Database:
         if pool is not None:
             pool.close()
         reader, self._point_reader = self._point_reader, None
-        self._point_reader_opened = False
         if reader is not None:
             reader.close()
 
@@ -173,34 +171,42 @@ class Database:
         d.addBoth(log_slow)
         return d
 
+    def open_point_reader(self) -> None:
+        """Open the engine's point reader, if it has one (once the schema exists)."""
+        if self._pool is None:
+            raise RuntimeError("database not started")
+        if self._point_reader is None:
+            self._point_reader = self.engine.connect_point_reader()
+
     def point_read(self, desc: str, func: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """Run the read-only ``func(txn, *args)``, a lookup of a few rows by key, in one
-        transaction: on the calling (reactor) thread where the engine offers a point
-        reader (SQLite: a lookup takes microseconds, less than the trip to the
-        pool's thread and back), else as ``runInteraction``. The Deferred has fired
-        when this returns if the read ran here.
+        transaction: on the calling (reactor) thread with the engine's point reader
+        if it has one open (SQLite: a lookup takes microseconds, less than the trip
+        to the pool's thread and back), else as ``runInteraction``. The Deferred has
+        fired when this returns if the read ran here.
         """
         if self._pool is None:
             raise RuntimeError("database not started")
-        if not self._point_reader_opened:
-            try:
-                self._point_reader = self.engine.connect_point_reader()
-            except Exception:
-                return fail()
-            self._point_reader_opened = True
-        if self._point_reader is None:
+        reader = self._point_reader
+        if reader is None:
             return self.runInteraction(desc, func, *args)
-        cursor = self._point_reader.cursor()
+        started = self.reactor.seconds()
         try:
-            self.engine.begin(cursor, write=False)
+            cursor = reader.cursor()
             try:
-                result = func(Transaction(self.engine, cursor, desc), *args)
+                self.engine.begin(cursor, write=False)
+                try:
+                    result = func(Transaction(self.engine, cursor, desc), *args)
+                finally:
+                    if reader.in_transaction:
+                        cursor.execute("ROLLBACK")  # nothing was written: just end the read
             finally:
-                cursor.execute("ROLLBACK")  # nothing was written: just end the read
+                cursor.close()
         except Exception:
             return fail()
-        finally:
-            cursor.close()
+        duration = self.reactor.seconds() - started
+        if duration > SLOW_INTERACTION_SECONDS:
+            self._log.warn("Slow database read {desc}: {duration:.3f}s", desc=desc, duration=duration)
         return succeed(result)
 
     def runQuery(self, desc: str, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -82,9 +83,9 @@ class SqliteEngine(BaseEngine):
         if self.path == ":memory:" or self.path.startswith("file:"):
             return None
         timeout = min(self.busy_timeout_ms / 1000, _POINT_READ_BUSY_SECONDS)
-        connection = sqlite3.connect(self.path, isolation_level=None, timeout=timeout)
-        connection.execute("PRAGMA query_only=ON")
-        return connection
+        # Read-only: it can neither write nor create a file where the database was.
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
 
     def begin(self, cursor: Any, write: bool) -> None:
         cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")

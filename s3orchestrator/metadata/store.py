@@ -248,6 +248,7 @@ class MetadataStore:
         self.database.start()
         try:
             yield migrate(self.database)
+            self.database.open_point_reader()
         except BaseException:
             self.database.close()
             raise

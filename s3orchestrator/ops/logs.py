@@ -73,17 +73,19 @@ class TextLineObserver:
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
-        self._second: int | None = None
-        self._time_text = ""
+        # (second, its text) in one tuple: events also come from other threads.
+        self._time: tuple[int | None, str] = (None, "")
 
     def _format_time(self, when: float | None) -> str:
         # Twisted's formatTime costs a datetime, a time zone and a strftime per call.
         if when is None:
             return formatTime(None)
         second = _shown_second(when)
-        if second != self._second:
-            self._second, self._time_text = second, formatTime(second)
-        return self._time_text
+        cached_second, text = self._time
+        if second != cached_second:
+            text = formatTime(second)
+            self._time = (second, text)
+        return text
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = formatEventAsClassicLogText(event, formatTime=self._format_time)

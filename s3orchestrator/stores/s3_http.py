@@ -70,6 +70,9 @@ class _BulkEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         return self._endpoint.connect(protocolFactory).addCallback(_tune_socket)
 
+    def __repr__(self) -> str:  # shown in the pool's "Starting factory" log lines
+        return repr(self._endpoint)
+
 
 def _tune_socket(protocol: IProtocol) -> IProtocol:
     transport = getattr(protocol, "transport", None)

@@ -141,9 +141,11 @@ class S3Channel(http.HTTPChannel):
         # and resumes the upstream socket for every chunk. A deeper buffer (also the
         # most read from the client at once) and larger writes let a relay run at the
         # speed of the slower socket with a fraction of the per-chunk work.
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = SEND_BUFFER_BYTES
-            self.transport.SEND_LIMIT = SOCKET_WRITE_BYTES
+        # Under TLS (an ssl: listener) the transport is the TLS layer: tune the socket below it.
+        socket = getattr(self.transport, "transport", self.transport)
+        if hasattr(socket, "bufferSize"):
+            socket.bufferSize = SEND_BUFFER_BYTES
+            socket.SEND_LIMIT = SOCKET_WRITE_BYTES
 
     def allContentReceived(self) -> None:
         super().allContentReceived()

@@ -461,3 +461,10 @@ async def test_a_restarted_database_reopens_its_point_reader(make_store, db_path
     first.database.close()
     await first.start()
     assert await first.get_object("bkt", "k") == record("k", size=1)
+
+
+def test_the_point_reader_never_creates_a_database_file(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.sqlite3"
+    with pytest.raises(sqlite3.OperationalError):
+        SqliteEngine(str(missing)).connect_point_reader()
+    assert not missing.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable
 
 import pytest
@@ -9,7 +10,14 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from s3orchestrator.web.site import LINGER_SECONDS, S3Channel, S3Request, S3Site
+from s3orchestrator.web.site import (
+    LINGER_SECONDS,
+    SEND_BUFFER_BYTES,
+    SOCKET_WRITE_BYTES,
+    S3Channel,
+    S3Request,
+    S3Site,
+)
 
 from tests.unit.fakes import RecordingStringTransport
 
@@ -281,3 +289,19 @@ def test_client_closing_while_lingering_cancels_the_abort(conn: Connection) -> N
 def test_site_offers_only_http_1_1_over_alpn() -> None:
     site = S3Site(RecordingHandler(RecordingStringTransport()), timeout=60, reactor=Clock())  # type: ignore[arg-type]
     assert site.acceptableProtocols() == [b"http/1.1"]
+
+
+@pytest.mark.parametrize("under_tls", [False, True])
+def test_a_client_socket_buffers_and_writes_large_chunks(under_tls: bool) -> None:
+    site = S3Site(RecordingHandler(RecordingStringTransport()), timeout=60, reactor=Clock())  # type: ignore[arg-type]
+    channel = site.buildProtocol(None)
+    transport = RecordingStringTransport()
+    socket = SimpleNamespace(bufferSize=65536, SEND_LIMIT=131072)
+    if under_tls:
+        transport.transport = socket  # type: ignore[attr-defined]  # the TLS layer's own transport
+    else:
+        transport.bufferSize, transport.SEND_LIMIT = 65536, 131072  # type: ignore[attr-defined]
+        socket = transport  # type: ignore[assignment]
+    channel.makeConnection(transport)
+    assert (socket.bufferSize, socket.SEND_LIMIT) == (SEND_BUFFER_BYTES, SOCKET_WRITE_BYTES)
+    channel.connectionLost(Failure(ConnectionLost("done")))
