@@ -7,7 +7,7 @@ import hashlib
 import os
 import signal
 import sys
-from typing import IO, Any, Mapping
+from typing import Any, Mapping
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -38,7 +38,6 @@ from s3orchestrator.reload import reload_plan
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.endpoints import ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
-from s3orchestrator.ops.logs import line_observer
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.web.handler import S3Handler
@@ -127,11 +126,11 @@ class OrchestratorService(MultiService):
         self._ops_ports: list[IListeningPort] = []
         self._previous_sighup: Any = None
 
-    def log_to(self, stream: IO[str], log_format: str, log_level: str) -> None:
-        """Log the events at ``log_level`` or above as ``log_format`` lines to ``stream``
-        (from when the service joins twistd's application)."""
+    def log_to(self, observer: ILogObserver, log_level: str) -> None:
+        """Log the events at ``log_level`` or above to ``observer`` (from when the
+        service joins twistd's application)."""
         self.log_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
-        self.log_observer = FilteringLogObserver(line_observer(stream, log_format), [self.log_levels])
+        self.log_observer = FilteringLogObserver(observer, [self.log_levels])
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd wraps the service in an application and starts logging after the

@@ -7,6 +7,7 @@ import sys
 from twisted.python import usage
 
 from s3orchestrator.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
+from s3orchestrator.ops.logs import log_destination
 from s3orchestrator.ops.manhole import check_manhole_config
 from s3orchestrator.service import OrchestratorService
 
@@ -41,9 +42,10 @@ def makeService(options: Options, reactor=None) -> OrchestratorService:
     if reactor is None:
         from twisted.internet import reactor
     service = OrchestratorService(options.config, reactor, config_path=options["config"])
+    # Where twistd itself would log (-n, --logfile, --syslog), in our format and level.
+    twistd_options = options.parent if options.parent is not None else {"nodaemon": True}
     service.log_to(
-        sys.stdout,
-        options["log-format"] or options.config.ops.log_format,
+        log_destination(twistd_options, options["log-format"] or options.config.ops.log_format),
         options["log-level"] or options.config.ops.log_level,
     )
     return service

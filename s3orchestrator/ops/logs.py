@@ -17,13 +17,30 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 import time
-from typing import IO, Any
+from typing import Any, Mapping, Protocol
 
-from twisted.logger import ILogObserver, formatEvent, formatEventAsClassicLogText, formatTime
+from twisted.logger import (
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+)
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+class LineStream(Protocol):
+    """Where log lines go: standard output, or twistd's rotating ``LogFile``."""
+
+    def write(self, text: str) -> Any: ...
+
+    def flush(self) -> Any: ...
 
 
 def json_event(event: dict[str, Any]) -> str:
@@ -49,7 +66,7 @@ def json_event(event: dict[str, Any]) -> str:
 class JsonLineObserver:
     """Writes each event to ``stream`` as a JSON line (flushed: journald reads it live)."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: LineStream) -> None:
         self._stream = stream
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -71,7 +88,7 @@ class TextLineObserver:
     """Writes each event to ``stream`` as twistd's text observer does (flushed: journald
     reads it live), formatting the time prefix at most once per second."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: LineStream) -> None:
         self._stream = stream
         # (second, its text) in one tuple: events also come from other threads.
         self._time: tuple[int | None, str] = (None, "")
@@ -94,6 +111,33 @@ class TextLineObserver:
             self._stream.flush()
 
 
-def line_observer(stream: IO[str], log_format: str) -> ILogObserver:
+def line_observer(stream: LineStream, log_format: str) -> ILogObserver:
     """The observer writing ``log_format`` ("text" or "json") lines to ``stream``."""
     return JsonLineObserver(stream) if log_format == "json" else TextLineObserver(stream)
+
+
+def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogObserver:
+    """``log_format`` lines where twistd's own options send its log, as twistd decides:
+    syslog with ``--syslog`` (its own line format), the ``--logfile`` file (``-`` is
+    standard output), ``twistd.log`` for a daemon without one, else standard output.
+    A log file rotates at 1 MB and on SIGUSR1, as twistd's does."""
+    if twistd_options.get("syslog"):
+        from twisted.python.syslog import SyslogObserver
+
+        return LegacyLogObserverWrapper(SyslogObserver(twistd_options.get("prefix") or "twisted").emit)
+    name = twistd_options.get("logfile") or ""
+    daemon = not twistd_options.get("nodaemon")
+    if name == "-" and daemon:
+        sys.exit("Daemons cannot log to stdout, exiting!")
+    if name == "-" or (not name and not daemon):
+        return line_observer(sys.stdout, log_format)
+    log_file = LogFile.fromFullPath(name or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):  # None or SIG_DFL: nobody else wants it
+
+        def rotate(signum: int, frame: Any) -> None:
+            from twisted.internet import reactor
+
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return line_observer(log_file, log_format)

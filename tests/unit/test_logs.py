@@ -231,3 +231,71 @@ async def test_a_reload_keeps_the_command_line_level_while_the_file_keeps_its_ow
     finally:
         service.metadata.database.close()
     assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error"]
+
+
+# -- where the lines go: twistd's own -n / --logfile / --syslog -------------------------------
+
+
+def info_event(text: str) -> dict:
+    return {"log_format": text, "log_level": LogLevel.info, "log_namespace": "test", "log_time": time.time()}
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[None]:
+    import signal
+
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def test_in_the_foreground_without_a_log_file_lines_go_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.log_destination({"nodaemon": True, "logfile": None}, "text")(info_event("hello"))
+    assert "[test#info] hello" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_log_file_gets_the_lines_in_the_chosen_format(tmp_path: Path, log_format: str, sigusr1: None) -> None:
+    import signal
+
+    path = tmp_path / "daemon.log"
+    logs.log_destination({"nodaemon": True, "logfile": str(path)}, log_format)(info_event("into the file"))
+    text = path.read_text()
+    if log_format == "json":
+        assert json.loads(text)["message"] == "into the file"
+    else:
+        assert "[test#info] into the file" in text
+    assert signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL)  # rotation, as twistd does
+
+
+def test_a_daemon_without_a_log_file_writes_twistd_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sigusr1: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    logs.log_destination({"nodaemon": False, "logfile": None}, "text")(info_event("daemonized"))
+    assert "daemonized" in (tmp_path / "twistd.log").read_text()
+
+
+def test_a_daemon_cannot_log_to_stdout() -> None:
+    with pytest.raises(SystemExit):
+        logs.log_destination({"nodaemon": False, "logfile": "-"}, "text")
+
+
+def test_syslog_gets_twistds_syslog_observer() -> None:
+    from twisted.logger import LegacyLogObserverWrapper
+
+    assert isinstance(logs.log_destination({"syslog": True, "prefix": "s3o"}, "text"), LegacyLogObserverWrapper)
+
+
+def test_under_twistd_the_logfile_option_is_honoured(tmp_path: Path, sigusr1: None) -> None:
+    from twisted.scripts.twistd import ServerOptions
+
+    config = write_config(tmp_path / "config.toml")
+    path = tmp_path / "daemon.log"
+    server = ServerOptions()
+    server.parseOptions(["--nodaemon", "--logfile", str(path), "s3orchestrator", "--config", str(config)])
+    plugin_options = server.subOptions
+    service = makeService(plugin_options, reactor)
+    assert service.log_observer is not None
+    service.log_observer(info_event("through twistd's options"))
+    assert "through twistd's options" in path.read_text()
