@@ -24,7 +24,11 @@ run: $(VENV)/.installed-run
 	mkdir -p var
 	$(BIN)/twistd --nodaemon --pidfile= s3orchestrator --config etc/s3orchestrator.dev.toml
 
-test: $(VENV)/.installed-test
+# The Debian packages the tests drive (aws cli v2, rclone, s3cmd) are installed first, or make test stops
+# with one line saying what to install.
+test:
+	bash tests/tools/install-clients $(PYTHON)
+	$(MAKE) $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
 
 bench: $(VENV)/.installed-test

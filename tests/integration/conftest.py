@@ -122,7 +122,13 @@ def aws_env(daemon: Daemon, home: Path) -> dict[str, str]:
     )
 
 
-# The PyPI aws cli (v1, in the venv) and Debian's (v2, installed by .ci/run).
+def require_client(executable: str, package: str) -> None:
+    """Fail (never skip) when a client the product promises to support is missing."""
+    if not (os.path.exists(executable) or shutil.which(executable)):
+        pytest.fail(f"{executable} is not installed: make test installs it (Debian package {package})", pytrace=False)
+
+
+# The PyPI aws cli (v1, in the venv) and Debian's (v2, which make test installs).
 AWS_CLIS = {
     "v1": os.path.join(os.path.dirname(sys.executable), "aws"),
     "v2": "/usr/bin/aws",
@@ -132,11 +138,10 @@ AWS_CLIS = {
 def aws_cli(version: str, daemon: Daemon, workdir: Path) -> Callable[..., str]:
     """A runner for ``aws --endpoint-url DAEMON ARGS`` (the guide's s3o alias) returning stdout.
 
-    Skips the test when that cli is not installed; a failing command fails the test.
+    A missing cli or a failing command fails the test.
     """
     executable = AWS_CLIS[version]
-    if not (os.path.exists(executable) or shutil.which(executable)):
-        pytest.skip(f"aws cli {version} is not installed ({executable}); .ci/run installs it")
+    require_client(executable, "awscli" if version == "v2" else "awscli from PyPI, in the venv")
     home = workdir / f"home-{version}"
     home.mkdir(exist_ok=True)
     env = aws_env(daemon, home)
@@ -154,6 +159,7 @@ def aws_cli(version: str, daemon: Daemon, workdir: Path) -> Callable[..., str]:
 
 def s3cmd_runner(daemon: Daemon, workdir: Path) -> Callable[..., str]:
     """Run ``s3cmd -c CONFIG ARGS`` against ``daemon`` (path-style, plain HTTP) and return stdout."""
+    require_client("s3cmd", "s3cmd")
     config = workdir / "s3cmd.cfg"
     host = daemon.endpoint.removeprefix("http://")
     config.write_text(
@@ -174,8 +180,7 @@ def s3cmd_runner(daemon: Daemon, workdir: Path) -> Callable[..., str]:
 def rclone_runner(daemon: Daemon, workdir: Path):
     """Run ``rclone --config CONFIG ARGS`` with an ``orchestrator`` remote for ``daemon``;
     returns stdout and stderr (where ``rclone check`` reports)."""
-    if shutil.which("rclone") is None:
-        pytest.skip("rclone is not installed; .ci/run installs Debian's package")
+    require_client("rclone", "rclone")
     config = workdir / "rclone.conf"
     config.write_text(
         "[orchestrator]\ntype = s3\nprovider = Other\n"
