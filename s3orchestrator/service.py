@@ -162,7 +162,10 @@ class OrchestratorService(MultiService):
             self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
         for store in self.stores.values():
             await store.start()
-        health_checks = HealthCheckJob(lambda: self.stores, self.health, self.config.health.interval, self.reactor)
+        health_checks = HealthCheckJob(
+            lambda: self.stores, self.health, self.config.health.interval, self.reactor,
+            slow_probe=self.config.health.slow_probe,
+        )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
         expiry = MultipartExpiryJob(
@@ -275,6 +278,9 @@ class OrchestratorService(MultiService):
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.multipart.expire_after = applied.multipart.expire_after
         self.health.unhealthy_after = applied.health.unhealthy_after
+        health_checks = self.jobs.get("health_checks")
+        if isinstance(health_checks, HealthCheckJob):
+            health_checks.slow_probe = applied.health.slow_probe
         # Only when the file's level changed: one given by --log-level stays until then.
         if self.log_levels is not None and "logging.level" in changes.applied:
             self.log_levels.setLogLevelForNamespace("", LogLevel.levelWithName(applied.ops.log_level))
