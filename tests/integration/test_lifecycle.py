@@ -174,7 +174,7 @@ def test_json_log_format(start_daemon):
 
 
 def test_debug_lines_are_logged_from_a_reload_to_level_debug(start_daemon):
-    # Every probe of a store nobody listens for logs a debug line.
+    # Every probe of a store nobody listens for logs a debug line once the store is down.
     dead = StoreSpec("dead", 0, s3={
         "endpoint": f"http://127.0.0.1:{free_port()}", "bucket": "nowhere",
         "access_key_id": "AKIDDEAD", "secret_access_key": "dead-secret", "timeout": 2,

@@ -10,7 +10,15 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemon import ACCESS_KEY, BUCKET, OTHER_ACCESS_KEY, OTHER_BUCKET, Daemon, free_port
+from tests.integration.daemon import (
+    ACCESS_KEY,
+    BUCKET,
+    OTHER_ACCESS_KEY,
+    OTHER_BUCKET,
+    Daemon,
+    StoreSpec,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,11 +97,26 @@ def test_the_json_banner_is_one_object_with_structured_fields(start_daemon):
     assert (banner["admin_api"], banner["manhole"]) == (None, None)
 
 
-def test_an_idle_daemon_logs_nothing_after_its_banner(start_daemon):
-    # Health checks every 0.2 s and expiry checks every 0.2 s: ~15 runs of each.
-    daemon = start_daemon(health=(0.2, 3), multipart=(86400, 0.2))
+def idles_quietly(daemon: Daemon) -> None:
+    """Nothing is logged for 3 s after the banner, while the jobs ran (every 0.2 s)."""
     time.sleep(3)
     _, rest = banner_and_rest(daemon)
     assert rest == []
     runs = job_runs(daemon)
     assert runs["health_checks"] >= 10 and runs["multipart_expiry"] >= 10
+
+
+def test_an_idle_daemon_logs_nothing_after_its_banner(start_daemon):
+    idles_quietly(start_daemon(health=(0.2, 3), multipart=(86400, 0.2)))
+
+
+def test_probes_of_upstream_s3_stores_log_nothing_either(start_daemon, seaweedfs, moto):
+    # HeadBucket over pooled HTTP connections: no line per probe or per connection.
+    stores = [
+        StoreSpec(upstream.kind, 0, s3={
+            "endpoint": upstream.endpoint, "bucket": upstream.new_bucket(), "region": upstream.region,
+            "access_key_id": upstream.access_key, "secret_access_key": upstream.secret_key,
+        })
+        for upstream in (seaweedfs, moto)
+    ]
+    idles_quietly(start_daemon(stores=stores, health=(0.2, 3), multipart=(86400, 0.2)))
