@@ -120,7 +120,7 @@ def startup_banner(
         admin_api = path_url(address_url(admin_address, is_tls(config.ops.admin.listen)), "/status")
     manhole_bound = ops_addresses.get(MANHOLE)
     by_name = {store.name: store for store in usage}
-    stores = []
+    stores: list[BannerStore] = []
     for store in config.stores:
         used = by_name.get(store.name)
         common: dict[str, Any] = dict(
