@@ -27,6 +27,7 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
+DEFAULT_SLOW_PROBE = 2.0
 DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
 DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL = 3600.0
 DEFAULT_S3_REGION = "us-east-1"
@@ -71,6 +72,7 @@ class HealthConfig:
 
     interval: float = DEFAULT_HEALTH_INTERVAL  # seconds between checks
     unhealthy_after: int = DEFAULT_UNHEALTHY_AFTER  # consecutive failures
+    slow_probe: float = DEFAULT_SLOW_PROBE  # seconds: a probe that answers slower is logged
 
 
 @attrs.frozen
@@ -251,12 +253,13 @@ def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> Metadat
 
 
 def _parse_health(table: Mapping[str, Any]) -> HealthConfig:
-    _check_keys(table, "health", ("interval", "unhealthy_after"))
+    _check_keys(table, "health", ("interval", "unhealthy_after", "slow_probe"))
     return HealthConfig(
         interval=_seconds(table, "health", "interval", default=DEFAULT_HEALTH_INTERVAL),
         unhealthy_after=_integer(
             table, "health", "unhealthy_after", minimum=1, default=DEFAULT_UNHEALTHY_AFTER
         ),
+        slow_probe=_seconds(table, "health", "slow_probe", default=DEFAULT_SLOW_PROBE),
     )
 
 

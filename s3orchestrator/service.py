@@ -36,6 +36,7 @@ from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.status import status_snapshot
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
@@ -123,7 +124,7 @@ class OrchestratorService(MultiService):
         self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
-        self._ops_ports: list[IListeningPort] = []
+        self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
         self._previous_sighup: Any = None
 
     def log_to(self, observer: ILogObserver, log_level: str) -> None:
@@ -162,7 +163,10 @@ class OrchestratorService(MultiService):
             self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
         for store in self.stores.values():
             await store.start()
-        health_checks = HealthCheckJob(lambda: self.stores, self.health, self.config.health.interval, self.reactor)
+        health_checks = HealthCheckJob(
+            lambda: self.stores, self.health, self.config.health.interval, self.reactor,
+            slow_probe=self.config.health.slow_probe,
+        )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
         expiry = MultipartExpiryJob(
@@ -177,7 +181,17 @@ class OrchestratorService(MultiService):
         self.ready = True
         if self.config_path is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        self._log.info("s3orchestrator listening on {listen}", listen=self.config.server.listen)
+        await self._log_banner(self._s3_port)
+
+    async def _log_banner(self, s3_port: IListeningPort) -> None:
+        """Log where every listener is bound and what the daemon serves, as one event."""
+        banner = startup_banner(
+            self.config, await self.metadata.store_usage(), [s3_port.getHost()],
+            {name: port.getHost() for name, port in self._ops_ports.items()},
+        )
+        # The text is the event's format string: braces in it (a path) must stay braces.
+        text = banner_text(banner).replace("{", "{{").replace("}", "}}")
+        self._log.info(text, **banner_fields(banner))
 
     def ops_endpoints(self) -> dict[str, OpsEndpoint]:
         """The operator endpoints served on the S3 listener (for requests without an S3
@@ -193,15 +207,17 @@ class OrchestratorService(MultiService):
         configured): manhole, metrics, admin API. A port that cannot be had, or an
         unusable manhole password file, fails the start."""
         ops = self.config.ops
-        listeners: list[tuple[str, Any]] = []
+        listeners: list[tuple[str, str, Any]] = []
         if ops.manhole is not None:
-            listeners.append((ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
+            listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.metrics_listen is not None:
-            listeners.append((ops.metrics_listen, ops_site(self.ops_endpoints())))
+            listeners.append((METRICS, ops.metrics_listen, ops_site(self.ops_endpoints())))
         if ops.admin is not None:
-            listeners.append((ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))))
-        for listen, factory in listeners:
-            self._ops_ports.append(await serverFromString(self.reactor, listen).listen(factory))
+            listeners.append((
+                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
+            ))
+        for name, listen, factory in listeners:
+            self._ops_ports[name] = await serverFromString(self.reactor, listen).listen(factory)
 
     def _start_failed(self, failure) -> None:
         if failure.check(ConfigError, CannotListenError):
@@ -233,7 +249,7 @@ class OrchestratorService(MultiService):
                     count=aborted, timeout=self.config.server.shutdown_timeout,
                 )
             await self.s3_handler.wait_idle(CLEANUP_TIMEOUT)
-        for port in self._ops_ports:
+        for port in self._ops_ports.values():
             await port.stopListening()
         self._ops_ports.clear()
         await maybeDeferred(super().stopService)
@@ -275,6 +291,9 @@ class OrchestratorService(MultiService):
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.multipart.expire_after = applied.multipart.expire_after
         self.health.unhealthy_after = applied.health.unhealthy_after
+        health_checks = self.jobs.get("health_checks")
+        if isinstance(health_checks, HealthCheckJob):
+            health_checks.slow_probe = applied.health.slow_probe
         # Only when the file's level changed: one given by --log-level stays until then.
         if self.log_levels is not None and "logging.level" in changes.applied:
             self.log_levels.setLogLevelForNamespace("", LogLevel.levelWithName(applied.ops.log_level))

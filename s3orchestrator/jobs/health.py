@@ -4,6 +4,10 @@
 It only counts what it is told: the caller decides which request outcomes are failures
 (connection errors and 5xx are, 404s never). ``HealthCheckJob`` probes every store
 every ``interval`` seconds and feeds the outcomes in.
+
+Logging stays quiet while all is well: transitions (down, up again), failed probes of a
+store that is up and probes slower than ``slow_probe`` are logged at warn or info; a probe
+failing again on a store already down, and the summary of each run, at debug.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import attrs
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from s3orchestrator.config import DEFAULT_SLOW_PROBE
 from s3orchestrator.stores.interface import IObjectStore, StoreUnavailable
 
 __all__ = [
@@ -168,8 +173,9 @@ class HealthCheckJob(TimerService):
 
     ``stores`` is a mapping of store name to store, or a callable returning one (read at
     every run, so a reload can swap stores). Probes run concurrently, each cancelled and
-    counted as a failure after ``min(interval, 30)`` seconds. Runs never overlap, and the
-    job never stops on an error: each one is logged and counted in ``errors``.
+    counted as a failure after ``min(interval, 30)`` seconds; one that succeeds after more
+    than ``slow_probe`` seconds is logged as slow. Runs never overlap, and the job never
+    stops on an error: each one is logged and counted in ``errors``.
 
     Counters: ``runs`` (finished runs), ``probes``, ``probe_failures``, ``timeouts``,
     ``errors`` (unexpected exceptions: bugs, not unavailable stores).
@@ -183,14 +189,16 @@ class HealthCheckJob(TimerService):
         health: StoreHealth,
         interval: float,
         clock: IReactorTime,
+        slow_probe: float = DEFAULT_SLOW_PROBE,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, not {interval!r}")
+        if not interval > 0 or not slow_probe > 0:
+            raise ValueError(f"interval and slow_probe must be positive, not {interval!r} and {slow_probe!r}")
         TimerService.__init__(self, interval, self._tick)
         self.clock = clock
         self.health = health
         self.interval = interval
         self.probe_timeout = min(interval, MAX_PROBE_TIMEOUT)
+        self.slow_probe = slow_probe
         self._stores = stores
         self._current: _Run | None = None
         self._waiters: list[Deferred[None]] = []
@@ -261,8 +269,15 @@ class HealthCheckJob(TimerService):
             return result
 
         def succeeded(_: object) -> None:
-            if not run.abandoned:
-                self.health.record_success(name)
+            if run.abandoned:
+                return
+            duration = self.clock.seconds() - started
+            if duration > self.slow_probe:
+                self._log.warn(
+                    "Health probe of store {store} took {duration:.3f} s (health.slow_probe is {slow_probe:g} s)",
+                    store=name, duration=duration, slow_probe=self.slow_probe,
+                )
+            self.health.record_success(name)
 
         def failed(failure: Failure) -> None:
             if run.abandoned and not timed_out:
@@ -281,7 +296,9 @@ class HealthCheckJob(TimerService):
                     "Health probe of store {store} failed unexpectedly", failure, store=name
                 )
                 reason = f"health probe failed: {failure.type.__name__}"
-            self._log.debug(
+            # News while the store is up; a store already down failing again is not.
+            self._log.emit(
+                LogLevel.warn if self.health.is_healthy(name) else LogLevel.debug,
                 "Health probe of store {store} failed after {duration:.3f}s: {reason}",
                 store=name,
                 reason=reason,
@@ -305,7 +322,7 @@ class HealthCheckJob(TimerService):
         self.runs += 1
         self._current = None
         if not run.abandoned:
-            self._log.info(
+            self._log.debug(
                 "Health checks: {probed} stores probed in {duration:.3f} s, {failed_count} failed{failed}",
                 probed=len(run.probes), failed_count=len(run.failed),
                 failed=f" ({', '.join(run.failed)})" if run.failed else "",

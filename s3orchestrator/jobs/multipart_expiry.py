@@ -7,7 +7,7 @@ from typing import Protocol
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -30,7 +30,8 @@ class MultipartExpiryJob(TimerService):
     their bytes).
 
     The job never stops on an error: an upload whose store fails stays for the
-    next run, and unexpected errors are logged and counted. Counters: ``runs``,
+    next run, and unexpected errors are logged and counted. A run logs at info only
+    when it aborted an upload or failed to (a run with nothing to do logs at debug). Counters: ``runs``,
     ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``.
     """
 
@@ -82,7 +83,7 @@ class MultipartExpiryJob(TimerService):
 
     async def _run(self) -> int:
         cutoff_ms = int((self.clock.seconds() - self.expire_after) * 1000)
-        aborted = 0
+        aborted = failed = 0
         after: tuple[int, str] | None = None
         while True:
             batch = await self._metadata.uploads_initiated_before(cutoff_ms, BATCH_SIZE, after)
@@ -97,6 +98,7 @@ class MultipartExpiryJob(TimerService):
                 except Exception as error:
                     # It stays recorded: the next run tries again.
                     self.failures += 1
+                    failed += 1
                     self._log.warn(
                         "Could not expire multipart upload {upload_id} of {bucket}/{key} on store {store}: {error}",
                         upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key, store=upload.store,
@@ -106,9 +108,10 @@ class MultipartExpiryJob(TimerService):
                 break
             after = (batch[-1].initiated_ms, batch[-1].upload_id)
         self.expired += aborted
-        self._log.info(
-            "Multipart expiry: {aborted} uploads older than {expire_after:g} s aborted",
-            aborted=aborted, expire_after=self.expire_after,
+        self._log.emit(
+            LogLevel.info if aborted or failed else LogLevel.debug,
+            "Multipart expiry: {aborted} uploads older than {expire_after:g} s aborted, {failed} failed",
+            aborted=aborted, failed=failed, expire_after=self.expire_after,
         )
         return aborted
 

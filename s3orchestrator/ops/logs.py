@@ -7,8 +7,9 @@ formatted once per second rather than once per event.
 
 Each JSON line holds ``time`` (ISO 8601, UTC), ``level``, ``namespace``, ``message``
 (the event formatted as the text log shows it) and the event's own fields that
-are plain values (the request log line's request_id, access_key_id, operation,
-bucket, key, status, bytes_out, duration_ms, store...); a failure adds its
+are plain values, or lists and string-keyed dicts of them (the request log line's
+request_id, access_key_id, operation, bucket, key, status, bytes_out, duration_ms,
+store...; the start-up banner's stores and endpoints); a failure adds its
 traceback as ``failure``. Fields of Twisted's own (``log_*``) and values that
 are not plain (objects) are left out.
 """
@@ -43,6 +44,17 @@ class LineStream(Protocol):
     def flush(self) -> Any: ...
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is JSON as it is: a plain value, or a list or str-keyed dict of them."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    return False
+
+
 def json_event(event: dict[str, Any]) -> str:
     """One event as a JSON object on one line."""
     timestamp = event.get("log_time", time.time())
@@ -54,7 +66,7 @@ def json_event(event: dict[str, Any]) -> str:
         "message": formatEvent(event),
     }
     for name, value in event.items():
-        if not name.startswith("log_") and name not in record and isinstance(value, _PLAIN):
+        if not name.startswith("log_") and name not in record and _is_plain(value):
             record[name] = value
     failure = event.get("log_failure")
     if failure is not None:

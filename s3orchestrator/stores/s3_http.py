@@ -16,7 +16,7 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
@@ -62,15 +62,21 @@ def make_pool(reactor: Any, connections_per_host: int = DEFAULT_CONNECTIONS_PER_
 
 @implementer(IStreamClientEndpoint)
 class _BulkEndpoint:
-    """Connects through ``endpoint``, then lets the socket read and write in large chunks."""
+    """Connects through ``endpoint`` without logging it, then lets the socket read and
+    write in large chunks."""
 
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
         self._endpoint = endpoint
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if isinstance(protocolFactory, Factory):
+            # The pool's factory would log "Starting factory"/"Stopping factory" at info for
+            # every connection: with an upstream that closes idle connections, a line pair
+            # per health probe on an otherwise idle daemon.
+            protocolFactory.noisy = False
         return self._endpoint.connect(protocolFactory).addCallback(_tune_socket)
 
-    def __repr__(self) -> str:  # shown in the pool's "Starting factory" log lines
+    def __repr__(self) -> str:
         return repr(self._endpoint)
 
 

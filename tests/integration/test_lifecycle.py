@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -173,13 +174,15 @@ def test_json_log_format(start_daemon):
 
 
 def test_debug_lines_are_logged_from_a_reload_to_level_debug(start_daemon):
-    # Every probe of a store nobody listens for logs a debug line.
+    # Every probe of a store nobody listens for logs a debug line once the store is down.
     dead = StoreSpec("dead", 0, s3={
         "endpoint": f"http://127.0.0.1:{free_port()}", "bucket": "nowhere",
         "access_key_id": "AKIDDEAD", "secret_access_key": "dead-secret", "timeout": 2,
     })
     daemon = start_daemon(stores=[StoreSpec("local-a", MiB), dead], health=(0.2, 1))
-    assert wait_for(lambda: daemon.log().count("1 failed (dead)") >= 3), daemon.log()[-2000:]
+    # The first failed probe is a warning (the store was up), the next ones debug lines.
+    assert wait_for(lambda: "Store dead is down" in daemon.log()), daemon.log()[-2000:]
+    assert wait_for(lambda: health_check_runs(daemon) >= 3)
     make_client(daemon).put_object(Bucket=BUCKET, Key="logged", Body=b"x")
     assert wait_for(lambda: "PutObject" in daemon.log())
     assert "#debug]" not in daemon.log()
@@ -189,6 +192,15 @@ def test_debug_lines_are_logged_from_a_reload_to_level_debug(start_daemon):
     assert wait_for(lambda: reloads(daemon) == 1), daemon.log()[-2000:]
     assert "logging.level" in daemon.log().split("Reloaded ")[-1].splitlines()[0]
     assert wait_for(lambda: "#debug] Health probe of store dead failed" in daemon.log()), daemon.log()[-2000:]
+
+
+def health_check_runs(daemon: Daemon) -> float:
+    """s3orchestrator_job_runs_total{job="health_checks"}, from /metrics."""
+    with urllib.request.urlopen(f"{daemon.endpoint}/metrics", timeout=10) as response:
+        text = response.read().decode("utf-8")
+    sample = 's3orchestrator_job_runs_total{job="health_checks"} '
+    (runs,) = [line for line in text.splitlines() if line.startswith(sample)]
+    return float(runs.rsplit(" ", 1)[1])
 
 
 def test_logs_never_show_secrets_or_signatures(start_daemon, tmp_path: Path):
@@ -222,14 +234,18 @@ def test_an_operator_port_in_use_fails_the_start(start_daemon, tmp_path: Path):
 
 
 def test_sighup_retimes_the_health_checks(start_daemon):
-    daemon = start_daemon(health=(30.0, 3))
+    # Each run's summary is a debug line.
+    daemon = start_daemon(health=(30.0, 3), extra_toml='[logging]\nlevel = "debug"\n')
     assert wait_for(lambda: daemon.log().count("Health checks:") == 1)
-    edit_config(daemon, "interval = 30.0", "interval = 0.2")
+    assert "Health probe of store local-a took" not in daemon.log()
+    edit_config(daemon, "interval = 30.0", "interval = 0.2\nslow_probe = 0.000001")
     signal_daemon(daemon, signal.SIGHUP)
     assert wait_for(lambda: reloads(daemon) == 1)
     assert "health" in daemon.log().split("Reloaded ")[-1].splitlines()[0]
     # Every 0.2 s now, where the old interval would have given none.
     assert wait_for(lambda: daemon.log().count("Health checks:") >= 6, 5)
+    # And every probe is slower than the new slow_probe (a microsecond): a warning each.
+    assert "#warn] Health probe of store local-a took" in daemon.log()
 
 
 def test_a_key_cannot_forge_log_lines(daemon):

@@ -88,13 +88,13 @@ def test_explicit_values_override_defaults() -> None:
     data = minimal()
     data["routing_strategy"] = "spread"
     data["server"].update(max_object_size=1000, timeout=30)
-    data["health"] = {"interval": 2.5, "unhealthy_after": 5}
+    data["health"] = {"interval": 2.5, "unhealthy_after": 5, "slow_probe": 0.5}
     config = parse_config(data, {})
     assert config.routing_strategy == "spread"
     assert config.server == ServerConfig(
         listen="tcp:9000:interface=127.0.0.1", max_object_size=1000, timeout=30.0
     )
-    assert config.health == HealthConfig(interval=2.5, unhealthy_after=5)
+    assert config.health == HealthConfig(interval=2.5, unhealthy_after=5, slow_probe=0.5)
 
 
 def test_s3_store_defaults() -> None:
@@ -314,6 +314,8 @@ INVALID = [
      "health.unhealthy_after: must be a positive integer (got 0)"),
     (_set("health", {"unhealthy_after": 2.0}),
      "health.unhealthy_after: must be a positive integer (got 2.0)"),
+    (_set("health", {"slow_probe": 0}),
+     "health.slow_probe: must be a positive number of seconds (got 0)"),
     # buckets
     (_delete("buckets"), "buckets: at least one bucket is required ([[buckets]])"),
     (_set("buckets", []), "buckets: at least one bucket is required ([[buckets]])"),
@@ -483,7 +485,7 @@ def test_example_file_shows_every_key() -> None:
     text = (REPO / "etc" / "s3orchestrator.example.toml").read_text()
     keys = [
         "routing_strategy", "[server]", "listen", "max_object_size", "timeout", "[metadata]",
-        "sqlite", "[health]", "interval", "unhealthy_after", "[[buckets]]", "name",
+        "sqlite", "[health]", "interval", "unhealthy_after", "slow_probe", "[[buckets]]", "name",
         "[[buckets.credentials]]", "access_key_id", "secret_access_key", "[[stores]]", "type",
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",

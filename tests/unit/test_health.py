@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth, StoreStatus
@@ -85,11 +85,21 @@ def make_job(
     stores: dict[str, FakeStore] | Callable[[], dict[str, FakeStore]],
     interval: float = 10.0,
     unhealthy_after: int = 3,
+    slow_probe: float = 2.0,
 ) -> tuple[HealthCheckJob, StoreHealth, Clock]:
     clock = Clock()
     names = stores() if callable(stores) else stores
     health = StoreHealth(list(names), unhealthy_after=unhealthy_after, now=clock.seconds)
-    return HealthCheckJob(stores, health, interval, clock), health, clock
+    return HealthCheckJob(stores, health, interval, clock, slow_probe=slow_probe), health, clock
+
+
+def logged(events: list[LogEvent], level: LogLevel = LogLevel.info) -> list[tuple[str, str]]:
+    """(level, text) of the health events at ``level`` or above."""
+    return [
+        (event["log_level"].name, formatEvent(event))
+        for event in events
+        if event.get("log_namespace", "").startswith("s3orchestrator.jobs.health") and event["log_level"] >= level
+    ]
 
 
 # StoreHealth: the state machine
@@ -434,3 +444,57 @@ def test_job_can_be_restarted_after_stop() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         make_job({"a": FakeStore("a")}, interval=0)
+
+
+# HealthCheckJob: what it logs (quiet while all is well)
+
+
+def test_rounds_of_healthy_probes_log_only_at_debug(events: list[LogEvent]) -> None:
+    job, _, clock = make_job({"a": FakeStore("a"), "b": FakeStore("b")}, interval=10)
+    job.startService()
+    clock.pump([10] * 5)
+    assert job.runs == 6
+    assert logged(events) == []
+    summaries = [text for level, text in logged(events, LogLevel.debug) if text.startswith("Health checks:")]
+    assert len(summaries) == 6 and summaries[0].startswith("Health checks: 2 stores probed in 0.000 s, 0 failed")
+    job.stopService()
+
+
+def test_failed_probes_warn_while_the_store_is_up_then_go_to_debug(events: list[LogEvent]) -> None:
+    store = FakeStore("a", "down")
+    job, _, clock = make_job({"a": store, "b": FakeStore("b")}, interval=10, unhealthy_after=2)
+    job.startService()
+    clock.advance(10)
+    assert logged(events) == [
+        ("warn", "Health probe of store a failed after 0.000s: a: connection refused"),
+        ("warn", "Health probe of store a failed after 0.000s: a: connection refused"),
+        ("warn", "Store a is down after 2 consecutive failures: a: connection refused"),
+    ]
+    del events[:]
+    clock.advance(10)
+    assert logged(events) == []
+    assert ("debug", "Health probe of store a failed after 0.000s: a: connection refused") in logged(
+        events, LogLevel.debug)
+    store.mode = "ok"
+    clock.advance(10)
+    assert logged(events) == [("info", "Store a is up again (it was down: a: connection refused)")]
+    job.stopService()
+
+
+def test_a_probe_slower_than_slow_probe_is_a_warning(events: list[LogEvent]) -> None:
+    store = FakeStore("a", "hang")
+    job, health, clock = make_job({"a": store}, interval=10, slow_probe=2.0)
+    done = Outcome(job.run_once())
+    clock.advance(2.0)
+    store.finish()
+    assert done.succeeded and logged(events) == []  # exactly the threshold is not slower
+    done = Outcome(job.run_once())
+    clock.advance(2.5)
+    store.finish()
+    assert done.succeeded and health.is_healthy("a")
+    assert logged(events) == [("warn", "Health probe of store a took 2.500 s (health.slow_probe is 2 s)")]
+
+
+def test_slow_probe_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        make_job({"a": FakeStore("a")}, slow_probe=0)

@@ -58,3 +58,16 @@ def test_observer_writes_lines() -> None:
     observer({"log_format": "two {x}", "x": "ü", "log_time": 0.0})
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["one", "two ü"]
+
+
+def test_lists_and_dicts_of_plain_values_are_fields_and_others_are_left_out() -> None:
+    record = json.loads(json_event({
+        "log_format": "banner", "log_time": 0.0,
+        "stores": [{"name": "a", "quota_bytes": 0, "path": None}],
+        "urls": ["http://127.0.0.1:9000"],
+        "objects_inside": [object()],
+        "keyed_by_number": {1: "x"},
+    }))
+    assert record["stores"] == [{"name": "a", "quota_bytes": 0, "path": None}]
+    assert record["urls"] == ["http://127.0.0.1:9000"]
+    assert "objects_inside" not in record and "keyed_by_number" not in record

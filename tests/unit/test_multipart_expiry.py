@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 
 from s3orchestrator.jobs.multipart_expiry import BATCH_SIZE, MultipartExpiryJob
 from s3orchestrator.metadata.records import PartRecord, UploadRecord
@@ -131,6 +132,24 @@ def job(aborter: FakeAborter, metadata: FakeMetadata, clock: Clock) -> Iterator[
     yield job
     if job.running:
         job.stopService()
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    captured: list[LogEvent] = []
+    globalLogPublisher.addObserver(captured.append)
+    yield captured
+    globalLogPublisher.removeObserver(captured.append)
+
+
+def logged(events: list[LogEvent], level: LogLevel = LogLevel.info) -> list[tuple[str, str]]:
+    """(level, text) of the job's events at ``level`` or above."""
+    return [
+        (event["log_level"].name, formatEvent(event))
+        for event in events
+        if event.get("log_namespace", "").startswith("s3orchestrator.jobs.multipart_expiry")
+        and event["log_level"] >= level
+    ]
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -363,3 +382,33 @@ async def test_a_run_over_sqlite_aborts_the_expired_upload_and_releases_its_part
     assert await sqlite_store.get_upload("old") is None
     assert await sqlite_store.get_upload("young") == young
     assert (await sqlite_store.store_usage())[0].reserved_bytes == 100
+
+
+# -- what a run logs ----------------------------------------------------------------------------
+
+
+def test_a_run_with_nothing_to_expire_logs_only_at_debug(job, metadata, clock, events) -> None:
+    metadata.add(upload("young", HOUR, clock))
+    assert run(job, clock).result == 0
+    assert logged(events) == []
+    assert logged(events, LogLevel.debug) == [
+        ("debug", "Multipart expiry: 0 uploads older than 86400 s aborted, 0 failed")]
+
+
+def test_a_run_that_aborted_an_upload_logs_it_at_info(job, metadata, clock, events) -> None:
+    metadata.add(upload("old", 25 * HOUR, clock))
+    assert run(job, clock).result == 1
+    assert logged(events) == [
+        ("info", "Expired multipart upload old of bkt/old on store a"),
+        ("info", "Multipart expiry: 1 uploads older than 86400 s aborted, 0 failed"),
+    ]
+
+
+def test_a_run_that_failed_to_abort_logs_at_warn_and_info(job, metadata, aborter, clock, events) -> None:
+    metadata.add(upload("stuck", 25 * HOUR, clock, store="b"))
+    aborter.down.add("b")
+    assert run(job, clock).result == 0
+    assert logged(events) == [
+        ("warn", "Could not expire multipart upload stuck of bkt/stuck on store b: b: connection refused"),
+        ("info", "Multipart expiry: 0 uploads older than 86400 s aborted, 1 failed"),
+    ]

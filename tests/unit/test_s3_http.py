@@ -7,6 +7,9 @@ from types import SimpleNamespace
 import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor, ssl
+from twisted.internet.defer import Deferred
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
 
@@ -37,6 +40,33 @@ async def test_a_connection_reads_and_writes_large_chunks() -> None:
             client.transport.abortConnection()
     finally:
         await port.stopListening()
+
+
+class _Closing(protocol.Protocol):
+    def __init__(self) -> None:
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_is_not_logged() -> None:
+    events: list[LogEvent] = []
+    server = protocol.Factory.forProtocol(protocol.Protocol)
+    port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    globalLogPublisher.addObserver(events.append)
+    try:
+        endpoint = endpoints().endpointForURI(URI.fromBytes(b"http://127.0.0.1:%d/bucket" % port.getHost().port))
+        client_factory = protocol.Factory.forProtocol(_Closing)
+        client = await endpoint.connect(client_factory)
+        client.transport.abortConnection()
+        await client.closed
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()
+    assert client_factory.noisy is False
+    assert [formatEvent(event) for event in events if repr(client_factory) in formatEvent(event)] == []
 
 
 def test_under_tls_the_socket_below_the_tls_layer_is_tuned() -> None:
