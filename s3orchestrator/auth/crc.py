@@ -102,7 +102,9 @@ PURE_PYTHON: Mapping[str, CrcFunction] = {
 }
 
 
-def installed_crcs(algorithm: str, import_module: ImportModule = importlib.import_module) -> Iterator[CrcImplementation]:
+def installed_crcs(
+    algorithm: str, import_module: ImportModule = importlib.import_module
+) -> Iterator[CrcImplementation]:
     """Every implementation of ``algorithm`` that imports here, best first, pure Python last."""
     for source, load in _NATIVE[algorithm]:
         try:
