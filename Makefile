@@ -34,6 +34,7 @@ test:
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upstream_ratio.py
+	$(BIN)/python bench/checksums.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache

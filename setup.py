@@ -20,6 +20,9 @@ setup(
         "zope.interface>=5",
         "service-identity>=21.1",
         "prometheus_client>=0.16",
+        # Native CRC32C and CRC64NVME for x-amz-checksum-* (awscrt is what botocore uses).
+        "crc32c>=2.3",
+        "awscrt>=0.23.4",
     ],
     extras_require={
         "test": [

@@ -16,6 +16,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
+from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
@@ -153,6 +154,7 @@ class OrchestratorService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        warn_of_slow_checksums(self._log)
         ensureDeferred(self._start()).addErrback(self._start_failed)
 
     async def _start(self) -> None:

@@ -1,9 +1,9 @@
 """S3 additional checksums (x-amz-checksum-*): CRC32, CRC32C, CRC64NVME, SHA1, SHA256.
 
-Values travel base64-encoded, CRCs as their big-endian bytes.  CRC32C uses the
-optional ``crc32c`` package when installed (hardware accelerated); CRC32C
-without it and CRC64NVME use a table-driven pure-Python fallback, which is
-correct but slow (tens of MB/s), fine for the occasional client that asks.
+Values travel base64-encoded, CRCs as their big-endian bytes. CRC32 comes from
+zlib, SHA1/SHA256 from hashlib, CRC32C and CRC64NVME from the first native
+package that ``auth.crc`` finds (pure Python only as a last resort, with a
+warning at start).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from typing import Callable, Mapping, Protocol
+from typing import Mapping, Protocol
 
-try:  # optional accelerator; the pure-Python table below is the fallback
-    import crc32c as _crc32c_module
-except ImportError:  # pragma: no cover - depends on the environment
-    _crc32c_module = None
+from twisted.logger import Logger
+
+from s3orchestrator.auth.crc import INSTALL_HINTS, CrcFunction, CrcImplementation, find_crc
 
 # algorithm -> digest size in bytes
 ALGORITHMS: Mapping[str, int] = {
@@ -25,6 +24,11 @@ ALGORITHMS: Mapping[str, int] = {
     "crc64nvme": 8,
     "sha1": 20,
     "sha256": 32,
+}
+
+# Chosen once, at import: which code computes CRC32C and CRC64NVME in this process.
+CRC_IMPLEMENTATIONS: Mapping[str, CrcImplementation] = {
+    algorithm: find_crc(algorithm) for algorithm in ("crc32c", "crc64nvme")
 }
 
 CHECKSUM_HEADERS: Mapping[str, str] = {f"x-amz-checksum-{alg}": alg for alg in ALGORITHMS}
@@ -40,69 +44,19 @@ class Checksum(Protocol):
     def b64digest(self) -> str: ...
 
 
-def _reflected_table(poly: int) -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
+class _Crc:
+    """A running CRC over a ``zlib.crc32``-shaped function."""
 
-
-# Reflected (LSB-first) polynomials.
-_CRC32C_TABLE = _reflected_table(0x82F63B78)
-# CRC-64/NVME: polynomial 0xAD93D23594C93659, bit-reversed here; init and xorout all ones.
-_CRC64NVME_TABLE = _reflected_table(0x9A6C9329AC4BC9B5)
-
-
-class _Crc32:
-    def __init__(self) -> None:
-        self._crc = 0
-
-    def update(self, data: bytes) -> None:
-        self._crc = zlib.crc32(data, self._crc)
-
-    def digest(self) -> bytes:
-        return self._crc.to_bytes(4, "big")
-
-    def b64digest(self) -> str:
-        return base64.b64encode(self.digest()).decode("ascii")
-
-
-class _TableCrc:
-    """A reflected CRC with init = xorout = all ones, one table lookup per byte."""
-
-    def __init__(self, table: tuple[int, ...], width_bytes: int) -> None:
-        self._table = table
-        self._width = width_bytes
-        self._mask = (1 << (8 * width_bytes)) - 1
-        self._crc = self._mask
-
-    def update(self, data: bytes) -> None:
-        table = self._table
-        crc = self._crc
-        for byte in data:
-            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-        self._crc = crc
-
-    def digest(self) -> bytes:
-        return (self._crc ^ self._mask).to_bytes(self._width, "big")
-
-    def b64digest(self) -> str:
-        return base64.b64encode(self.digest()).decode("ascii")
-
-
-class _NativeCrc32c:
-    def __init__(self, function: Callable[[bytes, int], int]) -> None:
+    def __init__(self, function: CrcFunction, width_bytes: int) -> None:
         self._function = function
+        self._width = width_bytes
         self._crc = 0
 
     def update(self, data: bytes) -> None:
         self._crc = self._function(data, self._crc)
 
     def digest(self) -> bytes:
-        return self._crc.to_bytes(4, "big")
+        return self._crc.to_bytes(self._width, "big")
 
     def b64digest(self) -> str:
         return base64.b64encode(self.digest()).decode("ascii")
@@ -122,26 +76,24 @@ class _Hashlib:
         return base64.b64encode(self.digest()).decode("ascii")
 
 
-def native_crc32c_available() -> bool:
-    """True if the accelerated ``crc32c`` package is importable."""
-    return _crc32c_module is not None
-
-
-def new_checksum(algorithm: str, *, prefer_native: bool = True) -> Checksum:
-    """A fresh checksum for ``algorithm`` (lower-case name as in x-amz-checksum-<alg>).
-
-    ``prefer_native=False`` forces the pure-Python CRC32C (for tests).
-    """
+def new_checksum(algorithm: str) -> Checksum:
+    """A fresh checksum for ``algorithm`` (lower-case name as in x-amz-checksum-<alg>)."""
     if algorithm == "crc32":
-        return _Crc32()
-    if algorithm == "crc32c":
-        if prefer_native and _crc32c_module is not None:
-            # crc32c >= 2 names it crc32c; 1.x called it crc32.
-            function = getattr(_crc32c_module, "crc32c", None) or _crc32c_module.crc32
-            return _NativeCrc32c(function)
-        return _TableCrc(_CRC32C_TABLE, 4)
-    if algorithm == "crc64nvme":
-        return _TableCrc(_CRC64NVME_TABLE, 8)
+        return _Crc(zlib.crc32, 4)
+    if algorithm in CRC_IMPLEMENTATIONS:
+        return _Crc(CRC_IMPLEMENTATIONS[algorithm].function, ALGORITHMS[algorithm])
     if algorithm in ("sha1", "sha256"):
         return _Hashlib(algorithm)
     raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+
+
+def warn_of_slow_checksums(log: Logger, implementations: Mapping[str, CrcImplementation] = CRC_IMPLEMENTATIONS) -> None:
+    """Log a warning for each CRC that only a pure-Python implementation computes here."""
+    for implementation in implementations.values():
+        if not implementation.native:
+            log.warn(
+                "x-amz-checksum-{algorithm} is computed in {source} (about 10 MB/s of daemon CPU); "
+                "install {hint}",
+                algorithm=implementation.algorithm, source=implementation.source,
+                hint=INSTALL_HINTS[implementation.algorithm],
+            )

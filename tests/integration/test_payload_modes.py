@@ -66,6 +66,21 @@ def test_boto3_upload_over_https(start_daemon, tls_files):
     assert "ContentEncoding" not in got  # aws-chunked is framing, not the object's encoding
 
 
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_boto3_upload_over_https_with_a_native_crc_trailer(start_daemon, tls_files, algorithm):
+    daemon = start_daemon(tls=tls_files)
+    s3 = make_client(daemon)
+    sent = {}
+    s3.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.update(
+            (k.lower(), v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()))
+    body = os.urandom(3 * MiB + 5)
+    s3.put_object(Bucket=BUCKET, Key="crc", Body=body, ChecksumAlgorithm=algorithm)
+    if BOTOCORE_SENDS_TRAILERS:
+        assert sent["x-amz-trailer"] == f"x-amz-checksum-{algorithm.lower()}"
+    assert s3.get_object(Bucket=BUCKET, Key="crc")["Body"].read() == body
+
+
 def signed_chunked_request(daemon: Daemon, key: str, chunks: list[bytes], trailers: dict[str, str] | None = None,
                            tamper: bool = False) -> bytes:
     """A raw STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] PUT, framed and signed chunk by chunk."""
