@@ -37,6 +37,7 @@ from s3orchestrator.s3 import multipart_xml
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import ReaderBody, copy_source_record
 from s3orchestrator.s3.list_xml import bucket_owner
+from s3orchestrator.s3.listing import parse_encoding_type
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations, object_location, parse_part_number, verified_body
 from s3orchestrator.s3.upload_listing import list_uploads_page
@@ -50,7 +51,6 @@ MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
 MAX_LISTED = 1000  # parts of a ListParts page, uploads of a ListMultipartUploads page
 # A Complete request lists up to 10,000 parts of about 150 bytes (with checksums).
 MAX_COMPLETE_BODY = 4 * MiB
-_CHECKSUM_ALGORITHMS = frozenset(multipart_xml.CHECKSUM_ELEMENTS)
 
 
 def new_upload_id(initiated_ms: int) -> str:
@@ -165,12 +165,7 @@ class MultipartOperations:
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
-        algorithm = call.header("x-amz-checksum-algorithm")
-        if algorithm is not None:
-            algorithm = algorithm.strip().upper()
-            if algorithm not in _CHECKSUM_ALGORITHMS:
-                raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with "
-                              "any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]")
+        algorithm = s3_headers.check_checksum_algorithms(call.headers)
         store_name = await self._objects.pick_store(MIN_PART_SIZE)
         location = object_location(bucket, key)
         store = self._objects.store(store_name)
@@ -211,6 +206,7 @@ class MultipartOperations:
         body = call.body
         assert body is not None
         number = parse_part_number(call.query.get("partNumber", ""))
+        s3_headers.check_checksum_algorithms(call.headers)
         upload = await self._find_upload(call)
         if body.length > MAX_PART_SIZE:
             raise S3Error("EntityTooLarge",
@@ -389,6 +385,7 @@ class MultipartOperations:
     async def list_parts(self, call: S3Call) -> S3Response:
         """One page of an upload's parts, by part number."""
         upload = await self._find_upload(call)
+        url_encoding = parse_encoding_type(call.query.get("encoding-type"))
         max_parts = _max_listed(call, "max-parts")
         marker_text = call.query.get("part-number-marker", "0") or "0"
         if not (marker_text.isascii() and marker_text.isdigit()):
@@ -398,7 +395,7 @@ class MultipartOperations:
         parts = await self._metadata.list_parts(upload.upload_id, marker, max_parts + 1)
         truncated = len(parts) > max_parts
         document = multipart_xml.list_parts_result(
-            upload, parts[:max_parts], bucket_owner(upload.bucket), marker, max_parts, truncated
+            upload, parts[:max_parts], bucket_owner(upload.bucket), marker, max_parts, truncated, url_encoding
         )
         return S3Response(200, [("Content-Type", "application/xml")], document)
 
@@ -406,17 +403,14 @@ class MultipartOperations:
         """One page of the bucket's uploads in progress, by key then upload id."""
         bucket = call.bucket
         assert bucket is not None
-        encoding = call.query.get("encoding-type")
-        if encoding is not None and encoding != "url":
-            raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                          extra={"ArgumentName": "encoding-type", "ArgumentValue": encoding})
+        url_encoding = parse_encoding_type(call.query.get("encoding-type"))
         query = multipart_xml.UploadListQuery(
             prefix=call.query.get("prefix", ""),
             delimiter=call.query.get("delimiter", ""),
             key_marker=call.query.get("key-marker", ""),
             upload_id_marker=call.query.get("upload-id-marker", "") if call.query.get("key-marker") else "",
             max_uploads=_max_listed(call, "max-uploads"),
-            url_encoding=encoding == "url",
+            url_encoding=url_encoding,
         )
         page = await self._metadata.scan_uploads(
             bucket, query.prefix,

@@ -158,6 +158,7 @@ class ObjectOperations:
                 "EntityTooLarge",
                 extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self.max_object_size)},
             )
+        s3_headers.check_checksum_algorithms(call.headers)
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
