@@ -188,6 +188,10 @@ class Config:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
         return self._credentials.get(access_key_id)
 
+    def has_bucket(self, name: str) -> bool:
+        """Whether a bucket called ``name`` is configured."""
+        return any(bucket.name == name for bucket in self.buckets)
+
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate the TOML configuration file at ``path``."""

@@ -116,7 +116,10 @@ class OrchestratorService(MultiService):
             CopyOperations(self.objects, reactor),
             self.multipart,
         )
-        self.s3_handler = S3Handler(api, self.find_credential, reactor, metrics=self.metrics)
+        self.s3_handler = S3Handler(
+            api, self.find_credential, reactor, metrics=self.metrics,
+            bucket_exists=lambda name: self.config.has_bucket(name),
+        )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor)
         # The background jobs by name (the manhole's run_job), made at start.
