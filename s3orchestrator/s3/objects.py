@@ -113,7 +113,10 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
     number = parse_part_number(part_number)
     sizes = record.part_sizes or (record.size,)
     if number > len(sizes):
-        raise S3Error("InvalidPartNumber")
+        # 416, as S3 answers a part number past the object's last part (an invalid
+        # number, say 0 or 10001, is 400 InvalidArgument above).
+        raise S3Error("InvalidPartNumber",
+                      extra={"PartNumberRequested": str(number), "ActualPartCount": str(len(sizes))})
     if not record.part_sizes:
         return None
     first = sum(sizes[: number - 1])

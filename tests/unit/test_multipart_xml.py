@@ -567,7 +567,8 @@ def test_part_range_of_a_multipart_object_is_that_parts_bytes(number: str, expec
 def test_part_beyond_the_last_is_invalid_part_number() -> None:
     with pytest.raises(S3Error) as error:
         part_range(MULTIPART, "4", None)
-    assert code_of(error) == "InvalidPartNumber"
+    assert code_of(error) == "InvalidPartNumber" and error.value.status == 416
+    assert error.value.extra == {"PartNumberRequested": "4", "ActualPartCount": "3"}
 
 
 @pytest.mark.parametrize("size", [0, 10])
@@ -579,6 +580,7 @@ def test_part_two_of_a_simple_object_is_invalid_part_number() -> None:
     with pytest.raises(S3Error) as error:
         part_range(object_record(10), "2", None)
     assert code_of(error) == "InvalidPartNumber"
+    assert error.value.extra == {"PartNumberRequested": "2", "ActualPartCount": "1"}
 
 
 def test_part_number_with_a_range_header_is_invalid_request() -> None:
