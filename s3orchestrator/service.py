@@ -105,7 +105,8 @@ class OrchestratorService(MultiService):
             health=self.health,
         )
         self.multipart = MultipartOperations(
-            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after
+            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
+            completed_retention=config.multipart.completed_retention,
         )
         self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))
         api = S3Api(
@@ -171,6 +172,7 @@ class OrchestratorService(MultiService):
         expiry = MultipartExpiryJob(
             self.multipart, self.metadata, self.config.multipart.expire_after,
             self.config.multipart.expiry_check_interval, self.reactor,
+            completed_retention=self.config.multipart.completed_retention,
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
@@ -277,6 +279,7 @@ class OrchestratorService(MultiService):
         self.objects.routing_strategy = applied.routing_strategy
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.multipart.expire_after = applied.multipart.expire_after
+        self.multipart.completed_retention = applied.multipart.completed_retention
         self.health.unhealthy_after = applied.health.unhealthy_after
         # Only when the file's level changed: one given by --log-level stays until then.
         if self.log_levels is not None and "logging.level" in changes.applied:
@@ -307,3 +310,4 @@ class OrchestratorService(MultiService):
         expiry = self.jobs.get("multipart_expiry")
         if isinstance(expiry, MultipartExpiryJob):
             expiry.expire_after = self.config.multipart.expire_after
+            expiry.completed_retention = self.config.multipart.completed_retention

@@ -28,9 +28,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
 from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, UploadRecord
+from s3orchestrator.metadata.records import CompletedUpload, ObjectRecord, PartRecord, Reservation, UploadRecord
 from s3orchestrator.metadata.store import UploadNotFound
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import multipart_xml
@@ -145,12 +146,15 @@ class MultipartOperations:
         locks: KeyLocks,
         clock: IReactorTime,
         expire_after: float,
+        completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
     ) -> None:
         self._objects = objects
         self._metadata = metadata
         self._locks = locks
         self._clock = clock
         self.expire_after = expire_after
+        # Seconds a completed upload's Complete is answered again (a retry) rather than NoSuchUpload.
+        self.completed_retention = completed_retention
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -306,14 +310,26 @@ class MultipartOperations:
     # -- complete -------------------------------------------------------------------------------
 
     async def complete_multipart_upload(self, call: S3Call) -> S3Response:
-        """Check the listed parts, join them in the store and commit the object."""
+        """Check the listed parts, join them in the store and commit the object; a
+        Complete retried after it succeeded gets the same answer again (see
+        ``_completed_again``)."""
         body = call.body
         assert body is not None
-        upload = await self._find_upload(call)
+        try:
+            upload = await self._find_upload(call)
+        except S3Error as error:
+            if error.code != "NoSuchUpload":
+                raise
+            completed = await self._remembered_completion(call)
+            if completed is None:
+                raise
+            requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
+            return self._completed_again(call, completed, requested)
         requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
         async with self._locks.hold(("upload", upload.upload_id)):
             if await self._metadata.get_upload(upload.upload_id) is None:
-                raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id})
+                # Completed (or aborted) while this request waited for the lock.
+                return await self._completed_meanwhile(call, upload.upload_id, requested)
             stored = {part.part_number: part for part in await self._metadata.list_parts(upload.upload_id)}
             parts = _chosen_parts(requested, stored)
             record = ObjectRecord(
@@ -322,6 +338,7 @@ class MultipartOperations:
                 content_type=upload.content_type, last_modified_ms=self._now_ms(), headers=upload.headers,
                 user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
             )
+            listed = [(part.part_number, part.etag) for part in parts]
             with self._objects.store_errors(upload.store):
                 write = self._objects.store(upload.store).start_complete(
                     upload.location, upload.store_upload_id,
@@ -329,7 +346,7 @@ class MultipartOperations:
                 )
                 try:
                     await self._objects.commit_object_write(
-                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record)
+                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record, listed)
                     )
                 except ObjectMissing as error:
                     self._log.error(
@@ -340,12 +357,49 @@ class MultipartOperations:
                     raise S3Error("InternalError") from error
                 except UploadNotFound as error:
                     raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
-        host = call.header("host") or "localhost"
-        location = f"{call.scheme}://{host}/{upload.bucket}/{quote(upload.key, safe='/~')}"
-        return S3Response(
-            200, [("Content-Type", "application/xml")],
-            multipart_xml.complete_result(location, upload.bucket, upload.key, record.etag), store=upload.store,
-        )
+        return _complete_response(call, upload.bucket, upload.key, record.etag, upload.store)
+
+    async def _remembered_completion(self, call: S3Call) -> CompletedUpload | None:
+        """The completion of the upload the call names, if it is this bucket and key's
+        and was completed less than ``completed_retention`` seconds ago."""
+        upload_id = call.query.get("uploadId", "")
+        completed = await self._metadata.get_completed_upload(upload_id) if upload_id else None
+        if (
+            completed is None
+            or (completed.bucket, completed.key) != (call.bucket, call.key)
+            or self._now_ms() - completed.completed_ms > self.completed_retention * 1000
+        ):
+            return None
+        return completed
+
+    async def _completed_meanwhile(
+        self, call: S3Call, upload_id: str, requested: list[multipart_xml.RequestedPart]
+    ) -> S3Response:
+        completed = await self._remembered_completion(call)
+        if completed is None:
+            raise S3Error("NoSuchUpload", extra={"UploadId": upload_id})
+        return self._completed_again(call, completed, requested)
+
+    def _completed_again(
+        self, call: S3Call, completed: CompletedUpload, requested: list[multipart_xml.RequestedPart]
+    ) -> S3Response:
+        """The answer to a Complete of an upload already completed: S3 answers a retry
+        (an SDK whose first answer was lost) with the same result, for the same part
+        list only; the object is not touched again. Another list names parts that no
+        longer exist: InvalidPart."""
+        listed = dict(completed.parts)
+        previous = 0
+        for wanted in requested:
+            if wanted.number <= previous:
+                raise S3Error("InvalidPartOrder")
+            previous = wanted.number
+            if listed.get(wanted.number) != wanted.etag:
+                raise S3Error("InvalidPart", extra={"PartNumber": str(wanted.number), "ETag": wanted.etag})
+        named = {wanted.number for wanted in requested}
+        for number, etag in completed.parts:
+            if number not in named:  # the retry leaves out a part the object is made of
+                raise S3Error("InvalidPart", extra={"PartNumber": str(number), "ETag": etag})
+        return _complete_response(call, completed.bucket, completed.key, completed.etag, completed.store)
 
     # -- abort and expiry -----------------------------------------------------------------------
 
@@ -419,6 +473,15 @@ class MultipartOperations:
         )
         document = multipart_xml.list_uploads_result(bucket, query, page, bucket_owner(bucket))
         return S3Response(200, [("Content-Type", "application/xml")], document)
+
+
+def _complete_response(call: S3Call, bucket: str, key: str, etag: str, store: str) -> S3Response:
+    host = call.header("host") or "localhost"
+    location = f"{call.scheme}://{host}/{bucket}/{quote(key, safe='/~')}"
+    return S3Response(
+        200, [("Content-Type", "application/xml")],
+        multipart_xml.complete_result(location, bucket, key, etag), store=store,
+    )
 
 
 def _chosen_parts(requested: list[multipart_xml.RequestedPart], stored: Mapping[int, PartRecord]) -> list[PartRecord]:
