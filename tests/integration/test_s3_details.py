@@ -206,13 +206,14 @@ def test_a_retried_complete_gets_the_same_answer_and_changes_nothing(s3, daemon)
     first = s3.complete_multipart_upload(Bucket=BUCKET, Key="retried", UploadId=upload_id,
                                          MultipartUpload={"Parts": parts})
     before = s3.head_object(Bucket=BUCKET, Key="retried")
-    rows = metadata_rows(daemon, "SELECT etag, last_modified_ms, store, location FROM objects WHERE key = 'retried'")
+    described = "SELECT etag, last_modified_ms, store, location FROM objects WHERE key = 'retried'"
+    rows = metadata_rows(daemon, described)
     time.sleep(0.01)
     again = s3.complete_multipart_upload(Bucket=BUCKET, Key="retried", UploadId=upload_id,
                                          MultipartUpload={"Parts": parts})
     assert (again["ETag"], again["Key"], again["Location"]) == (first["ETag"], first["Key"], first["Location"])
     assert s3.head_object(Bucket=BUCKET, Key="retried")["LastModified"] == before["LastModified"]
-    assert metadata_rows(daemon, "SELECT etag, last_modified_ms, store, location FROM objects WHERE key = 'retried'") == rows
+    assert metadata_rows(daemon, described) == rows
     assert s3.get_object(Bucket=BUCKET, Key="retried")["Body"].read() == b"a" * (5 * MiB) + b"tail"
 
 

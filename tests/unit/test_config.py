@@ -487,8 +487,8 @@ def test_example_file_shows_every_key() -> None:
         "[[buckets.credentials]]", "access_key_id", "secret_access_key", "[[stores]]", "type",
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
-        "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token", "[manhole]",
-        "password_file",
+        "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token",
+        "[manhole]", "password_file",
     ]
     for key in keys:
         assert key in text, key

@@ -30,7 +30,7 @@ class AnsweringApi:
         return S3Response(200)
 
 
-def answer(method: str, path: str, secret: str = "mine-secret", query: str = "") -> tuple[int, ElementTree.Element | None]:
+def answer(method: str, path: str, secret: str = "mine-secret") -> tuple[int, ElementTree.Element | None]:
     """Status and error document of a request signed by AKIDMINE (with ``secret``)."""
     clock = Clock()
     clock.advance(NOW)
@@ -40,9 +40,9 @@ def answer(method: str, path: str, secret: str = "mine-secret", query: str = "")
     channel = S3Site(handler, timeout=60, reactor=clock).buildProtocol(None)
     transport = RecordingStringTransport()
     channel.makeConnection(transport)
-    signed = sign_request(method, path, query, {"host": HOST}, access_key_id="AKIDMINE", secret_access_key=secret,
+    signed = sign_request(method, path, "", {"host": HOST}, access_key_id="AKIDMINE", secret_access_key=secret,
                           region="us-east-1", amz_date=format_amz_date(NOW))
-    lines = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1", f"host: {HOST}", "content-length: 0"]
+    lines = [f"{method} {path} HTTP/1.1", f"host: {HOST}", "content-length: 0"]
     lines += [f"{name}: {value}" for name, value in signed.items()]
     channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode())
     head, _, body = transport.value().partition(b"\r\n\r\n")
