@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows, wait_for
+from tests.integration.conftest import make_client, metadata_rows, rclone_runner, wait_for
 from tests.integration.daemon import BUCKET, OTHER_ACCESS_KEY, OTHER_BUCKET, OTHER_SECRET_KEY
 from tests.integration.rawhttp import send, signed_headers
 
@@ -116,6 +116,17 @@ def test_upload_listings_url_encode_keys_with_percent_20(s3, daemon):
     assert status == 200
     document = ElementTree.fromstring(body)
     assert (document.findtext(f"{NS}Key"), document.findtext(f"{NS}EncodingType")) == ("dir%20one/a%2Bb", "url")
+
+
+@pytest.mark.parametrize("list_url_encode", ["true", "false"])
+def test_rclone_lists_keys_with_spaces_and_pluses(s3, daemon, tmp_path, list_url_encode):
+    # rclone lists with ListObjects V1, asking for encoding-type=url unless told not to.
+    keys = ["dir one/a+b c.txt", "dir one/x%20y", "top +.txt"]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    rclone = rclone_runner(daemon, tmp_path)
+    listed = rclone("lsf", "-R", "--files-only", f"--s3-list-url-encode={list_url_encode}", f"orchestrator:{BUCKET}")
+    assert sorted(listed.splitlines()) == sorted(keys)
 
 
 # -- buckets that exist in no configuration ------------------------------------------------------
