@@ -30,6 +30,7 @@ DEFAULT_UNHEALTHY_AFTER = 3
 DEFAULT_SLOW_PROBE = 2.0
 DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
 DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL = 3600.0
+DEFAULT_MULTIPART_COMPLETED_RETENTION = 600.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
@@ -77,10 +78,12 @@ class HealthConfig:
 
 @attrs.frozen
 class MultipartConfig:
-    """Multipart uploads: when abandoned ones are aborted."""
+    """Multipart uploads: when abandoned ones are aborted, how long completed ones are remembered."""
 
     expire_after: float = DEFAULT_MULTIPART_EXPIRE_AFTER  # seconds after initiation
     expiry_check_interval: float = DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL  # seconds between checks
+    # seconds a completed upload is remembered, so that a retried Complete is answered again
+    completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION
 
 
 @attrs.frozen
@@ -190,6 +193,10 @@ class Config:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
         return self._credentials.get(access_key_id)
 
+    def has_bucket(self, name: str) -> bool:
+        """Whether a bucket called ``name`` is configured."""
+        return any(bucket.name == name for bucket in self.buckets)
+
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate the TOML configuration file at ``path``."""
@@ -264,11 +271,14 @@ def _parse_health(table: Mapping[str, Any]) -> HealthConfig:
 
 
 def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
-    _check_keys(table, "multipart", ("expire_after", "expiry_check_interval"))
+    _check_keys(table, "multipart", ("expire_after", "expiry_check_interval", "completed_retention"))
     return MultipartConfig(
         expire_after=_seconds(table, "multipart", "expire_after", default=DEFAULT_MULTIPART_EXPIRE_AFTER),
         expiry_check_interval=_seconds(
             table, "multipart", "expiry_check_interval", default=DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL
+        ),
+        completed_retention=_seconds(
+            table, "multipart", "completed_retention", default=DEFAULT_MULTIPART_COMPLETED_RETENTION
         ),
     )
 

@@ -2,7 +2,7 @@
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
 strategy, store quotas, ``server.max_object_size``, ``server.timeout`` (new
-connections), ``server.shutdown_timeout``, health and multipart-expiry settings,
+connections), ``server.shutdown_timeout``, health and multipart settings (expiry, completed_retention),
 ``logging.level``. Kept until a restart: the listen addresses, the metadata
 database, the other operators' settings (logging.format, metrics, manhole,
 admin), and any store added, removed or changed other than in its quota.

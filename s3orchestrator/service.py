@@ -107,7 +107,8 @@ class OrchestratorService(MultiService):
             health=self.health,
         )
         self.multipart = MultipartOperations(
-            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after
+            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
+            completed_retention=config.multipart.completed_retention,
         )
         self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))
         api = S3Api(
@@ -118,7 +119,10 @@ class OrchestratorService(MultiService):
             CopyOperations(self.objects, reactor),
             self.multipart,
         )
-        self.s3_handler = S3Handler(api, self.find_credential, reactor, metrics=self.metrics)
+        self.s3_handler = S3Handler(
+            api, self.find_credential, reactor, metrics=self.metrics,
+            bucket_exists=lambda name: self.config.has_bucket(name),
+        )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor)
         # The background jobs by name (the manhole's run_job), made at start.
@@ -174,6 +178,7 @@ class OrchestratorService(MultiService):
         expiry = MultipartExpiryJob(
             self.multipart, self.metadata, self.config.multipart.expire_after,
             self.config.multipart.expiry_check_interval, self.reactor,
+            completed_retention=self.config.multipart.completed_retention,
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
@@ -292,6 +297,7 @@ class OrchestratorService(MultiService):
         self.objects.routing_strategy = applied.routing_strategy
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.multipart.expire_after = applied.multipart.expire_after
+        self.multipart.completed_retention = applied.multipart.completed_retention
         self.health.unhealthy_after = applied.health.unhealthy_after
         health_checks = self.jobs.get("health_checks")
         if isinstance(health_checks, HealthCheckJob):
@@ -325,3 +331,4 @@ class OrchestratorService(MultiService):
         expiry = self.jobs.get("multipart_expiry")
         if isinstance(expiry, MultipartExpiryJob):
             expiry.expire_after = self.config.multipart.expire_after
+            expiry.completed_retention = self.config.multipart.completed_retention

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import UploadRecord
 
@@ -27,12 +28,14 @@ class UploadAborter(Protocol):
 class MultipartExpiryJob(TimerService):
     """Every ``interval`` seconds, abort the uploads initiated more than
     ``expire_after`` seconds ago, in their store and in metadata (releasing
-    their bytes).
+    their bytes), and forget the uploads completed more than
+    ``completed_retention`` seconds ago (whose Complete is no longer answered again).
 
     The job never stops on an error: an upload whose store fails stays for the
     next run, and unexpected errors are logged and counted. A run logs at info only
     when it aborted an upload or failed to (a run with nothing to do logs at debug). Counters: ``runs``,
-    ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``.
+    ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``,
+    ``forgotten`` (completed uploads no longer remembered).
     """
 
     _log = Logger()
@@ -44,12 +47,14 @@ class MultipartExpiryJob(TimerService):
         expire_after: float,
         interval: float,
         clock: IReactorTime,
+        completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
     ) -> None:
-        if not interval > 0 or not expire_after > 0:
-            raise ValueError("interval and expire_after must be positive")
+        if not interval > 0 or not expire_after > 0 or not completed_retention > 0:
+            raise ValueError("interval, expire_after and completed_retention must be positive")
         TimerService.__init__(self, interval, self._tick)
         self.clock = clock
         self.expire_after = expire_after
+        self.completed_retention = completed_retention
         self.interval = interval
         self._uploads = uploads
         self._metadata = metadata
@@ -59,6 +64,7 @@ class MultipartExpiryJob(TimerService):
         self.expired = 0
         self.failures = 0
         self.errors = 0
+        self.forgotten = 0
 
     def run_once(self) -> Deferred[int]:
         """Expire what is due now; fires (never fails) with how many uploads were
@@ -108,6 +114,8 @@ class MultipartExpiryJob(TimerService):
                 break
             after = (batch[-1].initiated_ms, batch[-1].upload_id)
         self.expired += aborted
+        retained_from_ms = int((self.clock.seconds() - self.completed_retention) * 1000)
+        self.forgotten += await self._metadata.forget_completed_uploads(retained_from_ms)
         self._log.emit(
             LogLevel.info if aborted or failed else LogLevel.debug,
             "Multipart expiry: {aborted} uploads older than {expire_after:g} s aborted, {failed} failed",

@@ -7,7 +7,14 @@ from typing import Callable, Sequence, TypeVar
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import (
+    CompletedUpload,
+    ObjectRecord,
+    PartRecord,
+    Reservation,
+    StoreUsage,
+    UploadRecord,
+)
 
 StoreChooser = Callable[[Sequence[StoreUsage]], "str | None"]
 
@@ -109,10 +116,19 @@ class IMetadataStore(Interface):
     def list_parts(upload_id: str, after: int = 0, limit: int | None = None) -> Deferred[list[PartRecord]]:
         """Parts numbered above ``after``, in order; at most ``limit`` (None: all)."""
 
-    def complete_upload(upload_id: str, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
-        """Forget the upload and its parts and store ``record`` (as commit_object does,
-        its size becoming usage), atomically; fire with the replaced object.
+    def complete_upload(
+        upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]]
+    ) -> Deferred[ObjectRecord | None]:
+        """Forget the upload and its parts, store ``record`` (as commit_object does,
+        its size becoming usage) and remember the completion with the (number, ETag)
+        ``parts`` the Complete listed, atomically; fire with the replaced object.
         UploadNotFound if the upload is gone."""
+
+    def get_completed_upload(upload_id: str) -> Deferred[CompletedUpload | None]:
+        """The remembered completion of an upload (see complete_upload), or None."""
+
+    def forget_completed_uploads(before_ms: int) -> Deferred[int]:
+        """Forget the completions older than ``before_ms``; fire with how many."""
 
     def delete_upload(upload_id: str) -> Deferred[UploadRecord | None]:
         """Forget an upload and its parts, releasing their bytes; fire with it (None if gone)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -96,3 +96,25 @@ class PartRecord:
     store_etag: str
     last_modified_ms: int
     checksums: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+
+def _part_pairs(pairs: Iterable[Sequence[Any]]) -> tuple[tuple[int, str], ...]:
+    return tuple((int(number), str(etag)) for number, etag in pairs)
+
+
+@attrs.frozen
+class CompletedUpload:
+    """A multipart upload that was completed: what its Complete listed and answered.
+
+    ``parts`` holds the (part number, unquoted part ETag) pairs of the Complete
+    request, in order; ``etag`` is the object's ETag it answered.
+    """
+
+    upload_id: str
+    bucket: str
+    key: str
+    store: str
+    etag: str
+    completed_ms: int
+    parts: tuple[tuple[int, str], ...] = attrs.field(converter=_part_pairs)

@@ -17,7 +17,14 @@ from s3orchestrator.metadata.interface import (
     UploadFetch,
     prefix_upper_bound,
 )
-from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import (
+    CompletedUpload,
+    ObjectRecord,
+    PartRecord,
+    Reservation,
+    StoreUsage,
+    UploadRecord,
+)
 from s3orchestrator.metadata.schema import migrate
 from s3orchestrator.metadata.sqlite import SqliteEngine
 
@@ -34,6 +41,7 @@ _UPLOAD_COLUMNS = (
     "upload_id, bucket, key, store, location, store_upload_id, content_type, headers, user_metadata,"
     " checksum_algorithm, initiated_ms"
 )
+_COMPLETED_COLUMNS = "upload_id, bucket, key, store, etag, parts, completed_ms"
 _PART_COLUMNS = "upload_id, part_number, store, size, etag, store_etag, checksums, last_modified_ms"
 
 _OBJECT_COLUMNS = (
@@ -94,6 +102,15 @@ def _part_from_row(row: Sequence[Any]) -> PartRecord:
 def _select_upload(txn: Transaction, upload_id: str) -> UploadRecord | None:
     row = txn.query_one(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,))
     return None if row is None else _upload_from_row(row)
+
+
+def _select_completed(txn: Transaction, upload_id: str) -> CompletedUpload | None:
+    row = txn.query_one(f"SELECT {_COMPLETED_COLUMNS} FROM completed_uploads WHERE upload_id = ?", (upload_id,))
+    if row is None:
+        return None
+    upload_id, bucket, key, store, etag, parts, completed_ms = row
+    return CompletedUpload(upload_id=upload_id, bucket=bucket, key=key, store=store, etag=etag,
+                           completed_ms=int(completed_ms), parts=json.loads(parts))
 
 
 def _select_part(txn: Transaction, upload_id: str, part_number: int) -> PartRecord | None:
@@ -471,9 +488,13 @@ class MetadataStore:
 
         return self.database.runInteraction("list_parts", select)
 
-    def complete_upload(self, upload_id: str, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
-        """In one transaction: forget the upload and its parts (releasing their bytes)
-        and store ``record`` as for commit_object; fire with the replaced object.
+    def complete_upload(
+        self, upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]]
+    ) -> Deferred[ObjectRecord | None]:
+        """In one transaction: forget the upload and its parts (releasing their bytes),
+        store ``record`` as for commit_object and remember the completion (``parts``:
+        the (number, ETag) pairs the Complete listed, see get_completed_upload); fire
+        with the replaced object.
 
         Errbacks with UploadNotFound, changing nothing, if the upload is gone.
         """
@@ -484,9 +505,27 @@ class MetadataStore:
                 raise UploadNotFound(upload_id)
             txn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             txn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            txn.execute(
+                f"INSERT INTO completed_uploads ({_COMPLETED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (upload_id, record.bucket, record.key, record.store, record.etag,
+                 json.dumps([[number, etag] for number, etag in parts]), record.last_modified_ms),
+            )
             return _put_object(txn, record)
 
         return self.database.runInteraction("complete_upload", complete, write=True)
+
+    def get_completed_upload(self, upload_id: str) -> Deferred[CompletedUpload | None]:
+        """The remembered completion of upload ``upload_id``, or None."""
+        return self.database.point_read("get_completed_upload", _select_completed, upload_id)
+
+    def forget_completed_uploads(self, before_ms: int) -> Deferred[int]:
+        """Forget the completions older than ``before_ms``; fire with how many."""
+
+        def forget(txn: Transaction) -> int:
+            txn.execute("DELETE FROM completed_uploads WHERE completed_ms < ?", (before_ms,))
+            return txn.rowcount
+
+        return self.database.runInteraction("forget_completed_uploads", forget, write=True)
 
     def delete_upload(self, upload_id: str) -> Deferred[UploadRecord | None]:
         """Forget an upload and its parts, releasing their bytes; fire with it (None if gone)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Sequence
-from urllib.parse import quote_plus
+from urllib.parse import quote
 
 import attrs
 
@@ -37,10 +37,11 @@ def bucket_owner(bucket: str) -> Owner:
 
 
 def url_encode(value: str) -> str:
-    """``encoding-type=url`` as S3 does it: form encoding (space as ``+``, ``+`` as
-    ``%2B``) with ``/`` left alone; botocore and the Go SDKs decode it with unquote_plus
-    and QueryUnescape."""
-    return quote_plus(value, safe="/")
+    """``encoding-type=url`` as S3 does it (and as the s3-tests suite checks): every
+    UTF-8 byte but the unreserved ``A-Z a-z 0-9 - . _ ~`` and ``/`` percent-encoded, a
+    space as ``%20`` (never ``+``), so that both a form decoder (botocore's
+    unquote_plus, Go's QueryUnescape) and a plain percent-decoder get the key back."""
+    return quote(value, safe="/")
 
 
 def last_modified(epoch_ms: int) -> str:

@@ -252,7 +252,9 @@ def parse_list_query(query: Mapping[str, str], v2: bool, bucket: str, tokens: Co
         marker = query.get("marker")
         return ListQuery(prefix, delimiter, max_keys, url_encoding, after=marker or "", marker=marker, fetch_owner=True)
     start_after = query.get("start-after")
-    token = query.get("continuation-token")
+    # S3 takes an empty continuation-token for none (SDKs send one when a caller
+    # passes the empty NextContinuationToken of a last page back).
+    token = query.get("continuation-token") or None
     if token is not None:
         after = tokens.redeem(bucket, token)
     else:

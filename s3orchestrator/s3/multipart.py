@@ -28,15 +28,17 @@ from twisted.logger import Logger
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
 from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import ObjectRecord, PartRecord, Reservation, UploadRecord
+from s3orchestrator.metadata.records import CompletedUpload, ObjectRecord, PartRecord, Reservation, UploadRecord
 from s3orchestrator.metadata.store import UploadNotFound
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import multipart_xml
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import ReaderBody, copy_source_record
 from s3orchestrator.s3.list_xml import bucket_owner
+from s3orchestrator.s3.listing import parse_encoding_type
 from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations, object_location, parse_part_number, verified_body
 from s3orchestrator.s3.upload_listing import list_uploads_page
@@ -50,7 +52,6 @@ MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
 MAX_LISTED = 1000  # parts of a ListParts page, uploads of a ListMultipartUploads page
 # A Complete request lists up to 10,000 parts of about 150 bytes (with checksums).
 MAX_COMPLETE_BODY = 4 * MiB
-_CHECKSUM_ALGORITHMS = frozenset(multipart_xml.CHECKSUM_ELEMENTS)
 
 
 def new_upload_id(initiated_ms: int) -> str:
@@ -145,12 +146,15 @@ class MultipartOperations:
         locks: KeyLocks,
         clock: IReactorTime,
         expire_after: float,
+        completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
     ) -> None:
         self._objects = objects
         self._metadata = metadata
         self._locks = locks
         self._clock = clock
         self.expire_after = expire_after
+        # Seconds a completed upload's Complete is answered again (a retry) rather than NoSuchUpload.
+        self.completed_retention = completed_retention
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -165,12 +169,7 @@ class MultipartOperations:
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
-        algorithm = call.header("x-amz-checksum-algorithm")
-        if algorithm is not None:
-            algorithm = algorithm.strip().upper()
-            if algorithm not in _CHECKSUM_ALGORITHMS:
-                raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with "
-                              "any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]")
+        algorithm = s3_headers.check_checksum_algorithms(call.headers)
         store_name = await self._objects.pick_store(MIN_PART_SIZE)
         location = object_location(bucket, key)
         store = self._objects.store(store_name)
@@ -211,6 +210,7 @@ class MultipartOperations:
         body = call.body
         assert body is not None
         number = parse_part_number(call.query.get("partNumber", ""))
+        s3_headers.check_checksum_algorithms(call.headers)
         upload = await self._find_upload(call)
         if body.length > MAX_PART_SIZE:
             raise S3Error("EntityTooLarge",
@@ -310,14 +310,26 @@ class MultipartOperations:
     # -- complete -------------------------------------------------------------------------------
 
     async def complete_multipart_upload(self, call: S3Call) -> S3Response:
-        """Check the listed parts, join them in the store and commit the object."""
+        """Check the listed parts, join them in the store and commit the object; a
+        Complete retried after it succeeded gets the same answer again (see
+        ``_completed_again``)."""
         body = call.body
         assert body is not None
-        upload = await self._find_upload(call)
+        try:
+            upload = await self._find_upload(call)
+        except S3Error as error:
+            if error.code != "NoSuchUpload":
+                raise
+            completed = await self._remembered_completion(call)
+            if completed is None:
+                raise
+            requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
+            return self._completed_again(call, completed, requested)
         requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
         async with self._locks.hold(("upload", upload.upload_id)):
             if await self._metadata.get_upload(upload.upload_id) is None:
-                raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id})
+                # Completed (or aborted) while this request waited for the lock.
+                return await self._completed_meanwhile(call, upload.upload_id, requested)
             stored = {part.part_number: part for part in await self._metadata.list_parts(upload.upload_id)}
             parts = _chosen_parts(requested, stored)
             record = ObjectRecord(
@@ -326,6 +338,7 @@ class MultipartOperations:
                 content_type=upload.content_type, last_modified_ms=self._now_ms(), headers=upload.headers,
                 user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
             )
+            listed = [(part.part_number, part.etag) for part in parts]
             with self._objects.store_errors(upload.store):
                 write = self._objects.store(upload.store).start_complete(
                     upload.location, upload.store_upload_id,
@@ -333,7 +346,7 @@ class MultipartOperations:
                 )
                 try:
                     await self._objects.commit_object_write(
-                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record)
+                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record, listed)
                     )
                 except ObjectMissing as error:
                     self._log.error(
@@ -344,12 +357,49 @@ class MultipartOperations:
                     raise S3Error("InternalError") from error
                 except UploadNotFound as error:
                     raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
-        host = call.header("host") or "localhost"
-        location = f"{call.scheme}://{host}/{upload.bucket}/{quote(upload.key, safe='/~')}"
-        return S3Response(
-            200, [("Content-Type", "application/xml")],
-            multipart_xml.complete_result(location, upload.bucket, upload.key, record.etag), store=upload.store,
-        )
+        return _complete_response(call, upload.bucket, upload.key, record.etag, upload.store)
+
+    async def _remembered_completion(self, call: S3Call) -> CompletedUpload | None:
+        """The completion of the upload the call names, if it is this bucket and key's
+        and was completed less than ``completed_retention`` seconds ago."""
+        upload_id = call.query.get("uploadId", "")
+        completed = await self._metadata.get_completed_upload(upload_id) if upload_id else None
+        if (
+            completed is None
+            or (completed.bucket, completed.key) != (call.bucket, call.key)
+            or self._now_ms() - completed.completed_ms > self.completed_retention * 1000
+        ):
+            return None
+        return completed
+
+    async def _completed_meanwhile(
+        self, call: S3Call, upload_id: str, requested: list[multipart_xml.RequestedPart]
+    ) -> S3Response:
+        completed = await self._remembered_completion(call)
+        if completed is None:
+            raise S3Error("NoSuchUpload", extra={"UploadId": upload_id})
+        return self._completed_again(call, completed, requested)
+
+    def _completed_again(
+        self, call: S3Call, completed: CompletedUpload, requested: list[multipart_xml.RequestedPart]
+    ) -> S3Response:
+        """The answer to a Complete of an upload already completed: S3 answers a retry
+        (an SDK whose first answer was lost) with the same result, for the same part
+        list only; the object is not touched again. Another list names parts that no
+        longer exist: InvalidPart."""
+        listed = dict(completed.parts)
+        previous = 0
+        for wanted in requested:
+            if wanted.number <= previous:
+                raise S3Error("InvalidPartOrder")
+            previous = wanted.number
+            if listed.get(wanted.number) != wanted.etag:
+                raise S3Error("InvalidPart", extra={"PartNumber": str(wanted.number), "ETag": wanted.etag})
+        named = {wanted.number for wanted in requested}
+        for number, etag in completed.parts:
+            if number not in named:  # the retry leaves out a part the object is made of
+                raise S3Error("InvalidPart", extra={"PartNumber": str(number), "ETag": etag})
+        return _complete_response(call, completed.bucket, completed.key, completed.etag, completed.store)
 
     # -- abort and expiry -----------------------------------------------------------------------
 
@@ -389,6 +439,7 @@ class MultipartOperations:
     async def list_parts(self, call: S3Call) -> S3Response:
         """One page of an upload's parts, by part number."""
         upload = await self._find_upload(call)
+        url_encoding = parse_encoding_type(call.query.get("encoding-type"))
         max_parts = _max_listed(call, "max-parts")
         marker_text = call.query.get("part-number-marker", "0") or "0"
         if not (marker_text.isascii() and marker_text.isdigit()):
@@ -398,7 +449,7 @@ class MultipartOperations:
         parts = await self._metadata.list_parts(upload.upload_id, marker, max_parts + 1)
         truncated = len(parts) > max_parts
         document = multipart_xml.list_parts_result(
-            upload, parts[:max_parts], bucket_owner(upload.bucket), marker, max_parts, truncated
+            upload, parts[:max_parts], bucket_owner(upload.bucket), marker, max_parts, truncated, url_encoding
         )
         return S3Response(200, [("Content-Type", "application/xml")], document)
 
@@ -406,17 +457,14 @@ class MultipartOperations:
         """One page of the bucket's uploads in progress, by key then upload id."""
         bucket = call.bucket
         assert bucket is not None
-        encoding = call.query.get("encoding-type")
-        if encoding is not None and encoding != "url":
-            raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                          extra={"ArgumentName": "encoding-type", "ArgumentValue": encoding})
+        url_encoding = parse_encoding_type(call.query.get("encoding-type"))
         query = multipart_xml.UploadListQuery(
             prefix=call.query.get("prefix", ""),
             delimiter=call.query.get("delimiter", ""),
             key_marker=call.query.get("key-marker", ""),
             upload_id_marker=call.query.get("upload-id-marker", "") if call.query.get("key-marker") else "",
             max_uploads=_max_listed(call, "max-uploads"),
-            url_encoding=encoding == "url",
+            url_encoding=url_encoding,
         )
         page = await self._metadata.scan_uploads(
             bucket, query.prefix,
@@ -425,6 +473,15 @@ class MultipartOperations:
         )
         document = multipart_xml.list_uploads_result(bucket, query, page, bucket_owner(bucket))
         return S3Response(200, [("Content-Type", "application/xml")], document)
+
+
+def _complete_response(call: S3Call, bucket: str, key: str, etag: str, store: str) -> S3Response:
+    host = call.header("host") or "localhost"
+    location = f"{call.scheme}://{host}/{bucket}/{quote(key, safe='/~')}"
+    return S3Response(
+        200, [("Content-Type", "application/xml")],
+        multipart_xml.complete_result(location, bucket, key, etag), store=store,
+    )
 
 
 def _chosen_parts(requested: list[multipart_xml.RequestedPart], stored: Mapping[int, PartRecord]) -> list[PartRecord]:

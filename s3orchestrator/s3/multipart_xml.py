@@ -111,12 +111,14 @@ def list_parts_result(
     marker: int,
     max_parts: int,
     is_truncated: bool,
+    url_encoding: bool = False,
 ) -> bytes:
-    """ListPartsResult for one page of an upload's parts."""
+    """ListPartsResult for one page of an upload's parts; the key URL-encoded if asked."""
+    key = list_xml.url_encode(upload.key) if url_encoding else upload.key
     pieces = [
         xml_output.XML_DECLARATION.decode(),
         f'<ListPartsResult xmlns="{xml_output.S3_NAMESPACE}">',
-        f"<Bucket>{text(upload.bucket)}</Bucket><Key>{text(upload.key)}</Key>",
+        f"<Bucket>{text(upload.bucket)}</Bucket><Key>{text(key)}</Key>",
         f"<UploadId>{text(upload.upload_id)}</UploadId>",
         _owner_elements("Initiator", owner),
         _owner_elements("Owner", owner),
@@ -129,6 +131,8 @@ def list_parts_result(
     pieces.append(f"<IsTruncated>{'true' if is_truncated else 'false'}</IsTruncated>")
     if upload.checksum_algorithm:
         pieces.append(f"<ChecksumAlgorithm>{text(upload.checksum_algorithm)}</ChecksumAlgorithm>")
+    if url_encoding:
+        pieces.append("<EncodingType>url</EncodingType>")
     pieces.extend(
         f"<Part><PartNumber>{part.part_number}</PartNumber>"
         f"<LastModified>{list_xml.last_modified(part.last_modified_ms)}</LastModified>"

@@ -113,7 +113,10 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
     number = parse_part_number(part_number)
     sizes = record.part_sizes or (record.size,)
     if number > len(sizes):
-        raise S3Error("InvalidPartNumber")
+        # 416, as S3 answers a part number past the object's last part (an invalid
+        # number, say 0 or 10001, is 400 InvalidArgument above).
+        raise S3Error("InvalidPartNumber",
+                      extra={"PartNumberRequested": str(number), "ActualPartCount": str(len(sizes))})
     if not record.part_sizes:
         return None
     first = sum(sizes[: number - 1])
@@ -158,6 +161,7 @@ class ObjectOperations:
                 "EntityTooLarge",
                 extra={"ProposedSize": str(size), "MaxSizeAllowed": str(self.max_object_size)},
             )
+        s3_headers.check_checksum_algorithms(call.headers)
         content_type = s3_headers.content_type(call.headers)
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)

@@ -65,10 +65,17 @@ class S3Handler:
     _log = Logger()
 
     def __init__(
-        self, api: S3Api, credentials: CredentialLookup, clock: IReactorTime, metrics: Metrics | None = None
+        self,
+        api: S3Api,
+        credentials: CredentialLookup,
+        clock: IReactorTime,
+        metrics: Metrics | None = None,
+        bucket_exists: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.api = api
         self.credentials = credentials
+        # Whether a bucket is configured (for any key): NoSuchBucket or AccessDenied.
+        self.bucket_exists = bucket_exists
         self._clock = clock
         self.metrics = metrics
         self._in_flight = 0
@@ -139,11 +146,11 @@ class S3Handler:
             self._clock.seconds(),
         )
         exchange.access_key_id = auth.credential.access_key_id
-        if bucket is not None and bucket != auth.credential.bucket:
-            raise S3Error("AccessDenied", f"Access key {auth.credential.access_key_id} may not access bucket {bucket}.")
         scheme = "https" if request.isSecure() else "http"
         call = S3Call(request.request_id, method, bucket, key, query, headers, auth, scheme=scheme)
         exchange.operation = operation_name(call)
+        if bucket is not None and bucket != auth.credential.bucket:
+            self._refuse_bucket(exchange.operation, bucket, auth.credential.access_key_id)
         if self.api.needs_body(exchange.operation):
             if "content-length" not in headers and "transfer-encoding" not in headers:
                 raise S3Error("MissingContentLength")
@@ -160,6 +167,17 @@ class S3Handler:
             exchange.upload = body
             call = attrs.evolve(call, body=body)
         return call
+
+    def _refuse_bucket(self, operation: str, bucket: str, access_key_id: str) -> None:
+        """The error for a validly signed request naming a bucket its key does not own.
+
+        As on S3, only once the signature checked out: a bucket configured for no key
+        does not exist (NoSuchBucket), another key's bucket is AccessDenied. Creating a
+        bucket that does not exist is AccessDenied too (buckets are configured, not made).
+        """
+        if not self.bucket_exists(bucket) and operation != "CreateBucket":
+            raise S3Error("NoSuchBucket", extra={"BucketName": bucket})
+        raise S3Error("AccessDenied", f"Access key {access_key_id} may not access bucket {bucket}.")
 
     def _continue(self, request: S3Request, headers: dict[str, list[str]]) -> None:
         expect = headers.get("expect", [""])[0].lower()

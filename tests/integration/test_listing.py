@@ -204,7 +204,7 @@ def test_encoded_keys_on_the_wire(listed_daemon):
     root = ElementTree.fromstring(body)
     assert root.findtext(f"{NS}EncodingType") == "url"
     assert [k.text for k in root.iter(f"{NS}Key")] == ["enc/a%2Bb"]
-    assert root.findtext(f"{NS}StartAfter") == "enc/a+b"
+    assert root.findtext(f"{NS}StartAfter") == "enc/a%20b"
 
 
 def test_keys_round_trip_without_url_encoding(listed_daemon):

@@ -489,8 +489,8 @@ def test_example_file_shows_every_key() -> None:
         "[[buckets.credentials]]", "access_key_id", "secret_access_key", "[[stores]]", "type",
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
-        "expiry_check_interval", "[logging]", "format", "[metrics]", "[admin]", "token", "[manhole]",
-        "password_file",
+        "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token",
+        "[manhole]", "password_file",
     ]
     for key in keys:
         assert key in text, key
@@ -566,7 +566,18 @@ def test_multipart_expiry_settings_are_read() -> None:
     assert (config.multipart.expire_after, config.multipart.expiry_check_interval) == (7200.0, 60.0)
 
 
-@pytest.mark.parametrize("key", ["expire_after", "expiry_check_interval"])
+def test_completed_uploads_are_remembered_ten_minutes_by_default() -> None:
+    assert parse_config(edited(lambda data: None), {}).multipart.completed_retention == 600.0
+
+
+def test_completed_retention_is_read() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["multipart"] = {"completed_retention": 90}
+
+    assert parse_config(edited(edit), {}).multipart.completed_retention == 90.0
+
+
+@pytest.mark.parametrize("key", ["expire_after", "expiry_check_interval", "completed_retention"])
 def test_multipart_expiry_settings_must_be_positive(key: str) -> None:
     def edit(data: dict[str, Any]) -> None:
         data["multipart"] = {key: 0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 from xml.etree import ElementTree
 
 import pytest
@@ -250,6 +250,11 @@ def test_v2_query_prefers_the_continuation_token_over_start_after() -> None:
     assert query.after == "k" and query.start_after == "b" and query.fetch_owner and query.url_encoding
 
 
+def test_v2_query_takes_an_empty_continuation_token_for_none() -> None:
+    query = parse_list_query({"continuation-token": "", "start-after": "b"}, True, "bkt", ContinuationTokens(SECRET))
+    assert query.after == "b" and query.continuation_token is None
+
+
 def test_v2_query_starts_after_start_after() -> None:
     query = parse_list_query({"start-after": "b"}, True, "bkt", ContinuationTokens(SECRET))
     assert query.after == "b" and not query.fetch_owner and query.max_keys == 1000
@@ -389,16 +394,31 @@ def test_url_encoding_round_trips_with_unquote_plus(key: str) -> None:
     assert find(root, "{ns}EncodingType") == "url"
 
 
-def test_url_encoding_is_s3s_form_encoding() -> None:
-    assert list_xml.url_encode("a b+c/100%&d") == "a+b%2Bc/100%25%26d"
+def test_url_encoding_percent_encodes_all_but_unreserved_and_slash() -> None:
+    # As s3-tests' test_bucket_list_encoding_basic expects of S3: a space is %20, not +.
+    assert list_xml.url_encode("a b+c/100%&d") == "a%20b%2Bc/100%25%26d"
+    assert list_xml.url_encode("quux ab/") == "quux%20ab/"
     assert list_xml.url_encode("한글/x.txt") == "%ED%95%9C%EA%B8%80/x.txt"
+    assert list_xml.url_encode("test_file(3).png") == "test_file%283%29.png"
+    assert list_xml.url_encode("Az09-._~*'!") == "Az09-._~%2A%27%21"
+
+
+@pytest.mark.parametrize("key", AWKWARD + ["ctl\x01", "a b+c"])
+def test_url_encoding_round_trips_with_plain_unquote(key: str) -> None:
+    # Clients that percent-decode without the form rule (space as +) get the key back too.
+    query = ListQuery(key, "/", 1000, True, after="", marker=key, fetch_owner=True)
+    owner = list_xml.bucket_owner("bkt")
+    root = parse(list_xml.list_objects_v1("bkt", query, [record(key)], [key + "/"], True, key, owner))
+    for path in ("{ns}Contents/{ns}Key", "{ns}Prefix", "{ns}Marker", "{ns}NextMarker"):
+        assert unquote(find(root, path)) == key, path
+    assert unquote(find(root, "{ns}CommonPrefixes/{ns}Prefix")) == key + "/"
 
 
 def test_v2_url_encoding_covers_start_after_not_tokens() -> None:
     query = ListQuery("p q", "", 1000, True, after="", start_after="s t", continuation_token="T+k")
     root = parse(list_xml.list_objects_v2("bkt", query, [], [], True, "N+k", None))
-    assert find(root, "{ns}StartAfter") == "s+t"
-    assert find(root, "{ns}Prefix") == "p+q"
+    assert find(root, "{ns}StartAfter") == "s%20t"
+    assert find(root, "{ns}Prefix") == "p%20q"
     assert find(root, "{ns}ContinuationToken") == "T+k"
     assert find(root, "{ns}NextContinuationToken") == "N+k"
 

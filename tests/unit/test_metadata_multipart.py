@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import pytest
 import pytest_twisted
 
-from s3orchestrator.metadata.records import ObjectRecord, PartRecord, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import CompletedUpload, ObjectRecord, PartRecord, StoreUsage, UploadRecord
 from s3orchestrator.metadata.schema import load_migrations, split_statements
 from s3orchestrator.metadata.sqlite import SqliteEngine
 from s3orchestrator.metadata.store import (
@@ -23,6 +23,7 @@ from tests.unit.test_metadata_sqlite import db_path, make_store  # noqa: F401  (
 
 MD5_A = "0123456789abcdef0123456789abcdef"
 MD5_B = "fedcba9876543210fedcba9876543210"
+PARTS = [(1, MD5_A), (2, MD5_B)]  # what a Complete listed
 
 
 @pytest_twisted.async_fixture
@@ -158,7 +159,7 @@ async def test_a_database_of_migration_001_is_upgraded_and_its_objects_still_rea
     _database_of_release_one(db_path)
     metadata = make_store()
     await metadata.start()
-    assert rows(db_path, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    assert rows(db_path, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
     old = await metadata.get_object("bkt", "old")
     assert old == ObjectRecord(
         bucket="bkt", key="old", store="a", location="bkt/old", size=42, etag=MD5_A, content_type="text/plain",
@@ -177,7 +178,7 @@ async def test_an_upgraded_database_takes_multipart_uploads(make_store, db_path:
     await metadata.sync_stores([("a", 1000)])
     await metadata.create_upload(upload(key="old"))
     await add_part(metadata, part(1, size=30))
-    replaced = await metadata.complete_upload("u1", record(key="old", size=30, part_sizes=(30,)))
+    replaced = await metadata.complete_upload("u1", record(key="old", size=30, part_sizes=(30,)), PARTS)
     assert replaced is not None and replaced.size == 42
     assert (await metadata.get_object("bkt", "old")).part_sizes == (30,)
     assert await usage(metadata) == {"a": (30, 0, 1)}
@@ -402,7 +403,7 @@ async def test_complete_turns_the_parts_into_the_objects_usage(store: MetadataSt
     await add_part(store, part(1, size=100))
     await add_part(store, part(2, size=30))
     completed = record(size=130, etag=f"{MD5_B}-2", part_sizes=(100, 30))
-    assert await store.complete_upload("u1", completed) is None
+    assert await store.complete_upload("u1", completed, PARTS) is None
     assert await usage(store) == {"a": (130, 0, 1), "b": (0, 0, 0)}
     assert await store.get_upload("u1") is None
     assert await store.list_parts("u1") == []
@@ -416,7 +417,7 @@ async def test_complete_releases_parts_it_does_not_keep(store: MetadataStore) ->
     await add_part(store, part(1, size=100))
     await add_part(store, part(2, size=50))
     await add_part(store, part(3, size=7))
-    await store.complete_upload("u1", record(size=107, part_sizes=(100, 7)))
+    await store.complete_upload("u1", record(size=107, part_sizes=(100, 7)), PARTS)
     assert await usage(store) == {"a": (107, 0, 1), "b": (0, 0, 0)}
     assert rows(store.database.engine.path, "SELECT COUNT(*) FROM parts") == [(0,)]
 
@@ -426,7 +427,7 @@ async def test_complete_keeps_in_flight_reservations(store: MetadataStore) -> No
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
     await store.reserve(4, pick("a"))  # another request's bytes still streaming
-    await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+    await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     assert await usage(store) == {"a": (10, 4, 1), "b": (0, 0, 0)}
 
 
@@ -437,7 +438,7 @@ async def test_complete_replaces_a_previous_object_and_releases_its_usage(store:
     await store.create_upload(upload(store="a"))
     await add_part(store, part(1, size=40))
     completed = record(size=40, store="a", etag=f"{MD5_A}-1", part_sizes=(40,))
-    assert await store.complete_upload("u1", completed) == previous
+    assert await store.complete_upload("u1", completed, PARTS) == previous
     assert await usage(store) == {"a": (40, 0, 1), "b": (0, 0, 0)}
     assert await store.get_object("bkt", "k") == completed
 
@@ -450,7 +451,7 @@ async def test_complete_of_a_gone_upload_fails_and_changes_nothing(store: Metada
     await add_part(store, part(1, size=10, upload_id="u2"))
     reservation = await store.reserve(3, pick("b"))
     with pytest.raises(UploadNotFound):
-        await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+        await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     assert await store.get_object("bkt", "k") == existing
     assert await usage(store) == {"a": (60, 10, 1), "b": (0, 3, 0)}
     assert await store.list_parts("u2") == [part(1, size=10, upload_id="u2")]
@@ -461,9 +462,9 @@ async def test_complete_of_a_gone_upload_fails_and_changes_nothing(store: Metada
 async def test_complete_twice_fails_the_second_time(store: MetadataStore) -> None:
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
-    await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+    await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     with pytest.raises(UploadNotFound):
-        await store.complete_upload("u1", record(size=99, part_sizes=(99,)))
+        await store.complete_upload("u1", record(size=99, part_sizes=(99,)), PARTS)
     assert await usage(store) == {"a": (10, 0, 1), "b": (0, 0, 0)}
     assert (await store.get_object("bkt", "k")).size == 10
 
@@ -472,7 +473,7 @@ async def test_complete_twice_fails_the_second_time(store: MetadataStore) -> Non
 async def test_part_sizes_are_not_loaded_by_listings(store: MetadataStore) -> None:
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
-    await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+    await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     (listed,) = await store.scan_objects("bkt", "", lambda fetch: fetch("", False, 10))
     assert listed.part_sizes == ()
     assert listed == record(size=10)
@@ -482,7 +483,7 @@ async def test_part_sizes_are_not_loaded_by_listings(store: MetadataStore) -> No
 async def test_a_simple_put_over_a_multipart_object_resets_part_sizes(store: MetadataStore) -> None:
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
-    await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+    await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     await put_object(store, record(size=3))
     loaded = await store.get_object("bkt", "k")
     assert loaded.part_sizes == ()
@@ -494,7 +495,7 @@ async def test_a_simple_put_over_a_multipart_object_resets_part_sizes(store: Met
 async def test_deleting_a_multipart_object_releases_its_usage(store: MetadataStore) -> None:
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
-    await store.complete_upload("u1", record(size=10, part_sizes=(10,)))
+    await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
     assert (await store.delete_object("bkt", "k")).part_sizes == (10,)
     assert await usage(store) == {"a": (0, 0, 0), "b": (0, 0, 0)}
 
@@ -589,3 +590,37 @@ async def test_uploads_initiated_before_is_strict_oldest_first_and_limited(store
     assert await store.uploads_initiated_before(1000, 10) == []
     (oldest,) = await store.uploads_initiated_before(1001, 10)
     assert oldest == upload("u2", key="u2", initiated_ms=1000)
+
+
+# -- completed uploads ----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_completed_upload_is_remembered_with_its_parts_and_etag(store: MetadataStore) -> None:
+    await store.create_upload(upload(upload_id="u1"))
+    completed = record(size=10, part_sizes=(10,), last_modified_ms=5000)
+    await store.complete_upload("u1", completed, PARTS)
+    assert await store.get_upload("u1") is None
+    assert await store.get_completed_upload("u1") == CompletedUpload(
+        upload_id="u1", bucket=completed.bucket, key=completed.key, store=completed.store, etag=completed.etag,
+        completed_ms=5000, parts=PARTS,
+    )
+    assert await store.get_completed_upload("u2") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_completion_is_not_remembered(store: MetadataStore) -> None:
+    with pytest.raises(UploadNotFound):
+        await store.complete_upload("gone", record(size=10, part_sizes=(10,)), PARTS)
+    assert await store.get_completed_upload("gone") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_completions_older_than_a_time_are_forgotten(store: MetadataStore) -> None:
+    for upload_id, completed_ms in (("u1", 1000), ("u2", 2000), ("u3", 3000)):
+        await store.create_upload(upload(upload_id=upload_id, key=upload_id))
+        await store.complete_upload(
+            upload_id, record(key=upload_id, size=1, part_sizes=(1,), last_modified_ms=completed_ms), PARTS
+        )
+    assert await store.forget_completed_uploads(2000) == 1
+    assert [await store.get_completed_upload(u) is not None for u in ("u1", "u2", "u3")] == [False, True, True]

@@ -45,10 +45,17 @@ class FakeMetadata:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.uploads: dict[str, UploadRecord] = {}
+        self.completed: dict[str, int] = {}  # completed upload id -> completed_ms
         self.queries = 0
         self.mode = "ok"  # "ok", "fail" (errback) or "hang" (a Deferred the test fires)
         self.synchronous = False
         self.pending: list[Deferred[list[UploadRecord]]] = []
+
+    def forget_completed_uploads(self, before_ms: int) -> Deferred[int]:
+        forgotten = [upload_id for upload_id, completed_ms in self.completed.items() if completed_ms < before_ms]
+        for upload_id in forgotten:
+            del self.completed[upload_id]
+        return self._answer(succeed(len(forgotten)))
 
     def add(self, *uploads: UploadRecord) -> None:
         for item in uploads:
@@ -163,6 +170,23 @@ def test_a_run_aborts_only_uploads_older_than_expire_after(job, metadata, aborte
     assert (job.runs, job.expired, job.failures, job.errors) == (1, 1, 0, 0)
 
 
+def test_a_run_forgets_uploads_completed_more_than_completed_retention_ago(job, metadata, clock) -> None:
+    now_ms = int(clock.seconds() * 1000)
+    metadata.completed = {"recent": now_ms - 599_000, "due": now_ms - 600_000, "old": now_ms - 601_000}
+    run(job, clock)
+    assert set(metadata.completed) == {"recent", "due"}
+    assert job.forgotten == 1
+
+
+def test_completed_retention_is_the_jobs_own(metadata, aborter, clock) -> None:
+    job = MultipartExpiryJob(aborter, metadata, expire_after=DAY, interval=HOUR, clock=clock,  # type: ignore[arg-type]
+                             completed_retention=60)
+    now_ms = int(clock.seconds() * 1000)
+    metadata.completed = {"recent": now_ms - 59_000, "old": now_ms - 61_000}
+    run(job, clock)
+    assert set(metadata.completed) == {"recent"}
+
+
 def test_an_upload_exactly_expire_after_old_is_kept(job, metadata, aborter, clock) -> None:
     metadata.add(upload("due", DAY, clock))
     assert run(job, clock).result == 0
@@ -265,6 +289,7 @@ def test_a_run_already_going_is_not_doubled(job, metadata, aborter, clock) -> No
     assert first.pending and second.pending
     assert metadata.queries == 1
     metadata.pending[0].callback(None)
+    clock.advance(0)  # the run's last query: forgetting old completions
     assert first.result == second.result == 1
     assert aborter.calls == ["old"]
     assert job.runs == 1

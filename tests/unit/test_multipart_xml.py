@@ -289,6 +289,14 @@ def test_list_parts_result_of_no_parts_has_no_next_marker() -> None:
     assert root.findall(f"{NS}Part") == []
 
 
+def test_list_parts_result_url_encodes_the_key_when_asked() -> None:
+    root = parse(list_parts_result(upload_record(key="dir/a b+ä"), [], OWNER, 0, 1000, False, url_encoding=True))
+    assert find(root, "{ns}Key") == "dir/a%20b%2B%C3%A4"
+    assert find(root, "{ns}EncodingType") == "url"
+    plain = parse(list_parts_result(upload_record(key="dir/a b+ä"), [], OWNER, 0, 1000, False))
+    assert (find(plain, "{ns}Key"), find(plain, "{ns}EncodingType")) == ("dir/a b+ä", None)
+
+
 def uploads_query(url_encoding: bool = False, **changes: Any) -> UploadListQuery:
     values: dict[str, Any] = dict(
         prefix="", delimiter="", key_marker="", upload_id_marker="", max_uploads=1000, url_encoding=url_encoding,
@@ -362,12 +370,12 @@ def test_list_uploads_result_url_encodes_keys_prefixes_and_markers_when_asked() 
         "NextKeyMarker": find(root, "{ns}NextKeyMarker"),
     }
     assert encoded == {
-        "Key": "dir/%C3%A4+b%2Bc%26%01",
-        "CommonPrefix": "dir/sub+dir/",
+        "Key": "dir/%C3%A4%20b%2Bc%26%01",
+        "CommonPrefix": "dir/sub%20dir/",
         "Prefix": "dir/%C3%A4",
-        "Delimiter": "+",
-        "KeyMarker": "dir/a+b",
-        "NextKeyMarker": "dir/sub+dir/",
+        "Delimiter": "%20",
+        "KeyMarker": "dir/a%20b",
+        "NextKeyMarker": "dir/sub%20dir/",
     }
     assert unquote_plus(encoded["Key"]) == key
     # Upload ids are not keys: never encoded.
@@ -559,7 +567,8 @@ def test_part_range_of_a_multipart_object_is_that_parts_bytes(number: str, expec
 def test_part_beyond_the_last_is_invalid_part_number() -> None:
     with pytest.raises(S3Error) as error:
         part_range(MULTIPART, "4", None)
-    assert code_of(error) == "InvalidPartNumber"
+    assert code_of(error) == "InvalidPartNumber" and error.value.status == 416
+    assert error.value.extra == {"PartNumberRequested": "4", "ActualPartCount": "3"}
 
 
 @pytest.mark.parametrize("size", [0, 10])
@@ -571,6 +580,7 @@ def test_part_two_of_a_simple_object_is_invalid_part_number() -> None:
     with pytest.raises(S3Error) as error:
         part_range(object_record(10), "2", None)
     assert code_of(error) == "InvalidPartNumber"
+    assert error.value.extra == {"PartNumberRequested": "2", "ActualPartCount": "1"}
 
 
 def test_part_number_with_a_range_header_is_invalid_request() -> None:
