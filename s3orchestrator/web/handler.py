@@ -169,7 +169,7 @@ class S3Handler:
     async def _send(self, exchange: _Exchange, response: S3Response) -> None:
         request = exchange.request
         if exchange.client_gone:
-            if hasattr(response.body, "cancel"):
+            if response.body is not None and not isinstance(response.body, bytes):
                 response.body.cancel()
             return
         self._start_response(exchange, response.status)
