@@ -33,7 +33,7 @@ CHECKSUM_HEADERS: Mapping[str, str] = {f"x-amz-checksum-{alg}": alg for alg in A
 class Checksum(Protocol):
     """An incremental checksum."""
 
-    def update(self, data: bytes) -> None: ...
+    def update(self, data: bytes | memoryview) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -60,7 +60,7 @@ class _Crc32:
     def __init__(self) -> None:
         self._crc = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._crc = zlib.crc32(data, self._crc)
 
     def digest(self) -> bytes:
@@ -79,7 +79,7 @@ class _TableCrc:
         self._mask = (1 << (8 * width_bytes)) - 1
         self._crc = self._mask
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         table = self._table
         crc = self._crc
         for byte in data:
@@ -94,11 +94,11 @@ class _TableCrc:
 
 
 class _NativeCrc32c:
-    def __init__(self, function: Callable[[bytes, int], int]) -> None:
+    def __init__(self, function: Callable[[bytes | memoryview, int], int]) -> None:
         self._function = function
         self._crc = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._crc = self._function(data, self._crc)
 
     def digest(self) -> bytes:
@@ -112,7 +112,7 @@ class _Hashlib:
     def __init__(self, name: str) -> None:
         self._hash = hashlib.new(name)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
 
     def digest(self) -> bytes:

@@ -114,10 +114,12 @@ class S3Store:
         self.config = config
         self.chunk_size = chunk_size
         self.reactor = reactor
-        if pool is None and agent is None:
-            pool = make_pool(reactor, connections_per_host)
+        if agent is None:
+            if pool is None:
+                pool = make_pool(reactor, connections_per_host)
+            agent = make_agent(config, reactor, pool)
         self._pool = pool
-        self.agent: IAgent = agent if agent is not None else make_agent(config, reactor, pool)
+        self.agent: IAgent = agent
 
     def signed_headers(
         self, method: str, target: Target, headers: dict[str, str], payload_hash: str
