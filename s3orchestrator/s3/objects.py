@@ -58,7 +58,7 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
             outcome.errback(failure)
         return failure
 
-    def settle(result: object) -> None:
+    def settle(result: T | Failure) -> None:
         if not outcome.called:
             if isinstance(result, Failure):
                 outcome.errback(result)
