@@ -176,6 +176,7 @@ class HealthCheckJob(TimerService):
     """
 
     _log = Logger()
+    clock: IReactorTime  # TimerService's, optional there; always given here
 
     def __init__(
         self,
@@ -219,7 +220,7 @@ class HealthCheckJob(TimerService):
             run.abandoned = True
             for probe in list(run.probes):
                 probe.cancel()
-        return TimerService.stopService(self)  # type: ignore[no-any-return]
+        return TimerService.stopService(self)
 
     def _tick(self) -> Deferred[None]:
         # LoopingCall stops for good on the first failure its body raises or returns,
@@ -280,7 +281,7 @@ class HealthCheckJob(TimerService):
                 self._log.failure(
                     "Health probe of store {store} failed unexpectedly", failure, store=name
                 )
-                reason = f"health probe failed: {failure.type.__name__}"
+                reason = f"health probe failed: {type(failure.value).__name__}"
             self._log.debug(
                 "Health probe of store {store} failed after {duration:.3f}s: {reason}",
                 store=name,
