@@ -224,7 +224,7 @@ class OrchestratorService(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         if self._s3_port is not None:
-            await self._s3_port.stopListening()
+            await maybeDeferred(self._s3_port.stopListening)
             self._s3_port = None
             aborted = await self.site.drain(self.config.server.shutdown_timeout)
             if aborted:
@@ -234,7 +234,7 @@ class OrchestratorService(MultiService):
                 )
             await self.s3_handler.wait_idle(CLEANUP_TIMEOUT)
         for port in self._ops_ports:
-            await port.stopListening()
+            await maybeDeferred(port.stopListening)
         self._ops_ports.clear()
         await maybeDeferred(super().stopService)
         for store in self.stores.values():
