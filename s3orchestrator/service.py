@@ -9,11 +9,11 @@ import signal
 import sys
 from typing import Any, Mapping
 
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
 from s3orchestrator.auth.sigv4 import Credential, signing_key
@@ -21,6 +21,13 @@ from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, Sto
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
+from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.manhole import manhole_listener
+from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
+from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.reload import reload_plan
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
@@ -30,19 +37,10 @@ from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
-from s3orchestrator.stores.s3 import S3Store
-from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter
-from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
-from s3orchestrator.ops.status import status_snapshot
-from s3orchestrator.reload import reload_plan
-from s3orchestrator.ops.admin import admin_endpoints
-from s3orchestrator.ops.endpoints import ops_site
-from s3orchestrator.ops.health import health_endpoint, ready_endpoint
-from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.stores.interface import IObjectStore
+from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
-
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0

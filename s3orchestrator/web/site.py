@@ -65,7 +65,7 @@ class S3Request(http.Request):
     channel: S3Channel
     transport: IClientTransport
 
-    def __init__(self, channel: "S3Channel", queued: object = http._QUEUED_SENTINEL) -> None:
+    def __init__(self, channel: S3Channel, queued: object = http._QUEUED_SENTINEL) -> None:
         super().__init__(channel, queued)
         self.request_id = new_request_id()
         self.started = time.monotonic()
@@ -237,7 +237,7 @@ class S3Site(http.HTTPFactory):
     # Twisted types this as its HTTP/2-capable wrapper's factory; S3Site serves HTTP/1.1 channels directly.
     protocol = S3Channel  # type: ignore[assignment]
 
-    def __init__(self, handler: "RequestHandler", timeout: float, reactor=None) -> None:
+    def __init__(self, handler: RequestHandler, timeout: float, reactor=None) -> None:
         super().__init__(timeout=timeout, reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor

@@ -24,6 +24,7 @@ from tests.integration.daemon import (
     free_port,
     write_config,
 )
+
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
 

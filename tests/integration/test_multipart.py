@@ -288,7 +288,7 @@ def test_list_multipart_uploads_paginates_filters_and_groups(s3):
         request = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
     assert listed == uploads
     assert pages == 3
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for upload in s3.list_multipart_uploads(Bucket=BUCKET)["Uploads"]:
         assert abs((now - upload["Initiated"]).total_seconds()) < 60
 

@@ -33,7 +33,7 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (key, cert) as PEM files."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
@@ -69,7 +69,7 @@ def test_boto3_upload_over_https(start_daemon, tls_files):
 def signed_chunked_request(daemon: Daemon, key: str, chunks: list[bytes], trailers: dict[str, str] | None = None,
                            tamper: bool = False) -> bytes:
     """A raw STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] PUT, framed and signed chunk by chunk."""
-    amz_date = format_amz_date(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    amz_date = format_amz_date(datetime.datetime.now(datetime.UTC).timestamp())
     mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailers else "")
     decoded_length = sum(len(chunk) for chunk in chunks)
     chain_headers = {"x-amz-content-sha256": mode}

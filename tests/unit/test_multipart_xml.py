@@ -33,7 +33,7 @@ from s3orchestrator.s3.multipart_xml import (
     list_uploads_result,
     parse_complete_request,
 )
-from s3orchestrator.s3.objects import part_range, parse_part_number
+from s3orchestrator.s3.objects import parse_part_number, part_range
 from s3orchestrator.s3.upload_listing import UploadPage
 from tests.unit.fakes import auth_result
 
