@@ -9,7 +9,7 @@ every ``interval`` seconds and feeds the outcomes in.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 from twisted.application.internet import TimerService
@@ -31,7 +31,7 @@ __all__ = [
 MAX_PROBE_TIMEOUT = 30.0
 
 StoreMap = Mapping[str, IObjectStore]
-StoreSource = Union[StoreMap, Callable[[], StoreMap]]
+StoreSource = StoreMap | Callable[[], StoreMap]
 
 
 @attrs.frozen

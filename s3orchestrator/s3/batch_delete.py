@@ -55,7 +55,7 @@ class BatchDelete:
 
         outcomes = await gatherResults([semaphore.run(delete, key) for key in keys], consumeErrors=True)
         document = xml_output.root("DeleteResult")
-        for key, error in zip(keys, outcomes):
+        for key, error in zip(keys, outcomes, strict=True):
             if error is None:
                 if not quiet:
                     xml_output.add(xml_output.add(document, "Deleted"), "Key", key)

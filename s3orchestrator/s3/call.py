@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -61,7 +61,7 @@ class S3Call:
         return first_header(self.headers, name)
 
 
-ResponseBody = Union[bytes, IObjectReader, None]
+ResponseBody = bytes | IObjectReader | None
 
 
 @attrs.frozen

@@ -361,7 +361,7 @@ class ObjectOperations:
                 "Object {bucket}/{key} is missing from store {store} at {location}",
                 bucket=record.bucket, key=record.key, store=record.store, location=record.location,
             )
-            raise S3Error("InternalError")
+            raise S3Error("InternalError") from None
         reader = _HealthReportingReader(reader, record.store, self._health)
         if reader.length != expected:
             reader.cancel()

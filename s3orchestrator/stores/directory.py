@@ -215,7 +215,8 @@ def _copy_fd(source: int, target: int, length: int) -> int:
             try:
                 moved = copy_file_range(source, target, count)
             except OSError as error:
-                if copied or error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                unsupported = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
+                if copied or error.errno not in unsupported:
                     raise
                 copy_file_range = None
                 continue

@@ -171,7 +171,7 @@ class S3Store:
         if byte_range is not None and not 0 <= byte_range[0] <= byte_range[1]:
             raise ValueError(f"bad byte range {byte_range!r}")
         exchange = Exchange(self, "GET", location)
-        headers = {} if byte_range is None else {"range": "bytes=%d-%d" % byte_range}
+        headers = {} if byte_range is None else {"range": f"bytes={byte_range[0]}-{byte_range[1]}"}
         response = await exchange.request("GET", request_target(self.config, location), headers)
         if response.code not in (200, 206):
             raise await exchange.error(response)

@@ -245,7 +245,8 @@ class S3Handler:
     def _log_request(self, exchange: _Exchange) -> None:
         request = exchange.request
         self._log.info(
-            "{request_id} {access_key_id} {operation} {bucket}/{key} {status} {bytes_out}B {duration_ms}ms store={store}",
+            "{request_id} {access_key_id} {operation} {bucket}/{key} {status} {bytes_out}B {duration_ms}ms"
+            " store={store}",
             request_id=request.request_id,
             access_key_id=exchange.access_key_id or "-",
             operation=exchange.operation,
