@@ -18,7 +18,6 @@ from s3orchestrator.metadata.store import (
     ReservationNotFound,
     UploadNotFound,
 )
-from tests.unit.test_metadata_sqlite import db_path, make_store  # noqa: F401  (fixtures)
 
 MD5_A = "0123456789abcdef0123456789abcdef"
 MD5_B = "fedcba9876543210fedcba9876543210"
