@@ -320,7 +320,7 @@ def test_output_ready_later_replaces_the_prompt_and_draws_a_new_one(passwords):
 
 def test_three_failed_logins_close_the_connection(passwords):
     session = Session(target(), passwords)
-    for attempt in range(3):
+    for _ in range(3):
         session.send(b"admin\r\n")
         answer = session.send(b"wrong\r\n")
     assert "Authentication failed; closing." in answer

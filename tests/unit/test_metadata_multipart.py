@@ -31,7 +31,9 @@ async def store(make_store) -> MetadataStore:
     return metadata
 
 
-def upload(upload_id: str = "u1", key: str = "k", store: str = "a", bucket: str = "bkt", **changes: Any) -> UploadRecord:
+def upload(
+    upload_id: str = "u1", key: str = "k", store: str = "a", bucket: str = "bkt", **changes: Any
+) -> UploadRecord:
     values: dict[str, Any] = dict(
         upload_id=upload_id,
         bucket=bucket,
@@ -110,7 +112,9 @@ def rows(path: str, sql: str) -> list[tuple]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_migration_002_creates_uploads_parts_and_the_part_sizes_column(store: MetadataStore, db_path: str) -> None:
+async def test_migration_002_creates_uploads_parts_and_the_part_sizes_column(
+    store: MetadataStore, db_path: str
+) -> None:
     assert (2, "multipart") in rows(db_path, "SELECT version, name FROM schema_version")
     tables = {name for (name,) in rows(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"uploads", "parts"} <= tables
@@ -138,7 +142,8 @@ def _database_of_release_one(path: str) -> None:
             connection.execute(statement)
         connection.execute("INSERT INTO schema_version (version, name, applied_ms) VALUES (1, 'initial', 0)")
         connection.execute(
-            "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order) VALUES ('a', 1000, 42, 1, 0)"
+            "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order)"
+            " VALUES ('a', 1000, 42, 1, 0)"
         )
         connection.execute(
             "INSERT INTO objects (bucket, key, store, location, size, etag, content_type, headers, user_metadata,"
