@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -61,7 +61,8 @@ class S3Call:
         return first_header(self.headers, name)
 
 
-ResponseBody = bytes | IObjectReader | None
+# Union: zope.interface before 6 (Debian 12's) has no ``|`` for interfaces.
+ResponseBody = Union[bytes, IObjectReader, None]  # noqa: UP007
 
 
 @attrs.frozen
