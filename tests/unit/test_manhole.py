@@ -9,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
+from twisted.conch.telnet import ITelnetProtocol
+from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -21,6 +23,7 @@ from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.records import StoreUsage, UploadRecord
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
+    ManholeRealm,
     PasswordFileChecker,
     PeerCredentials,
     check_manhole_config,
@@ -325,3 +328,13 @@ def test_three_failed_logins_close_the_connection(passwords):
         answer = session.send(b"wrong\r\n")
     assert "Authentication failed; closing." in answer
     assert session.transport.disconnecting
+
+
+def test_the_realm_gives_a_named_user_a_telnet_session() -> None:
+    interface, protocol, logout = ManholeRealm(target()).requestAvatar(b"admin", None, ITelnetProtocol)
+    assert interface is ITelnetProtocol and protocol is not None
+
+
+def test_the_realm_has_no_anonymous_avatar() -> None:
+    with pytest.raises(NotImplementedError, match="anonymous"):
+        ManholeRealm(target()).requestAvatar(ANONYMOUS, None, ITelnetProtocol)
