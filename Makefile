@@ -1,4 +1,5 @@
-# make run: start the daemon with the development config; make test: run the whole suite.
+# make run: start the daemon with the development config; make test: run the whole suite;
+# make check: lint, type-check and run the unit tests (well under a minute).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,9 +7,11 @@ BIN := $(VENV)/bin
 # plugin in site-packages/twisted/plugins exactly as it will in production.
 SOURCES := setup.py pyproject.toml README.rst $(shell find s3orchestrator twisted -name '*.py' -o -name '*.sql')
 
-.PHONY: run test bench clean
+.PHONY: run test check bench clean
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null \
+		|| { echo "make: $(PYTHON) cannot make a venv: install python3-venv (sudo apt-get install python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
@@ -30,6 +33,11 @@ test:
 	bash tests/tools/install-clients $(PYTHON)
 	$(MAKE) $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
+
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest tests/unit -q
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py

@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import quote
 
 import boto3
@@ -105,9 +105,10 @@ def next_token(body: bytes) -> str | None:
     return body.split(b"<NextContinuationToken>")[1].split(b"<")[0].decode()
 
 
-def timed(samples: list[float], call: Callable[[], object]) -> object:
+def timed(samples: list[float], call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, its duration appended to ``samples`` (milliseconds)."""
     started = time.perf_counter()
-    result = call()
+    result = call(*args, **kwargs)
     samples.append((time.perf_counter() - started) * 1000)
     return result
 
@@ -173,9 +174,9 @@ def main() -> None:
             raw_ms: list[float] = []
             for _ in range(args.samples):
                 after = key_name(rng.randrange(args.prefixes), rng.randrange(args.keys_per_prefix))
-                page = timed(boto_ms, lambda: s3.list_objects_v2(Bucket=BUCKET, StartAfter=after))
+                page = timed(boto_ms, s3.list_objects_v2, Bucket=BUCKET, StartAfter=after)
                 assert page["KeyCount"] == 1000 or not page["IsTruncated"]
-                timed(raw_ms, lambda: raw.list({"list-type": "2", "start-after": after, "encoding-type": "url"}))
+                timed(raw_ms, raw.list, {"list-type": "2", "start-after": after, "encoding-type": "url"})
             report("no delimiter, pages at random start-after keys", boto_ms, raw_ms, "1000 keys each")
             body = raw.list({"list-type": "2", "encoding-type": "url"})
             print(f"    (botocore's XML parser alone takes {parse_ms(s3, body):.1f} ms over one 1000-key page)")
@@ -185,18 +186,20 @@ def main() -> None:
             raw_token = None
             for _ in range(args.samples):
                 params = {"Bucket": BUCKET} if token is None else {"Bucket": BUCKET, "ContinuationToken": token}
-                page = timed(boto_ms, lambda: s3.list_objects_v2(**params))
+                page = timed(boto_ms, s3.list_objects_v2, **params)
                 token = page.get("NextContinuationToken")  # None at the end: start over
-                raw_params = {"list-type": "2"} if raw_token is None else {"list-type": "2", "continuation-token": raw_token}
-                body = timed(raw_ms, lambda: raw.list(raw_params))
+                raw_params = {"list-type": "2"}
+                if raw_token is not None:
+                    raw_params["continuation-token"] = raw_token
+                body = timed(raw_ms, raw.list, raw_params)
                 raw_token = next_token(body)
             report("no delimiter, consecutive pages by continuation token", boto_ms, raw_ms, "1000 keys each")
 
             boto_ms, raw_ms = [], []
             for _ in range(max(10, args.samples // 4)):
-                page = timed(boto_ms, lambda: s3.list_objects_v2(Bucket=BUCKET, Delimiter="/"))
+                page = timed(boto_ms, s3.list_objects_v2, Bucket=BUCKET, Delimiter="/")
                 assert len(page["CommonPrefixes"]) == min(1000, args.prefixes)
-                timed(raw_ms, lambda: raw.list({"list-type": "2", "delimiter": "/", "encoding-type": "url"}))
+                timed(raw_ms, raw.list, {"list-type": "2", "delimiter": "/", "encoding-type": "url"})
             report('delimiter "/" at the top', boto_ms, raw_ms,
                    f"{min(1000, args.prefixes)} common prefixes of {args.keys_per_prefix} keys each")
 
@@ -207,7 +210,7 @@ def main() -> None:
                     params = {"Bucket": BUCKET, "Delimiter": "/", "MaxKeys": 100}
                     if token is not None:
                         params["ContinuationToken"] = token
-                    page = timed(boto_ms, lambda: s3.list_objects_v2(**params))
+                    page = timed(boto_ms, s3.list_objects_v2, **params)
                     token = page.get("NextContinuationToken")
                     if token is None:
                         break
@@ -216,19 +219,22 @@ def main() -> None:
                     raw_params = {"list-type": "2", "delimiter": "/", "max-keys": "100", "encoding-type": "url"}
                     if raw_token is not None:
                         raw_params["continuation-token"] = raw_token
-                    body = timed(raw_ms, lambda: raw.list(raw_params))
+                    body = timed(raw_ms, raw.list, raw_params)
                     raw_token = next_token(body)
                     if raw_token is None:
                         break
-            report('delimiter "/" at the top, walked by continuation token', boto_ms, raw_ms, "100 common prefixes each")
+            report(
+                'delimiter "/" at the top, walked by continuation token', boto_ms, raw_ms, "100 common prefixes each"
+            )
 
             boto_ms, raw_ms = [], []
             for _ in range(args.samples):
                 prefix = f"dir{rng.randrange(args.prefixes):04d}/"
-                page = timed(boto_ms, lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix, Delimiter="/"))
+                page = timed(boto_ms, s3.list_objects_v2, Bucket=BUCKET, Prefix=prefix, Delimiter="/")
                 assert page["KeyCount"] == min(1000, args.keys_per_prefix)
-                timed(raw_ms, lambda: raw.list({"list-type": "2", "prefix": prefix, "delimiter": "/"}))
-            report('delimiter "/" inside a random prefix', boto_ms, raw_ms, f"{min(1000, args.keys_per_prefix)} keys each")
+                timed(raw_ms, raw.list, {"list-type": "2", "prefix": prefix, "delimiter": "/"})
+            per_page = min(1000, args.keys_per_prefix)
+            report('delimiter "/" inside a random prefix', boto_ms, raw_ms, f"{per_page} keys each")
         finally:
             daemon.stop()
 

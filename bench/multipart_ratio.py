@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pids = (daemon.process.pid, seaweedfs.process.pid, os.getpid())
                     before = cpu_snapshot(*pids)
                     seconds = upload(client, endpoint, key, source)
-                    used = [after - was for was, after in zip(before, cpu_snapshot(*pids))]
+                    used = [after - was for was, after in zip(before, cpu_snapshot(*pids), strict=True)]
                     etag = client.head_object(Bucket=endpoint.bucket, Key=key)["ETag"]
                     if etag != expected:
                         raise RuntimeError(f"{endpoint.side}: ETag {etag}, expected {expected}")

@@ -228,7 +228,7 @@ def bench_large(
         return cpu_seconds(daemon_pid), cpu_seconds(seaweedfs_pid), cpu_seconds(os.getpid())
 
     def record_cpu(endpoint: Endpoint, operation: str, before: tuple[float, float, float]) -> None:
-        used = tuple(after - was for was, after in zip(before, cpu_now()))
+        used = tuple(after - was for was, after in zip(before, cpu_now(), strict=True))
         results.large_cpu.setdefault((endpoint.side, operation), []).append(used)  # type: ignore[arg-type]
 
     def get_and_check(endpoint: Endpoint, key: str, timed: bool = True) -> float:
@@ -414,7 +414,7 @@ def report_lines(args: argparse.Namespace, results: Results, rss: float) -> Iter
                f"{verdict(ratio >= LARGE_TARGET):>5}")
     spreads = []
     for operation in ("PUT", "GET"):
-        pairs = [b / a for a, b in zip(results.large[("A", operation)], results.large[("B", operation)])]
+        pairs = [b / a for a, b in zip(results.large[("A", operation)], results.large[("B", operation)], strict=False)]
         spreads.append(f"{operation} {statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})")
     yield "B/A within each repeat, median (min-max): " + ", ".join(spreads)
     yield (f"downloads verified by MD5: A {results.large_checked.get('A', 0)}, "
@@ -450,7 +450,7 @@ def report_lines(args: argparse.Namespace, results: Results, rss: float) -> Iter
     spreads = []
     for phase in SMALL_PHASES:
         pairs = [b.ops_per_second / a.ops_per_second
-                 for a, b in zip(results.small[("A", phase)], results.small[("B", phase)])]
+                 for a, b in zip(results.small[("A", phase)], results.small[("B", phase)], strict=False)]
         spreads.append(f"{phase} {statistics.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})")
     yield "B/A within each repeat, median (min-max): " + ", ".join(spreads)
     yield ""

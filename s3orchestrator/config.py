@@ -127,7 +127,8 @@ class BucketConfig:
     """A virtual bucket and the credentials that may use it."""
 
     name: str
-    credentials: tuple[CredentialConfig, ...] = attrs.field(converter=tuple)
+    # (A converter of tuple[X, ...] builds a plain tuple; unlike bare ``tuple``, mypy then knows what it holds.)
+    credentials: tuple[CredentialConfig, ...] = attrs.field(converter=tuple[CredentialConfig, ...])
 
 
 @attrs.frozen
@@ -178,8 +179,8 @@ class Config:
     server: ServerConfig
     metadata: MetadataConfig
     health: HealthConfig
-    buckets: tuple[BucketConfig, ...] = attrs.field(converter=tuple)
-    stores: tuple[StoreConfig, ...] = attrs.field(converter=tuple)
+    buckets: tuple[BucketConfig, ...] = attrs.field(converter=tuple[BucketConfig, ...])
+    stores: tuple[StoreConfig, ...] = attrs.field(converter=tuple[StoreConfig, ...])
     multipart: MultipartConfig = attrs.field(factory=MultipartConfig, kw_only=True)
     ops: OpsConfig = attrs.field(factory=OpsConfig, kw_only=True)
     _credentials: Mapping[str, tuple[str, str]] = attrs.field(

@@ -9,7 +9,9 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "BadDigest": (400, "The Content-MD5 or checksum you specified did not match what we received."),
-    "BucketAlreadyOwnedByYou": (409, "Your previous request to create the named bucket succeeded and you already own it."),
+    "BucketAlreadyOwnedByYou": (
+        409, "Your previous request to create the named bucket succeeded and you already own it."
+    ),
     "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed size."),
     "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed object size."),
     "IncompleteBody": (400, "You did not provide the number of bytes specified by the Content-Length HTTP header."),
@@ -38,9 +40,15 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeTooSkewed": (403, "The difference between the request time and the server's time is too large."),
-    "RequestTimeout": (400, "Your socket connection to the server was not read from or written to within the timeout period."),
+    "RequestTimeout": (
+        400, "Your socket connection to the server was not read from or written to within the timeout period."
+    ),
     "ServiceUnavailable": (503, "Please reduce your request rate."),
-    "SignatureDoesNotMatch": (403, "The request signature we calculated does not match the signature you provided. Check your key and signing method."),
+    "SignatureDoesNotMatch": (
+        403,
+        "The request signature we calculated does not match the signature you provided."
+        " Check your key and signing method.",
+    ),
     "SlowDown": (503, "Please reduce your request rate."),
     "XAmzContentSHA256Mismatch": (400, "The provided 'x-amz-content-sha256' header does not match what was computed."),
 }

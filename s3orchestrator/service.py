@@ -9,11 +9,11 @@ import signal
 import sys
 from typing import Any, Mapping
 
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
 from s3orchestrator.auth.checksums import warn_of_slow_checksums
@@ -22,6 +22,14 @@ from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, Sto
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
+from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
+from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.manhole import manhole_listener
+from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
+from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.reload import reload_plan
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
@@ -31,20 +39,10 @@ from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
-from s3orchestrator.stores.s3 import S3Store
-from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter
-from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
-from s3orchestrator.ops.status import status_snapshot
-from s3orchestrator.reload import reload_plan
-from s3orchestrator.ops.admin import admin_endpoints
-from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
-from s3orchestrator.ops.endpoints import ops_site
-from s3orchestrator.ops.health import health_endpoint, ready_endpoint
-from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.stores.interface import IObjectStore
+from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
-
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0
@@ -247,7 +245,7 @@ class OrchestratorService(MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         if self._s3_port is not None:
-            await self._s3_port.stopListening()
+            await maybeDeferred(self._s3_port.stopListening)
             self._s3_port = None
             aborted = await self.site.drain(self.config.server.shutdown_timeout)
             if aborted:
@@ -257,7 +255,7 @@ class OrchestratorService(MultiService):
                 )
             await self.s3_handler.wait_idle(CLEANUP_TIMEOUT)
         for port in self._ops_ports.values():
-            await port.stopListening()
+            await maybeDeferred(port.stopListening)
         self._ops_ports.clear()
         await maybeDeferred(super().stopService)
         for store in self.stores.values():

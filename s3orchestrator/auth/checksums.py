@@ -37,7 +37,7 @@ CHECKSUM_HEADERS: Mapping[str, str] = {f"x-amz-checksum-{alg}": alg for alg in A
 class Checksum(Protocol):
     """An incremental checksum."""
 
-    def update(self, data: bytes) -> None: ...
+    def update(self, data: bytes | memoryview) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -52,7 +52,7 @@ class _Crc:
         self._width = width_bytes
         self._crc = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._crc = self._function(data, self._crc)
 
     def digest(self) -> bytes:
@@ -66,7 +66,7 @@ class _Hashlib:
     def __init__(self, name: str) -> None:
         self._hash = hashlib.new(name)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
 
     def digest(self) -> bytes:

@@ -18,7 +18,7 @@ import attrs
 
 __all__ = ["CrcFunction", "CrcImplementation", "INSTALL_HINTS", "PURE_PYTHON", "find_crc", "installed_crcs"]
 
-CrcFunction = Callable[[bytes, int], int]
+CrcFunction = Callable[[bytes | memoryview, int], int]
 ImportModule = Callable[[str], ModuleType]
 
 _MASK64 = (1 << 64) - 1
@@ -86,7 +86,7 @@ def _table_crc(reflected_poly: int, width_bits: int) -> CrcFunction:
     table = _reflected_table(reflected_poly)
     mask = (1 << width_bits) - 1
 
-    def crc(data: bytes, previous: int = 0) -> int:
+    def crc(data: bytes | memoryview, previous: int = 0) -> int:
         value = previous ^ mask
         for byte in data:
             value = table[(value ^ byte) & 0xFF] ^ (value >> 8)

@@ -13,7 +13,7 @@ failing again on a store already down, and the summary of each run, at debug.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 from twisted.application.internet import TimerService
@@ -36,7 +36,7 @@ __all__ = [
 MAX_PROBE_TIMEOUT = 30.0
 
 StoreMap = Mapping[str, IObjectStore]
-StoreSource = Union[StoreMap, Callable[[], StoreMap]]
+StoreSource = StoreMap | Callable[[], StoreMap]
 
 
 @attrs.frozen
@@ -182,6 +182,7 @@ class HealthCheckJob(TimerService):
     """
 
     _log = Logger()
+    clock: IReactorTime  # TimerService's, optional there; always given here
 
     def __init__(
         self,
@@ -227,7 +228,7 @@ class HealthCheckJob(TimerService):
             run.abandoned = True
             for probe in list(run.probes):
                 probe.cancel()
-        return TimerService.stopService(self)  # type: ignore[no-any-return]
+        return TimerService.stopService(self)
 
     def _tick(self) -> Deferred[None]:
         # LoopingCall stops for good on the first failure its body raises or returns,
@@ -295,7 +296,7 @@ class HealthCheckJob(TimerService):
                 self._log.failure(
                     "Health probe of store {store} failed unexpectedly", failure, store=name
                 )
-                reason = f"health probe failed: {failure.type.__name__}"
+                reason = f"health probe failed: {type(failure.value).__name__}"
             # News while the store is up; a store already down failing again is not.
             self._log.emit(
                 LogLevel.warn if self.health.is_healthy(name) else LogLevel.debug,

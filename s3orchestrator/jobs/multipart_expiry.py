@@ -39,6 +39,7 @@ class MultipartExpiryJob(TimerService):
     """
 
     _log = Logger()
+    clock: IReactorTime  # TimerService's, optional there; always given here
 
     def __init__(
         self,

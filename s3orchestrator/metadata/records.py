@@ -34,7 +34,7 @@ class ObjectRecord:
     last_modified_ms: int
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     user_metadata: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
-    part_sizes: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    part_sizes: tuple[int, ...] = attrs.field(default=(), converter=tuple[int, ...])
 
 
 @attrs.frozen

@@ -56,7 +56,9 @@ def load_migrations(package: str = "s3orchestrator.metadata", directory: str = "
     found.sort(key=lambda migration: migration.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise SchemaError(f"migration files must be numbered 001, 002, ... without gaps; found {migration.version:03d}")
+            raise SchemaError(
+                f"migration files must be numbered 001, 002, ... without gaps; found {migration.version:03d}"
+            )
     return found
 
 

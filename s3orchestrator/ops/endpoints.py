@@ -10,7 +10,7 @@ and hands every other request to the S3 handler.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Mapping
+from typing import Any, Callable, Coroutine, Mapping
 
 import attrs
 from twisted.internet.defer import ensureDeferred
@@ -32,7 +32,7 @@ class OpsResponse:
 
 
 #: An endpoint: the request's headers (lower-case names, first values) -> its answer.
-OpsEndpoint = Callable[[Mapping[str, str]], Awaitable[OpsResponse]]
+OpsEndpoint = Callable[[Mapping[str, str]], Coroutine[Any, Any, OpsResponse]]
 
 _log = Logger()
 

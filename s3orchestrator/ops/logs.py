@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Mapping, Protocol
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
     ILogObserver,
     LegacyLogObserverWrapper,
@@ -136,7 +137,9 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogO
     if twistd_options.get("syslog"):
         from twisted.python.syslog import SyslogObserver
 
-        return LegacyLogObserverWrapper(SyslogObserver(twistd_options.get("prefix") or "twisted").emit)
+        # Twisted annotates the legacy observer (any callable taking an event dict) as an ILogObserver.
+        syslog = SyslogObserver(twistd_options.get("prefix") or "twisted")
+        return LegacyLogObserverWrapper(syslog.emit)  # type: ignore[arg-type]
     name = twistd_options.get("logfile") or ""
     daemon = not twistd_options.get("nodaemon")
     if name == "-" and daemon:
@@ -149,7 +152,7 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogO
         def rotate(signum: int, frame: Any) -> None:
             from twisted.internet import reactor
 
-            reactor.callFromThread(log_file.rotate)
+            IReactorFromThreads(reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
     return line_observer(log_file, log_format)

@@ -72,14 +72,25 @@ _log = Logger()
 
 
 class ManholeTarget(Protocol):
-    """What the manhole shows of the daemon (``OrchestratorService`` provides it)."""
+    """What the manhole shows of the daemon (``OrchestratorService`` provides it; read only)."""
 
-    config: Any
-    metadata: IMetadataStore
-    stores: Mapping[str, Any]
-    health: StoreHealth
-    jobs: Mapping[str, Any]
-    reactor: Any
+    @property
+    def config(self) -> Any: ...
+
+    @property
+    def metadata(self) -> IMetadataStore: ...
+
+    @property
+    def stores(self) -> Mapping[str, Any]: ...
+
+    @property
+    def health(self) -> StoreHealth: ...
+
+    @property
+    def jobs(self) -> Mapping[str, Any]: ...
+
+    @property
+    def reactor(self) -> Any: ...
 
 
 # -- login -------------------------------------------------------------------------------
@@ -131,14 +142,14 @@ class PasswordFileChecker:
         self.path = path
         self._run_in_thread = run_in_thread
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         username: bytes = credentials.username
         peer = getattr(credentials, "peer", "an unknown peer")
         # Bounded: a client chooses what it sends as a user name.
         user = printable(username[:MAX_LOGGED_USER].decode("utf-8", "replace"))
         checked = self._run_in_thread(self._check, username, credentials.password)
 
-        def outcome(reason: str | None) -> bytes:
+        def outcome(reason: str | None) -> bytes | tuple[()]:
             if reason is None:
                 _log.info("Manhole login: user {user} from {peer}", user=user, peer=peer)
                 return username
@@ -179,6 +190,7 @@ class LoginProtocol(telnet.AuthenticatingTelnetProtocol):
     failed attempts, and no hang with clients that do not negotiate echo."""
 
     failures = 0
+    transport: telnet.ITelnetTransport
 
     def telnet_User(self, line: bytes) -> str:
         self.username = line.strip()
@@ -221,6 +233,9 @@ class LoginProtocol(telnet.AuthenticatingTelnetProtocol):
 class TerminalBootstrap(telnet.TelnetBootstrapProtocol):
     """``TelnetBootstrapProtocol`` without a logged traceback for every telnet option
     a client declines (plain line-mode clients decline most of them)."""
+
+    # Its negotiationMap is TelnetTransport's own; Twisted does not declare that class an ITransport.
+    transport: telnet.TelnetTransport  # type: ignore[assignment]
 
     def connectionMade(self) -> None:
         self.transport.negotiationMap[telnet.NAWS] = self.telnet_NAWS
@@ -373,9 +388,13 @@ class ManholeRealm:
     def __init__(self, target: ManholeTarget) -> None:
         self._target = target
 
-    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> tuple[Any, Any, Callable[[], None]]:
         if telnet.ITelnetProtocol not in interfaces:
             raise NotImplementedError("the manhole only speaks telnet")
+        if not isinstance(avatarId, bytes):
+            raise NotImplementedError("the manhole has no anonymous logins")
         user = printable(avatarId.decode("utf-8", "replace"))
         protocol = TerminalBootstrap(insults.ServerProtocol, OperatorManhole, self._target, user)
         return telnet.ITelnetProtocol, protocol, lambda: None
@@ -385,7 +404,7 @@ def manhole_factory(target: ManholeTarget, password_file: str, run_in_thread: Th
     """The telnet server factory: login against ``password_file``, then a manhole."""
     portal = Portal(ManholeRealm(target), [PasswordFileChecker(password_file, run_in_thread)])
     factory = ServerFactory()
-    factory.protocol = lambda: telnet.TelnetTransport(LoginProtocol, portal)  # type: ignore[assignment]
+    factory.protocol = lambda: telnet.TelnetTransport(LoginProtocol, portal)
     return factory
 
 

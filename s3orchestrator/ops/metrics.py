@@ -197,9 +197,9 @@ class Metrics:
             labels=["job"],
         )
         jobs = self._jobs() if self._jobs is not None else {}
-        for name, job in jobs.items():
-            runs.add_metric([name], getattr(job, "runs", 0))
-            failures.add_metric([name], job_failures(job))
+        for job_name, job in jobs.items():
+            runs.add_metric([job_name], getattr(job, "runs", 0))
+            failures.add_metric([job_name], job_failures(job))
         yield from (runs, failures)
 
 

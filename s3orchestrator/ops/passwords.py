@@ -95,8 +95,8 @@ def load_password_file(path: str) -> dict[str, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise PasswordFileError(f"{path}: line {line}: not UTF-8 text") from None
+        bad_line = raw[: e.start].count(b"\n") + 1
+        raise PasswordFileError(f"{path}: line {bad_line}: not UTF-8 text") from None
     users: dict[str, str] = {}
     lines_of: dict[str, int] = {}
     # split("\n"), not splitlines(): line numbers must match what an editor shows.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
 from s3orchestrator.errors import S3Error
@@ -49,12 +49,13 @@ class BatchDelete:
         keys, quiet = parse_delete_request(await read_small_body(call.body))
         semaphore = DeferredSemaphore(CONCURRENCY)
         bucket = call.bucket
-        outcomes = await gatherResults(
-            [semaphore.run(lambda key=key: ensureDeferred(self._delete_one(bucket, key))) for key in keys],
-            consumeErrors=True,
-        )
+
+        def delete(key: str) -> Deferred[S3Error | None]:
+            return ensureDeferred(self._delete_one(bucket, key))
+
+        outcomes = await gatherResults([semaphore.run(delete, key) for key in keys], consumeErrors=True)
         document = xml_output.root("DeleteResult")
-        for key, error in zip(keys, outcomes):
+        for key, error in zip(keys, outcomes, strict=True):
             if error is None:
                 if not quiet:
                     xml_output.add(xml_output.add(document, "Deleted"), "Key", key)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.web.iweb import IBodyProducer
 
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.auth.sigv4 import AuthResult
@@ -20,8 +21,8 @@ def first_header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-class RequestBody(Protocol):
-    """A request body as an IBodyProducer whose last bytes wait for verification.
+class RequestBody(IBodyProducer):
+    """A request body: an IBodyProducer whose last bytes wait for verification (an interface).
 
     ``verified`` fires once the client sent the whole body and it checked out;
     the store has then received all of it but a held-back tail, which
@@ -31,8 +32,8 @@ class RequestBody(Protocol):
     length: int
     verified: Deferred[VerifiedPayload]
 
-    def release_tail(self) -> None:
-        ...
+    def release_tail() -> None:
+        """Let the held-back tail through to the store (once the body is verified)."""
 
 
 @attrs.frozen
@@ -60,7 +61,8 @@ class S3Call:
         return first_header(self.headers, name)
 
 
-ResponseBody = Union[bytes, IObjectReader, None]
+# Union: zope.interface before 6 (Debian 12's) has no ``|`` for interfaces.
+ResponseBody = Union[bytes, IObjectReader, None]  # noqa: UP007
 
 
 @attrs.frozen

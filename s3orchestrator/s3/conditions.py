@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import timezone
+from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Mapping
 
@@ -90,7 +90,7 @@ def _date(headers: Mapping[str, str], name: str) -> int | None:
         return None
     if parsed.tzinfo is None:
         # "-0000" parses naive; HTTP dates are always GMT.
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         return math.floor(parsed.timestamp())
     except (OverflowError, ValueError, OSError):

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
@@ -123,7 +123,7 @@ class _Relay:
         self._consumer.write(data)
         self._body.written()
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._body.registered(producer, streaming)
 
     def unregisterProducer(self) -> None:

@@ -81,7 +81,9 @@ class _Writer:
             "<StorageClass>STANDARD</StorageClass></Contents>"
             for record in contents
         )
-        self.parts.extend(f"<CommonPrefixes><Prefix>{key(prefix)}</Prefix></CommonPrefixes>" for prefix in common_prefixes)
+        self.parts.extend(
+            f"<CommonPrefixes><Prefix>{key(prefix)}</Prefix></CommonPrefixes>" for prefix in common_prefixes
+        )
 
     def common_head(self, query: ListQuery) -> None:
         self.parts.append(f"<MaxKeys>{query.max_keys}</MaxKeys>")

@@ -108,7 +108,7 @@ class _HashingBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        return self._body.startProducing(self)  # type: ignore[arg-type]
+        return self._body.startProducing(self)
 
     def write(self, data: bytes) -> None:
         self.md5.update(data)

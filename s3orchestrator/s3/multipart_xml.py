@@ -11,9 +11,9 @@ from s3orchestrator.metadata.records import PartRecord, UploadRecord
 from s3orchestrator.s3 import list_xml, xml_output
 from s3orchestrator.s3.headers import quoted_etag
 from s3orchestrator.s3.list_xml import Owner
-from s3orchestrator.s3.xml_output import text
 from s3orchestrator.s3.upload_listing import UploadPage
 from s3orchestrator.s3.xml_input import child_text, children, local_name, parse_xml
+from s3orchestrator.s3.xml_output import text
 
 #: Checksum algorithms by their upper-case name, with the element naming their value.
 CHECKSUM_ELEMENTS: Mapping[str, str] = {
@@ -63,7 +63,7 @@ def parse_complete_request(data: bytes) -> list[RequestedPart]:
 def _document(root: str, elements: str) -> bytes:
     """A result document as text: keys need escapes ElementTree does not make (see list_xml)."""
     declaration = xml_output.XML_DECLARATION.decode()
-    return f'{declaration}<{root} xmlns="{xml_output.S3_NAMESPACE}">{elements}</{root}>'.encode("utf-8")
+    return f'{declaration}<{root} xmlns="{xml_output.S3_NAMESPACE}">{elements}</{root}>'.encode()
 
 
 def initiate_result(upload: UploadRecord) -> bytes:

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -18,7 +19,6 @@ from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsag
 from s3orchestrator.routing import choose_store
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import xml_output
-from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.s3.call import RequestBody, S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
 from s3orchestrator.s3.locks import KeyLocks
@@ -58,7 +58,7 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
             outcome.errback(failure)
         return failure
 
-    def settle(result: object) -> None:
+    def settle(result: T | Failure) -> None:
         if not outcome.called:
             if isinstance(result, Failure):
                 outcome.errback(result)
@@ -365,7 +365,7 @@ class ObjectOperations:
                 "Object {bucket}/{key} is missing from store {store} at {location}",
                 bucket=record.bucket, key=record.key, store=record.store, location=record.location,
             )
-            raise S3Error("InternalError")
+            raise S3Error("InternalError") from None
         reader = _HealthReportingReader(reader, record.store, self._health)
         if reader.length != expected:
             reader.cancel()

@@ -61,7 +61,7 @@ import uuid
 from typing import Any, Callable, Self, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer, IPullProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -215,7 +215,8 @@ def _copy_fd(source: int, target: int, length: int) -> int:
             try:
                 moved = copy_file_range(source, target, count)
             except OSError as error:
-                if copied or error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                unsupported = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
+                if copied or error.errno not in unsupported:
                     raise
                 copy_file_range = None
                 continue
@@ -358,7 +359,7 @@ class _FileConsumer:
     def write(self, data: bytes) -> None:
         self._write._received(data)
 
-    def registerProducer(self, producer: IPushProducer | IPullProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._write._register(producer, streaming)
 
     def unregisterProducer(self) -> None:
@@ -466,9 +467,10 @@ class DirectoryWrite:
         if self._pull_producer is not None:
             self._reactor.callLater(0, self._pull)
 
-    def _register(self, producer: IPushProducer | IPullProducer | None, streaming: bool) -> None:
+    def _register(self, producer: IProducer | None, streaming: bool) -> None:
         # A file never needs to pause a streaming producer; a pull producer is asked
         # for more after each write.
+        # (Not streaming means a pull producer, by IConsumer's contract; zope cannot say so.)
         self._pull_producer = None if streaming else producer  # type: ignore[assignment]
         if self._pull_producer is not None:
             self._reactor.callLater(0, self._pull)

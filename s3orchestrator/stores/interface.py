@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -96,10 +96,10 @@ class IObjectStore(Interface):
 
     name = Attribute("The store's configured name (str).")
 
-    def start() -> Deferred[object]:
+    def start() -> Deferred[Any]:
         """Prepare the store for use (create its root, clear leftovers of a previous run)."""
 
-    def stop() -> Deferred[object]:
+    def stop() -> Deferred[Any]:
         """Release what the store holds open (connections) at shutdown."""
 
     def start_write(location: str, body: IBodyProducer, length: int) -> IObjectWrite:

@@ -114,10 +114,12 @@ class S3Store:
         self.config = config
         self.chunk_size = chunk_size
         self.reactor = reactor
-        if pool is None and agent is None:
-            pool = make_pool(reactor, connections_per_host)
+        if agent is None:
+            if pool is None:
+                pool = make_pool(reactor, connections_per_host)
+            agent = make_agent(config, reactor, pool)
         self._pool = pool
-        self.agent: IAgent = agent if agent is not None else make_agent(config, reactor, pool)
+        self.agent: IAgent = agent
 
     def signed_headers(
         self, method: str, target: Target, headers: dict[str, str], payload_hash: str
@@ -169,7 +171,7 @@ class S3Store:
         if byte_range is not None and not 0 <= byte_range[0] <= byte_range[1]:
             raise ValueError(f"bad byte range {byte_range!r}")
         exchange = Exchange(self, "GET", location)
-        headers = {} if byte_range is None else {"range": "bytes=%d-%d" % byte_range}
+        headers = {} if byte_range is None else {"range": f"bytes={byte_range[0]}-{byte_range[1]}"}
         response = await exchange.request("GET", request_target(self.config, location), headers)
         if response.code not in (200, 206):
             raise await exchange.error(response)

@@ -140,7 +140,7 @@ def store_failure(store: str, operation: str, failure: Failure) -> Failure:
     """Map a failure of one upstream call to a store exception (or pass ours through)."""
     if failure.check(StoreUnavailable, StoreMisconfigured, ObjectMissing, CancelledError):
         return failure
-    if failure.check(RequestGenerationFailed):
+    if isinstance(failure.value, RequestGenerationFailed):
         reasons = failure.value.reasons
         if reasons and isinstance(reasons[0], Failure):
             return store_failure(store, operation, reasons[0])

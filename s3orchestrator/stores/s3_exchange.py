@@ -13,7 +13,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from s3orchestrator.auth.sigv4 import EMPTY_SHA256
 from s3orchestrator.stores.interface import ObjectMissing, StoreMisconfigured, StoreUnavailable
 from s3orchestrator.stores.s3_errors import MAX_ERROR_BODY, error_for_status, parse_error_code, store_failure
-from s3orchestrator.stores.s3_http import CappedBody, SilenceWatchdog, Target
+from s3orchestrator.stores.s3_http import CappedBody, SilenceWatchdog, Target, body_transport
 
 if TYPE_CHECKING:
     from s3orchestrator.stores.s3 import S3Store
@@ -122,7 +122,9 @@ class Exchange:
             response: IResponse = await self._pending
         except Exception:
             self.watchdog.disarm()
-            raise self.mapped(Failure()).value from None
+            error = self.mapped(Failure()).value
+            assert error is not None  # Failure() in an except block holds the exception
+            raise error from None
         finally:
             self._pending = None
         self.watchdog.progress()
@@ -155,5 +157,6 @@ def discard_body(response: IResponse) -> None:
     """Drop an unread response body along with its connection."""
     protocol = Protocol()
     response.deliverBody(protocol)
-    if protocol.transport is not None:
-        protocol.transport.stopProducing()
+    transport = body_transport(protocol)
+    if transport is not None:
+        transport.stopProducing()

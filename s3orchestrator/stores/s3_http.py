@@ -8,14 +8,20 @@ without a reactor.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -29,7 +35,7 @@ from s3orchestrator.config import S3StoreConfig
 DEFAULT_CONNECTIONS_PER_HOST = 16
 # Below the keep-alive timeouts of common servers (nginx 75 s, Go 120 s, AWS ~20 s),
 # so a pooled connection is rarely closed by the server just as a PUT reuses it.
-CACHED_CONNECTION_TIMEOUT = 15.0
+CACHED_CONNECTION_TIMEOUT = 15
 # Bytes read from an upstream socket at once (Twisted reads 64 KiB). A download
 # relayed in 64 KiB chunks spends most of its CPU time on per-chunk overhead; below
 # the client connection's send buffer (web/site.py), so one read never pauses it.
@@ -81,7 +87,7 @@ class _BulkEndpoint:
 
 
 def _tune_socket(protocol: IProtocol) -> IProtocol:
-    transport = getattr(protocol, "transport", None)
+    transport: Any = getattr(protocol, "transport", None)
     # Under TLS the protocol's transport is the TLS layer: tune the socket below it.
     transport = getattr(transport, "transport", transport)
     if hasattr(transport, "bufferSize"):
@@ -216,6 +222,14 @@ class SilenceWatchdog:
 # -- response bodies ---------------------------------------------------------------------------
 
 
+def body_transport(protocol: Protocol) -> IPushProducer | None:
+    """What ``IResponse.deliverBody`` connected ``protocol`` to (None before that).
+
+    Twisted types ``Protocol.transport`` as an ITransport; deliverBody's contract is an IPushProducer.
+    """
+    return cast("IPushProducer | None", protocol.transport)
+
+
 class CappedBody(Protocol):
     """Collects at most ``cap`` bytes of a (small) response body, then stops reading it.
 
@@ -241,8 +255,9 @@ class CappedBody(Protocol):
 
     def stop(self) -> None:
         """Stop reading (and drop the connection); ``done`` fires with what came so far."""
-        if self.transport is not None:
-            self.transport.stopProducing()
+        transport = body_transport(self)
+        if transport is not None:
+            transport.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if not self.done.called:

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from s3orchestrator.stores.interface import IObjectReader, StoreUnavailable
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
+from s3orchestrator.stores.s3_http import body_transport
 
 _log = Logger()
 
@@ -24,7 +25,7 @@ class _RelayProtocol(Protocol):
         self._reader = reader
 
     def connectionMade(self) -> None:
-        self._reader._connected(self.transport)
+        self._reader._connected(body_transport(self))
 
     def dataReceived(self, data: bytes) -> None:
         self._reader._received(data)
@@ -103,7 +104,7 @@ class S3Reader:
 
     # -- from the response body --
 
-    def _connected(self, transport: IPushProducer) -> None:
+    def _connected(self, transport: IPushProducer | None) -> None:
         self._transport = transport
 
     def _received(self, data: bytes) -> None:

@@ -20,18 +20,18 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import PayloadVerifier, VerifiedPayload
 from s3orchestrator.errors import S3Error
+from s3orchestrator.s3.call import RequestBody
 
 
 class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 
-@implementer(IBodyProducer)
+@implementer(RequestBody)
 class UploadBody:
     """The decoded, verified body of one request, produced into a store.
 

@@ -14,4 +14,4 @@ def error_document(error: S3Error, resource: str, request_id: str) -> bytes:
     fields.extend(error.extra.items())
     fields.extend([("Resource", resource), ("RequestId", request_id)])
     body = "".join(f"<{name}>{text(value)}</{name}>" for name, value in fields)
-    return f"{XML_DECLARATION}<Error>{body}</Error>".encode("utf-8")
+    return f"{XML_DECLARATION}<Error>{body}</Error>".encode()

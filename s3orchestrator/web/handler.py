@@ -187,7 +187,7 @@ class S3Handler:
     async def _send(self, exchange: _Exchange, response: S3Response) -> None:
         request = exchange.request
         if exchange.client_gone:
-            if hasattr(response.body, "cancel"):
+            if response.body is not None and not isinstance(response.body, bytes):
                 response.body.cancel()
             return
         self._start_response(exchange, response.status)
@@ -263,7 +263,8 @@ class S3Handler:
     def _log_request(self, exchange: _Exchange) -> None:
         request = exchange.request
         self._log.info(
-            "{request_id} {access_key_id} {operation} {bucket}/{key} {status} {bytes_out}B {duration_ms}ms store={store}",
+            "{request_id} {access_key_id} {operation} {bucket}/{key} {status} {bytes_out}B {duration_ms}ms"
+            " store={store}",
             request_id=request.request_id,
             access_key_id=exchange.access_key_id or "-",
             operation=exchange.operation,

@@ -26,7 +26,7 @@ def split_path(raw_path: bytes) -> tuple[str | None, str | None]:
     try:
         return bucket, key_bytes.decode("utf-8")
     except UnicodeDecodeError:
-        raise S3Error("InvalidURI", "Object keys must be valid UTF-8.")
+        raise S3Error("InvalidURI", "Object keys must be valid UTF-8.") from None
 
 
 def parse_query(raw_query: bytes) -> dict[str, str]:

@@ -19,10 +19,16 @@ from __future__ import annotations
 import io
 import secrets
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocolNegotiationFactory,
+    IPushProducer,
+    ITCPTransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -41,6 +47,12 @@ SEND_BUFFER_BYTES = 2 * 1024 * 1024
 SOCKET_WRITE_BYTES = 1024 * 1024
 
 
+class IClientTransport(ITCPTransport, IPushProducer):
+    """A client connection's transport as the channel sees it once connected: TCP (or TLS
+    over TCP, which passes these through) and a push producer. Twisted types
+    ``Protocol.transport`` as ``ITransport | None``; this names what the code relies on."""
+
+
 def new_request_id() -> str:
     """A request id in the shape S3 uses (16 upper-case hex characters)."""
     return secrets.token_hex(8).upper()
@@ -50,8 +62,10 @@ class S3Request(http.Request):
     """One S3 request: parsed at header time, body streamed to ``body`` if it has one."""
 
     defaultContentType = None
+    channel: S3Channel
+    transport: IClientTransport
 
-    def __init__(self, channel: "S3Channel", queued: object = http._QUEUED_SENTINEL) -> None:
+    def __init__(self, channel: S3Channel, queued: object = http._QUEUED_SENTINEL) -> None:
         super().__init__(channel, queued)
         self.request_id = new_request_id()
         self.started = time.monotonic()
@@ -95,7 +109,7 @@ class S3Request(http.Request):
         self.dispatched = True
         self.channel.site.handler.handle(self)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         if self.body is not None and not self.body_complete:
             self.body.connectionLost(reason)
         super().connectionLost(reason)
@@ -106,6 +120,8 @@ class S3Channel(http.HTTPChannel):
 
     _log = Logger()
     _lingering: IDelayedCall | None = None
+    transport: IClientTransport
+    site: S3Site  # set by S3Site.buildProtocol
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
@@ -118,7 +134,9 @@ class S3Channel(http.HTTPChannel):
         self.transport.pauseProducing()
         request.dispatch(self._command, self._path, self._version)
 
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers) -> None:
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers | list[tuple[bytes, bytes]]
+    ) -> None:
         # Twisted writes header names in Title-Case; S3 clients take x-amz-meta-*
         # names verbatim as metadata keys, which S3 always sends lower-case.
         if isinstance(headers, Headers):
@@ -142,7 +160,7 @@ class S3Channel(http.HTTPChannel):
         # most read from the client at once) and larger writes let a relay run at the
         # speed of the slower socket with a fraction of the per-chunk work.
         # Under TLS (an ssl: listener) the transport is the TLS layer: tune the socket below it.
-        socket = getattr(self.transport, "transport", self.transport)
+        socket: Any = getattr(self.transport, "transport", self.transport)
         if hasattr(socket, "bufferSize"):
             socket.bufferSize = SEND_BUFFER_BYTES
             socket.SEND_LIMIT = SOCKET_WRITE_BYTES
@@ -160,7 +178,7 @@ class S3Channel(http.HTTPChannel):
         self.resetTimeout()
         super().write(data)
 
-    def writeSequence(self, data) -> None:
+    def writeSequence(self, data: Sequence[bytes]) -> None:
         self.resetTimeout()
         super().writeSequence(data)
 
@@ -194,7 +212,7 @@ class S3Channel(http.HTTPChannel):
     def _discard(self, data: bytes) -> None:
         pass
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         super().connectionLost(reason)
@@ -216,9 +234,10 @@ class S3Channel(http.HTTPChannel):
 class S3Site(http.HTTPFactory):
     """The listening factory: builds S3Channels whose requests go to ``handler``."""
 
-    protocol = S3Channel
+    # Twisted types this as its HTTP/2-capable wrapper's factory; S3Site serves HTTP/1.1 channels directly.
+    protocol = S3Channel  # type: ignore[assignment]
 
-    def __init__(self, handler: "RequestHandler", timeout: float, reactor=None) -> None:
+    def __init__(self, handler: RequestHandler, timeout: float, reactor=None) -> None:
         super().__init__(timeout=timeout, reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor
@@ -264,11 +283,11 @@ class S3Site(http.HTTPFactory):
 
         # On timeout the wait is cancelled: keep the CancelledError (not a TimeoutError).
         closed.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: result)
-        closed.addCallbacks(lambda _: 0, timed_out)
-        return closed
+        return closed.addCallbacks(lambda _: 0, timed_out)
 
-    def buildProtocol(self, addr) -> S3Channel:
+    def buildProtocol(self, addr: IAddress | None) -> S3Channel:  # type: ignore[override]  # (see ``protocol``)
         channel = super().buildProtocol(addr)
+        assert isinstance(channel, S3Channel)
         channel.requestFactory = S3Request
         channel.site = self
         return channel

@@ -59,7 +59,9 @@ def test_s3api_ranged_get(aws, tmp_path):
     source.write_bytes(bytes(range(256)))
     aws("s3api", "put-object", "--bucket", BUCKET, "--key", "r", "--body", str(source))
     target = tmp_path / "part"
-    got = json.loads(aws("s3api", "get-object", "--bucket", BUCKET, "--key", "r", "--range", "bytes=10-19", str(target)))
+    got = json.loads(
+        aws("s3api", "get-object", "--bucket", BUCKET, "--key", "r", "--range", "bytes=10-19", str(target))
+    )
     assert got["ContentRange"] == "bytes 10-19/256"
     assert target.read_bytes() == bytes(range(10, 20))
 

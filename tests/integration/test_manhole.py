@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from s3orchestrator.ops.passwords import hash_password
 from tests.integration.conftest import DaemonFactory, make_client
 from tests.integration.daemon import BUCKET, REPO, StoreSpec, free_port, write_config
-from s3orchestrator.ops.passwords import hash_password
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ class TelnetClient:
                 raise AssertionError(f"timed out; the server printed:\n{self.text}")
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 raise ConnectionError(f"the server closed the connection; it printed:\n{self.text}")
@@ -80,7 +80,7 @@ class TelnetClient:
         while time.monotonic() < deadline:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionResetError:
                 return self.text

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from tests.integration.conftest import make_client, metadata_rows, store_files
 from tests.integration.daemon import BUCKET, OTHER_ACCESS_KEY, OTHER_BUCKET, OTHER_SECRET_KEY, Daemon, StoreSpec
 from tests.integration.rawhttp import open_upload, signed_headers
-from tests.integration.test_payload_modes import BOTOCORE_SENDS_TRAILERS, tls_files  # noqa: F401 (fixture)
+from tests.integration.test_payload_modes import BOTOCORE_SENDS_TRAILERS
 from tests.integration.test_upstream_s3orchestrator import upstream_spec
 from tests.integration.test_upstream_stores import spec
 
@@ -288,7 +288,7 @@ def test_list_multipart_uploads_paginates_filters_and_groups(s3):
         request = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
     assert listed == uploads
     assert pages == 3
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for upload in s3.list_multipart_uploads(Bucket=BUCKET)["Uploads"]:
         assert abs((now - upload["Initiated"]).total_seconds()) < 60
 

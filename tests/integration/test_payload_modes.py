@@ -8,14 +8,9 @@ import hashlib
 import os
 import socket
 import zlib
-from pathlib import Path
 
 import botocore
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from s3orchestrator.auth.chunked import AwsChunkedSigner, ChunkSignatureChain
 from s3orchestrator.auth.sigv4 import credential_scope, format_amz_date, sign_request, signing_key
@@ -26,24 +21,6 @@ MiB = 1024 * 1024
 # botocore 1.36 (January 2025) made CRC32 trailers the default for uploads over HTTPS;
 # Debian 12's botocore predates that and sends UNSIGNED-PAYLOAD instead.
 BOTOCORE_SENDS_TRAILERS = tuple(int(part) for part in botocore.__version__.split(".")[:2]) >= (1, 36)
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (key, cert) as PEM files."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
 
 
 def test_boto3_upload_over_https(start_daemon, tls_files):
@@ -84,7 +61,7 @@ def test_boto3_upload_over_https_with_a_native_crc_trailer(start_daemon, tls_fil
 def signed_chunked_request(daemon: Daemon, key: str, chunks: list[bytes], trailers: dict[str, str] | None = None,
                            tamper: bool = False) -> bytes:
     """A raw STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] PUT, framed and signed chunk by chunk."""
-    amz_date = format_amz_date(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    amz_date = format_amz_date(datetime.datetime.now(datetime.UTC).timestamp())
     mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailers else "")
     decoded_length = sum(len(chunk) for chunk in chunks)
     chain_headers = {"x-amz-content-sha256": mode}

@@ -102,7 +102,10 @@ async def test_re_uploading_a_part_replaces_it(store: S3Store) -> None:
     old, new, tail = payload(5 * MIB), payload(5 * MIB), payload(KIB)
     upload_id = await store.create_upload("app/k")
     await upload_part(store, "app/k", upload_id, 1, old)
-    parts = [await upload_part(store, "app/k", upload_id, 1, new), await upload_part(store, "app/k", upload_id, 2, tail)]
+    parts = [
+        await upload_part(store, "app/k", upload_id, 1, new),
+        await upload_part(store, "app/k", upload_id, 2, tail),
+    ]
     await complete(store, "app/k", upload_id, parts)
     assert await get(store, "app/k") == new + tail
 

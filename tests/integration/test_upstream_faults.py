@@ -70,7 +70,7 @@ class EarlyRefusingUpstream:
 
     def __init__(self) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = "http://127.0.0.1:%d" % self._server.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
         self.closed: list[threading.Event] = []
         threading.Thread(target=self._accept, daemon=True).start()
 

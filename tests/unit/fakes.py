@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.auth.sigv4 import AuthResult, Credential, PayloadMode
+from s3orchestrator.s3.call import RequestBody
 
 try:
     from twisted.internet.testing import StringTransport
@@ -125,7 +126,7 @@ class CollectingConsumer:
         return b"".join(self.writes)
 
 
-@implementer(IBodyProducer)
+@implementer(RequestBody)
 class FakeRequestBody:
     """A request body honouring the RequestBody contract, driven by the test.
 

@@ -96,7 +96,7 @@ async def test_parts_are_joined_in_order_into_the_object(store: DirectoryStore, 
     upload_id = await started(store)
     datas = [os.urandom(300 * KIB + 1), os.urandom(5), os.urandom(200 * KIB)]
     parts = []
-    for number, data in zip((2, 5, 9), datas):
+    for number, data in zip((2, 5, 9), datas, strict=True):
         write = store.start_part_write(LOCATION, upload_id, number, FakeBody(chunked(data)), len(data))
         assert verifyObject(IPartWrite, write)
         assert write.staged is True

@@ -11,7 +11,6 @@ from s3orchestrator.auth.sigv4 import Credential, format_amz_date, sign_request
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
-
 from tests.unit.fakes import RecordingStringTransport
 
 NOW = 1_767_225_600.0

@@ -212,7 +212,9 @@ def test_common_prefix_ending_in_the_last_code_point_ends_the_listing() -> None:
 # -- parameters ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [(None, 1000), ("0", 0), ("7", 7), ("1000", 1000), ("1001", 1000), ("2147483647", 1000)])
+@pytest.mark.parametrize(
+    "value, expected", [(None, 1000), ("0", 0), ("7", 7), ("1000", 1000), ("1001", 1000), ("2147483647", 1000)]
+)
 def test_max_keys(value: str | None, expected: int) -> None:
     assert parse_max_keys(value) == expected
 
@@ -263,7 +265,10 @@ def test_v2_query_starts_after_start_after() -> None:
 # -- continuation tokens ------------------------------------------------------------
 
 
-@given(bucket=st.text(min_size=1, max_size=20), last=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=50))
+@given(
+    bucket=st.text(min_size=1, max_size=20),
+    last=st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=50),
+)
 def test_token_round_trips(bucket: str, last: str) -> None:
     tokens = ContinuationTokens(SECRET)
     token = tokens.issue(bucket, last)
@@ -285,7 +290,8 @@ def test_token_of_another_bucket_is_refused() -> None:
 
 
 def test_token_of_another_daemon_is_refused() -> None:
-    _assert_bad_token(ContinuationTokens(SECRET), "bkt", ContinuationTokens(b"another-secret-0123456789").issue("bkt", "k"))
+    other_token = ContinuationTokens(b"another-secret-0123456789").issue("bkt", "k")
+    _assert_bad_token(ContinuationTokens(SECRET), "bkt", other_token)
 
 
 def test_forged_token_is_refused() -> None:

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
+from twisted.conch.telnet import ITelnetProtocol
+from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -21,6 +23,7 @@ from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.metadata.records import StoreUsage, UploadRecord
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
+    ManholeRealm,
     PasswordFileChecker,
     PeerCredentials,
     check_manhole_config,
@@ -320,8 +323,18 @@ def test_output_ready_later_replaces_the_prompt_and_draws_a_new_one(passwords):
 
 def test_three_failed_logins_close_the_connection(passwords):
     session = Session(target(), passwords)
-    for attempt in range(3):
+    for _ in range(3):
         session.send(b"admin\r\n")
         answer = session.send(b"wrong\r\n")
     assert "Authentication failed; closing." in answer
     assert session.transport.disconnecting
+
+
+def test_the_realm_gives_a_named_user_a_telnet_session() -> None:
+    interface, protocol, logout = ManholeRealm(target()).requestAvatar(b"admin", None, ITelnetProtocol)
+    assert interface is ITelnetProtocol and protocol is not None
+
+
+def test_the_realm_has_no_anonymous_avatar() -> None:
+    with pytest.raises(NotImplementedError, match="anonymous"):
+        ManholeRealm(target()).requestAvatar(ANONYMOUS, None, ITelnetProtocol)

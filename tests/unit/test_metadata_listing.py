@@ -4,6 +4,7 @@ bounded index range scans, and whole pages from SQLite against a brute-force ref
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -155,7 +156,8 @@ def test_sqlite_pages_concatenate_to_the_reference_listing(keys, prefix, delimit
     listed: list[tuple[str, bool]] = []
     position = after
     for _ in range(len(keys) + 2):
-        page = scan(store, prefix, lambda fetch: list_page(fetch, prefix, delimiter, position, max_keys))
+        page_of = partial(list_page, prefix=prefix, delimiter=delimiter, after=position, max_keys=max_keys)
+        page = scan(store, prefix, page_of)
         listed += [(r.key, False) for r in page.contents] + [(p, True) for p in page.common_prefixes]
         if not page.is_truncated:
             break

@@ -19,8 +19,6 @@ from s3orchestrator.metadata.store import (
     UploadNotFound,
 )
 
-from tests.unit.test_metadata_sqlite import db_path, make_store  # noqa: F401  (fixtures)
-
 MD5_A = "0123456789abcdef0123456789abcdef"
 MD5_B = "fedcba9876543210fedcba9876543210"
 PARTS = [(1, MD5_A), (2, MD5_B)]  # what a Complete listed
@@ -34,7 +32,9 @@ async def store(make_store) -> MetadataStore:
     return metadata
 
 
-def upload(upload_id: str = "u1", key: str = "k", store: str = "a", bucket: str = "bkt", **changes: Any) -> UploadRecord:
+def upload(
+    upload_id: str = "u1", key: str = "k", store: str = "a", bucket: str = "bkt", **changes: Any
+) -> UploadRecord:
     values: dict[str, Any] = dict(
         upload_id=upload_id,
         bucket=bucket,
@@ -113,7 +113,9 @@ def rows(path: str, sql: str) -> list[tuple]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_migration_002_creates_uploads_parts_and_the_part_sizes_column(store: MetadataStore, db_path: str) -> None:
+async def test_migration_002_creates_uploads_parts_and_the_part_sizes_column(
+    store: MetadataStore, db_path: str
+) -> None:
     assert (2, "multipart") in rows(db_path, "SELECT version, name FROM schema_version")
     tables = {name for (name,) in rows(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"uploads", "parts"} <= tables
@@ -141,7 +143,8 @@ def _database_of_release_one(path: str) -> None:
             connection.execute(statement)
         connection.execute("INSERT INTO schema_version (version, name, applied_ms) VALUES (1, 'initial', 0)")
         connection.execute(
-            "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order) VALUES ('a', 1000, 42, 1, 0)"
+            "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order)"
+            " VALUES ('a', 1000, 42, 1, 0)"
         )
         connection.execute(
             "INSERT INTO objects (bucket, key, store, location, size, etag, content_type, headers, user_metadata,"

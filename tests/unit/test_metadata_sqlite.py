@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pytest
 import pytest_twisted
@@ -20,25 +20,6 @@ from s3orchestrator.metadata.sqlite import SqliteEngine
 from s3orchestrator.metadata.store import MetadataStore, ReservationNotFound, sqlite_metadata_store
 
 GIB = 1024**3
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "state" / "metadata.sqlite3")
-
-
-@pytest.fixture
-def make_store(db_path: str) -> Iterator:
-    opened: list[MetadataStore] = []
-
-    def make(path: str = db_path) -> MetadataStore:
-        store = sqlite_metadata_store(path, reactor)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.database.close()
 
 
 @pytest_twisted.async_fixture

@@ -173,7 +173,8 @@ def test_each_metrics_has_its_own_registry_and_leaves_the_global_one_alone() -> 
 
     assert value(scrape(first), "s3orchestrator_requests_total", operation="PutObject", status="200") == 1
     assert value(scrape(second), "s3orchestrator_requests_total", operation="PutObject", status="200") == 0
-    assert REGISTRY.get_sample_value("s3orchestrator_requests_total", {"operation": "PutObject", "status": "200"}) is None
+    labels = {"operation": "PutObject", "status": "200"}
+    assert REGISTRY.get_sample_value("s3orchestrator_requests_total", labels) is None
 
 
 # -- upstream requests -------------------------------------------------------------------------

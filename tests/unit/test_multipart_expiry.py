@@ -258,7 +258,9 @@ def test_a_store_that_keeps_failing_does_not_loop_the_run(job, metadata, aborter
     assert len(metadata.uploads) == 3 * BATCH_SIZE  # all kept for the next run
 
 
-def test_a_store_that_is_down_does_not_keep_uploads_of_other_stores_from_expiring(job, metadata, aborter, clock) -> None:
+def test_a_store_that_is_down_does_not_keep_uploads_of_other_stores_from_expiring(
+    job, metadata, aborter, clock
+) -> None:
     metadata.add(*(upload(f"down{i:04d}", 2 * DAY + i, clock, store="b") for i in range(BATCH_SIZE)))
     metadata.add(*(upload(f"up{i}", DAY + HOUR, clock, store="a") for i in range(5)))
     aborter.down.add("b")

@@ -33,7 +33,7 @@ from s3orchestrator.s3.multipart_xml import (
     list_uploads_result,
     parse_complete_request,
 )
-from s3orchestrator.s3.objects import part_range, parse_part_number
+from s3orchestrator.s3.objects import parse_part_number, part_range
 from s3orchestrator.s3.upload_listing import UploadPage
 from tests.unit.fakes import auth_result
 
@@ -50,7 +50,8 @@ def code_of(error: pytest.ExceptionInfo[S3Error]) -> str:
 
 def complete_body(parts: str, namespace: bool = True) -> bytes:
     xmlns = ' xmlns="http://s3.amazonaws.com/doc/2006-03-01/"' if namespace else ""
-    return f'<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload{xmlns}>{parts}</CompleteMultipartUpload>'.encode()
+    declaration = '<?xml version="1.0" encoding="UTF-8"?>'
+    return f"{declaration}<CompleteMultipartUpload{xmlns}>{parts}</CompleteMultipartUpload>".encode()
 
 
 def xml_part(number: str, etag: str | None, extra: str = "") -> str:
@@ -92,7 +93,8 @@ def test_complete_request_reads_checksums_by_lower_case_algorithm() -> None:
 
 def test_complete_request_reads_every_checksum_element() -> None:
     checksums = "".join(
-        f"<Checksum{name}>{name.lower()}-value</Checksum{name}>" for name in ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
+        f"<Checksum{name}>{name.lower()}-value</Checksum{name}>"
+        for name in ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
     )
     (requested,) = parse_complete_request(complete_body(xml_part("1", MD5_A, checksums), namespace=False))
     assert dict(requested.checksums) == {
@@ -357,7 +359,9 @@ def test_list_uploads_result_escapes_keys_for_xml() -> None:
 
 def test_list_uploads_result_url_encodes_keys_prefixes_and_markers_when_asked() -> None:
     key, common = "dir/ä b+c&\x01", "dir/sub dir/"
-    query = uploads_query(url_encoding=True, prefix="dir/ä", delimiter=" ", key_marker="dir/a b", upload_id_marker="0 1")
+    query = uploads_query(
+        url_encoding=True, prefix="dir/ä", delimiter=" ", key_marker="dir/a b", upload_id_marker="0 1"
+    )
     page = UploadPage((upload_record(key, "01"),), (common,), True, common, None)
     root = parse(list_uploads_result("bkt", query, page, OWNER))
     assert find(root, "{ns}EncodingType") == "url"
@@ -396,7 +400,9 @@ def s3_multipart_etag(bodies: list[bytes]) -> str:
     return hashlib.md5(b"".join(hashlib.md5(body).digest() for body in bodies)).hexdigest() + f"-{len(bodies)}"
 
 
-@pytest.mark.parametrize("bodies", [[b""], [b"hello"], [b"a" * 1000, b"b" * 10, b""], [bytes([i]) * i for i in range(1, 20)]])
+@pytest.mark.parametrize(
+    "bodies", [[b""], [b"hello"], [b"a" * 1000, b"b" * 10, b""], [bytes([i]) * i for i in range(1, 20)]]
+)
 def test_multipart_etag_is_s3s(bodies: list[bytes]) -> None:
     parts = [part_record(i, size=len(body), etag=hashlib.md5(body).hexdigest()) for i, body in enumerate(bodies, 1)]
     assert multipart_etag(parts) == s3_multipart_etag(bodies)
@@ -404,7 +410,10 @@ def test_multipart_etag_is_s3s(bodies: list[bytes]) -> None:
 
 def test_multipart_etag_known_value() -> None:
     # md5(md5("hello") || md5("world")), over the binary digests, then the part count.
-    parts = [part_record(1, etag="5d41402abc4b2a76b9719d911017c592"), part_record(2, etag="7d793037a0760186574b0282f2f435e7")]
+    parts = [
+        part_record(1, etag="5d41402abc4b2a76b9719d911017c592"),
+        part_record(2, etag="7d793037a0760186574b0282f2f435e7"),
+    ]
     assert multipart_etag(parts) == "065947336a2f2a95ba8899f3675c3be6-2"
 
 
@@ -454,7 +463,10 @@ def requested(*numbers: int, etag: str = MD5_A, checksums: Mapping[str, str] | N
 
 
 def stored(*sizes: int, checksums: Mapping[str, str] | None = None) -> dict[int, PartRecord]:
-    return {number: part_record(number, size=size, checksums=dict(checksums or {})) for number, size in enumerate(sizes, 1)}
+    return {
+        number: part_record(number, size=size, checksums=dict(checksums or {}))
+        for number, size in enumerate(sizes, 1)
+    }
 
 
 def chosen_error(wanted: list[RequestedPart], parts: Mapping[int, PartRecord]) -> S3Error:
@@ -540,7 +552,9 @@ def test_part_number_parses(value: str, number: int) -> None:
     assert parse_part_number(value) == number
 
 
-@pytest.mark.parametrize("value", ["", "0", "10001", "-1", "+1", " 1", "1.0", "abc", "\u0663", "\u00b2", "99999999999999999999"])
+@pytest.mark.parametrize(
+    "value", ["", "0", "10001", "-1", "+1", " 1", "1.0", "abc", "\u0663", "\u00b2", "99999999999999999999"]
+)
 def test_invalid_part_number_is_invalid_argument(value: str) -> None:
     with pytest.raises(S3Error) as error:
         parse_part_number(value)
@@ -603,7 +617,9 @@ def test_an_empty_last_part_is_not_served_as_the_whole_object() -> None:
 # -- routing ------------------------------------------------------------------------------------
 
 
-def call(method: str, query: Mapping[str, str], key: str | None = "k", headers: Mapping[str, str] | None = None) -> S3Call:
+def call(
+    method: str, query: Mapping[str, str], key: str | None = "k", headers: Mapping[str, str] | None = None
+) -> S3Call:
     return S3Call("0123456789ABCDEF", method, "bkt", key, dict(query),
                   {name: [value] for name, value in (headers or {}).items()}, auth_result())
 

@@ -17,16 +17,15 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.errors import S3Error
+from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.locks import KeyLocks
-from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectStore, IObjectWrite, StoreUnavailable
 from s3orchestrator.web.body import UploadBody
-
 from tests.unit.fakes import CollectingConsumer, FakeRequestBody, RecordingTransport, auth_result
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z

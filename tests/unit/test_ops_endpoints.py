@@ -303,7 +303,9 @@ class Listener:
         self.channel = self.site.buildProtocol(None)
         self.channel.makeConnection(self.transport)
 
-    def request(self, method: str, target: str, *headers: str, body: bytes = b"") -> tuple[bytes, dict[bytes, bytes], bytes]:
+    def request(
+        self, method: str, target: str, *headers: str, body: bytes = b""
+    ) -> tuple[bytes, dict[bytes, bytes], bytes]:
         """Send one request; return the status line, headers (lower-case names) and body."""
         lines = [f"{method} {target} HTTP/1.1", "Host: s3.example", *headers]
         if body:
@@ -320,7 +322,10 @@ def router_endpoints() -> dict[str, OpsEndpoint]:
     return {"/health": health_endpoint(health), "/health/ready": ready_endpoint(lambda: True)}
 
 
-SIGNED = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"
+SIGNED = (
+    "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request,"
+    " SignedHeaders=host, Signature=00"
+)
 
 
 def test_unsigned_get_of_health_is_answered_by_the_endpoint() -> None:

@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 from s3orchestrator.config import Config, parse_config
 from s3orchestrator.reload import reload_plan
-
 from tests.unit.test_config import minimal, s3_store
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
+from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -957,7 +958,7 @@ def test_framed_length_matches_the_framing_produced(
     mode: PayloadMode, data: bytes, chunk_size: int, cuts: list[int]
 ) -> None:
     points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    pieces = [data[a:b] for a, b in zip(points, points[1:])]
+    pieces = [data[a:b] for a, b in pairwise(points)]
     key, amz_date, scope, seed = b"k" * 32, "20260101T000000Z", "20260101/r/s3/aws4_request", "ab" * 32
 
     def chain() -> ChunkSignatureChain | None:

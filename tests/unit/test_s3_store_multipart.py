@@ -148,7 +148,7 @@ class MultipartS3(FakeS3):
         if [number for number, _ in chosen] != sorted({number for number, _ in chosen}):
             return self._error(request, 400, "InvalidPartOrder")
         for number, etag in chosen:
-            if number not in parts or etag != '"%s"' % hashlib.md5(parts[number]).hexdigest():
+            if number not in parts or etag != f'"{hashlib.md5(parts[number]).hexdigest()}"':
                 return self._error(request, 400, "InvalidPart")
         if self.complete_answer is not None:
             return self.complete_answer
@@ -289,7 +289,7 @@ def test_upload_round_trip(payload_signing: str, send_checksums: bool, content_s
     parts = [h.part("app/big", upload_id, 1, first), h.part("app/big", upload_id, 2, second)]
     assert parts == [StoredPart(1, 2560, etag(first)), StoredPart(2, 4, etag(second))]
     assert h.fake.objects == {}  # nothing at the location until Complete
-    for seen, data in zip(h.fake.seen[1:], (first, second)):
+    for seen, data in zip(h.fake.seen[1:], (first, second), strict=True):
         assert seen["method"] == "PUT" and seen["path"] == "/bucket/app/big"
         assert _query(seen["query"]) == {"partNumber": str(data is second and 2 or 1), "uploadId": upload_id}
         assert seen["headers"]["x-amz-content-sha256"] == [content_sha256]
@@ -654,7 +654,7 @@ def test_result_body_starts_at_the_first_element(declaration: bytes, spaces: lis
     protocol = ResultBody(len(DOCUMENT) + 1)
     protocol.makeConnection(_Transport())
     edges = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
-    for start, end in zip(edges, edges[1:]):
+    for start, end in itertools.pairwise(edges):
         protocol.dataReceived(data[start:end])
     protocol.connectionLost(None)
     assert protocol.done.result == DOCUMENT + b"\n"

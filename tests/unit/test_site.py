@@ -18,7 +18,6 @@ from s3orchestrator.web.site import (
     S3Request,
     S3Site,
 )
-
 from tests.unit.fakes import RecordingStringTransport
 
 

@@ -13,7 +13,6 @@ from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.auth.sigv4 import PayloadMode
 from s3orchestrator.errors import S3Error
 from s3orchestrator.web.body import ClientGone, UploadBody
-
 from tests.unit.fakes import CollectingConsumer, Outcome, RecordingTransport, auth_result
 
 

@@ -5,6 +5,7 @@ S3 rules of key-marker, upload-id-marker and common prefixes."""
 from __future__ import annotations
 
 import bisect
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -303,7 +304,10 @@ async def test_pages_from_a_sqlite_file(sqlite_store: MetadataStore) -> None:
         for _ in range(20):
             page = await sqlite_store.scan_uploads(
                 "bkt", prefix,
-                lambda fetch: list_uploads_page(fetch, prefix, delimiter, marker, id_marker, max_uploads),
+                partial(
+                    list_uploads_page, prefix=prefix, delimiter=delimiter, key_marker=marker,
+                    upload_id_marker=id_marker, max_uploads=max_uploads,
+                ),
             )
             listed += page_items(page)
             if not page.is_truncated:
