@@ -23,7 +23,6 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "InvalidDigest": (400, "The Content-MD5 you specified is not valid."),
     "InvalidURI": (400, "Couldn't parse the specified URI."),
     "InvalidPart": (400, "One or more of the specified parts could not be found."),
-    "InvalidPartNumber": (416, "The requested partnumber is not satisfiable"),
     "InvalidPartOrder": (400, "The list of parts was not in ascending order."),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),

@@ -113,9 +113,10 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
     number = parse_part_number(part_number)
     sizes = record.part_sizes or (record.size,)
     if number > len(sizes):
-        # 416, as S3 answers a part number past the object's last part (an invalid
-        # number, say 0 or 10001, is 400 InvalidArgument above).
-        raise S3Error("InvalidPartNumber",
+        # 400 InvalidPart, as S3 answers a part number past the object's last part (the
+        # s3-tests suite checks it, though S3's error table lists a 416 InvalidPartNumber).
+        # An invalid number, say 0 or 10001, is 400 InvalidArgument above.
+        raise S3Error("InvalidPart", f"The object has {len(sizes)} part(s); part {number} does not exist",
                       extra={"PartNumberRequested": str(number), "ActualPartCount": str(len(sizes))})
     if not record.part_sizes:
         return None

@@ -534,7 +534,7 @@ def test_get_and_head_part_number_serve_that_part(s3):
         offset += len(body)
     with pytest.raises(ClientError) as raised:
         s3.get_object(Bucket=BUCKET, Key="parts", PartNumber=4)
-    assert s3_error(raised) == ("InvalidPartNumber", 416)
+    assert s3_error(raised) == ("InvalidPart", 400)
     with pytest.raises(ClientError) as raised:
         s3.get_object(Bucket=BUCKET, Key="parts", PartNumber=0)
     assert s3_error(raised) == ("InvalidArgument", 400)

@@ -177,19 +177,19 @@ def test_an_empty_continuation_token_is_none(s3, daemon):
 # -- ?partNumber=N ---------------------------------------------------------------------------------
 
 
-def test_part_numbers_past_the_last_part_are_416_invalid_part_number(s3, daemon):
+def test_part_numbers_past_the_last_part_are_400_invalid_part(s3, daemon):
     s3.put_object(Bucket=BUCKET, Key="simple", Body=b"0123456789")
     assert s3.get_object(Bucket=BUCKET, Key="simple", PartNumber=1)["Body"].read() == b"0123456789"
     with pytest.raises(ClientError) as raised:
         s3.get_object(Bucket=BUCKET, Key="simple", PartNumber=2)
-    assert s3_error(raised) == (416, "InvalidPartNumber")
+    assert s3_error(raised) == (400, "InvalidPart")
     with pytest.raises(ClientError) as raised:
         s3.head_object(Bucket=BUCKET, Key="simple", PartNumber=2)
-    assert s3_error(raised)[0] == 416
+    assert s3_error(raised)[0] == 400
     path, headers = signed_headers(daemon, "GET", "simple", query="partNumber=3")
     status, _, body = send(daemon, "GET", path, headers)
     document = ElementTree.fromstring(body)
-    assert (status, document.findtext("PartNumberRequested"), document.findtext("ActualPartCount")) == (416, "3", "1")
+    assert (status, document.findtext("PartNumberRequested"), document.findtext("ActualPartCount")) == (400, "3", "1")
 
 
 @pytest.mark.parametrize("value", ["0", "10001", "abc", "-1", ""])

@@ -578,10 +578,10 @@ def test_part_range_of_a_multipart_object_is_that_parts_bytes(number: str, expec
     assert part_range(MULTIPART, number, None) == expected
 
 
-def test_part_beyond_the_last_is_invalid_part_number() -> None:
+def test_part_beyond_the_last_is_invalid_part() -> None:
     with pytest.raises(S3Error) as error:
         part_range(MULTIPART, "4", None)
-    assert code_of(error) == "InvalidPartNumber" and error.value.status == 416
+    assert code_of(error) == "InvalidPart" and error.value.status == 400
     assert error.value.extra == {"PartNumberRequested": "4", "ActualPartCount": "3"}
 
 
@@ -590,10 +590,10 @@ def test_part_one_of_a_simple_object_is_all_of_it(size: int) -> None:
     assert part_range(object_record(size), "1", None) is None
 
 
-def test_part_two_of_a_simple_object_is_invalid_part_number() -> None:
+def test_part_two_of_a_simple_object_is_invalid_part() -> None:
     with pytest.raises(S3Error) as error:
         part_range(object_record(10), "2", None)
-    assert code_of(error) == "InvalidPartNumber"
+    assert code_of(error) == "InvalidPart"
     assert error.value.extra == {"PartNumberRequested": "2", "ActualPartCount": "1"}
 
 
