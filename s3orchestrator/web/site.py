@@ -32,6 +32,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE
 from s3orchestrator.errors import S3Error
 from s3orchestrator.web.errors import error_document
 from s3orchestrator.web.request_head import RequestHead, too_large
@@ -47,9 +48,6 @@ LINGER_SECONDS = 10.0
 SEND_BUFFER_BYTES = 2 * 1024 * 1024
 # The most handed to a client socket in one send().
 SOCKET_WRITE_BYTES = 1024 * 1024
-# Defaults of server.header_timeout and server.min_upload_rate.
-DEFAULT_HEADER_TIMEOUT = 20.0
-DEFAULT_MIN_UPLOAD_RATE = 8192
 
 
 def new_request_id() -> str:

@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web import http
 
+from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT
 from s3orchestrator.errors import S3Error
 from s3orchestrator.web.site import (
-    DEFAULT_HEADER_TIMEOUT,
     LINGER_SECONDS,
     SEND_BUFFER_BYTES,
     SOCKET_WRITE_BYTES,
