@@ -65,6 +65,7 @@ class RequestHead:
 
     def __init__(self) -> None:
         self.started = False  # a byte of this request has arrived
+        self.method: bytes | None = None  # once the request line is in
         self.target: bytes | None = None  # the raw request target, once the request line is in
         self._size = 0
         self._fields = 0
@@ -86,8 +87,8 @@ class RequestHead:
             if not line:
                 return line  # a stray CRLF before a request, which Twisted skips
             self.target = check_request_line(line)
-            method, _, rest = line.partition(b" ")
-            return method + b" " + ascii_target(self.target) + b" " + rest.rpartition(b" ")[2]
+            self.method, _, rest = line.partition(b" ")
+            return self.method + b" " + ascii_target(self.target) + b" " + rest.rpartition(b" ")[2]
         if line:
             self._header(line)
         return line

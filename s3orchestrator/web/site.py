@@ -198,6 +198,7 @@ class S3Channel(http.HTTPChannel):
         self._refused = True
         self.persistent = False
         target = self._head.target if self._head is not None else None
+        method = self._head.method if self._head is not None else None
         self._end_head()
         request: S3Request | None = self.requests[-1] if self.requests else None
         self._log.info(
@@ -213,10 +214,11 @@ class S3Channel(http.HTTPChannel):
             self.requests.remove(request)
         request_id = request.request_id if request is not None else new_request_id()
         resource = target.partition(b"?")[0].decode("latin-1") if target is not None else ""
-        document = error_document(error, resource, request_id)
+        # HEAD responses carry no body (the status says it all).
+        document = error_document(error, resource, request_id) if method != b"HEAD" else b""
         headers = [
             (b"Date", http.datetimeToString(self.site.clock.seconds())),
-            (b"Content-Type", b"application/xml"),
+            *([(b"Content-Type", b"application/xml")] if document else []),
             (b"Content-Length", b"%d" % len(document)),
             (b"x-amz-request-id", request_id.encode()),
             (b"x-amz-id-2", request_id.encode()),

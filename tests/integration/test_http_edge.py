@@ -56,7 +56,8 @@ def test_twenty_kb_of_metadata_is_request_header_section_too_large_for_boto3(dae
 
 
 def test_one_twenty_kb_header_is_request_header_section_too_large(daemon: Daemon) -> None:
-    response = exchange(daemon, b"PUT /app1-files/k HTTP/1.1\r\nHost: h\r\nx-amz-meta-big: " + b"v" * 20000 + b"\r\n\r\n")
+    head = b"PUT /app1-files/k HTTP/1.1\r\nHost: h\r\nx-amz-meta-big: " + b"v" * 20000 + b"\r\n\r\n"
+    response = exchange(daemon, head)
     assert_s3_error(response, 400, "RequestHeaderSectionTooLarge")
 
 

@@ -1,4 +1,5 @@
-"""The S3 listener's client limits (server.header_timeout, server.min_upload_rate) reach its site, and a reload changes them."""
+"""The S3 listener's client limits (server.header_timeout, server.min_upload_rate) reach its
+site, and a reload changes them."""
 
 from __future__ import annotations
 

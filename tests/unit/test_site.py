@@ -508,3 +508,12 @@ def test_twisted_still_has_the_hook_for_requests_its_parser_refuses() -> None:
     # S3Channel overrides this private method; if Twisted renames it, bad requests
     # that get past RequestHead would get Twisted's bare 400 again.
     assert callable(getattr(http.HTTPChannel, "_respondToBadRequestAndDisconnect", None))
+
+
+def test_a_refused_head_request_gets_the_status_without_a_body(conn: Connection) -> None:
+    conn.send(b"HEAD /bkt/key HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n")
+    head, _, body = conn.transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"Content-Length: 0" in head.split(b"\r\n")
+    assert body == b""
+    assert conn.transport.write_closed
