@@ -55,6 +55,13 @@ def test_twenty_kb_of_metadata_is_request_header_section_too_large_for_boto3(dae
     assert error["ResponseMetadata"]["RequestId"]
 
 
+def test_three_kb_of_metadata_is_still_metadata_too_large(daemon: Daemon) -> None:
+    s3 = make_client(daemon)
+    with pytest.raises(ClientError) as raised:
+        s3.put_object(Bucket=BUCKET, Key="some-metadata", Body=b"x", Metadata={"k": "v" * 3000})
+    assert raised.value.response["Error"]["Code"] == "MetadataTooLarge"
+
+
 def test_one_twenty_kb_header_is_request_header_section_too_large(daemon: Daemon) -> None:
     head = b"PUT /app1-files/k HTTP/1.1\r\nHost: h\r\nx-amz-meta-big: " + b"v" * 20000 + b"\r\n\r\n"
     response = exchange(daemon, head)
