@@ -48,6 +48,8 @@ LINGER_SECONDS = 10.0
 SEND_BUFFER_BYTES = 2 * 1024 * 1024
 # The most handed to a client socket in one send().
 SOCKET_WRITE_BYTES = 1024 * 1024
+# Pipelined bytes held while a request is answered before the client is paused (Twisted's figure).
+HELD_BYTES = 16 * 1024
 
 
 def new_request_id() -> str:
@@ -134,10 +136,15 @@ class S3Channel(http.HTTPChannel):
     _head_deadline: IDelayedCall | None = None
     # Set once the channel refused a request: nothing more is parsed on this connection.
     _refused = False
+    # Bytes (pipelined requests) received while a complete request is answered.
+    _held = b""
 
     # -- reading a request head ------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._handlingRequest:
+            self._hold(data)
+            return
         head = self._head
         if head is not None and not head.started and data and not self._refused:
             # The client must send its whole head within server.header_timeout.
@@ -167,8 +174,20 @@ class S3Channel(http.HTTPChannel):
         self.protocol_error(too_large())
 
     def rawDataReceived(self, data: bytes) -> None:
-        if not self._refused:
-            super().rawDataReceived(data)
+        if self._refused:
+            return
+        if self._handlingRequest:
+            self._hold(data)
+            return
+        super().rawDataReceived(data)
+
+    def _hold(self, data: bytes) -> None:
+        # The next request waits until this one is answered, on every Twisted version
+        # (22.4 would parse it at once and answer out of order: CVE-2024-41671), and
+        # its head is checked (and timed) only then.
+        self._held += data
+        if len(self._held) > HELD_BYTES:
+            self.transport.pauseProducing()
 
     def _head_timed_out(self) -> None:
         self._head_deadline = None
@@ -278,6 +297,9 @@ class S3Channel(http.HTTPChannel):
 
     def allContentReceived(self) -> None:
         super().allContentReceived()
+        if self._handlingRequest:
+            # Bytes after this request, even from the same read, go to _hold.
+            self.setRawMode()
         # Twisted switches the idle timeout off while a response is produced. Keep it
         # on, reset by every write and drained send buffer: a client that stops
         # reading its download is then dropped instead of pinning an upstream
@@ -308,10 +330,13 @@ class S3Channel(http.HTTPChannel):
 
     def requestDone(self, request: S3Request) -> None:
         if request.body_complete:
-            if self.persistent:
-                # Twisted replays the bytes buffered after this request: the next head.
+            persistent = self.persistent
+            if persistent:
                 self._head = RequestHead()
-            super().requestDone(request)
+            super().requestDone(request)  # resumes the client, back to line mode
+            held, self._held = self._held, b""
+            if persistent and held:
+                self.dataReceived(held)
             return
         # Answered before the whole body arrived: this connection cannot carry
         # another request.

@@ -15,6 +15,7 @@ from twisted.web import http
 from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT
 from s3orchestrator.errors import S3Error
 from s3orchestrator.web.site import (
+    HELD_BYTES,
     LINGER_SECONDS,
     SEND_BUFFER_BYTES,
     SOCKET_WRITE_BYTES,
@@ -517,3 +518,43 @@ def test_a_refused_head_request_gets_the_status_without_a_body(conn: Connection)
     assert b"Content-Length: 0" in head.split(b"\r\n")
     assert body == b""
     assert conn.transport.write_closed
+
+
+def test_a_pipelined_request_is_checked_once_the_one_before_it_is_answered(conn: Connection) -> None:
+    conn.send(b"GET /bkt/a HTTP/1.1\r\nHost: h\r\n\r\nGET /bkt/b HTTP/1.1\r\nNoColon\r\n\r\n")
+    [first] = conn.handler.requests
+    # No head deadline runs while the first is answered: only the idle timeout.
+    assert [call.getTime() for call in conn.clock.getDelayedCalls()] == [60]
+
+    respond(200)(first)
+
+    answers = conn.transport.value().split(b"HTTP/1.1 ")
+    assert answers[1].startswith(b"200 ")
+    assert answers[2].startswith(b"400 ")
+    assert b"<Code>InvalidRequest</Code>" in answers[2]
+    assert len(conn.handler.requests) == 1
+
+
+def test_pipelined_requests_are_handed_over_and_answered_one_after_the_other(conn: Connection) -> None:
+    conn.send(b"GET /bkt/a HTTP/1.1\r\nHost: h\r\n\r\nGET /bkt/b HTTP/1.1\r\nHost: h\r\n\r\nGET /bkt/c HTTP/1.1\r\n")
+    [first] = conn.handler.requests
+
+    respond(200, body=b"a")(first)
+    assert [request.raw_path for request in conn.handler.requests] == [b"/bkt/a", b"/bkt/b"]
+
+    conn.send(b"Host: h\r\n\r\n")
+    assert len(conn.handler.requests) == 2
+    respond(200, body=b"b")(conn.handler.requests[1])
+
+    assert [request.raw_path for request in conn.handler.requests] == [b"/bkt/a", b"/bkt/b", b"/bkt/c"]
+    assert conn.transport.value().count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_pipelined_bytes_past_the_limit_pause_the_client_until_the_answer(conn: Connection) -> None:
+    conn.send(b"GET /bkt/a HTTP/1.1\r\nHost: h\r\n\r\n")
+    conn.send(b"GET /bkt/b HTTP/1.1\r\n" + b"X-A: 1\r\n" * (HELD_BYTES // 8))
+    assert conn.transport.producerState == "paused"
+
+    respond(200)(conn.handler.requests[0])
+
+    assert conn.transport.producerState == "producing"
