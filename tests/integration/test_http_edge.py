@@ -137,7 +137,7 @@ def trickle_until_answered(daemon: Daemon, size: int) -> None:
             sock.settimeout(2)
             try:
                 first = sock.recv(1, socket.MSG_PEEK)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if first:
                 break
