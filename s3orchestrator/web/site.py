@@ -136,13 +136,15 @@ class S3Channel(http.HTTPChannel):
     _head_deadline: IDelayedCall | None = None
     # Set once the channel refused a request: nothing more is parsed on this connection.
     _refused = False
-    # Bytes (pipelined requests) received while a complete request is answered.
+    # Whether a complete request is being answered, and the bytes (pipelined
+    # requests) received meanwhile.
+    _answering = False
     _held = b""
 
     # -- reading a request head ------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._handlingRequest:
+        if self._answering:
             self._hold(data)
             return
         head = self._head
@@ -176,7 +178,7 @@ class S3Channel(http.HTTPChannel):
     def rawDataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._handlingRequest:
+        if self._answering:
             self._hold(data)
             return
         super().rawDataReceived(data)
@@ -296,8 +298,9 @@ class S3Channel(http.HTTPChannel):
             socket.SEND_LIMIT = SOCKET_WRITE_BYTES
 
     def allContentReceived(self) -> None:
+        self._answering = True
         super().allContentReceived()
-        if self._handlingRequest:
+        if self._answering:
             # Bytes after this request, even from the same read, go to _hold.
             self.setRawMode()
         # Twisted switches the idle timeout off while a response is produced. Keep it
@@ -330,6 +333,7 @@ class S3Channel(http.HTTPChannel):
 
     def requestDone(self, request: S3Request) -> None:
         if request.body_complete:
+            self._answering = False
             persistent = self.persistent
             if persistent:
                 self._head = RequestHead()
