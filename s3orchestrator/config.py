@@ -23,6 +23,9 @@ GiB = 1024**3
 DEFAULT_MAX_OBJECT_SIZE = 5 * GiB
 DEFAULT_SERVER_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+DEFAULT_BACKLOG = 1024  # Twisted's default (50) overflows on a burst of connections
+DEFAULT_HEADER_TIMEOUT = 20.0
+DEFAULT_MIN_UPLOAD_RATE = 8192
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_HEALTH_INTERVAL = 15.0
@@ -58,6 +61,9 @@ class ServerConfig:
     timeout: float = DEFAULT_SERVER_TIMEOUT  # seconds a client connection may stay silent
     # Seconds in-flight requests may take to finish once a shutdown starts.
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    backlog: int = DEFAULT_BACKLOG  # listen queue, unless the listen string sets backlog=
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a request line and headers
+    min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body must average; 0: any
 
 
 @attrs.frozen
@@ -244,7 +250,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
 
 
 def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
-    _check_keys(table, "server", ("listen", "max_object_size", "timeout", "shutdown_timeout"))
+    _check_keys(table, "server", (
+        "listen", "max_object_size", "timeout", "shutdown_timeout", "backlog", "header_timeout", "min_upload_rate",
+    ))
     return ServerConfig(
         listen=_string(table, "server", "listen", env),
         max_object_size=_integer(
@@ -252,6 +260,9 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
         ),
         timeout=_seconds(table, "server", "timeout", default=DEFAULT_SERVER_TIMEOUT),
         shutdown_timeout=_seconds(table, "server", "shutdown_timeout", default=DEFAULT_SHUTDOWN_TIMEOUT),
+        backlog=_integer(table, "server", "backlog", minimum=1, default=DEFAULT_BACKLOG),
+        header_timeout=_seconds(table, "server", "header_timeout", default=DEFAULT_HEADER_TIMEOUT),
+        min_upload_rate=_integer(table, "server", "min_upload_rate", minimum=0, default=DEFAULT_MIN_UPLOAD_RATE),
     )
 
 

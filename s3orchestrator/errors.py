@@ -14,6 +14,7 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     ),
     "EntityTooLarge": (400, "Your proposed upload exceeds the maximum allowed size."),
     "EntityTooSmall": (400, "Your proposed upload is smaller than the minimum allowed object size."),
+    "HTTPVersionNotSupported": (505, "The HTTP version specified is not supported."),
     "IncompleteBody": (400, "You did not provide the number of bytes specified by the Content-Length HTTP header."),
     "InsufficientStorage": (507, "No storage backend has room for this object."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
@@ -38,6 +39,7 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "NotImplemented": (501, "A header or operation you provided implies functionality that is not implemented."),
     "NotModified": (304, "Not Modified"),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),
+    "RequestHeaderSectionTooLarge": (400, "Your request header section exceeds the maximum allowed size."),
     "RequestTimeTooSkewed": (403, "The difference between the request time and the server's time is too large."),
     "RequestTimeout": (
         400, "Your socket connection to the server was not read from or written to within the timeout period."

@@ -2,8 +2,10 @@
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
 strategy, store quotas, ``server.max_object_size``, ``server.timeout`` (new
-connections), ``server.shutdown_timeout``, health and multipart settings (expiry, completed_retention),
-``logging.level``. Kept until a restart: the listen addresses, the metadata
+connections), ``server.shutdown_timeout``, ``server.header_timeout`` and
+``server.min_upload_rate`` (requests whose head or body starts from then on),
+health and multipart settings (expiry, completed_retention), ``logging.level``. Kept until a restart: the
+listen addresses and ``server.backlog`` (the listening socket), the metadata
 database, the other operators' settings (logging.format, metrics, manhole,
 admin), and any store added, removed or changed other than in its quota.
 """
@@ -51,11 +53,16 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
     applied = []
     if new.server.listen != old.server.listen:
         needs_restart.append("server.listen")
+    if new.server.backlog != old.server.backlog:
+        needs_restart.append("server.backlog")
     server = ServerConfig(
         listen=old.server.listen,
         max_object_size=new.server.max_object_size,
         timeout=new.server.timeout,
         shutdown_timeout=new.server.shutdown_timeout,
+        backlog=old.server.backlog,
+        header_timeout=new.server.header_timeout,
+        min_upload_rate=new.server.min_upload_rate,
     )
     if server != old.server:
         applied.append("server")

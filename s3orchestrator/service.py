@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sys
 from typing import Any, Mapping
@@ -65,6 +66,20 @@ def continuation_token_secret(config: Config) -> bytes:
     return hashlib.sha256(b"s3orchestrator continuation tokens\0" + "\0".join(secrets).encode()).digest()
 
 
+# Server endpoint types whose listening socket takes a backlog= argument.
+_BACKLOG_ENDPOINTS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_backlog(listen: str, backlog: int) -> str:
+    """The endpoint string ``listen`` with ``backlog=`` added, if its type has one and it sets none."""
+    kind, *arguments = re.split(r"(?<!\\):", listen)
+    if kind.lower() not in _BACKLOG_ENDPOINTS:
+        return listen
+    if any(argument.partition("=")[0] == "backlog" for argument in arguments):
+        return listen
+    return f"{listen}:backlog={backlog}"
+
+
 def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) -> IObjectStore:
     """The object store client for one configured store (upstream requests counted in ``metrics``)."""
     if isinstance(config, DirectoryStoreConfig):
@@ -122,7 +137,8 @@ class OrchestratorService(MultiService):
             bucket_exists=lambda name: self.config.has_bucket(name),
         )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
-                           reactor=reactor)
+                           reactor=reactor, header_timeout=config.server.header_timeout,
+                           min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
         self.ready = False
@@ -182,7 +198,8 @@ class OrchestratorService(MultiService):
         expiry.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry}
         await self.start_ops_listeners()
-        self._s3_port = await serverFromString(self.reactor, self.config.server.listen).listen(self.site)
+        listen = with_backlog(self.config.server.listen, self.config.server.backlog)
+        self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
         self.ready = True
         if self.config_path is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
@@ -294,6 +311,8 @@ class OrchestratorService(MultiService):
         self.objects.max_object_size = applied.server.max_object_size
         self.objects.routing_strategy = applied.routing_strategy
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
+        self.site.header_timeout = applied.server.header_timeout
+        self.site.min_upload_rate = applied.server.min_upload_rate
         self.multipart.expire_after = applied.multipart.expire_after
         self.multipart.completed_retention = applied.multipart.completed_retention
         self.health.unhealthy_after = applied.health.unhealthy_after

@@ -115,6 +115,11 @@ class UploadBody:
         if not self.verified.called:
             self._fail(Failure(ClientGone(str(reason.value))))
 
+    def abort(self, error: S3Error) -> None:
+        """The channel gave up on the rest of the body (client too slow, broken framing)."""
+        if not self.verified.called:
+            self._fail(Failure(error))
+
     # -- called by the orchestration layer -----------------------------------
 
     def release_tail(self) -> None:

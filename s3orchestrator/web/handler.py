@@ -155,7 +155,7 @@ class S3Handler:
             if "content-length" not in headers and "transfer-encoding" not in headers:
                 raise S3Error("MissingContentLength")
             body = UploadBody(
-                request.channel.transport,
+                request.reader if request.reader is not None else request.channel.transport,
                 lambda on_data: PayloadVerifier(auth, headers, on_data),
                 lambda: self._continue(request, headers),
             )

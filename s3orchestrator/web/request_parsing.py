@@ -20,7 +20,8 @@ def split_path(raw_path: bytes) -> tuple[str | None, str | None]:
     bucket = unquote(bucket_part) or None
     if not key_part:
         return bucket, None
-    key_bytes = unquote_to_bytes(key_part)
+    # From the wire bytes: a key sent as raw UTF-8 must not be UTF-8 encoded a second time.
+    key_bytes = unquote_to_bytes(key_part.encode("latin-1"))
     if len(key_bytes) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError", extra={"Size": str(len(key_bytes)), "MaxSizeAllowed": str(MAX_KEY_BYTES)})
     try:

@@ -12,6 +12,9 @@ its body is read. So:
 - A response sent before the body was fully read ends the connection with a
   lingering close (half-close, drain, abort later), so the client reads the
   error instead of a connection reset.
+- Every request the channel refuses itself (a malformed or oversized head, a
+  head or body sent too slowly) gets an S3 error document through
+  ``S3Channel.protocol_error``, never a bare status line or a silent close.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE
+from s3orchestrator.errors import S3Error
+from s3orchestrator.web.errors import error_document
+from s3orchestrator.web.request_head import RequestHead, too_large
+from s3orchestrator.web.upload_pace import BodyReader
+
 if TYPE_CHECKING:
     from s3orchestrator.web.body import UploadBody
 
@@ -45,6 +54,8 @@ LINGER_SECONDS = 10.0
 SEND_BUFFER_BYTES = 2 * 1024 * 1024
 # The most handed to a client socket in one send().
 SOCKET_WRITE_BYTES = 1024 * 1024
+# Pipelined bytes held while a request is answered before the client is paused (Twisted's figure).
+HELD_BYTES = 16 * 1024
 
 
 class IClientTransport(ITCPTransport, IPushProducer):
@@ -72,6 +83,7 @@ class S3Request(http.Request):
         self.raw_path = b""
         self.raw_query = b""
         self.body: UploadBody | None = None
+        self.reader: BodyReader | None = None  # what the body pauses and resumes (the client)
         self.body_complete = False
         self.dispatched = False
 
@@ -92,11 +104,15 @@ class S3Request(http.Request):
         self.responseHeaders.setRawHeaders(b"x-amz-id-2", [self.request_id.encode()])
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.reader is not None:
+            self.reader.received(len(data))
         if self.body is not None:
             self.body.dataReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.body_complete = True
+        if self.reader is not None:
+            self.reader.done()
         if self.body is not None:
             self.body.bodyComplete()
         if not self.dispatched:
@@ -109,7 +125,16 @@ class S3Request(http.Request):
         self.dispatched = True
         self.channel.site.handler.handle(self)
 
+    def abort_body(self, error: S3Error) -> None:
+        """Give up on the rest of the body: the handler answers ``error`` (if it reads one)."""
+        if self.reader is not None:
+            self.reader.done()
+        if self.body is not None and not self.body_complete:
+            self.body.abort(error)
+
     def connectionLost(self, reason: Failure) -> None:
+        if self.reader is not None:
+            self.reader.done()
         if self.body is not None and not self.body_complete:
             self.body.connectionLost(reason)
         super().connectionLost(reason)
@@ -122,8 +147,129 @@ class S3Channel(http.HTTPChannel):
     _lingering: IDelayedCall | None = None
     transport: IClientTransport
     site: S3Site  # set by S3Site.buildProtocol
+    # The head being read (None while a request is in progress), and its deadline.
+    _head: RequestHead | None = None
+    _head_deadline: IDelayedCall | None = None
+    # Set once the channel refused a request: nothing more is parsed on this connection.
+    _refused = False
+    # Whether a complete request is being answered, and the bytes (pipelined
+    # requests) received meanwhile.
+    _answering = False
+    _held = b""
+
+    # -- reading a request head ------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._answering:
+            self._hold(data)
+            return
+        head = self._head
+        if head is not None and not head.started and data and not self._refused:
+            # The client must send its whole head within server.header_timeout.
+            self._head_deadline = self.callLater(self.site.header_timeout, self._head_timed_out)
+            try:
+                head.first_bytes(data)
+            except S3Error as error:
+                self.protocol_error(error)
+                return
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        head = self._head
+        if self._refused or head is None:
+            return
+        reading_request_line = head.target is None
+        try:
+            line = head.line(line)
+        except S3Error as error:
+            self.protocol_error(error)
+            return
+        super().lineReceived(line)
+        if reading_request_line and head.target is not None and not self._refused:
+            _TwistedChannel.set_request_target(self, head.target)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.protocol_error(too_large())
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._answering:
+            self._hold(data)
+            return
+        super().rawDataReceived(data)
+
+    def _hold(self, data: bytes) -> None:
+        # The next request waits until this one is answered, on every Twisted version
+        # (22.4 would parse it at once and answer out of order: CVE-2024-41671), and
+        # its head is checked (and timed) only then.
+        self._held += data
+        if len(self._held) > HELD_BYTES:
+            self.transport.pauseProducing()
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        self.protocol_error(S3Error("RequestTimeout"))
+
+    def _end_head(self) -> None:
+        self._head = None
+        if self._head_deadline is not None and self._head_deadline.active():
+            self._head_deadline.cancel()
+        self._head_deadline = None
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's (private) hook for each request its own parser refuses; it would
+        # answer a bare "400 Bad Request". RequestHead refuses bad heads before Twisted
+        # sees them: this catches the rest (a malformed chunked body).
+        self.protocol_error(S3Error("InvalidRequest", "The request is not valid HTTP/1.1."))
+
+    def protocol_error(self, error: S3Error) -> None:
+        """Refuse the request on this connection with ``error``, then close the connection.
+
+        Before the request went to the handler, the channel answers with an S3
+        error document itself; after, it abandons the body and the handler's error
+        answer (``error`` if it was reading the body) ends the connection.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self.persistent = False
+        target = self._head.target if self._head is not None else None
+        method = self._head.method if self._head is not None else None
+        self._end_head()
+        request: S3Request | None = self.requests[-1] if self.requests else None
+        self._log.info(
+            "Refusing request {request_id} from {peer}: {code} {message}",
+            request_id=request.request_id if request is not None else "-",
+            peer=str(self.transport.getPeer()), code=error.code, message=error.message,
+        )
+        if request is not None and request.dispatched:
+            request.abort_body(error)
+            return
+        if request is not None:
+            # Never handed over: nobody else will answer it.
+            self.requests.remove(request)
+        request_id = request.request_id if request is not None else new_request_id()
+        resource = target.partition(b"?")[0].decode("latin-1") if target is not None else ""
+        # HEAD responses carry no body (the status says it all).
+        document = error_document(error, resource, request_id) if method != b"HEAD" else b""
+        headers = [
+            (b"Date", http.datetimeToString(self.site.clock.seconds())),
+            *([(b"Content-Type", b"application/xml")] if document else []),
+            (b"Content-Length", b"%d" % len(document)),
+            (b"x-amz-request-id", request_id.encode()),
+            (b"x-amz-id-2", request_id.encode()),
+            (b"Connection", b"close"),
+        ]
+        headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
+        self.writeHeaders(b"HTTP/1.1", b"%d" % error.status, http.RESPONSES.get(error.status, b"Error"), headers)
+        self.transport.write(document)
+        self._linger()
+
+    # -- a request and its body ----------------------------------------------------
 
     def allHeadersReceived(self) -> None:
+        self._end_head()
         request = self.requests[-1]
         self.persistent = self.checkPersistence(request, self._version)
         request.gotLength(self.length)
@@ -131,7 +277,10 @@ class S3Channel(http.HTTPChannel):
             # No body: lineReceived calls allContentReceived next, which dispatches.
             return
         # Keep the client quiet until the store is ready for bytes (UploadBody resumes it).
-        self.transport.pauseProducing()
+        request.reader = BodyReader(
+            self.transport, self.site.clock, self.site.min_upload_rate,
+            lambda: self.protocol_error(S3Error("RequestTimeout")),
+        )
         request.dispatch(self._command, self._path, self._version)
 
     def writeHeaders(
@@ -153,6 +302,7 @@ class S3Channel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._head = RequestHead()
         self.site.channel_opened(self)
         # Twisted pauses a producer as soon as 64 KiB wait in the send buffer, and
         # hands a socket at most 128 KiB per write: relaying a download then pauses
@@ -166,7 +316,11 @@ class S3Channel(http.HTTPChannel):
             socket.SEND_LIMIT = SOCKET_WRITE_BYTES
 
     def allContentReceived(self) -> None:
+        self._answering = True
         super().allContentReceived()
+        if self._answering:
+            # Bytes after this request, even from the same read, go to _hold.
+            self.setRawMode()
         # Twisted switches the idle timeout off while a response is produced. Keep it
         # on, reset by every write and drained send buffer: a client that stops
         # reading its download is then dropped instead of pinning an upstream
@@ -197,12 +351,25 @@ class S3Channel(http.HTTPChannel):
 
     def requestDone(self, request: S3Request) -> None:
         if request.body_complete:
-            super().requestDone(request)
+            self._answering = False
+            persistent = self.persistent
+            if persistent:
+                self._head = RequestHead()
+            super().requestDone(request)  # resumes the client, back to line mode
+            held, self._held = self._held, b""
+            if persistent and held:
+                self.dataReceived(held)
             return
         # Answered before the whole body arrived: this connection cannot carry
-        # another request. Half-close so the client reads our response, then
-        # discard whatever it still sends until it closes or we give up.
+        # another request.
         self.requests.remove(request)
+        if request.reader is not None:
+            request.reader.done()
+        self._linger()
+
+    def _linger(self) -> None:
+        # Half-close so the client reads our response, then discard whatever it
+        # still sends until it closes or we give up.
         self.persistent = False
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.transport.resumeProducing()
@@ -213,6 +380,7 @@ class S3Channel(http.HTTPChannel):
         pass
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._end_head()
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         super().connectionLost(reason)
@@ -237,12 +405,23 @@ class S3Site(http.HTTPFactory):
     # Twisted types this as its HTTP/2-capable wrapper's factory; S3Site serves HTTP/1.1 channels directly.
     protocol = S3Channel  # type: ignore[assignment]
 
-    def __init__(self, handler: RequestHandler, timeout: float, reactor=None) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        timeout: float,
+        reactor=None,
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+    ) -> None:
         super().__init__(timeout=timeout, reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor
-        self._clock = reactor
+        self.clock = reactor
         self.handler = handler
+        # Seconds a client has to send a request line and headers; bytes/s it must upload at.
+        self.header_timeout = header_timeout
+        self.min_upload_rate = min_upload_rate
         self._channels: set[S3Channel] = set()
         self._draining = False
         self._drained: list[Deferred[None]] = []
@@ -282,7 +461,7 @@ class S3Site(http.HTTPFactory):
             return abort_the_rest()
 
         # On timeout the wait is cancelled: keep the CancelledError (not a TimeoutError).
-        closed.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: result)
+        closed.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, timeout: result)
         return closed.addCallbacks(lambda _: 0, timed_out)
 
     def buildProtocol(self, addr: IAddress | None) -> S3Channel:  # type: ignore[override]  # (see ``protocol``)
@@ -299,6 +478,18 @@ class S3Site(http.HTTPFactory):
     def log(self, request: http.Request) -> None:
         # Requests are logged by the handler, with S3 fields, not in combined log format.
         pass
+
+
+class _TwistedChannel:
+    """The one place S3Channel sets a private attribute of Twisted's HTTPChannel (Twisted
+    22.4 to 26.x keep the request line in ``_command``/``_path``/``_version`` until the
+    request is complete; test_site checks it still does)."""
+
+    @staticmethod
+    def set_request_target(channel: http.HTTPChannel, target: bytes) -> None:
+        """Make ``target`` the request target Twisted hands the request (after Twisted
+        parsed a copy of the request line whose non-ASCII bytes were percent-encoded)."""
+        channel._path = target
 
 
 class RequestHandler(Protocol):

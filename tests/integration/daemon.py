@@ -50,6 +50,7 @@ def write_config(
     client_timeout: float = 300,
     multipart: tuple[float, float] | None = None,
     extra_toml: str = "",
+    server_toml: str = "",
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -57,7 +58,8 @@ def write_config(
     ``health`` is (interval seconds, unhealthy_after) for the health-check job;
     ``client_timeout`` is server.timeout (idle client connections are dropped);
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
-    ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``).
+    ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
+    ``server_toml`` is added to the ``[server]`` table as written.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -69,6 +71,7 @@ def write_config(
         f'listen = "{listen}"',
         f"max_object_size = {max_object_size}",
         f"timeout = {client_timeout}",
+        server_toml,
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
     ]

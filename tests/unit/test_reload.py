@@ -101,3 +101,15 @@ def test_added_or_removed_stores_wait_for_a_restart() -> None:
     removed = reload_plan(old, config(lambda data: data["stores"].pop()))
     assert removed.config.stores == old.stores
     assert removed.needs_restart == ("stores (other than quota_bytes)",)
+
+
+def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"].update(header_timeout=5, min_upload_rate=0, backlog=64)
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.applied == ("server",)
+    assert plan.needs_restart == ("server.backlog",)
+    server = plan.config.server
+    assert (server.header_timeout, server.min_upload_rate, server.backlog) == (5.0, 0, old.server.backlog)

@@ -203,6 +203,19 @@ def test_connection_lost_before_body_complete_fails_verified_with_client_gone() 
     assert upload.produced is not None and upload.produced.failure.check(ClientGone)
 
 
+def test_abort_fails_verified_and_the_store_write_with_the_s3_error() -> None:
+    upload = Upload(6)
+    upload.start()
+    upload.feed(b"abc")
+
+    upload.body.abort(S3Error("RequestTimeout"))
+    upload.feed(b"def")
+
+    assert upload.verified.failure.value.code == "RequestTimeout"
+    assert upload.produced is not None and upload.produced.failure.check(S3Error)
+    assert b"def" not in upload.consumer.body
+
+
 def test_connection_lost_after_body_complete_changes_nothing() -> None:
     upload = Upload(3)
     upload.start()
