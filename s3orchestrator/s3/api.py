@@ -7,6 +7,7 @@ from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import CopyOperations
+from s3orchestrator.s3.keys import check_key
 from s3orchestrator.s3.listing import ListingOperations
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
@@ -119,8 +120,11 @@ class S3Api:
         return operation in _BODY_OPERATIONS
 
     async def dispatch(self, operation: str, call: S3Call) -> S3Response:
-        """Run the operation; unknown or unsupported ones are NotImplemented."""
+        """Run the operation; unknown or unsupported ones are NotImplemented, one
+        on a key holding NUL InvalidArgument (see ``keys.check_key``)."""
         handler = self._handlers.get(operation)
         if handler is None:
             raise S3Error("NotImplemented", f"{operation} is not implemented by s3orchestrator.")
+        if call.key is not None:
+            check_key(call.key)
         return await handler(call)

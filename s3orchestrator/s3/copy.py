@@ -17,7 +17,8 @@ from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import xml_output
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
-from s3orchestrator.s3.objects import ObjectOperations, object_location
+from s3orchestrator.s3.keys import check_key
+from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.s3.timestamps import iso8601
 from s3orchestrator.stores.interface import IObjectReader, IObjectWrite
 
@@ -38,6 +39,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     if not bucket or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                       extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": value})
+    check_key(key, "x-amz-copy-source")
     return bucket, key
 
 
@@ -170,8 +172,9 @@ class CopyOperations:
             metadata = s3_headers.user_metadata(call.headers)
         else:
             content_type, stored, metadata = source.content_type, dict(source.headers), dict(source.user_metadata)
+        # Where the source is: a copy onto itself stays there, _copy_bytes places any other.
         return ObjectRecord(
-            bucket=source.bucket, key=call.key, store=source.store, location=object_location(source.bucket, call.key),
+            bucket=source.bucket, key=call.key, store=source.store, location=source.location,
             size=source.size, etag=source.etag, content_type=content_type,
             last_modified_ms=int(self._clock.seconds() * 1000), headers=stored, user_metadata=metadata,
             # The copy keeps the source's ETag, so it keeps the parts that ETag counts.
@@ -189,8 +192,9 @@ class CopyOperations:
 
     async def _copy_bytes(self, source: ObjectRecord, record: ObjectRecord) -> None:
         reservation = await self._objects.reserve(source.size)
-        placed = attrs.evolve(record, store=reservation.store)
         try:
+            location = self._objects.store(reservation.store).location_for(record.bucket, record.key)
+            placed = attrs.evolve(record, store=reservation.store, location=location)
             with self._objects.store_errors(reservation.store):
                 write = await self._start(source, placed)
                 await self._objects.commit_write(write, placed, reservation)

@@ -40,7 +40,7 @@ from s3orchestrator.s3.copy import ReaderBody, copy_source_record
 from s3orchestrator.s3.list_xml import bucket_owner
 from s3orchestrator.s3.listing import parse_encoding_type
 from s3orchestrator.s3.locks import KeyLocks
-from s3orchestrator.s3.objects import ObjectOperations, object_location, parse_part_number, verified_body
+from s3orchestrator.s3.objects import ObjectOperations, parse_part_number, verified_body
 from s3orchestrator.s3.upload_listing import list_uploads_page
 from s3orchestrator.s3.xml_input import read_small_body
 from s3orchestrator.stores.interface import IPartWrite, ObjectMissing, StoredPart
@@ -171,8 +171,8 @@ class MultipartOperations:
         metadata = s3_headers.user_metadata(call.headers)
         algorithm = s3_headers.check_checksum_algorithms(call.headers)
         store_name = await self._objects.pick_store(MIN_PART_SIZE)
-        location = object_location(bucket, key)
         store = self._objects.store(store_name)
+        location = store.location_for(bucket, key)
         with self._objects.store_errors(store_name):
             store_upload_id = await store.create_upload(location)
         initiated_ms = self._now_ms()

@@ -124,11 +124,6 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
     return first, first + sizes[number - 1] - 1
 
 
-def object_location(bucket: str, key: str) -> str:
-    """Where an object of a virtual bucket lives inside a store."""
-    return f"{bucket}/{key}"
-
-
 class ObjectOperations:
     """The object calls of the S3 API over the metadata store and the object stores."""
 
@@ -167,8 +162,8 @@ class ObjectOperations:
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
         reservation = await self.reserve(size)
-        location = object_location(bucket, key)
         try:
+            location = self._stores[reservation.store].location_for(bucket, key)
             with self.store_errors(reservation.store):
                 record = await self._store_and_commit(call, reservation, location, content_type, stored, metadata)
         except BaseException:

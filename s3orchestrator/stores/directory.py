@@ -737,6 +737,11 @@ class DirectoryStore:
         """Nothing is held open between requests."""
         return succeed(None)
 
+    def location_for(self, bucket: str, key: str) -> str:
+        """``<bucket>/<key>``: the path scheme (module docstring) maps every such location
+        to its own file, whatever the key holds but NUL."""
+        return f"{bucket}/{key}"
+
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """Stream ``body`` into a temp file; ``publish`` renames it to ``location``.
 

@@ -102,6 +102,15 @@ class IObjectStore(Interface):
     def stop() -> Deferred[Any]:
         """Release what the store holds open (connections) at shutdown."""
 
+    def location_for(bucket: str, key: str) -> str:
+        """Where this store would keep object ``key`` of virtual bucket ``bucket``: the
+        location its other methods take, recorded in metadata with the object (or upload).
+
+        Distinct (bucket, key) pairs get distinct locations. An object keeps the
+        location recorded for it, so a store may change this mapping only for
+        objects written later.
+        """
+
     def start_write(location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """Start storing ``length`` bytes produced by ``body`` at ``location``.
 

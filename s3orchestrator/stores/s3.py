@@ -42,6 +42,10 @@ body, so a PUT that meets such a stale connection fails: the client gets a
 ``CACHED_CONNECTION_TIMEOUT`` (15 s), below the keep-alive timeout of common
 servers, to make this rare.
 
+An object's location (its upstream key) is ``<bucket>/<key>`` where a
+filesystem-backed server (SeaweedFS, MinIO) can hold that name, an escaped
+form where it cannot (``location_for``, see ``s3_locations``).
+
 Multipart uploads map one to one onto the upstream's (``s3_multipart``):
 CreateMultipartUpload gives the upload id, a part is an UploadPart streamed
 like a PUT (same payload modes, checksums and watchdog) whose ETag the store
@@ -81,6 +85,7 @@ from s3orchestrator.stores.interface import (
 from s3orchestrator.stores.s3_errors import error_for_status, parse_error_code
 from s3orchestrator.stores.s3_exchange import Exchange, discard_body
 from s3orchestrator.stores.s3_http import DEFAULT_CONNECTIONS_PER_HOST, Target, make_agent, make_pool, request_target
+from s3orchestrator.stores.s3_locations import upstream_location
 from s3orchestrator.stores.s3_multipart import S3Complete, S3PartWrite, abort_upload, create_upload
 from s3orchestrator.stores.s3_read import S3Reader
 from s3orchestrator.stores.s3_write import DEFAULT_CHUNK_SIZE, S3Copy, S3Write
@@ -90,7 +95,7 @@ __all__ = ["S3Store", "S3Complete", "S3Copy", "S3PartWrite", "S3Write", "S3Reade
 
 @implementer(IObjectStore)
 class S3Store:
-    """Objects in one bucket of an upstream S3 service, under the location given (``<bucket>/<key>``).
+    """Objects in one bucket of an upstream S3 service, under the location given (``location_for``).
 
     ``agent`` replaces the real Agent (tests); ``pool`` is shared or made here
     (persistent, ``connections_per_host`` idle connections kept per host).
@@ -150,6 +155,11 @@ class S3Store:
         if self._pool is None:
             return succeed(None)
         return self._pool.closeCachedConnections()
+
+    def location_for(self, bucket: str, key: str) -> str:
+        """``<bucket>/<key>``, escaped where a filesystem-backed server could not hold it
+        (see ``s3_locations``)."""
+        return upstream_location(bucket, key)
 
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         """PUT ``length`` bytes of ``body`` at ``location``; see S3Write."""

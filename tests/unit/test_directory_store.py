@@ -187,6 +187,13 @@ def test_store_provides_the_interface(store: DirectoryStore) -> None:
     assert verifyObject(IObjectStore, store)
 
 
+@pytest.mark.parametrize("key", ["dir/key.txt", "../x", "a//b", "a\\b", "docs/", "."])
+def test_location_is_bucket_slash_key_for_every_key(store: DirectoryStore, key: str) -> None:
+    # The path scheme maps any such location to its own file: no key needs another location.
+    assert store.location_for("app", key) == f"app/{key}"
+    relative_path(store.location_for("app", key))
+
+
 @pytest_twisted.ensureDeferred
 async def test_round_trip(store: DirectoryStore, root: Path) -> None:
     data = os.urandom(700 * KIB + 3)

@@ -381,6 +381,9 @@ class DiskFullStore:
         self.started: Deferred[None] = Deferred()
         self.writes: list[_FailedWrite] = []
 
+    def location_for(self, bucket: str, key: str) -> str:
+        return f"{bucket}/{key}"
+
     def start_write(self, location: str, body: IBodyProducer, length: int) -> _FailedWrite:
         write = _FailedWrite()
         self.writes.append(write)

@@ -320,6 +320,12 @@ def test_provides_the_interfaces() -> None:
     assert verifyObject(IObjectReader, h.result(h.store.open_read("b/k", None)))
 
 
+def test_locations_are_escaped_only_where_a_filesystem_backed_upstream_needs_it() -> None:
+    store = Harness().store
+    assert store.location_for("app", "dir/key.txt") == "app/dir/key.txt"
+    assert store.location_for("app", "a//b/../c") == "app/a/%%/b/%%../c"
+
+
 def test_round_trip_is_signed_and_verified() -> None:
     h = Harness()
     h.put("app/key.txt", b"hello world")
