@@ -110,8 +110,12 @@ def _toml_value(value: object) -> str:
 class Daemon:
     """A running ``twistd -n s3orchestrator`` process."""
 
-    def __init__(self, directory: Path, config: Path, port: int, scheme: str = "http") -> None:
+    def __init__(
+        self, directory: Path, config: Path, port: int, scheme: str = "http", code: Path = REPO
+    ) -> None:
         self.directory = directory
+        # Where the daemon imports s3orchestrator from (benchmarks compare two checkouts).
+        self.code = code
         self.config = config
         self.port = port
         self.endpoint = f"{scheme}://127.0.0.1:{port}"
@@ -120,7 +124,7 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the daemon and wait until it listens."""
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(self.code))
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
