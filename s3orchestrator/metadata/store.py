@@ -558,6 +558,6 @@ class MetadataStore:
 def sqlite_metadata_store(path: str, reactor: Any, **engine_options: Any) -> MetadataStore:
     """A MetadataStore on the SQLite file at ``path`` (its directory is created at start).
 
-    ``engine_options`` go to ``SqliteEngine`` (busy_timeout_ms, synchronous).
+    ``engine_options`` go to ``SqliteEngine`` (busy_timeout, synchronous).
     """
     return MetadataStore(Database(SqliteEngine(path, **engine_options), reactor))
