@@ -4,7 +4,7 @@ Applied at once: bucket credentials (added, removed, rotated keys), the routing
 strategy, store quotas, ``server.max_object_size``, ``server.timeout`` (new
 connections), ``server.shutdown_timeout``, health and multipart-expiry settings,
 ``logging.level``. Kept until a restart: the listen addresses, the metadata
-database, the other operators' settings (logging.format, metrics, manhole,
+settings (database, busy_timeout), the other operators' settings (logging.format, metrics, manhole,
 admin), and any store added, removed or changed other than in its quota.
 """
 

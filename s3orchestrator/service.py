@@ -87,7 +87,9 @@ class OrchestratorService(MultiService):
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
-        self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
+        self.metadata = sqlite_metadata_store(
+            config.metadata.sqlite, reactor, busy_timeout=config.metadata.busy_timeout
+        )
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(jobs=lambda: self.jobs)
         self.stores: Mapping[str, IObjectStore] = {

@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -44,6 +45,7 @@ class World:
     locks: KeyLocks
     ops: ObjectOperations
     view: Any  # what ops reads metadata through (the store, or a test wrapper around it)
+    clock: Clock
 
     async def usage(self) -> dict[str, StoreUsage]:
         return {usage.name: usage for usage in await self.metadata.store_usage()}
@@ -87,7 +89,7 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         view = metadata if metadata_wrapper is None else metadata_wrapper(metadata)
         health = StoreHealth(list(object_stores), unhealthy_after=3, now=clock.seconds)
         ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks, health)
-        return World(metadata, object_stores, roots, locks, ops, view)
+        return World(metadata, object_stores, roots, locks, ops, view, clock)
 
     return make
 
@@ -475,6 +477,60 @@ async def test_new_object_whose_commit_fails_leaves_no_file(build) -> None:
 
     assert world.files("one") == []
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+class BusyDatabase:
+    """The metadata store, except that the writes named in ``busy`` fail as a database
+    locked by another process makes them fail, each for its next ``times`` calls."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self._inner = inner
+        self.busy: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def call(*args: Any) -> Any:
+            if self.busy.get(name, 0) > 0:
+                self.busy[name] -= 1
+                return fail(MetadataBusy("database is locked"))
+            return method(*args)
+
+        return call
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_the_busy_database_refuses_to_reserve_leaves_nothing(build) -> None:
+    world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
+    world.view.busy = {"reserve": 1}
+    body = FakeRequestBody(DATA)
+
+    with pytest.raises(MetadataBusy):
+        await world.ops.put_object(s3_call("PUT", body=body))
+
+    assert not body.started.called  # refused before a byte of the body was read
+    assert world.files("one") == []
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_whose_commit_the_busy_database_refuses_leaves_no_bytes_and_no_reservation(build) -> None:
+    world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
+    await put(world, DATA)
+    # The commit is refused, and so is the release of the reservation right after it.
+    world.view.busy = {"commit_object": 1, "release": 2}
+
+    with pytest.raises(MetadataBusy):
+        await put(world, b"replacement")
+
+    assert len(world.files("one")) == 1  # the previous object's file, and no temp file
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), len(b"replacement"))]
+    world.clock.advance(1)  # the first retry: still busy
+    assert [u.reserved_bytes for u in await world.metadata.store_usage()] == [len(b"replacement")]
+    world.clock.advance(2)  # the second retry, after twice the delay: released
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), 0)]
+    got = await world.ops.get_object(s3_call("GET"))
+    assert await read(got) == DATA
 
 
 @implementer(IObjectWrite)
