@@ -111,9 +111,17 @@ class Daemon:
     """A running ``twistd -n s3orchestrator`` process."""
 
     def __init__(
-        self, directory: Path, config: Path, port: int, scheme: str = "http", code: Path = REPO
+        self,
+        directory: Path,
+        config: Path,
+        port: int,
+        scheme: str = "http",
+        code: Path = REPO,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.directory = directory
+        # A command the daemon runs under (strace -f ...), before twistd's.
+        self.wrapper = tuple(wrapper)
         # Where the daemon imports s3orchestrator from (benchmarks compare two checkouts).
         self.code = code
         self.config = config
@@ -127,7 +135,7 @@ class Daemon:
         env = dict(os.environ, PYTHONPATH=str(self.code))
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
+            [*self.wrapper, os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
              "s3orchestrator", "--config", str(self.config)],
             cwd=self.directory,
             env=env,
