@@ -50,6 +50,7 @@ def write_config(
     client_timeout: float = 300,
     multipart: tuple[float, float] | None = None,
     extra_toml: str = "",
+    metadata_busy_timeout: float | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -57,7 +58,8 @@ def write_config(
     ``health`` is (interval seconds, unhealthy_after) for the health-check job;
     ``client_timeout`` is server.timeout (idle client connections are dropped);
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
-    ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``).
+    ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
+    ``metadata_busy_timeout`` sets metadata.busy_timeout.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -72,6 +74,8 @@ def write_config(
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
     ]
+    if metadata_busy_timeout is not None:
+        lines.append(f"busy_timeout = {metadata_busy_timeout}")
     if health is not None:
         lines += ["[health]", f"interval = {health[0]}", f"unhealthy_after = {health[1]}"]
     if multipart is not None:
