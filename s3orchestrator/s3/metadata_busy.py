@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -39,6 +39,7 @@ class CleanupRetrier:
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
+        self._retrying: set[Deferred[None]] = set()
 
     async def run(
         self,
@@ -59,8 +60,16 @@ class CleanupRetrier:
 
     def retrying(self, desc: str, cleanup: Callable[[], Awaitable[object]]) -> Deferred[None]:
         """Retry ``cleanup()`` in the background until it succeeds (or fails otherwise,
-        which is logged); the Deferred fires then (tests wait on it)."""
-        return ensureDeferred(self._retry(desc, cleanup))
+        which is logged); the Deferred fires then."""
+        d = ensureDeferred(self._retry(desc, cleanup))
+        if not d.called:
+            self._retrying.add(d)
+            d.addBoth(lambda _: self._retrying.discard(d))
+        return d
+
+    def settled(self) -> Deferred[None]:
+        """Fires once every cleanup being retried now is done."""
+        return DeferredList(list(self._retrying)).addCallback(lambda _: None)
 
     async def _retry(self, desc: str, cleanup: Callable[[], Awaitable[object]]) -> None:
         delay = FIRST_RETRY_DELAY

@@ -148,7 +148,8 @@ class ObjectOperations:
         self.max_object_size = max_object_size
         self._clock = clock
         self._locks = locks
-        self._cleanups = CleanupRetrier(clock)
+        # Metadata cleanups a busy database refused, retried in the background.
+        self.cleanups = CleanupRetrier(clock)
 
     async def put_object(self, call: S3Call) -> S3Response:
         """Stream the body to a store chosen by the routing strategy, then record it."""
@@ -197,7 +198,7 @@ class ObjectOperations:
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose write failed (later, if the database is busy now)."""
-        await self._cleanups.run(
+        await self.cleanups.run(
             f"release of reservation {reservation.id} on store {reservation.store}",
             lambda: self._metadata.release(reservation.id),
         )
@@ -394,19 +395,24 @@ class ObjectOperations:
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
         """A store that made a write visible at once replaced the key's previous object
         at the same location; its record no longer describes any bytes, so drop it
-        (a missing object beats serving the wrong bytes). Called under the key's lock;
-        retried (under it) while the database is busy."""
+        (a missing object beats serving the wrong bytes). Called under the key's lock.
 
-        async def forget() -> None:
-            current = await self._metadata.get_object(record.bucket, record.key)
-            if current is not None and (current.store, current.location) == (record.store, record.location):
-                await self._metadata.delete_object(record.bucket, record.key)
+        While the database is busy, retried later under the lock, and only if the
+        record is still the one replaced (a later PUT may have written a good one)."""
+        current = await self._metadata.get_object(record.bucket, record.key)
+        if current is None or (current.store, current.location) != (record.store, record.location):
+            return
 
-        async def forget_locked() -> None:
+        async def forget_if_unchanged() -> None:
             async with self._locks.hold((record.bucket, record.key)):
-                await forget()
+                if await self._metadata.get_object(record.bucket, record.key) == current:
+                    await self._metadata.delete_object(record.bucket, record.key)
 
-        await self._cleanups.run(f"forgetting {record.bucket}/{record.key}", forget, forget_locked)
+        await self.cleanups.run(
+            f"forgetting {record.bucket}/{record.key}",
+            lambda: self._metadata.delete_object(record.bucket, record.key),
+            forget_if_unchanged,
+        )
 
     async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
         """Put committed bytes in place; then the bytes they replaced can go."""

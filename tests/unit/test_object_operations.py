@@ -10,7 +10,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -592,3 +592,71 @@ async def test_overwrite_failing_in_the_store_keeps_the_previous_object_only_if_
         # The store may have replaced it: forgetting the key beats serving wrong bytes.
         assert record is None
     assert (await world.usage())["one"].reserved_bytes == 0
+
+
+@implementer(IObjectWrite)
+class _VisibleAtOnce:
+    """An unstaged write that succeeds (an upstream PUT: the bytes replace the location's
+    object as soon as they are stored)."""
+
+    staged = False
+    location_intact = True
+
+    def __init__(self, body: IBodyProducer) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.aborted = False
+        body.startProducing(CollectingConsumer()).addCallback(lambda _: self.done.callback(None))
+
+    def publish(self) -> Deferred[None]:
+        return succeed(None)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class UnstagedStore:
+    """A directory store whose writes, once ``unstaged`` is set, are visible at once."""
+
+    def __init__(self, inner: DirectoryStore) -> None:
+        self._inner = inner
+        self.unstaged = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
+        return _VisibleAtOnce(body) if self.unstaged else self._inner.start_write(location, body, length)
+
+
+async def replaced_in_place_while_busy(build, tmp_path: Path) -> World:
+    """A PUT over an existing key of an unstaged store whose commit (and the forgetting
+    of the replaced record) the busy database refuses."""
+    store = UnstagedStore(DirectoryStore("one", str(tmp_path / "one"), reactor))
+    world = await build([("one", 0)], stores={"one": store}, metadata_wrapper=BusyDatabase)
+    await put(world, DATA)
+    store.unstaged = True
+    world.view.busy = {"commit_object": 1, "delete_object": 1}
+    with pytest.raises(MetadataBusy):
+        await put(world, b"replacement")
+    store.unstaged = False
+    assert await world.metadata.get_object("bkt", "key") is not None  # forgetting it was refused too
+    return world
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_record_replaced_in_place_is_forgotten_once_the_busy_database_takes_it(build, tmp_path) -> None:
+    world = await replaced_in_place_while_busy(build, tmp_path)
+    world.clock.advance(1)
+    await world.ops.cleanups.settled()
+    assert await world.metadata.get_object("bkt", "key") is None
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delayed_forget_spares_the_record_of_a_later_put(build, tmp_path) -> None:
+    world = await replaced_in_place_while_busy(build, tmp_path)
+    await put(world, b"a later PUT")
+    world.clock.advance(1)
+    await world.ops.cleanups.settled()
+    record = await world.metadata.get_object("bkt", "key")
+    assert record is not None and record.etag == md5(b"a later PUT")
