@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.python.failure import Failure
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.group_commit import GroupCommitter
 from s3orchestrator.metadata.interface import MetadataBusy
@@ -250,7 +250,8 @@ class Database:
             finally:
                 cursor.close()
         except Exception as error:
-            return fail(self.map_error(error))
+            mapped = self.map_error(error)
+            return fail() if mapped is error else fail(mapped)
         duration = self.reactor.seconds() - started
         if duration > SLOW_INTERACTION_SECONDS:
             self._log.warn("Slow database read {desc}: {duration:.3f}s", desc=desc, duration=duration)
