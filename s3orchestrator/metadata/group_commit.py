@@ -170,7 +170,11 @@ class GroupCommitter:
 
     def _finished(self, ran: int | Failure, taken: list[WriteRequest], started: float) -> None:
         if isinstance(ran, Failure):
-            # The batch could not run at all (no connection): every taken request fails.
+            # The batch could not run at all (no connection): its requests fail, and so
+            # do those it never got to take (no batch would take them either).
+            if not taken:
+                taken.extend(self._queue)
+                self._queue.clear()
             for request in taken:
                 request.outcome = ran
             ran = len(taken)

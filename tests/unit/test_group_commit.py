@@ -250,6 +250,25 @@ async def test_the_lost_part_of_a_batch_runs_in_the_next(database: Database, db_
     assert values(db_path) == ["c"]
 
 
+class UnopenableEngine(SqliteEngine):
+    """SQLite whose connections cannot be set up (a disk that went read-only, say)."""
+
+    def on_new_connection(self, connection: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_fail_with_the_error_when_no_connection_can_be_opened(db_path: str) -> None:
+    db = Database(UnopenableEngine(db_path), reactor)
+    db.start()
+    try:
+        for _ in range(2):  # and again: nothing stays queued, nothing spins
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await db.runInteraction("insert", insert("a"), write=True)
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def locked(db_path: str) -> Iterator[sqlite3.Connection]:
     """Another process's connection, holding the write lock until the test ends."""
