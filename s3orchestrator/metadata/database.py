@@ -70,6 +70,10 @@ class BaseEngine:
         """Make the connection's next statements wait at most ``seconds`` for a lock."""
         raise NotImplementedError
 
+    def set_durability(self, cursor: Any, durable: bool) -> None:
+        """Before a write transaction begins: whether its commit must be on disk when it
+        returns (else a power cut may lose it, never tear it); durable by default."""
+
     def is_busy(self, error: Exception) -> bool:
         """Whether ``error`` says another connection held a lock too long (retry later)."""
         return False
@@ -180,7 +184,7 @@ class Database:
             reader.close()
 
     def runInteraction(
-        self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False
+        self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False, durable: bool = True
     ) -> Deferred[_T]:
         """Run ``func(txn, *args)`` in one transaction in the database thread.
 
@@ -188,12 +192,15 @@ class Database:
         lock when the transaction begins, so what it reads cannot change before
         it writes (and SQLite cannot fail to upgrade a read lock mid-transaction);
         write interactions queued together share one transaction, each in its
-        own savepoint, and one durable commit (see group_commit).
+        own savepoint, and one commit (see group_commit), durable unless every
+        one of them says ``durable=False`` (state a restart discards anyway).
         """
         if self._pool is None or self._writer is None:
             raise RuntimeError("database not started")
         if write:
-            return self._writer.submit(desc, lambda cursor: func(Transaction(self.engine, cursor, desc), *args))
+            return self._writer.submit(
+                desc, lambda cursor: func(Transaction(self.engine, cursor, desc), *args), durable
+            )
         started = self.reactor.seconds()
 
         def interaction(cursor: Any) -> _T:

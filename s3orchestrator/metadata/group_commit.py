@@ -42,6 +42,8 @@ class WriteRequest:
     desc: str
     func: Callable[[Any], Any]
     submitted: float
+    # False: its commit need not be synced (it changes only what a restart discards).
+    durable: bool = True
     deferred: Deferred[Any] = attrs.field(factory=Deferred)
     # Set in the database thread: the result, or a Failure.
     outcome: Any = None
@@ -55,7 +57,7 @@ def run_batch(
     map_error: Callable[[Exception], Exception],
 ) -> int:
     """In the database thread: run ``requests`` in one write transaction, each in its own
-    savepoint, and commit once. Sets each request's ``outcome``; returns how many ran
+    savepoint, and commit once (synced unless no request is ``durable``). Sets each request's ``outcome``; returns how many ran
     (the rest, after a failure that lost the whole transaction, were not tried and
     keep no outcome).
 
@@ -64,6 +66,7 @@ def run_batch(
     """
     try:
         engine.set_lock_wait(cursor, lock_wait)
+        engine.set_durability(cursor, any(request.durable for request in requests))
         engine.begin(cursor, write=True)
     except Exception as error:
         failure = Failure(map_error(error))
@@ -145,9 +148,9 @@ class GroupCommitter:
         self._queue: collections.deque[WriteRequest] = collections.deque()
         self._running = False
 
-    def submit(self, desc: str, func: Callable[[Any], Any]) -> Deferred[Any]:
+    def submit(self, desc: str, func: Callable[[Any], Any], durable: bool = True) -> Deferred[Any]:
         """Queue ``func(cursor)`` for the next batch; fires with its result or error."""
-        request = WriteRequest(desc, func, self._now())
+        request = WriteRequest(desc, func, self._now(), durable)
         self._queue.append(request)
         if not self._running:
             self._start()

@@ -101,6 +101,14 @@ class SqliteEngine(BaseEngine):
     def set_lock_wait(self, cursor: Any, seconds: float) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
+    def set_durability(self, cursor: Any, durable: bool) -> None:
+        # In WAL mode NORMAL appends the commit without a sync; the next synced commit
+        # syncs it too, and a power cut loses at most a suffix of such commits, whole.
+        level = self.synchronous
+        if not durable and _SYNCHRONOUS_MODES.index(level) > _SYNCHRONOUS_MODES.index("NORMAL"):
+            level = "NORMAL"
+        cursor.execute(f"PRAGMA synchronous={level}")
+
     def is_busy(self, error: Exception) -> bool:
         # "database is locked" / "database table is locked"; extended codes carry the
         # primary code in their low byte (SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_RECOVERY...).

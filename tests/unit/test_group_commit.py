@@ -39,11 +39,15 @@ class TracingEngine(SqliteEngine):
     def _trace(self, statement: str) -> None:
         if statement.split(" ", 1)[0] in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
             self.statements.append(statement)
+        elif statement.startswith("PRAGMA synchronous="):
+            self.statements.append(statement)
 
     def control(self) -> list[str]:
         """The statements traced since the first write transaction began (earlier ones
         are a read's), the savepoint's name left out."""
-        traced = [s.replace(" group_commit_interaction", "") for s in self.statements]
+        traced = [
+            s.replace(" group_commit_interaction", "") for s in self.statements if not s.startswith("PRAGMA")
+        ]
         return traced[traced.index("BEGIN IMMEDIATE"):] if "BEGIN IMMEDIATE" in traced else []
 
 
@@ -228,7 +232,25 @@ def test_a_busy_begin_fails_the_batch_with_the_mapped_error() -> None:
 
     run_batch(SqliteEngine(":memory:"), cursor, batch, 0.25, lambda error: MetadataBusy(str(error)))
     assert [outcome_error(r) for r in batch] == [MetadataBusy, MetadataBusy]
-    assert cursor.statements == ["PRAGMA busy_timeout=250", "BEGIN IMMEDIATE"]
+    assert cursor.statements[0] == "PRAGMA busy_timeout=250" and cursor.statements[-1] == "BEGIN IMMEDIATE"
+
+
+def synchronous_of_batch(engine: SqliteEngine, *durable: bool) -> list[str]:
+    batch = [WriteRequest(f"r{i}", ok("x"), 0.0, flag) for i, flag in enumerate(durable)]
+    cursor = FakeCursor(set())
+    run_batch(engine, cursor, batch, 1.0, lambda error: error)
+    return [s for s in cursor.statements if s.startswith("PRAGMA synchronous")]
+
+
+def test_a_batch_is_synced_if_any_of_its_writes_must_be_durable() -> None:
+    assert synchronous_of_batch(SqliteEngine(":memory:"), False, True, False) == ["PRAGMA synchronous=FULL"]
+
+
+def test_a_batch_of_writes_a_restart_discards_anyway_commits_without_a_sync() -> None:
+    assert synchronous_of_batch(SqliteEngine(":memory:"), False, False) == ["PRAGMA synchronous=NORMAL"]
+    # Never more than configured, though.
+    assert synchronous_of_batch(SqliteEngine(":memory:", synchronous="OFF"), False) == ["PRAGMA synchronous=OFF"]
+    assert synchronous_of_batch(SqliteEngine(":memory:", synchronous="OFF"), True) == ["PRAGMA synchronous=OFF"]
 
 
 @pytest_twisted.ensureDeferred
@@ -333,3 +355,34 @@ async def test_lookups_by_key_are_answered_while_another_process_holds_the_write
             await store.delete_object("b", "k")
     finally:
         store.database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reservations_commit_unsynced_and_objects_synced(db_path: str) -> None:
+    engine = TracingEngine(db_path)
+    store = MetadataStore(Database(engine, reactor))
+    await store.start()
+    try:
+        await store.sync_stores([("one", 0)])
+        synced: dict[str, str] = {}
+
+        async def traced(name: str, operation: Deferred[Any]) -> Any:
+            engine.statements.clear()
+            result = await operation
+            synced[name] = next(s for s in engine.statements if s.startswith("PRAGMA synchronous="))
+            return result
+
+        reservation = await traced("reserve", store.reserve(3, lambda usage: "one"))
+        record = ObjectRecord(bucket="b", key="k", store="one", location="b/k", size=3, etag="e" * 32,
+                              content_type="binary/octet-stream", last_modified_ms=1, headers={}, user_metadata={})
+        await traced("commit_object", store.commit_object(reservation.id, record))
+        await traced("release", store.release(reservation.id))
+        await traced("delete_object", store.delete_object("b", "k"))
+    finally:
+        store.database.close()
+    assert synced == {
+        "reserve": "PRAGMA synchronous=NORMAL",
+        "commit_object": "PRAGMA synchronous=FULL",
+        "release": "PRAGMA synchronous=NORMAL",
+        "delete_object": "PRAGMA synchronous=FULL",
+    }
