@@ -57,9 +57,9 @@ def run_batch(
     map_error: Callable[[Exception], Exception],
 ) -> int:
     """In the database thread: run ``requests`` in one write transaction, each in its own
-    savepoint, and commit once (synced unless no request is ``durable``). Sets each request's ``outcome``; returns how many ran
-    (the rest, after a failure that lost the whole transaction, were not tried and
-    keep no outcome).
+    savepoint, and commit once (synced unless no request is ``durable``). Sets each
+    request's ``outcome``; returns how many ran (the rest, after a failure that lost
+    the whole transaction, were not tried and keep no outcome).
 
     ``lock_wait`` is how long to wait for the write lock (seconds); ``map_error``
     turns an engine error into what callers see (a busy database into MetadataBusy).

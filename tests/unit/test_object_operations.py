@@ -524,7 +524,8 @@ async def test_a_put_whose_commit_the_busy_database_refuses_leaves_no_bytes_and_
         await put(world, b"replacement")
 
     assert len(world.files("one")) == 1  # the previous object's file, and no temp file
-    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), len(b"replacement"))]
+    usage = await world.metadata.store_usage()
+    assert [(u.used_bytes, u.reserved_bytes) for u in usage] == [(len(DATA), len(b"replacement"))]
     world.clock.advance(1)  # the first retry: still busy
     assert [u.reserved_bytes for u in await world.metadata.store_usage()] == [len(b"replacement")]
     world.clock.advance(2)  # the second retry, after twice the delay: released
