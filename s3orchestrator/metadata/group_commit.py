@@ -11,7 +11,9 @@ nothing and concurrent writes cost one sync per batch instead of one each.
 
 Only portable SQL is used here (SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT,
 COMMIT, ROLLBACK); what differs between engines stays in the engine (``begin``,
-``set_lock_wait``, ``is_busy``).
+``set_lock_wait``, ``set_durability``, ``is_busy``). A batch whose interactions all
+say ``durable=False`` (quota reservations, which a restart drops anyway) commits
+without a sync.
 """
 
 from __future__ import annotations

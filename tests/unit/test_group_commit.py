@@ -373,6 +373,7 @@ async def test_reservations_commit_unsynced_and_objects_synced(db_path: str) -> 
             return result
 
         reservation = await traced("reserve", store.reserve(3, lambda usage: "one"))
+        assert reservation is not None
         record = ObjectRecord(bucket="b", key="k", store="one", location="b/k", size=3, etag="e" * 32,
                               content_type="binary/octet-stream", last_modified_ms=1, headers={}, user_metadata={})
         await traced("commit_object", store.commit_object(reservation.id, record))
