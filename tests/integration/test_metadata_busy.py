@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -53,3 +54,27 @@ def test_a_locked_database_refuses_writes_with_slow_down_and_answers_lookups(dae
     assert sorted(row[0] for row in metadata_rows(daemon, "SELECT key FROM objects")) == ["kept", "later"]
     assert [path.name for path in store_files(daemon, "local")] == ["kept", "later"]
     assert "Metadata database busy: PutObject" in daemon.log()
+
+
+def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.2)
+    first = Daemon(tmp_path, config, port)
+    first.start()  # creates the database
+    first.stop()
+    other_process = sqlite3.connect(tmp_path / "metadata.sqlite", isolation_level=None, check_same_thread=False)
+    other_process.execute("BEGIN IMMEDIATE")
+    (tmp_path / "second").mkdir()
+    daemon = Daemon(tmp_path / "second", config, port)  # a log of its own
+    unlock = threading.Timer(2.0, lambda: other_process.execute("ROLLBACK"))
+    unlock.start()
+    try:
+        daemon.start(timeout=30)
+        assert "Metadata database busy at start, retrying" in daemon.log()
+        client = make_client(daemon)
+        client.put_object(Bucket=BUCKET, Key="k", Body=b"v")
+        assert client.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"v"
+    finally:
+        unlock.join()
+        other_process.close()
+        daemon.stop()
