@@ -7,8 +7,10 @@ requests it reads, the WAL frames it writes, the syncs and the answers it sends.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 from tests.integration.conftest import make_client
@@ -24,6 +26,17 @@ def traced_daemon(directory: Path, trace: Path) -> Daemon:
     config = write_config(directory, port, [StoreSpec("local", 0)])
     wrapper = [strace, "-f", "-y", "-s", "1024", "-e", f"trace={_TRACED}", "-o", str(trace)]
     return Daemon(directory, config, port, wrapper=wrapper)
+
+
+def stop_traced(daemon: Daemon) -> None:
+    """Stop twistd itself (strace, told to stop, would detach and leave it running);
+    strace exits with it."""
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        os.kill(int(child), signal.SIGTERM)
+    daemon.process.wait(timeout=30)
 
 
 def first_line(lines: list[str], pattern: str, start: int = 0) -> int:
@@ -44,7 +57,7 @@ def test_the_wal_is_written_and_synced_before_a_put_is_answered(tmp_path: Path) 
         response = client.put_object(Bucket=BUCKET, Key="durable-key", Body=body)
         assert response["ETag"] == f'"{etag}"'
     finally:
-        daemon.stop()
+        stop_traced(daemon)
     lines = trace.read_text(errors="replace").splitlines()
 
     request = first_line(lines, rf"(recvfrom|read)\(.*PUT /{BUCKET}/durable-key ")
