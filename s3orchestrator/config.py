@@ -28,6 +28,7 @@ DEFAULT_HEADER_TIMEOUT = 20.0
 DEFAULT_MIN_UPLOAD_RATE = 8192
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
+DEFAULT_METADATA_BUSY_TIMEOUT = 2.0
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
 DEFAULT_SLOW_PROBE = 2.0
@@ -71,6 +72,8 @@ class MetadataConfig:
     """Where object metadata lives."""
 
     sqlite: str  # path of the SQLite database file
+    # Seconds a request may wait for the database another process holds locked (then 503 SlowDown).
+    busy_timeout: float = DEFAULT_METADATA_BUSY_TIMEOUT
 
 
 @attrs.frozen
@@ -267,8 +270,11 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
 
 
 def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> MetadataConfig:
-    _check_keys(table, "metadata", ("sqlite",))
-    return MetadataConfig(sqlite=_string(table, "metadata", "sqlite", env))
+    _check_keys(table, "metadata", ("sqlite", "busy_timeout"))
+    return MetadataConfig(
+        sqlite=_string(table, "metadata", "sqlite", env),
+        busy_timeout=_seconds(table, "metadata", "busy_timeout", default=DEFAULT_METADATA_BUSY_TIMEOUT),
+    )
 
 
 def _parse_health(table: Mapping[str, Any]) -> HealthConfig:

@@ -6,7 +6,7 @@ connections), ``server.shutdown_timeout``, ``server.header_timeout`` and
 ``server.min_upload_rate`` (requests whose head or body starts from then on),
 health and multipart settings (expiry, completed_retention), ``logging.level``. Kept until a restart: the
 listen addresses and ``server.backlog`` (the listening socket), the metadata
-database, the other operators' settings (logging.format, metrics, manhole,
+settings (database, busy_timeout), the other operators' settings (logging.format, metrics, manhole,
 admin), and any store added, removed or changed other than in its quota.
 """
 

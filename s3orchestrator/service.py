@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 
 from s3orchestrator.auth.checksums import warn_of_slow_checksums
@@ -22,6 +23,7 @@ from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
@@ -47,6 +49,8 @@ from s3orchestrator.web.site import S3Site
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0
+# Seconds between attempts to open a metadata database another process holds locked.
+START_RETRY_SECONDS = 1.0
 
 
 def _exit_failed() -> None:
@@ -102,7 +106,9 @@ class OrchestratorService(MultiService):
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
-        self.metadata = sqlite_metadata_store(config.metadata.sqlite, reactor)
+        self.metadata = sqlite_metadata_store(
+            config.metadata.sqlite, reactor, busy_timeout=config.metadata.busy_timeout
+        )
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(jobs=lambda: self.jobs)
         self.stores: Mapping[str, IObjectStore] = {
@@ -175,12 +181,27 @@ class OrchestratorService(MultiService):
         warn_of_slow_checksums(self._log)
         ensureDeferred(self._start()).addErrback(self._start_failed)
 
+    async def _open_metadata(self) -> None:
+        """Migrate the metadata, sync the stores' rows, drop stale reservations; while
+        another process holds the database locked, wait and try again (no client waits)."""
+        while True:
+            try:
+                await self.metadata.start()
+                await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in self.config.stores])
+                dropped = await self.metadata.clear_reservations()
+            except MetadataBusy as error:
+                self._log.warn(
+                    "Metadata database busy at start, retrying in {delay}s: {error}",
+                    delay=START_RETRY_SECONDS, error=str(error),
+                )
+                await deferLater(self.reactor, START_RETRY_SECONDS, lambda: None)
+                continue
+            if dropped:
+                self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
+            return
+
     async def _start(self) -> None:
-        await self.metadata.start()
-        await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in self.config.stores])
-        dropped = await self.metadata.clear_reservations()
-        if dropped:
-            self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
+        await self._open_metadata()
         for store in self.stores.values():
             await store.start()
         health_checks = HealthCheckJob(

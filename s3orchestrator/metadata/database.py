@@ -16,6 +16,10 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from s3orchestrator.metadata.group_commit import GroupCommitter
+from s3orchestrator.metadata.interface import MetadataBusy
 
 _T = TypeVar("_T")
 
@@ -36,6 +40,9 @@ class BaseEngine:
     for_update: str = ""
     #: Replacements for the ``@NAME@`` tokens of migration files (see ``render_schema``).
     schema_tokens: Mapping[str, str] = MappingProxyType({})
+    #: Seconds an interaction may wait for a lock another connection holds before it
+    #: fails with MetadataBusy (the S3 layer answers 503 SlowDown).
+    busy_timeout: float = 2.0
 
     def pool_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments for ``adbapi.ConnectionPool`` (after the module)."""
@@ -58,6 +65,18 @@ class BaseEngine:
     def begin(self, cursor: Any, write: bool) -> None:
         """Start a transaction; ``write`` transactions take the write lock before any read."""
         raise NotImplementedError
+
+    def set_lock_wait(self, cursor: Any, seconds: float) -> None:
+        """Make the connection's next statements wait at most ``seconds`` for a lock."""
+        raise NotImplementedError
+
+    def set_durability(self, cursor: Any, durable: bool) -> None:
+        """Before a write transaction begins: whether its commit must be on disk when it
+        returns (else a power cut may lose it, never tear it); durable by default."""
+
+    def is_busy(self, error: Exception) -> bool:
+        """Whether ``error`` says another connection held a lock too long (retry later)."""
+        return False
 
     def convert_param_style(self, sql: str) -> str:
         """Rewrite ``?`` placeholders into the module's paramstyle."""
@@ -107,7 +126,10 @@ class Database:
     """A connection pool of one engine; every interaction runs in one transaction.
 
     ``runInteraction`` runs ``func(txn, *args)`` in the pool's thread inside a
-    transaction that commits when ``func`` returns and rolls back when it raises.
+    transaction that commits when ``func`` returns and rolls back when it raises;
+    write interactions waiting at the same time share one commit (group_commit).
+    An engine error saying the database is busy (locked by another connection
+    for longer than the engine's ``busy_timeout``) reaches callers as MetadataBusy.
     """
 
     _log = Logger()
@@ -116,8 +138,17 @@ class Database:
         self.engine = engine
         self.reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
+        self._writer: GroupCommitter | None = None
         # Opened by open_point_reader, if the engine has one (see point_read).
         self._point_reader: Any | None = None
+
+    def map_error(self, error: Exception) -> Exception:
+        """What callers see of an engine error: MetadataBusy for a busy database."""
+        if self.engine.is_busy(error):
+            busy = MetadataBusy(str(error))
+            busy.__cause__ = error
+            return busy
+        return error
 
     def start(self) -> None:
         """Create the connection pool (connections open on first use)."""
@@ -132,10 +163,20 @@ class Database:
             cp_openfun=self.engine.on_new_connection,
             **kwargs,
         )
+        pool = self._pool
+        self._writer = GroupCommitter(
+            self.engine,
+            lambda batch: pool.runWithConnection(lambda connection: batch(connection.cursor())),
+            self.reactor.seconds,
+            self.engine.busy_timeout,
+            self.map_error,
+            slow_seconds=SLOW_INTERACTION_SECONDS,
+        )
 
     def close(self) -> None:
         """Wait for running interactions, then close every connection. Idempotent."""
         pool, self._pool = self._pool, None
+        self._writer = None
         if pool is not None:
             pool.close()
         reader, self._point_reader = self._point_reader, None
@@ -143,20 +184,28 @@ class Database:
             reader.close()
 
     def runInteraction(
-        self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False
+        self, desc: str, func: Callable[..., _T], *args: Any, write: bool = False, durable: bool = True
     ) -> Deferred[_T]:
         """Run ``func(txn, *args)`` in one transaction in the database thread.
 
         ``desc`` names the interaction in logs. ``write=True`` takes the write
         lock when the transaction begins, so what it reads cannot change before
-        it writes (and SQLite cannot fail to upgrade a read lock mid-transaction).
+        it writes (and SQLite cannot fail to upgrade a read lock mid-transaction);
+        write interactions queued together share one transaction, each in its
+        own savepoint, and one commit (see group_commit), durable unless every
+        one of them says ``durable=False`` (state a restart discards anyway).
         """
-        if self._pool is None:
+        if self._pool is None or self._writer is None:
             raise RuntimeError("database not started")
+        if write:
+            return self._writer.submit(
+                desc, lambda cursor: func(Transaction(self.engine, cursor, desc), *args), durable
+            )
         started = self.reactor.seconds()
 
         def interaction(cursor: Any) -> _T:
-            self.engine.begin(cursor, write)
+            self.engine.set_lock_wait(cursor, self.engine.busy_timeout)
+            self.engine.begin(cursor, write=False)
             return func(Transaction(self.engine, cursor, desc), *args)
 
         def log_slow(result: _T) -> _T:
@@ -168,8 +217,13 @@ class Database:
             return result
 
         d: Deferred[_T] = self._pool.runInteraction(interaction)
+        d.addErrback(self._map_failure)
         d.addBoth(log_slow)
         return d
+
+    def _map_failure(self, failure: Failure) -> Failure:
+        mapped = self.map_error(failure.value) if isinstance(failure.value, Exception) else failure.value
+        return failure if mapped is failure.value else Failure(mapped)
 
     def open_point_reader(self) -> None:
         """Open the engine's point reader, if it has one (once the schema exists)."""
@@ -202,8 +256,9 @@ class Database:
                         cursor.execute("ROLLBACK")  # nothing was written: just end the read
             finally:
                 cursor.close()
-        except Exception:
-            return fail()
+        except Exception as error:
+            mapped = self.map_error(error)
+            return fail() if mapped is error else fail(mapped)
         duration = self.reactor.seconds() - started
         if duration > SLOW_INTERACTION_SECONDS:
             self._log.warn("Slow database read {desc}: {duration:.3f}s", desc=desc, duration=duration)

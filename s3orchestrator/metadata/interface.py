@@ -33,6 +33,11 @@ UploadFetch = Callable[[str, str, int], "list[UploadRecord]"]
 _LAST_CODE_POINT = "\U0010ffff"
 
 
+class MetadataBusy(Exception):
+    """The metadata database stayed locked by another connection or process for longer
+    than its busy timeout: nothing was changed, and trying again later may work."""
+
+
 def prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every key that starts with ``prefix``; None when
     no string is (``prefix`` is empty or only U+10FFFF).

@@ -11,6 +11,8 @@ from typing import Any
 from s3orchestrator.metadata.database import BaseEngine
 
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+# The primary result codes of a lock another connection holds too long.
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 # The longest a point read on the reactor thread waits for a lock (another process
 # restarting the WAL, say) before it fails: everything else waits with it.
 _POINT_READ_BUSY_SECONDS = 1.0
@@ -24,7 +26,10 @@ class SqliteEngine(BaseEngine):
     Lookups by key (``Database.point_read``) use a second, read-only connection
     on the reactor thread.
     Other processes may share the file; WAL lets their readers run alongside a
-    writer and ``busy_timeout`` makes writers queue instead of failing.
+    writer, and a writer waits up to ``busy_timeout`` seconds for the write lock
+    (then MetadataBusy). ``synchronous=FULL`` syncs the WAL at every commit: a
+    commit that returned survives a power cut (NORMAL, in WAL mode, may lose the
+    latest ones), and group commit makes that one sync per batch of writes.
     """
 
     module = "sqlite3"
@@ -40,12 +45,15 @@ class SqliteEngine(BaseEngine):
         "ID_PRIMARY_KEY": "INTEGER PRIMARY KEY AUTOINCREMENT",
     })
 
-    def __init__(self, path: str, busy_timeout_ms: int = 10_000, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str, busy_timeout: float = BaseEngine.busy_timeout, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS_MODES)}")
+        if busy_timeout < 0:
+            raise ValueError("busy_timeout must be >= 0")
         self.path = path
-        self.busy_timeout_ms = int(busy_timeout_ms)
-        # NORMAL is crash-safe in WAL mode; only a power loss can drop the latest commits.
+        self.busy_timeout = float(busy_timeout)
+        # Below FULL an acknowledged write may vanish in a power cut (NORMAL: the latest
+        # commits; OFF: anything). Only benchmarks and tests want less.
         self.synchronous = synchronous.upper()
 
     def pool_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -55,7 +63,7 @@ class SqliteEngine(BaseEngine):
             # Autocommit mode in the module: begin() issues BEGIN itself, so the module
             # never opens (or silently commits) a transaction behind our back.
             "isolation_level": None,
-            "timeout": self.busy_timeout_ms / 1000,
+            "timeout": self.busy_timeout,
             "cp_min": 1,
             "cp_max": 1,
         }
@@ -71,7 +79,7 @@ class SqliteEngine(BaseEngine):
             raise RuntimeError(f"SQLite database {self.path!r} cannot use WAL (journal_mode={mode})")
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        self.set_lock_wait(connection, self.busy_timeout)
 
     def connect_point_reader(self) -> sqlite3.Connection | None:
         """A second connection, used on the reactor thread for lookups by key.
@@ -82,10 +90,27 @@ class SqliteEngine(BaseEngine):
         """
         if self.path == ":memory:" or self.path.startswith("file:"):
             return None
-        timeout = min(self.busy_timeout_ms / 1000, _POINT_READ_BUSY_SECONDS)
+        timeout = min(self.busy_timeout, _POINT_READ_BUSY_SECONDS)
         # Read-only: it can neither write nor create a file where the database was.
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
 
     def begin(self, cursor: Any, write: bool) -> None:
         cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def set_lock_wait(self, cursor: Any, seconds: float) -> None:
+        cursor.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+    def set_durability(self, cursor: Any, durable: bool) -> None:
+        # In WAL mode NORMAL appends the commit without a sync; the next synced commit
+        # syncs it too, and a power cut loses at most a suffix of such commits, whole.
+        level = self.synchronous
+        if not durable and _SYNCHRONOUS_MODES.index(level) > _SYNCHRONOUS_MODES.index("NORMAL"):
+            level = "NORMAL"
+        cursor.execute(f"PRAGMA synchronous={level}")
+
+    def is_busy(self, error: Exception) -> bool:
+        # "database is locked" / "database table is locked"; extended codes carry the
+        # primary code in their low byte (SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_RECOVERY...).
+        code = getattr(error, "sqlite_errorcode", None)
+        return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _BUSY_CODES

@@ -343,7 +343,8 @@ class MetadataStore:
             assert row is not None
             return Reservation(id=int(row[0]), store=chosen, size=size)
 
-        return self.database.runInteraction("reserve", reserve, write=True)
+        # Not synced: reservations live only as long as the process (clear_reservations).
+        return self.database.runInteraction("reserve", reserve, write=True, durable=False)
 
     def release(self, reservation_id: int) -> Deferred[None]:
         """Drop a reservation; a missing one (already committed or released) is fine."""
@@ -351,7 +352,7 @@ class MetadataStore:
         def release(txn: Transaction) -> None:
             txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
-        return self.database.runInteraction("release", release, write=True)
+        return self.database.runInteraction("release", release, write=True, durable=False)
 
     def commit_object(self, reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
         """Turn the reservation into usage and store ``record``, replacing any previous one.
@@ -597,6 +598,6 @@ class MetadataStore:
 def sqlite_metadata_store(path: str, reactor: Any, **engine_options: Any) -> MetadataStore:
     """A MetadataStore on the SQLite file at ``path`` (its directory is created at start).
 
-    ``engine_options`` go to ``SqliteEngine`` (busy_timeout_ms, synchronous).
+    ``engine_options`` go to ``SqliteEngine`` (busy_timeout, synchronous).
     """
     return MetadataStore(Database(SqliteEngine(path, **engine_options), reactor))

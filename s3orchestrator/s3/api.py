@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
 from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.keys import check_key
 from s3orchestrator.s3.listing import ListingOperations
+from s3orchestrator.s3.metadata_busy import slow_down
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
@@ -83,6 +87,8 @@ def operation_name(call: S3Call) -> str:
 class S3Api:
     """Routes calls to the operations that implement them."""
 
+    _log = Logger()
+
     def __init__(
         self,
         objects: ObjectOperations,
@@ -121,10 +127,18 @@ class S3Api:
 
     async def dispatch(self, operation: str, call: S3Call) -> S3Response:
         """Run the operation; unknown or unsupported ones are NotImplemented, one
-        on a key holding NUL InvalidArgument (see ``keys.check_key``)."""
+        on a key holding NUL InvalidArgument (see ``keys.check_key``), and one the
+        busy metadata database refused is SlowDown."""
         handler = self._handlers.get(operation)
         if handler is None:
             raise S3Error("NotImplemented", f"{operation} is not implemented by s3orchestrator.")
         if call.key is not None:
             check_key(call.key)
-        return await handler(call)
+        try:
+            return await handler(call)
+        except MetadataBusy as error:
+            self._log.warn(
+                "Metadata database busy: {operation} (request {request_id}) refused with SlowDown",
+                operation=operation, request_id=call.request_id,
+            )
+            raise slow_down() from error

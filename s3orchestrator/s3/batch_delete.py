@@ -6,8 +6,10 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, 
 from twisted.logger import Logger
 
 from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.s3 import xml_output
 from s3orchestrator.s3.call import S3Call, S3Response
+from s3orchestrator.s3.metadata_busy import slow_down
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.s3.xml_input import child_text, children, local_name, parse_xml, read_small_body
 
@@ -71,6 +73,8 @@ class BatchDelete:
             await self._objects.delete_key(bucket, key)
         except S3Error as error:
             return error
+        except MetadataBusy:
+            return slow_down()
         except Exception:
             self._log.failure("Deleting {bucket}/{key} failed", bucket=bucket, key=key)
             return S3Error("InternalError")

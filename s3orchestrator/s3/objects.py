@@ -22,6 +22,7 @@ from s3orchestrator.s3 import xml_output
 from s3orchestrator.s3.call import RequestBody, S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
 from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.s3.metadata_busy import CleanupRetrier
 from s3orchestrator.s3.ranges import content_range, parse_range
 from s3orchestrator.stores.interface import (
     IObjectReader,
@@ -146,6 +147,8 @@ class ObjectOperations:
         self.max_object_size = max_object_size
         self._clock = clock
         self._locks = locks
+        # Metadata cleanups a busy database refused, retried in the background.
+        self.cleanups = CleanupRetrier(clock)
 
     async def put_object(self, call: S3Call) -> S3Response:
         """Stream the body to a store chosen by the routing strategy, then record it."""
@@ -167,7 +170,7 @@ class ObjectOperations:
             with self.store_errors(reservation.store):
                 record = await self._store_and_commit(call, reservation, location, content_type, stored, metadata)
         except BaseException:
-            await self._metadata.release(reservation.id)
+            await self.release(reservation)
             raise
         return S3Response(200, [("ETag", s3_headers.quoted_etag(record.etag))], store=record.store)
 
@@ -194,8 +197,11 @@ class ObjectOperations:
         return chosen
 
     async def release(self, reservation: Reservation) -> None:
-        """Give back a reservation whose write failed."""
-        await self._metadata.release(reservation.id)
+        """Give back a reservation whose write failed (later, if the database is busy now)."""
+        await self.cleanups.run(
+            f"release of reservation {reservation.id} on store {reservation.store}",
+            lambda: self._metadata.release(reservation.id),
+        )
 
     async def record(self, bucket: str, key: str) -> ObjectRecord | None:
         """The metadata of one object, or None."""
@@ -389,10 +395,24 @@ class ObjectOperations:
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
         """A store that made a write visible at once replaced the key's previous object
         at the same location; its record no longer describes any bytes, so drop it
-        (a missing object beats serving the wrong bytes)."""
+        (a missing object beats serving the wrong bytes). Called under the key's lock.
+
+        While the database is busy, retried later under the lock, and only if the
+        record is still the one replaced (a later PUT may have written a good one)."""
         current = await self._metadata.get_object(record.bucket, record.key)
-        if current is not None and (current.store, current.location) == (record.store, record.location):
-            await self._metadata.delete_object(record.bucket, record.key)
+        if current is None or (current.store, current.location) != (record.store, record.location):
+            return
+
+        async def forget_if_unchanged() -> None:
+            async with self._locks.hold((record.bucket, record.key)):
+                if await self._metadata.get_object(record.bucket, record.key) == current:
+                    await self._metadata.delete_object(record.bucket, record.key)
+
+        await self.cleanups.run(
+            f"forgetting {record.bucket}/{record.key}",
+            lambda: self._metadata.delete_object(record.bucket, record.key),
+            forget_if_unchanged,
+        )
 
     async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
         """Put committed bytes in place; then the bytes they replaced can go."""

@@ -51,6 +51,7 @@ def write_config(
     multipart: tuple[float, float] | None = None,
     extra_toml: str = "",
     server_toml: str = "",
+    metadata_busy_timeout: float | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -59,7 +60,8 @@ def write_config(
     ``client_timeout`` is server.timeout (idle client connections are dropped);
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
     ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
-    ``server_toml`` is added to the ``[server]`` table as written.
+    ``server_toml`` is added to the ``[server]`` table as written;
+    ``metadata_busy_timeout`` sets metadata.busy_timeout.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -75,6 +77,8 @@ def write_config(
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"',
     ]
+    if metadata_busy_timeout is not None:
+        lines.append(f"busy_timeout = {metadata_busy_timeout}")
     if health is not None:
         lines += ["[health]", f"interval = {health[0]}", f"unhealthy_after = {health[1]}"]
     if multipart is not None:
@@ -113,8 +117,20 @@ def _toml_value(value: object) -> str:
 class Daemon:
     """A running ``twistd -n s3orchestrator`` process."""
 
-    def __init__(self, directory: Path, config: Path, port: int, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: Path,
+        port: int,
+        scheme: str = "http",
+        code: Path = REPO,
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.directory = directory
+        # A command the daemon runs under (strace -f ...), before twistd's.
+        self.wrapper = tuple(wrapper)
+        # Where the daemon imports s3orchestrator from (benchmarks compare two checkouts).
+        self.code = code
         self.config = config
         self.port = port
         self.endpoint = f"{scheme}://127.0.0.1:{port}"
@@ -123,10 +139,10 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the daemon and wait until it listens."""
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(self.code))
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
+            [*self.wrapper, os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=",
              "s3orchestrator", "--config", str(self.config)],
             cwd=self.directory,
             env=env,

@@ -312,6 +312,9 @@ INVALID = [
     (_delete("metadata"), "metadata: required table is missing ([metadata])"),
     (_delete("metadata.sqlite"), "metadata.sqlite: required key is missing"),
     (_set("metadata.sqlite", 3), "metadata.sqlite: must be a non-empty string (got 3)"),
+    (_set("metadata.busy_timeout", 0), "metadata.busy_timeout: must be a positive number of seconds (got 0)"),
+    (_set("metadata.busy_timeout", "2"),
+     "metadata.busy_timeout: must be a positive number of seconds (got '2')"),
     # health
     (_set("health", {"interval": -1}),
      "health.interval: must be a positive number of seconds (got -1)"),
@@ -495,10 +498,16 @@ def test_example_file_shows_every_key() -> None:
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
         "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token",
-        "[manhole]", "password_file",
+        "[manhole]", "password_file", "busy_timeout",
     ]
     for key in keys:
         assert key in text, key
+
+
+def test_metadata_busy_timeout_defaults_to_two_seconds_and_can_be_set() -> None:
+    assert parse_config(minimal(), {}).metadata.busy_timeout == 2.0
+    data = edited(_set("metadata.busy_timeout", 0.5))
+    assert parse_config(data, {}).metadata == MetadataConfig(sqlite="var/metadata.sqlite", busy_timeout=0.5)
 
 
 def test_debian_file_parses_with_the_secrets_of_etc_default() -> None:

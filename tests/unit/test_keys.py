@@ -11,7 +11,6 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import parse_copy_source
-
 from tests.unit.fakes import auth_result
 
 

@@ -110,7 +110,7 @@ async def test_restart_on_an_existing_database_is_idempotent_and_keeps_data(make
 
 
 @pytest_twisted.ensureDeferred
-async def test_connection_uses_wal_and_foreign_keys(make_store, db_path: str) -> None:
+async def test_connection_uses_wal_foreign_keys_and_full_sync(make_store, db_path: str) -> None:
     metadata = make_store()
     await metadata.start()
     assert rows(db_path, "PRAGMA journal_mode") == [("wal",)]
@@ -118,7 +118,8 @@ async def test_connection_uses_wal_and_foreign_keys(make_store, db_path: str) ->
         "pragmas",
         lambda txn: (txn.query_one("PRAGMA foreign_keys")[0], txn.query_one("PRAGMA synchronous")[0]),
     )
-    assert pragmas == (1, 1)  # foreign_keys on, synchronous NORMAL
+    # foreign_keys on; synchronous FULL: the WAL is synced at every commit, before it returns.
+    assert pragmas == (1, 2)
 
 
 @pytest_twisted.ensureDeferred

@@ -18,7 +18,6 @@ from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
-
 from tests.unit.fakes import CollectingConsumer, FakeRequestBody, auth_result
 
 NOW = 1_767_225_600

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -18,6 +18,7 @@ from zope.interface import implementer
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -43,6 +44,7 @@ class World:
     locks: KeyLocks
     ops: ObjectOperations
     view: Any  # what ops reads metadata through (the store, or a test wrapper around it)
+    clock: Clock
 
     async def usage(self) -> dict[str, StoreUsage]:
         return {usage.name: usage for usage in await self.metadata.store_usage()}
@@ -86,7 +88,7 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         view = metadata if metadata_wrapper is None else metadata_wrapper(metadata)
         health = StoreHealth(list(object_stores), unhealthy_after=3, now=clock.seconds)
         ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks, health)
-        return World(metadata, object_stores, roots, locks, ops, view)
+        return World(metadata, object_stores, roots, locks, ops, view, clock)
 
     return make
 
@@ -479,6 +481,61 @@ async def test_new_object_whose_commit_fails_leaves_no_file(build) -> None:
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
 
 
+class BusyDatabase:
+    """The metadata store, except that the writes named in ``busy`` fail as a database
+    locked by another process makes them fail, each for its next ``times`` calls."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self._inner = inner
+        self.busy: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def call(*args: Any) -> Any:
+            if self.busy.get(name, 0) > 0:
+                self.busy[name] -= 1
+                return fail(MetadataBusy("database is locked"))
+            return method(*args)
+
+        return call
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_the_busy_database_refuses_to_reserve_leaves_nothing(build) -> None:
+    world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
+    world.view.busy = {"reserve": 1}
+    body = FakeRequestBody(DATA)
+
+    with pytest.raises(MetadataBusy):
+        await world.ops.put_object(s3_call("PUT", body=body))
+
+    assert not body.started.called  # refused before a byte of the body was read
+    assert world.files("one") == []
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_whose_commit_the_busy_database_refuses_leaves_no_bytes_and_no_reservation(build) -> None:
+    world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
+    await put(world, DATA)
+    # The commit is refused, and so is the release of the reservation right after it.
+    world.view.busy = {"commit_object": 1, "release": 2}
+
+    with pytest.raises(MetadataBusy):
+        await put(world, b"replacement")
+
+    assert len(world.files("one")) == 1  # the previous object's file, and no temp file
+    usage = await world.metadata.store_usage()
+    assert [(u.used_bytes, u.reserved_bytes) for u in usage] == [(len(DATA), len(b"replacement"))]
+    world.clock.advance(1)  # the first retry: still busy
+    assert [u.reserved_bytes for u in await world.metadata.store_usage()] == [len(b"replacement")]
+    world.clock.advance(2)  # the second retry, after twice the delay: released
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), 0)]
+    got = await world.ops.get_object(s3_call("GET"))
+    assert await read(got) == DATA
+
+
 @implementer(IObjectWrite)
 class _FailsAfterTheBody:
     """An unstaged write (an upstream PUT) that fails once the whole body went out:
@@ -538,3 +595,71 @@ async def test_overwrite_failing_in_the_store_keeps_the_previous_object_only_if_
         # The store may have replaced it: forgetting the key beats serving wrong bytes.
         assert record is None
     assert (await world.usage())["one"].reserved_bytes == 0
+
+
+@implementer(IObjectWrite)
+class _VisibleAtOnce:
+    """An unstaged write that succeeds (an upstream PUT: the bytes replace the location's
+    object as soon as they are stored)."""
+
+    staged = False
+    location_intact = True
+
+    def __init__(self, body: IBodyProducer) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.aborted = False
+        body.startProducing(CollectingConsumer()).addCallback(lambda _: self.done.callback(None))
+
+    def publish(self) -> Deferred[None]:
+        return succeed(None)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class UnstagedStore:
+    """A directory store whose writes, once ``unstaged`` is set, are visible at once."""
+
+    def __init__(self, inner: DirectoryStore) -> None:
+        self._inner = inner
+        self.unstaged = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
+        return _VisibleAtOnce(body) if self.unstaged else self._inner.start_write(location, body, length)
+
+
+async def replaced_in_place_while_busy(build, tmp_path: Path) -> World:
+    """A PUT over an existing key of an unstaged store whose commit (and the forgetting
+    of the replaced record) the busy database refuses."""
+    store = UnstagedStore(DirectoryStore("one", str(tmp_path / "one"), reactor))
+    world = await build([("one", 0)], stores={"one": store}, metadata_wrapper=BusyDatabase)
+    await put(world, DATA)
+    store.unstaged = True
+    world.view.busy = {"commit_object": 1, "delete_object": 1}
+    with pytest.raises(MetadataBusy):
+        await put(world, b"replacement")
+    store.unstaged = False
+    assert await world.metadata.get_object("bkt", "key") is not None  # forgetting it was refused too
+    return world
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_record_replaced_in_place_is_forgotten_once_the_busy_database_takes_it(build, tmp_path) -> None:
+    world = await replaced_in_place_while_busy(build, tmp_path)
+    world.clock.advance(1)
+    await world.ops.cleanups.settled()
+    assert await world.metadata.get_object("bkt", "key") is None
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delayed_forget_spares_the_record_of_a_later_put(build, tmp_path) -> None:
+    world = await replaced_in_place_while_busy(build, tmp_path)
+    await put(world, b"a later PUT")
+    world.clock.advance(1)
+    await world.ops.cleanups.settled()
+    record = await world.metadata.get_object("bkt", "key")
+    assert record is not None and record.etag == md5(b"a later PUT")

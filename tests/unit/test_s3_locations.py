@@ -83,7 +83,7 @@ def test_every_location_decodes_back_to_its_key(key: str) -> None:
         return
     stored_segments = rest.split("/")
     assert len(stored_segments) == len(key.split("/"))
-    for original, stored in zip(key.split("/"), stored_segments):
+    for original, stored in zip(key.split("/"), stored_segments, strict=True):
         if stored.startswith("%%#"):
             assert stored == "%%#" + sha256(original)
         elif stored.startswith("%%"):
