@@ -3,6 +3,8 @@ replicas / write_quorum overrides, store zones and their validation."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from s3orchestrator.config import (
     CredentialConfig,
     PlacementPolicy,
     bucket_placement,
+    load_config,
     parse_config,
 )
 
@@ -143,3 +146,25 @@ def test_invalid_placement_error_names_the_key(document: dict[str, Any], message
     with pytest.raises(ConfigError) as info:
         parse_config(document, {})
     assert str(info.value) == message
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "s3orchestrator.example.toml"
+EXAMPLE_ENV = {name: "x" for name in (
+    "APP1_SECRET", "APP1_READER_SECRET", "OCI_ACCESS_KEY_ID", "OCI_SECRET_ACCESS_KEY", "S3O_ADMIN_TOKEN")}
+
+
+def test_example_file_documents_placement_and_zones() -> None:
+    text = EXAMPLE.read_text()
+    for key in ("[placement]", "replicas =", "write_quorum =", "read_order =", "zone"):
+        assert key in text, key
+    config = load_config(str(EXAMPLE), EXAMPLE_ENV)
+    assert config.placement == PlacementPolicy(replicas=1, write_quorum=1, read_order="health")
+    assert dict(config.store_zones()) == {"oci-1": "oci"}
+
+
+def test_the_examples_commented_bucket_overrides_parse() -> None:
+    text = EXAMPLE.read_text().replace("# replicas = 3\n", "replicas = 2\n").replace(
+        "# write_quorum = 2\n", "write_quorum = 1\n"
+    )
+    config = parse_config(tomllib.loads(text), EXAMPLE_ENV)
+    assert config.placement_for("app1-files") == PlacementPolicy(2, 1, "health")
