@@ -38,6 +38,9 @@ DEFAULT_MULTIPART_COMPLETED_RETENTION = 600.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
+# Which copy of an object reads try first: config order, healthy and least failing, lowest latency.
+READ_ORDERS = ("config", "health", "latency")
+DEFAULT_READ_ORDER = "health"
 PAYLOAD_SIGNING_MODES = ("unsigned", "streaming")
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -124,6 +127,16 @@ class OpsConfig:
 
 
 @attrs.frozen
+class PlacementPolicy:
+    """How the copies of a new object are placed: ``replicas`` copies on distinct stores,
+    the client answered once ``write_quorum`` are durable; reads try copies in ``read_order``."""
+
+    replicas: int = 1
+    write_quorum: int = 1
+    read_order: str = DEFAULT_READ_ORDER
+
+
+@attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
 
@@ -138,6 +151,9 @@ class BucketConfig:
     name: str
     # (A converter of tuple[X, ...] builds a plain tuple; unlike bare ``tuple``, mypy then knows what it holds.)
     credentials: tuple[CredentialConfig, ...] = attrs.field(converter=tuple[CredentialConfig, ...])
+    # None: as [placement]; a bucket that sets replicas but not write_quorum has write_quorum = replicas.
+    replicas: int | None = None
+    write_quorum: int | None = None
 
 
 @attrs.frozen
@@ -147,6 +163,7 @@ class DirectoryStoreConfig:
     name: str
     quota_bytes: int  # 0 = unlimited
     path: str
+    zone: str | None = None  # stores of one zone fail together; None: a zone of its own
 
 
 @attrs.frozen(kw_only=True)
@@ -165,6 +182,7 @@ class S3StoreConfig:
     send_checksums: bool = False
     timeout: float = DEFAULT_S3_TIMEOUT  # seconds
     ca_file: str | None = None
+    zone: str | None = None  # stores of one zone fail together; None: a zone of its own
 
 
 StoreConfig = DirectoryStoreConfig | S3StoreConfig
@@ -198,6 +216,7 @@ class Config:
         eq=False,
         default=attrs.Factory(_index_credentials, takes_self=True),
     )
+    placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
 
     def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
@@ -206,6 +225,57 @@ class Config:
     def has_bucket(self, name: str) -> bool:
         """Whether a bucket called ``name`` is configured."""
         return any(bucket.name == name for bucket in self.buckets)
+
+    def placement_for(self, bucket: str) -> PlacementPolicy:
+        """The placement of new objects in ``bucket``: [placement] with the bucket's
+        overrides (a bucket that is not configured gets [placement] as it is)."""
+        for configured in self.buckets:
+            if configured.name == bucket:
+                return bucket_placement(self.placement, configured)
+        return self.placement
+
+    def store_zones(self) -> Mapping[str, str]:
+        """The zone of every store that has one, by store name (``routing.choose_stores``)."""
+        return MappingProxyType({store.name: store.zone for store in self.stores if store.zone is not None})
+
+
+def bucket_placement(placement: PlacementPolicy, bucket: BucketConfig) -> PlacementPolicy:
+    """``placement`` with ``bucket``'s overrides applied."""
+    if bucket.replicas is None:
+        replicas, write_quorum = placement.replicas, placement.write_quorum
+    else:
+        replicas, write_quorum = bucket.replicas, bucket.replicas
+    if bucket.write_quorum is not None:
+        write_quorum = bucket.write_quorum
+    return attrs.evolve(placement, replicas=replicas, write_quorum=write_quorum)
+
+
+def check_placement(config: Config) -> None:
+    """Raise ConfigError unless every bucket's placement fits the configured stores:
+    ``write_quorum`` <= ``replicas`` <= number of stores."""
+    stores = len(config.stores)
+    placement = config.placement
+    if placement.replicas > stores:
+        raise ConfigError(
+            f"placement.replicas: must be at most the number of stores ({stores}) (got {placement.replicas})"
+        )
+    if placement.write_quorum > placement.replicas:
+        raise ConfigError(
+            f"placement.write_quorum: must be at most placement.replicas ({placement.replicas})"
+            f" (got {placement.write_quorum})"
+        )
+    for i, bucket in enumerate(config.buckets):
+        policy = bucket_placement(placement, bucket)
+        if bucket.replicas is not None and policy.replicas > stores:
+            raise ConfigError(
+                f"buckets[{i}].replicas: must be at most the number of stores ({stores}) (got {policy.replicas})"
+            )
+        if policy.write_quorum > policy.replicas:
+            source = f"buckets[{i}].replicas" if bucket.replicas is not None else "placement.replicas"
+            raise ConfigError(
+                f"buckets[{i}].write_quorum: must be at most {source} ({policy.replicas})"
+                f" (got {policy.write_quorum})"
+            )
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -230,9 +300,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores",
+        "buckets", "stores", "placement",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
+    placement = _parse_placement(_table(data, "", "placement", required=False), env)
     server = _parse_server(_table(data, "", "server", required=True), env)
     metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
     health = _parse_health(_table(data, "", "health", required=False))
@@ -240,7 +311,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
-    return Config(
+    config = Config(
         routing_strategy=routing_strategy,
         server=server,
         metadata=metadata,
@@ -249,6 +320,19 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         stores=stores,
         multipart=multipart,
         ops=ops,
+        placement=placement,
+    )
+    check_placement(config)
+    return config
+
+
+def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> PlacementPolicy:
+    _check_keys(table, "placement", ("replicas", "write_quorum", "read_order"))
+    replicas = _integer(table, "placement", "replicas", minimum=1, default=1)
+    return PlacementPolicy(
+        replicas=replicas,
+        write_quorum=_integer(table, "placement", "write_quorum", minimum=1, default=replicas),
+        read_order=_choice(table, "placement", "read_order", env, READ_ORDERS, default=DEFAULT_READ_ORDER),
     )
 
 
@@ -369,7 +453,7 @@ def _parse_buckets(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Buc
     key_paths: dict[str, str] = {}
     for i, table in enumerate(tables):
         path = f"buckets[{i}]"
-        _check_keys(table, path, ("name", "credentials"))
+        _check_keys(table, path, ("name", "credentials", "replicas", "write_quorum"))
         name = _string(table, path, "name", env)
         if not _BUCKET_NAME.fullmatch(name):
             raise ConfigError(
@@ -399,7 +483,12 @@ def _parse_buckets(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Buc
                 )
             key_paths[credential.access_key_id] = credential_path
             credentials.append(credential)
-        buckets.append(BucketConfig(name=name, credentials=tuple(credentials)))
+        buckets.append(BucketConfig(
+            name=name,
+            credentials=tuple(credentials),
+            replicas=_integer(table, path, "replicas", minimum=1, default=None),
+            write_quorum=_integer(table, path, "write_quorum", minimum=1, default=None),
+        ))
     return tuple(buckets)
 
 
@@ -423,7 +512,7 @@ def _access_key_id(table: Mapping[str, Any], path: str, env: Mapping[str, str]) 
     return value
 
 
-_COMMON_STORE_KEYS = ("name", "type", "quota_bytes")
+_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone")
 _DIRECTORY_STORE_KEYS = _COMMON_STORE_KEYS + ("path",)
 _S3_STORE_KEYS = _COMMON_STORE_KEYS + (
     "endpoint",
@@ -459,19 +548,20 @@ def _parse_stores(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Stor
         if "quota_bytes" not in table:
             raise ConfigError(f"{path}.quota_bytes: required key is missing (0 means unlimited)")
         quota_bytes = _integer(table, path, "quota_bytes", minimum=0)
+        zone = _string(table, path, "zone", env, default=None)
         if store_type == "directory":
             stores.append(
                 DirectoryStoreConfig(
-                    name=name, quota_bytes=quota_bytes, path=_string(table, path, "path", env)
+                    name=name, quota_bytes=quota_bytes, path=_string(table, path, "path", env), zone=zone
                 )
             )
         else:
-            stores.append(_parse_s3_store(table, path, env, name, quota_bytes))
+            stores.append(_parse_s3_store(table, path, env, name, quota_bytes, zone))
     return tuple(stores)
 
 
 def _parse_s3_store(
-    table: Mapping[str, Any], path: str, env: Mapping[str, str], name: str, quota_bytes: int
+    table: Mapping[str, Any], path: str, env: Mapping[str, str], name: str, quota_bytes: int, zone: str | None
 ) -> S3StoreConfig:
     endpoint = _string(table, path, "endpoint", env)
     parts = urlsplit(endpoint)
@@ -492,6 +582,7 @@ def _parse_s3_store(
         send_checksums=_boolean(table, path, "send_checksums", default=False),
         timeout=_seconds(table, path, "timeout", default=DEFAULT_S3_TIMEOUT),
         ca_file=_string(table, path, "ca_file", env, default=None),
+        zone=zone,
     )
 
 

@@ -1,20 +1,23 @@
 """What a reloaded configuration changes in a running daemon, and what needs a restart.
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
-strategy, store quotas, ``server.max_object_size``, ``server.timeout`` (new
-connections), ``server.shutdown_timeout``, ``server.header_timeout`` and
-``server.min_upload_rate`` (requests whose head or body starts from then on),
-health and multipart settings (expiry, completed_retention), ``logging.level``. Kept until a restart: the
-listen addresses and ``server.backlog`` (the listening socket), the metadata
-settings (database, busy_timeout), the other operators' settings (logging.format, metrics, manhole,
-admin), and any store added, removed or changed other than in its quota.
+strategy, store quotas and zones, ``[placement]`` and the buckets' ``replicas`` and
+``write_quorum`` (writes that start from then on), ``server.max_object_size``,
+``server.timeout`` (new connections), ``server.shutdown_timeout``,
+``server.header_timeout`` and ``server.min_upload_rate`` (requests whose head or body
+starts from then on), health and multipart settings (expiry, completed_retention),
+``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
+(the listening socket), the metadata settings (database, busy_timeout), the other operators' settings
+(logging.format, metrics, manhole, admin), any store added, removed or changed other
+than in its quota or zone, and replicas above the number of running stores (the whole
+running placement stays until a restart brings the stores that allow them).
 """
 
 from __future__ import annotations
 
 import attrs
 
-from s3orchestrator.config import Config, ServerConfig, StoreConfig
+from s3orchestrator.config import BucketConfig, Config, ConfigError, ServerConfig, StoreConfig, check_placement
 
 
 @attrs.frozen
@@ -26,25 +29,42 @@ class ReloadPlan:
     needs_restart: tuple[str, ...]  # settings that changed but keep their running value
 
 
-def _without_quota(store: StoreConfig) -> StoreConfig:
-    return attrs.evolve(store, quota_bytes=0)
+def _without_live_settings(store: StoreConfig) -> StoreConfig:
+    # Routing reads quotas and zones at each write; the rest of a store is built at start.
+    return attrs.evolve(store, quota_bytes=0, zone=None)
 
 
 def _stores(old: tuple[StoreConfig, ...], new: tuple[StoreConfig, ...]) -> tuple[tuple[StoreConfig, ...], bool]:
-    """The running stores with the new quotas of those otherwise unchanged, and whether
-    any other store change (added, removed, changed, reordered) waits for a restart."""
+    """The running stores with the new quotas and zones of those otherwise unchanged, and
+    whether any other store change (added, removed, changed, reordered) waits for a restart."""
     by_name = {store.name: store for store in new}
     kept = []
     for store in old:
         replacement = by_name.get(store.name)
-        if replacement is not None and _without_quota(replacement) == _without_quota(store):
-            kept.append(attrs.evolve(store, quota_bytes=replacement.quota_bytes))
+        if replacement is not None and _without_live_settings(replacement) == _without_live_settings(store):
+            kept.append(attrs.evolve(store, quota_bytes=replacement.quota_bytes, zone=replacement.zone))
         else:
             kept.append(store)
     others_changed = [store.name for store in old] != [store.name for store in new] or any(
-        _without_quota(by_name[store.name]) != _without_quota(store) for store in old if store.name in by_name
+        _without_live_settings(by_name[store.name]) != _without_live_settings(store)
+        for store in old
+        if store.name in by_name
     )
     return tuple(kept), others_changed
+
+
+def _with_replicas_of(buckets: tuple[BucketConfig, ...], old: Config) -> tuple[BucketConfig, ...]:
+    """``buckets`` with the replicas and write_quorum they run with in ``old`` (none for new ones)."""
+    running = {bucket.name: bucket for bucket in old.buckets}
+    kept = []
+    for bucket in buckets:
+        previous = running.get(bucket.name)
+        kept.append(attrs.evolve(
+            bucket,
+            replicas=previous.replicas if previous is not None else None,
+            write_quorum=previous.write_quorum if previous is not None else None,
+        ))
+    return tuple(kept)
 
 
 def reload_plan(old: Config, new: Config) -> ReloadPlan:
@@ -73,15 +93,28 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         needs_restart.append("logging.format/metrics/manhole/admin")
     stores, stores_changed = _stores(old.stores, new.stores)
     if stores_changed:
-        needs_restart.append("stores (other than quota_bytes)")
-    if stores != old.stores:
+        needs_restart.append("stores (other than quota_bytes and zone)")
+    if [store.quota_bytes for store in stores] != [store.quota_bytes for store in old.stores]:
         applied.append("quotas")
-    for name in ("buckets", "routing_strategy", "health", "multipart"):
+    if [store.zone for store in stores] != [store.zone for store in old.stores]:
+        applied.append("zones")
+    placement, buckets = new.placement, new.buckets
+    try:
+        check_placement(attrs.evolve(new, stores=stores))
+    except ConfigError:
+        # More replicas than the running stores: the stores that would allow them come with a restart.
+        needs_restart.append("placement and buckets' replicas (more than the running stores)")
+        placement, buckets = old.placement, _with_replicas_of(new.buckets, old)
+    if placement != old.placement:
+        applied.append("placement")
+    if buckets != old.buckets:
+        applied.append("buckets")
+    for name in ("routing_strategy", "health", "multipart"):
         if getattr(new, name) != getattr(old, name):
             applied.append(name)
     if ops != old.ops:
         applied.append("logging.level")
     config = attrs.evolve(
-        new, server=server, metadata=old.metadata, ops=ops, stores=stores,
+        new, server=server, metadata=old.metadata, ops=ops, stores=stores, placement=placement, buckets=buckets,
     )
     return ReloadPlan(config, tuple(applied), tuple(needs_restart))

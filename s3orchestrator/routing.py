@@ -1,9 +1,9 @@
-"""Routing: which store a new object goes to (pure, no I/O)."""
+"""Routing: which stores the copies of a new object go to (pure, no I/O)."""
 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Container, Sequence
+from typing import Container, Mapping, Sequence
 
 from s3orchestrator.metadata.records import StoreUsage
 
@@ -19,12 +19,63 @@ def has_room(store: StoreUsage, size: int) -> bool:
     return store.used_bytes + store.reserved_bytes + size <= store.quota_bytes
 
 
-def fill_ratio(store: StoreUsage) -> Fraction:
-    """How full the store is, counting reservations; unlimited stores count as empty."""
+def fill_ratio(store: StoreUsage, size: int = 0) -> Fraction:
+    """How full the store is (counting reservations) once ``size`` more bytes are on it;
+    unlimited stores count as empty."""
     if store.quota_bytes == 0:
         return Fraction(0)
     # Exact fractions: floats could call two different fill levels equal on huge quotas.
-    return Fraction(store.used_bytes + store.reserved_bytes, store.quota_bytes)
+    return Fraction(store.used_bytes + store.reserved_bytes + size, store.quota_bytes)
+
+
+def zone_of(store: str, zones: Mapping[str, str]) -> tuple[bool, str]:
+    """The zone a store counts in: its configured zone, or a zone of its own (a store
+    named like another store's zone is still apart from it)."""
+    zone = zones.get(store)
+    return (True, zone) if zone is not None else (False, store)
+
+
+def choose_stores(
+    strategy: str,
+    stores: Sequence[StoreUsage],
+    size: int,
+    healthy: Container[str] | None = None,
+    count: int = 1,
+    zones: Mapping[str, str] | None = None,
+) -> tuple[str, ...]:
+    """Names of up to ``count`` distinct stores for the copies of a new object of
+    ``size`` bytes, best first; fewer (down to ``()``) when fewer fit, the caller
+    weighing that against its write quorum.
+
+    ``stores`` is in config order. Stores not in ``healthy`` (when given) and stores
+    without room for ``size`` are skipped. The others are ranked by the strategy:
+    ``pack`` in config order, ``spread`` by how full they would be with the object
+    (ties to the earlier store). ``zones`` maps store names to zones (a store without
+    one is its own zone): the best store of each zone is taken first, in rank order,
+    and a zone is used twice only when there are fewer zones than ``count``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown routing strategy {strategy!r}")
+    if count < 1:
+        raise ValueError(f"count must be at least 1 (got {count})")
+    ranked = [
+        store for store in stores if (healthy is None or store.name in healthy) and has_room(store, size)
+    ]
+    if strategy == SPREAD:
+        # sorted() is stable: equally full stores keep their config order.
+        ranked.sort(key=lambda store: fill_ratio(store, size))
+    zone_map = zones if zones is not None else {}
+    chosen: list[str] = []
+    seen_zones: set[tuple[bool, str]] = set()
+    for store in ranked:
+        zone = zone_of(store.name, zone_map)
+        if len(chosen) < count and zone not in seen_zones:
+            seen_zones.add(zone)
+            chosen.append(store.name)
+    for store in ranked:
+        if len(chosen) < count and store.name not in chosen:
+            chosen.append(store.name)
+    return tuple(chosen)
 
 
 def choose_store(
@@ -33,22 +84,7 @@ def choose_store(
     size: int,
     healthy: Container[str] | None = None,
 ) -> str | None:
-    """Name of the store a new object of ``size`` bytes should go to, or None if none fits.
-
-    ``stores`` is in config order. Stores not in ``healthy`` (when given) are skipped.
-    ``pack`` takes the first store with room; ``spread`` the least full one, ties going
-    to the earlier store.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown routing strategy {strategy!r}")
-    candidates = [
-        (index, store)
-        for index, store in enumerate(stores)
-        if (healthy is None or store.name in healthy) and has_room(store, size)
-    ]
-    if not candidates:
-        return None
-    if strategy == PACK:
-        return candidates[0][1].name
-    _, best = min(candidates, key=lambda item: (fill_ratio(item[1]), item[0]))
-    return best.name
+    """Name of the store a new object of ``size`` bytes should go to, or None if none
+    fits: ``choose_stores`` for one copy."""
+    chosen = choose_stores(strategy, stores, size, healthy)
+    return chosen[0] if chosen else None

@@ -37,7 +37,7 @@ class BannerBucket:
 
 @attrs.frozen
 class BannerStore:
-    """A store: its kind, where its bytes go, its quota and what the metadata says it holds."""
+    """A store: its kind, where its bytes go, its zone, its quota and what the metadata says it holds."""
 
     name: str
     type: str  # "directory" or "s3"
@@ -47,6 +47,7 @@ class BannerStore:
     path: str | None = None  # a directory store's directory
     endpoint: str | None = None  # an s3 store's upstream endpoint and bucket
     bucket: str | None = None
+    zone: str | None = None  # None: a zone of its own
 
 
 @attrs.frozen
@@ -128,6 +129,7 @@ def startup_banner(
             quota_bytes=store.quota_bytes,
             used_bytes=used.used_bytes if used is not None else 0,
             objects=used.object_count if used is not None else 0,
+            zone=store.zone,
         )
         if isinstance(store, DirectoryStoreConfig):
             stores.append(BannerStore(type="directory", path=store.path, **common))
@@ -152,6 +154,8 @@ def startup_banner(
 
 def _store_line(store: BannerStore) -> str:
     where = f"directory {store.path}" if store.type == "directory" else f"s3 {store.endpoint} bucket {store.bucket}"
+    if store.zone is not None:
+        where += f", zone {store.zone}"
     if store.quota_bytes:
         used = (f"{format_bytes(store.used_bytes)} of {format_bytes(store.quota_bytes)}"
                 f" ({100 * store.used_bytes / store.quota_bytes:.0f}%)")

@@ -100,6 +100,18 @@ def test_stores_show_type_location_quota_and_usage() -> None:
     assert "bucket       files: access keys AKID_ONE, AKID_TWO" in lines
 
 
+def test_stores_show_their_zone_when_they_have_one() -> None:
+    data = config_data()
+    data["stores"][0]["zone"] = "rack-1"
+    data["stores"][1]["zone"] = "oracle"
+    banner = startup_banner(parse_config(data, {}), [], [tcp(9000)], {})
+    lines = banner_text(banner).splitlines()
+    assert "store        local: directory /srv/objects, zone rack-1, used 0 B (no quota), 0 objects" in lines
+    assert ("store        oci: s3 https://objects.example.net:8443 bucket data, zone oracle, used 0 B of 10.0 GiB"
+            " (0%), 0 objects") in lines
+    assert [store["zone"] for store in banner_fields(banner)["stores"]] == ["rack-1", "oracle"]
+
+
 def test_operator_listeners_show_where_they_are() -> None:
     config = parse_config(config_data(
         metrics={"listen": "tcp:9102:interface=127.0.0.1"},
@@ -139,7 +151,7 @@ def test_the_json_log_line_is_one_object_with_structured_fields() -> None:
     assert record["buckets"] == [{"name": "files", "access_key_ids": ["AKID_ONE", "AKID_TWO"]}]
     assert record["stores"][0] == {
         "name": "local", "type": "directory", "quota_bytes": 0, "used_bytes": 10, "objects": 1,
-        "path": "/srv/objects", "endpoint": None, "bucket": None,
+        "path": "/srv/objects", "endpoint": None, "bucket": None, "zone": None,
     }
     assert record["stores"][1]["endpoint"] == "https://objects.example.net:8443"
     assert record["metadata_sqlite"] == "/var/lib/s3o/metadata.sqlite"

@@ -104,6 +104,25 @@ def test_check_config_refuses_a_non_loopback_manhole(tmp_path):
     assert "manhole.listen: must listen on loopback only" in run.err
 
 
+REPLICATED = CONFIG.replace('name = "app1-files"\n', 'name = "app1-files"\nreplicas = 2\nwrite_quorum = 1\n').replace(
+    'name = "local-a"\n', 'name = "local-a"\nzone = "here"\n'
+) + '[[stores]]\nname = "local-b"\ntype = "directory"\npath = "var/stores/b"\nquota_bytes = 0\nzone = "there"\n'
+
+
+def test_check_config_accepts_placement_replicas_and_zones(tmp_path):
+    path = write_config(tmp_path, '[placement]\nreplicas = 2\nwrite_quorum = 2\nread_order = "latency"\n',
+                        text=REPLICATED)
+    run = Run("check-config", path)
+    assert (run.status, run.out, run.err) == (0, f"{path}: OK\n", "")
+
+
+def test_check_config_refuses_more_replicas_than_stores(tmp_path):
+    path = write_config(tmp_path, text=REPLICATED.replace("replicas = 2", "replicas = 3"))
+    run = Run("check-config", path)
+    assert run.status == 1
+    assert run.err == f"{path}: buckets[0].replicas: must be at most the number of stores (2) (got 3)\n"
+
+
 def manhole_table(passwords: Path) -> str:
     return f'[manhole]\nlisten = "tcp:2222:interface=127.0.0.1"\npassword_file = "{passwords}"\n'
 

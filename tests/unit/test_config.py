@@ -265,7 +265,7 @@ INVALID = [
     # unknown keys
     (_set("routing_stratgy", "pack"), "routing_stratgy: unknown key (allowed here: "
      "routing_strategy, server, metadata, health, multipart, logging, metrics, manhole, admin, "
-     "buckets, stores)"),
+     "buckets, stores, placement)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
      "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate)"),
@@ -279,7 +279,7 @@ INVALID = [
     (_set("buckets.0.credentials.0.secret", "x"), "buckets[0].credentials[0].secret: unknown key"),
     (_set("stores.0.quota_byte", 1), "stores[0].quota_byte: unknown key"),
     (_set("stores.0.endpoint", "http://x"), "stores[0].endpoint: unknown key (allowed here: "
-     "name, type, quota_bytes, path)"),
+     "name, type, quota_bytes, zone, path)"),
     (_append_store(s3_store(path="x")), "stores[1].path: unknown key"),
     # routing_strategy
     (_set("routing_strategy", "random"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from s3orchestrator.config import Config, parse_config
+from s3orchestrator.config import Config, PlacementPolicy, parse_config
 from s3orchestrator.reload import reload_plan
 from tests.unit.test_config import minimal, s3_store
 
@@ -84,7 +84,7 @@ def test_a_changed_store_endpoint_waits_but_other_quotas_apply() -> None:
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert plan.needs_restart == ("stores (other than quota_bytes)",)
+    assert plan.needs_restart == ("stores (other than quota_bytes and zone)",)
     assert plan.applied == ("quotas",)
     local, upstream = plan.config.stores
     assert local.quota_bytes == 4096
@@ -97,10 +97,10 @@ def test_added_or_removed_stores_wait_for_a_restart() -> None:
 
     old = config()
     assert reload_plan(old, config(add)).config.stores == old.stores
-    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes)",)
+    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes and zone)",)
     removed = reload_plan(old, config(lambda data: data["stores"].pop()))
     assert removed.config.stores == old.stores
-    assert removed.needs_restart == ("stores (other than quota_bytes)",)
+    assert removed.needs_restart == ("stores (other than quota_bytes and zone)",)
 
 
 def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
@@ -113,3 +113,52 @@ def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_
     assert plan.needs_restart == ("server.backlog",)
     server = plan.config.server
     assert (server.header_timeout, server.min_upload_rate, server.backlog) == (5.0, 0, old.server.backlog)
+
+
+def test_placement_and_bucket_replicas_apply_at_once() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["placement"] = {"replicas": 2, "write_quorum": 1, "read_order": "latency"}
+        data["buckets"][0]["replicas"] = 1
+
+    plan = reload_plan(config(), config(edit))
+    assert set(plan.applied) == {"placement", "buckets"}
+    assert plan.needs_restart == ()
+    assert plan.config.placement == PlacementPolicy(replicas=2, write_quorum=1, read_order="latency")
+    assert plan.config.placement_for("app1-files") == PlacementPolicy(1, 1, "latency")
+
+
+def test_zones_apply_at_once() -> None:
+    plan = reload_plan(config(), config(lambda data: data["stores"][1].update(zone="aws")))
+    assert (plan.applied, plan.needs_restart) == (("zones",), ())
+    assert dict(plan.config.store_zones()) == {"up-1": "aws"}
+
+
+def test_a_zone_changes_while_the_endpoint_waits() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["stores"][1].update(zone="aws", endpoint="https://elsewhere.example.net")
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert (plan.applied, plan.needs_restart) == ((), ("stores (other than quota_bytes and zone)",))
+    assert plan.config.stores == old.stores
+
+
+def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["stores"].append({"name": "local-b", "type": "directory", "path": "b", "quota_bytes": 0})
+        data["placement"] = {"replicas": 3, "read_order": "config"}
+        data["buckets"][0]["replicas"] = 3
+        data["buckets"][0]["credentials"] = [{"access_key_id": "AKID_NEW", "secret_access_key": "new-secret"}]
+        data["buckets"].append({"name": "new-bucket", "replicas": 3,
+                                "credentials": [{"access_key_id": "AKID_B", "secret_access_key": "b"}]})
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.needs_restart == (
+        "stores (other than quota_bytes and zone)", "placement and buckets' replicas (more than the running stores)",
+    )
+    assert plan.applied == ("buckets",)  # the credentials and the new bucket, with the running placement
+    assert plan.config.placement == old.placement
+    assert plan.config.placement_for("app1-files") == PlacementPolicy(1, 1, "health")
+    assert plan.config.placement_for("new-bucket") == PlacementPolicy(1, 1, "health")
+    assert plan.config.find_credential("AKID_NEW") == ("app1-files", "new-secret")
