@@ -5,15 +5,15 @@ from __future__ import annotations
 import gc
 import hashlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 import pytest_twisted
 from treq.testing import RequestTraversalAgent
-from twisted.internet import reactor
+from twisted.internet import protocol, reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -26,7 +26,13 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.placement.tee import BranchDropped, Tee
 from s3orchestrator.s3.call import RequestBody
 from s3orchestrator.stores.directory import DirectoryStore
-from s3orchestrator.stores.interface import IObjectStore, IObjectWrite, ObjectMissing, StoreUnavailable
+from s3orchestrator.stores.interface import (
+    IObjectStore,
+    IObjectWrite,
+    ObjectMissing,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.body import UploadBody
 from tests.unit.fakes import CollectingConsumer, FakeBody, Outcome, RecordingTransport, auth_result
@@ -594,3 +600,60 @@ def test_an_s3_store_that_fails_leaves_the_other_to_store_the_bytes() -> None:
     assert done[0].failure.check(StoreUnavailable)
     assert done[1].succeeded
     assert upstreams.buckets[1].objects == {"/bucket/app/key": data}
+
+
+class RefusingUpstream(protocol.Protocol):
+    """An upstream that answers 403 as soon as a request's headers arrived, before its body."""
+
+    answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answered and b"\r\n\r\n" in data:
+            self.answered = True
+            body = b"<Error><Code>AccessDenied</Code></Error>"
+            self.transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the reactor run until ``condition`` holds (the test's own timeout bounds it)."""
+    while not condition():
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_refusing_mid_body_drops_its_branch_and_the_directory_store_finishes(
+    tmp_path: Path,
+) -> None:
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(RefusingUpstream), interface="127.0.0.1")
+    upstream = S3Store(
+        S3StoreConfig(
+            name="up", quota_bytes=0, endpoint=f"http://127.0.0.1:{port.getHost().port}", region="eu-test-1",
+            bucket="bucket", access_key_id="AKID", secret_access_key="secret", timeout=30.0,
+        ),
+        reactor,
+    )
+    try:
+        data = b"z" * 300_000
+        body, transport = upload(len(data))
+        tee = Tee(body, 2, reactor, START_TIMEOUT)
+        directory = directory_store(tmp_path, "dir")
+        writes = start_writes([directory, upstream], tee)
+        await until(lambda: not transport.paused)  # both stores started: the client may send
+        body.dataReceived(data[:100_000])
+        with pytest.raises(StoreMisconfigured):
+            await writes[1].done
+        assert tee.live_branches == 1
+        body.dataReceived(data[100_000:])
+        body.bodyComplete()
+        tee.branches[0].release_tail()
+        await writes[0].done
+        await writes[0].publish()
+
+        assert await read(directory, "app/key") == data
+        assert "stop" not in transport.calls
+    finally:
+        await upstream.stop()
+        await port.stopListening()
