@@ -12,7 +12,7 @@ import pytest_twisted
 from treq.testing import RequestTraversalAgent
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IListeningPort
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
@@ -523,6 +523,13 @@ async def test_a_directory_write_aborted_mid_body_leaves_the_other_to_finish(tmp
 
 
 
+def s3_config(name: str, endpoint: str) -> S3StoreConfig:
+    return S3StoreConfig(
+        name=name, quota_bytes=0, endpoint=endpoint, region="eu-test-1",
+        bucket="bucket", access_key_id="AKID", secret_access_key="secret", timeout=30.0,
+    )
+
+
 class UpstreamBucket(Resource):
     """A minimal upstream S3 bucket: keeps what is PUT and answers with its ETag, or
     answers ``fail_with`` (a status) instead."""
@@ -553,13 +560,7 @@ class Upstreams:
         self.buckets = [UpstreamBucket(), UpstreamBucket()]
         self.agents = [RequestTraversalAgent(bucket) for bucket in self.buckets]
         self.stores = [
-            S3Store(
-                S3StoreConfig(
-                    name=f"up{index}", quota_bytes=0, endpoint="http://s3.test:9000", region="eu-test-1",
-                    bucket="bucket", access_key_id="AKID", secret_access_key="secret", timeout=30.0,
-                ),
-                self.clock, agent=agent, chunk_size=1000,
-            )
+            S3Store(s3_config(f"up{index}", "http://s3.test:9000"), self.clock, agent=agent, chunk_size=1000)
             for index, agent in enumerate(self.agents)
         ]
 
@@ -617,6 +618,11 @@ class RefusingUpstream(protocol.Protocol):
             )
 
 
+def loopback_s3_store(port: IListeningPort) -> S3Store:
+    """An S3 store with a real Agent, for the upstream listening on ``port``."""
+    return S3Store(s3_config("up", f"http://127.0.0.1:{port.getHost().port}"), reactor)
+
+
 async def until(condition: Callable[[], bool]) -> None:
     """Let the reactor run until ``condition`` holds (the test's own timeout bounds it)."""
     while not condition():
@@ -628,13 +634,7 @@ async def test_an_upstream_refusing_mid_body_drops_its_branch_and_the_directory_
     tmp_path: Path,
 ) -> None:
     port = reactor.listenTCP(0, protocol.Factory.forProtocol(RefusingUpstream), interface="127.0.0.1")
-    upstream = S3Store(
-        S3StoreConfig(
-            name="up", quota_bytes=0, endpoint=f"http://127.0.0.1:{port.getHost().port}", region="eu-test-1",
-            bucket="bucket", access_key_id="AKID", secret_access_key="secret", timeout=30.0,
-        ),
-        reactor,
-    )
+    upstream = loopback_s3_store(port)
     try:
         data = b"z" * 300_000
         body, transport = upload(len(data))
@@ -654,6 +654,71 @@ async def test_an_upstream_refusing_mid_body_drops_its_branch_and_the_directory_
 
         assert await read(directory, "app/key") == data
         assert "stop" not in transport.calls
+    finally:
+        await upstream.stop()
+        await port.stopListening()
+
+
+class AcceptingUpstream(protocol.Protocol):
+    """An upstream that reads one PUT (Content-Length framed) and answers 200 with its ETag."""
+
+    def connectionMade(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        head, found, body = self.received.partition(b"\r\n\r\n")
+        if not found:
+            return
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        if len(body) == length:
+            self.factory.bodies.append(body)  # type: ignore[attr-defined]
+            etag = hashlib.md5(body).hexdigest().encode()
+            self.transport.write(  # type: ignore[union-attr]
+                b'HTTP/1.1 200 OK\r\nETag: "%s"\r\nContent-Length: 0\r\n\r\n' % etag
+            )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_connection_that_fills_up_pauses_the_client_and_both_stores_get_every_byte(
+    tmp_path: Path,
+) -> None:
+    factory = protocol.Factory.forProtocol(AcceptingUpstream)
+    factory.bodies = []  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    upstream = loopback_s3_store(port)
+    try:
+        data = bytes(range(256)) * 4096  # 1 MiB
+        chunk = 16384
+        body, transport = upload(len(data))
+        tee = Tee(body, 2, reactor, START_TIMEOUT)
+        directory = directory_store(tmp_path, "dir")
+        writes = start_writes([directory, upstream], tee)
+        await until(lambda: not transport.paused)
+        sent = 0
+        # Without the reactor running nothing leaves the upstream connection's buffer:
+        # it fills up and pauses its branch, which pauses the client.
+        while not transport.paused and sent < len(data):
+            body.dataReceived(data[sent : sent + chunk])
+            sent += chunk
+        assert transport.paused and sent < len(data)
+        assert tee.branches[1].paused and not tee.branches[0].paused
+
+        while sent < len(data):
+            await until(lambda: not transport.paused)
+            body.dataReceived(data[sent : sent + chunk])
+            sent += chunk
+        body.bodyComplete()
+        for branch in tee.branches:
+            branch.release_tail()
+        await writes[0].done
+        await writes[0].publish()
+        await writes[1].done
+
+        assert await read(directory, "app/key") == data
+        assert factory.bodies == [data]  # type: ignore[attr-defined]
     finally:
         await upstream.stop()
         await port.stopListening()
