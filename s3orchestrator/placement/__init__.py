@@ -1,0 +1,1 @@
+"""The placement engine: choose stores, write copies, commit, read with failover, delete, clean up."""
