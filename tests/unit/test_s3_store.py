@@ -524,6 +524,14 @@ def test_ranged_get() -> None:
     assert h.fake.seen[-1]["headers"]["range"] == ["bytes=10-19"]
 
 
+def test_reader_reports_the_upstream_etag() -> None:
+    h = Harness()
+    h.fake.objects[b"app/r"] = bytes(range(100))
+    reader = h.result(h.store.open_read("app/r", (10, 19)))
+    assert reader.etag == f'"{hashlib.md5(bytes(range(100))).hexdigest()}"'
+    reader.cancel()
+
+
 def test_range_ignored_by_upstream_is_refused() -> None:
     h = Harness()
     h.fake.objects[b"app/r"] = bytes(range(100))
