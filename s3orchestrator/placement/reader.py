@@ -1,7 +1,7 @@
 """Reading an object that has several copies: fail over between them, even mid-stream.
 
 ``FailoverReader`` opens the copies of one object in the order given until one
-opens as the object (right length, same ETag when the store reports one); if
+opens as the object (right length, no conflicting ETag, see ``etags_conflict``); if
 that copy's store dies mid-stream, it opens the next copy with a Range for the
 bytes not yet delivered and keeps writing into the same consumer, which sees
 one body. It registers itself on the consumer as the (push) producer for the
@@ -24,9 +24,7 @@ from zope.interface import implementer
 
 from s3orchestrator.stores.interface import IObjectReader, ObjectMissing, StoreMisconfigured, StoreUnavailable
 
-__all__ = ["READ_ORDERS", "CopyMismatch", "FailoverReader", "order_copies"]
-
-READ_ORDERS: frozenset[str] = frozenset({"config", "health", "latency"})
+__all__ = ["CopyMismatch", "FailoverReader", "etags_conflict", "order_copies"]
 
 Copy = tuple[str, str]  # (store name, location)
 ByteRange = tuple[int, int]  # inclusive (first, last)
@@ -74,6 +72,24 @@ def _unquoted(etag: str) -> str:
     return etag.strip('"').lower()
 
 
+def _layout(etag: str) -> str:
+    """The part count of a multipart ETag ("md5-N"), "" for a plain one."""
+    _, dash, parts = etag.rpartition("-")
+    return parts if dash else ""
+
+
+def etags_conflict(expected: str, reported: str) -> bool:
+    """True if a store's ETag shows it holds another object than ``expected`` names.
+
+    Only ETags of one layout (both plain, or both multipart of as many parts) are
+    compared: a store that re-laid the same bytes out (an upstream CopyObject of a
+    multipart object, a copy written by a single PUT) reports a different ETag for
+    them, which proves nothing.
+    """
+    expected, reported = _unquoted(expected), _unquoted(reported)
+    return _layout(expected) == _layout(reported) and expected != reported
+
+
 @implementer(IConsumer)
 class _Leg:
     """The consumer one store reader streams into: counts its bytes and holds its producer."""
@@ -102,7 +118,7 @@ class FailoverReader:
     """One object (or ``byte_range`` of it) read from whichever of its copies works.
 
     ``copies`` are (store, location) pairs in the order to try; ``size`` and ``etag``
-    describe the object (``etag`` None: do not compare ETags). ``open_copy(store,
+    describe the object (``etag`` None: do not compare ETags; see ``etags_conflict``). ``open_copy(store,
     location, byte_range)`` opens a copy (``IObjectStore.open_read``); ``failed(store,
     error)`` hears of every copy given up on (StoreUnavailable, StoreMisconfigured,
     ObjectMissing, CopyMismatch), for health and missing-copy bookkeeping. Call
@@ -127,7 +143,7 @@ class FailoverReader:
         self.failovers = 0  # mid-stream switches to another copy
         self._copies = list(copies)
         self._next = 0
-        self._etag = None if etag is None else _unquoted(etag)
+        self._etag = etag
         self._open_copy = open_copy
         self._failed = failed
         self._clock = clock
@@ -189,7 +205,7 @@ class FailoverReader:
             return f"opened with {reader.length} bytes where {length} were expected"
         # Optional on store readers: an upstream's ETag header; a directory has none.
         etag = getattr(reader, "etag", None)
-        if self._etag is not None and etag is not None and _unquoted(etag) != self._etag:
+        if self._etag is not None and etag is not None and etags_conflict(self._etag, etag):
             return f"has ETag {etag}, not the object's {self._etag}"
         return None
 

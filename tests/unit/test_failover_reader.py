@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface.verify import verifyObject
 
-from s3orchestrator.placement.reader import CopyMismatch, FailoverReader, order_copies
+from s3orchestrator.placement.reader import CopyMismatch, FailoverReader, etags_conflict, order_copies
 from s3orchestrator.stores.directory import DirectoryStore, FileReader
 from s3orchestrator.stores.interface import IObjectReader, ObjectMissing, StoreMisconfigured, StoreUnavailable
 from tests.unit.fake_readers import FakeCopies, FakeCopy, drain, step
@@ -93,6 +93,25 @@ def test_a_copy_with_another_etag_is_skipped_as_a_mismatch() -> None:
     assert streamed.succeeded and consumer.body == DATA
     assert copies.reports == [("a", "CopyMismatch")]
     assert copies.readers[0].calls == ["cancel"]
+
+
+@pytest.mark.parametrize(("expected", "reported", "conflict"), [
+    (ETAG, f'"{ETAG}"', False),
+    (ETAG, f'W/"{ETAG.upper()}"', False),
+    (ETAG, '"ffffffffffffffffffffffffffffffff"', True),
+    (f"{ETAG}-3", f'"{"f" * 32}-3"', True),
+    (f"{ETAG}-3", f'"{"f" * 32}"', False),  # a multipart object copied upstream by CopyObject
+    (f"{ETAG}-3", f'"{"f" * 32}-5"', False),  # replicated with other part sizes
+    (ETAG, f'"{"f" * 32}-2"', False),
+])
+def test_only_etags_of_one_layout_are_compared(expected: str, reported: str, conflict: bool) -> None:
+    assert etags_conflict(expected, reported) is conflict
+
+
+def test_a_copy_with_the_same_bytes_laid_out_otherwise_is_read() -> None:
+    copies = fake(a=FakeCopy(DATA, etag=f'"{"f" * 32}"'))
+    streamed, consumer = read_all(make(copies, "a", etag=f"{ETAG}-2"), copies)
+    assert streamed.succeeded and consumer.body == DATA and copies.reports == []
 
 
 def test_a_mismatch_counts_as_missing_for_the_caller() -> None:
