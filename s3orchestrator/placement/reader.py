@@ -118,12 +118,13 @@ class FailoverReader:
     """One object (or ``byte_range`` of it) read from whichever of its copies works.
 
     ``copies`` are (store, location) pairs in the order to try; ``size`` and ``etag``
-    describe the object (``etag`` None: do not compare ETags; see ``etags_conflict``). ``open_copy(store,
-    location, byte_range)`` opens a copy (``IObjectStore.open_read``); ``failed(store,
-    error)`` hears of every copy given up on (StoreUnavailable, StoreMisconfigured,
-    ObjectMissing, CopyMismatch), for health and missing-copy bookkeeping. Call
-    ``open()`` before ``stream_to``. When every copy failed, the error is the last
-    store error, or the last ObjectMissing if every copy was missing.
+    describe the object (``etag`` None: no ETag comparison; see ``etags_conflict``).
+    ``open_copy(store, location, byte_range)`` opens a copy (``IObjectStore.open_read``);
+    ``failed(store, error)`` hears of every copy given up on (StoreUnavailable,
+    StoreMisconfigured, ObjectMissing, CopyMismatch), for health and missing-copy
+    bookkeeping. Call ``open()`` before ``stream_to``. When every copy failed, the
+    error is the last store error, or the last ObjectMissing if every copy was missing.
+    ``store`` names the copy being read, ``failovers`` counts mid-stream switches.
     """
 
     def __init__(
@@ -139,8 +140,8 @@ class FailoverReader:
         if byte_range is not None and not 0 <= byte_range[0] <= byte_range[1] < size:
             raise ValueError(f"bad byte range {byte_range!r} for {size} bytes")
         self.length = size if byte_range is None else byte_range[1] - byte_range[0] + 1
-        self.store: str | None = None  # the store of the copy being read
-        self.failovers = 0  # mid-stream switches to another copy
+        self.store: str | None = None
+        self.failovers = 0
         self._copies = list(copies)
         self._next = 0
         self._etag = etag
@@ -215,7 +216,7 @@ class FailoverReader:
         else:
             self._last_error = error
         _log.warn(
-            "Copy on store {store} unusable ({error_type}: {error}); trying the next copy",
+            "Copy on store {store} unusable ({error_type}: {error}); trying the next copy if any",
             store=store, error_type=type(error).__name__, error=str(error),
         )
         try:
