@@ -35,6 +35,9 @@ __all__ = [
 # A probe is a HeadBucket or a stat: anything slower than this is as good as down.
 MAX_PROBE_TIMEOUT = 30.0
 
+# Weight of the newest sample in a store's latency average (read_order = "latency").
+LATENCY_WEIGHT = 0.3
+
 StoreMap = Mapping[str, IObjectStore]
 StoreSource = StoreMap | Callable[[], StoreMap]
 
@@ -56,6 +59,9 @@ class StoreStatus:
 class StoreHealth:
     """Which stores are up: down after ``unhealthy_after`` consecutive failures, up on one success.
 
+    It also keeps a moving average of each store's probe durations (``latency``), which
+    ``read_order = "latency"`` sorts copies by.
+
     Every store starts up. Outcomes for names it does not know (a store removed by a
     reload while a request to it was in flight) are ignored. ``on_change(name, healthy)``
     is called after each transition; ``now`` gives the time recorded in ``last_change``.
@@ -76,6 +82,7 @@ class StoreHealth:
         self.on_change = on_change
         self._now = now
         self._status: dict[str, StoreStatus] = {}
+        self._latency: dict[str, float] = {}
         self._healthy: frozenset[str] = frozenset()
         self.set_stores(names)
 
@@ -83,6 +90,7 @@ class StoreHealth:
         """Follow a config reload: new stores start up, removed ones are forgotten."""
         wanted = list(dict.fromkeys(names))
         self._status = {name: self._status.get(name, StoreStatus()) for name in wanted}
+        self._latency = {name: seconds for name, seconds in self._latency.items() if name in self._status}
         self._refresh()
 
     def record_success(self, name: str) -> None:
@@ -131,6 +139,17 @@ class StoreHealth:
             healthy=False,
         )
         self._notify(name, False)
+
+    def record_latency(self, name: str, seconds: float) -> None:
+        """A successful probe of ``name`` took ``seconds``: fold it into the store's moving average."""
+        if name not in self._status:
+            return
+        previous = self._latency.get(name)
+        self._latency[name] = seconds if previous is None else previous + LATENCY_WEIGHT * (seconds - previous)
+
+    def latency(self) -> dict[str, float]:
+        """Each probed store's exponentially weighted average probe duration, in seconds."""
+        return dict(self._latency)
 
     def healthy(self) -> frozenset[str]:
         """Names of the stores currently up."""
@@ -278,6 +297,7 @@ class HealthCheckJob(TimerService):
                     "Health probe of store {store} took {duration:.3f} s (health.slow_probe is {slow_probe:g} s)",
                     store=name, duration=duration, slow_probe=self.slow_probe,
                 )
+            self.health.record_latency(name, duration)
             self.health.record_success(name)
 
         def failed(failure: Failure) -> None:

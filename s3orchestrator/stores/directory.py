@@ -593,6 +593,7 @@ class FileReader:
 
     def __init__(self, file: Any, length: int, chunk_size: int = READ_CHUNK) -> None:
         self.length = length
+        self.etag: str | None = None  # a file has no ETag of its own
         self._file = file
         self._remaining = length
         self._chunk_size = chunk_size

@@ -77,7 +77,11 @@ class StoredPart:
 
 
 class IObjectReader(Interface):
-    """An open object (or byte range of one), ready to stream to a consumer."""
+    """An open object (or byte range of one), ready to stream to a consumer.
+
+    A store reader may also have ``etag``: the ETag the store reports for the object it
+    opened (an upstream's ETag header), or None; placement's FailoverReader compares it.
+    """
 
     length = Attribute("Number of bytes stream_to will write.")
 

@@ -45,6 +45,9 @@ class S3Reader:
 
     def __init__(self, response: IResponse, length: int, exchange: Exchange) -> None:
         self.length = length
+        etag = response.headers.getRawHeaders(b"etag")
+        # The upstream's ETag of what it opened, so a reader of several copies can tell them apart.
+        self.etag: str | None = etag[0].decode("latin-1") if etag else None
         self._response = response
         self._exchange = exchange
         self._consumer: IConsumer | None = None

@@ -498,3 +498,33 @@ def test_a_probe_slower_than_slow_probe_is_a_warning(events: list[LogEvent]) -> 
 def test_slow_probe_must_be_positive() -> None:
     with pytest.raises(ValueError):
         make_job({"a": FakeStore("a")}, slow_probe=0)
+
+
+def test_latency_is_a_moving_average_of_probe_durations() -> None:
+    health = StoreHealth(["a", "b"], unhealthy_after=1)
+    health.record_latency("a", 1.0)
+    assert health.latency() == {"a": 1.0}  # the first sample is the average
+    health.record_latency("a", 2.0)
+    assert health.latency()["a"] == pytest.approx(1.3)
+    health.record_latency("ghost", 5.0)  # unknown stores are ignored
+    assert "ghost" not in health.latency()
+
+
+def test_a_removed_store_loses_its_latency() -> None:
+    health = StoreHealth(["a", "b"], unhealthy_after=1)
+    health.record_latency("a", 1.0)
+    health.record_latency("b", 2.0)
+    health.set_stores(["b"])
+    assert health.latency() == {"b": 2.0}
+
+
+def test_successful_probes_feed_the_latency_and_failed_ones_do_not() -> None:
+    fast, slow, down = FakeStore("fast", "hang"), FakeStore("slow", "hang"), FakeStore("down", "down")
+    job, health, clock = make_job({"fast": fast, "slow": slow, "down": down})
+    done = Outcome(job.run_once())
+    clock.advance(0.5)
+    fast.finish()
+    clock.advance(1.5)
+    slow.finish()
+    assert done.succeeded
+    assert health.latency() == {"fast": 0.5, "slow": 2.0}

@@ -45,6 +45,7 @@ from s3orchestrator.auth.sigv4 import (
 )
 from s3orchestrator.config import S3StoreConfig
 from s3orchestrator.errors import S3Error
+from s3orchestrator.placement.reader import FailoverReader
 from s3orchestrator.stores.interface import (
     IObjectReader,
     IObjectStore,
@@ -528,6 +529,14 @@ def test_ranged_get() -> None:
     h.fake.objects[b"app/r"] = bytes(range(100))
     assert h.get("app/r", (10, 19)) == bytes(range(10, 20))
     assert h.fake.seen[-1]["headers"]["range"] == ["bytes=10-19"]
+
+
+def test_reader_reports_the_upstream_etag() -> None:
+    h = Harness()
+    h.fake.objects[b"app/r"] = bytes(range(100))
+    reader = h.result(h.store.open_read("app/r", (10, 19)))
+    assert reader.etag == f'"{hashlib.md5(bytes(range(100))).hexdigest()}"'
+    reader.cancel()
 
 
 def test_range_ignored_by_upstream_is_refused() -> None:
@@ -1128,3 +1137,51 @@ def test_copy_refused_with_an_error_document_leaves_the_location_intact() -> Non
     copy = h.store.start_copy("app/src", "app/dst", 7)
     h.failure(copy.done, StoreUnavailable)
     assert copy.location_intact is True
+
+
+# -- reading with failover between two upstreams ---------------------------------------------------
+
+
+def _two_upstreams(first_data: bytes, second_data: bytes) -> tuple[Harness, Harness, FailoverReader, list[str]]:
+    one, two = Harness(name="one"), Harness(name="two")
+    one.fake.objects[b"app/k"] = first_data
+    two.fake.objects[b"app/k"] = second_data
+    one.fake.hold = True  # the test sends the first upstream's body itself
+    stores = {"one": one.store, "two": two.store}
+    reports: list[str] = []
+    reader = FailoverReader(
+        [("one", "app/k"), ("two", "app/k")], len(first_data), hashlib.md5(first_data).hexdigest(),
+        lambda store, location, byte_range: stores[store].open_read(location, byte_range),
+        lambda store, error: reports.append(f"{store}: {type(error).__name__}"), one.clock,
+    )
+    opening = reader.open()
+    one.flush()
+    (upstream,) = one.fake.held
+    upstream.write(first_data[:10])
+    one.result(opening)
+    return one, two, reader, reports
+
+
+def test_an_upstream_stalling_mid_download_is_resumed_from_the_other_with_a_range() -> None:
+    data = bytes(range(100))
+    one, two, reader, reports = _two_upstreams(data, data)
+    collector = Collector()
+    streamed = reader.stream_to(collector)
+    one.flush()
+    one.clock.advance(TIMEOUT)  # the first upstream goes silent after 10 bytes
+    two.result(streamed)
+    assert collector.data == data and collector.unregistered
+    assert two.fake.seen[-1]["headers"]["range"] == ["bytes=10-99"]
+    assert reports == ["one: StoreUnavailable"] and reader.failovers == 1
+
+
+def test_an_upstream_holding_another_object_is_not_switched_to() -> None:
+    data = bytes(range(100))
+    one, two, reader, reports = _two_upstreams(data, data[::-1])
+    collector = Collector()
+    streamed = reader.stream_to(collector)
+    one.flush()
+    one.clock.advance(TIMEOUT)
+    two.failure(streamed, StoreUnavailable)
+    assert collector.data == data[:10]
+    assert reports == ["one: StoreUnavailable", "two: CopyMismatch"]
