@@ -29,6 +29,7 @@ DEFAULT_MIN_UPLOAD_RATE = 8192
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_METADATA_BUSY_TIMEOUT = 2.0
+DEFAULT_METADATA_POOL_SIZE = 8
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
 DEFAULT_SLOW_PROBE = 2.0
@@ -72,11 +73,13 @@ class ServerConfig:
 
 @attrs.frozen
 class MetadataConfig:
-    """Where object metadata lives."""
+    """Where object metadata lives: a SQLite file or a PostgreSQL database (exactly one)."""
 
-    sqlite: str  # path of the SQLite database file
+    sqlite: str | None = None  # path of the SQLite database file
     # Seconds a request may wait for the database another process holds locked (then 503 SlowDown).
     busy_timeout: float = DEFAULT_METADATA_BUSY_TIMEOUT
+    url: str | None = None  # postgresql://user:password@host:port/database
+    pool_size: int = DEFAULT_METADATA_POOL_SIZE  # PostgreSQL connections of this process
 
 
 @attrs.frozen
@@ -354,10 +357,21 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
 
 
 def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> MetadataConfig:
-    _check_keys(table, "metadata", ("sqlite", "busy_timeout"))
+    _check_keys(table, "metadata", ("sqlite", "url", "busy_timeout", "pool_size"))
+    if ("sqlite" in table) == ("url" in table):
+        raise ConfigError(
+            "metadata.url: give either url (PostgreSQL) or sqlite (a file path), not both"
+            if "url" in table
+            else "metadata.sqlite: required key is missing (or metadata.url for PostgreSQL)"
+        )
+    url = _string(table, "metadata", "url", env, default=None, secret=True)
+    if url is not None and urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError("metadata.url: must be a postgresql://user:password@host:port/database URL")
     return MetadataConfig(
-        sqlite=_string(table, "metadata", "sqlite", env),
+        sqlite=_string(table, "metadata", "sqlite", env, default=None),
+        url=url,
         busy_timeout=_seconds(table, "metadata", "busy_timeout", default=DEFAULT_METADATA_BUSY_TIMEOUT),
+        pool_size=_integer(table, "metadata", "pool_size", minimum=1, default=DEFAULT_METADATA_POOL_SIZE),
     )
 
 

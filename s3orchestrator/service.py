@@ -23,8 +23,10 @@ from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.metadata.database import Database
+from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy
-from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
@@ -106,9 +108,7 @@ class OrchestratorService(MultiService):
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
-        self.metadata = sqlite_metadata_store(
-            config.metadata.sqlite, reactor, busy_timeout=config.metadata.busy_timeout
-        )
+        self.metadata = MetadataStore(Database(create_engine(config.metadata), reactor))
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(jobs=lambda: self.jobs)
         self.stores: Mapping[str, IObjectStore] = {

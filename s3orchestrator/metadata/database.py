@@ -1,7 +1,7 @@
 """One transaction API over the SQL engines, on a thread-pooled DB-API connection (adbapi).
 
 Everything that differs between SQLite and PostgreSQL lives in an engine
-(``BaseEngine`` subclasses: ``sqlite.SqliteEngine``, later a PostgreSQL one):
+(``engines.BaseEngine`` subclasses: ``SqliteEngine``, ``PostgresEngine``):
 how to connect, how a transaction begins, the parameter style, the bytewise key
 collation and the row locks a write transaction takes. SQL elsewhere is written
 once, portably, with ``?`` placeholders.
@@ -9,15 +9,15 @@ once, portably, with ``?`` placeholders.
 
 from __future__ import annotations
 
-import re
-from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+import random
+from typing import Any, Callable, Sequence, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3orchestrator.metadata.engines.base import BaseEngine
 from s3orchestrator.metadata.group_commit import GroupCommitter
 from s3orchestrator.metadata.interface import MetadataBusy
 
@@ -25,73 +25,11 @@ _T = TypeVar("_T")
 
 # Interactions slower than this are logged: they hold the database's write lock.
 SLOW_INTERACTION_SECONDS = 1.0
-
-_SCHEMA_TOKEN = re.compile(r"@([A-Z_]+)@")
-
-
-class BaseEngine:
-    """What one SQL engine does differently from the others."""
-
-    #: The DB-API module adbapi imports.
-    module: str = ""
-    #: Appended to a SELECT that must lock the rows it reads until the transaction ends
-    #: (PostgreSQL: `` FOR UPDATE``). Empty where a write transaction already holds a
-    #: database-wide write lock from its first statement (SQLite's BEGIN IMMEDIATE).
-    for_update: str = ""
-    #: Replacements for the ``@NAME@`` tokens of migration files (see ``render_schema``).
-    schema_tokens: Mapping[str, str] = MappingProxyType({})
-    #: Seconds an interaction may wait for a lock another connection holds before it
-    #: fails with MetadataBusy (the S3 layer answers 503 SlowDown).
-    busy_timeout: float = 2.0
-
-    def pool_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Positional and keyword arguments for ``adbapi.ConnectionPool`` (after the module)."""
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        """Get ready to connect (for SQLite: create the database file's directory)."""
-
-    def on_new_connection(self, connection: Any) -> None:
-        """Configure a freshly opened DB-API connection."""
-
-    def connect_point_reader(self) -> Any | None:
-        """A connection for point reads on the reactor thread, or None to read in the pool.
-
-        Only where a read costs less than handing it to the pool's thread and back
-        (an embedded database) and can never wait long for a lock.
-        """
-        return None
-
-    def begin(self, cursor: Any, write: bool) -> None:
-        """Start a transaction; ``write`` transactions take the write lock before any read."""
-        raise NotImplementedError
-
-    def set_lock_wait(self, cursor: Any, seconds: float) -> None:
-        """Make the connection's next statements wait at most ``seconds`` for a lock."""
-        raise NotImplementedError
-
-    def set_durability(self, cursor: Any, durable: bool) -> None:
-        """Before a write transaction begins: whether its commit must be on disk when it
-        returns (else a power cut may lose it, never tear it); durable by default."""
-
-    def is_busy(self, error: Exception) -> bool:
-        """Whether ``error`` says another connection held a lock too long (retry later)."""
-        return False
-
-    def convert_param_style(self, sql: str) -> str:
-        """Rewrite ``?`` placeholders into the module's paramstyle."""
-        return sql
-
-    def render_schema(self, sql: str) -> str:
-        """Replace the ``@NAME@`` tokens of a migration file by this engine's SQL."""
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in self.schema_tokens:
-                raise ValueError(f"unknown schema token @{name}@")
-            return self.schema_tokens[name]
-
-        return _SCHEMA_TOKEN.sub(replace, sql)
+# An interaction aborted by a deadlock or a serialization failure runs again, whole, up to
+# this many times in all, after a random pause of up to RETRY_DELAY * 2**(attempt - 1)
+# seconds (random: two transactions that deadlocked must not meet again in step).
+RETRY_ATTEMPTS = 4
+RETRY_DELAY = 0.01
 
 
 class Transaction:
@@ -129,21 +67,26 @@ class Database:
     transaction that commits when ``func`` returns and rolls back when it raises;
     write interactions waiting at the same time share one commit (group_commit).
     An engine error saying the database is busy (locked by another connection
-    for longer than the engine's ``busy_timeout``) reaches callers as MetadataBusy.
+    for longer than the engine's ``busy_timeout``) reaches callers as MetadataBusy,
+    as does a deadlock or serialization failure that outlasted its retries
+    (``RETRY_ATTEMPTS``). ``rng`` draws the retry pauses.
     """
 
     _log = Logger()
 
-    def __init__(self, engine: BaseEngine, reactor: Any) -> None:
+    def __init__(self, engine: BaseEngine, reactor: Any, rng: random.Random | None = None) -> None:
         self.engine = engine
         self.reactor = reactor
+        self._rng = rng if rng is not None else random.Random()
         self._pool: adbapi.ConnectionPool | None = None
         self._writer: GroupCommitter | None = None
         # Opened by open_point_reader, if the engine has one (see point_read).
         self._point_reader: Any | None = None
 
     def map_error(self, error: Exception) -> Exception:
-        """What callers see of an engine error: MetadataBusy for a busy database."""
+        """What callers see of an engine error: MetadataBusy for a busy database.
+
+        Retryable errors pass unchanged: ``runInteraction`` retries them first."""
         if self.engine.is_busy(error):
             busy = MetadataBusy(str(error))
             busy.__cause__ = error
@@ -194,7 +137,43 @@ class Database:
         write interactions queued together share one transaction, each in its
         own savepoint, and one commit (see group_commit), durable unless every
         one of them says ``durable=False`` (state a restart discards anyway).
+        An interaction the engine aborted for a deadlock or a serialization
+        failure runs again, whole, after a short random pause (``func`` must be
+        a function of its arguments and what it reads, as any transaction is).
         """
+        if self._pool is None or self._writer is None:
+            raise RuntimeError("database not started")
+        result: Deferred[_T] = Deferred()
+        self._attempt(result, 1, desc, func, args, write, durable)
+        return result
+
+    def _attempt(
+        self, result: Deferred[_T], attempt: int, desc: str, func: Callable[..., _T], args: tuple[Any, ...],
+        write: bool, durable: bool,
+    ) -> None:
+        def retry_or_fail(failure: Failure) -> None:
+            error = failure.value
+            if not (isinstance(error, Exception) and self.engine.is_retryable(error)):
+                result.errback(failure)
+            elif attempt >= RETRY_ATTEMPTS or self._pool is None:
+                busy = MetadataBusy(f"{desc}: gave up after {attempt} attempts: {error}")
+                busy.__cause__ = error
+                result.errback(Failure(busy))
+            else:
+                self._log.info("Retrying database interaction {desc} ({error})", desc=desc, error=str(error))
+                delay = self._rng.uniform(0, RETRY_DELAY * 2 ** (attempt - 1))
+                self.reactor.callLater(delay, self._attempt, result, attempt + 1, desc, func, args, write, durable)
+
+        try:
+            once = self._run_once(desc, func, args, write, durable)
+        except Exception:
+            result.errback(Failure())
+            return
+        once.addCallbacks(result.callback, retry_or_fail)
+
+    def _run_once(
+        self, desc: str, func: Callable[..., _T], args: tuple[Any, ...], write: bool, durable: bool
+    ) -> Deferred[_T]:
         if self._pool is None or self._writer is None:
             raise RuntimeError("database not started")
         if write:

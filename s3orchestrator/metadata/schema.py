@@ -1,8 +1,10 @@
 """Versioned schema migrations: ``migrations/NNN_name.sql`` applied in order at start.
 
 Each file runs in its own write transaction together with the row that records
-it in ``schema_version``, so a migration is applied entirely or not at all, and
-two processes starting at once apply it once. A database whose version is newer
+it in ``schema_version``, so a migration is applied entirely or not at all (DDL
+is transactional on both engines), and two processes starting at once apply it
+once (SQLite: BEGIN IMMEDIATE; PostgreSQL: the engine's ``schema_lock``). The
+same files serve every engine: ``@NAME@`` tokens are replaced by the engine's SQL. A database whose version is newer
 than the newest file this code ships is refused (``SchemaTooNew``): it was
 migrated by a newer release and this one may misread it.
 """
@@ -112,6 +114,10 @@ def _current_version(txn: Transaction) -> int:
 
 
 def _check_version(txn: Transaction, latest: int) -> int:
+    if txn.engine.schema_lock:
+        # PostgreSQL's write transactions take no lock at BEGIN: without this, two processes
+        # starting at once would both create schema_version or apply the same migration.
+        txn.execute(txn.engine.schema_lock)
     txn.execute(_CREATE_VERSION_TABLE)
     current = _current_version(txn)
     if current > latest:
@@ -162,6 +168,8 @@ def schema_version(database: Database) -> Deferred[int]:
     """The schema version of the database (0 before any migration)."""
 
     def read(txn: Transaction) -> int:
+        if txn.engine.schema_lock:
+            txn.execute(txn.engine.schema_lock)
         txn.execute(_CREATE_VERSION_TABLE)
         return _current_version(txn)
 

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from s3orchestrator.metadata.database import Database, Transaction
+from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import (
     IMetadataStore,
     ObjectFetch,
@@ -26,7 +27,6 @@ from s3orchestrator.metadata.records import (
     UploadRecord,
 )
 from s3orchestrator.metadata.schema import migrate
-from s3orchestrator.metadata.sqlite import SqliteEngine
 
 
 class ReservationNotFound(Exception):

@@ -18,6 +18,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 
 from s3orchestrator.config import Config, DirectoryStoreConfig
+from s3orchestrator.metadata.engines.postgres import redacted_url
 from s3orchestrator.metadata.records import StoreUsage
 from s3orchestrator.ops.report import format_bytes
 
@@ -57,11 +58,12 @@ class Banner:
     s3_endpoints: tuple[str, ...]
     buckets: tuple[BannerBucket, ...]
     stores: tuple[BannerStore, ...]
-    metadata_sqlite: str
+    metadata_sqlite: str | None
     metrics: tuple[str, ...]
     health: tuple[str, ...]
     admin_api: str | None
     manhole: str | None
+    metadata_url: str | None = None  # PostgreSQL, without its password
 
 
 def is_tls(endpoint: str) -> bool:
@@ -149,6 +151,7 @@ def startup_banner(
         health=tuple(path_url(base, "/health") for base in ops_endpoints),
         admin_api=admin_api,
         manhole=manhole_address(manhole_bound) if manhole_bound is not None else None,
+        metadata_url=redacted_url(config.metadata.url) if config.metadata.url is not None else None,
     )
 
 
@@ -171,7 +174,8 @@ def banner_text(banner: Banner) -> str:
         keys = ", ".join(bucket.access_key_ids)
         rows.append(("bucket", f"{bucket.name}: access key{'s' if len(bucket.access_key_ids) != 1 else ''} {keys}"))
     rows += [("store", _store_line(store)) for store in banner.stores]
-    rows.append(("metadata", f"SQLite {banner.metadata_sqlite}"))
+    rows.append(("metadata", f"SQLite {banner.metadata_sqlite}" if banner.metadata_url is None
+                 else f"PostgreSQL {banner.metadata_url}"))
     rows += [("metrics", url) for url in banner.metrics]
     rows += [("health", f"{url}, {url}/ready") for url in banner.health]
     rows.append(("admin API", banner.admin_api or "off (no [admin] table)"))

@@ -16,10 +16,10 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.database import Database, Transaction
+from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.group_commit import WriteRequest, run_batch
 from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import ObjectRecord
-from s3orchestrator.metadata.sqlite import SqliteEngine
 from s3orchestrator.metadata.store import MetadataStore
 from tests.unit.fakes import Outcome
 

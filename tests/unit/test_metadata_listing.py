@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import sqlite3
 from functools import partial
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from s3orchestrator.metadata.database import Transaction
+from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import IMetadataStore, prefix_upper_bound
 from s3orchestrator.metadata.records import ObjectRecord
 from s3orchestrator.metadata.schema import load_migrations, split_statements
-from s3orchestrator.metadata.sqlite import SqliteEngine
-from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.s3.listing import list_page
 from tests.unit.test_listing import PIECES, reference_items
 
@@ -242,10 +240,9 @@ def test_delimited_page_reads_a_few_rows_per_common_prefix() -> None:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[MetadataStore]:
-    store = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
-    yield store
-    store.database.close()
+def sqlite_store(make_store) -> MetadataStore:
+    """A store on the test's engine (SQLite, then PostgreSQL: see conftest)."""
+    return make_store()
 
 
 def test_metadata_store_provides_scan_objects(sqlite_store: MetadataStore) -> None:
@@ -253,10 +250,11 @@ def test_metadata_store_provides_scan_objects(sqlite_store: MetadataStore) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_scan_objects_on_a_sqlite_file(sqlite_store: MetadataStore) -> None:
+async def test_scan_objects_in_byte_order_on_a_real_database(sqlite_store: MetadataStore) -> None:
     await sqlite_store.start()
     await sqlite_store.sync_stores([("a", 0)])
-    keys = ["b/2", "b/1", "\U00010000", "\uffff", "a", "c"]
+    # "B" < "a" bytewise (a locale's collation would say otherwise): COLLATE "C" on PostgreSQL.
+    keys = ["b/2", "b/1", "\U00010000", "\uffff", "a", "c", "B"]
     for key in keys:
         reservation = await sqlite_store.reserve(1, lambda usage: "a")
         await sqlite_store.commit_object(
@@ -265,11 +263,11 @@ async def test_scan_objects_on_a_sqlite_file(sqlite_store: MetadataStore) -> Non
                          content_type="t", last_modified_ms=0),
         )
     page = await sqlite_store.scan_objects("bkt", "", lambda fetch: list_page(fetch, "", "/", "", 3))
-    assert [r.key for r in page.contents] == ["a", "c"]
+    assert [r.key for r in page.contents] == ["B", "a"]
     assert page.common_prefixes == ("b/",)
-    assert page.is_truncated and page.last == "c"
+    assert page.is_truncated and page.last == "b/"
     all_keys = await sqlite_store.scan_objects("bkt", "", lambda fetch: [r.key for r in fetch("", False, 100)])
-    assert all_keys == ["a", "b/1", "b/2", "c", "\uffff", "\U00010000"]
+    assert all_keys == ["B", "a", "b/1", "b/2", "c", "\uffff", "\U00010000"]
 
 
 @pytest_twisted.ensureDeferred

@@ -1,4 +1,4 @@
-"""Tests for the SQL metadata store on real SQLite files: schema, reservations, usage, records."""
+"""Tests for the SQL metadata store on every engine (see conftest): schema, reservations, usage, records."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject
 
 from s3orchestrator.metadata.database import Database
+from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.metadata.schema import SchemaTooNew, load_migrations, schema_version, split_statements
-from s3orchestrator.metadata.sqlite import SqliteEngine
 from s3orchestrator.metadata.store import MetadataStore, ReservationNotFound, sqlite_metadata_store
 
 GIB = 1024**3
@@ -66,14 +66,6 @@ def usage_of(usage: list[StoreUsage], name: str) -> StoreUsage:
     return next(store for store in usage if store.name == name)
 
 
-def rows(path: str, sql: str) -> list[tuple]:
-    connection = sqlite3.connect(path)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
-
-
 # -- schema and connection ----------------------------------------------------------------------
 
 
@@ -82,18 +74,18 @@ def test_metadata_store_provides_the_interface(make_store) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_start_creates_the_directory_and_applies_migrations_once(make_store, db_path: str) -> None:
+async def test_start_creates_the_directory_and_applies_migrations_once(make_store, db_rows) -> None:
     metadata = make_store()
     await metadata.start()
-    versions = rows(db_path, "SELECT version, name FROM schema_version")
+    versions = db_rows("SELECT version, name FROM schema_version ORDER BY version")
     assert versions == [(m.version, m.name) for m in load_migrations()]
     assert versions[0] == (1, "initial")
-    tables = {name for (name,) in rows(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"objects", "stores", "reservations", "schema_version"} <= tables
+    for table in ("objects", "stores", "reservations"):
+        assert db_rows(f"SELECT COUNT(*) FROM {table}") == [(0,)]
 
 
 @pytest_twisted.ensureDeferred
-async def test_restart_on_an_existing_database_is_idempotent_and_keeps_data(make_store, db_path: str) -> None:
+async def test_restart_on_an_existing_database_is_idempotent_and_keeps_data(make_store, db_rows) -> None:
     first = make_store()
     await first.start()
     await first.sync_stores([("a", 100)])
@@ -103,17 +95,19 @@ async def test_restart_on_an_existing_database_is_idempotent_and_keeps_data(make
 
     second = make_store()
     await second.start()
-    assert rows(db_path, "SELECT version FROM schema_version") == [(m.version,) for m in load_migrations()]
+    versions = db_rows("SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(m.version,) for m in load_migrations()]
     assert await second.get_object("bkt", "k") == record()
     await second.sync_stores([("a", 100)])
     assert await second.store_usage() == [StoreUsage("a", 100, 10, 0, 1)]
 
 
+@pytest.mark.sqlite_only
 @pytest_twisted.ensureDeferred
-async def test_connection_uses_wal_foreign_keys_and_full_sync(make_store, db_path: str) -> None:
+async def test_connection_uses_wal_foreign_keys_and_full_sync(make_store, db_rows) -> None:
     metadata = make_store()
     await metadata.start()
-    assert rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert db_rows("PRAGMA journal_mode") == [("wal",)]
     pragmas = await metadata.database.runInteraction(
         "pragmas",
         lambda txn: (txn.query_one("PRAGMA foreign_keys")[0], txn.query_one("PRAGMA synchronous")[0]),
@@ -123,34 +117,31 @@ async def test_connection_uses_wal_foreign_keys_and_full_sync(make_store, db_pat
 
 
 @pytest_twisted.ensureDeferred
-async def test_database_newer_than_the_code_is_refused(make_store, db_path: str) -> None:
+async def test_database_newer_than_the_code_is_refused(make_store, db_rows) -> None:
     metadata = make_store()
     await metadata.start()
     await metadata.stop()
-    connection = sqlite3.connect(db_path)
-    connection.execute("INSERT INTO schema_version (version, name, applied_ms) VALUES (999, 'future', 0)")
-    connection.commit()
-    connection.close()
+    db_rows("INSERT INTO schema_version (version, name, applied_ms) VALUES (999, 'future', 0)")
 
     with pytest.raises(SchemaTooNew, match="999"):
         await make_store().start()
 
 
 @pytest_twisted.ensureDeferred
-async def test_failed_migration_leaves_no_trace(db_path: str) -> None:
+async def test_failed_migration_leaves_no_trace(make_engine, db_rows) -> None:
     from s3orchestrator.metadata.schema import Migration, migrate
 
-    database = Database(SqliteEngine(db_path), reactor)
+    database = Database(make_engine(), reactor)
     database.start()
     try:
         broken = [Migration(1, "broken", "CREATE TABLE t (x INTEGER); INSERT INTO missing VALUES (1);")]
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(Exception, match="missing"):
             await migrate(database, broken)
         assert await schema_version(database) == 0
-        tables = await database.runQuery("tables", "SELECT name FROM sqlite_master WHERE name = 't'")
-        assert tables == []
     finally:
         database.close()
+    with pytest.raises(Exception, match=r"\bt\b"):  # DDL is transactional: no table t
+        db_rows("SELECT COUNT(*) FROM t")
 
 
 def test_split_statements_ignores_semicolons_in_comments_and_quotes() -> None:
@@ -158,6 +149,7 @@ def test_split_statements_ignores_semicolons_in_comments_and_quotes() -> None:
     assert split_statements(sql) == ["CREATE TABLE t (x TEXT DEFAULT 'a;b''c')", 'INSERT INTO "t;" VALUES (1)']
 
 
+@pytest.mark.sqlite_only
 @pytest_twisted.ensureDeferred
 async def test_listing_query_walks_the_primary_key_in_byte_order(store: MetadataStore) -> None:
     keys = ["b", "a", "é", "Z", "a/b", "a%2F", "\U0001f600", "\uffff", "a\nb", "~"]
@@ -384,6 +376,7 @@ async def test_sizes_beyond_32_bits_round_trip(store: MetadataStore) -> None:
 # -- point reads on the reactor thread ------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 @pytest_twisted.ensureDeferred
 async def test_a_lookup_by_key_answers_at_once_and_sees_the_latest_commit(store: MetadataStore) -> None:
     reservation = await store.reserve(10, pick("a"))
@@ -398,6 +391,7 @@ async def test_a_lookup_by_key_answers_at_once_and_sees_the_latest_commit(store:
     assert await store.get_object("bkt", "k") is None
 
 
+@pytest.mark.sqlite_only
 @pytest_twisted.ensureDeferred
 async def test_a_failed_point_read_fails_its_deferred_and_the_next_one_works(store: MetadataStore) -> None:
     def broken(txn, bucket: str) -> None:
@@ -408,6 +402,7 @@ async def test_a_failed_point_read_fails_its_deferred_and_the_next_one_works(sto
     assert await store.get_object("bkt", "missing") is None
 
 
+@pytest.mark.sqlite_only
 @pytest_twisted.ensureDeferred
 async def test_the_point_reader_cannot_write(store: MetadataStore) -> None:
     def write(txn) -> None:
@@ -433,7 +428,7 @@ async def test_an_in_memory_database_reads_in_the_pool() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_restarted_database_reopens_its_point_reader(make_store, db_path: str) -> None:
+async def test_a_restarted_database_reopens_its_point_reader(make_store) -> None:
     first = make_store()
     await first.start()
     await first.sync_stores([("a", 0)])

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from s3orchestrator.metadata.database import BaseEngine
+from s3orchestrator.metadata.engines.base import BaseEngine
 
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 # The primary result codes of a lock another connection holds too long.

@@ -1,0 +1,133 @@
+"""The PostgreSQL engine: psycopg 3 through adbapi, a pool of connections, row locks."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from s3orchestrator.metadata.engines.base import BaseEngine
+
+DEFAULT_POOL_SIZE = 8
+# SQLSTATEs (PostgreSQL, Appendix A): a lock not granted within lock_timeout...
+_LOCK_NOT_AVAILABLE = "55P03"
+# ...and the transaction aborts a rerun may not meet again.
+_RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# Any constant: the advisory lock migrations take (see schema.py).
+_SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
+
+
+def psycopg_available() -> bool:
+    """Whether psycopg 3 can be imported (Debian: python3-psycopg, a Recommends)."""
+    return importlib.util.find_spec("psycopg") is not None
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs and the banner."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+def to_pyformat(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders as ``%s`` and literal ``%`` doubled.
+
+    psycopg parses ``%`` everywhere in a statement that has parameters (inside
+    string literals too), so every ``%`` is doubled; a ``?`` inside a quoted
+    literal or identifier stays what it is.
+    """
+    out: list[str] = []
+    quote = ""
+    for char in sql:
+        if char == "%":
+            out.append("%%")
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "?":
+            out.append("%s")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+class PostgresEngine(BaseEngine):
+    """PostgreSQL through psycopg 3, a pool of ``pool_size`` connections.
+
+    Connections are in autocommit mode so that ``begin`` opens each transaction
+    itself (psycopg would otherwise open one implicitly, before the isolation
+    level could be chosen). Transactions run at READ COMMITTED: writes lock what
+    they read before writing it (``for_update``: the store rows every change of
+    usage locks first, see store._lock_usage, so such writes run one at a time,
+    as under SQLite's BEGIN IMMEDIATE), and each statement sees what committed
+    before it. Reads are not REPEATABLE READ (one snapshot, as SQLite's) because
+    store._read_usage locks the store rows in reads too, which a snapshot turns
+    into serialization failures under concurrent writes. No point reader: every
+    read goes to the pool (a network round trip costs the same from any thread).
+    """
+
+    name = "PostgreSQL"
+    module = "psycopg"
+    for_update = " FOR UPDATE"
+    schema_lock = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+    schema_tokens = MappingProxyType({
+        # The default collation of a database follows its locale (en_US orders "a" < "B");
+        # S3 lists keys in UTF-8 byte order, which "C" is.
+        "KEY_COLLATE": 'COLLATE "C"',
+        # Identity values come from a sequence and are never handed out twice.
+        "ID_PRIMARY_KEY": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    })
+
+    def __init__(
+        self, url: str, busy_timeout: float = BaseEngine.busy_timeout, pool_size: int = DEFAULT_POOL_SIZE
+    ) -> None:
+        if busy_timeout < 0:
+            raise ValueError("busy_timeout must be >= 0")
+        if pool_size < 1:
+            raise ValueError("pool_size must be >= 1")
+        self.url = url
+        self.busy_timeout = float(busy_timeout)
+        self.pool_size = pool_size
+        # Statement text -> its pyformat form; the set of statement texts is small and fixed.
+        self._converted: dict[str, str] = {}
+
+    def pool_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self.url,), {
+            "autocommit": True,
+            "application_name": "s3orchestrator",
+            "cp_min": 1,
+            "cp_max": self.pool_size,
+            # A connection the server closed (a restart) is replaced instead of failing forever.
+            "cp_reconnect": True,
+        }
+
+    def begin(self, cursor: Any, write: bool) -> None:
+        cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+    def set_lock_wait(self, cursor: Any, seconds: float) -> None:
+        # lock_timeout = 0 means "wait forever": never less than one millisecond.
+        cursor.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+
+    def set_durability(self, cursor: Any, durable: bool) -> None:
+        # off: the commit returns before its WAL is flushed; a crash may lose the latest
+        # such commits, whole (never corrupt), which only suits what a restart discards.
+        cursor.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+
+    def is_busy(self, error: Exception) -> bool:
+        return getattr(error, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+    def is_retryable(self, error: Exception) -> bool:
+        return getattr(error, "sqlstate", None) in _RETRYABLE
+
+    def convert_param_style(self, sql: str) -> str:
+        converted = self._converted.get(sql)
+        if converted is None:
+            converted = self._converted[sql] = to_pyformat(sql)
+        return converted
