@@ -156,3 +156,12 @@ def test_the_json_log_line_is_one_object_with_structured_fields() -> None:
     assert record["stores"][1]["endpoint"] == "https://objects.example.net:8443"
     assert record["metadata_sqlite"] == "/var/lib/s3o/metadata.sqlite"
     assert (record["admin_api"], record["manhole"]) == (None, None)
+
+
+def test_a_postgresql_metadata_database_is_shown_without_its_password() -> None:
+    config = parse_config(config_data(metadata={"url": "postgresql://s3o:${PGPASSWORD}@db.internal:5432/s3o"}),
+                          {"PGPASSWORD": "hunter2"})
+    banner = startup_banner(config, [], [tcp(9000)], {})
+    assert "metadata     PostgreSQL postgresql://s3o@db.internal:5432/s3o" in banner_text(banner).splitlines()
+    assert "hunter2" not in banner_text(banner) and "hunter2" not in repr(banner)
+    assert banner.metadata_url == "postgresql://s3o@db.internal:5432/s3o" and banner.metadata_sqlite is None

@@ -310,7 +310,10 @@ INVALID = [
      "server.timeout: must be a positive number of seconds (got False)"),
     # metadata
     (_delete("metadata"), "metadata: required table is missing ([metadata])"),
-    (_delete("metadata.sqlite"), "metadata.sqlite: required key is missing"),
+    (_delete("metadata.sqlite"), "metadata.sqlite: required key is missing (or metadata.url for PostgreSQL)"),
+    (_set("metadata.url", "postgresql://s3o@db/meta"),
+     "metadata.url: give either url (PostgreSQL) or sqlite (a file path), not both"),
+    (_set("metadata.pool_size", 0), "metadata.pool_size: must be a positive integer (got 0)"),
     (_set("metadata.sqlite", 3), "metadata.sqlite: must be a non-empty string (got 3)"),
     (_set("metadata.busy_timeout", 0), "metadata.busy_timeout: must be a positive number of seconds (got 0)"),
     (_set("metadata.busy_timeout", "2"),
@@ -508,6 +511,22 @@ def test_metadata_busy_timeout_defaults_to_two_seconds_and_can_be_set() -> None:
     assert parse_config(minimal(), {}).metadata.busy_timeout == 2.0
     data = edited(_set("metadata.busy_timeout", 0.5))
     assert parse_config(data, {}).metadata == MetadataConfig(sqlite="var/metadata.sqlite", busy_timeout=0.5)
+
+
+def test_metadata_url_names_a_postgresql_database_with_a_pool() -> None:
+    data = minimal()
+    data["metadata"] = {"url": "postgresql://s3o:${PGPASSWORD}@db.internal:5432/s3o", "pool_size": 3}
+    metadata = parse_config(data, {"PGPASSWORD": "pw"}).metadata
+    assert metadata == MetadataConfig(url="postgresql://s3o:pw@db.internal:5432/s3o", pool_size=3)
+    assert parse_config(edited(_set("metadata.busy_timeout", 1)), {}).metadata.pool_size == 8
+
+
+def test_metadata_url_of_another_scheme_is_refused_without_echoing_it() -> None:
+    data = minimal()
+    data["metadata"] = {"url": "mysql://s3o:secret@db/s3o"}
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, {})
+    assert str(error.value) == "metadata.url: must be a postgresql://user:password@host:port/database URL"
 
 
 def test_debian_file_parses_with_the_secrets_of_etc_default() -> None:

@@ -1,4 +1,4 @@
-"""Group commit of write interactions, and a busy database, on real SQLite files."""
+"""Group commit of write interactions, and a busy database, on every engine (see conftest)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import pytest_twisted
@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.database import Database, Transaction
-from s3orchestrator.metadata.engines.sqlite import SqliteEngine
+from s3orchestrator.metadata.engines import BaseEngine, PostgresEngine, SqliteEngine
 from s3orchestrator.metadata.group_commit import WriteRequest, run_batch
 from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import ObjectRecord
@@ -24,18 +24,14 @@ from s3orchestrator.metadata.store import MetadataStore
 from tests.unit.fakes import Outcome
 
 
-class TracingEngine(SqliteEngine):
-    """SQLite, recording the transaction-control statements every connection runs."""
+class Tracing:
+    """An engine mixin recording the transaction-control statements its connections run."""
 
-    def __init__(self, path: str, **options: Any) -> None:
-        super().__init__(path, **options)
-        self.statements: list[str] = []
+    statements: list[str]
+    #: How this engine begins a write transaction.
+    write_begin: str
 
-    def on_new_connection(self, connection: sqlite3.Connection) -> None:
-        super().on_new_connection(connection)
-        connection.set_trace_callback(self._trace)
-
-    def _trace(self, statement: str) -> None:
+    def trace(self, statement: str) -> None:
         if statement.split(" ", 1)[0] in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
             self.statements.append(statement)
         elif statement.startswith("PRAGMA synchronous="):
@@ -43,24 +39,68 @@ class TracingEngine(SqliteEngine):
 
     def control(self) -> list[str]:
         """The statements traced since the first write transaction began (earlier ones
-        are a read's), the savepoint's name left out."""
+        are a read's), the savepoint's name left out, the write BEGIN as "BEGIN"."""
         traced = [
-            s.replace(" group_commit_interaction", "") for s in self.statements if not s.startswith("PRAGMA")
+            "BEGIN" if s == self.write_begin else s.replace(" group_commit_interaction", "")
+            for s in self.statements
+            if not s.startswith("PRAGMA")
         ]
-        return traced[traced.index("BEGIN IMMEDIATE"):] if "BEGIN IMMEDIATE" in traced else []
+        return traced[traced.index("BEGIN"):] if "BEGIN" in traced else []
+
+
+class TracingEngine(Tracing, SqliteEngine):
+    """SQLite, recording the transaction-control statements every connection runs."""
+
+    write_begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: str, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.statements = []
+
+    def on_new_connection(self, connection: sqlite3.Connection) -> None:
+        super().on_new_connection(connection)
+        connection.set_trace_callback(self.trace)
+
+
+class TracingPostgresEngine(Tracing, PostgresEngine):
+    """PostgreSQL, recording the transaction-control statements run through its cursors
+    (those adbapi ends with connection.commit() are not: only reads end so)."""
+
+    write_begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.statements = []
+
+    def on_new_connection(self, connection: Any) -> None:
+        import psycopg
+
+        trace = self.trace
+
+        class Cursor(psycopg.Cursor):  # type: ignore[type-arg]
+            def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+                trace(str(query))
+                return super().execute(query, params, **options)
+
+        connection.cursor_factory = Cursor
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "metadata.sqlite3")
-
-
-@pytest.fixture
-def database(db_path: str) -> Iterator[Database]:
-    db = Database(TracingEngine(db_path, busy_timeout=0.3), reactor)
+def database(engine_name: str, engine_url: Callable[[str], str], db_path: str) -> Iterator[Database]:
+    """A Database of one connection on the test's engine, tracing its control statements."""
+    engine: BaseEngine
+    if engine_name == "sqlite":
+        engine = TracingEngine(engine_url(db_path), busy_timeout=0.3)
+    else:
+        engine = TracingPostgresEngine(engine_url(db_path), busy_timeout=0.3, pool_size=1)
+    db = Database(engine, reactor)
     db.start()
     yield db
     db.close()
+
+
+def values(db_rows: Callable[..., list[tuple[Any, ...]]]) -> list[str]:
+    return [row[0] for row in db_rows("SELECT v FROM t ORDER BY v")]
 
 
 async def make_table(db: Database) -> None:
@@ -78,46 +118,49 @@ def insert(value: str, fail: bool = False) -> Any:
     return interaction
 
 
-def hold_the_thread(db: Database) -> threading.Event:
+async def hold_the_thread(db: Database) -> threading.Event:
     """Occupy the database thread until the returned event is set, so that the writes
-    submitted meanwhile all wait for the same batch."""
-    release = threading.Event()
-    db.runInteraction("hold", lambda txn: release.wait(10))
+    submitted meanwhile all wait for the same batch; what was traced until it runs is
+    forgotten."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(txn: Transaction) -> None:
+        holding.set()
+        release.wait(10)
+
+    db.runInteraction("hold", hold)
+    await deferToThread(holding.wait, 10)
+    db.engine.statements.clear()  # type: ignore[attr-defined]
     return release
 
 
-def values(db_path: str) -> list[str]:
-    with sqlite3.connect(db_path) as connection:
-        return [row[0] for row in connection.execute("SELECT v FROM t ORDER BY v")]
-
-
 @pytest_twisted.ensureDeferred
-async def test_writes_waiting_together_share_one_transaction_and_one_commit(database: Database, db_path: str) -> None:
+async def test_writes_waiting_together_share_one_transaction_and_one_commit(database: Database, db_rows) -> None:
     await make_table(database)
-    release = hold_the_thread(database)
+    release = await hold_the_thread(database)
     pending = [database.runInteraction("insert", insert(v), write=True) for v in "abcde"]
     release.set()
 
     assert await gatherResults(pending) == list("abcde")
-    assert values(db_path) == list("abcde")
+    assert values(db_rows) == list("abcde")
     control = database.engine.control()  # type: ignore[attr-defined]
-    assert control.count("BEGIN IMMEDIATE") == 1 and control.count("COMMIT") == 1
+    assert control.count("BEGIN") == 1 and control.count("COMMIT") == 1
     assert control.count("SAVEPOINT") == 5
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_lone_write_commits_at_once_in_its_own_transaction(database: Database, db_path: str) -> None:
+async def test_a_lone_write_commits_at_once_in_its_own_transaction(database: Database, db_rows) -> None:
     await make_table(database)
     assert await database.runInteraction("insert", insert("a"), write=True) == "a"
     assert database.engine.control() == [  # type: ignore[attr-defined]
-        "BEGIN IMMEDIATE", "SAVEPOINT", "RELEASE SAVEPOINT", "COMMIT"
+        "BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "COMMIT"
     ]
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failing_interaction_rolls_back_only_itself(database: Database, db_path: str) -> None:
+async def test_a_failing_interaction_rolls_back_only_itself(database: Database, db_rows) -> None:
     await make_table(database)
-    release = hold_the_thread(database)
+    release = await hold_the_thread(database)
     first = database.runInteraction("insert", insert("a"), write=True)
     failing = Outcome(database.runInteraction("insert", insert("b", fail=True), write=True))
     last = database.runInteraction("insert", insert("c"), write=True)
@@ -125,7 +168,7 @@ async def test_a_failing_interaction_rolls_back_only_itself(database: Database, 
 
     assert await first == "a" and await last == "c"
     assert failing.failure.check(ValueError) and str(failing.failure.value) == "refusing b"
-    assert values(db_path) == ["a", "c"]
+    assert values(db_rows) == ["a", "c"]
     assert database.engine.control().count("COMMIT") == 1  # type: ignore[attr-defined]
 
 
@@ -144,7 +187,7 @@ async def test_interactions_run_and_answer_in_submission_order(database: Databas
 
         return interaction
 
-    release = hold_the_thread(database)
+    release = await hold_the_thread(database)
     pending = []
     for name in ("1", "2", "3", "4"):
         d = database.runInteraction(name, step(name), write=True)
@@ -157,7 +200,7 @@ async def test_interactions_run_and_answer_in_submission_order(database: Databas
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_write_submitted_while_a_batch_runs_commits_in_the_next(database: Database, db_path: str) -> None:
+async def test_a_write_submitted_while_a_batch_runs_commits_in_the_next(database: Database, db_rows) -> None:
     await make_table(database)
     running, release = threading.Event(), threading.Event()
 
@@ -173,7 +216,7 @@ async def test_a_write_submitted_while_a_batch_runs_commits_in_the_next(database
     release.set()
 
     assert await d == "a" and await second == "b"
-    assert values(db_path) == ["a", "b"]
+    assert values(db_rows) == ["a", "b"]
     assert database.engine.control().count("COMMIT") == 2  # type: ignore[attr-defined]
 
 
@@ -253,14 +296,14 @@ def test_a_batch_of_writes_a_restart_discards_anyway_commits_without_a_sync() ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_lost_part_of_a_batch_runs_in_the_next(database: Database, db_path: str) -> None:
+async def test_the_lost_part_of_a_batch_runs_in_the_next(database: Database, db_rows) -> None:
     await make_table(database)
 
     def lose_the_transaction(txn: Transaction) -> None:
         txn.execute("ROLLBACK")  # as an I/O error would
         raise OSError("disk trouble")
 
-    release = hold_the_thread(database)
+    release = await hold_the_thread(database)
     before = Outcome(database.runInteraction("insert", insert("a"), write=True))
     losing = Outcome(database.runInteraction("lose", lose_the_transaction, write=True))
     after = database.runInteraction("insert", insert("c"), write=True)
@@ -268,7 +311,7 @@ async def test_the_lost_part_of_a_batch_runs_in_the_next(database: Database, db_
 
     assert await after == "c"
     assert before.failure.check(OSError) and losing.failure.check(OSError)
-    assert values(db_path) == ["c"]
+    assert values(db_rows) == ["c"]
 
 
 class UnopenableEngine(SqliteEngine):
@@ -293,32 +336,62 @@ async def test_writes_fail_with_the_error_when_no_connection_can_be_opened(db_pa
 @pytest.fixture
 def locked(db_path: str) -> Iterator[sqlite3.Connection]:
     """Another process's connection, holding the write lock until the test ends."""
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(db_path, isolation_level=None)
     yield connection
     connection.close()
 
 
+class WriteLock:
+    """Another process's connection that can hold what the writes of table t need:
+    SQLite's write lock, or on PostgreSQL an exclusive lock of the table."""
+
+    def __init__(self, engine_name: str, where: str) -> None:
+        self.engine_name = engine_name
+        if engine_name == "sqlite":
+            self.connection: Any = sqlite3.connect(where, isolation_level=None)
+        else:
+            import psycopg
+
+            self.connection = psycopg.connect(where, autocommit=True)
+
+    def take(self) -> None:
+        self.connection.execute("BEGIN IMMEDIATE" if self.engine_name == "sqlite" else "BEGIN")
+        if self.engine_name != "sqlite":
+            self.connection.execute("LOCK TABLE t IN EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        self.connection.execute("ROLLBACK")
+
+
+@pytest.fixture
+def write_lock(engine_name: str, engine_url: Callable[[str], str], db_path: str) -> Iterator[WriteLock]:
+    lock = WriteLock(engine_name, engine_url(db_path))
+    yield lock
+    lock.connection.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_write_refused_by_a_locked_database_fails_busy_within_busy_timeout(
-    database: Database, db_path: str, locked: sqlite3.Connection
+    database: Database, write_lock: WriteLock
 ) -> None:
     await make_table(database)
-    locked.execute("BEGIN IMMEDIATE")
+    write_lock.take()
     started = time.monotonic()
     with pytest.raises(MetadataBusy):
         await database.runInteraction("insert", insert("a"), write=True)
     # busy_timeout is 0.3 s; the default wait of the sqlite3 module would be 5 s.
     assert time.monotonic() - started < 3.0
-    locked.execute("ROLLBACK")
+    write_lock.release()
     assert await database.runInteraction("insert", insert("a"), write=True) == "a"
 
 
 @pytest_twisted.ensureDeferred
 async def test_writes_queued_behind_a_busy_batch_fail_busy_without_waiting_again(
-    database: Database, db_path: str, locked: sqlite3.Connection
+    database: Database, write_lock: WriteLock
 ) -> None:
     await make_table(database)
-    locked.execute("BEGIN IMMEDIATE")
+    write_lock.take()
     started = time.monotonic()
     first = database.runInteraction("insert", insert("a"), write=True)
     # Submitted while the first batch waits for the lock: counted from its own submission,
