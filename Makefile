@@ -28,7 +28,9 @@ run: $(VENV)/.installed-run
 	$(BIN)/twistd --nodaemon --pidfile= s3orchestrator --config etc/s3orchestrator.dev.toml
 
 # The Debian packages the tests drive (aws cli v2, rclone, s3cmd) are installed first, or make test stops
-# with one line saying what to install.
+# with one line saying what to install. The metadata tests also run on PostgreSQL when
+# S3O_TEST_POSTGRES_DSN names a server they may create databases on (else they skip).
+test: export S3O_TEST_POSTGRES_DSN := $(S3O_TEST_POSTGRES_DSN)
 test:
 	bash tests/tools/install-clients $(PYTHON)
 	$(MAKE) $(VENV)/.installed-test

@@ -25,7 +25,12 @@ setup(
         "awscrt>=0.23.4",
     ],
     extras_require={
+        # PostgreSQL metadata ([metadata] url). An extra, not a requirement: SQLite, the
+        # default, needs nothing more, and the Debian package only recommends python3-psycopg.
+        "postgres": ["psycopg[binary]>=3.1"],
         "test": [
+            # The metadata tests run on PostgreSQL too when S3O_TEST_POSTGRES_DSN is set.
+            "psycopg[binary]>=3.1",
             "pytest>=7",
             "pytest-twisted>=1.14",
             "hypothesis>=6",

@@ -76,9 +76,9 @@ def engine_url(engine_name: str, request: pytest.FixtureRequest) -> Iterator[Cal
     if engine_name == "sqlite":
         yield lambda path: path
         return
+    dsn: str = request.getfixturevalue("postgres_dsn")  # skips first without a server or psycopg
     import psycopg
 
-    dsn: str = request.getfixturevalue("postgres_dsn")
     schemas: dict[str, str] = {}
 
     def url(path: str) -> str:

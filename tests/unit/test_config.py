@@ -496,7 +496,7 @@ def test_example_file_shows_every_key() -> None:
     text = (REPO / "etc" / "s3orchestrator.example.toml").read_text()
     keys = [
         "routing_strategy", "[server]", "listen", "max_object_size", "timeout", "[metadata]",
-        "sqlite", "[health]", "interval", "unhealthy_after", "slow_probe", "[[buckets]]", "name",
+        "sqlite", "url", "pool_size", "[health]", "interval", "unhealthy_after", "slow_probe", "[[buckets]]", "name",
         "[[buckets.credentials]]", "access_key_id", "secret_access_key", "[[stores]]", "type",
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",

@@ -23,7 +23,8 @@ from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.schema import load_migrations
 
 
-def test_the_factory_builds_the_engine_the_config_names(tmp_path) -> None:
+def test_the_factory_builds_the_engine_the_config_names(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("s3orchestrator.metadata.engines.psycopg_available", lambda: True)  # Debian's build has none
     sqlite = create_engine(MetadataConfig(sqlite=str(tmp_path / "m.sqlite"), busy_timeout=0.5))
     assert isinstance(sqlite, SqliteEngine) and sqlite.busy_timeout == 0.5
     postgres = create_engine(MetadataConfig(url="postgresql://s3o@db/s3o", pool_size=3))
