@@ -51,12 +51,13 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         multipart: tuple[float, float] | None = None,
         extra_toml: str = "",
         server_toml: str = "",
+        metadata_url: str | None = None,
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
         config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
-                              multipart, extra_toml=extra_toml, server_toml=server_toml)
+                              multipart, extra_toml=extra_toml, server_toml=server_toml, metadata_url=metadata_url)
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()

@@ -52,6 +52,7 @@ def write_config(
     extra_toml: str = "",
     server_toml: str = "",
     metadata_busy_timeout: float | None = None,
+    metadata_url: str | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -61,7 +62,8 @@ def write_config(
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
     ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
     ``server_toml`` is added to the ``[server]`` table as written;
-    ``metadata_busy_timeout`` sets metadata.busy_timeout.
+    ``metadata_busy_timeout`` sets metadata.busy_timeout; ``metadata_url`` puts the
+    metadata in that PostgreSQL database instead of a SQLite file.
     """
     if tls is None:
         listen = f"tcp:{port}:interface=127.0.0.1"
@@ -75,7 +77,7 @@ def write_config(
         f"timeout = {client_timeout}",
         server_toml,
         "[metadata]",
-        f'sqlite = "{directory / "metadata.sqlite"}"',
+        f'sqlite = "{directory / "metadata.sqlite"}"' if metadata_url is None else f'url = "{metadata_url}"',
     ]
     if metadata_busy_timeout is not None:
         lines.append(f"busy_timeout = {metadata_busy_timeout}")
