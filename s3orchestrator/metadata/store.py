@@ -225,7 +225,18 @@ def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
     _add_usage(txn, record.store, record.size, 1)
     if previous is not None:
         _add_usage(txn, previous.store, -previous.size, -1)
+    _replace_copies(txn, record)
     return previous
+
+
+def _replace_copies(txn: Transaction, record: ObjectRecord) -> None:
+    """The object's copies become its one live copy at ``record.store``/``record.location``."""
+    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (record.bucket, record.key))
+    txn.execute(
+        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+        " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+        (record.bucket, record.key, record.store, record.location, record.size, record.last_modified_ms),
+    )
 
 
 def _lock_usage(txn: Transaction) -> None:
@@ -382,6 +393,7 @@ class MetadataStore:
             if previous is None:
                 return None
             txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
             _add_usage(txn, previous.store, -previous.size, -1)
             return previous
 
