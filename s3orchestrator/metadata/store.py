@@ -14,6 +14,7 @@ from s3orchestrator.metadata.interface import (
     IMetadataStore,
     ObjectFetch,
     StoreChooser,
+    StoresChooser,
     UploadFetch,
     prefix_upper_bound,
 )
@@ -330,7 +331,18 @@ class MetadataStore:
         return self.database.runInteraction("store_usage", _read_usage)
 
     def reserve(self, size: int, choose: StoreChooser) -> Deferred[Reservation | None]:
-        """Read usage, let ``choose`` pick a store and reserve ``size`` bytes there, atomically.
+        """Read usage, let ``choose`` pick a store and reserve ``size`` bytes there, atomically
+        (``reserve_copies`` for one copy)."""
+
+        def choose_one(usage: Sequence[StoreUsage]) -> Sequence[str]:
+            chosen = choose(usage)
+            return () if chosen is None else (chosen,)
+
+        return self.reserve_copies(size, choose_one).addCallback(lambda reserved: reserved[0] if reserved else None)
+
+    def reserve_copies(self, size: int, choose: StoresChooser) -> Deferred[tuple[Reservation, ...]]:
+        """Read usage, let ``choose`` pick distinct stores and reserve ``size`` bytes on each,
+        in one transaction: every copy of an object has its room before a byte moves.
 
         ``choose`` runs in the database thread inside the write transaction: it must
         be quick and pure (the routing functions are). It sees every configured
@@ -340,19 +352,24 @@ class MetadataStore:
             raise ValueError("size must be >= 0")
         now_ms = self._now_ms()
 
-        def reserve(txn: Transaction) -> Reservation | None:
+        def reserve(txn: Transaction) -> tuple[Reservation, ...]:
             usage = _read_usage(txn)
-            chosen = choose(usage)
-            if chosen is None:
-                return None
-            if chosen not in {store.name for store in usage}:
-                raise ValueError(f"chooser picked {chosen!r}, which is not a configured store")
-            row = txn.query_one(
-                "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
-                (chosen, size, now_ms),
-            )
-            assert row is not None
-            return Reservation(id=int(row[0]), store=chosen, size=size)
+            chosen = tuple(choose(usage))
+            configured = {store.name for store in usage}
+            if len(set(chosen)) != len(chosen):
+                raise ValueError(f"chooser picked a store twice: {chosen!r}")
+            for name in chosen:
+                if name not in configured:
+                    raise ValueError(f"chooser picked {name!r}, which is not a configured store")
+            reservations = []
+            for name in chosen:
+                row = txn.query_one(
+                    "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
+                    (name, size, now_ms),
+                )
+                assert row is not None
+                reservations.append(Reservation(id=int(row[0]), store=name, size=size))
+            return tuple(reservations)
 
         # Not synced: reservations live only as long as the process (clear_reservations).
         return self.database.runInteraction("reserve", reserve, write=True, durable=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 import pytest_twisted
 
 from s3orchestrator.metadata.records import ObjectRecord
@@ -86,3 +87,34 @@ async def test_commit_overwrite_and_delete_keep_one_live_copy_per_object(make_st
     await metadata.delete_object("bkt", "k")
     assert rows(db_path, "SELECT key, store FROM copies") == [("other", "a")]
     assert rows(db_path, LIVE_BY_STORE) == used_by_store(db_path) == [("a", 5, 1)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserve_copies_reserves_the_size_on_every_chosen_store_at_once(make_store) -> None:
+    metadata = make_store()
+    await metadata.start()
+    await metadata.sync_stores([("a", 100), ("b", 100), ("c", 100)])
+    seen: list[list[str]] = []
+
+    def choose(usage):
+        seen.append([store.name for store in usage])
+        return ("c", "a")
+
+    reservations = await metadata.reserve_copies(40, choose)
+    assert [(reservation.store, reservation.size) for reservation in reservations] == [("c", 40), ("a", 40)]
+    assert len({reservation.id for reservation in reservations}) == 2
+    assert seen == [["a", "b", "c"]]
+    assert {usage.name: usage.reserved_bytes for usage in await metadata.store_usage()} == {"a": 40, "b": 0, "c": 40}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserve_copies_reserves_nothing_when_no_store_is_chosen_or_one_twice(make_store) -> None:
+    metadata = make_store()
+    await metadata.start()
+    await metadata.sync_stores([("a", 100), ("b", 100)])
+    assert await metadata.reserve_copies(10, lambda usage: ()) == ()
+    with pytest.raises(ValueError):
+        await metadata.reserve_copies(10, lambda usage: ("a", "a"))
+    with pytest.raises(ValueError):
+        await metadata.reserve_copies(10, lambda usage: ("a", "nope"))
+    assert {usage.name: usage.reserved_bytes for usage in await metadata.store_usage()} == {"a": 0, "b": 0}
