@@ -34,13 +34,14 @@ from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.s3.api import S3Api
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.listing import ListingOperations
-from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
@@ -116,17 +117,17 @@ class OrchestratorService(MultiService):
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         locks = KeyLocks()
-        self.objects = ObjectOperations(
+        self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
             routing_strategy=config.routing_strategy,
-            max_object_size=config.server.max_object_size,
             clock=reactor,
             locks=locks,
             health=self.health,
         )
+        self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
         self.multipart = MultipartOperations(
-            self.objects, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
+            self.placement, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
             completed_retention=config.multipart.completed_retention,
         )
         self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))
@@ -134,8 +135,8 @@ class OrchestratorService(MultiService):
             self.objects,
             BucketOperations(configured_at=reactor.seconds()),
             self.listing,
-            BatchDelete(self.objects),
-            CopyOperations(self.objects, reactor),
+            BatchDelete(self.placement),
+            CopyOperations(self.placement, reactor),
             self.multipart,
         )
         self.s3_handler = S3Handler(
@@ -330,7 +331,7 @@ class OrchestratorService(MultiService):
         signing_key.cache_clear()  # keys derived from secrets the reload may have removed
         self.listing.set_token_secret(continuation_token_secret(applied))
         self.objects.max_object_size = applied.server.max_object_size
-        self.objects.routing_strategy = applied.routing_strategy
+        self.placement.routing_strategy = applied.routing_strategy
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.site.header_timeout = applied.server.header_timeout
         self.site.min_upload_rate = applied.server.min_upload_rate

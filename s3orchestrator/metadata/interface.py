@@ -17,6 +17,8 @@ from s3orchestrator.metadata.records import (
 )
 
 StoreChooser = Callable[[Sequence[StoreUsage]], "str | None"]
+#: Picks the distinct stores an object's copies go to (none: no room anywhere).
+StoresChooser = Callable[[Sequence[StoreUsage]], Sequence[str]]
 
 _T = TypeVar("_T")
 
@@ -78,6 +80,10 @@ class IMetadataStore(Interface):
 
         Returns None (and reserves nothing) when ``choose`` returns None.
         """
+
+    def reserve_copies(size: int, choose: StoresChooser) -> Deferred[tuple[Reservation, ...]]:
+        """In one transaction: read usage, let ``choose`` pick distinct stores, reserve
+        ``size`` bytes on each (in the order chosen); none when ``choose`` picks none."""
 
     def release(reservation_id: int) -> Deferred[None]:
         """Drop a reservation (upload failed or was abandoned)."""

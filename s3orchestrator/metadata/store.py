@@ -15,6 +15,7 @@ from s3orchestrator.metadata.interface import (
     IMetadataStore,
     ObjectFetch,
     StoreChooser,
+    StoresChooser,
     UploadFetch,
     prefix_upper_bound,
 )
@@ -225,7 +226,18 @@ def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
     _add_usage(txn, record.store, record.size, 1)
     if previous is not None:
         _add_usage(txn, previous.store, -previous.size, -1)
+    _replace_copies(txn, record)
     return previous
+
+
+def _replace_copies(txn: Transaction, record: ObjectRecord) -> None:
+    """The object's copies become its one live copy at ``record.store``/``record.location``."""
+    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (record.bucket, record.key))
+    txn.execute(
+        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+        " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+        (record.bucket, record.key, record.store, record.location, record.size, record.last_modified_ms),
+    )
 
 
 def _lock_usage(txn: Transaction) -> None:
@@ -319,7 +331,18 @@ class MetadataStore:
         return self.database.runInteraction("store_usage", _read_usage)
 
     def reserve(self, size: int, choose: StoreChooser) -> Deferred[Reservation | None]:
-        """Read usage, let ``choose`` pick a store and reserve ``size`` bytes there, atomically.
+        """Read usage, let ``choose`` pick a store and reserve ``size`` bytes there, atomically
+        (``reserve_copies`` for one copy)."""
+
+        def choose_one(usage: Sequence[StoreUsage]) -> Sequence[str]:
+            chosen = choose(usage)
+            return () if chosen is None else (chosen,)
+
+        return self.reserve_copies(size, choose_one).addCallback(lambda reserved: reserved[0] if reserved else None)
+
+    def reserve_copies(self, size: int, choose: StoresChooser) -> Deferred[tuple[Reservation, ...]]:
+        """Read usage, let ``choose`` pick distinct stores and reserve ``size`` bytes on each,
+        in one transaction: every copy of an object has its room before a byte moves.
 
         ``choose`` runs in the database thread inside the write transaction: it must
         be quick and pure (the routing functions are). It sees every configured
@@ -329,19 +352,24 @@ class MetadataStore:
             raise ValueError("size must be >= 0")
         now_ms = self._now_ms()
 
-        def reserve(txn: Transaction) -> Reservation | None:
+        def reserve(txn: Transaction) -> tuple[Reservation, ...]:
             usage = _read_usage(txn)
-            chosen = choose(usage)
-            if chosen is None:
-                return None
-            if chosen not in {store.name for store in usage}:
-                raise ValueError(f"chooser picked {chosen!r}, which is not a configured store")
-            row = txn.query_one(
-                "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
-                (chosen, size, now_ms),
-            )
-            assert row is not None
-            return Reservation(id=int(row[0]), store=chosen, size=size)
+            chosen = tuple(choose(usage))
+            configured = {store.name for store in usage}
+            if len(set(chosen)) != len(chosen):
+                raise ValueError(f"chooser picked a store twice: {chosen!r}")
+            for name in chosen:
+                if name not in configured:
+                    raise ValueError(f"chooser picked {name!r}, which is not a configured store")
+            reservations = []
+            for name in chosen:
+                row = txn.query_one(
+                    "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
+                    (name, size, now_ms),
+                )
+                assert row is not None
+                reservations.append(Reservation(id=int(row[0]), store=name, size=size))
+            return tuple(reservations)
 
         # Not synced: reservations live only as long as the process (clear_reservations).
         return self.database.runInteraction("reserve", reserve, write=True, durable=False)
@@ -382,6 +410,7 @@ class MetadataStore:
             if previous is None:
                 return None
             txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
             _add_usage(txn, previous.store, -previous.size, -1)
             return previous
 

@@ -7,10 +7,10 @@ from twisted.logger import Logger
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.placement.engine import Placement
 from s3orchestrator.s3 import xml_output
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.metadata_busy import slow_down
-from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.s3.xml_input import child_text, children, local_name, parse_xml, read_small_body
 
 MAX_KEYS = 1000
@@ -39,8 +39,8 @@ class BatchDelete:
 
     _log = Logger()
 
-    def __init__(self, objects: ObjectOperations) -> None:
-        self._objects = objects
+    def __init__(self, placement: Placement) -> None:
+        self._placement = placement
 
     async def delete_objects(self, call: S3Call) -> S3Response:
         """Per-key Deleted/Error entries; missing keys count as deleted, as in S3."""
@@ -70,7 +70,7 @@ class BatchDelete:
 
     async def _delete_one(self, bucket: str, key: str) -> S3Error | None:
         try:
-            await self._objects.delete_key(bucket, key)
+            await self._placement.delete(bucket, key)
         except S3Error as error:
             return error
         except MetadataBusy:

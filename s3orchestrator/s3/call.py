@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Mapping, Sequence, Union
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.web.iweb import IBodyProducer
 
-from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.auth.sigv4 import AuthResult
+from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.stores.interface import IObjectReader
 
 
@@ -19,21 +17,6 @@ def first_header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
     auth.sigv4.single_header)."""
     values = headers.get(name)
     return values[0] if values else None
-
-
-class RequestBody(IBodyProducer):
-    """A request body: an IBodyProducer whose last bytes wait for verification (an interface).
-
-    ``verified`` fires once the client sent the whole body and it checked out;
-    the store has then received all of it but a held-back tail, which
-    ``release_tail`` lets through (web.body.UploadBody implements this).
-    """
-
-    length: int
-    verified: Deferred[VerifiedPayload]
-
-    def release_tail() -> None:
-        """Let the held-back tail through to the store (once the body is verified)."""
 
 
 @attrs.frozen

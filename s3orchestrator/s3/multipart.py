@@ -33,14 +33,17 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CompletedUpload, ObjectRecord, PartRecord, Reservation, UploadRecord
 from s3orchestrator.metadata.store import UploadNotFound
+from s3orchestrator.placement.bodies import ReaderBody
+from s3orchestrator.placement.engine import Placement, verified_body
+from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import multipart_xml
 from s3orchestrator.s3.call import S3Call, S3Response
-from s3orchestrator.s3.copy import ReaderBody, copy_source_record
+from s3orchestrator.s3.copy import copy_source_record
 from s3orchestrator.s3.list_xml import bucket_owner
 from s3orchestrator.s3.listing import parse_encoding_type
-from s3orchestrator.s3.locks import KeyLocks
-from s3orchestrator.s3.objects import ObjectOperations, parse_part_number, verified_body
+from s3orchestrator.s3.objects import parse_part_number
+from s3orchestrator.s3.placement_errors import placement_errors
 from s3orchestrator.s3.upload_listing import list_uploads_page
 from s3orchestrator.s3.xml_input import read_small_body
 from s3orchestrator.stores.interface import IPartWrite, ObjectMissing, StoredPart
@@ -134,21 +137,21 @@ class _HashingBody:
 
 
 class MultipartOperations:
-    """The multipart calls of the S3 API, over the object operations (quota,
-    routing, store errors and commit rules are theirs)."""
+    """The multipart calls of the S3 API, over placement (quota, routing, store
+    health and commit rules are its)."""
 
     _log = Logger()
 
     def __init__(
         self,
-        objects: ObjectOperations,
+        placement: Placement,
         metadata: IMetadataStore,
         locks: KeyLocks,
         clock: IReactorTime,
         expire_after: float,
         completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
     ) -> None:
-        self._objects = objects
+        self._placement = placement
         self._metadata = metadata
         self._locks = locks
         self._clock = clock
@@ -170,10 +173,11 @@ class MultipartOperations:
         stored = s3_headers.stored_headers(call.headers)
         metadata = s3_headers.user_metadata(call.headers)
         algorithm = s3_headers.check_checksum_algorithms(call.headers)
-        store_name = await self._objects.pick_store(MIN_PART_SIZE)
-        store = self._objects.store(store_name)
+        with placement_errors():
+            store_name = await self._placement.pick_store(MIN_PART_SIZE)
+        store = self._placement.store(store_name)
         location = store.location_for(bucket, key)
-        with self._objects.store_errors(store_name):
+        with placement_errors(), self._placement.store_calls(store_name):
             store_upload_id = await store.create_upload(location)
         initiated_ms = self._now_ms()
         upload = UploadRecord(
@@ -216,10 +220,11 @@ class MultipartOperations:
             raise S3Error("EntityTooLarge",
                           extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
         async with self._locks.hold(("part", upload.upload_id, number)):
-            reservation = await self._objects.reserve(body.length, only_store=upload.store)
+            with placement_errors():
+                reservation = await self._placement.reserve(body.length, only_store=upload.store)
             try:
-                with self._objects.store_errors(upload.store):
-                    write = self._objects.store(upload.store).start_part_write(
+                with placement_errors(), self._placement.store_calls(upload.store):
+                    write = self._placement.store(upload.store).start_part_write(
                         upload.location, upload.store_upload_id, number, body, body.length
                     )
                     payload = await verified_body(body, write)
@@ -233,7 +238,7 @@ class MultipartOperations:
 
                     part = await self._commit_part(upload, number, write, stored_part, reservation, body.release_tail)
             finally:
-                await self._objects.release(reservation)
+                await self._placement.release(reservation)
         headers = [("ETag", s3_headers.quoted_etag(part.etag)), *_checksum_headers(part.checksums)]
         return S3Response(200, headers, store=upload.store)
 
@@ -242,18 +247,20 @@ class MultipartOperations:
         the daemon (the source may live on another store than the upload)."""
         number = parse_part_number(call.query.get("partNumber", ""))
         upload = await self._find_upload(call)
-        source = await copy_source_record(self._objects, call)
+        source = await copy_source_record(self._placement, call)
         byte_range = parse_copy_range(call.header("x-amz-copy-source-range"), source.size)
         length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         if length > MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", extra={"ProposedSize": str(length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
         async with self._locks.hold(("part", upload.upload_id, number)):
-            reservation = await self._objects.reserve(length, only_store=upload.store)
+            with placement_errors():
+                reservation = await self._placement.reserve(length, only_store=upload.store)
             try:
-                reader = await self._objects.open_object(source, byte_range)
+                with placement_errors():
+                    reader = await self._placement.open(source, byte_range)
                 body = _HashingBody(ReaderBody(reader, self._clock))
-                with self._objects.store_errors(upload.store):
-                    write = self._objects.store(upload.store).start_part_write(
+                with placement_errors(), self._placement.store_calls(upload.store):
+                    write = self._placement.store(upload.store).start_part_write(
                         upload.location, upload.store_upload_id, number, body, length
                     )
 
@@ -265,7 +272,7 @@ class MultipartOperations:
 
                     part = await self._commit_part(upload, number, write, stored_part, reservation)
             finally:
-                await self._objects.release(reservation)
+                await self._placement.release(reservation)
         return S3Response(200, [("Content-Type", "application/xml")], multipart_xml.copy_part_result(part),
                           store=upload.store)
 
@@ -339,13 +346,13 @@ class MultipartOperations:
                 user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
             )
             listed = [(part.part_number, part.etag) for part in parts]
-            with self._objects.store_errors(upload.store):
-                write = self._objects.store(upload.store).start_complete(
+            with placement_errors(), self._placement.store_calls(upload.store):
+                write = self._placement.store(upload.store).start_complete(
                     upload.location, upload.store_upload_id,
                     [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
                 )
                 try:
-                    await self._objects.commit_object_write(
+                    await self._placement.commit_object_write(
                         write, record, lambda: self._metadata.complete_upload(upload.upload_id, record, listed)
                     )
                 except ObjectMissing as error:
@@ -419,14 +426,14 @@ class MultipartOperations:
         async with self._locks.hold(("upload", upload.upload_id)):
             if await self._metadata.get_upload(upload.upload_id) is None:
                 return False
-            with self._objects.store_errors(upload.store):
-                await self._objects.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
+            with placement_errors(), self._placement.store_calls(upload.store):
+                await self._placement.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
             await self._metadata.delete_upload(upload.upload_id)
         return True
 
     async def _abort_in_store(self, upload: UploadRecord) -> None:
         try:
-            await self._objects.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
+            await self._placement.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
         except Exception as error:
             self._log.warn(
                 "Store {store}: could not abort unrecorded upload {store_upload_id} of {location}: {error}",

@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.s3.call import RequestBody
+from s3orchestrator.placement.body import RequestBody
 
 # A DeleteObjects body for 1000 keys of 1024 bytes stays well under this.
 MAX_XML_BODY = 2 * 1024 * 1024

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.payload import PayloadVerifier, VerifiedPayload
 from s3orchestrator.errors import S3Error
-from s3orchestrator.s3.call import RequestBody
+from s3orchestrator.placement.body import RequestBody
 
 
 class ClientGone(Exception):

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.auth.sigv4 import AuthResult, Credential, PayloadMode
-from s3orchestrator.s3.call import RequestBody
+from s3orchestrator.placement.body import RequestBody
 
 try:
     from twisted.internet.testing import StringTransport

@@ -14,10 +14,10 @@ from tests.unit.fakes import FakeRequestBody, auth_result
 REQUEST = b"<Delete><Object><Key>gone</Key></Object><Object><Key>locked</Key></Object></Delete>"
 
 
-class Objects:
-    """ObjectOperations whose delete of ``locked`` the busy metadata database refuses."""
+class BusyPlacement:
+    """Placement whose delete of ``locked`` the busy metadata database refuses."""
 
-    async def delete_key(self, bucket: str, key: str) -> Any:
+    async def delete(self, bucket: str, key: str) -> Any:
         if key == "locked":
             raise MetadataBusy("database is locked")
         return None
@@ -27,8 +27,8 @@ class Objects:
 async def test_a_key_the_busy_database_refuses_is_reported_as_slow_down() -> None:
     call = S3Call("0123456789ABCDEF", "POST", "bkt", None, {"delete": ""}, {"content-md5": ["x"]}, auth_result(),
                   body=FakeRequestBody(REQUEST))
-    objects: Any = Objects()
-    response = await BatchDelete(objects).delete_objects(call)
+    placement: Any = BusyPlacement()
+    response = await BatchDelete(placement).delete_objects(call)
     assert isinstance(response.body, bytes)
     assert b"<Deleted><Key>gone</Key></Deleted>" in response.body
     assert b"<Error><Key>locked</Key><Code>SlowDown</Code>" in response.body

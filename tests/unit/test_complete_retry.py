@@ -17,10 +17,10 @@ from twisted.internet.task import Clock
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
-from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
-from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from tests.unit.fakes import FakeRequestBody, auth_result
 
@@ -56,8 +56,8 @@ async def world(tmp_path: Path, opened: list[MetadataStore]) -> World:
     clock.advance(NOW)
     locks = KeyLocks()
     health = StoreHealth(["one"], unhealthy_after=3, now=clock.seconds)
-    objects = ObjectOperations(metadata, {"one": store}, "pack", 5 * 1024**3, clock, locks, health)
-    multipart = MultipartOperations(objects, metadata, locks, clock, expire_after=86400, completed_retention=600)
+    placement = Placement(metadata, {"one": store}, "pack", clock, locks, health)
+    multipart = MultipartOperations(placement, metadata, locks, clock, expire_after=86400, completed_retention=600)
     return World(metadata, clock, multipart)
 
 

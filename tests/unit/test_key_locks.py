@@ -6,7 +6,7 @@ from typing import Hashable
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
-from s3orchestrator.s3.locks import KeyLocks
+from s3orchestrator.placement.locks import KeyLocks
 from tests.unit.fakes import Outcome
 
 

@@ -12,9 +12,10 @@ from twisted.internet.task import Clock
 
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call
 from s3orchestrator.s3.copy import CopyOperations
-from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
@@ -51,9 +52,10 @@ async def started(world: Any, quotas: tuple[tuple[str, int], ...] = (("one", 0),
     clock.advance(NOW)
     locks = KeyLocks()
     health = StoreHealth(list(stores), unhealthy_after=3, now=clock.seconds)
-    objects = ObjectOperations(metadata, stores, "pack", 5 * 1024**3, clock, locks, health)
     # The reactor paces a copy between stores (ReaderBody schedules its reads).
-    return objects, CopyOperations(objects, reactor), MultipartOperations(objects, metadata, locks, clock, 86400.0)
+    placement = Placement(metadata, stores, "pack", reactor, locks, health)
+    objects = ObjectOperations(placement, 5 * 1024**3)
+    return objects, CopyOperations(placement, reactor), MultipartOperations(placement, metadata, locks, clock, 86400.0)
 
 
 def s3_call(method: str, key: str, headers: dict[str, list[str]] | None = None, body: Any = None,

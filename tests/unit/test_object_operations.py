@@ -21,8 +21,9 @@ from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
-from s3orchestrator.s3.locks import KeyLocks
 from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectStore, IObjectWrite, StoreUnavailable
@@ -42,6 +43,7 @@ class World:
     stores: dict[str, Any]
     roots: dict[str, Path]
     locks: KeyLocks
+    placement: Placement
     ops: ObjectOperations
     view: Any  # what ops reads metadata through (the store, or a test wrapper around it)
     clock: Clock
@@ -87,8 +89,9 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         locks = KeyLocks()
         view = metadata if metadata_wrapper is None else metadata_wrapper(metadata)
         health = StoreHealth(list(object_stores), unhealthy_after=3, now=clock.seconds)
-        ops = ObjectOperations(view, object_stores, "pack", max_object_size, clock, locks, health)
-        return World(metadata, object_stores, roots, locks, ops, view, clock)
+        placement = Placement(view, object_stores, "pack", clock, locks, health)
+        ops = ObjectOperations(placement, max_object_size)
+        return World(metadata, object_stores, roots, locks, placement, ops, view, clock)
 
     return make
 
@@ -432,7 +435,7 @@ async def test_store_failing_mid_body_fails_the_put_instead_of_hanging(build) ->
         await putting
     assert raised.value.code == "ServiceUnavailable"
     assert raised.value.headers["Retry-After"] == "1"
-    assert world.ops._health.snapshot()["one"].consecutive_failures == 1
+    assert world.placement.health.snapshot()["one"].consecutive_failures == 1
     assert (await world.usage())["one"].reserved_bytes == 0
     assert await world.metadata.get_object("bkt", "key") is None
 
@@ -650,7 +653,7 @@ async def replaced_in_place_while_busy(build, tmp_path: Path) -> World:
 async def test_a_record_replaced_in_place_is_forgotten_once_the_busy_database_takes_it(build, tmp_path) -> None:
     world = await replaced_in_place_while_busy(build, tmp_path)
     world.clock.advance(1)
-    await world.ops.cleanups.settled()
+    await world.placement.cleanups.settled()
     assert await world.metadata.get_object("bkt", "key") is None
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
 
@@ -660,6 +663,6 @@ async def test_a_delayed_forget_spares_the_record_of_a_later_put(build, tmp_path
     world = await replaced_in_place_while_busy(build, tmp_path)
     await put(world, b"a later PUT")
     world.clock.advance(1)
-    await world.ops.cleanups.settled()
+    await world.placement.cleanups.settled()
     record = await world.metadata.get_object("bkt", "key")
     assert record is not None and record.etag == md5(b"a later PUT")

@@ -1,0 +1,11 @@
+"""What placement raises besides the stores' own errors (StoreUnavailable, StoreMisconfigured)."""
+
+from __future__ import annotations
+
+
+class NoRoom(Exception):
+    """No store that may take the bytes has room for them."""
+
+
+class CopyUnreadable(Exception):
+    """A copy the metadata describes is missing from its store or has another length."""

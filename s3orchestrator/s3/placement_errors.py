@@ -1,0 +1,24 @@
+"""Placement's and the stores' failures as S3 errors: the one place they are mapped."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from s3orchestrator.errors import S3Error
+from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
+from s3orchestrator.stores.interface import StoreMisconfigured, StoreUnavailable
+
+
+@contextmanager
+def placement_errors() -> Iterator[None]:
+    """Raise the S3 error for a placement or store failure (placement logged it already)."""
+    try:
+        yield
+    except StoreUnavailable as error:
+        raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"}) from error
+    except NoRoom as error:
+        raise S3Error("InsufficientStorage") from error
+    except (StoreMisconfigured, CopyUnreadable) as error:
+        # The client did nothing wrong: the store's configuration or its bytes are off.
+        raise S3Error("InternalError") from error
