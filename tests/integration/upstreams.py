@@ -268,6 +268,9 @@ class SeaweedFS(Upstream):
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-s3.config={self.directory / 's3.json'}",
             "-volume.preStopSeconds=0",
+            # Every test bucket is a collection that claims several volumes; the default limit
+            # (free disk space / volume size) ran out in a full run and depends on the machine.
+            "-volume.max=2000", "-master.volumeSizeLimitMB=64",
             "-webdav=false",
             "-admin.ui=false", f"-admin.port={self.admin}", f"-admin.port.grpc={self.admin + 10000}",
         ]
