@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
+from s3orchestrator.config import DEFAULT_INTENT_LEASE
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import IntentPlan, ObjectRecord, Reservation, StoreUsage
@@ -39,10 +40,6 @@ from s3orchestrator.stores.interface import (
 )
 
 T = TypeVar("T")
-
-#: How long a write intent stays its owner's before any instance may presume the
-#: write dead and resolve it (seconds; see Placement.intent_plan).
-DEFAULT_INTENT_LEASE = 86400.0
 
 
 def instance_id() -> str:
