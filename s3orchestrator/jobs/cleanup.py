@@ -14,21 +14,21 @@ from s3orchestrator.stores.interface import IObjectStore
 
 # Entries read per query; a run pages on while a batch comes back full.
 BATCH_SIZE = 100
-FIRST_RETRY_DELAY = 10.0
 MAX_RETRY_DELAY = 3600.0
 
 
-def retry_delay(attempts: int) -> float:
+def retry_delay(attempts: int, first: float) -> float:
     """Seconds until the next try of a cleanup that failed ``attempts`` times (>= 1):
-    doubling from ``FIRST_RETRY_DELAY`` up to ``MAX_RETRY_DELAY``."""
-    return min(FIRST_RETRY_DELAY * 2 ** min(attempts - 1, 30), MAX_RETRY_DELAY)
+    ``first`` (the job's interval: the next run), doubling up to ``MAX_RETRY_DELAY``."""
+    return min(first * 2 ** min(attempts - 1, 30), max(MAX_RETRY_DELAY, first))
 
 
 class CleanupJob(TimedJob):
     """At start and every ``interval`` seconds, delete the bytes of every due entry of
     the cleanup queue from its store, then drop the entry (releasing its usage). An
     entry whose store fails, is not configured, or whose location holds a live copy or
-    a write in flight again, stays and is tried later (``retry_delay``): never forgotten.
+    a write in flight again, stays and is tried later (``retry_delay``, from ``interval``
+    doubling up to an hour): never forgotten.
 
     Counters: ``runs``, ``errors``, ``removed`` (entries done), ``failures`` (tries that failed)."""
 
@@ -80,7 +80,7 @@ class CleanupJob(TimedJob):
                 raise LookupError("the location is in use again")
             await store.delete(entry.location)
         except Exception as error:
-            next_try_ms = now_ms + int(retry_delay(entry.attempts + 1) * 1000)
+            next_try_ms = now_ms + int(retry_delay(entry.attempts + 1, self.interval) * 1000)
             await self._metadata.postpone_cleanup(entry.id, next_try_ms, str(error))
             self._log.warn(
                 "Could not clean up {location} on store {store} (attempt {attempt}), retrying later: {error}",

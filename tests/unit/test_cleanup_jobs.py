@@ -191,17 +191,17 @@ async def test_the_cleanup_job_retries_with_backoff_until_the_store_deletes(buil
     await world.placement.delete("bkt", "k")
     assert await world.cleanup.run_once() == 0
     (entry,) = await world.metadata.list_cleanups(10)
-    assert (entry.attempts, entry.next_try_ms) == (1, (NOW + retry_delay(1)) * 1000)
-    world.clock.advance(retry_delay(1) - 1)
+    assert (entry.attempts, entry.next_try_ms) == (1, (NOW + retry_delay(1, 60)) * 1000)
+    world.clock.advance(retry_delay(1, 60) - 1)
     await world.cleanup.run_once()  # not due yet: not tried
     assert (await world.metadata.list_cleanups(10))[0].attempts == 1
     world.clock.advance(1)
     await world.cleanup.run_once()
     (entry,) = await world.metadata.list_cleanups(10)
-    assert entry.attempts == 2 and entry.next_try_ms == int((world.clock.seconds() + retry_delay(2)) * 1000)
-    assert retry_delay(2) == 2 * retry_delay(1)
+    assert entry.attempts == 2 and entry.next_try_ms == int((world.clock.seconds() + retry_delay(2, 60)) * 1000)
+    assert retry_delay(2, 60) == 2 * retry_delay(1, 60) == 120
     world.store.down = False
-    world.clock.advance(retry_delay(2))
+    world.clock.advance(retry_delay(2, 60))
     assert await world.cleanup.run_once() == 1
     assert world.files() == [] and await world.metadata.list_cleanups(10) == []
     assert await world.used() == 0
@@ -267,3 +267,7 @@ async def test_a_reservation_for_a_write_records_its_intent_and_the_commit_drops
     await world.put("k", b"data")
     assert await world.metadata.list_intents() == []
     assert await world.used() == 4
+
+
+def test_retry_delays_double_up_to_an_hour() -> None:
+    assert [retry_delay(attempts, 60) for attempts in (1, 2, 3, 6, 7, 100)] == [60, 120, 240, 1920, 3600, 3600]
