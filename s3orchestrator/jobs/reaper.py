@@ -35,9 +35,11 @@ class ReaperJob(TimedJob):
     if a live copy is at the intent's store and location, the write committed (or the
     location holds the previous object's live copy, which must stay): the intent and
     its reservation are dropped ("adopted"). Otherwise the partial bytes are deleted
-    from the store and the reservation released ("deleted"); if the store fails, the
-    bytes go to the cleanup queue, counted as used, and the reservation is released
-    ("queued"). Multipart uploads have no intents: the multipart expiry job aborts them.
+    from the store and the reservation released ("deleted"); if the store fails, or
+    a live writer is writing the same location now (deleting it could remove that
+    write's bytes), the bytes go to the cleanup queue, counted as used, and the
+    reservation is released ("queued"): the cleanup job waits until the location is
+    free, and a commit there cancels the entry. Multipart uploads have no intents: the multipart expiry job aborts them.
 
     Counters: ``runs``, ``errors``, ``resolutions`` by outcome."""
 
@@ -86,6 +88,8 @@ class ReaperJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {intent.store!r} is no longer configured")
+            if await self._metadata.location_in_use(intent.store, intent.location, intent.reservation_id):
+                raise LookupError("another write is at the location now")
             await store.delete(intent.location)
         except Exception as error:
             await self._metadata.release(intent.reservation_id, leftover=intent.location)

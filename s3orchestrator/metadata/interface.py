@@ -133,8 +133,9 @@ class IMetadataStore(Interface):
     def cleanup_totals() -> Deferred[dict[str, tuple[int, int]]]:
         """(entries, bytes) queued for cleanup, by store (stores without any left out)."""
 
-    def location_in_use(store: str, location: str) -> Deferred[bool]:
-        """Whether a live copy or a write intent is at ``location`` on ``store``."""
+    def location_in_use(store: str, location: str, ignore_intent: int | None = None) -> Deferred[bool]:
+        """Whether a live copy or a write intent (other than the one of reservation
+        ``ignore_intent``) is at ``location`` on ``store``."""
 
     def finish_cleanup(store: str, location: str) -> Deferred[int]:
         """The bytes at ``location`` on ``store`` are gone: drop every cleanup queued for

@@ -568,12 +568,14 @@ class MetadataStore:
 
         return self.database.runInteraction("cleanup_totals", select)
 
-    def location_in_use(self, store: str, location: str) -> Deferred[bool]:
-        """Whether a live copy or a write intent is at ``location`` on ``store``."""
+    def location_in_use(self, store: str, location: str, ignore_intent: int | None = None) -> Deferred[bool]:
+        """Whether a live copy or a write intent (other than the one of reservation
+        ``ignore_intent``) is at ``location`` on ``store``."""
 
         def check(txn: Transaction) -> bool:
             return _live_copy_at(txn, store, location) or txn.query_one(
-                "SELECT 1 FROM intents WHERE store = ? AND location = ?", (store, location)
+                "SELECT 1 FROM intents WHERE store = ? AND location = ? AND reservation_id <> ?",
+                (store, location, -1 if ignore_intent is None else ignore_intent),
             ) is not None
 
         return self.database.runInteraction("location_in_use", check)

@@ -150,6 +150,38 @@ async def test_a_store_down_sends_the_partial_bytes_to_the_cleanup_queue(build) 
     assert await world.used() == 0
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_reaper_leaves_a_location_a_live_writer_is_writing_to_the_cleanup_job(build) -> None:
+    world = await build()
+    await world.intent_of_a_dead_writer("k", b"partial")
+    await world.intent_of_a_dead_writer("k", b"the live write", owner=ME)
+    await world.reaper.run_once()
+    assert world.reaper.resolutions == {"adopted": 0, "deleted": 0, "queued": 1}
+    assert world.store.deleted == [] and world.path("k").read_bytes() == b"the live write"
+    assert [intent.owner for intent in await world.metadata.list_intents()] == [ME]
+    assert [entry.location for entry in await world.metadata.list_cleanups(10)] == ["bkt/k"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_with_leftover_bytes_removes_them_or_keeps_them_queued(build) -> None:
+    world = await build()
+    reservation = await world.placement.reserve(7, intent_for=("bkt", "k"))
+    world.path("k").parent.mkdir(parents=True, exist_ok=True)
+    world.path("k").write_bytes(b"partial")
+    world.store.down = True
+    await world.placement.release(reservation, leftover="bkt/k")
+    assert [(e.location, e.size) for e in await world.metadata.list_cleanups(10)] == [("bkt/k", 7)]
+    assert await world.metadata.list_intents() == []
+    assert world.path("k").exists()
+    assert await world.used() == 7
+    world.store.down = False
+    reservation = await world.placement.reserve(7, intent_for=("bkt", "k"))
+    await world.placement.release(reservation, leftover="bkt/k")
+    assert not world.path("k").exists()
+    assert await world.metadata.list_cleanups(10) == []
+    assert await world.used() == 0
+
+
 class BrokenMetadata:
     def list_intents(self) -> Deferred[Any]:
         return fail(RuntimeError("the database went away"))

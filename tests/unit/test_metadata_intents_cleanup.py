@@ -130,3 +130,5 @@ async def test_location_in_use_sees_live_copies_and_intents(make_store) -> None:
     assert await metadata.location_in_use("a", "a:bkt/pending") is True
     assert await metadata.location_in_use("b", "bkt/live") is True
     assert await metadata.location_in_use("a", "bkt/live") is False
+    (intent,) = await metadata.list_intents()
+    assert await metadata.location_in_use("a", "a:bkt/pending", ignore_intent=intent.reservation_id) is False
