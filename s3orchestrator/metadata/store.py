@@ -588,7 +588,8 @@ class MetadataStore:
             _lock_usage(txn)
             return _drop_cleanups(txn, store, location)
 
-        return self.database.runInteraction("finish_cleanup", finish, write=True)
+        # Not synced: if a crash loses it, the entry stays and the job deletes again (idempotent).
+        return self.database.runInteraction("finish_cleanup", finish, write=True, durable=False)
 
     def postpone_cleanup(self, entry_id: int, next_try_ms: int, error: str) -> Deferred[None]:
         """Count a failed attempt at a cleanup and set when it is tried next."""
@@ -599,7 +600,7 @@ class MetadataStore:
                 (next_try_ms, error[:500], entry_id),
             )
 
-        return self.database.runInteraction("postpone_cleanup", postpone, write=True)
+        return self.database.runInteraction("postpone_cleanup", postpone, write=True, durable=False)
 
     def scan_objects(self, bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction; fire with its result.
