@@ -36,6 +36,9 @@ DEFAULT_SLOW_PROBE = 2.0
 DEFAULT_MULTIPART_EXPIRE_AFTER = 24 * 3600.0
 DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL = 3600.0
 DEFAULT_MULTIPART_COMPLETED_RETENTION = 600.0
+DEFAULT_REAPER_INTERVAL = 60.0
+DEFAULT_CLEANUP_INTERVAL = 60.0
+DEFAULT_INTENT_LEASE = 86400.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
@@ -140,6 +143,17 @@ class PlacementPolicy:
 
 
 @attrs.frozen
+class PlacementJobsConfig:
+    """The crash-safety and deletion jobs of [placement] (seconds): how often the reaper
+    resolves dead writers' intents and the cleanup job empties the cleanup queue, and
+    how long an intent stays its writer's before it is presumed dead."""
+
+    reaper_interval: float = DEFAULT_REAPER_INTERVAL
+    cleanup_interval: float = DEFAULT_CLEANUP_INTERVAL
+    intent_lease: float = DEFAULT_INTENT_LEASE
+
+
+@attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
 
@@ -220,6 +234,7 @@ class Config:
         default=attrs.Factory(_index_credentials, takes_self=True),
     )
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
+    placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
 
     def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
@@ -307,6 +322,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
+    placement_jobs = _parse_placement_jobs(_table(data, "", "placement", required=False))
     server = _parse_server(_table(data, "", "server", required=True), env)
     metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
     health = _parse_health(_table(data, "", "health", required=False))
@@ -324,18 +340,29 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         multipart=multipart,
         ops=ops,
         placement=placement,
+        placement_jobs=placement_jobs,
     )
     check_placement(config)
     return config
 
 
 def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> PlacementPolicy:
-    _check_keys(table, "placement", ("replicas", "write_quorum", "read_order"))
+    _check_keys(table, "placement", (
+        "replicas", "write_quorum", "read_order", "reaper_interval", "cleanup_interval", "intent_lease",
+    ))
     replicas = _integer(table, "placement", "replicas", minimum=1, default=1)
     return PlacementPolicy(
         replicas=replicas,
         write_quorum=_integer(table, "placement", "write_quorum", minimum=1, default=replicas),
         read_order=_choice(table, "placement", "read_order", env, READ_ORDERS, default=DEFAULT_READ_ORDER),
+    )
+
+
+def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
+    return PlacementJobsConfig(
+        reaper_interval=_seconds(table, "placement", "reaper_interval", default=DEFAULT_REAPER_INTERVAL),
+        cleanup_interval=_seconds(table, "placement", "cleanup_interval", default=DEFAULT_CLEANUP_INTERVAL),
+        intent_lease=_seconds(table, "placement", "intent_lease", default=DEFAULT_INTENT_LEASE),
     )
 
 

@@ -6,6 +6,8 @@ strategy, store quotas and zones, ``[placement]`` and the buckets' ``replicas`` 
 ``server.timeout`` (new connections), ``server.shutdown_timeout``,
 ``server.header_timeout`` and ``server.min_upload_rate`` (requests whose head or body
 starts from then on), health and multipart settings (expiry, completed_retention),
+the reaper and cleanup settings of ``[placement]`` (intervals; intent_lease for writes
+that start from then on),
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
 (the listening socket), the metadata settings (database, busy_timeout, pool_size), the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
@@ -109,7 +111,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("placement")
     if buckets != old.buckets:
         applied.append("buckets")
-    for name in ("routing_strategy", "health", "multipart"):
+    for name in ("routing_strategy", "health", "multipart", "placement_jobs"):
         if getattr(new, name) != getattr(old, name):
             applied.append(name)
     if ops != old.ops:

@@ -21,8 +21,10 @@ from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel,
 from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
+from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy
@@ -34,7 +36,7 @@ from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.status import status_snapshot
-from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.engine import Placement, instance_id
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.s3.api import S3Api
@@ -124,6 +126,8 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=locks,
             health=self.health,
+            owner=instance_id(),
+            intent_lease=config.placement_jobs.intent_lease,
         )
         self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
         self.multipart = MultipartOperations(
@@ -147,7 +151,7 @@ class OrchestratorService(MultiService):
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
-        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
+        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -183,7 +187,8 @@ class OrchestratorService(MultiService):
         ensureDeferred(self._start()).addErrback(self._start_failed)
 
     async def _open_metadata(self) -> None:
-        """Migrate the metadata, sync the stores' rows, drop stale reservations; while
+        """Migrate the metadata, sync the stores' rows, drop the reservations a previous run
+        left without a write intent (multipart parts; the reaper releases the others); while
         another process holds the database locked, wait and try again (no client waits)."""
         while True:
             try:
@@ -198,7 +203,8 @@ class OrchestratorService(MultiService):
                 await deferLater(self.reactor, START_RETRY_SECONDS, lambda: None)
                 continue
             if dropped:
-                self._log.info("Dropped {count} quota reservations left by a previous run", count=dropped)
+                self._log.info("Dropped {count} quota reservations of multipart parts left by a previous run",
+                               count=dropped)
             return
 
     async def _start(self) -> None:
@@ -218,7 +224,15 @@ class OrchestratorService(MultiService):
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
-        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry}
+        jobs = self.config.placement_jobs
+        reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
+                           self.reactor)
+        reaper.setName("reaper")
+        reaper.setServiceParent(self)
+        cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor)
+        cleanup.setName("cleanup")
+        cleanup.setServiceParent(self)
+        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
@@ -358,6 +372,8 @@ class OrchestratorService(MultiService):
         wanted = {
             "health_checks": self.config.health.interval,
             "multipart_expiry": self.config.multipart.expiry_check_interval,
+            "reaper": self.config.placement_jobs.reaper_interval,
+            "cleanup": self.config.placement_jobs.cleanup_interval,
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)
@@ -367,6 +383,7 @@ class OrchestratorService(MultiService):
             if job.running:
                 job.stopService()
                 job.startService()
+        self.placement.intent_lease = self.config.placement_jobs.intent_lease
         expiry = self.jobs.get("multipart_expiry")
         if isinstance(expiry, MultipartExpiryJob):
             expiry.expire_after = self.config.multipart.expire_after

@@ -8,7 +8,10 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from s3orchestrator.metadata.records import (
+    CleanupEntry,
     CompletedUpload,
+    Intent,
+    IntentPlan,
     ObjectRecord,
     PartRecord,
     Reservation,
@@ -70,7 +73,9 @@ class IMetadataStore(Interface):
         """Make sure a usage row exists for every configured (store name, quota_bytes)."""
 
     def clear_reservations() -> Deferred[int]:
-        """Drop reservations left by a previous run of this daemon; return how many."""
+        """Drop every reservation that has no write intent (multipart parts: call at
+        startup, before serving); fire with how many. Those with an intent are the
+        reaper's to release."""
 
     def store_usage() -> Deferred[list[StoreUsage]]:
         """Usage of every configured store, in the order given to sync_stores."""
@@ -81,25 +86,63 @@ class IMetadataStore(Interface):
         Returns None (and reserves nothing) when ``choose`` returns None.
         """
 
-    def reserve_copies(size: int, choose: StoresChooser) -> Deferred[tuple[Reservation, ...]]:
+    def reserve_copies(
+        size: int, choose: StoresChooser, intent: IntentPlan | None = None
+    ) -> Deferred[tuple[Reservation, ...]]:
         """In one transaction: read usage, let ``choose`` pick distinct stores, reserve
-        ``size`` bytes on each (in the order chosen); none when ``choose`` picks none."""
+        ``size`` bytes on each (in the order chosen) and record ``intent``'s write intent
+        for each; none when ``choose`` picks none."""
 
-    def release(reservation_id: int) -> Deferred[None]:
-        """Drop a reservation (upload failed or was abandoned)."""
+    def release(reservation_id: int, leftover: str | None = None) -> Deferred[None]:
+        """Drop a reservation and its write intent (upload failed or was abandoned); with
+        ``leftover`` (a location on the reservation's store where bytes may remain),
+        queue those bytes for cleanup in the same transaction."""
 
     def commit_object(reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
         """In one transaction: turn the reservation into usage and store ``record``.
 
-        Replaces any object under the same bucket and key, releasing its bytes from
-        its store's usage; returns the replaced record (or None).
+        Replaces any object under the same bucket and key: its bytes are queued for
+        cleanup (their usage stays until they are gone), unless they were at the same
+        store and location (replaced in place); so are any bytes queued there before.
+        Drops the reservation's write intent. Returns the replaced record (or None).
         """
 
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
-        """Remove one object's record and release its bytes; return the removed record."""
+        """Remove one object's record and queue its bytes for cleanup; return the removed record."""
+
+    def list_intents() -> Deferred[list[Intent]]:
+        """Every write intent, oldest first."""
+
+    def adopt_intent(reservation_id: int) -> Deferred[bool | None]:
+        """Resolve an intent whose write committed: if a live copy is at its store and
+        location, drop it and its reservation and fire True; False (changing nothing) if
+        none is; None if the intent is gone."""
+
+    def queue_cleanup(store: str, location: str, size: int) -> Deferred[None]:
+        """Queue ``size`` bytes at ``location`` on ``store`` for cleanup, counting them as used."""
+
+    def due_cleanups(now_ms: int, limit: int) -> Deferred[list[CleanupEntry]]:
+        """Up to ``limit`` queued cleanups due by ``now_ms``, soonest first."""
+
+    def list_cleanups(limit: int) -> Deferred[list[CleanupEntry]]:
+        """Up to ``limit`` queued cleanups, oldest first."""
+
+    def cleanup_totals() -> Deferred[dict[str, tuple[int, int]]]:
+        """(entries, bytes) queued for cleanup, by store (stores without any left out)."""
+
+    def location_in_use(store: str, location: str, ignore_intent: int | None = None) -> Deferred[bool]:
+        """Whether a live copy or a write intent (other than the one of reservation
+        ``ignore_intent``) is at ``location`` on ``store``."""
+
+    def finish_cleanup(store: str, location: str) -> Deferred[int]:
+        """The bytes at ``location`` on ``store`` are gone: drop every cleanup queued for
+        them, releasing their usage; fire with how many."""
+
+    def postpone_cleanup(entry_id: int, next_try_ms: int, error: str) -> Deferred[None]:
+        """Count a failed attempt at a cleanup and set when it is tried next."""
 
     def scan_objects(bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction and fire with what it returns.

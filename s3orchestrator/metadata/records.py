@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -55,6 +55,49 @@ class Reservation:
     id: int
     store: str
     size: int
+
+
+@attrs.frozen
+class IntentPlan:
+    """The write intents to record with a reservation: one per chosen store, for
+    ``bucket``/``key`` at ``locate(store)``, owned by ``owner`` until ``expires_ms``.
+
+    ``locate`` runs in the database thread inside the transaction: quick and pure."""
+
+    bucket: str
+    key: str
+    owner: str
+    expires_ms: int
+    locate: Callable[[str], str] = attrs.field(eq=False)
+
+
+@attrs.frozen
+class Intent:
+    """A write about to create (or creating) one copy's bytes, not yet committed."""
+
+    reservation_id: int
+    bucket: str
+    key: str
+    store: str
+    location: str
+    size: int
+    owner: str
+    created_ms: int
+    expires_ms: int
+
+
+@attrs.frozen
+class CleanupEntry:
+    """Bytes no object describes any more, queued for removal from their store."""
+
+    id: int
+    store: str
+    location: str
+    size: int
+    created_ms: int
+    attempts: int
+    next_try_ms: int
+    last_error: str | None
 
 
 @attrs.frozen

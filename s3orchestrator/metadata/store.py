@@ -20,7 +20,10 @@ from s3orchestrator.metadata.interface import (
     prefix_upper_bound,
 )
 from s3orchestrator.metadata.records import (
+    CleanupEntry,
     CompletedUpload,
+    Intent,
+    IntentPlan,
     ObjectRecord,
     PartRecord,
     Reservation,
@@ -224,10 +227,57 @@ def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
         ),
     )
     _add_usage(txn, record.store, record.size, 1)
+    # The new bytes replaced whatever was at their location: nothing to clean up there.
+    _drop_cleanups(txn, record.store, record.location)
     if previous is not None:
-        _add_usage(txn, previous.store, -previous.size, -1)
+        if (previous.store, previous.location) == (record.store, record.location):
+            _add_usage(txn, previous.store, -previous.size, -1)
+        else:
+            _add_usage(txn, previous.store, 0, -1)
+            _queue_cleanup(txn, previous.store, previous.location, previous.size, record.last_modified_ms)
     _replace_copies(txn, record)
     return previous
+
+
+def _queue_cleanup(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
+    """Queue bytes for removal; their usage (already counted) stays until they are gone."""
+    txn.execute(
+        "INSERT INTO cleanup (store, location, size, created_ms, attempts, next_try_ms) VALUES (?, ?, ?, ?, 0, ?)",
+        (store, location, size, now_ms, now_ms),
+    )
+
+
+def _drop_cleanups(txn: Transaction, store: str, location: str) -> int:
+    """Forget the cleanups queued at ``location`` (its bytes are gone), releasing their usage."""
+    rows = txn.query("SELECT id, size FROM cleanup WHERE store = ? AND location = ?", (store, location))
+    for entry_id, size in rows:
+        txn.execute("DELETE FROM cleanup WHERE id = ?", (entry_id,))
+        _add_usage(txn, store, -int(size), 0)
+    return len(rows)
+
+
+def _drop_intent(txn: Transaction, reservation_id: int) -> None:
+    txn.execute("DELETE FROM intents WHERE reservation_id = ?", (reservation_id,))
+
+
+_INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms, expires_ms"
+_CLEANUP_COLUMNS = "id, store, location, size, created_ms, attempts, next_try_ms, last_error"
+
+
+def _intent_from_row(row: Sequence[Any]) -> Intent:
+    reservation_id, bucket, key, store, location, size, owner, created_ms, expires_ms = row
+    return Intent(
+        reservation_id=int(reservation_id), bucket=bucket, key=key, store=store, location=location,
+        size=int(size), owner=owner, created_ms=int(created_ms), expires_ms=int(expires_ms),
+    )
+
+
+def _cleanup_from_row(row: Sequence[Any]) -> CleanupEntry:
+    entry_id, store, location, size, created_ms, attempts, next_try_ms, last_error = row
+    return CleanupEntry(
+        id=int(entry_id), store=store, location=location, size=int(size), created_ms=int(created_ms),
+        attempts=int(attempts), next_try_ms=int(next_try_ms), last_error=last_error,
+    )
 
 
 def _replace_copies(txn: Transaction, record: ObjectRecord) -> None:
@@ -238,6 +288,13 @@ def _replace_copies(txn: Transaction, record: ObjectRecord) -> None:
         " VALUES (?, ?, ?, ?, 'live', ?, ?)",
         (record.bucket, record.key, record.store, record.location, record.size, record.last_modified_ms),
     )
+
+
+def _live_copy_at(txn: Transaction, store: str, location: str) -> bool:
+    row = txn.query_one(
+        "SELECT 1 FROM copies WHERE store = ? AND location = ? AND state = 'live'", (store, location)
+    )
+    return row is not None
 
 
 def _lock_usage(txn: Transaction) -> None:
@@ -315,13 +372,15 @@ class MetadataStore:
         return self.database.runInteraction("sync_stores", sync, write=True)
 
     def clear_reservations(self) -> Deferred[int]:
-        """Drop every reservation (call at startup, before serving); fire with how many.
+        """Drop every reservation without a write intent (multipart parts in flight; call
+        at startup, before serving); fire with how many. Those with an intent stay for
+        the reaper, which releases them with their partial bytes.
 
-        Assumes no other live process shares the database: their reservations go too.
+        Assumes no other live process shares the database: their part reservations go too.
         """
 
         def clear(txn: Transaction) -> int:
-            txn.execute("DELETE FROM reservations")
+            txn.execute("DELETE FROM reservations WHERE id NOT IN (SELECT reservation_id FROM intents)")
             return txn.rowcount
 
         return self.database.runInteraction("clear_reservations", clear, write=True)
@@ -340,9 +399,13 @@ class MetadataStore:
 
         return self.reserve_copies(size, choose_one).addCallback(lambda reserved: reserved[0] if reserved else None)
 
-    def reserve_copies(self, size: int, choose: StoresChooser) -> Deferred[tuple[Reservation, ...]]:
+    def reserve_copies(
+        self, size: int, choose: StoresChooser, intent: IntentPlan | None = None
+    ) -> Deferred[tuple[Reservation, ...]]:
         """Read usage, let ``choose`` pick distinct stores and reserve ``size`` bytes on each,
         in one transaction: every copy of an object has its room before a byte moves.
+        With ``intent``, the write intent of each copy is recorded in that transaction
+        too (keyed by its reservation's id).
 
         ``choose`` runs in the database thread inside the write transaction: it must
         be quick and pure (the routing functions are). It sees every configured
@@ -369,18 +432,35 @@ class MetadataStore:
                 )
                 assert row is not None
                 reservations.append(Reservation(id=int(row[0]), store=name, size=size))
+                if intent is not None:
+                    txn.execute(
+                        f"INSERT INTO intents ({_INTENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (int(row[0]), intent.bucket, intent.key, name, intent.locate(name), size,
+                         intent.owner, now_ms, intent.expires_ms),
+                    )
             return tuple(reservations)
 
-        # Not synced: reservations live only as long as the process (clear_reservations).
-        return self.database.runInteraction("reserve", reserve, write=True, durable=False)
+        # Synced when intents are recorded: they must survive the crash they are for.
+        # Reservations alone live only as long as the process (clear_reservations).
+        return self.database.runInteraction("reserve", reserve, write=True, durable=intent is not None)
 
-    def release(self, reservation_id: int) -> Deferred[None]:
-        """Drop a reservation; a missing one (already committed or released) is fine."""
+    def release(self, reservation_id: int, leftover: str | None = None) -> Deferred[None]:
+        """Drop a reservation and its write intent; a missing one (already committed or
+        released) is fine. ``leftover``: a location on the reservation's store whose bytes
+        may remain, queued for cleanup (counted as used) in the same transaction."""
+        now_ms = self._now_ms()
 
         def release(txn: Transaction) -> None:
+            if leftover is not None:
+                _lock_usage(txn)
+                row = txn.query_one("SELECT store, size FROM reservations WHERE id = ?", (reservation_id,))
+                if row is not None:
+                    _add_usage(txn, row[0], int(row[1]), 0)
+                    _queue_cleanup(txn, row[0], leftover, int(row[1]), now_ms)
             txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            _drop_intent(txn, reservation_id)
 
-        return self.database.runInteraction("release", release, write=True, durable=False)
+        return self.database.runInteraction("release", release, write=True, durable=leftover is not None)
 
     def commit_object(self, reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
         """Turn the reservation into usage and store ``record``, replacing any previous one.
@@ -393,6 +473,7 @@ class MetadataStore:
         def commit(txn: Transaction) -> ObjectRecord | None:
             _lock_usage(txn)
             _take_reservation(txn, reservation_id, record.store)
+            _drop_intent(txn, reservation_id)
             return _put_object(txn, record)
 
         return self.database.runInteraction("commit_object", commit, write=True)
@@ -402,7 +483,9 @@ class MetadataStore:
         return self.database.point_read("get_object", _select_object, bucket, key)
 
     def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
-        """Remove one object's record and release its bytes; fire with the removed record."""
+        """Remove one object's record and queue its bytes for cleanup (their usage stays
+        until they are gone); fire with the removed record."""
+        now_ms = self._now_ms()
 
         def delete(txn: Transaction) -> ObjectRecord | None:
             _lock_usage(txn)
@@ -411,10 +494,113 @@ class MetadataStore:
                 return None
             txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
             txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
-            _add_usage(txn, previous.store, -previous.size, -1)
+            _add_usage(txn, previous.store, 0, -1)
+            _queue_cleanup(txn, previous.store, previous.location, previous.size, now_ms)
             return previous
 
         return self.database.runInteraction("delete_object", delete, write=True)
+
+    # -- write intents and the cleanup queue ------------------------------------------------------
+
+    def list_intents(self) -> Deferred[list[Intent]]:
+        """Every write intent, oldest first."""
+
+        def select(txn: Transaction) -> list[Intent]:
+            rows = txn.query(f"SELECT {_INTENT_COLUMNS} FROM intents ORDER BY created_ms, reservation_id")
+            return [_intent_from_row(row) for row in rows]
+
+        return self.database.runInteraction("list_intents", select)
+
+    def adopt_intent(self, reservation_id: int) -> Deferred[bool | None]:
+        """Drop the intent (and its reservation) if a live copy is at its store and location
+        (True); False, changing nothing, if none is; None if the intent is gone."""
+
+        def adopt(txn: Transaction) -> bool | None:
+            row = txn.query_one("SELECT store, location FROM intents WHERE reservation_id = ?", (reservation_id,))
+            if row is None:
+                return None
+            if _live_copy_at(txn, row[0], row[1]):
+                txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+                _drop_intent(txn, reservation_id)
+                return True
+            return False
+
+        return self.database.runInteraction("adopt_intent", adopt, write=True)
+
+    def queue_cleanup(self, store: str, location: str, size: int) -> Deferred[None]:
+        """Queue ``size`` bytes at ``location`` on ``store`` for cleanup, counting them as used."""
+        now_ms = self._now_ms()
+
+        def queue(txn: Transaction) -> None:
+            _lock_usage(txn)
+            _add_usage(txn, store, size, 0)
+            _queue_cleanup(txn, store, location, size, now_ms)
+
+        return self.database.runInteraction("queue_cleanup", queue, write=True)
+
+    def due_cleanups(self, now_ms: int, limit: int) -> Deferred[list[CleanupEntry]]:
+        """Up to ``limit`` queued cleanups due by ``now_ms``, soonest first."""
+
+        def select(txn: Transaction) -> list[CleanupEntry]:
+            rows = txn.query(
+                f"SELECT {_CLEANUP_COLUMNS} FROM cleanup WHERE next_try_ms <= ? ORDER BY next_try_ms, id LIMIT ?",
+                (now_ms, limit),
+            )
+            return [_cleanup_from_row(row) for row in rows]
+
+        return self.database.runInteraction("due_cleanups", select)
+
+    def list_cleanups(self, limit: int) -> Deferred[list[CleanupEntry]]:
+        """Up to ``limit`` queued cleanups, oldest first."""
+
+        def select(txn: Transaction) -> list[CleanupEntry]:
+            rows = txn.query(f"SELECT {_CLEANUP_COLUMNS} FROM cleanup ORDER BY id LIMIT ?", (limit,))
+            return [_cleanup_from_row(row) for row in rows]
+
+        return self.database.runInteraction("list_cleanups", select)
+
+    def cleanup_totals(self) -> Deferred[dict[str, tuple[int, int]]]:
+        """(entries, bytes) queued for cleanup, by store (stores without any left out)."""
+
+        def select(txn: Transaction) -> dict[str, tuple[int, int]]:
+            rows = txn.query("SELECT store, COUNT(*), SUM(size) FROM cleanup GROUP BY store")
+            return {store: (int(count), int(size or 0)) for store, count, size in rows}
+
+        return self.database.runInteraction("cleanup_totals", select)
+
+    def location_in_use(self, store: str, location: str, ignore_intent: int | None = None) -> Deferred[bool]:
+        """Whether a live copy or a write intent (other than the one of reservation
+        ``ignore_intent``) is at ``location`` on ``store``."""
+
+        def check(txn: Transaction) -> bool:
+            return _live_copy_at(txn, store, location) or txn.query_one(
+                "SELECT 1 FROM intents WHERE store = ? AND location = ? AND reservation_id <> ?",
+                (store, location, -1 if ignore_intent is None else ignore_intent),
+            ) is not None
+
+        return self.database.runInteraction("location_in_use", check)
+
+    def finish_cleanup(self, store: str, location: str) -> Deferred[int]:
+        """The bytes at ``location`` on ``store`` are gone: drop every cleanup queued for
+        them, releasing their usage; fire with how many."""
+
+        def finish(txn: Transaction) -> int:
+            _lock_usage(txn)
+            return _drop_cleanups(txn, store, location)
+
+        # Not synced: if a crash loses it, the entry stays and the job deletes again (idempotent).
+        return self.database.runInteraction("finish_cleanup", finish, write=True, durable=False)
+
+    def postpone_cleanup(self, entry_id: int, next_try_ms: int, error: str) -> Deferred[None]:
+        """Count a failed attempt at a cleanup and set when it is tried next."""
+
+        def postpone(txn: Transaction) -> None:
+            txn.execute(
+                "UPDATE cleanup SET attempts = attempts + 1, next_try_ms = ?, last_error = ? WHERE id = ?",
+                (next_try_ms, error[:500], entry_id),
+            )
+
+        return self.database.runInteraction("postpone_cleanup", postpone, write=True, durable=False)
 
     def scan_objects(self, bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction; fire with its result.

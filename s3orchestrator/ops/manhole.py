@@ -10,8 +10,8 @@ out a ``ColoredManhole`` behind an insults terminal), with these differences:
 - failed logins are logged as warnings (user name and peer, never the password) and a
   connection is closed after three of them;
 - every session gets its own namespace: the service objects and the helpers
-  ``status()``, ``uploads()`` and ``run_job(name)``, which print their results in the
-  session when they are ready.
+  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()`` and ``run_job(name)``,
+  which print their results in the session when they are ready.
 
 The listener is loopback TCP or a unix socket with mode 0600 (``config`` checks that).
 """
@@ -53,7 +53,14 @@ from s3orchestrator.ops.passwords import (
     load_password_file,
     verify_password,
 )
-from s3orchestrator.ops.report import format_age, printable, status_table, uploads_table
+from s3orchestrator.ops.report import (
+    cleanup_table,
+    format_age,
+    intents_table,
+    printable,
+    status_table,
+    uploads_table,
+)
 from s3orchestrator.ops.status import status_snapshot
 
 _T = TypeVar("_T")
@@ -255,6 +262,8 @@ s3orchestrator manhole: Python inside the running daemon. Careful. Ctrl-D leaves
   objects: service, config, stores, metadata, jobs
   helpers: status()             stores: health, used/reserved/quota, objects, uploads
            uploads(limit=50)    multipart uploads in progress, oldest first
+           cleanup_queue(limit=50)  bytes queued for removal: store, location, tries, next try
+           intents()            write intents: writes in flight and dead writers' leftovers
            run_job(name)        run a background job now: {jobs}
 """
 
@@ -330,6 +339,26 @@ class ManholeHelpers:
 
         self._report("uploads()", found, render)
 
+    def cleanup_queue(self, limit: int = DEFAULT_UPLOADS_LIMIT) -> None:
+        """The cleanup queue, oldest first (at most ``limit``): bytes awaiting removal."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            self._show("cleanup_queue(limit): limit must be a positive integer\n")
+            return
+        found = self._target.metadata.list_cleanups(limit + 1)
+
+        def render(entries: list[Any]) -> str:
+            return cleanup_table(entries[:limit], self._target.reactor.seconds(), more=len(entries) > limit)
+
+        self._report("cleanup_queue()", found, render)
+
+    def intents(self) -> None:
+        """The write intents: writes in flight, and those of dead writers not resolved yet."""
+
+        def render(intents: list[Any]) -> str:
+            return intents_table(intents, self._target.reactor.seconds())
+
+        self._report("intents()", self._target.metadata.list_intents(), render)
+
     def run_job(self, name: str) -> None:
         """Run one background job now (``jobs`` lists them) and say what it did."""
         jobs = self._target.jobs
@@ -377,6 +406,8 @@ def manhole_namespace(target: ManholeTarget, show: Callable[[str], None]) -> dic
         "jobs": target.jobs,
         "status": helpers.status,
         "uploads": helpers.uploads,
+        "cleanup_queue": helpers.cleanup_queue,
+        "intents": helpers.intents,
         "run_job": helpers.run_job,
     }
 

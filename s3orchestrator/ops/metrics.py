@@ -32,6 +32,14 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_store_used_bytes``, ``_reserved_bytes``, ``_quota_bytes``
   (0: unlimited), ``_objects``, ``_up`` (1 healthy, 0 down), all ``{store}``.
 - ``s3orchestrator_multipart_uploads{store}``: multipart uploads in progress.
+- ``s3orchestrator_cleanup_queue{store}``, ``s3orchestrator_cleanup_queue_bytes{store}``:
+  entries and bytes queued for removal (deleted or replaced objects' bytes a store has
+  not deleted yet; counted in used bytes until gone).
+- ``s3orchestrator_intents_pending``: write intents recorded (writes in flight, and
+  those of dead writers the reaper has not resolved yet).
+- ``s3orchestrator_reaper_resolutions_total{outcome}``: dead writers' intents resolved:
+  ``adopted`` (the copy was live), ``deleted`` (partial bytes removed), ``queued``
+  (the store failed: the bytes went to the cleanup queue).
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
@@ -179,6 +187,10 @@ class Metrics:
                                labels=labels)
         uploads = GaugeMetricFamily("s3orchestrator_multipart_uploads", "Multipart uploads in progress.",
                                     labels=labels)
+        cleanup = GaugeMetricFamily("s3orchestrator_cleanup_queue", "Entries queued for removal from the store.",
+                                    labels=labels)
+        cleanup_bytes = GaugeMetricFamily("s3orchestrator_cleanup_queue_bytes",
+                                          "Bytes queued for removal from the store.", labels=labels)
         status = self._status
         for store in (status or {}).get("stores", ()):
             name = [store["name"]]
@@ -188,7 +200,13 @@ class Metrics:
             objects.add_metric(name, store["objects"])
             up.add_metric(name, 1 if store["healthy"] else 0)
             uploads.add_metric(name, store["uploads"])
-        yield from (used, reserved, quota, objects, up, uploads)
+            cleanup.add_metric(name, store.get("cleanup_queue", 0))
+            cleanup_bytes.add_metric(name, store.get("cleanup_bytes", 0))
+        yield from (used, reserved, quota, objects, up, uploads, cleanup, cleanup_bytes)
+        if status is not None and "intents_pending" in status:
+            intents = GaugeMetricFamily("s3orchestrator_intents_pending", "Write intents recorded, not resolved.")
+            intents.add_metric([], status["intents_pending"])
+            yield intents
 
         runs = CounterMetricFamily("s3orchestrator_job_runs", "Finished runs of a background job.", labels=["job"])
         failures = CounterMetricFamily(
@@ -201,6 +219,14 @@ class Metrics:
             runs.add_metric([job_name], getattr(job, "runs", 0))
             failures.add_metric([job_name], job_failures(job))
         yield from (runs, failures)
+        resolutions = CounterMetricFamily(
+            "s3orchestrator_reaper_resolutions", "Dead writers' intents the reaper resolved, by outcome.",
+            labels=["outcome"],
+        )
+        for job in jobs.values():
+            for outcome, count in getattr(job, "resolutions", {}).items():
+                resolutions.add_metric([outcome], count)
+        yield resolutions
 
 
 def job_failures(job: Any) -> int:

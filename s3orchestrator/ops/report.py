@@ -60,13 +60,20 @@ def _usage(used: int, quota: int) -> str:
 
 def status_table(snapshot: Mapping[str, Any]) -> str:
     """The ``status_snapshot`` document as a table: one row per store (health,
-    used/reserved/quota, objects, uploads), the last error of every store that is down."""
+    used/reserved/quota, objects, uploads), the cleanup queue and write intents when
+    there are any, the last error of every store that is down."""
     stores = snapshot.get("stores", [])
     uploads = snapshot.get("uploads", 0)
     lines = [
         f"status: {snapshot.get('status', '?')}, {len(stores)} store{'s' if len(stores) != 1 else ''},"
         f" {uploads} multipart upload{'s' if uploads != 1 else ''} in progress"
     ]
+    queued, intents = snapshot.get("cleanup_queue", 0), snapshot.get("intents_pending", 0)
+    if queued or intents:
+        lines.append(
+            f"cleanup queue: {queued} location{'s' if queued != 1 else ''}"
+            f" ({format_bytes(snapshot.get('cleanup_bytes', 0))}); {intents} write intent{'s' if intents != 1 else ''}"
+        )
     rows = [
         (
             printable(str(store["name"])),
@@ -105,3 +112,43 @@ def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str
     if more:
         footer = f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)"
     return table(("BUCKET/KEY", "UPLOAD ID", "STORE", "AGE"), rows) + "\n" + footer + "\n"
+
+
+def cleanup_table(entries: Sequence[Any], now: float, more: bool = False) -> str:
+    """Cleanup queue entries (``CleanupEntry``-like), oldest first; ``more`` when cut short."""
+    if not entries:
+        return "the cleanup queue is empty\n"
+    rows = [
+        (
+            printable(entry.store),
+            printable(entry.location),
+            format_bytes(entry.size),
+            format_age(now - entry.created_ms / 1000),
+            str(entry.attempts),
+            "now" if entry.next_try_ms <= now * 1000 else "in " + format_age(entry.next_try_ms / 1000 - now),
+            printable(entry.last_error or ""),
+        )
+        for entry in entries
+    ]
+    footer = f"{len(entries)} location{'s' if len(entries) != 1 else ''} (oldest first)"
+    if more:
+        footer = f"the oldest {len(entries)} locations; more are queued (cleanup_queue(limit=N) shows more)"
+    return table(("STORE", "LOCATION", "SIZE", "AGE", "TRIES", "NEXT TRY", "LAST ERROR"), rows) + "\n" + footer + "\n"
+
+
+def intents_table(intents: Sequence[Any], now: float) -> str:
+    """Write intents (``Intent``-like), oldest first."""
+    if not intents:
+        return "no write intents\n"
+    rows = [
+        (
+            printable(f"{intent.bucket}/{intent.key}"),
+            printable(intent.store),
+            printable(intent.location),
+            format_bytes(intent.size),
+            printable(intent.owner),
+            format_age(now - intent.created_ms / 1000),
+        )
+        for intent in intents
+    ]
+    return table(("BUCKET/KEY", "STORE", "LOCATION", "SIZE", "OWNER", "AGE"), rows) + "\n"

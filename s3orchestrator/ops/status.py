@@ -13,11 +13,15 @@ from s3orchestrator.metadata.interface import IMetadataStore
 
 
 async def status_snapshot(metadata: IMetadataStore, health: StoreHealth) -> dict[str, Any]:
-    """``{"status": "ok" | "degraded", "stores": [...], "uploads": N}``: one entry per
-    configured store (name, healthy, last_error, quota/used/reserved bytes, objects,
-    uploads in progress); ``degraded`` when any store is down."""
+    """``{"status": "ok" | "degraded", "stores": [...], "uploads": N, "cleanup_queue": N,
+    "cleanup_bytes": N, "intents_pending": N}``: one entry per configured store (name,
+    healthy, last_error, quota/used/reserved bytes, objects, uploads in progress,
+    cleanup_queue/cleanup_bytes: bytes queued for removal, counted in used_bytes);
+    ``degraded`` when any store is down."""
     usage = await metadata.store_usage()
     uploads = await metadata.upload_counts()
+    cleanups = await metadata.cleanup_totals()
+    intents = await metadata.list_intents()
     statuses = health.snapshot()
     stores = []
     for store in usage:
@@ -31,6 +35,15 @@ async def status_snapshot(metadata: IMetadataStore, health: StoreHealth) -> dict
             "reserved_bytes": store.reserved_bytes,
             "objects": store.object_count,
             "uploads": uploads.get(store.name, 0),
+            "cleanup_queue": cleanups.get(store.name, (0, 0))[0],
+            "cleanup_bytes": cleanups.get(store.name, (0, 0))[1],
         })
     degraded = any(not store["healthy"] for store in stores)
-    return {"status": "degraded" if degraded else "ok", "stores": stores, "uploads": sum(uploads.values())}
+    return {
+        "status": "degraded" if degraded else "ok",
+        "stores": stores,
+        "uploads": sum(uploads.values()),
+        "cleanup_queue": sum(entries for entries, _ in cleanups.values()),
+        "cleanup_bytes": sum(size for _, size in cleanups.values()),
+        "intents_pending": len(intents),
+    }

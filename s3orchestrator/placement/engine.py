@@ -7,6 +7,8 @@ the S3 layer maps them to S3 errors (s3.placement_errors).
 
 from __future__ import annotations
 
+import os
+import socket
 from contextlib import contextmanager
 from typing import Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
 
@@ -18,9 +20,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
+from s3orchestrator.config import DEFAULT_INTENT_LEASE
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.metadata.records import IntentPlan, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import NoBytes, ReaderBody
 from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
@@ -37,6 +40,11 @@ from s3orchestrator.stores.interface import (
 )
 
 T = TypeVar("T")
+
+
+def instance_id() -> str:
+    """This process's name as the owner of write intents: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @attrs.frozen
@@ -116,8 +124,13 @@ class Placement:
         clock: IReactorTime,
         locks: KeyLocks,
         health: StoreHealth,
+        owner: str | None = None,
+        intent_lease: float = DEFAULT_INTENT_LEASE,
     ) -> None:
         self._metadata = metadata
+        #: The owner recorded in this process's write intents (``instance_id()``).
+        self.owner = owner if owner is not None else instance_id()
+        self.intent_lease = intent_lease
         self._stores = stores
         self.routing_strategy = routing_strategy
         self._clock = clock
@@ -128,18 +141,38 @@ class Placement:
 
     # -- room ---------------------------------------------------------------------------------
 
-    async def reserve(self, size: int, only_store: str | None = None) -> Reservation:
+    async def reserve(
+        self, size: int, only_store: str | None = None, intent_for: tuple[str, str] | None = None
+    ) -> Reservation:
         """Reserve ``size`` bytes on a healthy store chosen by the routing strategy, or on
-        ``only_store`` whatever its health; NoRoom when none has room."""
+        ``only_store`` whatever its health; NoRoom when none has room. With ``intent_for``
+        (bucket, key), the write intent of that object's bytes on the chosen store is
+        recorded in the same transaction (see ``intent_plan``)."""
         healthy = self.health.healthy() if only_store is None else frozenset({only_store})
 
-        def choose(usage: Sequence[StoreUsage]) -> str | None:
-            return choose_store(self.routing_strategy, usage, size, healthy)
+        def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
+            chosen = choose_store(self.routing_strategy, usage, size, healthy)
+            return () if chosen is None else (chosen,)
 
-        reservation = await self._metadata.reserve(size, choose)
-        if reservation is None:
+        plan = None if intent_for is None else self.intent_plan(*intent_for)
+        reserved = await self._metadata.reserve_copies(size, choose, plan)
+        if not reserved:
             raise NoRoom(f"no store has room for {size} bytes")
-        return reservation
+        return reserved[0]
+
+    def intent_plan(self, bucket: str, key: str) -> IntentPlan:
+        """The write intents of ``bucket``/``key``'s bytes, for ``metadata.reserve_copies``:
+        one per chosen store at the store's location for the key, owned by this process
+        for ``intent_lease`` seconds. ``commit_object`` (with the copy's reservation)
+        drops a copy's intent; ``release`` drops it once a failed write's bytes are gone
+        or queued; the reaper resolves those a crash left."""
+        return IntentPlan(
+            bucket=bucket,
+            key=key,
+            owner=self.owner,
+            expires_ms=int((self._clock.seconds() + self.intent_lease) * 1000),
+            locate=lambda store: self._stores[store].location_for(bucket, key),
+        )
 
     async def pick_store(self, size: int) -> str:
         """The healthy store the routing strategy would put ``size`` bytes on now,
@@ -150,12 +183,16 @@ class Placement:
             raise NoRoom(f"no store has room for {size} bytes")
         return chosen
 
-    async def release(self, reservation: Reservation) -> None:
-        """Give back a reservation whose write failed (later, if the database is busy now)."""
+    async def release(self, reservation: Reservation, leftover: str | None = None) -> None:
+        """Give back a reservation whose write failed, with its write intent (later, if the
+        database is busy now). ``leftover``: a location on its store where the write's
+        bytes may remain; they are queued for cleanup in the same transaction and removed."""
         await self.cleanups.run(
             f"release of reservation {reservation.id} on store {reservation.store}",
-            lambda: self._metadata.release(reservation.id),
+            lambda: self._metadata.release(reservation.id, leftover),
         )
+        if leftover is not None:
+            await self._delete_bytes(reservation.store, leftover, reservation.size, queued=True)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -186,7 +223,7 @@ class Placement:
     async def write(self, bucket: str, key: str, body: RequestBody, new: NewObject) -> ObjectRecord:
         """Stream ``body`` to a store chosen by the routing strategy and commit it as
         ``bucket``/``key``, replacing any object there; the committed record."""
-        reservation = await self.reserve(body.length)
+        reservation = await self.reserve(body.length, intent_for=(bucket, key))
         try:
             location = self._stores[reservation.store].location_for(bucket, key)
             with self.store_calls(reservation.store):
@@ -243,7 +280,7 @@ class Placement:
                     # The store may have replaced the key's object in place even though
                     # its answer was lost (timeout, reset): never pair old record, new bytes.
                     await self._forget_replaced_in_place(record)
-                    await self._delete_bytes(record)
+                    await self._delete_bytes(record.store, record.location, record.size)
                 raise
             try:
                 previous = await commit()
@@ -267,7 +304,7 @@ class Placement:
                 await self.release(reservation)
                 raise
             return target
-        reservation = await self.reserve(source.size)
+        reservation = await self.reserve(source.size, intent_for=(target.bucket, target.key))
         try:
             location = self._stores[reservation.store].location_for(target.bucket, target.key)
             placed = attrs.evolve(target, store=reservation.store, location=location)
@@ -339,7 +376,7 @@ class Placement:
         async with self._locks.hold((bucket, key)):
             removed = await self._metadata.delete_object(bucket, key)
             if removed is not None:
-                await self._delete_bytes(removed)
+                await self._delete_bytes(removed.store, removed.location, removed.size, queued=True)
         return removed
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
@@ -377,7 +414,7 @@ class Placement:
             )
             removed = await self._metadata.delete_object(record.bucket, record.key)
             if removed is not None:
-                await self._delete_bytes(removed)
+                await self._delete_bytes(removed.store, removed.location, removed.size, queued=True)
             if previous is not None:
                 await self._discard_replaced(previous, record)
             raise
@@ -385,15 +422,30 @@ class Placement:
             await self._discard_replaced(previous, record)
 
     async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
+        # At the same store and location the new bytes replaced the old ones in place:
+        # deleting that location would delete the new object (the commit queued nothing).
         if (previous.store, previous.location) != (current.store, current.location):
-            await self._delete_bytes(previous)
+            await self._delete_bytes(previous.store, previous.location, previous.size, queued=True)
 
-    async def _delete_bytes(self, record: ObjectRecord) -> None:
+    async def _delete_bytes(self, store: str, location: str, size: int, queued: bool = False) -> None:
+        """Remove bytes no object describes: right away (the cleanup queue's fast path),
+        then forget what is queued at their location, releasing its usage. Bytes the
+        store would not delete stay queued (``queued``: the metadata commit queued them;
+        otherwise they are queued now, ``size`` counted as used) for the cleanup job."""
         try:
-            await self._stores[record.store].delete(record.location)
+            await self._stores[store].delete(location)
         except Exception as error:
-            # The record is gone and its usage released; only the bytes linger.
-            self._log.error(
-                "Could not delete {location} from store {store}; left orphaned: {error}",
-                location=record.location, store=record.store, error=str(error),
+            self._log.warn(
+                "Could not delete {location} from store {store}; left in the cleanup queue: {error}",
+                location=location, store=store, error=str(error),
             )
+            if not queued:
+                await self.cleanups.run(
+                    f"queueing the cleanup of {location} on store {store}",
+                    lambda: self._metadata.queue_cleanup(store, location, size),
+                )
+            return
+        await self.cleanups.run(
+            f"finishing the cleanup of {location} on store {store}",
+            lambda: self._metadata.finish_cleanup(store, location),
+        )

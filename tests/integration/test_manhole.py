@@ -244,7 +244,7 @@ def test_run_job_runs_the_multipart_expiry_now(manhole):
         client.close()
     assert "running multipart_expiry..." in output
     assert "aborted 0 multipart uploads older than 1d 0h" in output
-    assert "no job named 'nope'; jobs: health_checks, multipart_expiry" in unknown
+    assert "no job named 'nope'; jobs: cleanup, health_checks, multipart_expiry, reaper" in unknown
 
 
 def test_namespace_holds_the_service_objects(manhole):
@@ -256,7 +256,8 @@ def test_namespace_holds_the_service_objects(manhole):
                                 _prompt_after)
     finally:
         client.close()
-    assert "(['local-a', 'local-b'], ['health_checks', 'multipart_expiry'], 'pack', True)" in output
+    jobs = "['cleanup', 'health_checks', 'multipart_expiry', 'reaper']"
+    assert f"(['local-a', 'local-b'], {jobs}, 'pack', True)" in output
 
 
 def test_wrong_password_is_refused_and_logged(manhole):

@@ -135,11 +135,14 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
     assert body == {
         "status": "ok",
         "uploads": 1,
+        "cleanup_queue": 0,
+        "cleanup_bytes": 0,
+        "intents_pending": 0,
         "stores": [
             {"name": "local-a", "healthy": True, "last_error": None, "quota_bytes": GiB, "used_bytes": 1300,
-             "reserved_bytes": 0, "objects": 2, "uploads": 1},
+             "reserved_bytes": 0, "objects": 2, "uploads": 1, "cleanup_queue": 0, "cleanup_bytes": 0},
             {"name": "local-b", "healthy": True, "last_error": None, "quota_bytes": 2 * GiB, "used_bytes": 0,
-             "reserved_bytes": 0, "objects": 0, "uploads": 0},
+             "reserved_bytes": 0, "objects": 0, "uploads": 0, "cleanup_queue": 0, "cleanup_bytes": 0},
         ],
     }
     assert ADMIN_TOKEN not in daemon.log()

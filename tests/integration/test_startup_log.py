@@ -97,17 +97,20 @@ def test_the_json_banner_is_one_object_with_structured_fields(start_daemon):
     assert (banner["admin_api"], banner["manhole"]) == (None, None)
 
 
+FAST_JOBS = "[placement]\nreaper_interval = 0.2\ncleanup_interval = 0.2\n"
+
+
 def idles_quietly(daemon: Daemon) -> None:
     """Nothing is logged for 3 s after the banner, while the jobs ran (every 0.2 s)."""
     time.sleep(3)
     _, rest = banner_and_rest(daemon)
     assert rest == []
     runs = job_runs(daemon)
-    assert runs["health_checks"] >= 10 and runs["multipart_expiry"] >= 10
+    assert all(runs[job] >= 10 for job in ("health_checks", "multipart_expiry", "reaper", "cleanup")), runs
 
 
 def test_an_idle_daemon_logs_nothing_after_its_banner(start_daemon):
-    idles_quietly(start_daemon(health=(0.2, 3), multipart=(86400, 0.2)))
+    idles_quietly(start_daemon(health=(0.2, 3), multipart=(86400, 0.2), extra_toml=FAST_JOBS))
 
 
 def test_probes_of_upstream_s3_stores_log_nothing_either(start_daemon, seaweedfs, moto):
@@ -119,4 +122,4 @@ def test_probes_of_upstream_s3_stores_log_nothing_either(start_daemon, seaweedfs
         })
         for upstream in (seaweedfs, moto)
     ]
-    idles_quietly(start_daemon(stores=stores, health=(0.2, 3), multipart=(86400, 0.2)))
+    idles_quietly(start_daemon(stores=stores, health=(0.2, 3), multipart=(86400, 0.2), extra_toml=FAST_JOBS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
@@ -14,6 +14,7 @@ from zope.interface import implementer
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.auth.sigv4 import AuthResult, Credential, PayloadMode
 from s3orchestrator.placement.body import RequestBody
+from s3orchestrator.stores.interface import StoreUnavailable
 
 try:
     from twisted.internet.testing import StringTransport
@@ -23,6 +24,7 @@ except ImportError:  # Twisted 22.4
 __all__ = [
     "CollectingConsumer",
     "FakeRequestBody",
+    "FlakyStore",
     "Outcome",
     "RecordingStringTransport",
     "RecordingTransport",
@@ -255,3 +257,22 @@ class FakeBody:
         self.calls.append(name)
         if self.failed:
             self.calls_after_failure.append(name + "Producing")
+
+
+class FlakyStore:
+    """An object store (any, wrapped) whose deletes fail as an unreachable store's do
+    while ``down`` is set; ``deleted`` lists the locations it deleted."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.down = False
+        self.deleted: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def delete(self, location: str) -> Deferred[None]:
+        if self.down:
+            return fail(StoreUnavailable("connection refused"))
+        self.deleted.append(location)
+        return self._inner.delete(location)

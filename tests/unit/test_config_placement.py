@@ -13,6 +13,7 @@ from s3orchestrator.config import (
     BucketConfig,
     ConfigError,
     CredentialConfig,
+    PlacementJobsConfig,
     PlacementPolicy,
     bucket_placement,
     load_config,
@@ -111,7 +112,8 @@ def test_the_most_replicas_are_the_number_of_stores() -> None:
 
 
 INVALID = [
-    (data({"replica": 2}), "placement.replica: unknown key (allowed here: replicas, write_quorum, read_order)"),
+    (data({"replica": 2}), "placement.replica: unknown key (allowed here: replicas, write_quorum, read_order,"
+     " reaper_interval, cleanup_interval, intent_lease)"),
     ({**data(), "placement": 2}, "placement: must be a table (got 2)"),
     (data({"replicas": 0}), "placement.replicas: must be a positive integer (got 0)"),
     (data({"replicas": 1.5}), "placement.replicas: must be a positive integer (got 1.5)"),
@@ -168,3 +170,16 @@ def test_the_examples_commented_bucket_overrides_parse() -> None:
     )
     config = parse_config(tomllib.loads(text), EXAMPLE_ENV)
     assert config.placement_for("app1-files") == PlacementPolicy(2, 1, "health")
+
+
+def test_reaper_and_cleanup_settings_default_and_are_read() -> None:
+    assert parse_config(data(), {}).placement_jobs == PlacementJobsConfig(60.0, 60.0, 86400.0)
+    config = parse_config(data({"reaper_interval": 5, "cleanup_interval": 7.5, "intent_lease": 3600}), {})
+    assert config.placement_jobs == PlacementJobsConfig(reaper_interval=5.0, cleanup_interval=7.5,
+                                                        intent_lease=3600.0)
+
+
+@pytest.mark.parametrize("key", ["reaper_interval", "cleanup_interval", "intent_lease"])
+def test_reaper_and_cleanup_settings_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"placement.{key}: must be a positive number of seconds"):
+        parse_config(data({key: 0}), {})

@@ -20,7 +20,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from s3orchestrator.config import ConfigError, ManholeConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
-from s3orchestrator.metadata.records import StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import CleanupEntry, Intent, StoreUsage, UploadRecord
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
     ManholeRealm,
@@ -141,6 +141,8 @@ class FakeMetadata:
     def __init__(self) -> None:
         self.usage = [StoreUsage("local-a", 1024**3, 1536, 0, 2), StoreUsage("remote-b", 0, 0, 0, 0)]
         self.uploads: list[UploadRecord] = []
+        self.cleanups: list[CleanupEntry] = []
+        self.intents: list[Intent] = []
         self.broken = False
 
     def store_usage(self) -> Deferred[list[StoreUsage]]:
@@ -151,6 +153,19 @@ class FakeMetadata:
         for item in self.uploads:
             counts[item.store] = counts.get(item.store, 0) + 1
         return succeed(counts)
+
+    def cleanup_totals(self) -> Deferred[dict[str, tuple[int, int]]]:
+        totals: dict[str, tuple[int, int]] = {}
+        for entry in self.cleanups:
+            count, size = totals.get(entry.store, (0, 0))
+            totals[entry.store] = (count + 1, size + entry.size)
+        return succeed(totals)
+
+    def list_cleanups(self, limit: int) -> Deferred[list[CleanupEntry]]:
+        return succeed(self.cleanups[:limit])
+
+    def list_intents(self) -> Deferred[list[Intent]]:
+        return succeed(list(self.intents))
 
     def uploads_initiated_before(self, before_ms: int, limit: int, after=None) -> Deferred[list[UploadRecord]]:
         found = sorted((u for u in self.uploads if u.initiated_ms < before_ms), key=lambda u: u.initiated_ms)
@@ -338,3 +353,40 @@ def test_the_realm_gives_a_named_user_a_telnet_session() -> None:
 def test_the_realm_has_no_anonymous_avatar() -> None:
     with pytest.raises(NotImplementedError, match="anonymous"):
         ManholeRealm(target()).requestAvatar(ANONYMOUS, None, ITelnetProtocol)
+
+
+def test_cleanup_queue_lists_entries_with_their_tries_and_next_try():
+    clock = Clock()
+    clock.advance(10_000)
+    service = target(clock)
+    service.metadata.cleanups = [
+        CleanupEntry(1, "remote-b", "bkt/gone", 2048, 9_000_000, 3, 10_040_000, "connection refused"),
+    ]
+    helper, shown = helpers(service)
+    helper.cleanup_queue()
+    assert shown == ["""\
+STORE     LOCATION  SIZE     AGE      TRIES  NEXT TRY  LAST ERROR
+remote-b  bkt/gone  2.0 KiB  16m 40s  3      in 40s    connection refused
+1 location (oldest first)
+"""]
+
+
+def test_intents_lists_the_write_intents():
+    clock = Clock()
+    clock.advance(100)
+    service = target(clock)
+    service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000, 86_400_000)]
+    helper, shown = helpers(service)
+    helper.intents()
+    assert shown == ["""\
+BUCKET/KEY  STORE    LOCATION  SIZE  OWNER    AGE
+bkt/k       local-a  bkt/k     10 B  host:42  1m 0s
+"""]
+
+
+def test_status_shows_the_cleanup_queue_when_there_is_one():
+    service = target()
+    service.metadata.cleanups = [CleanupEntry(1, "remote-b", "bkt/gone", 2048, 0, 0, 0, None)]
+    helper, shown = helpers(service)
+    helper.status()
+    assert shown[0].splitlines()[1] == "cleanup queue: 1 location (2.0 KiB); 0 write intents"

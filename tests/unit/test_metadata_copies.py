@@ -73,10 +73,17 @@ async def test_commit_overwrite_and_delete_keep_one_live_copy_per_object(make_st
         ("k", "b", "elsewhere", "live", 30),
         ("other", "a", "bkt/other", "live", 5),
     ]
+    assert db_rows(LIVE_BY_STORE) == [("a", 5, 1), ("b", 30, 1)]
+    # The replaced bytes count as used until they are gone.
+    assert db_rows("SELECT store, location, size FROM cleanup") == [("a", "bkt/k", 10)]
+    assert used_by_store(db_rows) == [("a", 15, 1), ("b", 30, 1)]
+    assert await metadata.finish_cleanup("a", "bkt/k") == 1
     assert db_rows(LIVE_BY_STORE) == used_by_store(db_rows) == [("a", 5, 1), ("b", 30, 1)]
 
     await metadata.delete_object("bkt", "k")
     assert db_rows("SELECT key, store FROM copies") == [("other", "a")]
+    assert used_by_store(db_rows) == [("a", 5, 1), ("b", 30, 0)]
+    await metadata.finish_cleanup("b", "elsewhere")
     assert db_rows(LIVE_BY_STORE) == used_by_store(db_rows) == [("a", 5, 1)]
 
 

@@ -148,7 +148,7 @@ async def test_a_database_of_migration_001_is_upgraded_and_its_objects_still_rea
     _database_of_release_one(make_engine(), db_rows)
     metadata = make_store()
     await metadata.start()
-    assert db_rows("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
+    assert db_rows("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
     old = await metadata.get_object("bkt", "old")
     assert old == ObjectRecord(
         bucket="bkt", key="old", store="a", location="bkt/old", size=42, etag=MD5_A, content_type="text/plain",
@@ -430,6 +430,9 @@ async def test_complete_replaces_a_previous_object_and_releases_its_usage(store:
     await add_part(store, part(1, size=40))
     completed = record(size=40, store="a", etag=f"{MD5_A}-1", part_sizes=(40,))
     assert await store.complete_upload("u1", completed, PARTS) == previous
+    # The replaced bytes count as used until the cleanup of their location is done.
+    assert await usage(store) == {"a": (40, 0, 1), "b": (60, 0, 0)}
+    await store.finish_cleanup("b", "elsewhere")
     assert await usage(store) == {"a": (40, 0, 1), "b": (0, 0, 0)}
     assert await store.get_object("bkt", "k") == completed
 
@@ -487,7 +490,10 @@ async def test_deleting_a_multipart_object_releases_its_usage(store: MetadataSto
     await store.create_upload(upload())
     await add_part(store, part(1, size=10))
     await store.complete_upload("u1", record(size=10, part_sizes=(10,)), PARTS)
-    assert (await store.delete_object("bkt", "k")).part_sizes == (10,)
+    removed = await store.delete_object("bkt", "k")
+    assert removed.part_sizes == (10,)
+    assert await usage(store) == {"a": (10, 0, 0), "b": (0, 0, 0)}
+    await store.finish_cleanup("a", removed.location)
     assert await usage(store) == {"a": (0, 0, 0), "b": (0, 0, 0)}
 
 

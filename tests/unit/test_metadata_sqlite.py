@@ -288,6 +288,9 @@ async def test_overwrite_moves_usage_to_the_new_store_and_returns_the_old_record
     new = record(size=25, store="b", etag="new", location="elsewhere")
     reservation = await store.reserve(25, pick("b"))
     assert await store.commit_object(reservation.id, new) == old
+    # The old bytes count as used on "a" until their cleanup is done.
+    assert await store.store_usage() == [StoreUsage("a", 100, 10, 0, 0), StoreUsage("b", 1000, 25, 0, 1)]
+    assert await store.finish_cleanup("a", old.location) == 1
     assert await store.store_usage() == [StoreUsage("a", 100, 0, 0, 0), StoreUsage("b", 1000, 25, 0, 1)]
     assert await store.get_object("bkt", "k") == new
 
@@ -327,6 +330,8 @@ async def test_delete_releases_usage_and_returns_the_record(store: MetadataStore
     await store.commit_object(reservation.id, record(size=10))
     assert await store.delete_object("bkt", "k") == record(size=10)
     assert await store.get_object("bkt", "k") is None
+    assert usage_of(await store.store_usage(), "a") == StoreUsage("a", 100, 10, 0, 0)
+    assert await store.finish_cleanup("a", record(size=10).location) == 1
     assert usage_of(await store.store_usage(), "a") == StoreUsage("a", 100, 0, 0, 0)
     assert await store.delete_object("bkt", "k") is None
 

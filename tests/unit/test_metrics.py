@@ -19,6 +19,7 @@ from s3orchestrator.auth.sigv4 import PayloadMode
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.records import StoreUsage
 from s3orchestrator.ops.endpoints import OpsResponse
 from s3orchestrator.ops.metrics import (
@@ -69,9 +70,12 @@ def families(metrics: Metrics) -> set[str]:
 class FakeMetadata:
     """The two reads status_snapshot makes, answered from fixed numbers."""
 
-    def __init__(self, usage: Iterable[StoreUsage], uploads: dict[str, int]) -> None:
+    def __init__(self, usage: Iterable[StoreUsage], uploads: dict[str, int],
+                 cleanups: dict[str, tuple[int, int]] | None = None, intents: int = 0) -> None:
         self.usage = list(usage)
         self.uploads = uploads
+        self.cleanups = cleanups or {}
+        self.intents = intents
         self.reads = 0
 
     def store_usage(self) -> Any:
@@ -80,6 +84,12 @@ class FakeMetadata:
 
     def upload_counts(self) -> Any:
         return succeed(dict(self.uploads))
+
+    def cleanup_totals(self) -> Any:
+        return succeed(dict(self.cleanups))
+
+    def list_intents(self) -> Any:
+        return succeed([object()] * self.intents)
 
 
 def snapshot(metadata: FakeMetadata, health: StoreHealth) -> dict[str, Any]:
@@ -230,7 +240,7 @@ def test_store_gauges_come_from_the_status_snapshot() -> None:
     health = StoreHealth(["a", "b"], unhealthy_after=1)
     health.record_failure("b", "b: connection refused")
     metadata = FakeMetadata(
-        [StoreUsage("a", 1000, 300, 50, 4), StoreUsage("b", 0, 7, 0, 1)], {"a": 2},
+        [StoreUsage("a", 1000, 300, 50, 4), StoreUsage("b", 0, 7, 0, 1)], {"a": 2}, {"b": (3, 7)}, intents=2,
     )
     metrics = Metrics()
     metrics.set_status(snapshot(metadata, health))
@@ -244,10 +254,22 @@ def test_store_gauges_come_from_the_status_snapshot() -> None:
         "s3orchestrator_store_objects": (4, 1),
         "s3orchestrator_store_up": (1, 0),
         "s3orchestrator_multipart_uploads": (2, 0),
+        "s3orchestrator_cleanup_queue": (0, 3),
+        "s3orchestrator_cleanup_queue_bytes": (0, 7),
     }
     for name, (a, b) in expected.items():
         assert (value(samples, name, store="a"), value(samples, name, store="b")) == (a, b), name
         assert (name, frozenset({("store", "a")})) in samples and (name, frozenset({("store", "b")})) in samples
+    assert value(samples, "s3orchestrator_intents_pending") == 2
+
+
+def test_reaper_resolutions_are_counted_by_outcome() -> None:
+    reaper = ReaperJob(None, dict, "h:1", 60, Clock())  # type: ignore[arg-type]
+    reaper.resolutions.update(adopted=1, deleted=4)
+    samples = scrape(Metrics(jobs=lambda: {"reaper": reaper}))
+    assert value(samples, "s3orchestrator_reaper_resolutions_total", outcome="adopted") == 1
+    assert value(samples, "s3orchestrator_reaper_resolutions_total", outcome="deleted") == 4
+    assert value(samples, "s3orchestrator_reaper_resolutions_total", outcome="queued") == 0
 
 
 def test_before_any_snapshot_the_store_gauges_have_no_samples() -> None:

@@ -507,7 +507,7 @@ class BusyDatabase:
 @pytest_twisted.ensureDeferred
 async def test_a_put_the_busy_database_refuses_to_reserve_leaves_nothing(build) -> None:
     world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
-    world.view.busy = {"reserve": 1}
+    world.view.busy = {"reserve_copies": 1}
     body = FakeRequestBody(DATA)
 
     with pytest.raises(MetadataBusy):
@@ -655,7 +655,11 @@ async def test_a_record_replaced_in_place_is_forgotten_once_the_busy_database_ta
     world.clock.advance(1)
     await world.placement.cleanups.settled()
     assert await world.metadata.get_object("bkt", "key") is None
-    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(0, 0)]
+    # The bytes at the key's location (the replacement) are queued for the cleanup job,
+    # their usage kept until they are gone.
+    queued = await world.metadata.list_cleanups(10)
+    assert [(entry.store, entry.location) for entry in queued] == [("one", "bkt/key")]
+    assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(queued[0].size, 0)]
 
 
 @pytest_twisted.ensureDeferred

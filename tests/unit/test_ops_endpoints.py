@@ -158,6 +158,8 @@ async def test_admin_status_answers_the_snapshot_with_the_right_token(metadata: 
     health.record_failure("b", "b: connection refused")
     await put_object(metadata, "k1", 100)
     await put_object(metadata, "k2", 50)
+    await put_object(metadata, "gone", 20)
+    await metadata.delete_object("bkt", "gone")  # its bytes await the cleanup job
     await metadata.reserve(30, pick("a"))  # an upload in flight
     await metadata.create_upload(UploadRecord(
         upload_id="u1", bucket="bkt", key="big", store="b", location="bkt/big", store_upload_id="s-u1",
@@ -170,11 +172,15 @@ async def test_admin_status_answers_the_snapshot_with_the_right_token(metadata: 
     assert document(response) == {
         "status": "degraded",
         "uploads": 1,
+        "cleanup_queue": 1,
+        "cleanup_bytes": 20,
+        "intents_pending": 0,
         "stores": [
-            {"name": "a", "healthy": True, "last_error": None, "quota_bytes": 1000, "used_bytes": 150,
-             "reserved_bytes": 30, "objects": 2, "uploads": 0},
+            {"name": "a", "healthy": True, "last_error": None, "quota_bytes": 1000, "used_bytes": 170,
+             "reserved_bytes": 30, "objects": 2, "uploads": 0, "cleanup_queue": 1, "cleanup_bytes": 20},
             {"name": "b", "healthy": False, "last_error": "b: connection refused", "quota_bytes": 0,
-             "used_bytes": 0, "reserved_bytes": 0, "objects": 0, "uploads": 1},
+             "used_bytes": 0, "reserved_bytes": 0, "objects": 0, "uploads": 1, "cleanup_queue": 0,
+             "cleanup_bytes": 0},
         ],
     }
 

@@ -162,3 +162,12 @@ def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them()
     assert plan.config.placement_for("app1-files") == PlacementPolicy(1, 1, "health")
     assert plan.config.placement_for("new-bucket") == PlacementPolicy(1, 1, "health")
     assert plan.config.find_credential("AKID_NEW") == ("app1-files", "new-secret")
+
+
+def test_reaper_and_cleanup_settings_apply_at_once() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["placement"] = {"reaper_interval": 5, "cleanup_interval": 6, "intent_lease": 7}
+
+    plan = reload_plan(config(), config(edit))
+    assert plan.applied == ("placement_jobs",)
+    assert plan.config.placement_jobs.cleanup_interval == 6.0

@@ -1,0 +1,91 @@
+"""The cleanup job: removes the queued bytes no object describes, retrying with backoff."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
+
+from s3orchestrator.jobs.timed import TimedJob
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import CleanupEntry
+from s3orchestrator.stores.interface import IObjectStore
+
+# Entries read per query; a run pages on while a batch comes back full.
+BATCH_SIZE = 100
+MAX_RETRY_DELAY = 3600.0
+
+
+def retry_delay(attempts: int, first: float) -> float:
+    """Seconds until the next try of a cleanup that failed ``attempts`` times (>= 1):
+    ``first`` (the job's interval: the next run), doubling up to ``MAX_RETRY_DELAY``."""
+    return min(first * 2 ** min(attempts - 1, 30), max(MAX_RETRY_DELAY, first))
+
+
+class CleanupJob(TimedJob):
+    """At start and every ``interval`` seconds, delete the bytes of every due entry of
+    the cleanup queue from its store, then drop the entry (releasing its usage). An
+    entry whose store fails, is not configured, or whose location holds a live copy or
+    a write in flight again, stays and is tried later (``retry_delay``, from ``interval``
+    doubling up to an hour): never forgotten.
+
+    Counters: ``runs``, ``errors``, ``removed`` (entries done), ``failures`` (tries that failed)."""
+
+    _log = Logger()
+    description = "Cleanup"
+
+    def __init__(
+        self,
+        metadata: IMetadataStore,
+        stores: Callable[[], Mapping[str, IObjectStore]],
+        interval: float,
+        clock: IReactorTime,
+    ) -> None:
+        super().__init__(interval, clock)
+        self._metadata = metadata
+        self._stores = stores
+        self.removed = 0
+        self.failures = 0
+
+    async def run(self) -> int:
+        now_ms = int(self.clock.seconds() * 1000)
+        removed = failed = 0
+        seen: set[int] = set()
+        while True:
+            batch = [entry for entry in await self._metadata.due_cleanups(now_ms, BATCH_SIZE) if entry.id not in seen]
+            for entry in batch:
+                seen.add(entry.id)
+                if await self._clean(entry, now_ms):
+                    removed += 1
+                else:
+                    failed += 1
+            if len(batch) < BATCH_SIZE:
+                break
+        self.removed += removed
+        self.failures += failed
+        self._log.emit(
+            LogLevel.info if removed or failed else LogLevel.debug,
+            "Cleanup: {removed} queued locations removed, {failed} postponed", removed=removed, failed=failed,
+        )
+        return removed
+
+    async def _clean(self, entry: CleanupEntry, now_ms: int) -> bool:
+        store = self._stores().get(entry.store)
+        try:
+            if store is None:
+                raise LookupError(f"store {entry.store!r} is no longer configured")
+            if await self._metadata.location_in_use(entry.store, entry.location):
+                # A new copy (or a write in flight) is there now: these are not the bytes to delete.
+                raise LookupError("the location is in use again")
+            await store.delete(entry.location)
+        except Exception as error:
+            next_try_ms = now_ms + int(retry_delay(entry.attempts + 1, self.interval) * 1000)
+            await self._metadata.postpone_cleanup(entry.id, next_try_ms, str(error))
+            self._log.warn(
+                "Could not clean up {location} on store {store} (attempt {attempt}), retrying later: {error}",
+                location=entry.location, store=entry.store, attempt=entry.attempts + 1, error=str(error),
+            )
+            return False
+        await self._metadata.finish_cleanup(entry.store, entry.location)
+        return True

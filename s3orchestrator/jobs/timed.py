@@ -1,0 +1,68 @@
+"""A TimerService whose runs never overlap, never fail and can be asked for at once."""
+
+from __future__ import annotations
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+class TimedJob(TimerService):
+    """Runs ``run()`` (a subclass's coroutine returning how much it did) at start and
+    every ``interval`` seconds on ``clock``. An error is logged and counted in
+    ``errors``, never raised: a LoopingCall stops for good on its body's first failure.
+    Counters: ``runs``, ``errors``."""
+
+    _log = Logger()
+    clock: IReactorTime  # TimerService's, optional there; always given here
+    #: Names the job in its logs.
+    description = "job"
+
+    def __init__(self, interval: float, clock: IReactorTime) -> None:
+        if not interval > 0:
+            raise ValueError("interval must be positive")
+        TimerService.__init__(self, interval, self._tick)
+        self.clock = clock
+        self.interval = interval
+        self._running = False
+        self._waiters: list[Deferred[int]] = []
+        self.runs = 0
+        self.errors = 0
+
+    async def run(self) -> int:
+        raise NotImplementedError
+
+    def run_once(self) -> Deferred[int]:
+        """Run now; fires (never fails) with what the run returned (0 if it failed).
+        A run already going is not doubled: this waits for it."""
+        waiter: Deferred[int] = Deferred()
+        self._waiters.append(waiter)
+        if not self._running:
+            self._running = True
+            run = ensureDeferred(self.run())
+            run.addErrback(self._run_failed)
+            run.addCallback(self._finished)
+        return waiter
+
+    def _tick(self) -> Deferred[int]:
+        try:
+            return self.run_once()
+        except Exception:
+            self.errors += 1
+            self._log.failure("{job} run failed to start", job=self.description)
+            return succeed(0)
+
+    def _run_failed(self, failure: Failure) -> int:
+        self.errors += 1
+        self._log.failure("{job} run failed", failure, job=self.description)
+        return 0
+
+    def _finished(self, result: int) -> None:
+        self.runs += 1
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:  # a caller may have cancelled its wait
+                waiter.callback(result)

@@ -1,0 +1,101 @@
+"""Crash safety and the cleanup queue with the real daemon: SIGKILL mid-PUT leaves no
+orphan bytes after a restart, and a DELETE on a store that is down is finished once it
+is back (a directory store and a private SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
+from tests.integration.daemon import BUCKET, StoreSpec
+from tests.integration.rawhttp import open_upload, signed_headers
+from tests.integration.upstreams import Upstream
+
+MiB = 1024 * 1024
+FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n"
+
+
+def s3_spec(upstream: Upstream, name: str) -> StoreSpec:
+    return StoreSpec(name, 10**9, s3={
+        "endpoint": upstream.endpoint, "bucket": upstream.bucket, "region": upstream.region,
+        "access_key_id": upstream.access_key, "secret_access_key": upstream.secret_key, "timeout": 5})
+
+
+def upstream_keys(upstream: Upstream) -> list[str]:
+    listed = upstream.client().list_objects_v2(Bucket=upstream.bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def assert_usage_is_live_copies(daemon) -> None:
+    """Used bytes are exactly the live copies' (nothing queued, nothing reserved)."""
+    used = metadata_rows(daemon, "SELECT name, used_bytes FROM stores WHERE config_order IS NOT NULL ORDER BY name")
+    live = dict(metadata_rows(daemon, "SELECT store, SUM(size) FROM copies WHERE state = 'live' GROUP BY store"))
+    assert used == [(name, live.get(name, 0)) for name, _ in used]
+    assert metadata_rows(daemon, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert metadata_rows(daemon, "SELECT COUNT(*) FROM cleanup") == [(0,)]
+
+
+@pytest.mark.parametrize("first", ["local", "seaweed"])
+def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, start_upstream, first):
+    seaweed = start_upstream("seaweedfs")
+    stores = [StoreSpec("local", 10**9), s3_spec(seaweed, "seaweed")]
+    if first == "seaweed":
+        stores.reverse()
+    daemon = start_daemon(stores=stores, extra_toml=FAST_JOBS)  # pack: every object goes to ``first``
+    s3 = make_client(daemon)
+    kept = os.urandom(1000)
+    s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
+
+    size = 64 * MiB
+    path, headers = signed_headers(daemon, "PUT", "big", headers={"Content-Length": str(size)}, unsigned_payload=True)
+    sock = open_upload(daemon, path, headers)
+    try:
+        for _ in range(8):  # slowly: the daemon is killed long before the last byte
+            sock.sendall(os.urandom(MiB))
+            time.sleep(0.05)
+        assert wait_for(lambda: metadata_rows(daemon, "SELECT key, store FROM intents") == [("big", first)])
+        assert daemon.process is not None
+        daemon.process.kill()
+        daemon.process.wait()
+    finally:
+        sock.close()
+
+    daemon.start()
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)])
+    assert "Reaper deleted the partial bytes of app1-files/big" in daemon.log()
+    assert [path.name for path in store_files(daemon, "local")] == (["kept"] if first == "local" else [])
+    assert upstream_keys(seaweed) == (["app1-files/kept"] if first == "seaweed" else [])
+    assert_usage_is_live_copies(daemon)
+    assert s3.get_object(Bucket=BUCKET, Key="kept")["Body"].read() == kept
+    # The room of the killed PUT is free again: a PUT of the same size fits.
+    body = os.urandom(size)
+    s3.put_object(Bucket=BUCKET, Key="big", Body=body)
+    assert s3.get_object(Bucket=BUCKET, Key="big")["Body"].read() == body
+
+
+def test_a_delete_while_the_upstream_is_down_is_finished_when_it_returns(start_daemon, start_upstream):
+    seaweed = start_upstream("seaweedfs")
+    daemon = start_daemon(stores=[s3_spec(seaweed, "seaweed")], extra_toml=FAST_JOBS)
+    s3 = make_client(daemon)
+    body = os.urandom(5000)
+    s3.put_object(Bucket=BUCKET, Key="doomed", Body=body)
+    s3.put_object(Bucket=BUCKET, Key="stays", Body=b"stays")
+
+    seaweed.stop()
+    deleted = s3.delete_object(Bucket=BUCKET, Key="doomed")
+    assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
+    # Queued, still counted as used, and retried (and failing) while the upstream is down.
+    assert metadata_rows(daemon, "SELECT store, location, size FROM cleanup") == [
+        ("seaweed", "app1-files/doomed", 5000)]
+    assert metadata_rows(daemon, "SELECT used_bytes FROM stores WHERE name = 'seaweed'") == [(5000 + 5,)]
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT MAX(attempts) FROM cleanup")[0][0] >= 1)
+
+    seaweed.start()
+    assert upstream_keys(seaweed) == ["app1-files/doomed", "app1-files/stays"]  # the bytes remained
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM cleanup") == [(0,)], timeout=30)
+    assert upstream_keys(seaweed) == ["app1-files/stays"]
+    assert_usage_is_live_copies(daemon)
+    assert metadata_rows(daemon, "SELECT used_bytes FROM stores WHERE name = 'seaweed'") == [(5,)]

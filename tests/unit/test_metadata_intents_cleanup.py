@@ -1,0 +1,134 @@
+"""Write intents and the cleanup queue in the metadata store (both engines)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest_twisted
+
+from s3orchestrator.metadata.records import IntentPlan, ObjectRecord
+from s3orchestrator.metadata.store import MetadataStore
+
+Rows = Callable[..., list[tuple[Any, ...]]]
+
+
+def record(key: str, store: str, size: int, location: str | None = None) -> ObjectRecord:
+    return ObjectRecord(
+        bucket="bkt", key=key, store=store, location=location or f"bkt/{key}", size=size,
+        etag="0123456789abcdef0123456789abcdef", content_type="binary/octet-stream",
+        last_modified_ms=1_700_000_000_123,
+    )
+
+
+def plan(key: str = "k") -> IntentPlan:
+    return IntentPlan(bucket="bkt", key=key, owner="host:1", expires_ms=5_000,
+                      locate=lambda store: f"{store}:bkt/{key}")
+
+
+async def started(make_store) -> MetadataStore:
+    metadata = make_store()
+    await metadata.start()
+    await metadata.sync_stores([("a", 0), ("b", 0)])
+    return metadata
+
+
+def used(db_rows: Rows) -> dict[str, tuple[int, int]]:
+    return {name: (int(size), int(count)) for name, size, count in
+            db_rows("SELECT name, used_bytes, object_count FROM stores ORDER BY name")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserving_with_a_plan_records_one_intent_per_copy(make_store) -> None:
+    metadata = await started(make_store)
+    reservations = await metadata.reserve_copies(40, lambda usage: ("b", "a"), plan())
+    intents = await metadata.list_intents()
+    assert [(i.reservation_id, i.store, i.location, i.size, i.owner, i.expires_ms) for i in intents] == [
+        (reservations[0].id, "b", "b:bkt/k", 40, "host:1", 5_000),
+        (reservations[1].id, "a", "a:bkt/k", 40, "host:1", 5_000),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_commit_of_a_copy_drops_its_intent_only(make_store) -> None:
+    metadata = await started(make_store)
+    first, second = await metadata.reserve_copies(10, lambda usage: ("a", "b"), plan())
+    await metadata.commit_object(first.id, record("k", "a", 10, location="a:bkt/k"))
+    assert [intent.reservation_id for intent in await metadata.list_intents()] == [second.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_drops_the_intent_and_queues_leftover_bytes_as_used(make_store, db_rows: Rows) -> None:
+    metadata = await started(make_store)
+    (reservation,) = await metadata.reserve_copies(30, lambda usage: ("a",), plan())
+    await metadata.release(reservation.id, leftover="a:bkt/k")
+    assert await metadata.list_intents() == []
+    assert db_rows("SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert [(e.store, e.location, e.size) for e in await metadata.list_cleanups(10)] == [("a", "a:bkt/k", 30)]
+    assert used(db_rows) == {"a": (30, 0), "b": (0, 0)}
+    assert await metadata.cleanup_totals() == {"a": (1, 30)}
+    assert await metadata.finish_cleanup("a", "a:bkt/k") == 1
+    assert used(db_rows) == {"a": (0, 0), "b": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopt_drops_an_intent_whose_copy_is_live_and_keeps_one_whose_copy_is_not(make_store) -> None:
+    metadata = await started(make_store)
+    (live,) = await metadata.reserve_copies(10, lambda usage: ("a",), plan("one"))
+    (lost,) = await metadata.reserve_copies(10, lambda usage: ("a",), plan("two"))
+    # A copy at the intent's location went live (its commit dropped no intent: another path).
+    reservation = await metadata.reserve(10, lambda usage: "a")
+    await metadata.commit_object(reservation.id, record("one", "a", 10, location="a:bkt/one"))
+    assert await metadata.adopt_intent(live.id) is True
+    assert await metadata.adopt_intent(lost.id) is False
+    assert await metadata.adopt_intent(live.id) is None
+    assert [intent.key for intent in await metadata.list_intents()] == ["two"]
+    assert {usage.name: usage.reserved_bytes for usage in await metadata.store_usage()} == {"a": 10, "b": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_clear_reservations_keeps_those_with_an_intent(make_store) -> None:
+    metadata = await started(make_store)
+    await metadata.reserve_copies(10, lambda usage: ("a",), plan())
+    await metadata.reserve(7, lambda usage: "b")
+    assert await metadata.clear_reservations() == 1
+    assert {usage.name: usage.reserved_bytes for usage in await metadata.store_usage()} == {"a": 10, "b": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_at_a_queued_location_drops_the_queued_cleanup(make_store, db_rows: Rows) -> None:
+    metadata = await started(make_store)
+    reservation = await metadata.reserve(10, lambda usage: "a")
+    await metadata.commit_object(reservation.id, record("k", "a", 10))
+    await metadata.delete_object("bkt", "k")
+    assert used(db_rows) == {"a": (10, 0), "b": (0, 0)}
+    # A new object at the same location replaced the queued bytes: cleaning up that
+    # location now would delete the new object.
+    reservation = await metadata.reserve(25, lambda usage: "a")
+    await metadata.commit_object(reservation.id, record("k", "a", 25))
+    assert await metadata.list_cleanups(10) == []
+    assert used(db_rows) == {"a": (25, 1), "b": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_due_cleanups_and_postpone(make_store) -> None:
+    metadata = await started(make_store)
+    await metadata.queue_cleanup("a", "x", 5)
+    await metadata.queue_cleanup("b", "y", 6)
+    first, second = await metadata.list_cleanups(10)
+    await metadata.postpone_cleanup(first.id, 10**15, "store down")
+    assert [entry.location for entry in await metadata.due_cleanups(10**14, 10)] == ["y"]
+    (postponed,) = [entry for entry in await metadata.list_cleanups(10) if entry.id == first.id]
+    assert (postponed.attempts, postponed.next_try_ms, postponed.last_error) == (1, 10**15, "store down")
+
+
+@pytest_twisted.ensureDeferred
+async def test_location_in_use_sees_live_copies_and_intents(make_store) -> None:
+    metadata = await started(make_store)
+    await metadata.reserve_copies(10, lambda usage: ("a",), plan("pending"))
+    reservation = await metadata.reserve(10, lambda usage: "b")
+    await metadata.commit_object(reservation.id, record("live", "b", 10))
+    assert await metadata.location_in_use("a", "a:bkt/pending") is True
+    assert await metadata.location_in_use("b", "bkt/live") is True
+    assert await metadata.location_in_use("a", "bkt/live") is False
+    (intent,) = await metadata.list_intents()
+    assert await metadata.location_in_use("a", "a:bkt/pending", ignore_intent=intent.reservation_id) is False
