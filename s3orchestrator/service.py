@@ -124,6 +124,8 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=locks,
             health=self.health,
+            policy=lambda bucket: self.config.placement_for(bucket),
+            zones=lambda: self.config.store_zones(),
         )
         self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
         self.multipart = MultipartOperations(

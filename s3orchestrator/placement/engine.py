@@ -8,25 +8,28 @@ the S3 layer maps them to S3 errors (s3.placement_errors).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
+from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.metadata.records import NewCopy, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import NoBytes, ReaderBody
 from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.retry import CleanupRetrier
-from s3orchestrator.routing import choose_store
+from s3orchestrator.placement.tee import Tee
+from s3orchestrator.routing import choose_store, choose_stores
 from s3orchestrator.stores.interface import (
     IObjectReader,
     IObjectStore,
@@ -37,6 +40,9 @@ from s3orchestrator.stores.interface import (
 )
 
 T = TypeVar("T")
+
+#: Seconds a store has to start its copy's write before the tee gives up on it.
+TEE_START_TIMEOUT = 30.0
 
 
 @attrs.frozen
@@ -81,6 +87,12 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
     return outcome
 
 
+def record_for(bucket: str, key: str) -> ObjectRecord:
+    """A record naming only an object's key (what undoing a failed write needs of it)."""
+    return ObjectRecord(bucket=bucket, key=key, store="", location="", size=0, etag="", content_type="",
+                        last_modified_ms=0)
+
+
 @implementer(IObjectReader)
 class _HealthReportingReader:
     """A store reader whose mid-stream outages count against the store's health."""
@@ -116,8 +128,14 @@ class Placement:
         clock: IReactorTime,
         locks: KeyLocks,
         health: StoreHealth,
+        policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
+        zones: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._metadata = metadata
+        self._background: set[Deferred[None]] = set()
+        # Read at each write, so a reload (SIGHUP) applies to the next one.
+        self.policy = policy
+        self._zones = zones
         self._stores = stores
         self.routing_strategy = routing_strategy
         self._clock = clock
@@ -140,6 +158,31 @@ class Placement:
         if reservation is None:
             raise NoRoom(f"no store has room for {size} bytes")
         return reservation
+
+    async def reserve_copies(self, size: int, policy: PlacementPolicy,
+                             exclude: frozenset[str] = frozenset()) -> tuple[Reservation, ...]:
+        """Reserve ``size`` bytes on up to ``policy.replicas`` healthy stores (none of
+        ``exclude``) spread over zones, in one transaction; at least ``write_quorum``
+        of them, else nothing is kept and StoreUnavailable (stores with room are down)
+        or NoRoom is raised."""
+        healthy = self.health.healthy() - exclude
+        zones = self._zones()
+        with_room: list[int] = []
+
+        def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
+            candidates = [store for store in usage if store.name not in exclude]
+            with_room.append(len(choose_stores(self.routing_strategy, candidates, size, None, policy.replicas)))
+            chosen = choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas, zones)
+            return chosen if len(chosen) >= policy.write_quorum else ()
+
+        reservations = await self._metadata.reserve_copies(size, choose)
+        if reservations:
+            return reservations
+        if with_room and with_room[-1] >= policy.write_quorum:
+            raise StoreUnavailable(
+                f"fewer than {policy.write_quorum} stores with room for {size} bytes are up"
+            )
+        raise NoRoom(f"fewer than {policy.write_quorum} stores have room for {size} bytes")
 
     async def pick_store(self, size: int) -> str:
         """The healthy store the routing strategy would put ``size`` bytes on now,
@@ -184,8 +227,12 @@ class Placement:
     # -- writing ------------------------------------------------------------------------------
 
     async def write(self, bucket: str, key: str, body: RequestBody, new: NewObject) -> ObjectRecord:
-        """Stream ``body`` to a store chosen by the routing strategy and commit it as
-        ``bucket``/``key``, replacing any object there; the committed record."""
+        """Stream ``body`` to the stores chosen by the routing strategy (as many as the
+        bucket's placement asks for) and commit it as ``bucket``/``key``, replacing
+        any object there; the committed record."""
+        policy = self.policy(bucket)
+        if policy.replicas > 1:
+            return await self._write_copies(bucket, key, body, new, policy)
         reservation = await self.reserve(body.length)
         try:
             location = self._stores[reservation.store].location_for(bucket, key)
@@ -209,6 +256,163 @@ class Placement:
             await self.release(reservation)
             raise
         return record
+
+    async def _write_copies(
+        self, bucket: str, key: str, body: RequestBody, new: NewObject, policy: PlacementPolicy
+    ) -> ObjectRecord:
+        """``write`` of several copies: the body teed to every chosen store, the object
+        committed once ``write_quorum`` copies are durable; the copies still being
+        written then finish in the background (``_finish_late_copy``) and those that
+        fail, or were never chosen, are left to the replicator."""
+        reservations = await self.reserve_copies(body.length, policy)
+        tee = Tee(body, len(reservations), self._clock, TEE_START_TIMEOUT)
+        locations = [self._stores[r.store].location_for(bucket, key) for r in reservations]
+        writes: list[IObjectWrite | None] = []
+        for reservation, location, branch in zip(reservations, locations, tee.branches, strict=True):
+            try:
+                with self.store_calls(reservation.store):
+                    writes.append(self._stores[reservation.store].start_write(location, branch, body.length))
+            except (StoreUnavailable, StoreMisconfigured):
+                branch.stopProducing()
+                writes.append(None)
+
+        def copy_failed(index: int, failure: Failure) -> None:
+            tee.branches[index].stopProducing()
+            store = reservations[index].store
+            if failure.check(StoreUnavailable):
+                self.health.record_failure(store, failure.getErrorMessage())
+            self._log.warn("Copy of {bucket}/{key} on store {store} failed: {error}",
+                           bucket=bucket, key=key, store=store, error=failure.getErrorMessage())
+
+        copies = CopyWrites(writes, policy.write_quorum, copy_failed)
+        committed = False
+        try:
+            payload = await _verified_unless_store_fails(tee.branches[0].verified, copies.reached)
+            record = ObjectRecord(
+                bucket=bucket, key=key, store="", location="", size=payload.size, etag=payload.md5_hex,
+                content_type=new.content_type, last_modified_ms=int(self._clock.seconds() * 1000),
+                headers=dict(new.headers), user_metadata=dict(new.user_metadata),
+            )
+            async with self._locks.hold((bucket, key)):
+                for branch in tee.branches:
+                    branch.release_tail()
+                await copies.reached
+                done = sorted(copies.done)
+                record = attrs.evolve(record, store=reservations[done[0]].store, location=locations[done[0]])
+                previous_copies = await self._metadata.object_copies(bucket, key)
+                new_copies = [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done]
+                previous = await self._metadata.commit_copies(
+                    record, new_copies, missing=len(done) < policy.replicas
+                )
+                committed = True
+                late = copies.pending()
+                await self._publish_copies(record, [writes[i] for i in done], previous)
+                if previous is not None:
+                    ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
+                    for old in previous_copies:
+                        if (old.store, old.location) not in ours:
+                            await self._delete_bytes(attrs.evolve(previous, store=old.store, location=old.location))
+        except BaseException:
+            copies.reached.addErrback(lambda _: None)
+            if not committed:
+                await self._undo_copies(record_for(bucket, key), copies, reservations, locations)
+            for reservation in reservations:
+                await self.release(reservation)
+            raise
+        for index in copies.failed:
+            await self.release(reservations[index])
+            await self._drop_stray_copy(record, NewCopy(reservations[index].store, locations[index],
+                                                        reservations[index].id))
+        for index in late:
+            write = writes[index]
+            assert write is not None
+            self.background(self._finish_late_copy(
+                record, write, copies.outcome(index),
+                NewCopy(reservations[index].store, locations[index], reservations[index].id),
+            ), f"copy of {bucket}/{key} on store {reservations[index].store}")
+        return record
+
+    async def _undo_copies(
+        self, record: ObjectRecord, copies: CopyWrites, reservations: Sequence[Reservation], locations: Sequence[str]
+    ) -> None:
+        """Stop and remove every copy of a write that will not be committed; where one may
+        have replaced the key's object in place (an upstream PUT), that object is forgotten."""
+        for index, write in enumerate(copies.writes):
+            if write is None:
+                continue
+            write.abort()
+            replaced = (index in copies.done and not write.staged) or (
+                index in copies.failed and not write.location_intact
+            )
+            if replaced:
+                await self._forget_replaced_in_place(
+                    attrs.evolve(record, store=reservations[index].store, location=locations[index])
+                )
+
+    async def _publish_copies(
+        self, record: ObjectRecord, writes: Sequence[IObjectWrite | None], previous: ObjectRecord | None
+    ) -> None:
+        """Put committed copies in place; if one cannot be, the object is removed
+        (never an object whose copies differ)."""
+        try:
+            for write in writes:
+                if write is not None:
+                    await write.publish()
+        except BaseException:
+            self._log.error("Could not publish a copy of {bucket}/{key}; removing the object",
+                            bucket=record.bucket, key=record.key)
+            copies = await self._metadata.object_copies(record.bucket, record.key)
+            removed = await self._metadata.delete_object(record.bucket, record.key)
+            if removed is not None:
+                for copy in copies:
+                    await self._delete_bytes(attrs.evolve(removed, store=copy.store, location=copy.location))
+            raise
+
+    async def _finish_late_copy(
+        self, record: ObjectRecord, write: IObjectWrite, done: Deferred[None], copy: NewCopy
+    ) -> None:
+        """A copy still being written when its object was committed: added as a live copy
+        once durable (if the object is still that one), else undone; the replicator
+        makes it again if it failed."""
+        try:
+            await done
+        except BaseException:
+            await self.release(Reservation(copy.reservation_id, copy.store, record.size))
+            await self._drop_stray_copy(record, copy)
+            return
+        async with self._locks.hold((record.bucket, record.key)):
+            if await self._metadata.add_copy(record, copy):
+                try:
+                    await write.publish()
+                except BaseException:
+                    self._log.error("Could not publish the copy of {bucket}/{key} on store {store}",
+                                    bucket=record.bucket, key=record.key, store=copy.store)
+                    raise
+                return
+        write.abort()
+        await self._drop_stray_copy(record, copy)
+
+    async def _drop_stray_copy(self, record: ObjectRecord, copy: NewCopy) -> None:
+        """Remove bytes at ``copy``'s location unless the key's current object has a copy there."""
+        async with self._locks.hold((record.bucket, record.key)):
+            current = await self._metadata.object_copies(record.bucket, record.key)
+            if all((c.store, c.location) != (copy.store, copy.location) for c in current):
+                await self._delete_bytes(attrs.evolve(record, store=copy.store, location=copy.location))
+
+    def background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` without waiting for it; a failure is logged (it never escapes)."""
+
+        def failed(failure: Failure) -> None:
+            self._log.failure("Background {what} failed", failure, what=what)
+
+        running = ensureDeferred(work).addErrback(failed)
+        if not running.called:
+            self._background.add(running)
+            running.addBoth(lambda _: self._background.discard(running))
+
+    def settled(self) -> Deferred[None]:
+        """Fires once the background work running now (late copies) has finished."""
+        return DeferredList(list(self._background)).addCallback(lambda _: None)
 
     async def commit_write(
         self,

@@ -1,0 +1,221 @@
+"""Tests of writing several copies of an object: the tee, the write quorum, late copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.placement.engine import NewObject, Placement
+from s3orchestrator.placement.errors import NoRoom
+from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.stores.directory import DirectoryStore
+from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreUnavailable
+from tests.unit.fakes import CollectingConsumer, FakeRequestBody
+
+NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
+NAMES = ("a", "b", "c")
+
+
+@implementer(IObjectWrite)
+class GatedWrite:
+    """A store's write whose ``done`` waits for the test's ``gate`` too (a slow store),
+    and fails with the gate's failure (a store that broke at the end)."""
+
+    def __init__(self, write: Any, gate: Deferred[None]) -> None:
+        self._write = write
+        self.staged = write.staged
+        self.done: Deferred[None] = Deferred()
+
+        def stored(result: object) -> None:
+            def opened(gated: object) -> None:
+                outcome = gated if isinstance(gated, Failure) else result
+                if isinstance(outcome, Failure):
+                    self._write.abort()
+                    self.done.errback(outcome)
+                else:
+                    self.done.callback(None)
+
+            gate.addBoth(opened)
+
+        write.done.addBoth(stored)
+
+    @property
+    def location_intact(self) -> bool:
+        return bool(self._write.location_intact)
+
+    def publish(self) -> Deferred[None]:
+        result: Deferred[None] = self._write.publish()
+        return result
+
+    def abort(self) -> None:
+        self._write.abort()
+
+
+class GatedStore(DirectoryStore):
+    """A directory store whose writes can be held (``gate``) or refused (``refuse``)."""
+
+    gate: Deferred[None] | None = None
+    refuse = False
+
+    def start_write(self, location: str, body: Any, length: int) -> Any:
+        if self.refuse:
+            raise StoreUnavailable("connection refused")
+        write = super().start_write(location, body, length)
+        return write if self.gate is None else GatedWrite(write, self.gate)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Any]:
+    metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+    stores = {name: GatedStore(name, str(tmp_path / name), reactor) for name in NAMES}
+    yield metadata, stores
+    metadata.database.close()
+
+
+async def placement_of(world: Any, policy: PlacementPolicy, quotas: dict[str, int] | None = None) -> Placement:
+    metadata, stores = world
+    await metadata.start()
+    await metadata.sync_stores([(name, (quotas or {}).get(name, 0)) for name in NAMES])
+    for store in stores.values():
+        await store.start()
+    health = StoreHealth(list(stores), unhealthy_after=1)
+    return Placement(metadata, stores, "pack", reactor, KeyLocks(), health, policy=lambda bucket: policy)
+
+
+async def stored_bytes(store: DirectoryStore, location: str) -> bytes:
+    reader = await store.open_read(location, None)
+    consumer = CollectingConsumer()
+    streamed = reader.stream_to(consumer)
+    consumer.pull_all()
+    await streamed
+    return consumer.body
+
+
+async def live_copies(metadata: MetadataStore, key: str) -> list[str]:
+    return [copy.store for copy in await metadata.object_copies("bkt", key) if copy.state == "live"]
+
+
+async def used(metadata: MetadataStore) -> dict[str, tuple[int, int]]:
+    return {usage.name: (usage.used_bytes, usage.reserved_bytes) for usage in await metadata.store_usage()}
+
+
+async def queued(metadata: MetadataStore) -> list[str]:
+    return [entry.key for entry in await metadata.replication_queue(100)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_replicas_put_the_bytes_on_two_stores_and_count_both(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    assert await live_copies(metadata, "k") == ["a", "b"]
+    for name in ("a", "b"):
+        assert await stored_bytes(stores[name], record.location) == b"0123456789"
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (0, 0)}
+    assert await queued(metadata) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_overwrite_replaces_every_copy_and_its_usage(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
+    record = await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
+    for name in ("a", "b"):
+        assert await stored_bytes(stores[name], record.location) == b"new"
+    assert await used(metadata) == {"a": (3, 0), "b": (3, 0), "c": (0, 0)}
+    await placement.delete("bkt", "k")
+    assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_client_is_answered_at_the_quorum_and_the_late_copy_commits_when_done(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
+    gate: Deferred[None] = Deferred()
+    stores["c"].gate = gate
+    record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    assert await live_copies(metadata, "k") == ["a", "b"]
+    assert await queued(metadata) == ["k"]
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (0, 10)}
+
+    gate.callback(None)
+    await placement.settled()
+    assert await live_copies(metadata, "k") == ["a", "b", "c"]
+    assert await stored_bytes(stores["c"], record.location) == b"0123456789"
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_late_copy_that_fails_leaves_the_object_queued_and_its_room_released(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
+    gate: Deferred[None] = Deferred()
+    stores["c"].gate = gate
+    record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    gate.errback(StoreUnavailable("the disk went away"))
+    await placement.settled()
+    assert await live_copies(metadata, "k") == ["a", "b"]
+    assert await queued(metadata) == ["k"]
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (0, 0)}
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(stores["c"], record.location)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_refusing_its_copy_under_a_full_quorum_fails_the_write_with_nothing_left(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    stores["b"].refuse = True
+    with pytest.raises(StoreUnavailable):
+        await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    assert await metadata.get_object("bkt", "k") is None
+    assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(stores["a"], "bkt/k")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_failing_at_the_end_under_a_full_quorum_fails_the_write(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    gate: Deferred[None] = Deferred()
+    gate.errback(StoreUnavailable("reset"))
+    stores["b"].gate = gate
+    with pytest.raises(StoreUnavailable):
+        await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    assert await metadata.get_object("bkt", "k") is None
+    assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quorum_of_one_with_a_store_refusing_commits_one_copy_and_queues_the_other(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=1))
+    stores["a"].refuse = True
+    await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    assert await live_copies(metadata, "k") == ["b"]
+    assert await queued(metadata) == ["k"]
+    assert await used(metadata) == {"a": (0, 0), "b": (10, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_few_healthy_stores_for_the_quorum_is_unavailable_and_too_little_room_is_no_room(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=3), quotas={"c": 5})
+    with pytest.raises(NoRoom):
+        await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    placement.health.record_failure("b", "down")
+    with pytest.raises(StoreUnavailable):
+        await placement.write("bkt", "k", FakeRequestBody(b"01"), NEW)
+    assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
