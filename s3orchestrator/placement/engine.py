@@ -21,8 +21,8 @@ from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import NewCopy, ObjectRecord, Reservation, StoreUsage
-from s3orchestrator.placement.bodies import NoBytes, ReaderBody
+from s3orchestrator.metadata.records import CopyRecord, NewCopy, ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
@@ -440,6 +440,7 @@ class Placement:
         and fires with the object it replaced (CompleteMultipartUpload's commit)."""
         async with self._locks.hold((record.bucket, record.key)):
             before_done()
+            previous_copies = await self._metadata.object_copies(record.bucket, record.key)
             try:
                 await write.done
             except BaseException:
@@ -456,32 +457,111 @@ class Placement:
                 if not write.staged:
                     await self._forget_replaced_in_place(record)
                 raise
-            await self._publish(write, record, previous)
+            await self._publish(write, record, previous, previous_copies)
 
     async def copy(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
         """Commit ``target``, a copy of ``source`` under another key or with other metadata,
-        the committed record. A copy onto itself (same key) keeps its bytes where they are;
-        any other is placed by the routing strategy: copied within the store that holds the
+        the committed record. A copy onto itself (same key) keeps its bytes where they are
+        (every copy of them); any other is placed by the routing strategy on as many stores
+        as the bucket's placement asks for: copied within a store that holds a copy of the
         source, streamed through the daemon to another."""
         if (source.bucket, source.key) == (target.bucket, target.key):
-            reservation = await self.reserve(0, only_store=source.store)
+            return await self._copy_onto_itself(source, target)
+        policy = self.policy(target.bucket)
+        if policy.replicas == 1:
+            reservation = await self.reserve(source.size)
             try:
-                await self.commit_write(NoBytes(), target, reservation)
+                location = self._stores[reservation.store].location_for(target.bucket, target.key)
+                placed = attrs.evolve(target, store=reservation.store, location=location)
+                with self.store_calls(reservation.store):
+                    write = await self._start_copy(source, placed)
+                    await self.commit_write(write, placed, reservation)
             except BaseException:
                 await self.release(reservation)
                 raise
-            return target
-        reservation = await self.reserve(source.size)
+            return placed
+        return await self._copy_copies(source, target, policy)
+
+    async def _copy_onto_itself(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
+        """A metadata-only change: ``target`` committed with the source's live copies."""
+        live = [copy for copy in await self._metadata.object_copies(source.bucket, source.key) if copy.state == "live"]
+        live.sort(key=lambda copy: (copy.store, copy.location) != (source.store, source.location))
+        stores = tuple(copy.store for copy in live) or (source.store,)
+        reservations = await self._metadata.reserve_copies(0, lambda usage: stores)
         try:
-            location = self._stores[reservation.store].location_for(target.bucket, target.key)
-            placed = attrs.evolve(target, store=reservation.store, location=location)
-            with self.store_calls(reservation.store):
-                write = await self._start_copy(source, placed)
-                await self.commit_write(write, placed, reservation)
+            by_store = {copy.store: copy.location for copy in live}
+            new_copies = [NewCopy(r.store, by_store.get(r.store, source.location), r.id) for r in reservations]
+            missing = len(new_copies) < self.policy(target.bucket).replicas
+            async with self._locks.hold((target.bucket, target.key)):
+                await self._metadata.commit_copies(target, new_copies, missing)
         except BaseException:
-            await self.release(reservation)
+            for reservation in reservations:
+                await self.release(reservation)
             raise
-        return placed
+        return target
+
+    async def _copy_copies(self, source: ObjectRecord, target: ObjectRecord, policy: PlacementPolicy) -> ObjectRecord:
+        """``copy`` to several stores at once, committed when every copy settled if at
+        least ``write_quorum`` of them are durable (the others are left to the replicator)."""
+        reservations = await self.reserve_copies(source.size, policy)
+        sources = await self.live_sources(source)
+        placed = [attrs.evolve(target, store=r.store,
+                               location=self._stores[r.store].location_for(target.bucket, target.key))
+                  for r in reservations]
+        writes: list[IObjectWrite | None] = []
+        for reservation, target_copy in zip(reservations, placed, strict=True):
+            try:
+                with self.store_calls(reservation.store):
+                    source_copy = sources.get(reservation.store, source)
+                    writes.append(await self._start_copy(source_copy, target_copy))
+            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable):
+                writes.append(None)
+
+        def copy_failed(index: int, failure: Failure) -> None:
+            if failure.check(StoreUnavailable):
+                self.health.record_failure(reservations[index].store, failure.getErrorMessage())
+
+        copies = CopyWrites(writes, policy.write_quorum, copy_failed)
+        copies.reached.addErrback(lambda _: None)
+        await copies.finished
+        locations = [copy.location for copy in placed]
+        if len(copies.done) < policy.write_quorum:
+            await self._undo_copies(target, copies, reservations, locations)
+            for reservation in reservations:
+                await self.release(reservation)
+            raise StoreUnavailable(f"fewer than {policy.write_quorum} copies of {target.bucket}/{target.key}"
+                                   " could be made")
+        done = sorted(copies.done)
+        record = placed[done[0]]
+        try:
+            async with self._locks.hold((target.bucket, target.key)):
+                previous_copies = await self._metadata.object_copies(target.bucket, target.key)
+                previous = await self._metadata.commit_copies(
+                    record, [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done],
+                    missing=len(done) < policy.replicas,
+                )
+                await self._publish_copies(record, [writes[i] for i in done], previous)
+                if previous is not None:
+                    ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
+                    for old in previous_copies:
+                        if (old.store, old.location) not in ours:
+                            await self._delete_bytes(attrs.evolve(previous, store=old.store, location=old.location))
+        except BaseException:
+            await self._undo_copies(target, copies, reservations, locations)
+            for reservation in reservations:
+                await self.release(reservation)
+            raise
+        for index in copies.failed:
+            await self.release(reservations[index])
+            await self._drop_stray_copy(record, NewCopy(reservations[index].store, locations[index],
+                                                        reservations[index].id))
+        return record
+
+    async def live_sources(self, record: ObjectRecord) -> dict[str, ObjectRecord]:
+        """``record`` at each of its live copies, by store (the copies to read or copy from)."""
+        copies = await self._metadata.object_copies(record.bucket, record.key)
+        return {copy.store: attrs.evolve(record, store=copy.store, location=copy.location)
+                for copy in copies if copy.state == "live"}
 
     async def _start_copy(self, source: ObjectRecord, target: ObjectRecord) -> IObjectWrite:
         store = self._stores[target.store]
@@ -541,9 +621,10 @@ class Placement:
     async def delete(self, bucket: str, key: str) -> ObjectRecord | None:
         """Forget one object (if any), release its quota and remove its bytes."""
         async with self._locks.hold((bucket, key)):
+            copies = await self._metadata.object_copies(bucket, key)
             removed = await self._metadata.delete_object(bucket, key)
             if removed is not None:
-                await self._delete_bytes(removed)
+                await self._discard_replaced(removed, copies, record_for(bucket, key))
         return removed
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
@@ -568,7 +649,10 @@ class Placement:
             forget_if_unchanged,
         )
 
-    async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
+    async def _publish(
+        self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None,
+        previous_copies: Sequence[CopyRecord],
+    ) -> None:
         """Put committed bytes in place; then the bytes they replaced can go."""
         try:
             await write.publish()
@@ -583,14 +667,18 @@ class Placement:
             if removed is not None:
                 await self._delete_bytes(removed)
             if previous is not None:
-                await self._discard_replaced(previous, record)
+                await self._discard_replaced(previous, previous_copies, record)
             raise
         if previous is not None:
-            await self._discard_replaced(previous, record)
+            await self._discard_replaced(previous, previous_copies, record)
 
-    async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
-        if (previous.store, previous.location) != (current.store, current.location):
-            await self._delete_bytes(previous)
+    async def _discard_replaced(
+        self, previous: ObjectRecord, previous_copies: Sequence[CopyRecord], current: ObjectRecord
+    ) -> None:
+        """Remove the bytes of every copy of the replaced object but the one ``current`` wrote over."""
+        for copy in previous_copies or [CopyRecord(previous.store, previous.location, "live", previous.size)]:
+            if (copy.store, copy.location) != (current.store, current.location):
+                await self._delete_bytes(attrs.evolve(previous, store=copy.store, location=copy.location))
 
     async def _delete_bytes(self, record: ObjectRecord) -> None:
         try:

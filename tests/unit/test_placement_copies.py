@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -18,8 +20,10 @@ from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.placement.engine import NewObject, Placement
 from s3orchestrator.placement.errors import NoRoom
 from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreUnavailable
+from tests.unit import test_complete_retry as retry_world
 from tests.unit.fakes import CollectingConsumer, FakeRequestBody
 
 NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
@@ -136,6 +140,9 @@ async def test_an_overwrite_replaces_every_copy_and_its_usage(world) -> None:
     assert await used(metadata) == {"a": (3, 0), "b": (3, 0), "c": (0, 0)}
     await placement.delete("bkt", "k")
     assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+    for name in ("a", "b"):
+        with pytest.raises(ObjectMissing):
+            await stored_bytes(stores[name], record.location)
 
 
 @pytest_twisted.ensureDeferred
@@ -219,3 +226,64 @@ async def test_too_few_healthy_stores_for_the_quorum_is_unavailable_and_too_litt
     with pytest.raises(StoreUnavailable):
         await placement.write("bkt", "k", FakeRequestBody(b"01"), NEW)
     assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+
+
+def copy_target(source: Any, key: str) -> Any:
+    return attrs.evolve(source, key=key, last_modified_ms=source.last_modified_ms + 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_to_another_key_makes_the_configured_number_of_copies(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    source = await placement.write("bkt", "src", FakeRequestBody(b"0123456789"), NEW)
+    placement.policy = lambda bucket: PlacementPolicy(replicas=2, write_quorum=2)
+    # On a within the store, to b streamed from a.
+    copied = await placement.copy(source, copy_target(source, "dst"))
+    assert await live_copies(metadata, "dst") == ["a", "b"]
+    for name in ("a", "b"):
+        assert await stored_bytes(stores[name], copied.location) == b"0123456789"
+    assert await used(metadata) == {"a": (20, 0), "b": (10, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_onto_itself_keeps_every_copy(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    source = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    replaced = attrs.evolve(source, content_type="image/png", last_modified_ms=source.last_modified_ms + 1)
+    await placement.copy(source, replaced)
+    assert await live_copies(metadata, "k") == ["a", "b"]
+    assert (await metadata.get_object("bkt", "k")).content_type == "image/png"  # type: ignore[union-attr]
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (0, 0)}
+    for name in ("a", "b"):
+        assert await stored_bytes(stores[name], source.location) == b"0123456789"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_short_of_its_quorum_is_unavailable_and_leaves_nothing(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    source = await placement.write("bkt", "src", FakeRequestBody(b"0123456789"), NEW)
+    placement.policy = lambda bucket: PlacementPolicy(replicas=2, write_quorum=2)
+    stores["b"].refuse = True
+    with pytest.raises(StoreUnavailable):
+        await placement.copy(source, copy_target(source, "dst"))
+    assert await metadata.get_object("bkt", "dst") is None
+    assert await used(metadata) == {"a": (10, 0), "b": (0, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_completed_multipart_upload_has_one_copy_and_waits_for_the_replicator(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    multipart = MultipartOperations(placement, metadata, placement._locks, reactor, expire_after=86400)
+    await placement.write("bkt", "obj", FakeRequestBody(b"an older object"), NEW)
+    upload_id = await retry_world.uploaded(SimpleNamespace(multipart=multipart))
+    await retry_world.complete(SimpleNamespace(multipart=multipart), upload_id, retry_world.BOTH)
+    assert await live_copies(metadata, "obj") == ["a"]
+    assert await queued(metadata) == ["obj"]
+    size = len(retry_world.PART_ONE) + len(retry_world.PART_TWO)
+    assert await used(metadata) == {"a": (size, 0), "b": (0, 0), "c": (0, 0)}
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(stores["b"], "bkt/obj")  # the older object's second copy is gone
