@@ -23,6 +23,7 @@ from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.jobs.replicator import ReplicatorJob
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy
@@ -149,7 +150,7 @@ class OrchestratorService(MultiService):
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
-        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob] = {}
+        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReplicatorJob] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -220,7 +221,15 @@ class OrchestratorService(MultiService):
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
-        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry}
+        replicator = ReplicatorJob(
+            self.placement, self.metadata, lambda: [bucket.name for bucket in self.config.buckets],
+            lambda bucket: self.config.placement_for(bucket), lambda: self.config.placement, self.reactor,
+        )
+        replicator.setName("replicator")
+        replicator.setServiceParent(self)
+        # A store back up may take the copies that could not be made while it was down.
+        self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "replicator": replicator}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
@@ -360,6 +369,7 @@ class OrchestratorService(MultiService):
         wanted = {
             "health_checks": self.config.health.interval,
             "multipart_expiry": self.config.multipart.expiry_check_interval,
+            "replicator": self.config.placement.replication_interval,
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

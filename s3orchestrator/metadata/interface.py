@@ -125,9 +125,6 @@ class IMetadataStore(Interface):
     def unqueue_replication(bucket: str, key: str) -> Deferred[None]:
         """Take an object out of the replication queue."""
 
-    def copy_counts() -> Deferred[dict[str, int]]:
-        """Live copies per store."""
-
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
 

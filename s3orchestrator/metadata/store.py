@@ -533,15 +533,6 @@ class MetadataStore:
 
         return self.database.runInteraction("unqueue_replication", unqueue, write=True)
 
-    def copy_counts(self) -> Deferred[dict[str, int]]:
-        """How many live copies each store holds (stores without any left out)."""
-
-        def count(txn: Transaction) -> dict[str, int]:
-            return {store: int(n) for store, n in
-                    txn.query("SELECT store, COUNT(*) FROM copies WHERE state = 'live' GROUP BY store")}
-
-        return self.database.runInteraction("copy_counts", count)
-
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
         return self.database.point_read("get_object", _select_object, bucket, key)

@@ -87,6 +87,15 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
     return outcome
 
 
+@attrs.frozen
+class Replicated:
+    """What one ``replicate`` did: ``copies`` made of ``size`` bytes in all, ``missing`` still."""
+
+    copies: int
+    size: int
+    missing: int
+
+
 def record_for(bucket: str, key: str) -> ObjectRecord:
     """A record naming only an object's key (what undoing a failed write needs of it)."""
     return ObjectRecord(bucket=bucket, key=key, store="", location="", size=0, etag="", content_type="",
@@ -556,6 +565,73 @@ class Placement:
             await self._drop_stray_copy(record, NewCopy(reservations[index].store, locations[index],
                                                         reservations[index].id))
         return record
+
+    async def replicate(self, bucket: str, key: str) -> Replicated:
+        """Make the copies ``bucket``/``key`` lacks (its bucket's ``replicas`` less its live
+        copies) on other healthy stores with room, each copied from a live copy (within
+        the daemon, a store's copy read and streamed to the other); each one committed
+        as it is done. The object leaves the replication queue once it has every copy
+        (or is gone). Raises NoRoom or StoreUnavailable when no store can take a copy."""
+        record = await self._metadata.get_object(bucket, key)
+        sources = {} if record is None else await self.live_sources(record)
+        wanted = self.policy(bucket).replicas - len(sources)
+        if record is None or wanted <= 0:
+            await self._metadata.unqueue_replication(bucket, key)
+            return Replicated(0, 0, 0)
+        if not sources:
+            raise CopyUnreadable(f"{bucket}/{key} has no live copy to replicate from")
+        copies = await self._metadata.object_copies(bucket, key)
+        reservations = await self.reserve_copies(
+            record.size, PlacementPolicy(replicas=wanted, write_quorum=1),
+            exclude=frozenset(copy.store for copy in copies),
+        )
+        ordered = sorted(sources.values(), key=lambda source: not self.health.is_healthy(source.store))
+        made = copied = 0
+        for reservation in reservations:
+            if await self._replicate_to(record, ordered, reservation):
+                made += 1
+                copied += record.size
+        if made == wanted:
+            await self._metadata.unqueue_replication(bucket, key)
+        return Replicated(made, copied, wanted - made)
+
+    async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
+                            reservation: Reservation) -> bool:
+        """One new copy of ``record`` on the reserved store, from the first source that
+        reads; True once committed. The reservation is used or released."""
+        store = self._stores[reservation.store]
+        copy = NewCopy(reservation.store, store.location_for(record.bucket, record.key), reservation.id)
+        target = attrs.evolve(record, store=copy.store, location=copy.location)
+        write: IObjectWrite | None = None
+        try:
+            for source in sources:
+                try:
+                    with self.store_calls(reservation.store):
+                        write = await self._start_copy(source, target)
+                        await write.done
+                    break
+                except (CopyUnreadable, StoreUnavailable, StoreMisconfigured) as error:
+                    self._log.warn("Replicating {bucket}/{key} from store {source} to store {target} failed: {error}",
+                                   bucket=record.bucket, key=record.key, source=source.store, target=copy.store,
+                                   error=str(error))
+                    write = None
+                    if not self.health.is_healthy(copy.store):
+                        break
+            if write is None:
+                await self.release(reservation)
+                return False
+            async with self._locks.hold((record.bucket, record.key)):
+                if await self._metadata.add_copy(record, copy):
+                    await write.publish()
+                    return True
+        except BaseException:
+            await self.release(reservation)
+            raise
+        if write.staged:
+            write.abort()
+        else:
+            await self._drop_stray_copy(record, copy)
+        return False
 
     async def live_sources(self, record: ObjectRecord) -> dict[str, ObjectRecord]:
         """``record`` at each of its live copies, by store (the copies to read or copy from)."""
