@@ -306,7 +306,9 @@ class Placement:
                 for branch in tee.branches:
                     branch.release_tail()
                 await copies.reached
-                done = sorted(copies.done)
+                # What has settled now: the commit records these; the rest finish late.
+                done, failed = sorted(copies.done), list(copies.failed)
+                late = [index for index in range(len(writes)) if index not in done and index not in failed]
                 record = attrs.evolve(record, store=reservations[done[0]].store, location=locations[done[0]])
                 previous_copies = await self._metadata.object_copies(bucket, key)
                 new_copies = [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done]
@@ -314,7 +316,6 @@ class Placement:
                     record, new_copies, missing=len(done) < policy.replicas
                 )
                 committed = True
-                late = copies.pending()
                 await self._publish_copies(record, [writes[i] for i in done], previous)
                 if previous is not None:
                     ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
@@ -328,7 +329,7 @@ class Placement:
             for reservation in reservations:
                 await self.release(reservation)
             raise
-        for index in copies.failed:
+        for index in failed:
             await self.release(reservations[index])
             await self._drop_stray_copy(record, NewCopy(reservations[index].store, locations[index],
                                                         reservations[index].id))
@@ -398,8 +399,10 @@ class Placement:
                                     bucket=record.bucket, key=record.key, store=copy.store)
                     raise
                 return
-        write.abort()
-        await self._drop_stray_copy(record, copy)
+        if write.staged:
+            write.abort()
+        else:
+            await self._drop_stray_copy(record, copy)
 
     async def _drop_stray_copy(self, record: ObjectRecord, copy: NewCopy) -> None:
         """Remove bytes at ``copy``'s location unless the key's current object has a copy there."""
