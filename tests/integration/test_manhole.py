@@ -256,7 +256,7 @@ def test_namespace_holds_the_service_objects(manhole):
                                 _prompt_after)
     finally:
         client.close()
-    assert "(['local-a', 'local-b'], ['health_checks', 'multipart_expiry'], 'pack', True)" in output
+    assert "(['local-a', 'local-b'], ['health_checks', 'multipart_expiry', 'replicator'], 'pack', True)" in output
 
 
 def test_wrong_password_is_refused_and_logged(manhole):
