@@ -398,6 +398,9 @@ class Placement:
                     self._log.error("Could not publish the copy of {bucket}/{key} on store {store}",
                                     bucket=record.bucket, key=record.key, store=copy.store)
                     raise
+                live = await self.live_sources(record)
+                if len(live) >= self.policy(record.bucket).replicas:
+                    await self._metadata.unqueue_replication(record.bucket, record.key)
                 return
         if write.staged:
             write.abort()

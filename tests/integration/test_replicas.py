@@ -13,7 +13,7 @@ from tests.integration.test_upstream_stores import spec
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
-REPLICATION = "\n[placement]\nreplicas = 2\nwrite_quorum = {quorum}\nreplication_interval = 0.5\n"
+REPLICATION = "\n[placement]\nreplicas = 2\nwrite_quorum = {quorum}\nreplication_interval = {interval}\n"
 
 
 def live_copies(daemon, key: str) -> dict[str, str]:
@@ -35,7 +35,7 @@ def upstream_bytes(upstream: Upstream, bucket: str, location: str) -> bytes:
 
 
 def test_two_replicas_over_two_directory_stores(start_daemon):
-    daemon = start_daemon(extra_toml=REPLICATION.format(quorum=2))
+    daemon = start_daemon(extra_toml=REPLICATION.format(quorum=2, interval=0.5))
     s3 = make_client(daemon)
     body = b"replicated " * 1000
     s3.put_object(Bucket=BUCKET, Key="obj", Body=body)
@@ -75,9 +75,10 @@ def two_seaweeds(start_upstream):
 
 
 def seaweed_daemon(start_daemon, two_seaweeds, quorum: int):
+    """A daemon over both SeaweedFS; its replicator runs at start, then only when a store comes back up."""
     (first, first_bucket), (second, second_bucket) = two_seaweeds
     return start_daemon(stores=[spec(first, "sw1", 10**9, first_bucket), spec(second, "sw2", 10**9, second_bucket)],
-                        health=(0.2, 1), extra_toml=REPLICATION.format(quorum=quorum))
+                        health=(0.2, 1), extra_toml=REPLICATION.format(quorum=quorum, interval=3600))
 
 
 def test_two_replicas_over_two_seaweedfs_and_a_copy_restored_after_an_outage(start_daemon, two_seaweeds):
@@ -97,7 +98,7 @@ def test_two_replicas_over_two_seaweedfs_and_a_copy_restored_after_an_outage(sta
     assert set(live_copies(daemon, "while-down")) == {"sw1"}
     assert metadata_rows(daemon, "SELECT key FROM replication") == [("while-down",)]
 
-    second.start()
+    second.start()  # the store's return starts the replicator
     assert wait_for(lambda: set(live_copies(daemon, "while-down")) == {"sw1", "sw2"}, timeout=20)
     location = live_copies(daemon, "while-down")["sw2"]
     assert upstream_bytes(second, second_bucket, location) == b"one store is down"
@@ -122,7 +123,7 @@ def test_replicas_of_two_with_a_stopped_store_and_a_directory_store_left(start_d
     upstream = start_upstream("seaweedfs")
     bucket = upstream.new_bucket()
     daemon = start_daemon(stores=[spec(upstream, "sw", 10**9, bucket), StoreSpec("local", 10**9)],
-                          health=(0.2, 1), extra_toml=REPLICATION.format(quorum=2))
+                          health=(0.2, 1), extra_toml=REPLICATION.format(quorum=2, interval=3600))
     s3 = make_client(daemon)
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"x" * 100)
     assert set(live_copies(daemon, "k")) == {"sw", "local"}

@@ -159,6 +159,7 @@ async def test_the_client_is_answered_at_the_quorum_and_the_late_copy_commits_wh
     gate.callback(None)
     await placement.settled()
     assert await live_copies(metadata, "k") == ["a", "b", "c"]
+    assert await queued(metadata) == []
     assert await stored_bytes(stores["c"], record.location) == b"0123456789"
     assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
 
