@@ -75,6 +75,7 @@ class GatedStore(DirectoryStore):
         if self.refuse:
             raise StoreUnavailable("connection refused")
         write = super().start_write(location, body, length)
+        self.last_write = write
         return write if self.gate is None else GatedWrite(write, self.gate)
 
 
@@ -162,6 +163,27 @@ async def test_the_client_is_answered_at_the_quorum_and_the_late_copy_commits_wh
     assert await queued(metadata) == []
     assert await stored_bytes(stores["c"], record.location) == b"0123456789"
     assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_done_while_the_others_commit_joins_the_object_and_leaves_no_reservation(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
+    gate: Deferred[None] = Deferred()
+    stores["c"].gate = gate
+    commit_copies = metadata.commit_copies
+
+    async def commit_after_c_is_done(*args: Any, **kwargs: Any) -> Any:
+        await stores["c"].last_write.done
+        gate.callback(None)  # c is durable now, after the commit took its snapshot
+        return await commit_copies(*args, **kwargs)
+
+    metadata.commit_copies = commit_after_c_is_done
+    await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    await placement.settled()
+    assert await live_copies(metadata, "k") == ["a", "b", "c"]
+    assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
+    assert await queued(metadata) == []
 
 
 @pytest_twisted.ensureDeferred
