@@ -326,6 +326,12 @@ class Placement:
             copies.reached.addErrback(lambda _: None)
             if not committed:
                 await self._undo_copies(record_for(bucket, key), copies, reservations, locations)
+            else:
+                # Committed, then removed as unpublishable: the copies still going stop too.
+                for index in copies.pending():
+                    write = writes[index]
+                    if write is not None:
+                        write.abort()
             for reservation in reservations:
                 await self.release(reservation)
             raise
@@ -371,6 +377,9 @@ class Placement:
         except BaseException:
             self._log.error("Could not publish a copy of {bucket}/{key}; removing the object",
                             bucket=record.bucket, key=record.key)
+            for write in writes:
+                if write is not None:
+                    write.abort()  # what is staged and unpublished goes
             copies = await self._metadata.object_copies(record.bucket, record.key)
             removed = await self._metadata.delete_object(record.bucket, record.key)
             if removed is not None:

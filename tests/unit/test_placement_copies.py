@@ -10,7 +10,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -35,8 +35,9 @@ class GatedWrite:
     """A store's write whose ``done`` waits for the test's ``gate`` too (a slow store),
     and fails with the gate's failure (a store that broke at the end)."""
 
-    def __init__(self, write: Any, gate: Deferred[None]) -> None:
+    def __init__(self, write: Any, gate: Deferred[None], fail_publish: bool = False) -> None:
         self._write = write
+        self._fail_publish = fail_publish
         self.staged = write.staged
         self.done: Deferred[None] = Deferred()
 
@@ -58,6 +59,8 @@ class GatedWrite:
         return bool(self._write.location_intact)
 
     def publish(self) -> Deferred[None]:
+        if self._fail_publish:
+            return fail(StoreUnavailable("rename failed"))
         result: Deferred[None] = self._write.publish()
         return result
 
@@ -70,12 +73,15 @@ class GatedStore(DirectoryStore):
 
     gate: Deferred[None] | None = None
     refuse = False
+    fail_publish = False
 
     def start_write(self, location: str, body: Any, length: int) -> Any:
         if self.refuse:
             raise StoreUnavailable("connection refused")
         write = super().start_write(location, body, length)
         self.last_write = write
+        if self.fail_publish:
+            return GatedWrite(write, succeed(None), fail_publish=True)
         return write if self.gate is None else GatedWrite(write, self.gate)
 
 
@@ -184,6 +190,23 @@ async def test_a_copy_done_while_the_others_commit_joins_the_object_and_leaves_n
     assert await live_copies(metadata, "k") == ["a", "b", "c"]
     assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
     assert await queued(metadata) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_that_cannot_be_published_removes_the_object_and_stops_the_late_copies(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
+    stores["b"].fail_publish = True
+    gate: Deferred[None] = Deferred()
+    stores["c"].gate = gate
+    with pytest.raises(StoreUnavailable):
+        await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
+    gate.callback(None)
+    await placement.settled()
+    assert await metadata.get_object("bkt", "k") is None
+    assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+    for name in NAMES:  # no object, no temp file left
+        assert [path for path in Path(stores[name].root).rglob("*") if path.is_file()] == []
 
 
 @pytest_twisted.ensureDeferred
