@@ -132,6 +132,10 @@ class OpsConfig:
     admin: AdminConfig | None = None
 
 
+DEFAULT_REPLICATION_INTERVAL = 60.0
+DEFAULT_REPLICATION_CONCURRENCY = 2
+
+
 @attrs.frozen
 class PlacementPolicy:
     """How the copies of a new object are placed: ``replicas`` copies on distinct stores,
@@ -140,6 +144,11 @@ class PlacementPolicy:
     replicas: int = 1
     write_quorum: int = 1
     read_order: str = DEFAULT_READ_ORDER
+    # The replicator (daemon-wide; a bucket's placement carries [placement]'s):
+    # seconds between runs, bytes copied per second (0 = unlimited), copies made at once.
+    replication_interval: float = DEFAULT_REPLICATION_INTERVAL
+    replication_bytes_per_second: int = 0
+    replication_concurrency: int = DEFAULT_REPLICATION_CONCURRENCY
 
 
 @attrs.frozen
@@ -349,12 +358,19 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
 def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> PlacementPolicy:
     _check_keys(table, "placement", (
         "replicas", "write_quorum", "read_order", "reaper_interval", "cleanup_interval", "intent_lease",
+        "replication_interval", "replication_bytes_per_second", "replication_concurrency",
     ))
     replicas = _integer(table, "placement", "replicas", minimum=1, default=1)
     return PlacementPolicy(
         replicas=replicas,
         write_quorum=_integer(table, "placement", "write_quorum", minimum=1, default=replicas),
         read_order=_choice(table, "placement", "read_order", env, READ_ORDERS, default=DEFAULT_READ_ORDER),
+        replication_interval=_seconds(table, "placement", "replication_interval",
+                                      default=DEFAULT_REPLICATION_INTERVAL),
+        replication_bytes_per_second=_integer(table, "placement", "replication_bytes_per_second", minimum=0,
+                                              default=0),
+        replication_concurrency=_integer(table, "placement", "replication_concurrency", minimum=1,
+                                         default=DEFAULT_REPLICATION_CONCURRENCY),
     )
 
 

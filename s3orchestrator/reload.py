@@ -2,7 +2,8 @@
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
 strategy, store quotas and zones, ``[placement]`` and the buckets' ``replicas`` and
-``write_quorum`` (writes that start from then on), ``server.max_object_size``,
+``write_quorum`` (writes that start from then on; the replicator's settings from its
+next run, ``replication_interval`` restarting its timer), ``server.max_object_size``,
 ``server.timeout`` (new connections), ``server.shutdown_timeout``,
 ``server.header_timeout`` and ``server.min_upload_rate`` (requests whose head or body
 starts from then on), health and multipart settings (expiry, completed_retention),

@@ -25,6 +25,7 @@ from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
+from s3orchestrator.jobs.replicator import ReplicatorJob
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy
@@ -128,6 +129,8 @@ class OrchestratorService(MultiService):
             health=self.health,
             owner=instance_id(),
             intent_lease=config.placement_jobs.intent_lease,
+            policy=lambda bucket: self.config.placement_for(bucket),
+            zones=lambda: self.config.store_zones(),
         )
         self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
         self.multipart = MultipartOperations(
@@ -151,7 +154,7 @@ class OrchestratorService(MultiService):
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
-        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob] = {}
+        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -232,7 +235,16 @@ class OrchestratorService(MultiService):
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
-        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup}
+        replicator = ReplicatorJob(
+            self.placement, self.metadata, lambda: [bucket.name for bucket in self.config.buckets],
+            lambda bucket: self.config.placement_for(bucket), lambda: self.config.placement, self.reactor,
+        )
+        replicator.setName("replicator")
+        replicator.setServiceParent(self)
+        # A store back up may take the copies that could not be made while it was down.
+        self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
+                     "replicator": replicator}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
@@ -374,6 +386,7 @@ class OrchestratorService(MultiService):
             "multipart_expiry": self.config.multipart.expiry_check_interval,
             "reaper": self.config.placement_jobs.reaper_interval,
             "cleanup": self.config.placement_jobs.cleanup_interval,
+            "replicator": self.config.placement.replication_interval,
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

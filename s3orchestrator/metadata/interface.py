@@ -10,10 +10,13 @@ from zope.interface import Interface
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
+    CopyRecord,
     Intent,
     IntentPlan,
+    NewCopy,
     ObjectRecord,
     PartRecord,
+    QueuedReplication,
     Reservation,
     StoreUsage,
     UploadRecord,
@@ -107,11 +110,42 @@ class IMetadataStore(Interface):
         Drops the reservation's write intent. Returns the replaced record (or None).
         """
 
+    def commit_copies(
+        record: ObjectRecord, copies: Sequence[NewCopy], missing: bool
+    ) -> Deferred[ObjectRecord | None]:
+        """In one transaction: store ``record`` with its live ``copies`` (reservations
+        become usage, their write intents are dropped), the replaced object's copies
+        queued for cleanup as ``commit_object`` does; ``missing`` queues it for
+        replication; fire with the replaced object."""
+
+    def add_copy(record: ObjectRecord, copy: NewCopy) -> Deferred[bool]:
+        """Add a live copy to the object ``record`` describes, if it is still that object
+        and has no copy on that store (its reservation used, its intent dropped); else
+        change nothing."""
+
+    def object_copies(bucket: str, key: str) -> Deferred[list[CopyRecord]]:
+        """Every copy of one object."""
+
+    def queue_replication(bucket: str, key: str, since_ms: int) -> Deferred[None]:
+        """Put an existing object in the replication queue."""
+
+    def queue_under_replicated(bucket: str, replicas: int, since_ms: int) -> Deferred[int]:
+        """Queue the objects of ``bucket`` with fewer than ``replicas`` live copies; how many."""
+
+    def replication_queue(
+        limit: int, after: tuple[int, str, str] | None = None
+    ) -> Deferred[list[QueuedReplication]]:
+        """Up to ``limit`` queued objects, oldest first, after a (since_ms, bucket, key) position."""
+
+    def unqueue_replication(bucket: str, key: str) -> Deferred[None]:
+        """Take an object out of the replication queue."""
+
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
-        """Remove one object's record and queue its bytes for cleanup; return the removed record."""
+        """Remove one object's record and queue every copy's bytes for cleanup (their
+        usage stays until they are gone); return the removed record."""
 
     def list_intents() -> Deferred[list[Intent]]:
         """Every write intent, oldest first."""
@@ -171,7 +205,7 @@ class IMetadataStore(Interface):
         """Parts numbered above ``after``, in order; at most ``limit`` (None: all)."""
 
     def complete_upload(
-        upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]]
+        upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]], missing: bool = False
     ) -> Deferred[ObjectRecord | None]:
         """Forget the upload and its parts, store ``record`` (as commit_object does,
         its size becoming usage) and remember the completion with the (number, ETag)

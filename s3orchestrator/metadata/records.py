@@ -161,3 +161,32 @@ class CompletedUpload:
     etag: str
     completed_ms: int
     parts: tuple[tuple[int, str], ...] = attrs.field(converter=_part_pairs)
+
+
+@attrs.frozen
+class CopyRecord:
+    """One copy of an object: its bytes at ``location`` on ``store``, in ``state``
+    (pending, live or deleting)."""
+
+    store: str
+    location: str
+    state: str
+    size: int
+
+
+@attrs.frozen
+class NewCopy:
+    """A copy a write put on ``store`` at ``location``, with room reserved by ``reservation_id``."""
+
+    store: str
+    location: str
+    reservation_id: int
+
+
+@attrs.frozen
+class QueuedReplication:
+    """An object in the replication queue, there since ``since_ms`` (its oldest missing copy)."""
+
+    bucket: str
+    key: str
+    since_ms: int

@@ -22,10 +22,13 @@ from s3orchestrator.metadata.interface import (
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
+    CopyRecord,
     Intent,
     IntentPlan,
+    NewCopy,
     ObjectRecord,
     PartRecord,
+    QueuedReplication,
     Reservation,
     StoreUsage,
     UploadRecord,
@@ -202,9 +205,17 @@ def _read_usage(txn: Transaction) -> list[StoreUsage]:
     ]
 
 
-def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
-    """Insert or replace the object's row and move usage accordingly; return the replaced record."""
+def _put_object(
+    txn: Transaction, record: ObjectRecord, copies: Sequence[tuple[str, str]] | None = None, missing: bool = False
+) -> ObjectRecord | None:
+    """Insert or replace the object's row with its live ``copies`` ((store, location) pairs;
+    default: its one copy at ``record.store``/``record.location``, which must come first)
+    and move usage accordingly; return the replaced record. ``missing``: the object has
+    fewer copies than its placement asks for, and joins the replication queue."""
     previous = _select_object(txn, record.bucket, record.key)
+    live = list(copies) if copies is not None else [(record.store, record.location)]
+    if live[0] != (record.store, record.location):
+        raise ValueError("the record's store and location must be its first copy")
     txn.execute(
         f"INSERT INTO objects ({_OBJECT_COLUMNS}, part_sizes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (bucket, key) DO UPDATE SET store = excluded.store,"
@@ -226,17 +237,41 @@ def _put_object(txn: Transaction, record: ObjectRecord) -> ObjectRecord | None:
             json.dumps(list(record.part_sizes)) if record.part_sizes else None,
         ),
     )
-    _add_usage(txn, record.store, record.size, 1)
-    # The new bytes replaced whatever was at their location: nothing to clean up there.
-    _drop_cleanups(txn, record.store, record.location)
-    if previous is not None:
-        if (previous.store, previous.location) == (record.store, record.location):
-            _add_usage(txn, previous.store, -previous.size, -1)
-        else:
-            _add_usage(txn, previous.store, 0, -1)
-            _queue_cleanup(txn, previous.store, previous.location, previous.size, record.last_modified_ms)
-    _replace_copies(txn, record)
+    for store, location in live:
+        _add_usage(txn, store, record.size, 1)
+        # The new bytes replaced whatever was at their location: nothing to clean up there.
+        _drop_cleanups(txn, store, location)
+    _let_go_copies(txn, record.bucket, record.key, record.last_modified_ms, keep=live)
+    for store, location in live:
+        txn.execute(
+            "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+            " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+            (record.bucket, record.key, store, location, record.size, record.last_modified_ms),
+        )
+    txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (record.bucket, record.key))
+    if missing:
+        txn.execute(
+            "INSERT INTO replication (bucket, key, since_ms) VALUES (?, ?, ?)",
+            (record.bucket, record.key, record.last_modified_ms),
+        )
     return previous
+
+
+def _let_go_copies(
+    txn: Transaction, bucket: str, key: str, now_ms: int, keep: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Forget the object's copies: each one's bytes are queued for cleanup (their usage
+    stays until they are gone), but for those at a ``keep`` (store, location), which new
+    bytes replaced in place (their usage is released: the new copy counts instead)."""
+    for store, location, size in txn.query(
+        "SELECT store, location, size FROM copies WHERE bucket = ? AND key = ? AND state = 'live'", (bucket, key)
+    ):
+        if (store, location) in keep:
+            _add_usage(txn, store, -int(size), -1)
+        else:
+            _add_usage(txn, store, 0, -1)
+            _queue_cleanup(txn, store, location, int(size), now_ms)
+    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
 
 
 def _queue_cleanup(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
@@ -277,16 +312,6 @@ def _cleanup_from_row(row: Sequence[Any]) -> CleanupEntry:
     return CleanupEntry(
         id=int(entry_id), store=store, location=location, size=int(size), created_ms=int(created_ms),
         attempts=int(attempts), next_try_ms=int(next_try_ms), last_error=last_error,
-    )
-
-
-def _replace_copies(txn: Transaction, record: ObjectRecord) -> None:
-    """The object's copies become its one live copy at ``record.store``/``record.location``."""
-    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (record.bucket, record.key))
-    txn.execute(
-        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
-        " VALUES (?, ?, ?, ?, 'live', ?, ?)",
-        (record.bucket, record.key, record.store, record.location, record.size, record.last_modified_ms),
     )
 
 
@@ -478,6 +503,126 @@ class MetadataStore:
 
         return self.database.runInteraction("commit_object", commit, write=True)
 
+    def commit_copies(
+        self, record: ObjectRecord, copies: Sequence[NewCopy], missing: bool
+    ) -> Deferred[ObjectRecord | None]:
+        """Store ``record`` with ``copies`` as its live copies (the first at ``record.store``/
+        ``record.location``), turning their reservations into usage and dropping their
+        write intents, in one transaction; ``missing``: it has fewer copies than its
+        placement asks for and joins the replication queue. Fire with the replaced
+        object: its copies are forgotten, their bytes queued for cleanup (counted as
+        used until gone) but for those the new copies replaced in place. Errbacks with
+        ReservationNotFound, changing nothing, if a reservation is gone."""
+
+        def commit(txn: Transaction) -> ObjectRecord | None:
+            _lock_usage(txn)
+            for copy in copies:
+                _take_reservation(txn, copy.reservation_id, copy.store)
+                _drop_intent(txn, copy.reservation_id)
+            return _put_object(txn, record, [(copy.store, copy.location) for copy in copies], missing)
+
+        return self.database.runInteraction("commit_copies", commit, write=True)
+
+    def add_copy(self, record: ObjectRecord, copy: NewCopy) -> Deferred[bool]:
+        """Add ``copy`` as a live copy of the object ``record`` describes, turning its
+        reservation into usage and dropping its write intent and any cleanup queued at
+        its location; True if added. False, changing nothing (the caller releases the
+        reservation), when the object is no longer that one (overwritten or deleted:
+        same ETag and modification time) or already has a copy on that store."""
+
+        def add(txn: Transaction) -> bool:
+            _lock_usage(txn)
+            current = _select_object(txn, record.bucket, record.key)
+            on_store = txn.query_one(
+                "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+                (record.bucket, record.key, copy.store),
+            )
+            if (
+                current is None
+                or (current.etag, current.last_modified_ms) != (record.etag, record.last_modified_ms)
+                or on_store is not None
+            ):
+                return False
+            _take_reservation(txn, copy.reservation_id, copy.store)
+            _drop_intent(txn, copy.reservation_id)
+            _add_usage(txn, copy.store, current.size, 1)
+            _drop_cleanups(txn, copy.store, copy.location)
+            txn.execute(
+                "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+                " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+                (record.bucket, record.key, copy.store, copy.location, current.size, self._now_ms()),
+            )
+            return True
+
+        return self.database.runInteraction("add_copy", add, write=True)
+
+    def object_copies(self, bucket: str, key: str) -> Deferred[list[CopyRecord]]:
+        """Every copy of one object (none for a missing object), in store name order."""
+
+        def select(txn: Transaction) -> list[CopyRecord]:
+            rows = txn.query(
+                "SELECT store, location, state, size FROM copies WHERE bucket = ? AND key = ? ORDER BY store",
+                (bucket, key),
+            )
+            return [CopyRecord(store=store, location=location, state=state, size=int(size))
+                    for store, location, state, size in rows]
+
+        return self.database.runInteraction("object_copies", select)
+
+    def queue_replication(self, bucket: str, key: str, since_ms: int) -> Deferred[None]:
+        """Put an existing object in the replication queue (kept there if it already is)."""
+
+        def queue(txn: Transaction) -> None:
+            txn.execute(
+                "INSERT INTO replication (bucket, key, since_ms) SELECT bucket, key, ? FROM objects"
+                " WHERE bucket = ? AND key = ? ON CONFLICT (bucket, key) DO NOTHING",
+                (since_ms, bucket, key),
+            )
+
+        return self.database.runInteraction("queue_replication", queue, write=True)
+
+    def queue_under_replicated(self, bucket: str, replicas: int, since_ms: int) -> Deferred[int]:
+        """Queue every object of ``bucket`` with fewer than ``replicas`` live copies
+        (``replicas`` raised, a copy lost); fire with how many joined the queue."""
+
+        def queue(txn: Transaction) -> int:
+            txn.execute(
+                "INSERT INTO replication (bucket, key, since_ms) SELECT o.bucket, o.key, ? FROM objects o"
+                " WHERE o.bucket = ? AND (SELECT COUNT(*) FROM copies c WHERE c.bucket = o.bucket"
+                " AND c.key = o.key AND c.state = 'live') < ? ON CONFLICT (bucket, key) DO NOTHING",
+                (since_ms, bucket, replicas),
+            )
+            return txn.rowcount
+
+        return self.database.runInteraction("queue_under_replicated", queue, write=True)
+
+    def replication_queue(
+        self, limit: int, after: tuple[int, str, str] | None = None
+    ) -> Deferred[list[QueuedReplication]]:
+        """Up to ``limit`` queued objects, oldest first; only those after ``after``, a
+        (since_ms, bucket, key) position."""
+        sql = "SELECT bucket, key, since_ms FROM replication"
+        args: list[Any] = []
+        if after is not None:
+            sql += " WHERE since_ms > ? OR (since_ms = ? AND (bucket > ? OR (bucket = ? AND key > ?)))"
+            args.extend([after[0], after[0], after[1], after[1], after[2]])
+        sql += " ORDER BY since_ms, bucket, key LIMIT ?"
+        args.append(limit)
+
+        def select(txn: Transaction) -> list[QueuedReplication]:
+            return [QueuedReplication(bucket=bucket, key=key, since_ms=int(since_ms))
+                    for bucket, key, since_ms in txn.query(sql, args)]
+
+        return self.database.runInteraction("replication_queue", select)
+
+    def unqueue_replication(self, bucket: str, key: str) -> Deferred[None]:
+        """Take an object out of the replication queue (it has its copies, or is gone)."""
+
+        def unqueue(txn: Transaction) -> None:
+            txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
+
+        return self.database.runInteraction("unqueue_replication", unqueue, write=True)
+
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
         return self.database.point_read("get_object", _select_object, bucket, key)
@@ -493,9 +638,8 @@ class MetadataStore:
             if previous is None:
                 return None
             txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
-            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
-            _add_usage(txn, previous.store, 0, -1)
-            _queue_cleanup(txn, previous.store, previous.location, previous.size, now_ms)
+            txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
+            _let_go_copies(txn, bucket, key, now_ms)
             return previous
 
         return self.database.runInteraction("delete_object", delete, write=True)
@@ -705,12 +849,13 @@ class MetadataStore:
         return self.database.runInteraction("list_parts", select)
 
     def complete_upload(
-        self, upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]]
+        self, upload_id: str, record: ObjectRecord, parts: Sequence[tuple[int, str]], missing: bool = False
     ) -> Deferred[ObjectRecord | None]:
         """In one transaction: forget the upload and its parts (releasing their bytes),
         store ``record`` as for commit_object and remember the completion (``parts``:
         the (number, ETag) pairs the Complete listed, see get_completed_upload); fire
-        with the replaced object.
+        with the replaced object. ``missing``: as for commit_copies (the object has
+        fewer copies than its placement asks for, the replicator makes the others).
 
         Errbacks with UploadNotFound, changing nothing, if the upload is gone.
         """
@@ -726,7 +871,7 @@ class MetadataStore:
                 (upload_id, record.bucket, record.key, record.store, record.etag,
                  json.dumps([[number, etag] for number, etag in parts]), record.last_modified_ms),
             )
-            return _put_object(txn, record)
+            return _put_object(txn, record, missing=missing)
 
         return self.database.runInteraction("complete_upload", complete, write=True)
 

@@ -227,6 +227,27 @@ class Metrics:
             for outcome, count in getattr(job, "resolutions", {}).items():
                 resolutions.add_metric([outcome], count)
         yield resolutions
+        replicator = jobs.get("replicator")
+        if replicator is not None:
+            yield from replication_metrics(replicator, replicator.clock.seconds())
+
+
+def replication_metrics(replicator: Any, now: float) -> Iterator[Metric]:
+    """The replicator's gauges (as of its last run) and counters."""
+    missing = GaugeMetricFamily("s3orchestrator_copies_missing",
+                                "Copies of objects the replicator has still to make (as of its last run).")
+    missing.add_metric([], replicator.missing)
+    queue = GaugeMetricFamily("s3orchestrator_replication_queue",
+                              "Objects waiting for the replicator (as of its last run).")
+    queue.add_metric([], replicator.queued)
+    lag = GaugeMetricFamily("s3orchestrator_replication_lag_seconds",
+                            "Age of the oldest missing copy (0: none missing).")
+    lag.add_metric([], 0 if replicator.oldest_ms is None else max(0.0, now - replicator.oldest_ms / 1000))
+    copies = CounterMetricFamily("s3orchestrator_replicated_copies", "Copies the replicator made.")
+    copies.add_metric([], replicator.copies)
+    size = CounterMetricFamily("s3orchestrator_replicated_bytes", "Bytes the replicator copied.")
+    size.add_metric([], replicator.bytes)
+    yield from (missing, queue, lag, copies, size)
 
 
 def job_failures(job: Any) -> int:

@@ -1,15 +1,15 @@
-"""Bodies placement writes that are not a client's: another copy being read, or no bytes at all."""
+"""Bodies placement writes that are not a client's: another copy being read."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from s3orchestrator.stores.interface import IObjectReader, IObjectWrite
+from s3orchestrator.stores.interface import IObjectReader
 
 
 @implementer(IBodyProducer)
@@ -83,20 +83,3 @@ class _Relay:
 
     def unregisterProducer(self) -> None:
         self._body.registered(None, True)
-
-
-@implementer(IObjectWrite)
-class NoBytes:
-    """The write of a metadata-only change: nothing to store, publish or undo."""
-
-    staged = True
-    location_intact = True
-
-    def __init__(self) -> None:
-        self.done: Deferred[None] = succeed(None)
-
-    def publish(self) -> Deferred[None]:
-        return succeed(None)
-
-    def abort(self) -> None:
-        pass

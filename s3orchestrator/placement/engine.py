@@ -10,26 +10,28 @@ from __future__ import annotations
 import os
 import socket
 from contextlib import contextmanager
-from typing import Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
-from s3orchestrator.config import DEFAULT_INTENT_LEASE
+from s3orchestrator.config import DEFAULT_INTENT_LEASE, PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import IntentPlan, ObjectRecord, Reservation, StoreUsage
-from s3orchestrator.placement.bodies import NoBytes, ReaderBody
+from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
+from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.retry import CleanupRetrier
-from s3orchestrator.routing import choose_store
+from s3orchestrator.placement.tee import Tee
+from s3orchestrator.routing import choose_store, choose_stores
 from s3orchestrator.stores.interface import (
     IObjectReader,
     IObjectStore,
@@ -40,6 +42,9 @@ from s3orchestrator.stores.interface import (
 )
 
 T = TypeVar("T")
+
+#: Seconds a store has to start its copy's write before the tee gives up on it.
+TEE_START_TIMEOUT = 30.0
 
 
 def instance_id() -> str:
@@ -89,6 +94,27 @@ def _verified_unless_store_fails(verified: Deferred[T], done: Deferred[None]) ->
     return outcome
 
 
+@attrs.frozen
+class Replicated:
+    """What one ``replicate`` did: ``copies`` made of ``size`` bytes in all, ``missing`` still."""
+
+    copies: int
+    size: int
+    missing: int
+
+
+def record_for(bucket: str, key: str) -> ObjectRecord:
+    """A record naming only an object's key (what undoing a failed write needs of it)."""
+    return ObjectRecord(bucket=bucket, key=key, store="", location="", size=0, etag="", content_type="",
+                        last_modified_ms=0)
+
+
+def _may_leave_bytes(write: IObjectWrite | None) -> bool:
+    """Whether a copy's write that failed may have left bytes at its location (an
+    unstaged one that may have replaced it); one that never started left none."""
+    return write is not None and not write.location_intact
+
+
 @implementer(IObjectReader)
 class _HealthReportingReader:
     """A store reader whose mid-stream outages count against the store's health."""
@@ -126,11 +152,17 @@ class Placement:
         health: StoreHealth,
         owner: str | None = None,
         intent_lease: float = DEFAULT_INTENT_LEASE,
+        policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
+        zones: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._metadata = metadata
         #: The owner recorded in this process's write intents (``instance_id()``).
         self.owner = owner if owner is not None else instance_id()
         self.intent_lease = intent_lease
+        self._background: set[Deferred[None]] = set()
+        # Read at each write, so a reload (SIGHUP) applies to the next one.
+        self.policy = policy
+        self._zones = zones
         self._stores = stores
         self.routing_strategy = routing_strategy
         self._clock = clock
@@ -173,6 +205,32 @@ class Placement:
             expires_ms=int((self._clock.seconds() + self.intent_lease) * 1000),
             locate=lambda store: self._stores[store].location_for(bucket, key),
         )
+
+    async def reserve_copies(self, size: int, policy: PlacementPolicy, intent_for: tuple[str, str],
+                             exclude: frozenset[str] = frozenset()) -> tuple[Reservation, ...]:
+        """Reserve ``size`` bytes on up to ``policy.replicas`` healthy stores (none of
+        ``exclude``) spread over zones, with the write intent of ``intent_for``'s
+        (bucket, key) bytes on each, in one transaction; at least ``write_quorum`` of
+        them, else nothing is kept and StoreUnavailable (stores with room are down)
+        or NoRoom is raised."""
+        healthy = self.health.healthy() - exclude
+        zones = self._zones()
+        with_room: list[int] = []
+
+        def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
+            candidates = [store for store in usage if store.name not in exclude]
+            with_room.append(len(choose_stores(self.routing_strategy, candidates, size, None, policy.replicas)))
+            chosen = choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas, zones)
+            return chosen if len(chosen) >= policy.write_quorum else ()
+
+        reservations = await self._metadata.reserve_copies(size, choose, self.intent_plan(*intent_for))
+        if reservations:
+            return reservations
+        if with_room and with_room[-1] >= policy.write_quorum:
+            raise StoreUnavailable(
+                f"fewer than {policy.write_quorum} stores with room for {size} bytes are up"
+            )
+        raise NoRoom(f"fewer than {policy.write_quorum} stores have room for {size} bytes")
 
     async def pick_store(self, size: int) -> str:
         """The healthy store the routing strategy would put ``size`` bytes on now,
@@ -221,8 +279,12 @@ class Placement:
     # -- writing ------------------------------------------------------------------------------
 
     async def write(self, bucket: str, key: str, body: RequestBody, new: NewObject) -> ObjectRecord:
-        """Stream ``body`` to a store chosen by the routing strategy and commit it as
-        ``bucket``/``key``, replacing any object there; the committed record."""
+        """Stream ``body`` to the stores chosen by the routing strategy (as many as the
+        bucket's placement asks for) and commit it as ``bucket``/``key``, replacing
+        any object there; the committed record."""
+        policy = self.policy(bucket)
+        if policy.replicas > 1:
+            return await self._write_copies(bucket, key, body, new, policy)
         reservation = await self.reserve(body.length, intent_for=(bucket, key))
         try:
             location = self._stores[reservation.store].location_for(bucket, key)
@@ -246,6 +308,182 @@ class Placement:
             await self.release(reservation)
             raise
         return record
+
+    async def _write_copies(
+        self, bucket: str, key: str, body: RequestBody, new: NewObject, policy: PlacementPolicy
+    ) -> ObjectRecord:
+        """``write`` of several copies: the body teed to every chosen store, the object
+        committed once ``write_quorum`` copies are durable; the copies still being
+        written then finish in the background (``_finish_late_copy``) and those that
+        fail, or were never chosen, are left to the replicator."""
+        reservations = await self.reserve_copies(body.length, policy, (bucket, key))
+        tee = Tee(body, len(reservations), self._clock, TEE_START_TIMEOUT)
+        locations = [self._stores[r.store].location_for(bucket, key) for r in reservations]
+        writes: list[IObjectWrite | None] = []
+        for reservation, location, branch in zip(reservations, locations, tee.branches, strict=True):
+            try:
+                with self.store_calls(reservation.store):
+                    writes.append(self._stores[reservation.store].start_write(location, branch, body.length))
+            except (StoreUnavailable, StoreMisconfigured):
+                branch.stopProducing()
+                writes.append(None)
+
+        def copy_failed(index: int, failure: Failure) -> None:
+            tee.branches[index].stopProducing()
+            store = reservations[index].store
+            if failure.check(StoreUnavailable):
+                self.health.record_failure(store, failure.getErrorMessage())
+            self._log.warn("Copy of {bucket}/{key} on store {store} failed: {error}",
+                           bucket=bucket, key=key, store=store, error=failure.getErrorMessage())
+
+        copies = CopyWrites(writes, policy.write_quorum, copy_failed)
+        committed = False
+        try:
+            payload = await _verified_unless_store_fails(tee.branches[0].verified, copies.reached)
+            record = ObjectRecord(
+                bucket=bucket, key=key, store="", location="", size=payload.size, etag=payload.md5_hex,
+                content_type=new.content_type, last_modified_ms=int(self._clock.seconds() * 1000),
+                headers=dict(new.headers), user_metadata=dict(new.user_metadata),
+            )
+            async with self._locks.hold((bucket, key)):
+                for branch in tee.branches:
+                    branch.release_tail()
+                await copies.reached
+                # What has settled now: the commit records these; the rest finish late.
+                done, failed = sorted(copies.done), list(copies.failed)
+                late = [index for index in range(len(writes)) if index not in done and index not in failed]
+                record = attrs.evolve(record, store=reservations[done[0]].store, location=locations[done[0]])
+                previous_copies = await self._metadata.object_copies(bucket, key)
+                new_copies = [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done]
+                previous = await self._metadata.commit_copies(
+                    record, new_copies, missing=len(done) < policy.replicas
+                )
+                committed = True
+                await self._publish_copies(record, [writes[i] for i in done], previous)
+                # The commit queued the old copies for cleanup; those where a copy of this
+                # write is (still being written, or failed) are left to the cleanup job.
+                ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
+                await self._discard_copies(previous_copies, ours)
+        except BaseException:
+            copies.reached.addErrback(lambda _: None)
+            if not committed:
+                await self._undo_copies(record_for(bucket, key), copies, reservations, locations)
+            else:
+                # Committed, then removed as unpublishable: the copies still going stop too.
+                for index in copies.pending():
+                    write = writes[index]
+                    if write is not None:
+                        write.abort()
+                for reservation in reservations:
+                    await self.release(reservation)
+            raise
+        for index in failed:
+            await self._release_copy(record, reservations[index], locations[index], _may_leave_bytes(writes[index]))
+        for index in late:
+            write = writes[index]
+            assert write is not None
+            self.background(self._finish_late_copy(
+                record, write, copies.outcome(index), reservations[index], locations[index],
+            ), f"copy of {bucket}/{key} on store {reservations[index].store}")
+        return record
+
+    async def _undo_copies(
+        self, record: ObjectRecord, copies: CopyWrites, reservations: Sequence[Reservation], locations: Sequence[str]
+    ) -> None:
+        """Stop and remove every copy of a write that will not be committed, giving back
+        its reservation; where one may have replaced the key's object in place (an
+        upstream PUT), that object is forgotten and the copy's bytes queued for cleanup."""
+        for index, write in enumerate(copies.writes):
+            replaced = write is not None and (
+                (index in copies.done and not write.staged) or (index in copies.failed and not write.location_intact)
+            )
+            if write is not None:
+                write.abort()
+            if replaced:
+                await self._forget_replaced_in_place(
+                    attrs.evolve(record, store=reservations[index].store, location=locations[index])
+                )
+            await self._release_copy(record, reservations[index], locations[index], replaced)
+
+    async def _publish_copies(
+        self, record: ObjectRecord, writes: Sequence[IObjectWrite | None], previous: ObjectRecord | None
+    ) -> None:
+        """Put committed copies in place; if one cannot be, the object is removed
+        (never an object whose copies differ)."""
+        try:
+            for write in writes:
+                if write is not None:
+                    await write.publish()
+        except BaseException:
+            self._log.error("Could not publish a copy of {bucket}/{key}; removing the object",
+                            bucket=record.bucket, key=record.key)
+            for write in writes:
+                if write is not None:
+                    write.abort()  # what is staged and unpublished goes
+            copies = await self._metadata.object_copies(record.bucket, record.key)
+            removed = await self._metadata.delete_object(record.bucket, record.key)
+            if removed is not None:
+                await self._discard_copies(copies)
+            raise
+
+    async def _finish_late_copy(
+        self, record: ObjectRecord, write: IObjectWrite, done: Deferred[None], reservation: Reservation, location: str
+    ) -> None:
+        """A copy still being written when its object was committed: added as a live copy
+        once durable (if the object is still that one), else undone; the replicator
+        makes it again if it failed."""
+        try:
+            await done
+        except BaseException:
+            await self._release_copy(record, reservation, location, _may_leave_bytes(write))
+            return
+        async with self._locks.hold((record.bucket, record.key)):
+            if await self._metadata.add_copy(record, NewCopy(reservation.store, location, reservation.id)):
+                try:
+                    await write.publish()
+                except BaseException:
+                    self._log.error("Could not publish the copy of {bucket}/{key} on store {store}",
+                                    bucket=record.bucket, key=record.key, store=reservation.store)
+                    raise
+                live = await self.live_sources(record)
+                if len(live) >= self.policy(record.bucket).replicas:
+                    await self._metadata.unqueue_replication(record.bucket, record.key)
+                return
+        await self._drop_unwanted_copy(record, write, reservation, location)
+
+    async def _drop_unwanted_copy(
+        self, record: ObjectRecord, write: IObjectWrite, reservation: Reservation, location: str
+    ) -> None:
+        """A durable copy ``add_copy`` refused (its object was replaced or deleted, or has
+        a copy on that store already): a staged one is aborted, an unstaged one removed."""
+        if write.staged:
+            write.abort()
+        await self._release_copy(record, reservation, location, leftover=not write.staged)
+
+    async def _release_copy(self, record: ObjectRecord, reservation: Reservation, location: str,
+                            leftover: bool) -> None:
+        """Give back the reservation (and write intent) of a copy that will not join
+        ``record``'s object. ``leftover``: its write may have left bytes at ``location``;
+        unless a live copy or another write is there now, they are queued for cleanup in
+        the same transaction and removed (``release``)."""
+        async with self._locks.hold((record.bucket, record.key)):
+            in_use = leftover and await self._metadata.location_in_use(reservation.store, location, reservation.id)
+            await self.release(reservation, leftover=location if leftover and not in_use else None)
+
+    def background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` without waiting for it; a failure is logged (it never escapes)."""
+
+        def failed(failure: Failure) -> None:
+            self._log.failure("Background {what} failed", failure, what=what)
+
+        running = ensureDeferred(work).addErrback(failed)
+        if not running.called:
+            self._background.add(running)
+            running.addBoth(lambda _: self._background.discard(running))
+
+    def settled(self) -> Deferred[None]:
+        """Fires once the background work running now (late copies) has finished."""
+        return DeferredList(list(self._background)).addCallback(lambda _: None)
 
     async def commit_write(
         self,
@@ -273,6 +511,7 @@ class Placement:
         and fires with the object it replaced (CompleteMultipartUpload's commit)."""
         async with self._locks.hold((record.bucket, record.key)):
             before_done()
+            previous_copies = await self._metadata.object_copies(record.bucket, record.key)
             try:
                 await write.done
             except BaseException:
@@ -283,38 +522,177 @@ class Placement:
                     await self._delete_bytes(record.store, record.location, record.size)
                 raise
             try:
-                previous = await commit()
+                await commit()
             except BaseException:
                 write.abort()
                 if not write.staged:
                     await self._forget_replaced_in_place(record)
                 raise
-            await self._publish(write, record, previous)
+            await self._publish(write, record, previous_copies)
 
     async def copy(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
         """Commit ``target``, a copy of ``source`` under another key or with other metadata,
-        the committed record. A copy onto itself (same key) keeps its bytes where they are;
-        any other is placed by the routing strategy: copied within the store that holds the
+        the committed record. A copy onto itself (same key) keeps its bytes where they are
+        (every copy of them); any other is placed by the routing strategy on as many stores
+        as the bucket's placement asks for: copied within a store that holds a copy of the
         source, streamed through the daemon to another."""
         if (source.bucket, source.key) == (target.bucket, target.key):
-            reservation = await self.reserve(0, only_store=source.store)
+            return await self._copy_onto_itself(source, target)
+        policy = self.policy(target.bucket)
+        if policy.replicas == 1:
+            reservation = await self.reserve(source.size)
             try:
-                await self.commit_write(NoBytes(), target, reservation)
+                location = self._stores[reservation.store].location_for(target.bucket, target.key)
+                placed = attrs.evolve(target, store=reservation.store, location=location)
+                with self.store_calls(reservation.store):
+                    write = await self._start_copy(source, placed)
+                    await self.commit_write(write, placed, reservation)
             except BaseException:
                 await self.release(reservation)
                 raise
-            return target
-        reservation = await self.reserve(source.size, intent_for=(target.bucket, target.key))
+            return placed
+        return await self._copy_copies(source, target, policy)
+
+    async def _copy_onto_itself(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
+        """A metadata-only change: ``target`` committed with the source's live copies."""
+        live = [copy for copy in await self._metadata.object_copies(source.bucket, source.key) if copy.state == "live"]
+        live.sort(key=lambda copy: (copy.store, copy.location) != (source.store, source.location))
+        stores = tuple(copy.store for copy in live) or (source.store,)
+        reservations = await self._metadata.reserve_copies(0, lambda usage: stores)
         try:
-            location = self._stores[reservation.store].location_for(target.bucket, target.key)
-            placed = attrs.evolve(target, store=reservation.store, location=location)
-            with self.store_calls(reservation.store):
-                write = await self._start_copy(source, placed)
-                await self.commit_write(write, placed, reservation)
+            by_store = {copy.store: copy.location for copy in live}
+            new_copies = [NewCopy(r.store, by_store.get(r.store, source.location), r.id) for r in reservations]
+            missing = len(new_copies) < self.policy(target.bucket).replicas
+            async with self._locks.hold((target.bucket, target.key)):
+                await self._metadata.commit_copies(target, new_copies, missing)
+        except BaseException:
+            for reservation in reservations:
+                await self.release(reservation)
+            raise
+        return target
+
+    async def _copy_copies(self, source: ObjectRecord, target: ObjectRecord, policy: PlacementPolicy) -> ObjectRecord:
+        """``copy`` to several stores at once, committed when every copy settled if at
+        least ``write_quorum`` of them are durable (the others are left to the replicator)."""
+        reservations = await self.reserve_copies(source.size, policy, (target.bucket, target.key))
+        sources = await self.live_sources(source)
+        placed = [attrs.evolve(target, store=r.store,
+                               location=self._stores[r.store].location_for(target.bucket, target.key))
+                  for r in reservations]
+        writes: list[IObjectWrite | None] = []
+        for reservation, target_copy in zip(reservations, placed, strict=True):
+            try:
+                with self.store_calls(reservation.store):
+                    source_copy = sources.get(reservation.store, source)
+                    writes.append(await self._start_copy(source_copy, target_copy))
+            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable):
+                writes.append(None)
+
+        def copy_failed(index: int, failure: Failure) -> None:
+            if failure.check(StoreUnavailable):
+                self.health.record_failure(reservations[index].store, failure.getErrorMessage())
+
+        copies = CopyWrites(writes, policy.write_quorum, copy_failed)
+        copies.reached.addErrback(lambda _: None)
+        await copies.finished
+        locations = [copy.location for copy in placed]
+        if len(copies.done) < policy.write_quorum:
+            await self._undo_copies(target, copies, reservations, locations)
+            raise StoreUnavailable(f"fewer than {policy.write_quorum} copies of {target.bucket}/{target.key}"
+                                   " could be made")
+        done = sorted(copies.done)
+        record = placed[done[0]]
+        try:
+            async with self._locks.hold((target.bucket, target.key)):
+                previous_copies = await self._metadata.object_copies(target.bucket, target.key)
+                previous = await self._metadata.commit_copies(
+                    record, [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done],
+                    missing=len(done) < policy.replicas,
+                )
+                await self._publish_copies(record, [writes[i] for i in done], previous)
+                # The commit queued the old copies for cleanup; those where a copy of this
+                # write is (still being written, or failed) are left to the cleanup job.
+                ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
+                await self._discard_copies(previous_copies, ours)
+        except BaseException:
+            await self._undo_copies(target, copies, reservations, locations)
+            raise
+        for index in copies.failed:
+            await self._release_copy(record, reservations[index], locations[index], _may_leave_bytes(writes[index]))
+        return record
+
+    async def replicate(self, bucket: str, key: str) -> Replicated:
+        """Make the copies ``bucket``/``key`` lacks (its bucket's ``replicas`` less its live
+        copies) on other healthy stores with room, each copied from a live copy (within
+        the daemon, a store's copy read and streamed to the other); each one committed
+        as it is done. The object leaves the replication queue once it has every copy
+        (or is gone). Raises NoRoom or StoreUnavailable when no store can take a copy."""
+        record = await self._metadata.get_object(bucket, key)
+        sources = {} if record is None else await self.live_sources(record)
+        wanted = self.policy(bucket).replicas - len(sources)
+        if record is None or wanted <= 0:
+            await self._metadata.unqueue_replication(bucket, key)
+            return Replicated(0, 0, 0)
+        if not sources:
+            raise CopyUnreadable(f"{bucket}/{key} has no live copy to replicate from")
+        copies = await self._metadata.object_copies(bucket, key)
+        reservations = await self.reserve_copies(
+            record.size, PlacementPolicy(replicas=wanted, write_quorum=1), (bucket, key),
+            exclude=frozenset(copy.store for copy in copies),
+        )
+        ordered = sorted(sources.values(), key=lambda source: not self.health.is_healthy(source.store))
+        made = copied = 0
+        for reservation in reservations:
+            if await self._replicate_to(record, ordered, reservation):
+                made += 1
+                copied += record.size
+        if made == wanted:
+            await self._metadata.unqueue_replication(bucket, key)
+        return Replicated(made, copied, wanted - made)
+
+    async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
+                            reservation: Reservation) -> bool:
+        """One new copy of ``record`` on the reserved store, from the first source that
+        reads; True once committed. The reservation is used or released."""
+        store = self._stores[reservation.store]
+        copy = NewCopy(reservation.store, store.location_for(record.bucket, record.key), reservation.id)
+        target = attrs.evolve(record, store=copy.store, location=copy.location)
+        write: IObjectWrite | None = None
+        leftover = False  # a failed try may have left bytes at the location
+        try:
+            for source in sources:
+                write = None
+                try:
+                    with self.store_calls(reservation.store):
+                        write = await self._start_copy(source, target)
+                        await write.done
+                    break
+                except (CopyUnreadable, StoreUnavailable, StoreMisconfigured) as error:
+                    self._log.warn("Replicating {bucket}/{key} from store {source} to store {target} failed: {error}",
+                                   bucket=record.bucket, key=record.key, source=source.store, target=copy.store,
+                                   error=str(error))
+                    leftover = leftover or _may_leave_bytes(write)
+                    write = None
+                    if not self.health.is_healthy(copy.store):
+                        break
+            if write is None:
+                await self._release_copy(record, reservation, copy.location, leftover)
+                return False
+            async with self._locks.hold((record.bucket, record.key)):
+                if await self._metadata.add_copy(record, copy):
+                    await write.publish()
+                    return True
         except BaseException:
             await self.release(reservation)
             raise
-        return placed
+        await self._drop_unwanted_copy(record, write, reservation, copy.location)
+        return False
+
+    async def live_sources(self, record: ObjectRecord) -> dict[str, ObjectRecord]:
+        """``record`` at each of its live copies, by store (the copies to read or copy from)."""
+        copies = await self._metadata.object_copies(record.bucket, record.key)
+        return {copy.store: attrs.evolve(record, store=copy.store, location=copy.location)
+                for copy in copies if copy.state == "live"}
 
     async def _start_copy(self, source: ObjectRecord, target: ObjectRecord) -> IObjectWrite:
         store = self._stores[target.store]
@@ -374,9 +752,10 @@ class Placement:
     async def delete(self, bucket: str, key: str) -> ObjectRecord | None:
         """Forget one object (if any), release its quota and remove its bytes."""
         async with self._locks.hold((bucket, key)):
+            copies = await self._metadata.object_copies(bucket, key)
             removed = await self._metadata.delete_object(bucket, key)
             if removed is not None:
-                await self._delete_bytes(removed.store, removed.location, removed.size, queued=True)
+                await self._discard_copies(copies)
         return removed
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
@@ -401,8 +780,10 @@ class Placement:
             forget_if_unchanged,
         )
 
-    async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous: ObjectRecord | None) -> None:
-        """Put committed bytes in place; then the bytes they replaced can go."""
+    async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous_copies: Sequence[CopyRecord]) -> None:
+        """Put committed bytes in place; then the bytes of the copies they replaced (queued
+        by the commit) can go, but where the new bytes replaced them in place."""
+        replaced_in_place = {(record.store, record.location)}
         try:
             await write.publish()
         except BaseException:
@@ -415,17 +796,18 @@ class Placement:
             removed = await self._metadata.delete_object(record.bucket, record.key)
             if removed is not None:
                 await self._delete_bytes(removed.store, removed.location, removed.size, queued=True)
-            if previous is not None:
-                await self._discard_replaced(previous, record)
+            await self._discard_copies(previous_copies, replaced_in_place)
             raise
-        if previous is not None:
-            await self._discard_replaced(previous, record)
+        await self._discard_copies(previous_copies, replaced_in_place)
 
-    async def _discard_replaced(self, previous: ObjectRecord, current: ObjectRecord) -> None:
-        # At the same store and location the new bytes replaced the old ones in place:
-        # deleting that location would delete the new object (the commit queued nothing).
-        if (previous.store, previous.location) != (current.store, current.location):
-            await self._delete_bytes(previous.store, previous.location, previous.size, queued=True)
+    async def _discard_copies(
+        self, copies: Sequence[CopyRecord], keep: Collection[tuple[str, str]] = ()
+    ) -> None:
+        """Remove the bytes of ``copies``, which a metadata commit let go of (and queued for
+        cleanup), but those at a ``keep`` (store, location): new bytes are there."""
+        for copy in copies:
+            if (copy.store, copy.location) not in keep:
+                await self._delete_bytes(copy.store, copy.location, copy.size, queued=True)
 
     async def _delete_bytes(self, store: str, location: str, size: int, queued: bool = False) -> None:
         """Remove bytes no object describes: right away (the cleanup queue's fast path),

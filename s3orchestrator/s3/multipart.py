@@ -353,7 +353,9 @@ class MultipartOperations:
                 )
                 try:
                     await self._placement.commit_object_write(
-                        write, record, lambda: self._metadata.complete_upload(upload.upload_id, record, listed)
+                        write, record, lambda: self._metadata.complete_upload(
+                            upload.upload_id, record, listed, missing=self._placement.policy(upload.bucket).replicas > 1
+                        ),
                     )
                 except ObjectMissing as error:
                     self._log.error(

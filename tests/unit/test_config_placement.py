@@ -106,6 +106,13 @@ def test_store_zones() -> None:
     assert dict(config.store_zones()) == {"b2-eu": "backblaze", "r2": "cloudflare"}
 
 
+def test_the_replicator_settings_are_read() -> None:
+    config = parse_config(data({"replication_interval": 5, "replication_bytes_per_second": 1000,
+                                "replication_concurrency": 4}), {})
+    assert (config.placement.replication_interval, config.placement.replication_bytes_per_second,
+            config.placement.replication_concurrency) == (5.0, 1000, 4)
+
+
 def test_the_most_replicas_are_the_number_of_stores() -> None:
     config = parse_config(data({"replicas": 3}, [bucket("archive", replicas=3, write_quorum=3)]), {})
     assert config.placement_for("archive") == PlacementPolicy(3, 3, "health")
@@ -113,7 +120,13 @@ def test_the_most_replicas_are_the_number_of_stores() -> None:
 
 INVALID = [
     (data({"replica": 2}), "placement.replica: unknown key (allowed here: replicas, write_quorum, read_order,"
-     " reaper_interval, cleanup_interval, intent_lease)"),
+     " reaper_interval, cleanup_interval, intent_lease, replication_interval, replication_bytes_per_second,"
+     " replication_concurrency)"),
+    (data({"replication_interval": 0}),
+     "placement.replication_interval: must be a positive number of seconds (got 0)"),
+    (data({"replication_bytes_per_second": -1}),
+     "placement.replication_bytes_per_second: must be a non-negative integer (got -1)"),
+    (data({"replication_concurrency": 0}), "placement.replication_concurrency: must be a positive integer (got 0)"),
     ({**data(), "placement": 2}, "placement: must be a table (got 2)"),
     (data({"replicas": 0}), "placement.replicas: must be a positive integer (got 0)"),
     (data({"replicas": 1.5}), "placement.replicas: must be a positive integer (got 1.5)"),

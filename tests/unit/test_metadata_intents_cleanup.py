@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import pytest_twisted
 
-from s3orchestrator.metadata.records import IntentPlan, ObjectRecord
+from s3orchestrator.metadata.records import IntentPlan, NewCopy, ObjectRecord
 from s3orchestrator.metadata.store import MetadataStore
 
 Rows = Callable[..., list[tuple[Any, ...]]]
@@ -132,3 +132,51 @@ async def test_location_in_use_sees_live_copies_and_intents(make_store) -> None:
     assert await metadata.location_in_use("a", "bkt/live") is False
     (intent,) = await metadata.list_intents()
     assert await metadata.location_in_use("a", "a:bkt/pending", ignore_intent=intent.reservation_id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_n_copy_overwrite_queues_every_old_copy_but_one_replaced_in_place(
+    make_store, db_rows: Rows
+) -> None:
+    metadata = await started(make_store)
+    await metadata.sync_stores([("a", 0), ("b", 0), ("c", 0)])
+    old = await metadata.reserve_copies(10, lambda usage: ("a", "b"), plan())
+    await metadata.commit_copies(record("k", "a", 10, location="a:bkt/k"),
+                                 [NewCopy(r.store, f"{r.store}:bkt/k", r.id) for r in old], missing=False)
+    assert await metadata.list_intents() == []
+    # The overwrite writes over a's copy in place, puts one on c; b's copy is still going.
+    a, c, b = await metadata.reserve_copies(4, lambda usage: ("a", "c", "b"), plan())
+    new = record("k", "a", 4, location="a:bkt/k")
+    await metadata.commit_copies(new, [NewCopy("a", "a:bkt/k", a.id), NewCopy("c", "c:bkt/k", c.id)], missing=True)
+    assert [intent.reservation_id for intent in await metadata.list_intents()] == [b.id]
+    assert [(e.store, e.location, e.size) for e in await metadata.list_cleanups(10)] == [("b", "b:bkt/k", 10)]
+    assert used(db_rows) == {"a": (4, 1), "b": (10, 0), "c": (4, 1)}
+
+    # The late copy on b joins: its intent goes, and so do the old bytes queued where it wrote.
+    assert await metadata.add_copy(new, NewCopy("b", "b:bkt/k", b.id))
+    assert await metadata.list_intents() == []
+    assert await metadata.list_cleanups(10) == []
+    assert used(db_rows) == {"a": (4, 1), "b": (4, 1), "c": (4, 1)}
+
+    await metadata.delete_object("bkt", "k")
+    assert sorted((e.store, e.location, e.size) for e in await metadata.list_cleanups(10)) == [
+        ("a", "a:bkt/k", 4), ("b", "b:bkt/k", 4), ("c", "c:bkt/k", 4),
+    ]
+    assert used(db_rows) == {"a": (4, 0), "b": (4, 0), "c": (4, 0)}
+    for name in ("a", "b", "c"):
+        assert await metadata.finish_cleanup(name, f"{name}:bkt/k") == 1
+    assert used(db_rows) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_late_copy_keeps_its_reservation_and_intent_for_release(make_store, db_rows: Rows) -> None:
+    metadata = await started(make_store)
+    first, second = await metadata.reserve_copies(10, lambda usage: ("a", "b"), plan())
+    await metadata.commit_copies(record("k", "a", 10, location="a:bkt/k"), [NewCopy("a", "a:bkt/k", first.id)],
+                                 missing=True)
+    await metadata.delete_object("bkt", "k")
+    assert not await metadata.add_copy(record("k", "a", 10, location="a:bkt/k"), NewCopy("b", "b:bkt/k", second.id))
+    assert [intent.reservation_id for intent in await metadata.list_intents()] == [second.id]
+    await metadata.release(second.id, leftover="b:bkt/k")
+    assert await metadata.list_intents() == []
+    assert used(db_rows) == {"a": (10, 0), "b": (10, 0)}  # both locations queued, counted until gone
