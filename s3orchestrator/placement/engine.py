@@ -195,9 +195,10 @@ class Placement:
     def intent_plan(self, bucket: str, key: str) -> IntentPlan:
         """The write intents of ``bucket``/``key``'s bytes, for ``metadata.reserve_copies``:
         one per chosen store at the store's location for the key, owned by this process
-        for ``intent_lease`` seconds. ``commit_object`` (with the copy's reservation)
-        drops a copy's intent; ``release`` drops it once a failed write's bytes are gone
-        or queued; the reaper resolves those a crash left."""
+        for ``intent_lease`` seconds. The commit of a copy (``commit_object``,
+        ``commit_copies``, ``add_copy``, with its reservation) drops its intent;
+        ``release`` drops it once a failed write's bytes are gone or queued; the reaper
+        resolves those a crash left."""
         return IntentPlan(
             bucket=bucket,
             key=key,

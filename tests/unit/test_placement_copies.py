@@ -11,12 +11,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.placement.engine import NewObject, Placement
 from s3orchestrator.placement.errors import NoRoom
@@ -434,3 +436,36 @@ async def test_the_replicators_copies_record_intents_that_add_copy_drops(world) 
     assert await pending_intents(metadata) == []
     assert await live_copies(metadata, "k") == ["a", "b", "c"]
     assert await used(metadata) == {"a": (10, 0), "b": (10, 0), "c": (10, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_crash_mid_overwrite_the_reaper_and_cleanup_job_settle_the_late_copy(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=3))
+    old = await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
+    placement.policy = lambda bucket: PlacementPolicy(replicas=3, write_quorum=2)
+    gate: Deferred[None] = Deferred()
+    stores["c"].gate = gate  # c's copy does not finish: the writer dies with it in flight
+    await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
+    assert await pending_intents(metadata) == ["c"]
+    assert await queued_cleanups(metadata) == [("c", old.location, 11)]  # c's old copy, let go of
+    later = Clock()
+    later.advance(reactor.seconds() + 3600)
+    cleanup = CleanupJob(metadata, lambda: stores, 60, later)
+    assert await cleanup.run() == 0  # the late copy's intent guards the location
+
+    reaper = ReaperJob(metadata, lambda: stores, "host:2", 60, later)  # the next run on this host
+    intent = (await metadata.list_intents())[0]
+    await metadata.database.runInteraction(  # as if written by host:1, the dead process
+        "owner", lambda txn: txn.execute("UPDATE intents SET owner = 'host:1' WHERE reservation_id = ?",
+                                          (intent.reservation_id,)), write=True)
+    assert await reaper.run() == 1 and reaper.resolutions["deleted"] == 1
+    later.advance(60)  # the postponed entry's next try
+    assert await cleanup.run() == 1
+    assert await pending_intents(metadata) == [] and await queued_cleanups(metadata) == []
+    assert await used(metadata) == {"a": (3, 0), "b": (3, 0), "c": (0, 0)}
+    assert await counts(metadata) == {"a": 1, "b": 1, "c": 0}
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(stores["c"], old.location)
+    gate.errback(StoreUnavailable("gone with its process"))  # ends the test's dead coroutine
+    await placement.settled()
