@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upstream_ratio.py
 	$(BIN)/python bench/checksums.py
+	$(BIN)/python bench/replicas.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache
