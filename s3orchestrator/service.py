@@ -23,9 +23,10 @@ from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
+from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
@@ -109,9 +110,16 @@ class OrchestratorService(MultiService):
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
-        self.metadata = MetadataStore(Database(create_engine(config.metadata), reactor))
+        # Whether the metadata database answers (degraded mode while it does not).
+        self.metadata_availability = MetadataAvailability(reactor, config.metadata.unavailable_after)
+        self.metadata = MetadataStore(
+            Database(create_engine(config.metadata), reactor, availability=self.metadata_availability)
+        )
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
-        self.metrics = Metrics(jobs=lambda: self.jobs)
+        self.metrics = Metrics(
+            jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
+            metadata_up=lambda: self.metadata_availability.available,
+        )
         self.stores: Mapping[str, IObjectStore] = {
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
@@ -124,8 +132,11 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=locks,
             health=self.health,
+            read_order=lambda bucket: self.config.placement_for(bucket).read_order,
         )
-        self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
+        self.objects = ObjectOperations(
+            self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
+        )
         self.multipart = MultipartOperations(
             self.placement, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
             completed_retention=config.multipart.completed_retention,
@@ -138,6 +149,7 @@ class OrchestratorService(MultiService):
             BatchDelete(self.placement),
             CopyOperations(self.placement, reactor),
             self.multipart,
+            availability=self.metadata_availability,
         )
         self.s3_handler = S3Handler(
             api, self.find_credential, reactor, metrics=self.metrics,
@@ -208,6 +220,7 @@ class OrchestratorService(MultiService):
         health_checks = HealthCheckJob(
             lambda: self.stores, self.health, self.config.health.interval, self.reactor,
             slow_probe=self.config.health.slow_probe,
+            probe_metadata=lambda: None if self.metadata_availability.available else self.metadata.probe(),
         )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
@@ -241,10 +254,20 @@ class OrchestratorService(MultiService):
         """The operator endpoints served on the S3 listener (for requests without an S3
         signature) and on ``[metrics] listen``, by path."""
         endpoints: dict[str, OpsEndpoint] = {}
-        endpoints["/health"] = health_endpoint(self.health)
+        endpoints["/health"] = health_endpoint(self.health, lambda: self.metadata_availability.available)
         endpoints["/health/ready"] = ready_endpoint(lambda: self.ready)
-        endpoints["/metrics"] = metrics_endpoint(self.metrics, lambda: status_snapshot(self.metadata, self.health))
+        endpoints["/metrics"] = metrics_endpoint(self.metrics, self._metrics_status)
         return endpoints
+
+    async def _metrics_status(self) -> Mapping[str, Any]:
+        """The status snapshot of ``/metrics``; none while the metadata database is
+        unavailable (the store gauges are left out, ``s3orchestrator_metadata_up`` says why)."""
+        if not self.metadata_availability.available:
+            return {}
+        try:
+            return await status_snapshot(self.metadata, self.health)
+        except (MetadataUnavailable, MetadataBusy):
+            return {}
 
     async def start_ops_listeners(self) -> None:
         """Listen where operators reach the daemon besides S3 (each only when

@@ -9,6 +9,7 @@ from zope.interface import Interface
 
 from s3orchestrator.metadata.records import (
     CompletedUpload,
+    CopyRecord,
     ObjectRecord,
     PartRecord,
     Reservation,
@@ -38,6 +39,12 @@ _LAST_CODE_POINT = "\U0010ffff"
 class MetadataBusy(Exception):
     """The metadata database stayed locked by another connection or process for longer
     than its busy timeout: nothing was changed, and trying again later may work."""
+
+
+class MetadataUnavailable(Exception):
+    """The metadata database cannot be used at all (its file unreadable or damaged, its
+    server down or unreachable), as opposed to busy: reads fall back to the stores
+    (degraded mode, ``metadata.availability``)."""
 
 
 def prefix_upper_bound(prefix: str) -> str | None:
@@ -97,6 +104,17 @@ class IMetadataStore(Interface):
 
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
+
+    def get_object_copies(bucket: str, key: str) -> Deferred[tuple[ObjectRecord, tuple[CopyRecord, ...]] | None]:
+        """The record of one object and its live copies (stores in configuration order,
+        stores no longer configured last), or None."""
+
+    def mark_copy_missing(bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+        """A read found ``copy`` missing or damaged: forget it (it is no longer live), if it
+        is still that live copy of the object; fire with whether it was."""
+
+    def probe() -> Deferred[None]:
+        """Read something from the database (is it there at all?); errbacks as any read."""
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; return the removed record."""

@@ -38,6 +38,16 @@ class ObjectRecord:
 
 
 @attrs.frozen
+class CopyRecord:
+    """One live copy of an object: the store holding it, where, and when it was written
+    (``created_ms``, which tells this copy from a later one at the same place)."""
+
+    store: str
+    location: str
+    created_ms: int
+
+
+@attrs.frozen
 class StoreUsage:
     """A store's quota and how much of it is used or reserved for uploads in flight."""
 

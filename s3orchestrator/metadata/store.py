@@ -21,6 +21,7 @@ from s3orchestrator.metadata.interface import (
 )
 from s3orchestrator.metadata.records import (
     CompletedUpload,
+    CopyRecord,
     ObjectRecord,
     PartRecord,
     Reservation,
@@ -141,6 +142,22 @@ def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | No
         f"SELECT {_OBJECT_COLUMNS}, part_sizes FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
     )
     return None if row is None else _record_from_row(row)
+
+
+def _select_object_copies(
+    txn: Transaction, bucket: str, key: str
+) -> tuple[ObjectRecord, tuple[CopyRecord, ...]] | None:
+    record = _select_object(txn, bucket, key)
+    if record is None:
+        return None
+    rows = txn.query(
+        "SELECT copies.store, copies.location, copies.created_ms FROM copies"
+        " LEFT JOIN stores ON stores.name = copies.store"
+        " WHERE copies.bucket = ? AND copies.key = ? AND copies.state = 'live'"
+        " ORDER BY stores.config_order IS NULL, stores.config_order, copies.store",
+        (bucket, key),
+    )
+    return record, tuple(CopyRecord(store, location, int(created_ms)) for store, location, created_ms in rows)
 
 
 _T = TypeVar("_T")
@@ -400,6 +417,37 @@ class MetadataStore:
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
         return self.database.point_read("get_object", _select_object, bucket, key)
+
+    def get_object_copies(
+        self, bucket: str, key: str
+    ) -> Deferred[tuple[ObjectRecord, tuple[CopyRecord, ...]] | None]:
+        """The record of one object and its live copies, stores in configuration order
+        (stores no longer configured last), or None."""
+        return self.database.point_read("get_object_copies", _select_object_copies, bucket, key)
+
+    def mark_copy_missing(self, bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+        """Forget ``copy``, found missing or damaged, if it is still that live copy of the
+        object (same store, location and ``created_ms``: a copy written since is spared);
+        fire with whether it was. The object keeps its other copies; what re-creates the
+        lost one counts an object's live copies against its ``replicas``."""
+
+        def forget(txn: Transaction) -> bool:
+            txn.execute(
+                "DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ? AND location = ?"
+                " AND created_ms = ? AND state = 'live'",
+                (bucket, key, copy.store, copy.location, copy.created_ms),
+            )
+            return txn.rowcount == 1
+
+        return self.database.runInteraction("mark_copy_missing", forget, write=True)
+
+    def probe(self) -> Deferred[None]:
+        """One small read in the database's pool (the degraded mode's probe)."""
+
+        def read(txn: Transaction) -> None:
+            txn.query("SELECT COUNT(*) FROM stores")
+
+        return self.database.runInteraction("probe", read)
 
     def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; fire with the removed record."""

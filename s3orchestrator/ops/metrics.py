@@ -32,6 +32,13 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_store_used_bytes``, ``_reserved_bytes``, ``_quota_bytes``
   (0: unlimited), ``_objects``, ``_up`` (1 healthy, 0 down), all ``{store}``.
 - ``s3orchestrator_multipart_uploads{store}``: multipart uploads in progress.
+- ``s3orchestrator_read_failovers_total{store}``: copies on the store a GET gave up
+  on (it failed to open, was missing or damaged, or its store died mid-stream) and
+  went on to the next copy or failed.
+- ``s3orchestrator_copies_missing_total{store}``: copies reads found missing or damaged
+  on the store (each is forgotten, see README "Reads").
+- ``s3orchestrator_metadata_up``: 1 while the metadata database answers, 0 while it
+  is unavailable (degraded mode; the store gauges are then left out).
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
@@ -94,9 +101,15 @@ def upstream_outcome(status: int | None, error: BaseException | None, timed_out:
 class Metrics:
     """The daemon's metrics, in a registry of their own (``registry``)."""
 
-    def __init__(self, jobs: JobSource | None = None) -> None:
+    def __init__(
+        self, jobs: JobSource | None = None, reads: Callable[[], Any] | None = None,
+        metadata_up: Callable[[], bool] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._jobs = jobs
+        # Placement's ReadCounters (``failovers``, ``copies_missing``: counts by store).
+        self._reads = reads
+        self._metadata_up = metadata_up
         self._status: Mapping[str, Any] | None = None
         self.requests = Counter(
             "s3orchestrator_requests", "S3 requests answered, by operation and status.",
@@ -201,6 +214,29 @@ class Metrics:
             runs.add_metric([job_name], getattr(job, "runs", 0))
             failures.add_metric([job_name], job_failures(job))
         yield from (runs, failures)
+
+        failovers = CounterMetricFamily(
+            "s3orchestrator_read_failovers",
+            "Copies on a store a read gave up on (it went on to another copy or failed).",
+            labels=["store"],
+        )
+        missing = CounterMetricFamily(
+            "s3orchestrator_copies_missing", "Copies reads found missing or damaged on a store.", labels=["store"]
+        )
+        if self._reads is not None:
+            counters = self._reads()
+            for store, count in sorted(counters.failovers.items()):
+                failovers.add_metric([store], count)
+            for store, count in sorted(counters.copies_missing.items()):
+                missing.add_metric([store], count)
+        yield from (failovers, missing)
+
+        if self._metadata_up is not None:
+            yield GaugeMetricFamily(
+                "s3orchestrator_metadata_up",
+                "1 if the metadata database answers, 0 while it is unavailable (degraded mode).",
+                value=1 if self._metadata_up() else 0,
+            )
 
 
 def job_failures(job: Any) -> int:
