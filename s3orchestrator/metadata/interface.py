@@ -114,7 +114,7 @@ class IMetadataStore(Interface):
         is still that live copy of the object; fire with whether it was."""
 
     def probe() -> Deferred[None]:
-        """Read something from the database (is it there at all?); errbacks as any read."""
+        """Check the database can be read and written (degraded mode's probe); changes nothing."""
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; return the removed record."""

@@ -442,12 +442,13 @@ class MetadataStore:
         return self.database.runInteraction("mark_copy_missing", forget, write=True)
 
     def probe(self) -> Deferred[None]:
-        """One small read in the database's pool (the degraded mode's probe)."""
+        """A write transaction that reads one row and changes nothing (degraded mode's
+        probe): it fails while the database cannot be read or its write lock had."""
 
         def read(txn: Transaction) -> None:
             txn.query("SELECT COUNT(*) FROM stores")
 
-        return self.database.runInteraction("probe", read)
+        return self.database.runInteraction("probe", read, write=True, durable=False)
 
     def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and release its bytes; fire with the removed record."""

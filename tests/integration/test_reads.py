@@ -1,0 +1,134 @@
+"""Reads with the real daemon: failover between an object's copies, missing copies
+forgotten, and degraded mode while the metadata database is unavailable.
+
+Until the write path makes replicas, a second copy is made by hand here: the object is
+PUT (one copy, on store "local-a"), then its bytes are copied to the same location
+under store "local-b" and a live row for that copy is added to the copies table, as
+replication would leave them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.conftest import make_client, metadata_rows, store_files
+from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def health(daemon: Daemon) -> Any:
+    return json.loads(fetch(f"{daemon.endpoint}/health"))
+
+
+def until(condition: Any, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """Two directory stores; a database locked for 1 s is unavailable; probes every 0.3 s."""
+    port = free_port()
+    config = write_config(
+        tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+        metadata_busy_timeout=0.2, metadata_unavailable_after=1.0,
+    )
+    started = Daemon(tmp_path, config, port)
+    started.start()
+    yield started
+    started.stop()
+
+
+def object_file(daemon: Daemon, store: str, key: str) -> Path:
+    return daemon.directory / "stores" / store / f"{BUCKET}.d" / key
+
+
+def second_copy(daemon: Daemon, key: str) -> None:
+    """The copy on local-b, made by hand (see the module docstring)."""
+    target = object_file(daemon, "local-b", key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(object_file(daemon, "local-a", key), target)
+    with sqlite3.connect(daemon.directory / "metadata.sqlite") as db:
+        db.execute(
+            "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+            " SELECT bucket, key, 'local-b', location, 'live', size, created_ms FROM copies WHERE key = ?", (key,),
+        )
+
+
+def test_get_serves_the_other_copy_when_one_is_gone_and_forgets_it(daemon: Daemon) -> None:
+    client = make_client(daemon)
+    client.put_object(Bucket=BUCKET, Key="doc", Body=DATA)
+    second_copy(daemon, "doc")
+    object_file(daemon, "local-a", "doc").unlink()  # behind the daemon's back
+
+    assert client.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == DATA
+
+    until(lambda: metadata_rows(daemon, "SELECT store FROM copies WHERE key = 'doc'") == [("local-b",)])
+    assert client.get_object(Bucket=BUCKET, Key="doc", Range="bytes=5-9")["Body"].read() == DATA[5:10]
+    metrics = fetch(f"{daemon.endpoint}/metrics").decode()
+    assert 's3orchestrator_copies_missing_total{store="local-a"} 1.0' in metrics
+    assert 's3orchestrator_read_failovers_total{store="local-a"} 1.0' in metrics
+    assert f"Copy of {BUCKET}/doc on store local-a at {BUCKET}/doc is missing or damaged" in daemon.log()
+
+
+def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
+    """"Unavailable" here: another process holds the write lock for longer than
+    metadata.unavailable_after (1 s); requests failing busy all that time flip the daemon
+    into degraded mode, and the health job's probe ends it once the lock is gone."""
+    client = make_client(daemon)
+    client.put_object(Bucket=BUCKET, Key="kept", Body=DATA)
+    other_process = sqlite3.connect(daemon.directory / "metadata.sqlite", isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        codes: list[str] = []
+
+        def refused_as_unavailable() -> bool:
+            with pytest.raises(ClientError) as refused:
+                client.put_object(Bucket=BUCKET, Key="refused", Body=b"x")
+            codes.append(refused.value.response["Error"]["Code"])
+            return codes[-1] == "ServiceUnavailable"
+
+        until(refused_as_unavailable)
+        assert set(codes) <= {"SlowDown", "ServiceUnavailable"}
+
+        got = client.get_object(Bucket=BUCKET, Key="kept")
+        assert got["Body"].read() == DATA and got["ContentLength"] == len(DATA)
+        assert client.head_object(Bucket=BUCKET, Key="kept")["ContentLength"] == len(DATA)
+        for refused_call in (
+            lambda: client.list_objects_v2(Bucket=BUCKET),
+            lambda: client.delete_object(Bucket=BUCKET, Key="kept"),
+        ):
+            with pytest.raises(ClientError) as error:
+                refused_call()
+            assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert health(daemon)["status"] == "degraded" and health(daemon)["metadata"] == "unavailable"
+        assert "s3orchestrator_metadata_up 0.0" in fetch(f"{daemon.endpoint}/metrics").decode()
+    finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
+
+    until(lambda: health(daemon)["metadata"] == "ok")
+    client.put_object(Bucket=BUCKET, Key="later", Body=b"later bytes")
+    assert client.get_object(Bucket=BUCKET, Key="later")["Body"].read() == b"later bytes"
+    assert [path.name for path in store_files(daemon, "local-a")] == ["kept", "later"]
+    log = daemon.log()
+    assert log.count("Metadata database unavailable") == 1
+    assert log.count("Metadata database answers again") == 1
