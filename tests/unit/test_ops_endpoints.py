@@ -111,7 +111,9 @@ def test_health_is_ok_again_after_the_store_recovers() -> None:
 
     health.record_success("a")
 
-    assert document(answer(endpoint)) == {"status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": "refused"}}}
+    assert document(answer(endpoint)) == {
+        "status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": "refused"}},
+    }
 
 
 # -- /health/ready ------------------------------------------------------------------------------
@@ -349,7 +351,9 @@ def test_unsigned_get_of_health_is_answered_by_the_endpoint() -> None:
     assert status == b"HTTP/1.1 200 OK"
     assert headers[b"content-type"] == b"application/json"
     assert headers[b"cache-control"] == b"no-store"
-    assert json.loads(body) == {"status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": None}}}
+    assert json.loads(body) == {
+        "status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": None}},
+    }
     assert listener.s3.requests == []
 
 
