@@ -9,6 +9,7 @@ replication would leave them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -22,7 +23,9 @@ from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows, store_files
 from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.upstreams import Upstream
 
+MiB = 1024 * 1024
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
 
@@ -55,6 +58,13 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     started.start()
     yield started
     started.stop()
+
+
+def s3_store(upstream: Upstream, name: str) -> StoreSpec:
+    """An s3 store of the daemon on ``upstream``'s bucket."""
+    return StoreSpec(name, 0, s3={
+        "endpoint": upstream.endpoint, "bucket": upstream.bucket, "region": upstream.region,
+        "access_key_id": upstream.access_key, "secret_access_key": upstream.secret_key, "timeout": 5})
 
 
 def object_file(daemon: Daemon, store: str, key: str) -> Path:
@@ -132,3 +142,44 @@ def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
     log = daemon.log()
     assert log.count("Metadata database unavailable") == 1
     assert log.count("Metadata database answers again") == 1
+
+
+def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_daemon, start_upstream, tmp_path):
+    """200 MiB on SeaweedFS "sw-a" and, made by hand as above, on SeaweedFS "sw-b"; "sw-a"
+    is killed after the client read 32 MiB: the client still receives one complete body
+    with the right MD5 (the daemon resumed from "sw-b" with a Range), and a fresh GET
+    works with "sw-a" down."""
+    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
+    daemon = start_daemon(stores=[s3_store(first, "sw-a"), s3_store(second, "sw-b")])
+    source = tmp_path / "big.bin"
+    md5 = hashlib.md5()
+    with source.open("wb") as out:
+        for block in range(200):
+            chunk = block.to_bytes(4, "big") * (MiB // 4)
+            md5.update(chunk)
+            out.write(chunk)
+    client = make_client(daemon, read_timeout=120)
+    with source.open("rb") as body:
+        client.put_object(Bucket=BUCKET, Key="big", Body=body)
+    location = metadata_rows(daemon, "SELECT location FROM copies WHERE key = 'big'")[0][0]
+    with source.open("rb") as body:
+        second.boto.put_object(Bucket=second.bucket, Key=location, Body=body)
+    with sqlite3.connect(daemon.directory / "metadata.sqlite") as db:
+        db.execute(
+            "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+            " SELECT bucket, key, 'sw-b', location, 'live', size, created_ms FROM copies WHERE key = 'big'"
+        )
+
+    streamed = client.get_object(Bucket=BUCKET, Key="big")["Body"]
+    received = hashlib.md5()
+    size = 0
+    while chunk := streamed.read(MiB):
+        received.update(chunk)
+        size += len(chunk)
+        if size == 32 * MiB:
+            first.stop()
+
+    assert size == 200 * MiB and received.hexdigest() == md5.hexdigest()
+    assert "Resumed the read from store sw-b" in daemon.log()
+    again = hashlib.md5(client.get_object(Bucket=BUCKET, Key="big")["Body"].read()).hexdigest()
+    assert again == md5.hexdigest()
