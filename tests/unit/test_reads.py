@@ -18,6 +18,7 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
+from s3orchestrator.metadata.engines.postgres import PostgresEngine
 from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.records import CopyRecord
@@ -312,3 +313,19 @@ def test_the_health_job_probes_the_metadata_database_only_while_it_is_unavailabl
     available[0] = False
     job.run_once()
     assert len(probes) == 1
+
+
+def _psycopg_error(sqlstate: str | None) -> Exception:
+    error_type = type("OperationalError", (Exception,), {"__module__": "psycopg"})
+    error = error_type("server closed the connection unexpectedly")
+    error.sqlstate = sqlstate  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(("sqlstate", "unavailable"), [
+    (None, True), ("08006", True), ("57P01", True), ("55P03", False), ("40P01", False), ("42P01", False),
+])
+def test_postgres_server_gone_is_unavailable_but_a_lock_or_a_bad_statement_is_not(
+    sqlstate: str | None, unavailable: bool
+) -> None:
+    assert PostgresEngine("postgresql://localhost/x").is_unavailable(_psycopg_error(sqlstate)) is unavailable
