@@ -745,8 +745,9 @@ class Placement:
     ) -> FailoverReader:
         """An opened reader of the object's bytes (or a range) from whichever of ``copies``
         works, tried in the bucket's ``read_order``, resuming from another copy if a store
-        dies mid-stream. A copy found missing or damaged is counted and forgotten
-        (``mark_copy_missing``); a store failing counts against its health. When every
+        dies mid-stream. A copy found missing or damaged is counted and let go
+        (``mark_copy_missing``: its bytes queued for cleanup, the object for the
+        replicator); a store failing counts against its health. When every
         copy fails: the last store error, or CopyUnreadable if every copy was missing."""
         # An object has at most one copy per store (the copies table's key).
         by_store = {copy.store: copy for copy in copies}
@@ -821,8 +822,9 @@ class Placement:
             raise CopyUnreadable(f"no store could read {size} bytes at {places[0][1]!r}") from error
 
     def _copy_missing(self, record: ObjectRecord, copy: CopyRecord, error: Exception) -> None:
-        """Count and log a copy a read found missing or damaged, and forget it in the
-        background (a busy database only delays that to the next read that finds it)."""
+        """Count and log a copy a read found missing or damaged, and let it go in the
+        background (a busy database only delays that to the next read that finds it;
+        the replicator's own scan finds the object short of copies meanwhile)."""
         self.read_counters.copies_missing[copy.store] += 1
         self._log.error(
             "Copy of {bucket}/{key} on store {store} at {location} is missing or damaged: {error}",
@@ -832,13 +834,13 @@ class Placement:
         def forgotten(was_live: bool) -> None:
             if was_live:
                 self._log.info(
-                    "Forgot the copy of {bucket}/{key} on store {store}",
+                    "Let go of the copy of {bucket}/{key} on store {store}; the replicator will make it again",
                     bucket=record.bucket, key=record.key, store=copy.store,
                 )
 
         def not_forgotten(failure: Failure) -> None:
             self._log.warn(
-                "Could not forget the missing copy of {bucket}/{key} on store {store}: {error}",
+                "Could not let go of the missing copy of {bucket}/{key} on store {store}: {error}",
                 bucket=record.bucket, key=record.key, store=copy.store, error=str(failure.value),
             )
 
