@@ -29,6 +29,7 @@ DEFAULT_MIN_UPLOAD_RATE = 8192
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_METADATA_BUSY_TIMEOUT = 2.0
+DEFAULT_METADATA_UNAVAILABLE_AFTER = 10.0
 DEFAULT_METADATA_POOL_SIZE = 8
 DEFAULT_HEALTH_INTERVAL = 15.0
 DEFAULT_UNHEALTHY_AFTER = 3
@@ -83,6 +84,8 @@ class MetadataConfig:
     busy_timeout: float = DEFAULT_METADATA_BUSY_TIMEOUT
     url: str | None = None  # postgresql://user:password@host:port/database
     pool_size: int = DEFAULT_METADATA_POOL_SIZE  # PostgreSQL connections of this process
+    # Seconds of nothing but busy failures after which the database counts as unavailable (degraded mode).
+    unavailable_after: float = DEFAULT_METADATA_UNAVAILABLE_AFTER
 
 
 @attrs.frozen
@@ -400,7 +403,7 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
 
 
 def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> MetadataConfig:
-    _check_keys(table, "metadata", ("sqlite", "url", "busy_timeout", "pool_size"))
+    _check_keys(table, "metadata", ("sqlite", "url", "busy_timeout", "pool_size", "unavailable_after"))
     if ("sqlite" in table) == ("url" in table):
         raise ConfigError(
             "metadata.url: give either url (PostgreSQL) or sqlite (a file path), not both"
@@ -415,6 +418,9 @@ def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> Metadat
         url=url,
         busy_timeout=_seconds(table, "metadata", "busy_timeout", default=DEFAULT_METADATA_BUSY_TIMEOUT),
         pool_size=_integer(table, "metadata", "pool_size", minimum=1, default=DEFAULT_METADATA_POOL_SIZE),
+        unavailable_after=_seconds(
+            table, "metadata", "unavailable_after", default=DEFAULT_METADATA_UNAVAILABLE_AFTER
+        ),
     )
 
 

@@ -10,7 +10,8 @@ starts from then on), health and multipart settings (expiry, completed_retention
 the reaper and cleanup settings of ``[placement]`` (intervals; intent_lease for writes
 that start from then on),
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
-(the listening socket), the metadata settings (database, busy_timeout, pool_size), the other operators' settings
+(the listening socket), the metadata settings (database, busy_timeout, pool_size,
+unavailable_after), the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
 than in its quota or zone, and replicas above the number of running stores (the whole
 running placement stays until a restart brings the stores that allow them).

@@ -26,9 +26,10 @@ from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
@@ -112,9 +113,16 @@ class OrchestratorService(MultiService):
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
-        self.metadata = MetadataStore(Database(create_engine(config.metadata), reactor))
+        # Whether the metadata database answers (degraded mode while it does not).
+        self.metadata_availability = MetadataAvailability(reactor, config.metadata.unavailable_after)
+        self.metadata = MetadataStore(
+            Database(create_engine(config.metadata), reactor, availability=self.metadata_availability)
+        )
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
-        self.metrics = Metrics(jobs=lambda: self.jobs)
+        self.metrics = Metrics(
+            jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
+            metadata_up=lambda: self.metadata_availability.available,
+        )
         self.stores: Mapping[str, IObjectStore] = {
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
@@ -132,7 +140,9 @@ class OrchestratorService(MultiService):
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
         )
-        self.objects = ObjectOperations(self.placement, max_object_size=config.server.max_object_size)
+        self.objects = ObjectOperations(
+            self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
+        )
         self.multipart = MultipartOperations(
             self.placement, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
             completed_retention=config.multipart.completed_retention,
@@ -145,6 +155,7 @@ class OrchestratorService(MultiService):
             BatchDelete(self.placement),
             CopyOperations(self.placement, reactor),
             self.multipart,
+            availability=self.metadata_availability,
         )
         self.s3_handler = S3Handler(
             api, self.find_credential, reactor, metrics=self.metrics,
@@ -217,6 +228,7 @@ class OrchestratorService(MultiService):
         health_checks = HealthCheckJob(
             lambda: self.stores, self.health, self.config.health.interval, self.reactor,
             slow_probe=self.config.health.slow_probe,
+            probe_metadata=lambda: None if self.metadata_availability.available else self.metadata.probe(),
         )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
@@ -228,16 +240,22 @@ class OrchestratorService(MultiService):
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
         jobs = self.config.placement_jobs
+
+        def metadata_available() -> bool:
+            return self.metadata_availability.available
+
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor)
+                           self.reactor, metadata_available)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
-        cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor)
+        cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
+                             metadata_available)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(
             self.placement, self.metadata, lambda: [bucket.name for bucket in self.config.buckets],
             lambda bucket: self.config.placement_for(bucket), lambda: self.config.placement, self.reactor,
+            metadata_available,
         )
         replicator.setName("replicator")
         replicator.setServiceParent(self)
@@ -267,10 +285,20 @@ class OrchestratorService(MultiService):
         """The operator endpoints served on the S3 listener (for requests without an S3
         signature) and on ``[metrics] listen``, by path."""
         endpoints: dict[str, OpsEndpoint] = {}
-        endpoints["/health"] = health_endpoint(self.health)
+        endpoints["/health"] = health_endpoint(self.health, lambda: self.metadata_availability.available)
         endpoints["/health/ready"] = ready_endpoint(lambda: self.ready)
-        endpoints["/metrics"] = metrics_endpoint(self.metrics, lambda: status_snapshot(self.metadata, self.health))
+        endpoints["/metrics"] = metrics_endpoint(self.metrics, self._metrics_status)
         return endpoints
+
+    async def _metrics_status(self) -> Mapping[str, Any]:
+        """The status snapshot of ``/metrics``; none while the metadata database is
+        unavailable (the store gauges are left out, ``s3orchestrator_metadata_up`` says why)."""
+        if not self.metadata_availability.available:
+            return {}
+        try:
+            return await status_snapshot(self.metadata, self.health)
+        except (MetadataUnavailable, MetadataBusy):
+            return {}
 
     async def start_ops_listeners(self) -> None:
         """Listen where operators reach the daemon besides S3 (each only when

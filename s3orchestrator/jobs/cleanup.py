@@ -41,8 +41,9 @@ class CleanupJob(TimedJob):
         stores: Callable[[], Mapping[str, IObjectStore]],
         interval: float,
         clock: IReactorTime,
+        metadata_available: Callable[[], bool] = lambda: True,
     ) -> None:
-        super().__init__(interval, clock)
+        super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
         self.removed = 0

@@ -196,6 +196,8 @@ class HealthCheckJob(TimerService):
     than ``slow_probe`` seconds is logged as slow. Runs never overlap, and the job never
     stops on an error: each one is logged and counted in ``errors``.
 
+    While the metadata database is unavailable, ``probe_metadata()`` probes it too.
+
     Counters: ``runs`` (finished runs), ``probes``, ``probe_failures``, ``timeouts``,
     ``errors`` (unexpected exceptions: bugs, not unavailable stores).
     """
@@ -210,6 +212,7 @@ class HealthCheckJob(TimerService):
         interval: float,
         clock: IReactorTime,
         slow_probe: float = DEFAULT_SLOW_PROBE,
+        probe_metadata: Callable[[], Deferred[None] | None] | None = None,
     ) -> None:
         if not interval > 0 or not slow_probe > 0:
             raise ValueError(f"interval and slow_probe must be positive, not {interval!r} and {slow_probe!r}")
@@ -220,6 +223,9 @@ class HealthCheckJob(TimerService):
         self.probe_timeout = min(interval, MAX_PROBE_TIMEOUT)
         self.slow_probe = slow_probe
         self._stores = stores
+        # Probes the metadata database while it is unavailable (None: nothing to probe);
+        # its outcome reaches MetadataAvailability through the database, ending degraded mode.
+        self._probe_metadata = probe_metadata
         self._current: _Run | None = None
         self._waiters: list[Deferred[None]] = []
         self.runs = 0
@@ -268,7 +274,13 @@ class HealthCheckJob(TimerService):
         stores = self._resolve_stores()
         for name, store in list(stores.items()):
             run.probes.append(self._probe(run, name, store))
+        metadata = self._probe_metadata() if self._probe_metadata is not None else None
+        if metadata is not None:
+            run.probes.append(metadata.addErrback(self._metadata_probe_failed))
         return DeferredList(run.probes, consumeErrors=True)
+
+    def _metadata_probe_failed(self, failure: Failure) -> None:
+        self._log.debug("Probe of the unavailable metadata database failed: {error}", error=str(failure.value))
 
     def _probe(self, run: _Run, name: str, store: IObjectStore) -> Deferred[None]:
         self.probes += 1

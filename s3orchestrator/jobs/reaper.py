@@ -53,8 +53,9 @@ class ReaperJob(TimedJob):
         owner: str,
         interval: float,
         clock: IReactorTime,
+        metadata_available: Callable[[], bool] = lambda: True,
     ) -> None:
-        super().__init__(interval, clock)
+        super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
         self.owner = owner

@@ -12,6 +12,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.jobs.gate import MetadataGate
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import QueuedReplication
 from s3orchestrator.placement.engine import Replicated
@@ -36,6 +37,7 @@ class ReplicatorJob(TimerService):
     no limit). ``soon()`` asks for a run at once (a store came back up).
 
     It never stops on an error: an object whose copy fails stays queued for the next run.
+    Timed runs are skipped while ``metadata_available()`` is false (degraded mode).
     Counters: ``runs``, ``errors`` (runs that raised), ``failures`` (objects it could not
     complete), ``copies`` and ``bytes`` replicated; gauges from the last run:
     ``missing`` (copies still missing), ``queued`` (objects in the queue), ``oldest_ms``
@@ -53,6 +55,7 @@ class ReplicatorJob(TimerService):
         policy: Callable[[str], PlacementPolicy],
         placement: Callable[[], PlacementPolicy],
         clock: IReactorTime,
+        metadata_available: Callable[[], bool] = lambda: True,
     ) -> None:
         TimerService.__init__(self, placement().replication_interval, self._tick)
         self.interval = placement().replication_interval
@@ -66,6 +69,7 @@ class ReplicatorJob(TimerService):
         self._waiters: list[Deferred[int]] = []
         self._next_waiters: list[Deferred[int]] = []
         self._soon: IDelayedCall | None = None
+        self.gate = MetadataGate("Replicator", metadata_available)
         self.runs = self.errors = self.failures = 0
         self.copies = self.bytes = 0
         self.missing = self.queued = 0
@@ -100,6 +104,8 @@ class ReplicatorJob(TimerService):
         run.addCallback(self._finished)
 
     def _tick(self) -> Deferred[int]:
+        if not self.gate.open():
+            return succeed(0)
         # LoopingCall stops for good on its body's first failure: nothing may escape.
         try:
             return self.run_once()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3orchestrator.jobs.gate import MetadataGate
+
 
 class TimedJob(TimerService):
     """Runs ``run()`` (a subclass's coroutine returning how much it did) at start and
     every ``interval`` seconds on ``clock``. An error is logged and counted in
     ``errors``, never raised: a LoopingCall stops for good on its body's first failure.
+    Timed runs are skipped while ``metadata_available()`` is false (degraded mode).
     Counters: ``runs``, ``errors``."""
 
     _log = Logger()
@@ -20,7 +25,9 @@ class TimedJob(TimerService):
     #: Names the job in its logs.
     description = "job"
 
-    def __init__(self, interval: float, clock: IReactorTime) -> None:
+    def __init__(
+        self, interval: float, clock: IReactorTime, metadata_available: Callable[[], bool] = lambda: True
+    ) -> None:
         if not interval > 0:
             raise ValueError("interval must be positive")
         TimerService.__init__(self, interval, self._tick)
@@ -28,6 +35,7 @@ class TimedJob(TimerService):
         self.interval = interval
         self._running = False
         self._waiters: list[Deferred[int]] = []
+        self.gate = MetadataGate(self.description, metadata_available)
         self.runs = 0
         self.errors = 0
 
@@ -47,6 +55,8 @@ class TimedJob(TimerService):
         return waiter
 
     def _tick(self) -> Deferred[int]:
+        if not self.gate.open():
+            return succeed(0)
         try:
             return self.run_once()
         except Exception:

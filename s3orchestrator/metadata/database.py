@@ -17,9 +17,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.engines.base import BaseEngine
 from s3orchestrator.metadata.group_commit import GroupCommitter
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 
 _T = TypeVar("_T")
 
@@ -69,13 +70,19 @@ class Database:
     An engine error saying the database is busy (locked by another connection
     for longer than the engine's ``busy_timeout``) reaches callers as MetadataBusy,
     as does a deadlock or serialization failure that outlasted its retries
-    (``RETRY_ATTEMPTS``). ``rng`` draws the retry pauses.
+    (``RETRY_ATTEMPTS``), and one saying the database cannot be used at all as
+    MetadataUnavailable. ``rng`` draws the retry pauses; ``availability`` hears
+    how every interaction ended (degraded mode).
     """
 
     _log = Logger()
 
-    def __init__(self, engine: BaseEngine, reactor: Any, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, engine: BaseEngine, reactor: Any, rng: random.Random | None = None,
+        availability: MetadataAvailability | None = None,
+    ) -> None:
         self.engine = engine
+        self.availability = availability
         self.reactor = reactor
         self._rng = rng if rng is not None else random.Random()
         self._pool: adbapi.ConnectionPool | None = None
@@ -84,14 +91,36 @@ class Database:
         self._point_reader: Any | None = None
 
     def map_error(self, error: Exception) -> Exception:
-        """What callers see of an engine error: MetadataBusy for a busy database.
+        """What callers see of an engine error: MetadataBusy for a busy database,
+        MetadataUnavailable for one that cannot be used at all.
 
         Retryable errors pass unchanged: ``runInteraction`` retries them first."""
+        mapped: Exception
         if self.engine.is_busy(error):
-            busy = MetadataBusy(str(error))
-            busy.__cause__ = error
-            return busy
-        return error
+            mapped = MetadataBusy(str(error))
+        elif self.engine.is_unavailable(error):
+            mapped = MetadataUnavailable(str(error))
+        else:
+            return error
+        mapped.__cause__ = error
+        return mapped
+
+    def _observed(self, result: Deferred[_T]) -> Deferred[_T]:
+        """``result``, its outcome told to ``availability``."""
+        availability = self.availability
+        if availability is None:
+            return result
+
+        def succeeded(value: _T) -> _T:
+            availability.record_success()
+            return value
+
+        def failed(failure: Failure) -> Failure:
+            if failure.value is not None:
+                availability.record_failure(failure.value)
+            return failure
+
+        return result.addCallbacks(succeeded, failed)
 
     def start(self) -> None:
         """Create the connection pool (connections open on first use)."""
@@ -145,7 +174,7 @@ class Database:
             raise RuntimeError("database not started")
         result: Deferred[_T] = Deferred()
         self._attempt(result, 1, desc, func, args, write, durable)
-        return result
+        return self._observed(result)
 
     def _attempt(
         self, result: Deferred[_T], attempt: int, desc: str, func: Callable[..., _T], args: tuple[Any, ...],
@@ -237,11 +266,11 @@ class Database:
                 cursor.close()
         except Exception as error:
             mapped = self.map_error(error)
-            return fail() if mapped is error else fail(mapped)
+            return self._observed(fail() if mapped is error else fail(mapped))
         duration = self.reactor.seconds() - started
         if duration > SLOW_INTERACTION_SECONDS:
             self._log.warn("Slow database read {desc}: {duration:.3f}s", desc=desc, duration=duration)
-        return succeed(result)
+        return self._observed(succeed(result))
 
     def runQuery(self, desc: str, sql: str, args: Sequence[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
         """Run one read-only statement in its own transaction; return its rows."""

@@ -46,6 +46,12 @@ class MetadataBusy(Exception):
     than its busy timeout: nothing was changed, and trying again later may work."""
 
 
+class MetadataUnavailable(Exception):
+    """The metadata database cannot be used at all (its file unreadable or damaged, its
+    server down or unreachable), as opposed to busy: reads fall back to the stores
+    (degraded mode, ``metadata.availability``)."""
+
+
 def prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every key that starts with ``prefix``; None when
     no string is (``prefix`` is empty or only U+10FFFF).
@@ -142,6 +148,18 @@ class IMetadataStore(Interface):
 
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
+
+    def get_object_copies(bucket: str, key: str) -> Deferred[tuple[ObjectRecord, tuple[CopyRecord, ...]] | None]:
+        """The record of one object and its live copies (stores in configuration order,
+        stores no longer configured last), or None."""
+
+    def mark_copy_missing(bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+        """A read found ``copy`` missing or damaged: if it is still that live copy of the
+        object, it is no longer live, its bytes go to the cleanup queue and the object to
+        the replication queue; fire with whether it was."""
+
+    def probe() -> Deferred[None]:
+        """Check the database can be read and written (degraded mode's probe); changes nothing."""
 
     def delete_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and queue every copy's bytes for cleanup (their

@@ -165,13 +165,15 @@ class CompletedUpload:
 
 @attrs.frozen
 class CopyRecord:
-    """One copy of an object: its bytes at ``location`` on ``store``, in ``state``
-    (pending, live or deleting)."""
+    """One copy of an object: its ``size`` bytes at ``location`` on ``store``, in ``state``
+    (pending, live or deleting), written at ``created_ms`` (which tells this copy from a
+    later one at the same place)."""
 
     store: str
     location: str
     state: str
     size: int
+    created_ms: int
 
 
 @attrs.frozen

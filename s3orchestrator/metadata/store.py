@@ -149,6 +149,25 @@ def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | No
     return None if row is None else _record_from_row(row)
 
 
+def _select_object_copies(
+    txn: Transaction, bucket: str, key: str
+) -> tuple[ObjectRecord, tuple[CopyRecord, ...]] | None:
+    record = _select_object(txn, bucket, key)
+    if record is None:
+        return None
+    rows = txn.query(
+        "SELECT copies.store, copies.location, copies.size, copies.created_ms FROM copies"
+        " LEFT JOIN stores ON stores.name = copies.store"
+        " WHERE copies.bucket = ? AND copies.key = ? AND copies.state = 'live'"
+        " ORDER BY stores.config_order IS NULL, stores.config_order, copies.store",
+        (bucket, key),
+    )
+    return record, tuple(
+        CopyRecord(store=store, location=location, state="live", size=int(size), created_ms=int(created_ms))
+        for store, location, size, created_ms in rows
+    )
+
+
 _T = TypeVar("_T")
 
 
@@ -269,9 +288,24 @@ def _let_go_copies(
         if (store, location) in keep:
             _add_usage(txn, store, -int(size), -1)
         else:
-            _add_usage(txn, store, 0, -1)
-            _queue_cleanup(txn, store, location, int(size), now_ms)
+            _let_go_bytes(txn, store, location, int(size), now_ms)
     txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
+
+
+def _let_go_bytes(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
+    """A live copy's bytes stop counting as an object and are queued for cleanup
+    (their usage stays until they are gone)."""
+    _add_usage(txn, store, 0, -1)
+    _queue_cleanup(txn, store, location, size, now_ms)
+
+
+def _queue_replication(txn: Transaction, bucket: str, key: str, since_ms: int) -> None:
+    """Put an existing object in the replication queue (kept there if it already is)."""
+    txn.execute(
+        "INSERT INTO replication (bucket, key, since_ms) SELECT bucket, key, ? FROM objects"
+        " WHERE bucket = ? AND key = ? ON CONFLICT (bucket, key) DO NOTHING",
+        (since_ms, bucket, key),
+    )
 
 
 def _queue_cleanup(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
@@ -561,11 +595,12 @@ class MetadataStore:
 
         def select(txn: Transaction) -> list[CopyRecord]:
             rows = txn.query(
-                "SELECT store, location, state, size FROM copies WHERE bucket = ? AND key = ? ORDER BY store",
+                "SELECT store, location, state, size, created_ms FROM copies WHERE bucket = ? AND key = ?"
+                " ORDER BY store",
                 (bucket, key),
             )
-            return [CopyRecord(store=store, location=location, state=state, size=int(size))
-                    for store, location, state, size in rows]
+            return [CopyRecord(store=store, location=location, state=state, size=int(size), created_ms=int(created_ms))
+                    for store, location, state, size, created_ms in rows]
 
         return self.database.runInteraction("object_copies", select)
 
@@ -573,11 +608,7 @@ class MetadataStore:
         """Put an existing object in the replication queue (kept there if it already is)."""
 
         def queue(txn: Transaction) -> None:
-            txn.execute(
-                "INSERT INTO replication (bucket, key, since_ms) SELECT bucket, key, ? FROM objects"
-                " WHERE bucket = ? AND key = ? ON CONFLICT (bucket, key) DO NOTHING",
-                (since_ms, bucket, key),
-            )
+            _queue_replication(txn, bucket, key, since_ms)
 
         return self.database.runInteraction("queue_replication", queue, write=True)
 
@@ -626,6 +657,57 @@ class MetadataStore:
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
         return self.database.point_read("get_object", _select_object, bucket, key)
+
+    def get_object_copies(
+        self, bucket: str, key: str
+    ) -> Deferred[tuple[ObjectRecord, tuple[CopyRecord, ...]] | None]:
+        """The record of one object and its live copies, stores in configuration order
+        (stores no longer configured last), or None."""
+        return self.database.point_read("get_object_copies", _select_object_copies, bucket, key)
+
+    def mark_copy_missing(self, bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+        """Let go of ``copy``, found missing or damaged, if it is still that live copy of
+        the object (same store, location and ``created_ms``: a copy written since is
+        spared): whatever bytes remain there go to the cleanup queue (counted as used
+        until gone), the object's record moves to another live copy if it named this one,
+        and the object joins the replication queue so the replicator re-creates the copy
+        from a good one. Fires with whether it was that live copy."""
+        now_ms = self._now_ms()
+
+        def let_go(txn: Transaction) -> bool:
+            _lock_usage(txn)
+            row = txn.query_one(
+                "SELECT size FROM copies WHERE bucket = ? AND key = ? AND store = ? AND location = ?"
+                " AND created_ms = ? AND state = 'live'",
+                (bucket, key, copy.store, copy.location, copy.created_ms),
+            )
+            if row is None:
+                return False
+            txn.execute(
+                "DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?", (bucket, key, copy.store)
+            )
+            _let_go_bytes(txn, copy.store, copy.location, int(row[0]), now_ms)
+            found = _select_object_copies(txn, bucket, key)
+            if found is not None:
+                record, others = found
+                if (record.store, record.location) == (copy.store, copy.location) and others:
+                    txn.execute(
+                        "UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
+                        (others[0].store, others[0].location, bucket, key),
+                    )
+            _queue_replication(txn, bucket, key, now_ms)
+            return True
+
+        return self.database.runInteraction("mark_copy_missing", let_go, write=True)
+
+    def probe(self) -> Deferred[None]:
+        """A write transaction that reads one row and changes nothing (degraded mode's
+        probe): it fails while the database cannot be read or its write lock had."""
+
+        def read(txn: Transaction) -> None:
+            txn.query("SELECT COUNT(*) FROM stores")
+
+        return self.database.runInteraction("probe", read, write=True, durable=False)
 
     def delete_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """Remove one object's record and queue its bytes for cleanup (their usage stays

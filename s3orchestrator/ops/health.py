@@ -20,18 +20,24 @@ def json_response(status: int, document: Any) -> OpsResponse:
     return OpsResponse(status, JSON, json.dumps(document).encode("utf-8") + b"\n")
 
 
-def health_endpoint(health: StoreHealth) -> OpsEndpoint:
-    """Liveness: always 200 while the process answers, with
-    ``{"status": "ok" | "degraded", "stores": {name: {"healthy", "last_error"}}}``;
-    ``degraded`` when any store is down (writes go to the others)."""
+def health_endpoint(health: StoreHealth, metadata_available: Callable[[], bool] = lambda: True) -> OpsEndpoint:
+    """Liveness: always 200 while the process answers, with ``{"status": "ok" | "degraded",
+    "metadata": "ok" | "unavailable", "stores": {name: {"healthy", "last_error"}}}``;
+    ``degraded`` when any store is down (writes go to the others) or the metadata
+    database is unavailable (degraded mode: only GET and HEAD are served)."""
 
     async def endpoint(headers: Mapping[str, str]) -> OpsResponse:
         stores = {
             name: {"healthy": status.healthy, "last_error": status.last_error}
             for name, status in health.snapshot().items()
         }
-        degraded = any(not store["healthy"] for store in stores.values())
-        return json_response(200, {"status": "degraded" if degraded else "ok", "stores": stores})
+        metadata_ok = metadata_available()
+        degraded = not metadata_ok or any(not store["healthy"] for store in stores.values())
+        return json_response(200, {
+            "status": "degraded" if degraded else "ok",
+            "metadata": "ok" if metadata_ok else "unavailable",
+            "stores": stores,
+        })
 
     return endpoint
 

@@ -40,6 +40,13 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_reaper_resolutions_total{outcome}``: dead writers' intents resolved:
   ``adopted`` (the copy was live), ``deleted`` (partial bytes removed), ``queued``
   (the store failed: the bytes went to the cleanup queue).
+- ``s3orchestrator_read_failovers_total{store}``: copies on the store a GET gave up
+  on (it failed to open, was missing or damaged, or its store died mid-stream) and
+  went on to the next copy or failed.
+- ``s3orchestrator_read_copies_missing_total{store}``: copies reads found missing or
+  damaged on the store (each is let go and re-made by the replicator, see README "Replicas").
+- ``s3orchestrator_metadata_up``: 1 while the metadata database answers, 0 while it
+  is unavailable (degraded mode; the store gauges are then left out).
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
@@ -102,9 +109,15 @@ def upstream_outcome(status: int | None, error: BaseException | None, timed_out:
 class Metrics:
     """The daemon's metrics, in a registry of their own (``registry``)."""
 
-    def __init__(self, jobs: JobSource | None = None) -> None:
+    def __init__(
+        self, jobs: JobSource | None = None, reads: Callable[[], Any] | None = None,
+        metadata_up: Callable[[], bool] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._jobs = jobs
+        # Placement's ReadCounters (``failovers``, ``copies_missing``: counts by store).
+        self._reads = reads
+        self._metadata_up = metadata_up
         self._status: Mapping[str, Any] | None = None
         self.requests = Counter(
             "s3orchestrator_requests", "S3 requests answered, by operation and status.",
@@ -227,6 +240,28 @@ class Metrics:
             for outcome, count in getattr(job, "resolutions", {}).items():
                 resolutions.add_metric([outcome], count)
         yield resolutions
+        failovers = CounterMetricFamily(
+            "s3orchestrator_read_failovers",
+            "Copies on a store a read gave up on (it went on to another copy or failed).",
+            labels=["store"],
+        )
+        found_missing = CounterMetricFamily(
+            "s3orchestrator_read_copies_missing", "Copies reads found missing or damaged on a store.", labels=["store"]
+        )
+        if self._reads is not None:
+            counters = self._reads()
+            for store, count in sorted(counters.failovers.items()):
+                failovers.add_metric([store], count)
+            for store, count in sorted(counters.copies_missing.items()):
+                found_missing.add_metric([store], count)
+        yield from (failovers, found_missing)
+
+        if self._metadata_up is not None:
+            yield GaugeMetricFamily(
+                "s3orchestrator_metadata_up",
+                "1 if the metadata database answers, 0 while it is unavailable (degraded mode).",
+                value=1 if self._metadata_up() else 0,
+            )
         replicator = jobs.get("replicator")
         if replicator is not None:
             yield from replication_metrics(replicator, replicator.clock.seconds())
@@ -248,7 +283,6 @@ def replication_metrics(replicator: Any, now: float) -> Iterator[Metric]:
     size = CounterMetricFamily("s3orchestrator_replicated_bytes", "Bytes the replicator copied.")
     size.add_metric([], replicator.bytes)
     yield from (missing, queue, lag, copies, size)
-
 
 def job_failures(job: Any) -> int:
     """A job's failures: ``errors`` (runs that raised) plus ``failures`` where the job

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence, TypeVar
 
@@ -29,6 +30,7 @@ from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.quorum import CopyWrites
+from s3orchestrator.placement.reader import FailoverReader, order_copies
 from s3orchestrator.placement.retry import CleanupRetrier
 from s3orchestrator.placement.tee import Tee
 from s3orchestrator.routing import choose_store, choose_stores
@@ -37,6 +39,7 @@ from s3orchestrator.stores.interface import (
     IObjectStore,
     IObjectWrite,
     ObjectMissing,
+    ObjectStat,
     StoreMisconfigured,
     StoreUnavailable,
 )
@@ -115,6 +118,15 @@ def _may_leave_bytes(write: IObjectWrite | None) -> bool:
     return write is not None and not write.location_intact
 
 
+@attrs.define
+class ReadCounters:
+    """What reads found, by store: copies given up on (``failovers``: a read went on to
+    another copy or failed) and copies found missing or damaged (``copies_missing``)."""
+
+    failovers: Counter[str] = attrs.field(factory=Counter)
+    copies_missing: Counter[str] = attrs.field(factory=Counter)
+
+
 @implementer(IObjectReader)
 class _HealthReportingReader:
     """A store reader whose mid-stream outages count against the store's health."""
@@ -168,6 +180,7 @@ class Placement:
         self._clock = clock
         self._locks = locks
         self.health = health
+        self.read_counters = ReadCounters()
         # Metadata cleanups a busy database refused, retried in the background.
         self.cleanups = CleanupRetrier(clock)
 
@@ -706,24 +719,132 @@ class Placement:
 
     async def read(
         self, bucket: str, key: str, byte_range: Callable[[ObjectRecord], tuple[int, int] | None] | None
-    ) -> tuple[ObjectRecord, IObjectReader | None] | None:
+    ) -> tuple[ObjectRecord, FailoverReader | None] | None:
         """The object's record and a reader of the bytes ``byte_range(record)`` names
         (None: all of them; an empty range ``last < first``: no reader), or no reader
         when ``byte_range`` is None (headers only); None for a missing object.
 
-        Record and bytes are paired under the key's lock, so a concurrent overwrite can
+        The reader fails over between the object's live copies (``open_copies``).
+        Record and copies are paired under the key's lock, so a concurrent overwrite can
         never pair the old record with the new bytes. ``byte_range`` may raise (the
         caller's preconditions), before any store is asked."""
         async with self._locks.hold((bucket, key)):
-            record = await self._metadata.get_object(bucket, key)
-            if record is None:
+            found = await self._metadata.get_object_copies(bucket, key)
+            if found is None:
                 return None
+            record, copies = found
             if byte_range is None:
                 return record, None
             wanted = byte_range(record)
             if wanted is not None and wanted[1] < wanted[0]:
                 return record, None
-            return record, await self.open(record, wanted)
+            return record, await self.open_copies(record, copies, wanted)
+
+    async def open_copies(
+        self, record: ObjectRecord, copies: Sequence[CopyRecord], byte_range: tuple[int, int] | None
+    ) -> FailoverReader:
+        """An opened reader of the object's bytes (or a range) from whichever of ``copies``
+        works, tried in the bucket's ``read_order``, resuming from another copy if a store
+        dies mid-stream. A copy found missing or damaged is counted and let go
+        (``mark_copy_missing``: its bytes queued for cleanup, the object for the
+        replicator); a store failing counts against its health. When every
+        copy fails: the last store error, or CopyUnreadable if every copy was missing."""
+        # An object has at most one copy per store (the copies table's key).
+        by_store = {copy.store: copy for copy in copies}
+        status = self.health.snapshot()
+        ordered = order_copies(
+            [(copy.store, copy.location) for copy in copies], self.policy(record.bucket).read_order,
+            self.health.healthy(),
+            {name: state.consecutive_failures for name, state in status.items()}, self.health.latency(),
+        )
+
+        def open_copy(store: str, location: str, wanted: tuple[int, int] | None) -> Deferred[IObjectReader]:
+            return self._stores[store].open_read(location, wanted)
+
+        def failed(store: str, error: Exception) -> None:
+            self.read_counters.failovers[store] += 1
+            if isinstance(error, StoreUnavailable):
+                self.health.record_failure(store, str(error))
+            elif isinstance(error, ObjectMissing):
+                self._copy_missing(record, by_store[store], error)
+
+        reader = FailoverReader(ordered, record.size, record.etag, open_copy, failed, self._clock, byte_range)
+        try:
+            return await reader.open()
+        except ObjectMissing as error:
+            raise CopyUnreadable(f"{record.bucket}/{record.key}: no copy could be read") from error
+
+    async def find_without_metadata(self, bucket: str, key: str) -> tuple[ObjectStat, list[tuple[str, str]]] | None:
+        """Degraded mode (no metadata database): the object ``key`` of ``bucket`` as the first
+        store, in configuration order, that has it at its default location
+        (``location_for``) describes it, and the places to read it from: that store's, then
+        the later stores' default locations. None when no store has it; the last store
+        error when none answered. Objects whose location was escaped differently or moved
+        are not found."""
+        names = list(self._stores)
+        last_error: Exception | None = None
+        for index, name in enumerate(names):
+            location = self._stores[name].location_for(bucket, key)
+            try:
+                stat = await self._stores[name].stat(location)
+            except ObjectMissing:
+                continue
+            except (StoreUnavailable, StoreMisconfigured) as error:
+                if isinstance(error, StoreUnavailable):
+                    self.health.record_failure(name, str(error))
+                last_error = error
+                continue
+            later = [(other, self._stores[other].location_for(bucket, key)) for other in names[index + 1:]]
+            return stat, [(name, location), *later]
+        if last_error is not None:
+            raise last_error
+        return None
+
+    async def open_places(
+        self, places: Sequence[tuple[str, str]], size: int, etag: str | None, byte_range: tuple[int, int] | None
+    ) -> FailoverReader:
+        """Degraded mode: an opened reader of ``size`` bytes (or a range) from whichever of
+        ``places`` (store, location) holds them, as ``open_copies`` without metadata (a
+        place holding another length, or another ETag where both are known, is skipped)."""
+
+        def open_copy(store: str, location: str, wanted: tuple[int, int] | None) -> Deferred[IObjectReader]:
+            return self._stores[store].open_read(location, wanted)
+
+        def failed(store: str, error: Exception) -> None:
+            self.read_counters.failovers[store] += 1
+            if isinstance(error, StoreUnavailable):
+                self.health.record_failure(store, str(error))
+
+        reader = FailoverReader(places, size, etag, open_copy, failed, self._clock, byte_range)
+        try:
+            return await reader.open()
+        except ObjectMissing as error:
+            raise CopyUnreadable(f"no store could read {size} bytes at {places[0][1]!r}") from error
+
+    def _copy_missing(self, record: ObjectRecord, copy: CopyRecord, error: Exception) -> None:
+        """Count and log a copy a read found missing or damaged, and let it go in the
+        background (a busy database only delays that to the next read that finds it;
+        the replicator's own scan finds the object short of copies meanwhile)."""
+        self.read_counters.copies_missing[copy.store] += 1
+        self._log.error(
+            "Copy of {bucket}/{key} on store {store} at {location} is missing or damaged: {error}",
+            bucket=record.bucket, key=record.key, store=copy.store, location=copy.location, error=str(error),
+        )
+
+        def forgotten(was_live: bool) -> None:
+            if was_live:
+                self._log.info(
+                    "Let go of the copy of {bucket}/{key} on store {store}; the replicator will make it again",
+                    bucket=record.bucket, key=record.key, store=copy.store,
+                )
+
+        def not_forgotten(failure: Failure) -> None:
+            self._log.warn(
+                "Could not let go of the missing copy of {bucket}/{key} on store {store}: {error}",
+                bucket=record.bucket, key=record.key, store=copy.store, error=str(failure.value),
+            )
+
+        self._metadata.mark_copy_missing(record.bucket, record.key, copy).addCallbacks(forgotten, not_forgotten)
 
     async def open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
         """A reader of the object's bytes (or a range); CopyUnreadable when its store has

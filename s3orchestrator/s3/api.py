@@ -5,14 +5,15 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.availability import MetadataAvailability
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.s3.batch_delete import BatchDelete
 from s3orchestrator.s3.buckets import BucketOperations
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.copy import CopyOperations
 from s3orchestrator.s3.keys import check_key
 from s3orchestrator.s3.listing import ListingOperations
-from s3orchestrator.s3.metadata_busy import slow_down
+from s3orchestrator.s3.metadata_busy import metadata_unavailable, slow_down
 from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.s3.objects import ObjectOperations
 
@@ -23,6 +24,8 @@ _OBJECT_SUBRESOURCES = frozenset(
     {"acl", "attributes", "legal-hold", "restore", "retention", "select", "tagging", "torrent",
      "uploads", "uploadId"}
 )
+# What degraded mode (the metadata database unavailable) serves; everything else is 503.
+_DEGRADED_OPERATIONS = frozenset({"GetObject", "HeadObject", "ListBuckets", "HeadBucket", "GetBucketLocation"})
 _BODY_OPERATIONS = frozenset({"PutObject", "DeleteObjects", "UploadPart", "CompleteMultipartUpload"})
 # The multipart calls on an object, by method and the sub-resource they name.
 _MULTIPART_OPERATIONS = {
@@ -97,7 +100,9 @@ class S3Api:
         batch_delete: BatchDelete,
         copies: CopyOperations,
         multipart: MultipartOperations,
+        availability: MetadataAvailability | None = None,
     ) -> None:
+        self._availability = availability
         self._handlers = {
             "ListBuckets": buckets.list_buckets,
             "HeadBucket": buckets.head_bucket,
@@ -127,16 +132,24 @@ class S3Api:
 
     async def dispatch(self, operation: str, call: S3Call) -> S3Response:
         """Run the operation; unknown or unsupported ones are NotImplemented, one
-        on a key holding NUL InvalidArgument (see ``keys.check_key``), and one the
-        busy metadata database refused is SlowDown."""
+        on a key holding NUL InvalidArgument (see ``keys.check_key``), one the
+        busy metadata database refused is SlowDown, and one that needs the metadata
+        database while it is unavailable (degraded mode) is ServiceUnavailable."""
         handler = self._handlers.get(operation)
         if handler is None:
             raise S3Error("NotImplemented", f"{operation} is not implemented by s3orchestrator.")
         if call.key is not None:
             check_key(call.key)
+        degraded = self._availability is not None and not self._availability.available
+        if degraded and operation not in _DEGRADED_OPERATIONS:
+            raise metadata_unavailable()
         try:
             return await handler(call)
+        except MetadataUnavailable as error:
+            raise metadata_unavailable() from error
         except MetadataBusy as error:
+            if self._availability is not None and not self._availability.available:
+                raise metadata_unavailable() from error
             self._log.warn(
                 "Metadata database busy: {operation} (request {request_id}) refused with SlowDown",
                 operation=operation, request_id=call.request_id,

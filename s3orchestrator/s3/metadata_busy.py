@@ -1,4 +1,5 @@
-"""A busy metadata database, seen from the S3 API: answer SlowDown, finish cleanups later.
+"""A busy or unavailable metadata database, seen from the S3 API: answer SlowDown or
+ServiceUnavailable, finish cleanups later.
 
 The metadata store raises MetadataBusy when another process held the database
 locked for longer than ``metadata.busy_timeout``; nothing was changed. Clients get
@@ -19,3 +20,8 @@ RETRY_AFTER_SECONDS = 1
 def slow_down() -> S3Error:
     """The S3 answer to a request the busy metadata database refused."""
     return S3Error("SlowDown", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def metadata_unavailable(message: str = "The metadata database is unavailable") -> S3Error:
+    """The S3 answer to what degraded mode (no metadata database) cannot serve."""
+    return S3Error("ServiceUnavailable", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from s3orchestrator.errors import S3Error
+from s3orchestrator.metadata.availability import MetadataAvailability
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.records import ObjectRecord
 from s3orchestrator.placement.engine import NewObject, Placement
+from s3orchestrator.placement.reader import FailoverReader
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import xml_output
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.conditions import check_preconditions
+from s3orchestrator.s3.metadata_busy import metadata_unavailable
 from s3orchestrator.s3.placement_errors import placement_errors
 from s3orchestrator.s3.ranges import content_range, parse_range
 
@@ -51,9 +55,16 @@ def part_range(record: ObjectRecord, part_number: str, range_header: str | None)
 class ObjectOperations:
     """The object calls of the S3 API over placement."""
 
-    def __init__(self, placement: Placement, max_object_size: int) -> None:
+    def __init__(
+        self, placement: Placement, max_object_size: int, availability: MetadataAvailability | None = None
+    ) -> None:
         self._placement = placement
         self.max_object_size = max_object_size
+        # While it says the metadata database is unavailable, GET and HEAD ask the stores.
+        self._availability = availability
+
+    def _degraded(self) -> bool:
+        return self._availability is not None and not self._availability.available
 
     async def put_object(self, call: S3Call) -> S3Response:
         """Stream the body to a store chosen by the routing strategy, then record it."""
@@ -92,8 +103,7 @@ class ObjectOperations:
             raise S3Error("NoSuchKey", extra={"Key": call.key})
         document = xml_output.root("Tagging")
         xml_output.add(document, "TagSet")
-        return S3Response(200, [("Content-Type", "application/xml")], xml_output.document(document),
-                          store=record.store)
+        return S3Response(200, [("Content-Type", "application/xml")], xml_output.document(document))
 
     async def delete_object(self, call: S3Call) -> S3Response:
         """Forget the object and remove its bytes; succeeds for a missing key, as S3 does."""
@@ -104,6 +114,8 @@ class ObjectOperations:
     async def _read(self, call: S3Call, with_body: bool) -> S3Response:
         bucket, key = call.bucket, call.key
         assert bucket is not None and key is not None
+        if self._degraded():
+            return await self._read_degraded(call, with_body)
         part_number = call.query.get("partNumber")
         ranges: list[tuple[int, int] | None] = []
 
@@ -116,14 +128,59 @@ class ObjectOperations:
                 ranges.append(part_range(record, part_number, call.header("range")))
             return ranges[-1]
 
-        with placement_errors():
-            found = await self._placement.read(bucket, key, wanted if with_body else None)
+        try:
+            with placement_errors():
+                found = await self._placement.read(bucket, key, wanted if with_body else None)
+        except (MetadataUnavailable, MetadataBusy):
+            if not self._degraded():
+                raise  # busy, not yet unavailable: SlowDown
+            return await self._read_degraded(call, with_body)
         if found is None:
             raise S3Error("NoSuchKey", extra={"Key": key})
         record, reader = found
         byte_range = ranges[-1] if ranges else wanted(record)
+        return self._answer(call, record, byte_range, reader, record.etag)
+
+    async def _read_degraded(self, call: S3Call, with_body: bool) -> S3Response:
+        """GET/HEAD without the metadata database: the object at its default location on
+        the first store that has it (see ``Placement.find_without_metadata``), with the
+        size, ETag (where the store keeps one) and time the store reports; no stored
+        Content-Type, headers or user metadata; ``partNumber`` and ETag conditions the
+        store cannot check are 503."""
+        bucket, key = call.bucket, call.key
+        assert bucket is not None and key is not None
+        if "partNumber" in call.query:
+            raise metadata_unavailable("partNumber needs the metadata database, which is unavailable")
+        with placement_errors():
+            found = await self._placement.find_without_metadata(bucket, key)
+        if found is None:
+            raise S3Error("NoSuchKey", extra={"Key": key})
+        stat, places = found
+        store, location = places[0]
+        record = ObjectRecord(
+            bucket=bucket, key=key, store=store, location=location, size=stat.size, etag=stat.etag or "",
+            content_type=s3_headers.DEFAULT_CONTENT_TYPE, last_modified_ms=int(stat.last_modified * 1000),
+        )
+        if stat.etag is None and (call.header("if-match") is not None or call.header("if-none-match") is not None):
+            raise metadata_unavailable("ETag conditions need the metadata database, which is unavailable")
+        self._check_conditions(call, record)
+        byte_range = parse_range(call.header("range"), record.size)
+        reader = None
+        if with_body:
+            with placement_errors():
+                reader = await self._placement.open_places(places, stat.size, stat.etag, byte_range)
+        return self._answer(call, record, byte_range, reader, stat.etag)
+
+    def _answer(
+        self, call: S3Call, record: ObjectRecord, byte_range: tuple[int, int] | None,
+        reader: FailoverReader | None, etag: str | None,
+    ) -> S3Response:
+        """The GET/HEAD answer for ``record`` (no ETag header when ``etag`` is None)."""
+        part_number = call.query.get("partNumber")
         empty_part = byte_range is not None and byte_range[1] < byte_range[0]
         headers = s3_headers.object_headers(record, call.query)
+        if etag is None:
+            headers = [(name, value) for name, value in headers if name != "ETag"]
         status = 200
         length = record.size
         if empty_part:
@@ -136,7 +193,8 @@ class ObjectOperations:
             headers.append(("x-amz-mp-parts-count", str(len(record.part_sizes))))
         if reader is None:
             headers.append(("Content-Length", str(length)))
-        return S3Response(status, headers, reader, store=record.store)
+        # The store the bytes come from (HEAD asks none).
+        return S3Response(status, headers, reader, store=reader.store if reader is not None else None)
 
     def _check_conditions(self, call: S3Call, record: ObjectRecord) -> None:
         conditions = {name: value for name in _PRECONDITION_HEADERS if (value := call.header(name)) is not None}

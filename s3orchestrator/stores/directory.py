@@ -57,6 +57,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from typing import Any, Callable, Self, Sequence
 
@@ -75,6 +76,7 @@ from s3orchestrator.stores.interface import (
     IObjectWrite,
     IPartWrite,
     ObjectMissing,
+    ObjectStat,
     StoredPart,
     StoreUnavailable,
 )
@@ -813,6 +815,22 @@ class DirectoryStore:
             file.close()
             return fail()
         return succeed(FileReader(file, length))
+
+    def stat(self, location: str) -> Deferred[ObjectStat]:
+        """The file's size and modification time (a file has no ETag)."""
+        try:
+            path = self.path_for(location)
+        except ValueError:
+            return fail()
+        try:
+            result = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return fail(ObjectMissing(location))
+        except OSError as error:
+            return fail(StoreUnavailable(f"cannot stat {location!r}: {error}"))
+        if not stat.S_ISREG(result.st_mode):
+            return fail(ObjectMissing(location))
+        return succeed(ObjectStat(size=result.st_size, etag=None, last_modified=result.st_mtime))
 
     def delete(self, location: str) -> Deferred[None]:
         """Remove the file (missing is fine) and the directories that leaves empty."""

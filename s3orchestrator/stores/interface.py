@@ -76,6 +76,16 @@ class StoredPart:
     store_etag: str
 
 
+@attrs.frozen
+class ObjectStat:
+    """What a store says about an object without reading it: its size, its ETag if the
+    store keeps one (unquoted; None for a file), and when it was last written (seconds)."""
+
+    size: int
+    etag: str | None
+    last_modified: float
+
+
 class IObjectReader(Interface):
     """An open object (or byte range of one), ready to stream to a consumer.
 
@@ -134,6 +144,12 @@ class IObjectStore(Interface):
 
     def open_read(location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:
         """Open the object at ``location``; ``byte_range`` is an inclusive (first, last) pair.
+
+        Errbacks with ObjectMissing if there is no such object, StoreUnavailable on failure.
+        """
+
+    def stat(location: str) -> Deferred[ObjectStat]:
+        """Describe the object at ``location`` without reading it (a stat, a HEAD).
 
         Errbacks with ObjectMissing if there is no such object, StoreUnavailable on failure.
         """

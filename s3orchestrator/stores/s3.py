@@ -64,6 +64,7 @@ damaged in transit), ObjectMissing (404 on GET) and StoreMisconfigured (other
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -79,6 +80,8 @@ from s3orchestrator.stores.interface import (
     IObjectStore,
     IObjectWrite,
     IPartWrite,
+    ObjectMissing,
+    ObjectStat,
     StoredPart,
     StoreUnavailable,
 )
@@ -203,6 +206,38 @@ class S3Store:
             exchange.log(response.code, error)
             raise error
         return S3Reader(response, length, exchange)
+
+    def stat(self, location: str) -> Deferred[ObjectStat]:
+        """HEAD the object: its Content-Length, ETag and Last-Modified; ObjectMissing on 404."""
+        return Deferred.fromCoroutine(self._stat(location))
+
+    async def _stat(self, location: str) -> ObjectStat:
+        exchange = Exchange(self, "HEAD", location)
+        response = await exchange.request("HEAD", request_target(self.config, location))
+        await exchange.read_small(response)
+        if response.code == 404:
+            exchange.record(404)
+            raise ObjectMissing(location)
+        if response.code != 200:
+            error = error_for_status(self.name, "HEAD", response.code, None, location)
+            exchange.log(response.code, error)
+            raise error
+        length = response.headers.getRawHeaders(b"content-length")
+        etag = response.headers.getRawHeaders(b"etag")
+        modified = response.headers.getRawHeaders(b"last-modified")
+        try:
+            size = int(length[0]) if length else -1
+            last_modified = parsedate_to_datetime(modified[0].decode("latin-1")).timestamp() if modified else 0.0
+        except (TypeError, ValueError):
+            size = -1
+        if size < 0:
+            error = StoreUnavailable(f"store {self.name}: HEAD answered without a valid Content-Length")
+            exchange.log(response.code, error)
+            raise error
+        exchange.log(200)
+        return ObjectStat(
+            size=size, etag=etag[0].decode("latin-1").strip('"') if etag else None, last_modified=last_modified
+        )
 
     def delete(self, location: str) -> Deferred[None]:
         """DELETE the object; a missing one is fine."""

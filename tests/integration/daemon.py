@@ -53,6 +53,7 @@ def write_config(
     server_toml: str = "",
     metadata_busy_timeout: float | None = None,
     metadata_url: str | None = None,
+    metadata_unavailable_after: float | None = None,
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -62,7 +63,8 @@ def write_config(
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
     ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
     ``server_toml`` is added to the ``[server]`` table as written;
-    ``metadata_busy_timeout`` sets metadata.busy_timeout; ``metadata_url`` puts the
+    ``metadata_busy_timeout`` sets metadata.busy_timeout (``metadata_unavailable_after``,
+    metadata.unavailable_after); ``metadata_url`` puts the
     metadata in that PostgreSQL database instead of a SQLite file.
     """
     if tls is None:
@@ -81,6 +83,8 @@ def write_config(
     ]
     if metadata_busy_timeout is not None:
         lines.append(f"busy_timeout = {metadata_busy_timeout}")
+    if metadata_unavailable_after is not None:
+        lines.append(f"unavailable_after = {metadata_unavailable_after}")
     if health is not None:
         lines += ["[health]", f"interval = {health[0]}", f"unhealthy_after = {health[1]}"]
     if multipart is not None:

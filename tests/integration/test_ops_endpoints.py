@@ -47,6 +47,7 @@ def test_health_on_the_s3_port_is_ok_without_auth(daemon: Daemon) -> None:
     assert status == 200
     assert body == {
         "status": "ok",
+        "metadata": "ok",
         "stores": {
             "local-a": {"healthy": True, "last_error": None},
             "local-b": {"healthy": True, "last_error": None},

@@ -316,6 +316,8 @@ INVALID = [
     (_set("metadata.pool_size", 0), "metadata.pool_size: must be a positive integer (got 0)"),
     (_set("metadata.sqlite", 3), "metadata.sqlite: must be a non-empty string (got 3)"),
     (_set("metadata.busy_timeout", 0), "metadata.busy_timeout: must be a positive number of seconds (got 0)"),
+    (_set("metadata.unavailable_after", -1),
+     "metadata.unavailable_after: must be a positive number of seconds (got -1)"),
     (_set("metadata.busy_timeout", "2"),
      "metadata.busy_timeout: must be a positive number of seconds (got '2')"),
     # health
@@ -501,7 +503,7 @@ def test_example_file_shows_every_key() -> None:
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
         "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token",
-        "[manhole]", "password_file", "busy_timeout",
+        "[manhole]", "password_file", "busy_timeout", "unavailable_after",
     ]
     for key in keys:
         assert key in text, key
@@ -511,6 +513,11 @@ def test_metadata_busy_timeout_defaults_to_two_seconds_and_can_be_set() -> None:
     assert parse_config(minimal(), {}).metadata.busy_timeout == 2.0
     data = edited(_set("metadata.busy_timeout", 0.5))
     assert parse_config(data, {}).metadata == MetadataConfig(sqlite="var/metadata.sqlite", busy_timeout=0.5)
+
+
+def test_metadata_unavailable_after_defaults_to_ten_seconds_and_can_be_set() -> None:
+    assert parse_config(minimal(), {}).metadata.unavailable_after == 10.0
+    assert parse_config(edited(_set("metadata.unavailable_after", 2.5)), {}).metadata.unavailable_after == 2.5
 
 
 def test_metadata_url_names_a_postgresql_database_with_a_pool() -> None:

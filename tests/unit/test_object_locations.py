@@ -67,9 +67,8 @@ def s3_call(method: str, key: str, headers: dict[str, list[str]] | None = None, 
 async def get(objects: ObjectOperations, key: str) -> bytes:
     response = await objects.get_object(s3_call("GET", key))
     consumer = CollectingConsumer()
-    streamed = response.body.stream_to(consumer)  # type: ignore[union-attr]
-    consumer.pull_all()
-    await streamed
+    # The reactor pulls the file through the failover reader.
+    await response.body.stream_to(consumer)  # type: ignore[union-attr]
     return consumer.body
 
 

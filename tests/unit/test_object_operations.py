@@ -113,10 +113,13 @@ async def put(world: World, data: bytes, key: str = "key", headers: Headers | No
     return await world.ops.put_object(s3_call("PUT", key, headers, FakeRequestBody(data)))
 
 
-async def read(response: S3Response) -> bytes:
+async def read(world: World, response: S3Response) -> bytes:
+    """The response's body, the world's clock turned until it is all there (a directory
+    store's file is pulled once per reactor turn)."""
     consumer = CollectingConsumer()
     streamed = response.body.stream_to(consumer)  # type: ignore[union-attr]
-    consumer.pull_all()
+    while not streamed.called:
+        world.clock.advance(0)
     await streamed
     return consumer.body
 
@@ -142,7 +145,7 @@ async def test_put_then_get_returns_the_bytes_etag_size_and_content_type(build) 
     assert headers["ETag"] == f'"{md5(DATA)}"'
     assert headers["Content-Type"] == "text/plain"
     assert got.body.length == len(DATA)  # type: ignore[union-attr]
-    assert await read(got) == DATA
+    assert await read(world, got) == DATA
 
 
 @pytest_twisted.ensureDeferred
@@ -228,7 +231,7 @@ async def test_failed_overwrite_keeps_the_previous_object(build) -> None:
 
     got = await world.ops.get_object(s3_call("GET"))
     assert dict(got.headers)["ETag"] == f'"{md5(DATA)}"'
-    assert await read(got) == DATA
+    assert await read(world, got) == DATA
 
 
 # -- overwrite and delete -------------------------------------------------------------------------
@@ -243,7 +246,7 @@ async def test_overwrite_on_the_same_store_replaces_the_bytes_and_counts_once(bu
 
     usage = (await world.usage())["one"]
     assert (usage.used_bytes, usage.object_count) == (len(b"new bytes"), 1)
-    assert await read(await world.ops.get_object(s3_call("GET"))) == b"new bytes"
+    assert await read(world, await world.ops.get_object(s3_call("GET"))) == b"new bytes"
 
 
 @pytest_twisted.ensureDeferred
@@ -261,7 +264,7 @@ async def test_overwrite_onto_another_store_deletes_the_old_file_and_moves_usage
     usage = await world.usage()
     assert (usage["one"].used_bytes, usage["one"].object_count) == (0, 0)
     assert (usage["two"].used_bytes, usage["two"].object_count) == (len(replacement), 1)
-    assert await read(await world.ops.get_object(s3_call("GET"))) == replacement
+    assert await read(world, await world.ops.get_object(s3_call("GET"))) == replacement
 
 
 @pytest_twisted.ensureDeferred
@@ -300,7 +303,7 @@ async def test_get_with_a_range_returns_206_content_range_and_those_bytes(build)
     assert got.status == 206
     assert ("Content-Range", f"bytes 10-19/{len(DATA)}") in got.headers
     assert got.body.length == 10  # type: ignore[union-attr]
-    assert await read(got) == DATA[10:20]
+    assert await read(world, got) == DATA[10:20]
 
 
 @pytest_twisted.ensureDeferred
@@ -467,7 +470,7 @@ async def test_overwrite_whose_commit_fails_keeps_the_previous_object(build) -> 
 
     got = await world.ops.get_object(s3_call("GET"))
     assert dict(got.headers)["ETag"] == f'"{md5(DATA)}"'
-    assert await read(got) == DATA
+    assert await read(world, got) == DATA
     assert len(world.files("one")) == 1
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), 0)]
 
@@ -536,7 +539,7 @@ async def test_a_put_whose_commit_the_busy_database_refuses_leaves_no_bytes_and_
     world.clock.advance(2)  # the second retry, after twice the delay: released
     assert [(u.used_bytes, u.reserved_bytes) for u in await world.metadata.store_usage()] == [(len(DATA), 0)]
     got = await world.ops.get_object(s3_call("GET"))
-    assert await read(got) == DATA
+    assert await read(world, got) == DATA
 
 
 @implementer(IObjectWrite)
@@ -593,7 +596,7 @@ async def test_overwrite_failing_in_the_store_keeps_the_previous_object_only_if_
     if location_intact:
         # Refused: the store still holds the previous object, which stays readable.
         assert record is not None and record.etag == md5(DATA)
-        assert await read(await world.ops.get_object(s3_call("GET"))) == DATA
+        assert await read(world, await world.ops.get_object(s3_call("GET"))) == DATA
     else:
         # The store may have replaced it: forgetting the key beats serving wrong bytes.
         assert record is None

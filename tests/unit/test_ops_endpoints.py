@@ -58,7 +58,19 @@ def test_health_is_ok_with_every_store_up() -> None:
     assert response.status == 200
     assert document(response) == {
         "status": "ok",
+        "metadata": "ok",
         "stores": {"a": {"healthy": True, "last_error": None}, "b": {"healthy": True, "last_error": None}},
+    }
+
+
+def test_health_is_degraded_but_200_while_the_metadata_database_is_unavailable() -> None:
+    health = StoreHealth(["a"], unhealthy_after=2)
+
+    response = answer(health_endpoint(health, lambda: False))
+
+    assert response.status == 200
+    assert document(response) == {
+        "status": "degraded", "metadata": "unavailable", "stores": {"a": {"healthy": True, "last_error": None}},
     }
 
 
@@ -72,6 +84,7 @@ def test_health_is_degraded_but_200_once_a_store_is_down() -> None:
     assert response.status == 200
     assert document(response) == {
         "status": "degraded",
+        "metadata": "ok",
         "stores": {
             "a": {"healthy": True, "last_error": None},
             "b": {"healthy": False, "last_error": "b: connection refused"},
@@ -98,7 +111,9 @@ def test_health_is_ok_again_after_the_store_recovers() -> None:
 
     health.record_success("a")
 
-    assert document(answer(endpoint)) == {"status": "ok", "stores": {"a": {"healthy": True, "last_error": "refused"}}}
+    assert document(answer(endpoint)) == {
+        "status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": "refused"}},
+    }
 
 
 # -- /health/ready ------------------------------------------------------------------------------
@@ -342,7 +357,9 @@ def test_unsigned_get_of_health_is_answered_by_the_endpoint() -> None:
     assert status == b"HTTP/1.1 200 OK"
     assert headers[b"content-type"] == b"application/json"
     assert headers[b"cache-control"] == b"no-store"
-    assert json.loads(body) == {"status": "ok", "stores": {"a": {"healthy": True, "last_error": None}}}
+    assert json.loads(body) == {
+        "status": "ok", "metadata": "ok", "stores": {"a": {"healthy": True, "last_error": None}},
+    }
     assert listener.s3.requests == []
 
 

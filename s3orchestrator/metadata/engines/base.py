@@ -63,6 +63,11 @@ class BaseEngine:
         """Whether ``error`` says another connection held a lock too long (retry later)."""
         return False
 
+    def is_unavailable(self, error: Exception) -> bool:
+        """Whether ``error`` says the database cannot be used at all (gone, unreadable,
+        damaged, unreachable), rather than busy or a statement's own failure."""
+        return False
+
     def is_retryable(self, error: Exception) -> bool:
         """Whether ``error`` aborted the transaction for a reason a rerun of the whole
         interaction may not meet again (a deadlock, a serialization failure)."""

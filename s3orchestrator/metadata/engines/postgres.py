@@ -14,6 +14,8 @@ DEFAULT_POOL_SIZE = 8
 _LOCK_NOT_AVAILABLE = "55P03"
 # ...and the transaction aborts a rerun may not meet again.
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# ...and the server gone: connection exceptions (class 08), shut down or starting up.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Any constant: the advisory lock migrations take (see schema.py).
 _SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
 
@@ -125,6 +127,13 @@ class PostgresEngine(BaseEngine):
 
     def is_retryable(self, error: Exception) -> bool:
         return getattr(error, "sqlstate", None) in _RETRYABLE
+
+    def is_unavailable(self, error: Exception) -> bool:
+        # psycopg.OperationalError without a SQLSTATE: no connection could be made or kept.
+        sqlstate = getattr(error, "sqlstate", None)
+        if sqlstate is None:
+            return type(error).__name__ == "OperationalError" and type(error).__module__.startswith("psycopg")
+        return sqlstate.startswith("08") or sqlstate in _SERVER_GONE
 
     def convert_param_style(self, sql: str) -> str:
         converted = self._converted.get(sql)

@@ -13,6 +13,12 @@ from s3orchestrator.metadata.engines.base import BaseEngine
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 # The primary result codes of a lock another connection holds too long.
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+# The primary result codes of a database file that cannot be used: I/O error, damaged,
+# cannot be opened, not a database, a broken lock protocol (its -shm file).
+_UNAVAILABLE_CODES = frozenset({
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_PROTOCOL,
+})
 # The longest a point read on the reactor thread waits for a lock (another process
 # restarting the WAL, say) before it fails: everything else waits with it.
 _POINT_READ_BUSY_SECONDS = 1.0
@@ -114,3 +120,7 @@ class SqliteEngine(BaseEngine):
         # primary code in their low byte (SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_RECOVERY...).
         code = getattr(error, "sqlite_errorcode", None)
         return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _BUSY_CODES
+
+    def is_unavailable(self, error: Exception) -> bool:
+        code = getattr(error, "sqlite_errorcode", None)
+        return isinstance(error, sqlite3.DatabaseError) and code is not None and code & 0xFF in _UNAVAILABLE_CODES

@@ -1,0 +1,200 @@
+"""Reads with the real daemon: failover between an object's copies, a missing copy let
+go and made again by the replicator, and degraded mode while the metadata database is
+unavailable.
+
+The SeaweedFS test makes its second copy by hand (the object PUT on "sw-a", its bytes
+put at the same location on "sw-b" and a live row added to the copies table, as
+replication would leave them), so that the copy killed mid-download is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.conftest import make_client, metadata_rows, store_files
+from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.upstreams import Upstream
+
+MiB = 1024 * 1024
+DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def health(daemon: Daemon) -> Any:
+    return json.loads(fetch(f"{daemon.endpoint}/health"))
+
+
+def until(condition: Any, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """Two directory stores; a database locked for 1 s is unavailable; probes every 0.3 s."""
+    port = free_port()
+    config = write_config(
+        tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+        metadata_busy_timeout=0.2, metadata_unavailable_after=1.0,
+    )
+    started = Daemon(tmp_path, config, port)
+    started.start()
+    yield started
+    started.stop()
+
+
+def s3_store(upstream: Upstream, name: str) -> StoreSpec:
+    """An s3 store of the daemon on ``upstream``'s bucket."""
+    return StoreSpec(name, 0, s3={
+        "endpoint": upstream.endpoint, "bucket": upstream.bucket, "region": upstream.region,
+        "access_key_id": upstream.access_key, "secret_access_key": upstream.secret_key, "timeout": 5})
+
+
+def object_file(daemon: Daemon, store: str, key: str) -> Path:
+    return daemon.directory / "stores" / store / f"{BUCKET}.d" / key
+
+
+def used(daemon: Daemon) -> dict[str, tuple[int, int]]:
+    """{store: (used_bytes, object_count)}."""
+    rows = metadata_rows(daemon, "SELECT name, used_bytes, object_count FROM stores")
+    return {name: (size, count) for name, size, count in rows}
+
+
+def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(tmp_path: Path) -> None:
+    """Two replicas; local-a's copy deleted behind the daemon's back: the GET is served from
+    local-b, the lost copy is let go (its location queued for cleanup, the object queued
+    for replication) and the replicator puts the bytes back on local-a, usage exact."""
+    port = free_port()
+    config = write_config(
+        tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+        extra_toml="\n[placement]\nreplicas = 2\nread_order = \"config\"\nreplication_interval = 1\n"
+                   "cleanup_interval = 1\n",
+    )
+    daemon = Daemon(tmp_path, config, port)
+    daemon.start()
+    try:
+        client = make_client(daemon)
+        client.put_object(Bucket=BUCKET, Key="doc", Body=DATA)
+        assert sorted(metadata_rows(daemon, "SELECT store FROM copies WHERE key = 'doc'")) == [
+            ("local-a",), ("local-b",)]
+        object_file(daemon, "local-a", "doc").unlink()  # behind the daemon's back
+
+        assert client.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == DATA
+
+        until(lambda: object_file(daemon, "local-a", "doc").exists()
+              and object_file(daemon, "local-a", "doc").read_bytes() == DATA)
+        until(lambda: sorted(metadata_rows(daemon, "SELECT store, state FROM copies WHERE key = 'doc'")) == [
+            ("local-a", "live"), ("local-b", "live")])
+        until(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM cleanup") == [(0,)])
+        assert metadata_rows(daemon, "SELECT COUNT(*) FROM replication") == [(0,)]
+        assert used(daemon) == {"local-a": (len(DATA), 1), "local-b": (len(DATA), 1)}
+        assert client.get_object(Bucket=BUCKET, Key="doc", Range="bytes=5-9")["Body"].read() == DATA[5:10]
+        metrics = fetch(f"{daemon.endpoint}/metrics").decode()
+        assert 's3orchestrator_read_copies_missing_total{store="local-a"} 1.0' in metrics
+        assert 's3orchestrator_read_failovers_total{store="local-a"} 1.0' in metrics
+        assert 's3orchestrator_replicated_copies_total 1.0' in metrics
+        assert f"Copy of {BUCKET}/doc on store local-a at {BUCKET}/doc is missing or damaged" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
+    """"Unavailable" here: another process holds the write lock for longer than
+    metadata.unavailable_after (1 s); requests failing busy all that time flip the daemon
+    into degraded mode, and the health job's probe ends it once the lock is gone."""
+    client = make_client(daemon)
+    client.put_object(Bucket=BUCKET, Key="kept", Body=DATA)
+    other_process = sqlite3.connect(daemon.directory / "metadata.sqlite", isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        codes: list[str] = []
+
+        def refused_as_unavailable() -> bool:
+            with pytest.raises(ClientError) as refused:
+                client.put_object(Bucket=BUCKET, Key="refused", Body=b"x")
+            codes.append(refused.value.response["Error"]["Code"])
+            return codes[-1] == "ServiceUnavailable"
+
+        until(refused_as_unavailable)
+        assert set(codes) <= {"SlowDown", "ServiceUnavailable"}
+
+        got = client.get_object(Bucket=BUCKET, Key="kept")
+        assert got["Body"].read() == DATA and got["ContentLength"] == len(DATA)
+        assert client.head_object(Bucket=BUCKET, Key="kept")["ContentLength"] == len(DATA)
+        for refused_call in (
+            lambda: client.list_objects_v2(Bucket=BUCKET),
+            lambda: client.delete_object(Bucket=BUCKET, Key="kept"),
+        ):
+            with pytest.raises(ClientError) as error:
+                refused_call()
+            assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert health(daemon)["status"] == "degraded" and health(daemon)["metadata"] == "unavailable"
+        assert "s3orchestrator_metadata_up 0.0" in fetch(f"{daemon.endpoint}/metrics").decode()
+    finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
+
+    until(lambda: health(daemon)["metadata"] == "ok")
+    client.put_object(Bucket=BUCKET, Key="later", Body=b"later bytes")
+    assert client.get_object(Bucket=BUCKET, Key="later")["Body"].read() == b"later bytes"
+    assert [path.name for path in store_files(daemon, "local-a")] == ["kept", "later"]
+    log = daemon.log()
+    assert log.count("Metadata database unavailable") == 1
+    assert log.count("Metadata database answers again") == 1
+
+
+def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_daemon, start_upstream, tmp_path):
+    """200 MiB on SeaweedFS "sw-a" and, made by hand (module docstring), on "sw-b"; "sw-a"
+    is killed after the client read 32 MiB: the client still receives one complete body
+    with the right MD5 (the daemon resumed from "sw-b" with a Range), and a fresh GET
+    works with "sw-a" down."""
+    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
+    daemon = start_daemon(stores=[s3_store(first, "sw-a"), s3_store(second, "sw-b")])
+    source = tmp_path / "big.bin"
+    md5 = hashlib.md5()
+    with source.open("wb") as out:
+        for block in range(200):
+            chunk = block.to_bytes(4, "big") * (MiB // 4)
+            md5.update(chunk)
+            out.write(chunk)
+    client = make_client(daemon, read_timeout=120)
+    with source.open("rb") as body:
+        client.put_object(Bucket=BUCKET, Key="big", Body=body)
+    location = metadata_rows(daemon, "SELECT location FROM copies WHERE key = 'big'")[0][0]
+    with source.open("rb") as body:
+        second.boto.put_object(Bucket=second.bucket, Key=location, Body=body)
+    with sqlite3.connect(daemon.directory / "metadata.sqlite") as db:
+        db.execute(
+            "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+            " SELECT bucket, key, 'sw-b', location, 'live', size, created_ms FROM copies WHERE key = 'big'"
+        )
+
+    streamed = client.get_object(Bucket=BUCKET, Key="big")["Body"]
+    received = hashlib.md5()
+    size = 0
+    while chunk := streamed.read(MiB):
+        received.update(chunk)
+        size += len(chunk)
+        if size == 32 * MiB:
+            first.stop()
+
+    assert size == 200 * MiB and received.hexdigest() == md5.hexdigest()
+    assert "Resumed the read from store sw-b" in daemon.log()
+    again = hashlib.md5(client.get_object(Bucket=BUCKET, Key="big")["Body"].read()).hexdigest()
+    assert again == md5.hexdigest()
