@@ -10,7 +10,7 @@ out a ``ColoredManhole`` behind an insults terminal), with these differences:
 - failed logins are logged as warnings (user name and peer, never the password) and a
   connection is closed after three of them;
 - every session gets its own namespace: the service objects and the helpers
-  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()`` and ``run_job(name)``,
+  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()``, ``replication_queue()`` and ``run_job(name)``,
   which print their results in the session when they are ready.
 
 The listener is loopback TCP or a unix socket with mode 0600 (``config`` checks that).
@@ -58,6 +58,7 @@ from s3orchestrator.ops.report import (
     format_age,
     intents_table,
     printable,
+    replication_table,
     status_table,
     uploads_table,
 )
@@ -264,6 +265,7 @@ s3orchestrator manhole: Python inside the running daemon. Careful. Ctrl-D leaves
            uploads(limit=50)    multipart uploads in progress, oldest first
            cleanup_queue(limit=50)  bytes queued for removal: store, location, tries, next try
            intents()            write intents: writes in flight and dead writers' leftovers
+           replication_queue(limit=50)  objects missing copies, oldest first
            run_job(name)        run a background job now: {jobs}
 """
 
@@ -359,6 +361,18 @@ class ManholeHelpers:
 
         self._report("intents()", self._target.metadata.list_intents(), render)
 
+    def replication_queue(self, limit: int = DEFAULT_UPLOADS_LIMIT) -> None:
+        """The objects waiting for the replicator to make their missing copies, oldest first."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            self._show("replication_queue(limit): limit must be a positive integer\n")
+            return
+        found = self._target.metadata.replication_queue(limit + 1)
+
+        def render(queued: list[Any]) -> str:
+            return replication_table(queued[:limit], self._target.reactor.seconds(), more=len(queued) > limit)
+
+        self._report("replication_queue()", found, render)
+
     def run_job(self, name: str) -> None:
         """Run one background job now (``jobs`` lists them) and say what it did."""
         jobs = self._target.jobs
@@ -408,6 +422,7 @@ def manhole_namespace(target: ManholeTarget, show: Callable[[str], None]) -> dic
         "uploads": helpers.uploads,
         "cleanup_queue": helpers.cleanup_queue,
         "intents": helpers.intents,
+        "replication_queue": helpers.replication_queue,
         "run_job": helpers.run_job,
     }
 

@@ -136,6 +136,18 @@ def cleanup_table(entries: Sequence[Any], now: float, more: bool = False) -> str
     return table(("STORE", "LOCATION", "SIZE", "AGE", "TRIES", "NEXT TRY", "LAST ERROR"), rows) + "\n" + footer + "\n"
 
 
+def replication_table(queued: Sequence[Any], now: float, more: bool = False) -> str:
+    """Objects waiting for the replicator (``QueuedReplication``-like), oldest first;
+    ``more`` when the list was cut short."""
+    if not queued:
+        return "the replication queue is empty\n"
+    rows = [(printable(f"{entry.bucket}/{entry.key}"), format_age(now - entry.since_ms / 1000)) for entry in queued]
+    footer = f"{len(queued)} object{'s' if len(queued) != 1 else ''} missing copies (oldest first)"
+    if more:
+        footer = f"the oldest {len(queued)} objects; more are queued (replication_queue(limit=N) shows more)"
+    return table(("BUCKET/KEY", "WAITING"), rows) + "\n" + footer + "\n"
+
+
 def intents_table(intents: Sequence[Any], now: float) -> str:
     """Write intents (``Intent``-like), oldest first."""
     if not intents:

@@ -20,7 +20,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from s3orchestrator.config import ConfigError, ManholeConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
-from s3orchestrator.metadata.records import CleanupEntry, Intent, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import CleanupEntry, Intent, QueuedReplication, StoreUsage, UploadRecord
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
     ManholeRealm,
@@ -143,6 +143,7 @@ class FakeMetadata:
         self.uploads: list[UploadRecord] = []
         self.cleanups: list[CleanupEntry] = []
         self.intents: list[Intent] = []
+        self.queued: list[QueuedReplication] = []
         self.broken = False
 
     def store_usage(self) -> Deferred[list[StoreUsage]]:
@@ -166,6 +167,9 @@ class FakeMetadata:
 
     def list_intents(self) -> Deferred[list[Intent]]:
         return succeed(list(self.intents))
+
+    def replication_queue(self, limit: int, after: object = None) -> Deferred[list[QueuedReplication]]:
+        return succeed(self.queued[:limit])
 
     def uploads_initiated_before(self, before_ms: int, limit: int, after=None) -> Deferred[list[UploadRecord]]:
         found = sorted((u for u in self.uploads if u.initiated_ms < before_ms), key=lambda u: u.initiated_ms)
@@ -382,6 +386,22 @@ def test_intents_lists_the_write_intents():
 BUCKET/KEY  STORE    LOCATION  SIZE  OWNER    AGE
 bkt/k       local-a  bkt/k     10 B  host:42  1m 0s
 """]
+
+
+def test_replication_queue_lists_objects_missing_copies_oldest_first():
+    clock = Clock()
+    clock.advance(100)
+    service = target(clock)
+    service.metadata.queued = [QueuedReplication("bkt", "a", 40_000), QueuedReplication("bkt", "b", 90_000)]
+    helper, shown = helpers(service)
+    helper.replication_queue(limit=1)
+    assert shown == ["""\
+BUCKET/KEY  WAITING
+bkt/a       1m 0s
+the oldest 1 objects; more are queued (replication_queue(limit=N) shows more)
+"""]
+    helper.replication_queue()
+    assert shown[1].endswith("2 objects missing copies (oldest first)\n")
 
 
 def test_status_shows_the_cleanup_queue_when_there_is_one():
