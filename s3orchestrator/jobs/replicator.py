@@ -126,7 +126,8 @@ class ReplicatorJob(TimerService):
         while True:
             batch = await self._metadata.replication_queue(BATCH_SIZE, after)
             outcomes = await gatherResults(
-                [limit.run(self._replicate, entry, settings) for entry in batch]
+                # ensureDeferred: Twisted 22.4's DeferredSemaphore.run does not turn a coroutine into a Deferred.
+                [limit.run(lambda entry: ensureDeferred(self._replicate(entry, settings)), entry) for entry in batch]
             )
             for entry, outcome in zip(batch, outcomes, strict=True):
                 if outcome is None or outcome.missing:
