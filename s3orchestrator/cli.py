@@ -1,7 +1,7 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, migrate-metadata.
 
-Standard library only (argparse, getpass, http.client), so it works wherever the
-package is installed, with no reactor.
+Standard library only (argparse, getpass, http.client) but for the metadata database's
+driver, with no reactor.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import os
 import re
 import socket
 import sys
+import time
 import tomllib
 from typing import Any, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
 from s3orchestrator.config import ConfigError, load_config
+from s3orchestrator.metadata.offline import DatabaseProblem, check_spec, describe_spec, open_exclusive
+from s3orchestrator.metadata.offline.probe import probe_metadata
+from s3orchestrator.metadata.offline.transfer import DEFAULT_BATCH_SIZE, TransferReport, transfer
 from s3orchestrator.ops.passwords import PasswordFileError, check_password_file, hash_password
 from s3orchestrator.ops.report import printable, status_table
 
@@ -38,15 +42,21 @@ class CommandError(Exception):
 # -- check-config --------------------------------------------------------------------------
 
 
-def check_config(path: str, environ: Mapping[str, str], out: TextIO) -> None:
+def check_config(path: str, environ: Mapping[str, str], out: TextIO, connect: bool = True) -> None:
     """Validate a configuration file as the daemon's start does (the manhole's password
-    file included); ConfigError names the offending key."""
+    file included) and, if ``connect``, look at its metadata database (reachable, usable,
+    its schema version); ConfigError names the offending key or the database's problem."""
     config = load_config(path, environ)
     if config.ops.manhole is not None:
         try:
             check_password_file(config.ops.manhole.password_file)
         except PasswordFileError as error:
             raise ConfigError(f"manhole.password_file: {error}") from None
+    if connect:
+        try:
+            print(f"metadata: {probe_metadata(config.metadata, environ)}", file=out)
+        except DatabaseProblem as problem:
+            raise ConfigError(f"metadata: {problem}") from None
     print(f"{path}: OK", file=out)
 
 
@@ -237,6 +247,59 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
             raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
 
 
+# -- migrate-metadata ----------------------------------------------------------------------
+
+
+def print_report(report: TransferReport, out: TextIO) -> None:
+    """The per-table comparison of a copy, then its verdict."""
+    width = max([len("table"), *(len(table.name) for table in report.tables)])
+    print(f"{'table':<{width}}  {'source rows':>12}  {'target rows':>12}  checksum", file=out)
+    for table in report.tables:
+        verdict = "ok" if table.matches else f"MISMATCH (target {table.target_checksum[:16]})"
+        print(f"{table.name:<{width}}  {table.source_rows:>12}  {table.target_rows:>12}"
+              f"  {table.source_checksum[:16]} {verdict}", file=out)
+    for identity in report.identities:
+        verdict = "ok" if identity.matches else "MISMATCH"
+        print(f"{identity.table}.{identity.column}: new rows get values above {identity.target_mark}"
+              f" (source's highest: {identity.source_mark}) {verdict}", file=out)
+    if not report.schema_versions_match:
+        print("schema_version: the migration histories differ MISMATCH", file=out)
+
+
+def migrate_metadata(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Copy the metadata database ``--from`` into ``--to`` and verify the copy (daemons stopped)."""
+    try:
+        check_spec(args.source, "--from")
+        check_spec(args.target, "--to")
+    except DatabaseProblem as problem:
+        raise CommandError(str(problem)) from None
+    if args.source == args.target:
+        raise CommandError("--from and --to name the same database")
+    if args.batch_size < 1:
+        raise CommandError("--batch-size: must be at least 1")
+    print(f"copying {describe_spec(args.source)} into {describe_spec(args.target)}"
+          " (every daemon using either must be stopped)", file=out)
+    try:
+        source = open_exclusive(args.source, environ)
+        try:
+            target = open_exclusive(args.target, environ, create=True)
+            try:
+                report = transfer(source, target, int(time.time() * 1000), replace=args.replace,
+                                  batch_size=args.batch_size, progress=lambda line: print(line, file=out))
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except DatabaseProblem as problem:
+        raise CommandError(str(problem)) from None
+    print_report(report, out)
+    if not report.verified:
+        raise CommandError(f"the copy does not match the source; {describe_spec(args.target)} is unchanged")
+    rows = sum(table.source_rows for table in report.tables)
+    print(f"verified: schema version {report.schema_version}, {len(report.tables)} tables, {rows} rows;"
+          f" {describe_spec(args.target)} committed", file=out)
+
+
 # -- the service's environment file -------------------------------------------------------
 
 
@@ -272,8 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     env_file_help = (f"read ${{VAR}} values from this systemd EnvironmentFile too, when readable"
                      f" (default: {DEFAULT_ENVIRONMENT_FILE})")
-    check = commands.add_parser("check-config", help="validate a configuration file (exit 0 if usable, 1 if not)")
-    check.add_argument("file", metavar="FILE")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file and connect to its metadata database (exit 0 if usable, 1 if not)",
+    )
+    check.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_CONFIG,
+                       help=f"the configuration file (default: {DEFAULT_CONFIG})")
+    check.add_argument("--offline", action="store_true", help="validate the file only: do not open the database")
     check.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
 
     hashing = commands.add_parser(
@@ -292,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the JSON document as received")
     show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                       help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
+
+    database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
+    migrate = commands.add_parser(
+        "migrate-metadata",
+        help="copy the metadata database into another (SQLite to PostgreSQL or back) and verify it;"
+             " every daemon must be stopped",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="DATABASE", help=database_help)
+    migrate.add_argument("--to", dest="target", required=True, metavar="DATABASE", help=database_help)
+    migrate.add_argument("--replace", action="store_true",
+                         help="delete what the target holds first (else a target with rows is refused)")
+    migrate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="ROWS",
+                         help=f"rows read and written at a time (default: {DEFAULT_BATCH_SIZE})")
+    migrate.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE",
+                         help=f"read PGPASSWORD from this systemd EnvironmentFile too, when readable"
+                              f" (default: {DEFAULT_ENVIRONMENT_FILE})")
     return parser
 
 
@@ -309,12 +393,14 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status"):
+    if args.command in ("check-config", "status", "migrate-metadata"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
         if args.command == "check-config":
-            check_config(args.file, environ, stdout)
+            check_config(args.file, environ, stdout, connect=not args.offline)
+        elif args.command == "migrate-metadata":
+            migrate_metadata(args, environ, stdout)
         elif args.command == "hash-password":
             if args.user is not None:
                 check_user_name(args.user)

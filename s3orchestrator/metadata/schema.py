@@ -144,6 +144,15 @@ def _apply(txn: Transaction, migration: Migration, latest: int, now_ms: int) -> 
     return True
 
 
+def migrate_transaction(txn: Transaction, now_ms: int, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply the pending migrations inside ``txn``, one transaction the caller ends (the
+    admin command's copy of a database: schema and rows commit together); the versions applied."""
+    if migrations is None:
+        migrations = load_migrations()
+    latest = migrations[-1].version if migrations else 0
+    return [migration.version for migration in migrations if _apply(txn, migration, latest, now_ms)]
+
+
 @inlineCallbacks
 def migrate(
     database: Database, migrations: Sequence[Migration] | None = None

@@ -95,6 +95,26 @@ def engine_url(engine_name: str, request: pytest.FixtureRequest) -> Iterator[Cal
 
 
 @pytest.fixture
+def postgres_schema_url(postgres_dsn: str) -> Iterator[Callable[[], str]]:
+    """Makes URLs of empty databases, as far as a client sees: each a schema of its own
+    (first on the URL's search_path) in the session's database, dropped after the test."""
+    import psycopg
+
+    schemas: list[str] = []
+
+    def make() -> str:
+        schemas.append(f"m_{secrets.token_hex(6)}")
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schemas[-1]}")
+        return f"{postgres_dsn}?options={quote(f'-csearch_path={schemas[-1]}')}"
+
+    yield make
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        for name in schemas:
+            connection.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
 def make_engine(engine_name: str, engine_url: Callable[[str], str], db_path: str) -> Callable[..., BaseEngine]:
     """Builds an engine of ``engine_name`` on the database ``path`` (default ``db_path``)."""
 

@@ -70,10 +70,19 @@ def write_config(tmp_path: Path, extra: str = "", text: str = CONFIG) -> str:
 # -- check-config ----------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """CONFIG's relative paths (its SQLite file) are under the test's directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+NO_DATABASE_YET = "metadata: SQLite var/metadata.sqlite: no database file yet; it is created at start\n"
+
+
 def test_check_config_good_file_exits_0(tmp_path):
     path = write_config(tmp_path)
     run = Run("check-config", path)
-    assert (run.status, run.out, run.err) == (0, f"{path}: OK\n", "")
+    assert (run.status, run.out, run.err) == (0, f"{NO_DATABASE_YET}{path}: OK\n", "")
 
 
 def test_check_config_bad_file_exits_1_naming_the_key(tmp_path):
@@ -113,7 +122,7 @@ def test_check_config_accepts_placement_replicas_and_zones(tmp_path):
     path = write_config(tmp_path, '[placement]\nreplicas = 2\nwrite_quorum = 2\nread_order = "latency"\n',
                         text=REPLICATED)
     run = Run("check-config", path)
-    assert (run.status, run.out, run.err) == (0, f"{path}: OK\n", "")
+    assert (run.status, run.out, run.err) == (0, f"{NO_DATABASE_YET}{path}: OK\n", "")
 
 
 def test_check_config_refuses_more_replicas_than_stores(tmp_path):
@@ -384,9 +393,10 @@ def test_environment_file_supplies_the_service_secrets(tmp_path) -> None:
     assert read_environment_file(str(tmp_path / "missing")) == {}
     out, err = io.StringIO(), io.StringIO()
     debian_config = str(Path(__file__).resolve().parents[2] / "etc" / "s3orchestrator.toml")
-    code = main(["check-config", debian_config, "--env-file", str(env_file)], stdout=out, stderr=err, environ={})
+    code = main(["check-config", debian_config, "--offline", "--env-file", str(env_file)],
+                stdout=out, stderr=err, environ={})
     assert (code, err.getvalue()) == (0, "")
     # Without the file, ${S3O_...} cannot be expanded.
-    code = main(["check-config", debian_config, "--env-file", str(tmp_path / "missing")],
+    code = main(["check-config", debian_config, "--offline", "--env-file", str(tmp_path / "missing")],
                 stdout=io.StringIO(), stderr=err, environ={})
     assert code == 1 and "is not set" in err.getvalue()
