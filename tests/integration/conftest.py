@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
@@ -233,3 +236,40 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+@attrs.frozen
+class PostgresDatabase:
+    """A database made for one test, owned by a role of its own with a password."""
+
+    url: str  # without the password (libpq takes it from PGPASSWORD)
+    password: str
+
+    @property
+    def url_with_password(self) -> str:
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:{self.password}@{parts.hostname}:{parts.port}"))
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[PostgresDatabase]:
+    """A fresh database and owner role (dropped after the test); skips, saying so, without
+    S3O_TEST_POSTGRES_DSN (a role that may create roles and databases) or psycopg."""
+    dsn = os.environ.get("S3O_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("PostgreSQL tests need S3O_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3")
+    name, password = f"s3o_it_{secrets.token_hex(5)}", f"pw{secrets.token_hex(8)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+    server = urlsplit(dsn)
+    try:
+        yield PostgresDatabase(
+            urlunsplit(server._replace(netloc=f"{name}@{server.hostname}:{server.port or 5432}", path=f"/{name}")),
+            password,
+        )
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
