@@ -174,6 +174,7 @@ def test_a_postgresql_database_holding_other_tables_fails_the_check(tmp_path, po
 
 
 def test_an_unreachable_server_fails_the_check_without_showing_the_password(tmp_path) -> None:
+    pytest.importorskip("psycopg", reason="needs psycopg 3 (Debian: python3-psycopg)")
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -209,6 +210,15 @@ def test_a_role_that_may_not_create_tables_fails_the_check(tmp_path, postgres_ds
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_without_psycopg_the_check_says_what_to_install(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("s3orchestrator.metadata.offline.postgres.psycopg_available", lambda: False)
+    status, _, err = check(tmp_path, 'url = "postgresql://s3o:pw-secret-3@db/s3o"')
+    assert status == 1
+    assert err.endswith("metadata: PostgreSQL postgresql://s3o@db/s3o: needs psycopg 3 (Debian: apt install"
+                        " python3-psycopg; pip: pip install 's3orchestrator[postgres]')\n")
+    assert "pw-secret-3" not in err
 
 
 @pytest.mark.parametrize(("message", "said"), [
