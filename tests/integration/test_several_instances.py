@@ -1,8 +1,10 @@
 """Operations for several instances: a SQLite daemon's metadata migrated to PostgreSQL,
-and two daemons on one PostgreSQL database behind HAProxy (etc/haproxy.cfg).
+and two daemons on one PostgreSQL database behind HAProxy or nginx (etc/haproxy.cfg,
+etc/nginx.conf).
 
-The PostgreSQL tests skip, saying so, without S3O_TEST_POSTGRES_DSN; HAProxy is one of
-the programs ``make test`` installs (tests/tools/install-clients), so it is required.
+The PostgreSQL tests skip, saying so, without S3O_TEST_POSTGRES_DSN; HAProxy and nginx
+are among the programs ``make test`` installs (tests/tools/install-clients), so they
+are required.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from tests.integration.daemon import ACCESS_KEY, BUCKET, REPO, SECRET_KEY, Daemo
 pytestmark = pytest.mark.integration
 
 HAPROXY_CONFIG = REPO / "etc" / "haproxy.cfg"
+NGINX_CONFIG = REPO / "etc" / "nginx.conf"
 # /usr/sbin is not on every user's PATH.
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # Byte order differs from most locales' order: "B" < "a" < "z" < "é" < "日本" < an emoji.
 KEYS = ("a", "B", "dir/z", "\u00e9t\u00e9", "\u65e5\u672c/\u8a9e", "\U0001f600")
 MiB = 1024 * 1024
@@ -148,26 +152,57 @@ def listening(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def start_haproxy(tmp_path: Path) -> Iterator:
-    """Runs etc/haproxy.cfg in the foreground, its addresses replaced by loopback ports."""
+def localised(config: Path, listen: tuple[str, str], backends: tuple[int, int]) -> str:
+    """An example config with its listen address (``listen``: as written, replacement)
+    and its two servers' replaced by loopback ports."""
+    text = config.read_text()
+    for old, new in (listen, ("10.0.0.11:9000", f"127.0.0.1:{backends[0]}"),
+                     ("10.0.0.12:9000", f"127.0.0.1:{backends[1]}")):
+        assert text.count(old) == 1, f"{config.name} no longer has {old!r} once"
+        text = text.replace(old, new)
+    return text
+
+
+def haproxy_command(tmp_path: Path, port: int, backends: tuple[int, int]) -> list[str]:
     require_client(HAPROXY, "haproxy")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(localised(HAPROXY_CONFIG, ("bind :9000", f"bind 127.0.0.1:{port}"), backends))
+    return [HAPROXY, "-f", str(path), "-db"]
+
+
+def nginx_command(tmp_path: Path, port: int, backends: tuple[int, int]) -> list[str]:
+    """nginx in the foreground, the example inside a minimal main config of its own files."""
+    require_client(NGINX, "nginx")
+    work = tmp_path / "nginx"
+    work.mkdir()
+    (work / "s3orchestrator.conf").write_text(
+        localised(NGINX_CONFIG, ("listen 9000;", f"listen 127.0.0.1:{port};"), backends))
+    temp_paths = "".join(f"    {kind}_temp_path {work / kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (work / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")  # else workers run as nobody, outside tmp_path
+        + f"daemon off;\npid {work / 'nginx.pid'};\nerror_log {work / 'error.log'} notice;\nevents {{}}\n"
+        f"http {{\n    access_log {work / 'access.log'};\n{temp_paths}"
+        f"    include {work / 's3orchestrator.conf'};\n}}\n"
+    )
+    return [NGINX, "-e", str(work / "startup.log"), "-p", str(work), "-c", str(work / "nginx.conf")]
+
+
+PROXIES = {"haproxy": haproxy_command, "nginx": nginx_command}
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path) -> Iterator:
+    """Runs a proxy's example config in the foreground in front of two backend ports."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(backends: tuple[int, int]) -> str:
+    def start(proxy: str, backends: tuple[int, int]) -> str:
         port = free_port()
-        config = HAPROXY_CONFIG.read_text()
-        for old, new in (("bind :9000", f"bind 127.0.0.1:{port}"), ("10.0.0.11:9000", f"127.0.0.1:{backends[0]}"),
-                         ("10.0.0.12:9000", f"127.0.0.1:{backends[1]}")):
-            assert config.count(old) == 1, f"etc/haproxy.cfg no longer has {old!r} once"
-            config = config.replace(old, new)
-        path = tmp_path / "haproxy.cfg"
-        path.write_text(config)
-        with open(tmp_path / "haproxy.log", "ab") as log:
-            processes.append(subprocess.Popen([HAPROXY, "-f", str(path), "-db"], stdout=log,
-                                              stderr=subprocess.STDOUT))
-        assert wait_for(lambda: listening(port) or processes[-1].poll() is not None), "haproxy did not start"
-        assert processes[-1].poll() is None, (tmp_path / "haproxy.log").read_text()
+        command = PROXIES[proxy](tmp_path, port, backends)
+        with open(tmp_path / f"{proxy}.log", "ab") as log:
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        assert wait_for(lambda: listening(port) or processes[-1].poll() is not None), f"{proxy} did not start"
+        assert processes[-1].poll() is None, (tmp_path / f"{proxy}.log").read_text()
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -185,28 +220,31 @@ def put_objects_answered(daemon: Daemon) -> int:
     return int(sum(float(count) for count in re.findall(pattern, text, re.MULTILINE)))
 
 
-def test_two_instances_on_one_database_behind_haproxy_survive_one_stopping(
-    start_instance, start_haproxy, postgres_database: PostgresDatabase
+@pytest.mark.parametrize("proxy", sorted(PROXIES))
+def test_two_instances_on_one_database_behind_a_proxy_survive_one_stopping(
+    proxy: str, start_instance, start_proxy, postgres_database: PostgresDatabase
 ) -> None:
     url = postgres_database.url_with_password
     first = start_instance("one", metadata_url=url, password=postgres_database.password)
     second = start_instance("two", metadata_url=url, password=postgres_database.password)
-    endpoint = start_haproxy((first.port, second.port))
+    endpoint = start_proxy(proxy, (first.port, second.port))
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
                       region_name="us-east-1", config=BotoConfig(retries={"total_max_attempts": 1}))  # no retries
 
     for key in KEYS:
-        s3.put_object(Bucket=BUCKET, Key=key, Body=body_of(key))
-    # A multipart upload whose parts stream through HAProxy to both instances.
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body_of(key), Metadata={"signed_name": key.encode().hex()})
+    # A multipart upload whose parts stream through the proxy to both instances.
     large = body_of("large", 12 * MiB)
     s3.upload_fileobj(io.BytesIO(large), BUCKET, "large",
                       Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB,
                                             max_concurrency=2))
     assert s3.get_object(Bucket=BUCKET, Key="large")["Body"].read() == large
     for key in KEYS:
-        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body_of(key)
+        answer = s3.get_object(Bucket=BUCKET, Key=key)
+        assert answer["Body"].read() == body_of(key)
+        assert answer["Metadata"] == {"signed_name": key.encode().hex()}
     assert listed_keys(s3) == sorted([*KEYS, "large"], key=lambda key: key.encode())
-    assert put_objects_answered(first) > 0 and put_objects_answered(second) > 0, "HAProxy used one instance only"
+    assert put_objects_answered(first) > 0 and put_objects_answered(second) > 0, f"{proxy} used one instance only"
 
     first.stop()
     for round_ in range(10):
