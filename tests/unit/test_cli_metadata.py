@@ -212,6 +212,14 @@ def test_a_role_that_may_not_create_tables_fails_the_check(tmp_path, postgres_ds
             admin.execute(f"DROP ROLE {role}")
 
 
+def test_a_malformed_url_fails_the_check_without_showing_the_password(tmp_path) -> None:
+    pytest.importorskip("psycopg", reason="needs psycopg 3 (Debian: python3-psycopg)")
+    status, _, err = check(tmp_path, 'url = "postgresql://s3o:pw-%zz-secret@db/s3o"')
+    assert status == 1
+    assert 'metadata: PostgreSQL postgresql://s3o@db/s3o: not a usable URL: invalid percent-encoded token: "***"' in err
+    assert "secret" not in err
+
+
 def test_without_psycopg_the_check_says_what_to_install(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("s3orchestrator.metadata.offline.postgres.psycopg_available", lambda: False)
     status, _, err = check(tmp_path, 'url = "postgresql://s3o:pw-secret-3@db/s3o"')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 from s3orchestrator.metadata.engines.postgres import PostgresEngine, psycopg_available, redacted_url
 from s3orchestrator.metadata.offline.base import DatabaseProblem, OfflineDatabase, TableInfo, quote_identifier
@@ -24,10 +25,18 @@ _TABLE_NAME = "format('%I.%I', current_schema(), ?::text)"
 _COLLATE_C = ' COLLATE "C"'
 
 
-def connection_problem(error: Exception, label: str) -> DatabaseProblem:
+def _hidden(text: str, secrets: Iterable[str | None]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def connection_problem(error: Exception, label: str, secrets: Iterable[str | None] = ()) -> DatabaseProblem:
     """One line saying why a connection could not be made: the server unreachable,
-    authentication failed, the database missing (libpq's own words after it)."""
-    message = " ".join(str(error).split())
+    authentication failed, the database missing (libpq's own words after it, any of
+    ``secrets`` they might quote masked)."""
+    message = _hidden(" ".join(str(error).split()), secrets)
     detail = message.rpartition("failed: ")[2] if "failed: FATAL:" in message else message
     detail = detail.removeprefix("FATAL: ").strip()
     lowered = message.lower()
@@ -64,10 +73,12 @@ class PostgresDatabase(OfflineDatabase):
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
+        # libpq's messages quote a malformed URL's pieces, which may be the password's.
+        secrets = [urlsplit(url).password, unquote(urlsplit(url).password or ""), environ.get("PGPASSWORD")]
         try:
             settings = conninfo_to_dict(url)
         except psycopg.Error as error:
-            raise DatabaseProblem(f"{label}: not a usable URL: {error}") from None
+            raise DatabaseProblem(f"{label}: not a usable URL: {_hidden(str(error), secrets)}") from None
         options: dict[str, Any] = {"application_name": APPLICATION_NAME}
         if "connect_timeout" not in settings:
             options["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
@@ -76,7 +87,7 @@ class PostgresDatabase(OfflineDatabase):
         try:
             connection = psycopg.connect(url, autocommit=False, **options)
         except psycopg.Error as error:
-            raise connection_problem(error, label) from None
+            raise connection_problem(error, label, secrets) from None
         return cls(url, connection)
 
     def begin_read(self) -> None:
