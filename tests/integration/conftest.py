@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import pytest
@@ -233,3 +235,29 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[tuple[str, str]]:
+    """(URL of a fresh database owned by a fresh role with a password, that password)."""
+    dsn = os.environ.get("S3O_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("PostgreSQL tests need S3O_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3")
+    name, password = f"s3o_it_{secrets.token_hex(5)}", f"pw{secrets.token_hex(8)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        try:  # a locale whose order is not bytewise, so that the listing shows COLLATE "C" at work
+            admin.execute(f"CREATE DATABASE {name} OWNER {name} LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+                          " LOCALE 'C.UTF-8' TEMPLATE template0")
+        except psycopg.Error:
+            admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+    server = urlsplit(dsn)
+    url = urlunsplit(server._replace(netloc=f"{name}:{password}@{server.hostname}:{server.port or 5432}",
+                                     path=f"/{name}"))
+    try:
+        yield url, password
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
