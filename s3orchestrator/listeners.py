@@ -11,6 +11,7 @@ import socket
 from typing import Any, Mapping, Protocol
 
 import attrs
+from twisted.internet import tcp, unix
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -76,6 +77,41 @@ def tls_context_factory(reactor: Any, endpoint: str) -> Any:
     return serverFromString(reactor, endpoint)._sslContextFactory
 
 
+class _AdoptedUnixPort(unix.Port):
+    """A listening unix socket shared with the supervisor that bound it.
+
+    Twisted's ``adoptStreamPort`` treats an adopted unix socket as its own: it sets the
+    path's mode to 0666, listens again with its own backlog, shuts the socket down when
+    it stops (which stops it in every process) and unlinks the path. This port only
+    accepts on it and closes its own descriptor; it leans on ``unix.Port``'s internals
+    (``socket``, ``fileno``, ``numberAccepts``, ``_shouldShutdown``), which a unit test
+    exercises."""
+
+    _shouldShutdown = False
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Start accepting on ``sock``, already bound and listening."""
+        self.factory.doStart()  # type: ignore[union-attr]
+        self.connected = True
+        self.socket = sock
+        self.fileno = sock.fileno  # type: ignore[method-assign]
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)  # unix.Port's would unlink the path
+
+
+def adopt_unix_port(reactor: Any, fd: int, factory: IProtocolFactory) -> IListeningPort:
+    """Accept on the inherited listening unix socket ``fd``, leaving the socket and its
+    path as the supervisor made them."""
+    sock = socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    port = _AdoptedUnixPort(sock.getsockname(), factory, reactor=reactor)
+    port.adopt(sock)
+    return port
+
+
 @attrs.frozen
 class InheritedListeners:
     """Adopts the sockets the supervisor passed (a worker); TLS where the endpoint says ``ssl:``."""
@@ -90,6 +126,8 @@ class InheritedListeners:
             return None
         if endpoint is not None and is_tls(endpoint):
             factory = TLSMemoryBIOFactory(tls_context_factory(self.reactor, endpoint), False, factory)
+        if inherited.family == "unix":
+            return adopt_unix_port(self.reactor, inherited.fd, factory)
         port: IListeningPort = self.reactor.adoptStreamPort(inherited.fd, FAMILIES[inherited.family], factory)
         return port
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import abstract, fdesc
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import FilteringLogObserver, ILogObserver, Logger, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -97,8 +99,9 @@ class Lifeline(abstract.FileDescriptor):
     def doRead(self) -> Any:
         return fdesc.readFromFD(self._fd, lambda data: None)
 
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
+    def readConnectionLost(self, reason: Failure) -> None:
+        # End of file (the reactor's own shutdown calls connectionLost, not this).
+        self.connectionLost(reason)
         self._gone()
 
 
@@ -126,12 +129,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     globalLogBeginner.beginLoggingTo([service.log_observer], redirectStandardIO=False)
 
     def supervisor_gone() -> None:
-        if reactor.running:
-            _log.warn("Supervisor gone: worker {worker} stops", worker=options.index)
+        _log.warn("Supervisor gone: worker {worker} stops", worker=options.index)
+        try:
             reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+    def start() -> None:
+        # Ctrl-C at a terminal reaches the whole process group: the supervisor stops
+        # this worker (SIGTERM), which would otherwise stop twice.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        service.startService()
 
     reactor.addReader(Lifeline(reactor, 0, supervisor_gone))
-    reactor.callWhenRunning(service.startService)
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 

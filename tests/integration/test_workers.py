@@ -178,3 +178,54 @@ def test_two_workers_on_postgresql(start_daemon, postgres_url) -> None:
     toml, metrics_url = metrics_toml()
     daemon = start_daemon(server_toml="workers = 2", extra_toml=toml, metadata_url=url)
     exercise(daemon, metrics_url)
+
+
+def admin_status(path: Path, token: str) -> bytes:
+    """The admin API's GET /status over its unix socket: the raw answer."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(f"GET /status HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_two_workers_over_tls_with_the_admin_api_on_a_unix_socket(start_daemon, tls_files, tmp_path) -> None:
+    admin = tmp_path / "admin.sock"
+    daemon = start_daemon(
+        tls=tls_files, server_toml="workers = 2\nshutdown_timeout = 5",
+        extra_toml=f'[admin]\nlisten = "unix:{admin}:mode=600"\ntoken = "admin-token"\n',
+    )
+    client = make_client(daemon)
+    client.put_object(Bucket=BUCKET, Key="tls.bin", Body=b"over tls")
+    assert client.get_object(Bucket=BUCKET, Key="tls.bin")["Body"].read() == b"over tls"
+    assert admin.stat().st_mode & 0o777 == 0o600
+    assert admin_status(admin, "admin-token").startswith(b"HTTP/1.0 200")
+
+    # Worker 1 serves the admin API: once it is replaced, the same socket answers again.
+    # (An idle TLS connection closes when its client answers the close: let the client go first.)
+    client.close()
+    assert daemon.process is not None
+    first = min(children(daemon.process.pid))
+    os.kill(first, signal.SIGTERM)  # it stops itself cleanly, and is restarted
+    wait_until(lambda: daemon.log().count("Worker 1 serving") == 2, "worker 1 replaced")
+    assert admin.stat().st_mode & 0o777 == 0o600
+    assert admin_status(admin, "admin-token").startswith(b"HTTP/1.0 200")
+    for _ in range(10):
+        assert make_client(daemon).get_object(Bucket=BUCKET, Key="tls.bin")["Body"].read() == b"over tls"
+    daemon.stop()
+    assert daemon.process.returncode in (0, -signal.SIGTERM)
+    assert not admin.exists()
+
+
+def test_workers_stop_when_their_supervisor_is_killed(start_daemon) -> None:
+    daemon = start_daemon(server_toml="workers = 2")
+    assert daemon.process is not None
+    workers = children(daemon.process.pid)
+    assert len(workers) == 2
+    daemon.process.kill()
+    daemon.process.wait()
+    wait_until(lambda: not [pid for pid in workers if alive(pid)], "the workers gone")
+    assert daemon.log().count("Supervisor gone") == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import twisted.test
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from s3orchestrator.listeners import (
@@ -21,9 +21,9 @@ from s3orchestrator.listeners import (
 )
 
 try:
-    from twisted.internet.testing import MemoryReactor
+    from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 except ImportError:  # Twisted 22.4
-    from twisted.test.proto_helpers import MemoryReactor  # type: ignore[no-redef]
+    from twisted.test.proto_helpers import MemoryReactor, MemoryReactorClock  # type: ignore[no-redef]
 
 # A key and certificate in one PEM file that Twisted ships with its tests.
 SERVER_PEM = Path(twisted.test.__file__).with_name("server.pem")
@@ -89,3 +89,36 @@ def test_a_configured_endpoint_is_bound() -> None:
     reactor = MemoryReactor()
     listen(EndpointListeners(reactor), S3, "tcp:9000:interface=127.0.0.1", Factory())
     assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [(9000, "127.0.0.1")]
+
+
+def test_an_adopted_unix_socket_accepts_and_keeps_its_mode_and_path_when_the_worker_stops(tmp_path: Path) -> None:
+    path = tmp_path / "s3.sock"
+    held = socket.socket(socket.AF_UNIX)
+    held.bind(str(path))
+    held.listen(5)
+    path.chmod(0o600)
+    reactor = MemoryReactorClock()
+    connected: list[Protocol] = []
+
+    class Recording(Protocol):
+        def connectionMade(self) -> None:
+            connected.append(self)
+
+    try:
+        port = listen(InheritedListeners(reactor, {S3: InheritedSocket(held.fileno(), "unix")}), S3, None,
+                      Factory.forProtocol(Recording))
+        assert port.getHost().name.endswith(b"s3.sock")
+        assert path.stat().st_mode & 0o777 == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            port.doRead()  # what the reactor calls when the socket is readable: accept
+            assert len(connected) == 1
+            connected[0].transport.abortConnection()
+        port.stopListening()
+        reactor.advance(0)
+        assert path.exists()
+        # The supervisor's socket still answers.
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+    finally:
+        held.close()
