@@ -53,7 +53,7 @@ from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
-from s3orchestrator.workers.role import WorkerRole
+from s3orchestrator.workers.role import WorkerRole, is_fellow_worker
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0
@@ -263,7 +263,8 @@ class OrchestratorService(MultiService):
             return self.metadata_availability.available
 
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor, metadata_available)
+                           self.reactor, metadata_available,
+                           fellow=is_fellow_worker if self.worker is not None else lambda owner: False)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,

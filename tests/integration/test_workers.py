@@ -229,3 +229,20 @@ def test_workers_stop_when_their_supervisor_is_killed(start_daemon) -> None:
     daemon.process.wait()
     wait_until(lambda: not [pid for pid in workers if alive(pid)], "the workers gone")
     assert daemon.log().count("Supervisor gone") == 2
+
+
+def test_a_workers_reaper_leaves_the_other_workers_writes_alone(start_daemon) -> None:
+    # The reaper runs often in both workers while both write: each sees the other's
+    # write intents (same host, another pid) and must not take them for a crash's.
+    daemon = start_daemon(server_toml="workers = 2", extra_toml="[placement]\nreaper_interval = 0.05\n")
+    client = make_client(daemon, max_pool_connections=8)
+    bodies = {f"big/{index:02d}": os.urandom(4 * 1024 * 1024) for index in range(24)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: client.put_object(Bucket=BUCKET, Key=item[0], Body=item[1]), bodies.items()))
+        read = dict(pool.map(
+            lambda key: (key, client.get_object(Bucket=BUCKET, Key=key)["Body"].read()), sorted(bodies)
+        ))
+    assert read == bodies
+    assert "Reaper deleted" not in daemon.log()
+    assert "Reaper adopted" not in daemon.log()
+    client.close()
