@@ -55,7 +55,10 @@ class Worker:
 
 
 def exit_description(reason: Failure) -> str:
-    """How a process ended, from ``processEnded``'s reason: its exit status or signal."""
+    """How a process ended, from ``processEnded``'s reason: its exit status or signal (or
+    why it could not start)."""
+    if isinstance(reason.value, OSError):
+        return f"could not start: {reason.value}"
     signal = getattr(reason.value, "signal", None)
     if signal:
         return f"killed by signal {signal}"
@@ -118,12 +121,17 @@ class WorkerPool(Service):
         worker.restart = None
         command = self._command(worker.index)
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, READY_FD: "r", **command.fds}
-        worker.process = self.reactor.spawnProcess(
-            _WorkerProtocol(self, worker), command.executable, list(command.args), env=dict(command.env),
-            childFDs=child_fds,
-        )
-        worker.pid = worker.process.pid
         worker.started_at = self.reactor.seconds()
+        try:
+            worker.process = self.reactor.spawnProcess(
+                _WorkerProtocol(self, worker), command.executable, list(command.args), env=dict(command.env),
+                childFDs=child_fds,
+            )
+        except OSError as error:  # out of processes or descriptors: as if it had exited at once
+            worker.pid = None
+            self.worker_ended(worker, Failure(error))
+            return
+        worker.pid = worker.process.pid
         self._log.info("Worker {worker} started (pid {pid})", worker=worker.index, pid=worker.pid)
 
     def worker_ready(self, worker: Worker) -> None:

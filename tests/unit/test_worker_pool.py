@@ -195,3 +195,23 @@ def test_a_restart_is_logged_with_the_worker_its_pid_how_it_ended_and_the_delay(
         "Worker 2 (pid 1001) exited (killed by signal 9); restarting it in 1 s"
     ]
     assert logged[0]["log_level"] == LogLevel.warn
+
+
+def test_a_worker_that_cannot_be_spawned_is_tried_again_later() -> None:
+    pool, reactor, _ = started(2)
+    spawn = reactor.spawnProcess
+    failures = [OSError(24, "Too many open files")]
+
+    def failing_once(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return spawn(*args, **kwargs)
+
+    reactor.spawnProcess = failing_once  # type: ignore[method-assign]
+    reactor.processes[0].exit(1)
+    reactor.advance(1.0)  # the restart fails: tried again 2 s later
+    assert len(reactor.processes) == 2
+    assert pool.workers[0].process is None
+    reactor.advance(2.0)
+    assert len(reactor.processes) == 3
+    assert reactor.processes[2].args[-1] == "1"
