@@ -121,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         {"nodaemon": True, "logfile": options.logfile, "syslog": options.syslog, "prefix": options.prefix},
         options.log_format,
     )
+
     def ready() -> None:
         os.write(READY_FD, b"ready\n")
 
@@ -148,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
+
 
 if __name__ == "__main__":
     main()
