@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from pathlib import Path
 
 import attrs
 import pytest
+from twisted.internet.defer import ensureDeferred
 
 from s3orchestrator.config import load_config
 from s3orchestrator.listeners import S3, HeldSocket, parse_socket_argument
@@ -131,3 +133,25 @@ def test_an_invalid_configuration_is_not_passed_on(config_path: Path) -> None:
     config_path.write_text("[server]\n")
     assert service.reload() is False
     assert [process.signals for process in reactor.processes] == [[], []]
+
+
+def answer(endpoint) -> tuple[int, dict]:
+    result = []
+    ensureDeferred(endpoint({})).addCallback(result.append)
+    return result[0].status, json.loads(result[0].body)
+
+
+def test_ready_while_any_worker_serves(config_path: Path) -> None:
+    service, _ = supervisor(config_path)
+    ready = service.ops_endpoints()["/health/ready"]
+    service.running = True
+    assert answer(ready) == (503, {"ready": False, "workers_serving": 0})
+    service.pool.workers[1].ready = True
+    assert answer(ready) == (200, {"ready": True, "workers_serving": 1})
+    service.running = False  # stopping
+    assert answer(ready) == (503, {"ready": False, "workers_serving": 1})
+
+
+def test_health_without_a_serving_worker_is_down(config_path: Path) -> None:
+    service, _ = supervisor(config_path)
+    assert answer(service.ops_endpoints()["/health"]) == (503, {"status": "down", "workers_serving": 0})
