@@ -52,6 +52,7 @@ class Worker:
     exits_in_a_row: int = 0
     restarts: int = 0
     restart: IDelayedCall | None = None
+    reload_due: bool = False  # a reload came while it was starting: SIGHUP once it serves
 
 
 def exit_description(reason: Failure) -> str:
@@ -137,6 +138,9 @@ class WorkerPool(Service):
     def worker_ready(self, worker: Worker) -> None:
         """Worker ``worker`` serves."""
         worker.ready = True
+        if worker.reload_due:
+            worker.reload_due = False
+            self._send(worker, "HUP")
         if not self._started and all(each.ready for each in self.workers):
             self._started = True
             self._all_ready()
@@ -147,6 +151,7 @@ class WorkerPool(Service):
         pid = worker.pid
         worker.process = None
         worker.ready = False
+        worker.reload_due = False  # the next process reads the file as it is then
         how = exit_description(reason)
         if self._stopping:
             self._log.info("Worker {worker} (pid {pid}) stopped", worker=worker.index, pid=pid)
@@ -168,13 +173,26 @@ class WorkerPool(Service):
         worker.restart = self.reactor.callLater(delay, self._spawn, worker)
 
     def signal(self, name: str) -> None:
-        """Send signal ``name`` (``HUP``, ``TERM``, ``KILL``...) to every running worker."""
+        """Send signal ``name`` (``TERM``, ``KILL``...) to every running worker."""
         for worker in self.workers:
-            if worker.process is not None:
-                try:
-                    worker.process.signalProcess(name)
-                except ProcessExitedAlready:
-                    pass  # its end is on its way to worker_ended
+            self._send(worker, name)
+
+    def reload(self) -> None:
+        """SIGHUP every serving worker; one still starting gets it once it serves (until
+        then SIGHUP would end it, and it may have read the file before it changed)."""
+        for worker in self.workers:
+            if worker.ready:
+                self._send(worker, "HUP")
+            elif worker.process is not None:
+                worker.reload_due = True
+
+    @staticmethod
+    def _send(worker: Worker, name: str) -> None:
+        if worker.process is not None:
+            try:
+                worker.process.signalProcess(name)
+            except ProcessExitedAlready:
+                pass  # its end is on its way to worker_ended
 
     def stopService(self) -> Deferred[None]:
         """SIGTERM every worker (each finishes its requests in flight) and fire once all

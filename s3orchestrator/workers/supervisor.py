@@ -249,5 +249,5 @@ class SupervisorService(MultiService):
             self.log_levels.setLogLevelForNamespace("", LogLevel.levelWithName(self._log_level))
         self.config = changes.config
         self._log.info("Reload of {path}: passing SIGHUP on to the workers", path=self.config_path)
-        self.pool.signal("HUP")
+        self.pool.reload()
         return True

@@ -107,9 +107,6 @@ class Lifeline(abstract.FileDescriptor):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one worker until SIGTERM or until the supervisor is gone."""
-    # Until it serves (when the service takes SIGHUP to reload), a reload the supervisor
-    # passes on must not end the worker: the file it is reading is the new one anyway.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     options = _parser().parse_args(argv)
     try:
         config = load_config(options.config)

@@ -125,15 +125,30 @@ def test_a_restarted_worker_is_not_ready_until_it_says_so() -> None:
 def test_signals_go_to_the_running_workers_only() -> None:
     pool, reactor, _ = started(2)
     reactor.processes[0].exit(1)  # waiting for its restart
-    pool.signal("HUP")
-    assert [process.signals for process in reactor.processes] == [[], ["HUP"]]
+    pool.signal("TERM")
+    assert [process.signals for process in reactor.processes] == [[], ["TERM"]]
 
 
 def test_a_worker_that_exited_but_is_not_reaped_yet_is_skipped() -> None:
     pool, reactor, _ = started(2)
     reactor.processes[0].exited = True
-    pool.signal("HUP")
-    assert reactor.processes[1].signals == ["HUP"]
+    pool.signal("TERM")
+    assert reactor.processes[1].signals == ["TERM"]
+
+
+def test_a_reload_reaches_the_serving_workers_at_once_and_a_starting_one_once_it_serves() -> None:
+    pool, reactor, _ = started(3)
+    reactor.processes[0].exit(1)
+    reactor.advance(1.0)  # worker 1 restarted, not serving yet
+    reactor.processes[1].exit(1)  # worker 2 waiting for its restart
+    pool.reload()
+    first, second, third, restarted = reactor.processes
+    assert (third.signals, restarted.signals) == (["HUP"], [])
+    restarted.write_ready()
+    assert restarted.signals == ["HUP"]
+    reactor.advance(1.0)  # worker 2's new process read the file as it is now: no reload due
+    reactor.processes[-1].write_ready()
+    assert reactor.processes[-1].signals == []
 
 
 def test_stop_terms_every_worker_and_fires_when_all_exited() -> None:
