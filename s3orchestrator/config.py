@@ -73,6 +73,7 @@ class ServerConfig:
     backlog: int = DEFAULT_BACKLOG  # listen queue, unless the listen string sets backlog=
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a request line and headers
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body must average; 0: any
+    workers: int = 1  # processes serving S3 requests; above 1, twistd supervises them
 
 
 @attrs.frozen
@@ -388,6 +389,7 @@ def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
 def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     _check_keys(table, "server", (
         "listen", "max_object_size", "timeout", "shutdown_timeout", "backlog", "header_timeout", "min_upload_rate",
+        "workers",
     ))
     return ServerConfig(
         listen=_string(table, "server", "listen", env),
@@ -399,6 +401,7 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
         backlog=_integer(table, "server", "backlog", minimum=1, default=DEFAULT_BACKLOG),
         header_timeout=_seconds(table, "server", "header_timeout", default=DEFAULT_HEADER_TIMEOUT),
         min_upload_rate=_integer(table, "server", "min_upload_rate", minimum=0, default=DEFAULT_MIN_UPLOAD_RATE),
+        workers=_integer(table, "server", "workers", minimum=1, default=1),
     )
 
 

@@ -10,7 +10,7 @@ starts from then on), health and multipart settings (expiry, completed_retention
 the reaper and cleanup settings of ``[placement]`` (intervals; intent_lease for writes
 that start from then on),
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
-(the listening socket), the metadata settings (database, busy_timeout, pool_size,
+(the listening socket), ``server.workers``, the metadata settings (database, busy_timeout, pool_size,
 unavailable_after), the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
 than in its quota or zone, and replicas above the number of running stores (the whole
@@ -79,6 +79,8 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         needs_restart.append("server.listen")
     if new.server.backlog != old.server.backlog:
         needs_restart.append("server.backlog")
+    if new.server.workers != old.server.workers:
+        needs_restart.append("server.workers")
     server = ServerConfig(
         listen=old.server.listen,
         max_object_size=new.server.max_object_size,
@@ -87,6 +89,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         backlog=old.server.backlog,
         header_timeout=new.server.header_timeout,
         min_upload_rate=new.server.min_upload_rate,
+        workers=old.server.workers,
     )
     if server != old.server:
         applied.append("server")

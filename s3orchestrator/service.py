@@ -12,7 +12,6 @@ from typing import Any, Mapping
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
@@ -26,6 +25,7 @@ from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, Listeners
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
@@ -53,14 +53,17 @@ from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
+from s3orchestrator.workers.role import WorkerRole, is_fellow_worker
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0
 # Seconds between attempts to open a metadata database another process holds locked.
 START_RETRY_SECONDS = 1.0
 
+_log = Logger()
 
-def _exit_failed() -> None:
+
+def exit_failed() -> None:
     """End the process with status 1 (twistd itself would exit 0 after reactor.stop)."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -98,8 +101,38 @@ def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) ->
     return S3Store(config, reactor, observer=metrics.upstream_finished if metrics is not None else None)
 
 
+async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any, clear: bool = True) -> None:
+    """Migrate the metadata, sync the stores' rows and, with ``clear``, drop the
+    reservations a previous run left without a write intent (multipart parts; the
+    reaper releases the others); while another process holds the database locked,
+    wait and try again."""
+    while True:
+        try:
+            await metadata.start()
+            await metadata.sync_stores([(store.name, store.quota_bytes) for store in config.stores])
+            dropped = await metadata.clear_reservations() if clear else 0
+        except MetadataBusy as error:
+            _log.warn(
+                "Metadata database busy at start, retrying in {delay}s: {error}",
+                delay=START_RETRY_SECONDS, error=str(error),
+            )
+            await deferLater(reactor, START_RETRY_SECONDS, lambda: None)
+            continue
+        if dropped:
+            _log.info("Dropped {count} quota reservations of multipart parts left by a previous run", count=dropped)
+        return
+
+
+def open_metadata(config: Config, reactor: Any, availability: MetadataAvailability | None = None) -> MetadataStore:
+    """The metadata store ``config`` names (not started)."""
+    return MetadataStore(Database(create_engine(config.metadata), reactor, availability=availability))
+
+
 class OrchestratorService(MultiService):
-    """Owns everything the daemon runs; the S3 listener starts once metadata is ready."""
+    """Owns everything the daemon runs; the S3 listener starts once metadata is ready.
+
+    As one of ``server.workers`` processes (``worker`` given), it serves the sockets its
+    supervisor passed and leaves the once-per-start metadata work to the supervisor."""
 
     _log = Logger()
     #: Set by ``log_to`` (the twistd plugin): twistd logs through it instead of its own.
@@ -107,17 +140,21 @@ class OrchestratorService(MultiService):
     #: The level filter of ``log_observer`` (a reload changes its level).
     log_levels: LogLevelFilterPredicate | None = None
 
-    def __init__(self, config: Config, reactor, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: Config, reactor, config_path: str | None = None, worker: WorkerRole | None = None
+    ) -> None:
         super().__init__()
         self.config = config
+        self.worker = worker
+        self.listeners: Listeners = (
+            EndpointListeners(reactor) if worker is None else InheritedListeners(reactor, worker.sockets)
+        )
         # Where SIGHUP re-reads the configuration from (None: no reloading).
         self.config_path = config_path
         self.reactor = reactor
         # Whether the metadata database answers (degraded mode while it does not).
         self.metadata_availability = MetadataAvailability(reactor, config.metadata.unavailable_after)
-        self.metadata = MetadataStore(
-            Database(create_engine(config.metadata), reactor, availability=self.metadata_availability)
-        )
+        self.metadata = open_metadata(config, reactor, self.metadata_availability)
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(
             jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
@@ -200,29 +237,10 @@ class OrchestratorService(MultiService):
         warn_of_slow_checksums(self._log)
         ensureDeferred(self._start()).addErrback(self._start_failed)
 
-    async def _open_metadata(self) -> None:
-        """Migrate the metadata, sync the stores' rows, drop the reservations a previous run
-        left without a write intent (multipart parts; the reaper releases the others); while
-        another process holds the database locked, wait and try again (no client waits)."""
-        while True:
-            try:
-                await self.metadata.start()
-                await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in self.config.stores])
-                dropped = await self.metadata.clear_reservations()
-            except MetadataBusy as error:
-                self._log.warn(
-                    "Metadata database busy at start, retrying in {delay}s: {error}",
-                    delay=START_RETRY_SECONDS, error=str(error),
-                )
-                await deferLater(self.reactor, START_RETRY_SECONDS, lambda: None)
-                continue
-            if dropped:
-                self._log.info("Dropped {count} quota reservations of multipart parts left by a previous run",
-                               count=dropped)
-            return
-
     async def _start(self) -> None:
-        await self._open_metadata()
+        # A worker's supervisor cleared the reservations before any worker served: a
+        # worker restarted later must not drop those of the others' uploads in flight.
+        await prepare_metadata(self.metadata, self.config, self.reactor, clear=self.worker is None)
         for store in self.stores.values():
             await store.start()
         health_checks = HealthCheckJob(
@@ -245,7 +263,8 @@ class OrchestratorService(MultiService):
             return self.metadata_availability.available
 
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor, metadata_available)
+                           self.reactor, metadata_available,
+                           fellow=is_fellow_worker if self.worker is not None else lambda owner: False)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
@@ -265,11 +284,16 @@ class OrchestratorService(MultiService):
                      "replicator": replicator}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
-        self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
+        self._s3_port = await self.listeners.listen(S3, listen, self.site)
         self.ready = True
         if self.config_path is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        await self._log_banner(self._s3_port)
+        if self.worker is None:
+            assert self._s3_port is not None
+            await self._log_banner(self._s3_port)
+        else:
+            self._log.info("Worker {worker} serving (pid {pid})", worker=self.worker.index, pid=os.getpid())
+            self.worker.ready()
 
     async def _log_banner(self, s3_port: IListeningPort) -> None:
         """Log where every listener is bound and what the daemon serves, as one event."""
@@ -303,19 +327,22 @@ class OrchestratorService(MultiService):
     async def start_ops_listeners(self) -> None:
         """Listen where operators reach the daemon besides S3 (each only when
         configured): manhole, metrics, admin API. A port that cannot be had, or an
-        unusable manhole password file, fails the start."""
+        unusable manhole password file, fails the start. A worker serves those its
+        supervisor passed: its own private metrics socket (plain HTTP on loopback, which
+        the supervisor scrapes), the manhole and admin API in worker 1 only."""
         ops = self.config.ops
-        listeners: list[tuple[str, str, Any]] = []
+        metrics_listen = ops.metrics_listen if self.worker is None else None
+        listeners: list[tuple[str, str | None, Any]] = [(METRICS, metrics_listen, ops_site(self.ops_endpoints()))]
         if ops.manhole is not None:
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
-        if ops.metrics_listen is not None:
-            listeners.append((METRICS, ops.metrics_listen, ops_site(self.ops_endpoints())))
         if ops.admin is not None:
             listeners.append((
                 ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
             ))
         for name, listen, factory in listeners:
-            self._ops_ports[name] = await serverFromString(self.reactor, listen).listen(factory)
+            port = await self.listeners.listen(name, listen, factory)
+            if port is not None:
+                self._ops_ports[name] = port
 
     def _start_failed(self, failure) -> None:
         if failure.check(ConfigError, CannotListenError):
@@ -323,7 +350,7 @@ class OrchestratorService(MultiService):
         else:
             self._log.failure("s3orchestrator failed to start", failure)
         # Exit non-zero (a supervisor restarts or reports it), once the logs are out.
-        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:

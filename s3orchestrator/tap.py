@@ -10,6 +10,7 @@ from s3orchestrator.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, 
 from s3orchestrator.ops.logs import log_destination
 from s3orchestrator.ops.manhole import check_manhole_config
 from s3orchestrator.service import OrchestratorService
+from s3orchestrator.workers.supervisor import SupervisorService
 
 
 class Options(usage.Options):
@@ -37,15 +38,18 @@ class Options(usage.Options):
             sys.exit(f"s3orchestrator: invalid configuration: {error}")
 
 
-def makeService(options: Options, reactor=None) -> OrchestratorService:
-    """Build the daemon's MultiService from parsed options."""
+def makeService(options: Options, reactor=None) -> OrchestratorService | SupervisorService:
+    """Build the daemon's MultiService from parsed options: the whole daemon, or with
+    ``server.workers`` above 1 the supervisor of that many worker processes."""
     if reactor is None:
         from twisted.internet import reactor
-    service = OrchestratorService(options.config, reactor, config_path=options["config"])
     # Where twistd itself would log (-n, --logfile, --syslog), in our format and level.
     twistd_options = options.parent if options.parent is not None else {"nodaemon": True}
-    service.log_to(
-        log_destination(twistd_options, options["log-format"] or options.config.ops.log_format),
-        options["log-level"] or options.config.ops.log_level,
-    )
+    log_format = options["log-format"] or options.config.ops.log_format
+    service: OrchestratorService | SupervisorService
+    if options.config.server.workers > 1:
+        service = SupervisorService(options.config, reactor, options["config"], twistd_options, log_format)
+    else:
+        service = OrchestratorService(options.config, reactor, config_path=options["config"])
+    service.log_to(log_destination(twistd_options, log_format), options["log-level"] or options.config.ops.log_level)
     return service

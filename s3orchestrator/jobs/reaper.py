@@ -21,13 +21,16 @@ def owner_host(owner: str) -> str:
     return owner.rpartition(":")[0]
 
 
-def is_dead(intent: Intent, owner: str, now_ms: int) -> bool:
+def is_dead(intent: Intent, owner: str, now_ms: int, fellow: Callable[[str], bool] = lambda owner: False) -> bool:
     """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``:
     another (earlier) process of this host, or any other process past the intent's lease.
-    This process's own intents are never: its writes end by themselves."""
+    This process's own intents are never: its writes end by themselves; nor, before
+    their lease ends, those of a ``fellow`` (a live worker process of the same daemon)."""
     if intent.owner == owner:
         return False
-    return owner_host(intent.owner) == owner_host(owner) or intent.expires_ms <= now_ms
+    if intent.expires_ms <= now_ms:
+        return True
+    return owner_host(intent.owner) == owner_host(owner) and not fellow(intent.owner)
 
 
 class ReaperJob(TimedJob):
@@ -54,18 +57,20 @@ class ReaperJob(TimedJob):
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        fellow: Callable[[str], bool] = lambda owner: False,
     ) -> None:
         super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
         self.owner = owner
+        self._fellow = fellow  # whether an owner is a live worker of this daemon (server.workers)
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
 
     async def run(self) -> int:
         now_ms = int(self.clock.seconds() * 1000)
         resolved = 0
         for intent in await self._metadata.list_intents():
-            if is_dead(intent, self.owner, now_ms):
+            if is_dead(intent, self.owner, now_ms, self._fellow):
                 outcome = await self._resolve(intent)
                 if outcome is not None:
                     self.resolutions[outcome] += 1

@@ -64,6 +64,7 @@ class Banner:
     admin_api: str | None
     manhole: str | None
     metadata_url: str | None = None  # PostgreSQL, without its password
+    workers: int = 1  # processes serving S3 requests (server.workers)
 
 
 def is_tls(endpoint: str) -> bool:
@@ -152,6 +153,7 @@ def startup_banner(
         admin_api=admin_api,
         manhole=manhole_address(manhole_bound) if manhole_bound is not None else None,
         metadata_url=redacted_url(config.metadata.url) if config.metadata.url is not None else None,
+        workers=config.server.workers,
     )
 
 
@@ -180,6 +182,8 @@ def banner_text(banner: Banner) -> str:
     rows += [("health", f"{url}, {url}/ready") for url in banner.health]
     rows.append(("admin API", banner.admin_api or "off (no [admin] table)"))
     rows.append(("manhole", banner.manhole or "off (no [manhole] table)"))
+    if banner.workers > 1:
+        rows.append(("workers", f"{banner.workers} processes, supervised by this one"))
     width = max(len(label) for label, _ in rows)
     title = f"s3orchestrator listening on {', '.join(banner.s3_endpoints)}"
     # The text log indents every line after the first with a tab.

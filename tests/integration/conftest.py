@@ -252,6 +252,12 @@ class PostgresDatabase:
 
 
 @pytest.fixture
+def postgres_url(postgres_database: PostgresDatabase) -> tuple[str, str]:
+    """(URL of a fresh database owned by a fresh role, with its password; that password)."""
+    return postgres_database.url_with_password, postgres_database.password
+
+
+@pytest.fixture
 def postgres_database() -> Iterator[PostgresDatabase]:
     """A fresh database and owner role (dropped after the test); skips, saying so, without
     S3O_TEST_POSTGRES_DSN (a role that may create roles and databases) or psycopg."""
@@ -262,7 +268,11 @@ def postgres_database() -> Iterator[PostgresDatabase]:
     name, password = f"s3o_it_{secrets.token_hex(5)}", f"pw{secrets.token_hex(8)}"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+        try:  # a locale whose order is not bytewise, so that the listing shows COLLATE "C" at work
+            admin.execute(f"CREATE DATABASE {name} OWNER {name} LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+                          " LOCALE 'C.UTF-8' TEMPLATE template0")
+        except psycopg.Error:
+            admin.execute(f"CREATE DATABASE {name} OWNER {name}")
     server = urlsplit(dsn)
     try:
         yield PostgresDatabase(

@@ -1,15 +1,11 @@
 """The daemon with its metadata in PostgreSQL (``[metadata] url``), driven by boto3.
 
 Needs ``S3O_TEST_POSTGRES_DSN`` (a role that may create roles and databases) and psycopg;
-skipped, saying so, without them. The database and its owner role are made for the test.
+skipped, saying so, without them. The database and its owner role are made for the test
+(the ``postgres_url`` fixture of conftest.py).
 """
 
 from __future__ import annotations
-
-import os
-import secrets
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -17,32 +13,6 @@ from tests.integration.conftest import make_client
 from tests.integration.daemon import BUCKET
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[tuple[str, str]]:
-    """(URL of a fresh database owned by a fresh role with a password, that password)."""
-    dsn = os.environ.get("S3O_TEST_POSTGRES_DSN")
-    if not dsn:
-        pytest.skip("PostgreSQL tests need S3O_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/test)")
-    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3")
-    name, password = f"s3o_it_{secrets.token_hex(5)}", f"pw{secrets.token_hex(8)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        try:  # a locale whose order is not bytewise, so that the listing shows COLLATE "C" at work
-            admin.execute(f"CREATE DATABASE {name} OWNER {name} LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-                          " LOCALE 'C.UTF-8' TEMPLATE template0")
-        except psycopg.Error:
-            admin.execute(f"CREATE DATABASE {name} OWNER {name}")
-    server = urlsplit(dsn)
-    url = urlunsplit(server._replace(netloc=f"{name}:{password}@{server.hostname}:{server.port or 5432}",
-                                     path=f"/{name}"))
-    try:
-        yield url, password
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.execute(f"DROP ROLE IF EXISTS {name}")
 
 
 def test_objects_round_trip_and_list_in_byte_order_on_postgresql(start_daemon, postgres_url) -> None:

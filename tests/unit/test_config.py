@@ -87,13 +87,14 @@ def test_minimal_config_parses_with_defaults() -> None:
 def test_explicit_values_override_defaults() -> None:
     data = minimal()
     data["routing_strategy"] = "spread"
-    data["server"].update(max_object_size=1000, timeout=30, backlog=4096, header_timeout=5, min_upload_rate=0)
+    data["server"].update(max_object_size=1000, timeout=30, backlog=4096, header_timeout=5, min_upload_rate=0,
+                          workers=4)
     data["health"] = {"interval": 2.5, "unhealthy_after": 5, "slow_probe": 0.5}
     config = parse_config(data, {})
     assert config.routing_strategy == "spread"
     assert config.server == ServerConfig(
         listen="tcp:9000:interface=127.0.0.1", max_object_size=1000, timeout=30.0, backlog=4096,
-        header_timeout=5.0, min_upload_rate=0,
+        header_timeout=5.0, min_upload_rate=0, workers=4,
     )
     assert config.health == HealthConfig(interval=2.5, unhealthy_after=5, slow_probe=0.5)
 
@@ -268,8 +269,9 @@ INVALID = [
      "buckets, stores, placement)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
-     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate)"),
+     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers)"),
     (_set("server.backlog", 0), "server.backlog: must be a positive integer (got 0)"),
+    (_set("server.workers", 0), "server.workers: must be a positive integer (got 0)"),
     (_set("server.header_timeout", 0), "server.header_timeout: must be a positive number of seconds (got 0)"),
     (_set("server.min_upload_rate", -1), "server.min_upload_rate: must be a non-negative integer (got -1)"),
     (_set("server.min_upload_rate", 8.5), "server.min_upload_rate: must be a non-negative integer (got 8.5)"),

@@ -115,6 +115,14 @@ def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_
     assert (server.header_timeout, server.min_upload_rate, server.backlog) == (5.0, 0, old.server.backlog)
 
 
+def test_the_number_of_workers_waits_for_a_restart() -> None:
+    old = config()
+    plan = reload_plan(old, config(lambda data: data["server"].update(workers=3)))
+    assert plan.needs_restart == ("server.workers",)
+    assert plan.applied == ()
+    assert plan.config.server.workers == 1
+
+
 def test_placement_and_bucket_replicas_apply_at_once() -> None:
     def edit(data: dict[str, Any]) -> None:
         data["placement"] = {"replicas": 2, "write_quorum": 1, "read_order": "latency"}

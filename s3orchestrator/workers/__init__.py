@@ -1,0 +1,1 @@
+"""``server.workers``: the supervisor process and the worker processes it keeps running."""
