@@ -249,7 +249,7 @@ class OrchestratorService(MultiService):
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
-                             metadata_available)
+                             metadata_available, owner=self.placement.owner)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(

@@ -346,26 +346,31 @@ class MultipartOperations:
                 user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
             )
             listed = [(part.part_number, part.etag) for part in parts]
-            with placement_errors(), self._placement.store_calls(upload.store):
-                write = self._placement.store(upload.store).start_complete(
-                    upload.location, upload.store_upload_id,
-                    [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
-                )
-                try:
-                    await self._placement.commit_object_write(
-                        write, record, lambda: self._metadata.complete_upload(
-                            upload.upload_id, record, listed, missing=self._placement.policy(upload.bucket).replicas > 1
-                        ),
-                    )
-                except ObjectMissing as error:
-                    self._log.error(
-                        "Store {store} does not hold the parts of upload {upload_id} ({bucket}/{key}): {error}",
-                        store=upload.store, upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key,
-                        error=str(error),
-                    )
-                    raise S3Error("InternalError") from error
-                except UploadNotFound as error:
-                    raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
+            # The object's location is claimed while the store joins the parts there.
+            with placement_errors():
+                async with self._placement.claimed(upload.store, upload.location) as holder:
+                    with self._placement.store_calls(upload.store):
+                        write = self._placement.store(upload.store).start_complete(
+                            upload.location, upload.store_upload_id,
+                            [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
+                        )
+                        try:
+                            await self._placement.commit_object_write(
+                                write, record, lambda: self._metadata.complete_upload(
+                                    upload.upload_id, record, listed,
+                                    missing=self._placement.policy(upload.bucket).replicas > 1,
+                                ),
+                                holder=holder,
+                            )
+                        except ObjectMissing as error:
+                            self._log.error(
+                                "Store {store} does not hold the parts of upload {upload_id} ({bucket}/{key}):"
+                                " {error}", store=upload.store, upload_id=upload.upload_id, bucket=upload.bucket,
+                                key=upload.key, error=str(error),
+                            )
+                            raise S3Error("InternalError") from error
+                        except UploadNotFound as error:
+                            raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
         return _complete_response(call, upload.bucket, upload.key, record.etag, upload.store)
 
     async def _remembered_completion(self, call: S3Call) -> CompletedUpload | None:

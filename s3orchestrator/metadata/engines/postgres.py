@@ -18,6 +18,8 @@ _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_de
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Any constant: the advisory lock migrations take (see schema.py).
 _SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
+# The first key of the two-key advisory locks of objects (a space apart from the schema lock's).
+_KEY_LOCK_CLASS = 0x53334F4B  # "S3OK"
 
 
 def psycopg_available() -> bool:
@@ -79,6 +81,8 @@ class PostgresEngine(BaseEngine):
     module = "psycopg"
     for_update = " FOR UPDATE"
     schema_lock = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+    # hashtext collisions only make two keys wait for each other.
+    key_lock = f"SELECT pg_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext(?))"
     schema_tokens = MappingProxyType({
         # The default collation of a database follows its locale (en_US orders "a" < "B");
         # S3 lists keys in UTF-8 byte order, which "C" is.
