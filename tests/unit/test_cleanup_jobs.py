@@ -21,6 +21,7 @@ from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.records import IntentPlan
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import NewObject, Placement
+from s3orchestrator.placement.errors import LocationBusy
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.stores.directory import DirectoryStore, relative_path
 from tests.unit.fakes import FakeRequestBody, FlakyStore
@@ -354,3 +355,77 @@ async def test_a_cleanup_delete_carried_out_late_spares_a_write_started_meanwhil
     await writing
     assert world.path("k").read_bytes() == b"written again"
     assert await world.metadata.list_cleanups(10) == [] and await world.used() == len(b"written again")
+
+
+# -- claims: writes of one location one at a time ------------------------------------------------
+
+
+async def _until(world: World, done: Deferred[Any]) -> None:
+    """Advance the clock until ``done`` fires (each poll waits for the database thread)."""
+    while not done.called:
+        world.clock.advance(1)
+        await deferLater(reactor, 0, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_waits_while_another_write_claims_its_location(build) -> None:
+    world = await build()
+    other = await world.placement.reserve(3, intent_for=("bkt", "k"))  # another write, in flight
+    writing = ensureDeferred(world.put("k", b"mine"))
+    for _ in range(5):
+        world.clock.advance(1)
+        await deferLater(reactor, 0, lambda: None)
+    assert not writing.called and not world.path("k").exists()
+    await world.placement.release(other)
+    await _until(world, writing)
+    await writing
+    assert world.path("k").read_bytes() == b"mine"
+    assert await world.metadata.list_intents() == [] and await world.used() == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_whose_location_stays_claimed_gives_up_with_location_busy(build) -> None:
+    world = await build()
+    other = await world.placement.reserve(3, intent_for=("bkt", "k"))
+    writing = ensureDeferred(world.put("k", b"mine"))
+    await _until(world, writing)
+    with pytest.raises(LocationBusy):
+        await writing
+    assert [intent.reservation_id for intent in await world.metadata.list_intents()] == [other.id]
+    assert not world.path("k").exists()
+    await world.placement.release(other)
+    assert await world.used() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_leaves_bytes_a_new_write_claims_to_that_write(build) -> None:
+    world = await build()
+    await world.put("k", b"old bytes")
+    world.store.down = True
+    await world.placement.delete("bkt", "k")  # the old bytes stay queued
+    world.store.down = False
+    writer = await world.placement.reserve(13, intent_for=("bkt", "k"))
+    world.path("k").write_bytes(b"written again")  # the writer's bytes, not committed yet
+    assert await world.cleanup.run_once() == 0
+    assert world.store.deleted == [] and world.path("k").read_bytes() == b"written again"
+    await world.placement.release(writer, leftover="bkt/k")  # it failed: everything there goes
+    assert await world.cleanup.run_once() == 0  # removed at once by the release already
+    assert world.files() == [] and await world.metadata.list_cleanups(10) == []
+    assert await world.used() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reaper_takes_over_the_claim_of_a_dead_writer_to_delete_its_bytes(build) -> None:
+    world = await build()
+    await world.intent_of_a_dead_writer("k", b"partial", owner="host-b:7")
+    writing = ensureDeferred(world.put("k", b"mine"))
+    await deferLater(reactor, 0.05, lambda: None)
+    assert not writing.called  # the dead writer's claim holds until its lease ends...
+    world.clock.advance(3600)  # ...and the next poll takes it over
+    await _until(world, writing)
+    await writing
+    assert world.path("k").read_bytes() == b"mine"
+    await world.reaper.run_once()  # the dead intent: its location holds a live copy now
+    assert world.reaper.resolutions == {"adopted": 1, "deleted": 0, "queued": 0}
+    assert world.path("k").read_bytes() == b"mine"
+    assert await world.metadata.list_intents() == [] and await world.used() == 4
