@@ -18,9 +18,10 @@ OUTCOMES = ("adopted", "deleted", "queued")
 
 
 def is_dead(intent: Intent, owner: str, now_ms: int) -> bool:
-    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``:
-    another (earlier) process of this host, or any other process past the intent's lease.
-    This process's own intents are never: its writes end by themselves."""
+    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``
+    (see claims.presumed_dead): another process of this host that no longer runs, or
+    any other process past the intent's lease. This process's own intents are never:
+    its writes end by themselves."""
     return presumed_dead(intent.owner, intent.expires_ms, owner, now_ms)
 
 

@@ -11,7 +11,9 @@ for a write, keyed by its reservation); taking a claim one already holds succeed
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 
 from s3orchestrator.metadata.database import Transaction
 
@@ -34,13 +36,33 @@ def owner_host(owner: str) -> str:
     return owner.rpartition(":")[0]
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def presumed_dead(owner: str, expires_ms: int, me: str, now_ms: int) -> bool:
     """Whether what ``owner`` holds until ``expires_ms`` (an intent, a claim) is held by
-    a dead process, seen from the live process ``me``: another (earlier) process of this
-    host, or any other process past ``expires_ms``; never ``me`` itself."""
+    a dead process, seen from the live process ``me``: any process past ``expires_ms``,
+    or another process of this host that no longer runs (a previous run; daemons
+    sharing a host spare each other); never ``me`` itself. Where ``me`` names another
+    host than the one it runs on (tests), every other process of that host is dead."""
     if owner == me:
         return False
-    return owner_host(owner) == owner_host(me) or expires_ms <= now_ms
+    if expires_ms <= now_ms:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != owner_host(me):
+        return False
+    if host == socket.gethostname() and pid.isdigit():
+        return not process_alive(int(pid))
+    return True
 
 
 def write_holder(reservation_id: int) -> str:

@@ -3,6 +3,9 @@ location, re-entrant for its holder, taken over from dead owners, ended on relea
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from typing import Any, Callable
 
 import pytest
@@ -87,6 +90,18 @@ def test_presumed_dead_spares_its_own_owner_and_live_leases() -> None:
     assert presumed_dead("host-a:1", FAR, "host-a:2", 10)
     assert not presumed_dead("host-b:1", 11, "host-a:2", 10)
     assert presumed_dead("host-b:1", 10, "host-a:2", 10)
+
+
+def test_presumed_dead_on_this_host_asks_whether_the_process_runs() -> None:
+    here = socket.gethostname()
+    me = f"{here}:{os.getpid()}"
+    sibling = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not presumed_dead(f"{here}:{sibling.pid}", FAR, me, 10)  # another daemon of this host
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert presumed_dead(f"{here}:{sibling.pid}", FAR, me, 10)  # a previous run
 
 
 @pytest_twisted.ensureDeferred
