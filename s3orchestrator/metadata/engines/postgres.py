@@ -70,7 +70,8 @@ class PostgresEngine(BaseEngine):
     level could be chosen). Transactions run at READ COMMITTED: writes lock what
     they read before writing it (``for_update``: the store rows every change of
     usage locks first, see store._lock_usage, so such writes run one at a time,
-    as under SQLite's BEGIN IMMEDIATE), and each statement sees what committed
+    as under SQLite's BEGIN IMMEDIATE; the commits of one object also take its
+    advisory lock, ``key_lock``), and each statement sees what committed
     before it. Reads are not REPEATABLE READ (one snapshot, as SQLite's) because
     store._read_usage locks the store rows in reads too, which a snapshot turns
     into serialization failures under concurrent writes. No point reader: every
