@@ -127,13 +127,12 @@ class OrchestratorService(MultiService):
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
-        locks = KeyLocks()
         self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
             routing_strategy=config.routing_strategy,
             clock=reactor,
-            locks=locks,
+            locks=KeyLocks(),
             health=self.health,
             owner=instance_id(),
             intent_lease=config.placement_jobs.intent_lease,
@@ -144,7 +143,7 @@ class OrchestratorService(MultiService):
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
         )
         self.multipart = MultipartOperations(
-            self.placement, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
+            self.placement, self.metadata, reactor, expire_after=config.multipart.expire_after,
             completed_retention=config.multipart.completed_retention,
         )
         self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))

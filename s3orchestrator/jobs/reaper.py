@@ -92,8 +92,8 @@ class ReaperJob(TimedJob):
             if store is None:
                 raise LookupError(f"store {intent.store!r} is no longer configured")
             expires_ms = int((self.clock.seconds() + self.lease) * 1000)
-            if not await self._metadata.claim_location(intent.store, intent.location,
-                                                       write_holder(intent.reservation_id), self.owner, expires_ms):
+            if not await self._metadata.claim_locations(intent.store, [intent.location],
+                                                        write_holder(intent.reservation_id), self.owner, expires_ms):
                 raise LookupError("another write is at the location now")
             await store.delete(intent.location)
         except Exception as error:

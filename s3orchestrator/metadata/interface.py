@@ -198,10 +198,12 @@ class IMetadataStore(Interface):
         """Count a failed attempt at a cleanup and set when it is tried next; end
         ``holder``'s claim."""
 
-    def claim_location(store: str, location: str, holder: str, owner: str, expires_ms: int) -> Deferred[bool]:
-        """Claim ``location`` on ``store`` for ``holder``, owned by ``owner`` until
-        ``expires_ms`` (free, already ``holder``'s, or held by a presumed dead owner);
-        fire with whether it is now ``holder``'s (see metadata.claims)."""
+    def claim_locations(
+        store: str, locations: Sequence[str], holder: str, owner: str, expires_ms: int
+    ) -> Deferred[bool]:
+        """Claim every one of ``locations`` on ``store`` for ``holder``, owned by ``owner``
+        until ``expires_ms`` (each free, already ``holder``'s, or held by a presumed dead
+        owner), or none; fire with whether they are now ``holder``'s (see metadata.claims)."""
 
     def claim_cleanup(store: str, location: str, holder: str, owner: str, expires_ms: int) -> Deferred[str]:
         """Claim ``location`` on ``store`` to delete the bytes queued there for cleanup:

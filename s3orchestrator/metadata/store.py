@@ -7,6 +7,7 @@ from typing import Any, Callable, Generator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.metadata.claims import (
@@ -868,17 +869,24 @@ class MetadataStore:
 
     # -- claims of locations (see metadata.claims) --------------------------------------------------
 
-    def claim_location(
-        self, store: str, location: str, holder: str, owner: str, expires_ms: int
+    def claim_locations(
+        self, store: str, locations: Sequence[str], holder: str, owner: str, expires_ms: int
     ) -> Deferred[bool]:
-        """Claim ``location`` on ``store`` for ``holder`` (see claims.take_claim); fire
-        with whether it is now ``holder``'s."""
+        """Claim every one of ``locations`` on ``store`` for ``holder`` (see
+        claims.take_claim), or none; fire with whether they are now ``holder``'s."""
         now_ms = self._now_ms()
 
         def claim(txn: Transaction) -> bool:
-            return take_claim(txn, store, location, holder, owner, now_ms, expires_ms)
+            for location in locations:
+                if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
+                    raise LocationClaimed(store, location)  # undoes the claims taken
+            return True
 
-        return self.database.runInteraction("claim_location", claim, write=True, durable=False)
+        def refused(failure: Failure) -> bool:
+            failure.trap(LocationClaimed)
+            return False
+
+        return self.database.runInteraction("claim_locations", claim, write=True, durable=False).addErrback(refused)
 
     def claim_cleanup(
         self, store: str, location: str, holder: str, owner: str, expires_ms: int

@@ -298,16 +298,17 @@ class Placement:
                 delay = min(delay * 2, longest)
 
     @asynccontextmanager
-    async def claimed(self, store: str, location: str) -> AsyncIterator[str]:
-        """Hold a claim of ``location`` on ``store`` (waiting as writes do) for the body
-        of an ``async with``, which gets the claim's holder: for writes without a
-        reservation of their own (CompleteMultipartUpload's object)."""
+    async def claimed(self, store: str, *locations: str) -> AsyncIterator[str]:
+        """Hold a claim of every one of ``locations`` on ``store`` (taken at once, waiting
+        as writes do) for the body of an ``async with``, which gets the claim's holder:
+        for writes without a reservation of their own (CompleteMultipartUpload's object)
+        and for the multipart operations' names (see s3.multipart)."""
         holder = fresh_holder()
 
         async def claim() -> None:
             expires_ms = int((self._clock.seconds() + self.intent_lease) * 1000)
-            if not await self._metadata.claim_location(store, location, holder, self.owner, expires_ms):
-                raise LocationClaimed(store, location)
+            if not await self._metadata.claim_locations(store, locations, holder, self.owner, expires_ms):
+                raise LocationClaimed(store, ", ".join(locations))
 
         await self._claiming(claim)
         try:

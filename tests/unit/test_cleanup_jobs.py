@@ -361,10 +361,11 @@ async def test_a_cleanup_delete_carried_out_late_spares_a_write_started_meanwhil
 
 
 async def _until(world: World, done: Deferred[Any]) -> None:
-    """Advance the clock until ``done`` fires (each poll waits for the database thread)."""
+    """Advance the clock until ``done`` fires, a little at a time, letting the database
+    thread and the store answer between steps."""
     while not done.called:
-        world.clock.advance(1)
-        await deferLater(reactor, 0, lambda: None)
+        world.clock.advance(0.1)
+        await deferLater(reactor, 0.002, lambda: None)
 
 
 @pytest_twisted.ensureDeferred

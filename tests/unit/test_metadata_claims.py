@@ -80,8 +80,8 @@ async def test_the_claim_of_a_dead_owner_is_taken_over(make_store, db_rows: Rows
 async def test_a_claim_of_an_earlier_process_of_this_host_is_taken_over_at_once(make_store, db_rows: Rows) -> None:
     metadata = await started(make_store)
     await metadata.reserve_copies(5, lambda usage: ("a",), plan(owner="host-a:1"))
-    assert await metadata.claim_location("a", "bkt/k", "d1", "host-a:2", FAR)
-    assert not await metadata.claim_location("a", "bkt/k", "d2", "host-b:3", FAR)
+    assert await metadata.claim_locations("a", ["bkt/k"], "d1", "host-a:2", FAR)
+    assert not await metadata.claim_locations("a", ["bkt/k"], "d2", "host-b:3", FAR)
     assert claims(db_rows) == [("a", "bkt/k", "d1", "host-a:2")]
 
 
@@ -109,7 +109,7 @@ async def test_a_claim_is_reentrant_for_its_holder(make_store, db_rows: Rows) ->
     metadata = await started(make_store)
     (write,) = await metadata.reserve_copies(5, lambda usage: ("a",), plan())
     # The reaper, resolving this write's intent, takes its claim under the same holder.
-    assert await metadata.claim_location("a", "bkt/k", write_holder(write.id), "host-c:9", FAR)
+    assert await metadata.claim_locations("a", ["bkt/k"], write_holder(write.id), "host-c:9", FAR)
     assert claims(db_rows) == [("a", "bkt/k", write_holder(write.id), "host-c:9")]
 
 
@@ -150,8 +150,8 @@ async def test_postponing_a_cleanup_ends_its_claim(make_store, db_rows: Rows) ->
 async def test_dead_claims_are_dropped_but_those_of_unresolved_intents(make_store, db_rows: Rows) -> None:
     metadata = await started(make_store)
     (write,) = await metadata.reserve_copies(5, lambda usage: ("a",), plan(owner="host-b:2", expires_ms=5_000))
-    assert await metadata.claim_location("b", "bkt/gone", "d1", "host-b:2", 5_000)
-    assert await metadata.claim_location("b", "bkt/live", "d2", "host-c:3", FAR)
+    assert await metadata.claim_locations("b", ["bkt/gone"], "d1", "host-b:2", 5_000)
+    assert await metadata.claim_locations("b", ["bkt/live"], "d2", "host-c:3", FAR)
     assert await metadata.drop_dead_claims("host-a:1", 10_000) == 1
     assert [holder for _, _, holder, _ in claims(db_rows)] == [write_holder(write.id), "d2"]
 
@@ -169,3 +169,14 @@ async def test_of_two_writers_racing_for_one_location_exactly_one_claims_it(make
     assert outcomes == [False, True]
     failure = next(value for ok, value in results if not ok)
     assert failure.check(LocationClaimed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_locations_are_claimed_all_or_none(make_store, db_rows: Rows) -> None:
+    metadata = await started(make_store)
+    assert await metadata.claim_locations("a", ["x"], "d1", "host-a:1", FAR)
+    assert not await metadata.claim_locations("a", ["w", "x", "y"], "d2", "host-b:2", FAR)
+    assert claims(db_rows) == [("a", "x", "d1", "host-a:1")]
+    await metadata.end_claims(["d1"])
+    assert await metadata.claim_locations("a", ["w", "x", "y"], "d2", "host-b:2", FAR)
+    assert sorted(location for _, location, _, _ in claims(db_rows)) == ["w", "x", "y"]
