@@ -4,7 +4,7 @@ Object writes do not depend on them for correctness across processes: the claims
 locations and the per-key commit serialisation in the metadata database do (see
 metadata.claims). Within one process they still keep a read from pairing a record
 with the bytes of a commit in progress (across processes the readers' ETag check
-does), and the multipart operations' part and upload locks rely on them.
+does).
 """
 
 from __future__ import annotations
