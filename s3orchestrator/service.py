@@ -53,7 +53,7 @@ from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
-from s3orchestrator.workers.role import WorkerRole, is_fellow_worker
+from s3orchestrator.workers.role import WorkerRole
 
 # Seconds aborted requests get at shutdown to release their quota and parts.
 CLEANUP_TIMEOUT = 5.0
@@ -164,13 +164,12 @@ class OrchestratorService(MultiService):
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
-        locks = KeyLocks()
         self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
             routing_strategy=config.routing_strategy,
             clock=reactor,
-            locks=locks,
+            locks=KeyLocks(),
             health=self.health,
             owner=instance_id(),
             intent_lease=config.placement_jobs.intent_lease,
@@ -181,7 +180,7 @@ class OrchestratorService(MultiService):
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
         )
         self.multipart = MultipartOperations(
-            self.placement, self.metadata, locks, reactor, expire_after=config.multipart.expire_after,
+            self.placement, self.metadata, reactor, expire_after=config.multipart.expire_after,
             completed_retention=config.multipart.completed_retention,
         )
         self.listing = ListingOperations(self.metadata, token_secret=continuation_token_secret(config))
@@ -263,12 +262,11 @@ class OrchestratorService(MultiService):
             return self.metadata_availability.available
 
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor, metadata_available,
-                           fellow=is_fellow_worker if self.worker is not None else lambda owner: False)
+                           self.reactor, metadata_available)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
-                             metadata_available)
+                             metadata_available, owner=self.placement.owner)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(

@@ -8,6 +8,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
 from s3orchestrator.jobs.timed import TimedJob
+from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, presumed_dead, write_holder
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import Intent
 from s3orchestrator.stores.interface import IObjectStore
@@ -16,33 +17,27 @@ from s3orchestrator.stores.interface import IObjectStore
 OUTCOMES = ("adopted", "deleted", "queued")
 
 
-def owner_host(owner: str) -> str:
-    """The host part of an intent owner (``host:pid``)."""
-    return owner.rpartition(":")[0]
-
-
-def is_dead(intent: Intent, owner: str, now_ms: int, fellow: Callable[[str], bool] = lambda owner: False) -> bool:
-    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``:
-    another (earlier) process of this host, or any other process past the intent's lease.
-    This process's own intents are never: its writes end by themselves; nor, before
-    their lease ends, those of a ``fellow`` (a live worker process of the same daemon)."""
-    if intent.owner == owner:
-        return False
-    if intent.expires_ms <= now_ms:
-        return True
-    return owner_host(intent.owner) == owner_host(owner) and not fellow(intent.owner)
+def is_dead(intent: Intent, owner: str, now_ms: int) -> bool:
+    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``
+    (see claims.presumed_dead): another process of this host that no longer runs, or
+    any other process past the intent's lease. This process's own intents are never:
+    its writes end by themselves."""
+    return presumed_dead(intent.owner, intent.expires_ms, owner, now_ms)
 
 
 class ReaperJob(TimedJob):
     """At start and every ``interval`` seconds, resolve the intents of dead writers:
     if a live copy is at the intent's store and location, the write committed (or the
     location holds the previous object's live copy, which must stay): the intent and
-    its reservation are dropped ("adopted"). Otherwise the partial bytes are deleted
-    from the store and the reservation released ("deleted"); if the store fails, or
-    a live writer is writing the same location now (deleting it could remove that
-    write's bytes), the bytes go to the cleanup queue, counted as used, and the
+    its reservation are dropped ("adopted"). Otherwise the reaper takes over the dead
+    writer's claim of the location (see metadata.claims), deletes the partial bytes
+    from the store and releases the reservation and claim ("deleted"); if the store
+    fails, or a live writer claims the same location now (deleting it could remove
+    that write's bytes), the bytes go to the cleanup queue, counted as used, and the
     reservation is released ("queued"): the cleanup job waits until the location is
-    free, and a commit there cancels the entry. Multipart uploads have no intents: the multipart expiry job aborts them.
+    free, and a commit there cancels the entry. Then the claims other dead processes
+    left (deletions, settled writes) are dropped. Multipart uploads have no intents:
+    the multipart expiry job aborts them.
 
     Counters: ``runs``, ``errors``, ``resolutions`` by outcome."""
 
@@ -57,24 +52,26 @@ class ReaperJob(TimedJob):
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
-        fellow: Callable[[str], bool] = lambda owner: False,
+        lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
         super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
         self.owner = owner
-        self._fellow = fellow  # whether an owner is a live worker of this daemon (server.workers)
+        #: Seconds the reaper's claim of a location it deletes from lasts, should it die.
+        self.lease = lease
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
 
     async def run(self) -> int:
         now_ms = int(self.clock.seconds() * 1000)
         resolved = 0
         for intent in await self._metadata.list_intents():
-            if is_dead(intent, self.owner, now_ms, self._fellow):
+            if is_dead(intent, self.owner, now_ms):
                 outcome = await self._resolve(intent)
                 if outcome is not None:
                     self.resolutions[outcome] += 1
                     resolved += 1
+        await self._metadata.drop_dead_claims(self.owner, now_ms)
         self._log.emit(
             LogLevel.info if resolved else LogLevel.debug,
             "Reaper: {resolved} write intents of dead writers resolved", resolved=resolved,
@@ -94,7 +91,9 @@ class ReaperJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {intent.store!r} is no longer configured")
-            if await self._metadata.location_in_use(intent.store, intent.location, intent.reservation_id):
+            expires_ms = int((self.clock.seconds() + self.lease) * 1000)
+            if not await self._metadata.claim_locations(intent.store, [intent.location],
+                                                        write_holder(intent.reservation_id), self.owner, expires_ms):
                 raise LookupError("another write is at the location now")
             await store.delete(intent.location)
         except Exception as error:

@@ -100,12 +100,13 @@ class IMetadataStore(Interface):
     ) -> Deferred[tuple[Reservation, ...]]:
         """In one transaction: read usage, let ``choose`` pick distinct stores, reserve
         ``size`` bytes on each (in the order chosen) and record ``intent``'s write intent
-        for each; none when ``choose`` picks none."""
+        for each, claiming its location (LocationClaimed, reserving nothing, if another
+        holds one); none when ``choose`` picks none."""
 
     def release(reservation_id: int, leftover: str | None = None) -> Deferred[None]:
-        """Drop a reservation and its write intent (upload failed or was abandoned); with
-        ``leftover`` (a location on the reservation's store where bytes may remain),
-        queue those bytes for cleanup in the same transaction."""
+        """Drop a reservation, its write intent and its claim (upload failed, abandoned
+        or settled); with ``leftover`` (a location on the reservation's store where bytes
+        may remain), queue those bytes for cleanup in the same transaction."""
 
     def commit_object(reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
         """In one transaction: turn the reservation into usage and store ``record``.
@@ -170,7 +171,7 @@ class IMetadataStore(Interface):
 
     def adopt_intent(reservation_id: int) -> Deferred[bool | None]:
         """Resolve an intent whose write committed: if a live copy is at its store and
-        location, drop it and its reservation and fire True; False (changing nothing) if
+        location, drop it, its reservation and its claim and fire True; False (changing nothing) if
         none is; None if the intent is gone."""
 
     def queue_cleanup(store: str, location: str, size: int) -> Deferred[None]:
@@ -189,12 +190,32 @@ class IMetadataStore(Interface):
         """Whether a live copy or a write intent (other than the one of reservation
         ``ignore_intent``) is at ``location`` on ``store``."""
 
-    def finish_cleanup(store: str, location: str) -> Deferred[int]:
+    def finish_cleanup(store: str, location: str, holder: str | None = None) -> Deferred[int]:
         """The bytes at ``location`` on ``store`` are gone: drop every cleanup queued for
-        them, releasing their usage; fire with how many."""
+        them, releasing their usage, and ``holder``'s claim; fire with how many."""
 
-    def postpone_cleanup(entry_id: int, next_try_ms: int, error: str) -> Deferred[None]:
-        """Count a failed attempt at a cleanup and set when it is tried next."""
+    def postpone_cleanup(entry_id: int, next_try_ms: int, error: str, holder: str | None = None) -> Deferred[None]:
+        """Count a failed attempt at a cleanup and set when it is tried next; end
+        ``holder``'s claim."""
+
+    def claim_locations(
+        store: str, locations: Sequence[str], holder: str, owner: str, expires_ms: int
+    ) -> Deferred[bool]:
+        """Claim every one of ``locations`` on ``store`` for ``holder``, owned by ``owner``
+        until ``expires_ms`` (each free, already ``holder``'s, or held by a presumed dead
+        owner), or none; fire with whether they are now ``holder``'s (see metadata.claims)."""
+
+    def claim_cleanup(store: str, location: str, holder: str, owner: str, expires_ms: int) -> Deferred[str]:
+        """Claim ``location`` on ``store`` to delete the bytes queued there for cleanup:
+        "claimed", else "in use" (a live copy is there), "gone" (nothing queued there)
+        or "claimed elsewhere" (another live holder has it)."""
+
+    def end_claims(holders: Sequence[str]) -> Deferred[None]:
+        """Drop the claims of ``holders``; missing ones are fine."""
+
+    def drop_dead_claims(owner: str, now_ms: int) -> Deferred[int]:
+        """Drop the claims of presumed dead owners, seen from ``owner``, but those of
+        writes whose intent remains; fire with how many."""
 
     def scan_objects(bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction and fire with what it returns.

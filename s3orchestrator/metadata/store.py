@@ -7,8 +7,17 @@ from typing import Any, Callable, Generator, Mapping, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from s3orchestrator.metadata.claims import (
+    LocationClaimed,
+    end_claim,
+    lock_key,
+    presumed_dead,
+    take_claim,
+    write_holder,
+)
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import (
@@ -231,6 +240,7 @@ def _put_object(
     default: its one copy at ``record.store``/``record.location``, which must come first)
     and move usage accordingly; return the replaced record. ``missing``: the object has
     fewer copies than its placement asks for, and joins the replication queue."""
+    lock_key(txn, record.bucket, record.key)
     previous = _select_object(txn, record.bucket, record.key)
     live = list(copies) if copies is not None else [(record.store, record.location)]
     if live[0] != (record.store, record.location):
@@ -327,6 +337,18 @@ def _drop_cleanups(txn: Transaction, store: str, location: str) -> int:
 
 def _drop_intent(txn: Transaction, reservation_id: int) -> None:
     txn.execute("DELETE FROM intents WHERE reservation_id = ?", (reservation_id,))
+
+
+def _claim_for_write(txn: Transaction, store: str, location: str, reservation_id: int, intent: IntentPlan,
+                     now_ms: int) -> None:
+    """Claim a write's location for its reservation, as its intent's owner and for its
+    lease; LocationClaimed (the transaction then changes nothing) if another has it."""
+    if not take_claim(txn, store, location, write_holder(reservation_id), intent.owner, now_ms, intent.expires_ms):
+        raise LocationClaimed(store, location)
+
+
+def _cleanup_queued_at(txn: Transaction, store: str, location: str) -> bool:
+    return txn.query_one("SELECT 1 FROM cleanup WHERE store = ? AND location = ?", (store, location)) is not None
 
 
 _INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms, expires_ms"
@@ -464,7 +486,9 @@ class MetadataStore:
         """Read usage, let ``choose`` pick distinct stores and reserve ``size`` bytes on each,
         in one transaction: every copy of an object has its room before a byte moves.
         With ``intent``, the write intent of each copy is recorded in that transaction
-        too (keyed by its reservation's id).
+        too (keyed by its reservation's id), and its location claimed for the write
+        (see metadata.claims; the claim ends with ``release`` or ``end_claims``);
+        errbacks with LocationClaimed, reserving nothing, if another holds one.
 
         ``choose`` runs in the database thread inside the write transaction: it must
         be quick and pure (the routing functions are). It sees every configured
@@ -492,11 +516,13 @@ class MetadataStore:
                 assert row is not None
                 reservations.append(Reservation(id=int(row[0]), store=name, size=size))
                 if intent is not None:
+                    location = intent.locate(name)
                     txn.execute(
                         f"INSERT INTO intents ({_INTENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (int(row[0]), intent.bucket, intent.key, name, intent.locate(name), size,
+                        (int(row[0]), intent.bucket, intent.key, name, location, size,
                          intent.owner, now_ms, intent.expires_ms),
                     )
+                    _claim_for_write(txn, name, location, int(row[0]), intent, now_ms)
             return tuple(reservations)
 
         # Synced when intents are recorded: they must survive the crash they are for.
@@ -504,9 +530,10 @@ class MetadataStore:
         return self.database.runInteraction("reserve", reserve, write=True, durable=intent is not None)
 
     def release(self, reservation_id: int, leftover: str | None = None) -> Deferred[None]:
-        """Drop a reservation and its write intent; a missing one (already committed or
-        released) is fine. ``leftover``: a location on the reservation's store whose bytes
-        may remain, queued for cleanup (counted as used) in the same transaction."""
+        """Drop a reservation, its write intent and its claim; a missing one (already
+        committed or released) is fine. ``leftover``: a location on the reservation's
+        store whose bytes may remain, queued for cleanup (counted as used) in the same
+        transaction."""
         now_ms = self._now_ms()
 
         def release(txn: Transaction) -> None:
@@ -518,6 +545,7 @@ class MetadataStore:
                     _queue_cleanup(txn, row[0], leftover, int(row[1]), now_ms)
             txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
             _drop_intent(txn, reservation_id)
+            end_claim(txn, write_holder(reservation_id))
 
         return self.database.runInteraction("release", release, write=True, durable=leftover is not None)
 
@@ -566,6 +594,7 @@ class MetadataStore:
 
         def add(txn: Transaction) -> bool:
             _lock_usage(txn)
+            lock_key(txn, record.bucket, record.key)
             current = _select_object(txn, record.bucket, record.key)
             on_store = txn.query_one(
                 "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
@@ -676,6 +705,7 @@ class MetadataStore:
 
         def let_go(txn: Transaction) -> bool:
             _lock_usage(txn)
+            lock_key(txn, bucket, key)
             row = txn.query_one(
                 "SELECT size FROM copies WHERE bucket = ? AND key = ? AND store = ? AND location = ?"
                 " AND created_ms = ? AND state = 'live'",
@@ -716,6 +746,7 @@ class MetadataStore:
 
         def delete(txn: Transaction) -> ObjectRecord | None:
             _lock_usage(txn)
+            lock_key(txn, bucket, key)
             previous = _select_object(txn, bucket, key)
             if previous is None:
                 return None
@@ -738,8 +769,8 @@ class MetadataStore:
         return self.database.runInteraction("list_intents", select)
 
     def adopt_intent(self, reservation_id: int) -> Deferred[bool | None]:
-        """Drop the intent (and its reservation) if a live copy is at its store and location
-        (True); False, changing nothing, if none is; None if the intent is gone."""
+        """Drop the intent (and its reservation and claim) if a live copy is at its store
+        and location (True); False, changing nothing, if none is; None if the intent is gone."""
 
         def adopt(txn: Transaction) -> bool | None:
             row = txn.query_one("SELECT store, location FROM intents WHERE reservation_id = ?", (reservation_id,))
@@ -748,6 +779,7 @@ class MetadataStore:
             if _live_copy_at(txn, row[0], row[1]):
                 txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
                 _drop_intent(txn, reservation_id)
+                end_claim(txn, write_holder(reservation_id))
                 return True
             return False
 
@@ -806,27 +838,103 @@ class MetadataStore:
 
         return self.database.runInteraction("location_in_use", check)
 
-    def finish_cleanup(self, store: str, location: str) -> Deferred[int]:
+    def finish_cleanup(self, store: str, location: str, holder: str | None = None) -> Deferred[int]:
         """The bytes at ``location`` on ``store`` are gone: drop every cleanup queued for
-        them, releasing their usage; fire with how many."""
+        them, releasing their usage, and ``holder``'s claim; fire with how many."""
 
         def finish(txn: Transaction) -> int:
             _lock_usage(txn)
+            if holder is not None:
+                end_claim(txn, holder)
             return _drop_cleanups(txn, store, location)
 
         # Not synced: if a crash loses it, the entry stays and the job deletes again (idempotent).
         return self.database.runInteraction("finish_cleanup", finish, write=True, durable=False)
 
-    def postpone_cleanup(self, entry_id: int, next_try_ms: int, error: str) -> Deferred[None]:
-        """Count a failed attempt at a cleanup and set when it is tried next."""
+    def postpone_cleanup(
+        self, entry_id: int, next_try_ms: int, error: str, holder: str | None = None
+    ) -> Deferred[None]:
+        """Count a failed attempt at a cleanup and set when it is tried next; end
+        ``holder``'s claim."""
 
         def postpone(txn: Transaction) -> None:
+            if holder is not None:
+                end_claim(txn, holder)
             txn.execute(
                 "UPDATE cleanup SET attempts = attempts + 1, next_try_ms = ?, last_error = ? WHERE id = ?",
                 (next_try_ms, error[:500], entry_id),
             )
 
         return self.database.runInteraction("postpone_cleanup", postpone, write=True, durable=False)
+
+    # -- claims of locations (see metadata.claims) --------------------------------------------------
+
+    def claim_locations(
+        self, store: str, locations: Sequence[str], holder: str, owner: str, expires_ms: int
+    ) -> Deferred[bool]:
+        """Claim every one of ``locations`` on ``store`` for ``holder`` (see
+        claims.take_claim), or none; fire with whether they are now ``holder``'s."""
+        now_ms = self._now_ms()
+
+        def claim(txn: Transaction) -> bool:
+            for location in locations:
+                if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
+                    raise LocationClaimed(store, location)  # undoes the claims taken
+            return True
+
+        def refused(failure: Failure) -> bool:
+            failure.trap(LocationClaimed)
+            return False
+
+        return self.database.runInteraction("claim_locations", claim, write=True, durable=False).addErrback(refused)
+
+    def claim_cleanup(
+        self, store: str, location: str, holder: str, owner: str, expires_ms: int
+    ) -> Deferred[str]:
+        """Claim ``location`` on ``store`` to delete the bytes queued there for cleanup;
+        fire with "claimed", or, claiming nothing: "in use" (a live copy is there: not
+        the bytes to delete), "gone" (nothing is queued there any more) or "claimed
+        elsewhere" (another live holder claims it: try later)."""
+        now_ms = self._now_ms()
+
+        def claim(txn: Transaction) -> str:
+            if _live_copy_at(txn, store, location):
+                return "in use"
+            if not _cleanup_queued_at(txn, store, location):
+                return "gone"
+            if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
+                return "claimed elsewhere"
+            return "claimed"
+
+        return self.database.runInteraction("claim_cleanup", claim, write=True, durable=False)
+
+    def end_claims(self, holders: Sequence[str]) -> Deferred[None]:
+        """Drop the claims of ``holders`` (their bytes are settled); missing ones are fine."""
+
+        def end(txn: Transaction) -> None:
+            for holder in holders:
+                end_claim(txn, holder)
+
+        # Not synced: a claim a crash keeps is its owner's, presumed dead at restart.
+        return self.database.runInteraction("end_claims", end, write=True, durable=False)
+
+    def drop_dead_claims(self, owner: str, now_ms: int) -> Deferred[int]:
+        """Drop the claims whose owner is presumed dead, seen from the live ``owner``
+        (see claims.presumed_dead), but those of writes whose intent remains (the reaper
+        resolves the intent, then the claim); fire with how many."""
+
+        def drop(txn: Transaction) -> int:
+            rows = txn.query(
+                "SELECT holder, owner, expires_ms FROM claims WHERE holder NOT IN"
+                " (SELECT 'w' || CAST(reservation_id AS TEXT) FROM intents)"
+            )
+            dead = [holder for holder, holder_owner, expires_ms in rows
+                    if presumed_dead(holder_owner, int(expires_ms), owner, now_ms)]
+            for holder in dead:
+                end_claim(txn, holder)
+            return len(dead)
+
+        return self.database.runInteraction("drop_dead_claims", drop, write=True, durable=False)
 
     def scan_objects(self, bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction; fire with its result.

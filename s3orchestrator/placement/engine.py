@@ -10,12 +10,24 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence, TypeVar
+from contextlib import asynccontextmanager, contextmanager
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+    TypeVar,
+)
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -23,11 +35,12 @@ from zope.interface import implementer
 from s3orchestrator.auth.payload import VerifiedPayload
 from s3orchestrator.config import DEFAULT_INTENT_LEASE, PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, LocationClaimed, fresh_holder, write_holder
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
-from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
+from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.reader import FailoverReader, order_copies
@@ -48,6 +61,11 @@ T = TypeVar("T")
 
 #: Seconds a store has to start its copy's write before the tee gives up on it.
 TEE_START_TIMEOUT = 30.0
+#: Seconds a write waits for its location to be free of other writes' and cleanups'
+#: claims before it gives up (LocationBusy: 503 SlowDown, which clients retry)...
+CLAIM_WAIT = 30.0
+#: ...polling the database first after this many seconds, then twice as long each time, up to the last.
+CLAIM_POLL = (0.02, 0.5)
 
 
 def instance_id() -> str:
@@ -112,6 +130,12 @@ def record_for(bucket: str, key: str) -> ObjectRecord:
                         last_modified_ms=0)
 
 
+def _claims_of(reservations: Sequence[Reservation], locations: Sequence[str]) -> dict[tuple[str, str], str]:
+    """The claims of a write's copies (see metadata.claims), by (store, location)."""
+    return {(reservation.store, location): write_holder(reservation.id)
+            for reservation, location in zip(reservations, locations, strict=True)}
+
+
 def _may_leave_bytes(write: IObjectWrite | None) -> bool:
     """Whether a copy's write that failed may have left bytes at its location (an
     unstaged one that may have replaced it); one that never started left none."""
@@ -166,11 +190,13 @@ class Placement:
         intent_lease: float = DEFAULT_INTENT_LEASE,
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
+        claim_wait: float = CLAIM_WAIT,
     ) -> None:
         self._metadata = metadata
         #: The owner recorded in this process's write intents (``instance_id()``).
         self.owner = owner if owner is not None else instance_id()
         self.intent_lease = intent_lease
+        self.claim_wait = claim_wait
         self._background: set[Deferred[None]] = set()
         # Read at each write, so a reload (SIGHUP) applies to the next one.
         self.policy = policy
@@ -192,15 +218,19 @@ class Placement:
         """Reserve ``size`` bytes on a healthy store chosen by the routing strategy, or on
         ``only_store`` whatever its health; NoRoom when none has room. With ``intent_for``
         (bucket, key), the write intent of that object's bytes on the chosen store is
-        recorded in the same transaction (see ``intent_plan``)."""
+        recorded in the same transaction (see ``intent_plan``) and its location claimed,
+        waiting while another holds it (``_claiming``)."""
         healthy = self.health.healthy() if only_store is None else frozenset({only_store})
 
         def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
             chosen = choose_store(self.routing_strategy, usage, size, healthy)
             return () if chosen is None else (chosen,)
 
-        plan = None if intent_for is None else self.intent_plan(*intent_for)
-        reserved = await self._metadata.reserve_copies(size, choose, plan)
+        if intent_for is None:
+            reserved = await self._metadata.reserve_copies(size, choose)
+        else:
+            reserved = await self._claiming(lambda: self._metadata.reserve_copies(
+                size, choose, self.intent_plan(*intent_for)))
         if not reserved:
             raise NoRoom(f"no store has room for {size} bytes")
         return reserved[0]
@@ -224,7 +254,8 @@ class Placement:
                              exclude: frozenset[str] = frozenset()) -> tuple[Reservation, ...]:
         """Reserve ``size`` bytes on up to ``policy.replicas`` healthy stores (none of
         ``exclude``) spread over zones, with the write intent of ``intent_for``'s
-        (bucket, key) bytes on each, in one transaction; at least ``write_quorum`` of
+        (bucket, key) bytes on each and its location claimed, in one transaction
+        (waiting while another holds one, see ``_claiming``); at least ``write_quorum`` of
         them, else nothing is kept and StoreUnavailable (stores with room are down)
         or NoRoom is raised."""
         healthy = self.health.healthy() - exclude
@@ -237,7 +268,9 @@ class Placement:
             chosen = choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas, zones)
             return chosen if len(chosen) >= policy.write_quorum else ()
 
-        reservations = await self._metadata.reserve_copies(size, choose, self.intent_plan(*intent_for))
+        reservations = await self._claiming(
+            lambda: self._metadata.reserve_copies(size, choose, self.intent_plan(*intent_for))
+        )
         if reservations:
             return reservations
         if with_room and with_room[-1] >= policy.write_quorum:
@@ -245,6 +278,56 @@ class Placement:
                 f"fewer than {policy.write_quorum} stores with room for {size} bytes are up"
             )
         raise NoRoom(f"fewer than {policy.write_quorum} stores have room for {size} bytes")
+
+    async def _claiming(self, reserve: Callable[[], Awaitable[T]]) -> T:
+        """``reserve()``'s result, run again while a location it claims is another's
+        (another write's, or a cleanup's: see metadata.claims), polling with backoff
+        through the clock for up to ``claim_wait`` seconds, then LocationBusy."""
+        delay, longest = CLAIM_POLL
+        waited = 0.0
+        while True:
+            try:
+                return await reserve()
+            except LocationClaimed as error:
+                if waited >= self.claim_wait:
+                    self._log.warn("Gave up waiting {waited}s for a claimed location: {error}",
+                                   waited=waited, error=str(error))
+                    raise LocationBusy(str(error)) from error
+                await deferLater(self._clock, delay, lambda: None)
+                waited += delay
+                delay = min(delay * 2, longest)
+
+    @asynccontextmanager
+    async def claimed(self, store: str, *locations: str) -> AsyncIterator[str]:
+        """Hold a claim of every one of ``locations`` on ``store`` (taken at once, waiting
+        as writes do) for the body of an ``async with``, which gets the claim's holder:
+        for writes without a reservation of their own (CompleteMultipartUpload's object)
+        and for the multipart operations' names (see s3.multipart)."""
+        holder = fresh_holder()
+
+        async def claim() -> None:
+            expires_ms = int((self._clock.seconds() + self.intent_lease) * 1000)
+            if not await self._metadata.claim_locations(store, locations, holder, self.owner, expires_ms):
+                raise LocationClaimed(store, ", ".join(locations))
+
+        await self._claiming(claim)
+        try:
+            yield holder
+        finally:
+            await self._end_claims([holder])
+
+    async def settle(self, reservations: Sequence[Reservation]) -> None:
+        """End the claims of committed writes' reservations, their bytes in place."""
+        await self._end_claims([write_holder(reservation.id) for reservation in reservations])
+
+    async def _end_claims(self, holders: Sequence[str]) -> None:
+        """Drop claims (later, if the database is busy now). Other failures are logged, not
+        raised (what the claims guarded is settled): the claims then last their lease."""
+        what = f"ending the claims {', '.join(holders)}"
+        try:
+            await self.cleanups.run(what, lambda: self._metadata.end_claims(holders))
+        except Exception:
+            self._log.failure("Failed {what}", what=what)
 
     async def pick_store(self, size: int) -> str:
         """The healthy store the routing strategy would put ``size`` bytes on now,
@@ -321,6 +404,7 @@ class Placement:
         except BaseException:
             await self.release(reservation)
             raise
+        await self.settle([reservation])
         return record
 
     async def _write_copies(
@@ -373,11 +457,13 @@ class Placement:
                     record, new_copies, missing=len(done) < policy.replicas
                 )
                 committed = True
-                await self._publish_copies(record, [writes[i] for i in done], previous)
+                await self._publish_copies(record, [writes[i] for i in done], previous,
+                                           _claims_of(reservations, locations))
                 # The commit queued the old copies for cleanup; those where a copy of this
                 # write is (still being written, or failed) are left to the cleanup job.
                 ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
                 await self._discard_copies(previous_copies, ours)
+            await self.settle([reservations[index] for index in done])
         except BaseException:
             copies.reached.addErrback(lambda _: None)
             if not committed:
@@ -420,10 +506,12 @@ class Placement:
             await self._release_copy(record, reservations[index], locations[index], replaced)
 
     async def _publish_copies(
-        self, record: ObjectRecord, writes: Sequence[IObjectWrite | None], previous: ObjectRecord | None
+        self, record: ObjectRecord, writes: Sequence[IObjectWrite | None], previous: ObjectRecord | None,
+        claims: Mapping[tuple[str, str], str],
     ) -> None:
         """Put committed copies in place; if one cannot be, the object is removed
-        (never an object whose copies differ)."""
+        (never an object whose copies differ). ``claims``: the write's claims, by
+        (store, location)."""
         try:
             for write in writes:
                 if write is not None:
@@ -437,7 +525,7 @@ class Placement:
             copies = await self._metadata.object_copies(record.bucket, record.key)
             removed = await self._metadata.delete_object(record.bucket, record.key)
             if removed is not None:
-                await self._discard_copies(copies)
+                await self._discard_copies(copies, claims=claims)
             raise
 
     async def _finish_late_copy(
@@ -459,6 +547,8 @@ class Placement:
                     self._log.error("Could not publish the copy of {bucket}/{key} on store {store}",
                                     bucket=record.bucket, key=record.key, store=reservation.store)
                     raise
+                finally:
+                    await self.settle([reservation])
                 live = await self.live_sources(record)
                 if len(live) >= self.policy(record.bucket).replicas:
                     await self._metadata.unqueue_replication(record.bucket, record.key)
@@ -511,7 +601,8 @@ class Placement:
         replaced. ``before_done`` runs first under the lock (PutObject releases its
         held-back tail there)."""
         await self.commit_object_write(
-            write, record, lambda: self._metadata.commit_object(reservation.id, record), before_done
+            write, record, lambda: self._metadata.commit_object(reservation.id, record), before_done,
+            write_holder(reservation.id),
         )
 
     async def commit_object_write(
@@ -520,9 +611,11 @@ class Placement:
         record: ObjectRecord,
         commit: Callable[[], Awaitable[ObjectRecord | None]],
         before_done: Callable[[], None] = lambda: None,
+        holder: str | None = None,
     ) -> None:
         """``commit_write`` with another metadata commit: ``commit()`` stores ``record``
-        and fires with the object it replaced (CompleteMultipartUpload's commit)."""
+        and fires with the object it replaced (CompleteMultipartUpload's commit).
+        ``holder``: the write's claim of the record's location (see metadata.claims)."""
         async with self._locks.hold((record.bucket, record.key)):
             before_done()
             previous_copies = await self._metadata.object_copies(record.bucket, record.key)
@@ -533,7 +626,7 @@ class Placement:
                     # The store may have replaced the key's object in place even though
                     # its answer was lost (timeout, reset): never pair old record, new bytes.
                     await self._forget_replaced_in_place(record)
-                    await self._delete_bytes(record.store, record.location, record.size)
+                    await self._delete_bytes(record.store, record.location, record.size, holder=holder)
                 raise
             try:
                 await commit()
@@ -542,7 +635,7 @@ class Placement:
                 if not write.staged:
                     await self._forget_replaced_in_place(record)
                 raise
-            await self._publish(write, record, previous_copies)
+            await self._publish(write, record, previous_copies, holder)
 
     async def copy(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
         """Commit ``target``, a copy of ``source`` under another key or with other metadata,
@@ -554,7 +647,7 @@ class Placement:
             return await self._copy_onto_itself(source, target)
         policy = self.policy(target.bucket)
         if policy.replicas == 1:
-            reservation = await self.reserve(source.size)
+            reservation = await self.reserve(source.size, intent_for=(target.bucket, target.key))
             try:
                 location = self._stores[reservation.store].location_for(target.bucket, target.key)
                 placed = attrs.evolve(target, store=reservation.store, location=location)
@@ -564,6 +657,7 @@ class Placement:
             except BaseException:
                 await self.release(reservation)
                 raise
+            await self.settle([reservation])
             return placed
         return await self._copy_copies(source, target, policy)
 
@@ -623,7 +717,8 @@ class Placement:
                     record, [NewCopy(reservations[i].store, locations[i], reservations[i].id) for i in done],
                     missing=len(done) < policy.replicas,
                 )
-                await self._publish_copies(record, [writes[i] for i in done], previous)
+                await self._publish_copies(record, [writes[i] for i in done], previous,
+                                           _claims_of(reservations, locations))
                 # The commit queued the old copies for cleanup; those where a copy of this
                 # write is (still being written, or failed) are left to the cleanup job.
                 ours = {(r.store, location) for r, location in zip(reservations, locations, strict=True)}
@@ -631,6 +726,7 @@ class Placement:
         except BaseException:
             await self._undo_copies(target, copies, reservations, locations)
             raise
+        await self.settle([reservations[index] for index in done])
         for index in copies.failed:
             await self._release_copy(record, reservations[index], locations[index], _may_leave_bytes(writes[index]))
         return record
@@ -694,7 +790,10 @@ class Placement:
                 return False
             async with self._locks.hold((record.bucket, record.key)):
                 if await self._metadata.add_copy(record, copy):
-                    await write.publish()
+                    try:
+                        await write.publish()
+                    finally:
+                        await self.settle([reservation])
                     return True
         except BaseException:
             await self.release(reservation)
@@ -902,9 +1001,12 @@ class Placement:
             forget_if_unchanged,
         )
 
-    async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous_copies: Sequence[CopyRecord]) -> None:
+    async def _publish(
+        self, write: IObjectWrite, record: ObjectRecord, previous_copies: Sequence[CopyRecord], holder: str | None
+    ) -> None:
         """Put committed bytes in place; then the bytes of the copies they replaced (queued
-        by the commit) can go, but where the new bytes replaced them in place."""
+        by the commit) can go, but where the new bytes replaced them in place. ``holder``:
+        the write's claim of the record's location."""
         replaced_in_place = {(record.store, record.location)}
         try:
             await write.publish()
@@ -917,25 +1019,50 @@ class Placement:
             )
             removed = await self._metadata.delete_object(record.bucket, record.key)
             if removed is not None:
-                await self._delete_bytes(removed.store, removed.location, removed.size, queued=True)
+                await self._delete_bytes(removed.store, removed.location, removed.size, queued=True, holder=holder)
             await self._discard_copies(previous_copies, replaced_in_place)
             raise
         await self._discard_copies(previous_copies, replaced_in_place)
 
     async def _discard_copies(
-        self, copies: Sequence[CopyRecord], keep: Collection[tuple[str, str]] = ()
+        self, copies: Sequence[CopyRecord], keep: Collection[tuple[str, str]] = (),
+        claims: Mapping[tuple[str, str], str] = {},  # noqa: B006 (never changed)
     ) -> None:
         """Remove the bytes of ``copies``, which a metadata commit let go of (and queued for
-        cleanup), but those at a ``keep`` (store, location): new bytes are there."""
+        cleanup), but those at a ``keep`` (store, location): new bytes are there.
+        ``claims``: the caller's claims of locations, by (store, location)."""
         for copy in copies:
             if (copy.store, copy.location) not in keep:
-                await self._delete_bytes(copy.store, copy.location, copy.size, queued=True)
+                await self._delete_bytes(copy.store, copy.location, copy.size, queued=True,
+                                         holder=claims.get((copy.store, copy.location)))
 
-    async def _delete_bytes(self, store: str, location: str, size: int, queued: bool = False) -> None:
+    async def _delete_bytes(
+        self, store: str, location: str, size: int, queued: bool = False, holder: str | None = None
+    ) -> None:
         """Remove bytes no object describes: right away (the cleanup queue's fast path),
         then forget what is queued at their location, releasing its usage. Bytes the
         store would not delete stay queued (``queued``: the metadata commit queued them;
-        otherwise they are queued now, ``size`` counted as used) for the cleanup job."""
+        otherwise they are queued now, ``size`` counted as used) for the cleanup job,
+        as do those at a location another write or cleanup claims (its bytes may be
+        there, see metadata.claims) or where a live copy is again. ``holder``: a claim
+        of the location the caller holds already (and keeps); else one is taken and
+        ended here."""
+        if not queued:
+            await self.cleanups.run(
+                f"queueing the cleanup of {location} on store {store}",
+                lambda: self._metadata.queue_cleanup(store, location, size),
+            )
+        own_claim = holder is None
+        claim = fresh_holder() if holder is None else holder
+        expires_ms = int((self._clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
+        try:
+            claimed = await self._metadata.claim_cleanup(store, location, claim, self.owner, expires_ms)
+        except Exception as error:
+            self._log.warn("Could not claim {location} on store {store}; left in the cleanup queue: {error}",
+                           location=location, store=store, error=str(error))
+            return
+        if claimed != "claimed":
+            return
         try:
             await self._stores[store].delete(location)
         except Exception as error:
@@ -943,13 +1070,10 @@ class Placement:
                 "Could not delete {location} from store {store}; left in the cleanup queue: {error}",
                 location=location, store=store, error=str(error),
             )
-            if not queued:
-                await self.cleanups.run(
-                    f"queueing the cleanup of {location} on store {store}",
-                    lambda: self._metadata.queue_cleanup(store, location, size),
-                )
+            if own_claim:
+                await self._end_claims([claim])
             return
         await self.cleanups.run(
             f"finishing the cleanup of {location} on store {store}",
-            lambda: self._metadata.finish_cleanup(store, location),
+            lambda: self._metadata.finish_cleanup(store, location, claim if own_claim else None),
         )

@@ -9,3 +9,8 @@ class NoRoom(Exception):
 
 class CopyUnreadable(Exception):
     """A copy the metadata describes is missing from its store or has another length."""
+
+
+class LocationBusy(Exception):
+    """A write's location stayed claimed by other writes or cleanups for longer than
+    placement waits (``Placement.claim_wait``): the client may retry."""

@@ -1,4 +1,11 @@
-"""Per-object locks: commit and read-open of one key happen one at a time in this process."""
+"""Per-object locks: commit and read-open of one key happen one at a time in this process.
+
+Object writes do not depend on them for correctness across processes: the claims of
+locations and the per-key commit serialisation in the metadata database do (see
+metadata.claims). Within one process they still keep a read from pairing a record
+with the bytes of a commit in progress (across processes the readers' ETag check
+does).
+"""
 
 from __future__ import annotations
 

@@ -8,11 +8,14 @@ once stored they stay counted as reserved (see the metadata's ``parts``) until
 Complete turns the listed parts into the object's usage, or Abort or expiry
 release them.
 
-Locks (``KeyLocks``): ``("part", upload id, number)`` serialises uploads of the
-same part number, so the store and the metadata agree on which one won;
-``("upload", upload id)`` is held while a part is committed and for the whole
-of Complete and Abort, so no part lands in an upload being completed or gone;
-Complete then takes the object key's lock like any other write.
+Claims (in the metadata database, so across processes; see metadata.claims), of
+names on the upload's store that no object location can be (they hold no "/"):
+``part_claim(upload, number)`` is held for the whole of an upload of that part
+number, so uploads of one part number run one at a time and the store and the
+metadata agree on which one won; Complete holds the claims of every part it
+lists and ``upload_claim(upload)`` (as Abort does), so no listed part changes
+while the store joins them and Complete and Abort of one upload run one at a
+time; Complete also claims the object's location, as any write does.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from s3orchestrator.metadata.records import CompletedUpload, ObjectRecord, PartR
 from s3orchestrator.metadata.store import UploadNotFound
 from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.engine import Placement, verified_body
-from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3 import headers as s3_headers
 from s3orchestrator.s3 import multipart_xml
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -55,6 +57,16 @@ MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB
 MAX_LISTED = 1000  # parts of a ListParts page, uploads of a ListMultipartUploads page
 # A Complete request lists up to 10,000 parts of about 150 bytes (with checksums).
 MAX_COMPLETE_BODY = 4 * MiB
+
+
+def upload_claim(upload_id: str) -> str:
+    """The name Complete and Abort of upload ``upload_id`` claim on its store."""
+    return f"upload:{upload_id}"
+
+
+def part_claim(upload_id: str, number: int) -> str:
+    """The name an upload of part ``number`` of upload ``upload_id`` claims on its store."""
+    return f"upload:{upload_id}:part:{number}"
 
 
 def new_upload_id(initiated_ms: int) -> str:
@@ -146,14 +158,12 @@ class MultipartOperations:
         self,
         placement: Placement,
         metadata: IMetadataStore,
-        locks: KeyLocks,
         clock: IReactorTime,
         expire_after: float,
         completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
     ) -> None:
         self._placement = placement
         self._metadata = metadata
-        self._locks = locks
         self._clock = clock
         self.expire_after = expire_after
         # Seconds a completed upload's Complete is answered again (a retry) rather than NoSuchUpload.
@@ -219,26 +229,27 @@ class MultipartOperations:
         if body.length > MAX_PART_SIZE:
             raise S3Error("EntityTooLarge",
                           extra={"ProposedSize": str(body.length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
-        async with self._locks.hold(("part", upload.upload_id, number)):
-            with placement_errors():
+        with placement_errors():
+            async with self._placement.claimed(upload.store, part_claim(upload.upload_id, number)):
                 reservation = await self._placement.reserve(body.length, only_store=upload.store)
-            try:
-                with placement_errors(), self._placement.store_calls(upload.store):
-                    write = self._placement.store(upload.store).start_part_write(
-                        upload.location, upload.store_upload_id, number, body, body.length
-                    )
-                    payload = await verified_body(body, write)
-
-                    def stored_part() -> PartRecord:
-                        return PartRecord(
-                            upload_id=upload.upload_id, part_number=number, store=upload.store,
-                            size=payload.size, etag=payload.md5_hex, store_etag=write.store_etag,
-                            last_modified_ms=self._now_ms(), checksums=payload.checksums,
+                try:
+                    with self._placement.store_calls(upload.store):
+                        write = self._placement.store(upload.store).start_part_write(
+                            upload.location, upload.store_upload_id, number, body, body.length
                         )
+                        payload = await verified_body(body, write)
 
-                    part = await self._commit_part(upload, number, write, stored_part, reservation, body.release_tail)
-            finally:
-                await self._placement.release(reservation)
+                        def stored_part() -> PartRecord:
+                            return PartRecord(
+                                upload_id=upload.upload_id, part_number=number, store=upload.store,
+                                size=payload.size, etag=payload.md5_hex, store_etag=write.store_etag,
+                                last_modified_ms=self._now_ms(), checksums=payload.checksums,
+                            )
+
+                        part = await self._commit_part(upload, number, write, stored_part, reservation,
+                                                       body.release_tail)
+                finally:
+                    await self._placement.release(reservation)
         headers = [("ETag", s3_headers.quoted_etag(part.etag)), *_checksum_headers(part.checksums)]
         return S3Response(200, headers, store=upload.store)
 
@@ -252,27 +263,27 @@ class MultipartOperations:
         length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         if length > MAX_PART_SIZE:
             raise S3Error("EntityTooLarge", extra={"ProposedSize": str(length), "MaxSizeAllowed": str(MAX_PART_SIZE)})
-        async with self._locks.hold(("part", upload.upload_id, number)):
-            with placement_errors():
+        with placement_errors():
+            async with self._placement.claimed(upload.store, part_claim(upload.upload_id, number)):
                 reservation = await self._placement.reserve(length, only_store=upload.store)
-            try:
-                with placement_errors():
+                try:
                     reader = await self._placement.open(source, byte_range)
-                body = _HashingBody(ReaderBody(reader, self._clock))
-                with placement_errors(), self._placement.store_calls(upload.store):
-                    write = self._placement.store(upload.store).start_part_write(
-                        upload.location, upload.store_upload_id, number, body, length
-                    )
-
-                    def stored_part() -> PartRecord:
-                        return PartRecord(
-                            upload_id=upload.upload_id, part_number=number, store=upload.store, size=length,
-                            etag=body.md5.hexdigest(), store_etag=write.store_etag, last_modified_ms=self._now_ms(),
+                    body = _HashingBody(ReaderBody(reader, self._clock))
+                    with self._placement.store_calls(upload.store):
+                        write = self._placement.store(upload.store).start_part_write(
+                            upload.location, upload.store_upload_id, number, body, length
                         )
 
-                    part = await self._commit_part(upload, number, write, stored_part, reservation)
-            finally:
-                await self._placement.release(reservation)
+                        def stored_part() -> PartRecord:
+                            return PartRecord(
+                                upload_id=upload.upload_id, part_number=number, store=upload.store, size=length,
+                                etag=body.md5.hexdigest(), store_etag=write.store_etag,
+                                last_modified_ms=self._now_ms(),
+                            )
+
+                        part = await self._commit_part(upload, number, write, stored_part, reservation)
+                finally:
+                    await self._placement.release(reservation)
         return S3Response(200, [("Content-Type", "application/xml")], multipart_xml.copy_part_result(part),
                           store=upload.store)
 
@@ -285,33 +296,32 @@ class MultipartOperations:
         reservation: Reservation,
         before_done: Callable[[], None] = lambda: None,
     ) -> PartRecord:
-        """Under the upload's lock: wait for the store, record the part (built by
+        """With the part's claim held: wait for the store, record the part (built by
         ``stored_part()`` once the store is done) in place of its reservation, then
         publish it. A part the store may hold but the metadata cannot describe is
         forgotten (the client uploads it again), never paired with other bytes."""
-        async with self._locks.hold(("upload", upload.upload_id)):
-            before_done()
-            try:
-                await write.done
-            except BaseException:
-                if not write.location_intact:
-                    await self._metadata.forget_part(upload.upload_id, number)
-                raise
-            part = stored_part()
-            try:
-                await self._metadata.commit_part(reservation.id, part)
-            except BaseException as error:
-                write.abort()
-                if not write.staged:
-                    await self._metadata.forget_part(upload.upload_id, number)
-                if isinstance(error, UploadNotFound):
-                    raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
-                raise
-            try:
-                await write.publish()
-            except BaseException:
+        before_done()
+        try:
+            await write.done
+        except BaseException:
+            if not write.location_intact:
                 await self._metadata.forget_part(upload.upload_id, number)
-                raise
+            raise
+        part = stored_part()
+        try:
+            await self._metadata.commit_part(reservation.id, part)
+        except BaseException as error:
+            write.abort()
+            if not write.staged:
+                await self._metadata.forget_part(upload.upload_id, number)
+            if isinstance(error, UploadNotFound):
+                raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
+            raise
+        try:
+            await write.publish()
+        except BaseException:
+            await self._metadata.forget_part(upload.upload_id, number)
+            raise
         return part
 
     # -- complete -------------------------------------------------------------------------------
@@ -333,39 +343,46 @@ class MultipartOperations:
             requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
             return self._completed_again(call, completed, requested)
         requested = multipart_xml.parse_complete_request(await read_small_body(body, MAX_COMPLETE_BODY))
-        async with self._locks.hold(("upload", upload.upload_id)):
-            if await self._metadata.get_upload(upload.upload_id) is None:
-                # Completed (or aborted) while this request waited for the lock.
-                return await self._completed_meanwhile(call, upload.upload_id, requested)
-            stored = {part.part_number: part for part in await self._metadata.list_parts(upload.upload_id)}
-            parts = _chosen_parts(requested, stored)
-            record = ObjectRecord(
-                bucket=upload.bucket, key=upload.key, store=upload.store, location=upload.location,
-                size=sum(part.size for part in parts), etag=multipart_etag(parts),
-                content_type=upload.content_type, last_modified_ms=self._now_ms(), headers=upload.headers,
-                user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
-            )
-            listed = [(part.part_number, part.etag) for part in parts]
-            with placement_errors(), self._placement.store_calls(upload.store):
-                write = self._placement.store(upload.store).start_complete(
-                    upload.location, upload.store_upload_id,
-                    [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
+        # The upload, every part listed (no upload of one may change it while the store
+        # joins them) and the object's location, all at once (see the module docstring).
+        names = [upload_claim(upload.upload_id), *(part_claim(upload.upload_id, wanted.number) for wanted in requested),
+                 upload.location]
+        with placement_errors():
+            async with self._placement.claimed(upload.store, *names) as holder:
+                if await self._metadata.get_upload(upload.upload_id) is None:
+                    # Completed (or aborted) while this request waited for the claims.
+                    return await self._completed_meanwhile(call, upload.upload_id, requested)
+                stored = {part.part_number: part for part in await self._metadata.list_parts(upload.upload_id)}
+                parts = _chosen_parts(requested, stored)
+                record = ObjectRecord(
+                    bucket=upload.bucket, key=upload.key, store=upload.store, location=upload.location,
+                    size=sum(part.size for part in parts), etag=multipart_etag(parts),
+                    content_type=upload.content_type, last_modified_ms=self._now_ms(), headers=upload.headers,
+                    user_metadata=upload.user_metadata, part_sizes=tuple(part.size for part in parts),
                 )
-                try:
-                    await self._placement.commit_object_write(
-                        write, record, lambda: self._metadata.complete_upload(
-                            upload.upload_id, record, listed, missing=self._placement.policy(upload.bucket).replicas > 1
-                        ),
+                listed = [(part.part_number, part.etag) for part in parts]
+                with self._placement.store_calls(upload.store):
+                    write = self._placement.store(upload.store).start_complete(
+                        upload.location, upload.store_upload_id,
+                        [StoredPart(part.part_number, part.size, part.store_etag) for part in parts],
                     )
-                except ObjectMissing as error:
-                    self._log.error(
-                        "Store {store} does not hold the parts of upload {upload_id} ({bucket}/{key}): {error}",
-                        store=upload.store, upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key,
-                        error=str(error),
-                    )
-                    raise S3Error("InternalError") from error
-                except UploadNotFound as error:
-                    raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
+                    try:
+                        await self._placement.commit_object_write(
+                            write, record, lambda: self._metadata.complete_upload(
+                                upload.upload_id, record, listed,
+                                missing=self._placement.policy(upload.bucket).replicas > 1,
+                            ),
+                            holder=holder,
+                        )
+                    except ObjectMissing as error:
+                        self._log.error(
+                            "Store {store} does not hold the parts of upload {upload_id} ({bucket}/{key}): {error}",
+                            store=upload.store, upload_id=upload.upload_id, bucket=upload.bucket, key=upload.key,
+                            error=str(error),
+                        )
+                        raise S3Error("InternalError") from error
+                    except UploadNotFound as error:
+                        raise S3Error("NoSuchUpload", extra={"UploadId": upload.upload_id}) from error
         return _complete_response(call, upload.bucket, upload.key, record.etag, upload.store)
 
     async def _remembered_completion(self, call: S3Call) -> CompletedUpload | None:
@@ -425,12 +442,13 @@ class MultipartOperations:
         The store goes first: if it fails, the upload stays recorded (and its bytes
         counted) so that a later abort or expiry run tries again.
         """
-        async with self._locks.hold(("upload", upload.upload_id)):
-            if await self._metadata.get_upload(upload.upload_id) is None:
-                return False
-            with placement_errors(), self._placement.store_calls(upload.store):
-                await self._placement.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
-            await self._metadata.delete_upload(upload.upload_id)
+        with placement_errors():
+            async with self._placement.claimed(upload.store, upload_claim(upload.upload_id)):
+                if await self._metadata.get_upload(upload.upload_id) is None:
+                    return False
+                with self._placement.store_calls(upload.store):
+                    await self._placement.store(upload.store).abort_upload(upload.location, upload.store_upload_id)
+                await self._metadata.delete_upload(upload.upload_id)
         return True
 
     async def _abort_in_store(self, upload: UploadRecord) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping
 
 import attrs
@@ -18,22 +17,3 @@ class WorkerRole:
     index: int
     sockets: Mapping[str, InheritedSocket]
     ready: Callable[[], None]
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent process id of live process ``pid`` (Linux ``/proc``); None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    if fields[0] == b"Z":  # exited, not reaped yet
-        return None
-    return int(fields[1])
-
-
-def is_fellow_worker(owner: str, parent: Callable[[int], int | None] = parent_of) -> bool:
-    """Whether the write intent owner ``owner`` (``host:pid``, of this host) is a live
-    worker of this process's supervisor: its writes are in flight, not left by a crash."""
-    pid = owner.rpartition(":")[2]
-    return pid.isdigit() and parent(int(pid)) == os.getppid()

@@ -10,8 +10,8 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.jobs.cleanup import CleanupJob, retry_delay
 from s3orchestrator.jobs.health import StoreHealth
@@ -21,6 +21,7 @@ from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.records import IntentPlan
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import NewObject, Placement
+from s3orchestrator.placement.errors import LocationBusy
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.stores.directory import DirectoryStore, relative_path
 from tests.unit.fakes import FakeRequestBody, FlakyStore
@@ -91,7 +92,7 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         placement = Placement(metadata, {"one": store}, "pack", clock, KeyLocks(), health, owner=ME)
         stores: dict[str, Any] = {"one": store}
         reaper = ReaperJob(metadata, lambda: stores, ME, 60, clock)
-        cleanup = CleanupJob(metadata, lambda: stores, 60, clock)
+        cleanup = CleanupJob(metadata, lambda: stores, 60, clock, owner=ME)
         return World(metadata, store, root, clock, placement, reaper, cleanup)
 
     return make
@@ -276,12 +277,28 @@ async def test_a_queued_location_written_again_is_not_cleaned_up(build) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_cleanup_job_postpones_a_location_with_a_write_in_flight(build) -> None:
+async def test_the_cleanup_job_skips_a_location_a_write_in_flight_claims_until_it_is_released(build) -> None:
     world = await build()
     await world.metadata.queue_cleanup("one", "bkt/k", 5)
     await world.intent_of_a_dead_writer("k", b"in flight", owner=ME)
     assert await world.cleanup.run_once() == 0
     assert world.store.deleted == [] and world.files() == [relative_path("bkt/k")]
+    (entry,) = await world.metadata.list_cleanups(10)
+    assert (entry.attempts, entry.last_error) == (0, None)  # skipped, not failed: due again at the next run
+    (intent,) = await world.metadata.list_intents()
+    await world.metadata.release(intent.reservation_id)  # the write gave up, leaving its bytes
+    assert await world.cleanup.run_once() == 1
+    assert world.files() == [] and await world.metadata.list_cleanups(10) == []
+    assert await world.used() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cleanup_job_postpones_a_location_holding_a_live_copy_again(build) -> None:
+    world = await build()
+    await world.put("k", b"live")
+    await world.metadata.queue_cleanup("one", "bkt/k", 5)  # a stale entry
+    assert await world.cleanup.run_once() == 0
+    assert world.path("k").read_bytes() == b"live"
     (entry,) = await world.metadata.list_cleanups(10)
     assert entry.attempts == 1 and entry.last_error == "the location is in use again"
 
@@ -305,11 +322,8 @@ def test_retry_delays_double_up_to_an_hour() -> None:
     assert [retry_delay(attempts, 60) for attempts in (1, 2, 3, 6, 7, 100)] == [60, 120, 240, 1920, 3600, 3600]
 
 
-@pytest.mark.xfail(strict=True, reason="known race, not fixed yet: the cleanup job checks the location, "
-                   "then deletes; a write committed in between loses its bytes to a DELETE the store "
-                   "carries out late (issue 13, found by the rtests branch)")
 @pytest_twisted.ensureDeferred
-async def test_a_cleanup_delete_carried_out_late_spares_a_write_committed_meanwhile(build) -> None:
+async def test_a_cleanup_delete_carried_out_late_spares_a_write_started_meanwhile(build) -> None:
     world = await build()
     await world.put("k", b"old bytes")
     world.store.down = True
@@ -329,7 +343,90 @@ async def test_a_cleanup_delete_carried_out_late_spares_a_write_committed_meanwh
     world.store.delete = late_delete  # type: ignore[method-assign]
     cleaning = world.cleanup.run_once()
     await sent
-    await world.put("k", b"written again")
+    # The cleanup claims the location until its DELETE is done: the write waits for it.
+    writing = ensureDeferred(world.put("k", b"written again"))
+    world.clock.advance(1)
+    assert not writing.called and world.path("k").read_bytes() == b"old bytes"  # not deleted yet
     carried_out.callback(None)
     await cleaning
+    while not writing.called:
+        world.clock.advance(1)
+        await deferLater(reactor, 0, lambda: None)  # the database thread answers the next try
+    await writing
     assert world.path("k").read_bytes() == b"written again"
+    assert await world.metadata.list_cleanups(10) == [] and await world.used() == len(b"written again")
+
+
+# -- claims: writes of one location one at a time ------------------------------------------------
+
+
+async def _until(world: World, done: Deferred[Any]) -> None:
+    """Advance the clock until ``done`` fires, a little at a time, letting the database
+    thread and the store answer between steps."""
+    while not done.called:
+        world.clock.advance(0.1)
+        await deferLater(reactor, 0.002, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_waits_while_another_write_claims_its_location(build) -> None:
+    world = await build()
+    other = await world.placement.reserve(3, intent_for=("bkt", "k"))  # another write, in flight
+    writing = ensureDeferred(world.put("k", b"mine"))
+    for _ in range(5):
+        world.clock.advance(1)
+        await deferLater(reactor, 0, lambda: None)
+    assert not writing.called and not world.path("k").exists()
+    await world.placement.release(other)
+    await _until(world, writing)
+    await writing
+    assert world.path("k").read_bytes() == b"mine"
+    assert await world.metadata.list_intents() == [] and await world.used() == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_whose_location_stays_claimed_gives_up_with_location_busy(build) -> None:
+    world = await build()
+    other = await world.placement.reserve(3, intent_for=("bkt", "k"))
+    writing = ensureDeferred(world.put("k", b"mine"))
+    await _until(world, writing)
+    with pytest.raises(LocationBusy):
+        await writing
+    assert [intent.reservation_id for intent in await world.metadata.list_intents()] == [other.id]
+    assert not world.path("k").exists()
+    await world.placement.release(other)
+    assert await world.used() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_leaves_bytes_a_new_write_claims_to_that_write(build) -> None:
+    world = await build()
+    await world.put("k", b"old bytes")
+    world.store.down = True
+    await world.placement.delete("bkt", "k")  # the old bytes stay queued
+    world.store.down = False
+    writer = await world.placement.reserve(13, intent_for=("bkt", "k"))
+    world.path("k").write_bytes(b"written again")  # the writer's bytes, not committed yet
+    assert await world.cleanup.run_once() == 0
+    assert world.store.deleted == [] and world.path("k").read_bytes() == b"written again"
+    await world.placement.release(writer, leftover="bkt/k")  # it failed: everything there goes
+    assert await world.cleanup.run_once() == 0  # removed at once by the release already
+    assert world.files() == [] and await world.metadata.list_cleanups(10) == []
+    assert await world.used() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reaper_takes_over_the_claim_of_a_dead_writer_to_delete_its_bytes(build) -> None:
+    world = await build()
+    await world.intent_of_a_dead_writer("k", b"partial", owner="host-b:7")
+    writing = ensureDeferred(world.put("k", b"mine"))
+    await deferLater(reactor, 0.05, lambda: None)
+    assert not writing.called  # the dead writer's claim holds until its lease ends...
+    world.clock.advance(3600)  # ...and the next poll takes it over
+    await _until(world, writing)
+    await writing
+    assert world.path("k").read_bytes() == b"mine"
+    await world.reaper.run_once()  # the dead intent: its location holds a live copy now
+    assert world.reaper.resolutions == {"adopted": 1, "deleted": 0, "queued": 0}
+    assert world.path("k").read_bytes() == b"mine"
+    assert await world.metadata.list_intents() == [] and await world.used() == 4

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
-from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
@@ -20,7 +20,7 @@ from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
-from s3orchestrator.s3.multipart import MultipartOperations
+from s3orchestrator.s3.multipart import MultipartOperations, part_claim
 from s3orchestrator.stores.directory import DirectoryStore
 from tests.unit.fakes import FakeRequestBody, auth_result
 
@@ -57,7 +57,7 @@ async def world(tmp_path: Path, opened: list[MetadataStore]) -> World:
     locks = KeyLocks()
     health = StoreHealth(["one"], unhealthy_after=3, now=clock.seconds)
     placement = Placement(metadata, {"one": store}, "pack", clock, locks, health)
-    multipart = MultipartOperations(placement, metadata, locks, clock, expire_after=86400, completed_retention=600)
+    multipart = MultipartOperations(placement, metadata, clock, expire_after=86400, completed_retention=600)
     return World(metadata, clock, multipart)
 
 
@@ -149,9 +149,53 @@ async def test_an_aborted_upload_is_not_answered_as_completed(world: World) -> N
 @pytest_twisted.ensureDeferred
 async def test_a_complete_that_waited_for_the_first_one_gets_its_answer(world: World) -> None:
     upload_id = await uploaded(world)
-    # Both find the upload; the second waits for the upload's lock, then finds it completed.
+    # Both find the upload; the second waits for the upload's claim, then finds it completed.
     first = ensureDeferred(complete(world, upload_id, BOTH))
     second = ensureDeferred(complete(world, upload_id, BOTH))
-    answers = await gatherResults([first, second])
+    both = gatherResults([first, second])
+    await _until(world, both)
+    answers = await both
     assert [answer.status for answer in answers] == [200, 200]
     assert answers[0].body == answers[1].body
+
+
+async def _until(world: World, done: Deferred[Any]) -> None:
+    """Advance the clock until ``done`` fires, a little at a time, letting the database
+    thread and the store answer between steps."""
+    while not done.called:
+        world.clock.advance(0.1)
+        await deferLater(reactor, 0.002, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_complete_waits_for_an_upload_of_a_listed_part_in_another_process(world: World) -> None:
+    upload_id = await uploaded(world)
+    # Another daemon is uploading part 2 again: it holds that part's claim.
+    assert await world.metadata.claim_locations("one", [part_claim(upload_id, 2)], "theirs", "host-b:7", 2**62)
+    completing = ensureDeferred(complete(world, upload_id, BOTH))
+    for _ in range(5):
+        world.clock.advance(1)
+        await deferLater(reactor, 0, lambda: None)
+    assert not completing.called and await world.metadata.get_object("bkt", "obj") is None
+    await world.metadata.end_claims(["theirs"])
+    await _until(world, completing)
+    assert (await completing).status == 200
+    assert await world.metadata.get_object("bkt", "obj") is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_of_a_part_number_another_process_uploads_waits_then_gets_slow_down(world: World) -> None:
+    created = await world.multipart.create_multipart_upload(call("POST", {"uploads": ""}))
+    assert isinstance(created.body, bytes)
+    upload_id = created.body.split(b"<UploadId>")[1].split(b"</UploadId>")[0].decode()
+    assert await world.metadata.claim_locations("one", [part_claim(upload_id, 1)], "theirs", "host-b:7", 2**62)
+    uploading = ensureDeferred(world.multipart.upload_part(
+        call("PUT", {"uploadId": upload_id, "partNumber": "1"}, PART_TWO)))
+    await _until(world, uploading)
+    with pytest.raises(S3Error) as raised:
+        await uploading
+    assert raised.value.code == "SlowDown"
+    assert await world.metadata.list_parts(upload_id) == []
+    await world.metadata.end_claims(["theirs"])
+    await world.multipart.upload_part(call("PUT", {"uploadId": upload_id, "partNumber": "1"}, PART_TWO))
+    assert [part.part_number for part in await world.metadata.list_parts(upload_id)] == [1]

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import pytest_twisted
 
+from s3orchestrator.metadata.claims import write_holder
 from s3orchestrator.metadata.records import IntentPlan, NewCopy, ObjectRecord
 from s3orchestrator.metadata.store import MetadataStore
 
@@ -144,6 +145,7 @@ async def test_an_n_copy_overwrite_queues_every_old_copy_but_one_replaced_in_pla
     await metadata.commit_copies(record("k", "a", 10, location="a:bkt/k"),
                                  [NewCopy(r.store, f"{r.store}:bkt/k", r.id) for r in old], missing=False)
     assert await metadata.list_intents() == []
+    await metadata.end_claims([write_holder(r.id) for r in old])  # published: settled
     # The overwrite writes over a's copy in place, puts one on c; b's copy is still going.
     a, c, b = await metadata.reserve_copies(4, lambda usage: ("a", "c", "b"), plan())
     new = record("k", "a", 4, location="a:bkt/k")

@@ -55,7 +55,7 @@ async def started(world: Any, quotas: tuple[tuple[str, int], ...] = (("one", 0),
     # The reactor paces a copy between stores (ReaderBody schedules its reads).
     placement = Placement(metadata, stores, "pack", reactor, locks, health)
     objects = ObjectOperations(placement, 5 * 1024**3)
-    return objects, CopyOperations(placement, reactor), MultipartOperations(placement, metadata, locks, clock, 86400.0)
+    return objects, CopyOperations(placement, reactor), MultipartOperations(placement, metadata, clock, 86400.0)
 
 
 def s3_call(method: str, key: str, headers: dict[str, list[str]] | None = None, body: Any = None,

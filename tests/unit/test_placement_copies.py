@@ -326,7 +326,7 @@ async def test_a_copy_short_of_its_quorum_is_unavailable_and_leaves_nothing(worl
 async def test_a_completed_multipart_upload_has_one_copy_and_waits_for_the_replicator(world) -> None:
     metadata, stores = world
     placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
-    multipart = MultipartOperations(placement, metadata, placement._locks, reactor, expire_after=86400)
+    multipart = MultipartOperations(placement, metadata, reactor, expire_after=86400)
     await placement.write("bkt", "obj", FakeRequestBody(b"an older object"), NEW)
     upload_id = await retry_world.uploaded(SimpleNamespace(multipart=multipart))
     await retry_world.complete(SimpleNamespace(multipart=multipart), upload_id, retry_world.BOTH)

@@ -25,6 +25,10 @@ class BaseEngine:
     #: Run first in every migration transaction so that processes starting together migrate
     #: one after the other (empty where BEGIN IMMEDIATE already serialises writers).
     schema_lock: str = ""
+    #: One statement, one ``?`` (the object's "bucket/key"), that serialises the write
+    #: transactions of one object until they end (empty where BEGIN IMMEDIATE already
+    #: serialises every writer). See metadata.claims.lock_key.
+    key_lock: str = ""
     #: Seconds an interaction may wait for a lock another connection holds before it
     #: fails with MetadataBusy (the S3 layer answers 503 SlowDown).
     busy_timeout: float = 2.0

@@ -18,6 +18,8 @@ _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_de
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Any constant: the advisory lock migrations take (see schema.py).
 _SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
+# The first key of the two-key advisory locks of objects (a space apart from the schema lock's).
+_KEY_LOCK_CLASS = 0x53334F4B  # "S3OK"
 
 
 def psycopg_available() -> bool:
@@ -68,7 +70,8 @@ class PostgresEngine(BaseEngine):
     level could be chosen). Transactions run at READ COMMITTED: writes lock what
     they read before writing it (``for_update``: the store rows every change of
     usage locks first, see store._lock_usage, so such writes run one at a time,
-    as under SQLite's BEGIN IMMEDIATE), and each statement sees what committed
+    as under SQLite's BEGIN IMMEDIATE; the commits of one object also take its
+    advisory lock, ``key_lock``), and each statement sees what committed
     before it. Reads are not REPEATABLE READ (one snapshot, as SQLite's) because
     store._read_usage locks the store rows in reads too, which a snapshot turns
     into serialization failures under concurrent writes. No point reader: every
@@ -79,6 +82,8 @@ class PostgresEngine(BaseEngine):
     module = "psycopg"
     for_update = " FOR UPDATE"
     schema_lock = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+    # hashtext collisions only make two keys wait for each other.
+    key_lock = f"SELECT pg_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext(?))"
     schema_tokens = MappingProxyType({
         # The default collation of a database follows its locale (en_US orders "a" < "B");
         # S3 lists keys in UTF-8 byte order, which "C" is.
