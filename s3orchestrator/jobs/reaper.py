@@ -1,4 +1,5 @@
-"""The reaper: resolves the write intents a crashed (or vanished) writer left behind."""
+"""The reaper: releases what dead instances (crashed, or stopped) left behind: their
+quota reservations and write intents."""
 
 from __future__ import annotations
 
@@ -16,22 +17,12 @@ from s3orchestrator.stores.interface import IObjectStore
 OUTCOMES = ("adopted", "deleted", "queued")
 
 
-def owner_host(owner: str) -> str:
-    """The host part of an intent owner (``host:pid``)."""
-    return owner.rpartition(":")[0]
-
-
-def is_dead(intent: Intent, owner: str, now_ms: int) -> bool:
-    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``:
-    another (earlier) process of this host, or any other process past the intent's lease.
-    This process's own intents are never: its writes end by themselves."""
-    if intent.owner == owner:
-        return False
-    return owner_host(intent.owner) == owner_host(owner) or intent.expires_ms <= now_ms
-
-
 class ReaperJob(TimedJob):
-    """At start and every ``interval`` seconds, resolve the intents of dead writers:
+    """At start and every ``interval`` seconds (``run``, one pass over the whole
+    database: the cluster needs it run by one instance at a time), release what dead
+    instances left: an instance is dead once its lease expired or when it is not
+    registered (see ``heartbeat.InstanceLease``). Their reservations without a write
+    intent (multipart parts in flight) are dropped; their write intents are resolved:
     if a live copy is at the intent's store and location, the write committed (or the
     location holds the previous object's live copy, which must stay): the intent and
     its reservation are dropped ("adopted"). Otherwise the partial bytes are deleted
@@ -39,9 +30,11 @@ class ReaperJob(TimedJob):
     a live writer is writing the same location now (deleting it could remove that
     write's bytes), the bytes go to the cleanup queue, counted as used, and the
     reservation is released ("queued"): the cleanup job waits until the location is
-    free, and a commit there cancels the entry. Multipart uploads have no intents: the multipart expiry job aborts them.
+    free, and a commit there cancels the entry. Then the expired instances are
+    forgotten. Multipart uploads have no intents: the multipart expiry job aborts them.
 
-    Counters: ``runs``, ``errors``, ``resolutions`` by outcome."""
+    Counters: ``runs``, ``errors``, ``resolutions`` by outcome, ``released``
+    (reservations without an intent dropped)."""
 
     _log = Logger()
     description = "Reaper"
@@ -50,7 +43,6 @@ class ReaperJob(TimedJob):
         self,
         metadata: IMetadataStore,
         stores: Callable[[], Mapping[str, IObjectStore]],
-        owner: str,
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
@@ -58,23 +50,30 @@ class ReaperJob(TimedJob):
         super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
-        self.owner = owner
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
+        self.released = 0
 
     async def run(self) -> int:
+        """One pass: release the reservations and resolve the write intents of the
+        instances dead now, then forget the expired instances; fire with how many
+        reservations and intents were released or resolved."""
         now_ms = int(self.clock.seconds() * 1000)
+        released = await self._metadata.release_dead_reservations(now_ms)
+        self.released += released
         resolved = 0
-        for intent in await self._metadata.list_intents():
-            if is_dead(intent, self.owner, now_ms):
-                outcome = await self._resolve(intent)
-                if outcome is not None:
-                    self.resolutions[outcome] += 1
-                    resolved += 1
+        for intent in await self._metadata.dead_intents(now_ms):
+            outcome = await self._resolve(intent)
+            if outcome is not None:
+                self.resolutions[outcome] += 1
+                resolved += 1
+        forgotten = await self._metadata.forget_dead_instances(now_ms)
         self._log.emit(
-            LogLevel.info if resolved else LogLevel.debug,
-            "Reaper: {resolved} write intents of dead writers resolved", resolved=resolved,
+            LogLevel.info if released or resolved or forgotten else LogLevel.debug,
+            "Reaper: {released} reservations and {resolved} write intents of dead instances released;"
+            " {forgotten} expired instances forgotten",
+            released=released, resolved=resolved, forgotten=forgotten,
         )
-        return resolved
+        return released + resolved
 
     async def _resolve(self, intent: Intent) -> str | None:
         adopted = await self._metadata.adopt_intent(intent.reservation_id)

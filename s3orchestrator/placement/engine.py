@@ -7,8 +7,6 @@ the S3 layer maps them to S3 errors (s3.placement_errors).
 
 from __future__ import annotations
 
-import os
-import socket
 from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence, TypeVar
@@ -21,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
-from s3orchestrator.config import DEFAULT_INTENT_LEASE, PlacementPolicy
+from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
@@ -48,11 +46,6 @@ T = TypeVar("T")
 
 #: Seconds a store has to start its copy's write before the tee gives up on it.
 TEE_START_TIMEOUT = 30.0
-
-
-def instance_id() -> str:
-    """This process's name as the owner of write intents: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @attrs.frozen
@@ -162,15 +155,10 @@ class Placement:
         clock: IReactorTime,
         locks: KeyLocks,
         health: StoreHealth,
-        owner: str | None = None,
-        intent_lease: float = DEFAULT_INTENT_LEASE,
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._metadata = metadata
-        #: The owner recorded in this process's write intents (``instance_id()``).
-        self.owner = owner if owner is not None else instance_id()
-        self.intent_lease = intent_lease
         self._background: set[Deferred[None]] = set()
         # Read at each write, so a reload (SIGHUP) applies to the next one.
         self.policy = policy
@@ -207,16 +195,14 @@ class Placement:
 
     def intent_plan(self, bucket: str, key: str) -> IntentPlan:
         """The write intents of ``bucket``/``key``'s bytes, for ``metadata.reserve_copies``:
-        one per chosen store at the store's location for the key, owned by this process
-        for ``intent_lease`` seconds. The commit of a copy (``commit_object``,
+        one per chosen store at the store's location for the key, owned by this process's
+        instance (the metadata store's, for as long as its lease lives). The commit of a copy (``commit_object``,
         ``commit_copies``, ``add_copy``, with its reservation) drops its intent;
         ``release`` drops it once a failed write's bytes are gone or queued; the reaper
         resolves those a crash left."""
         return IntentPlan(
             bucket=bucket,
             key=key,
-            owner=self.owner,
-            expires_ms=int((self._clock.seconds() + self.intent_lease) * 1000),
             locate=lambda store: self._stores[store].location_for(bucket, key),
         )
 

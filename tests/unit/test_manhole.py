@@ -379,7 +379,7 @@ def test_intents_lists_the_write_intents():
     clock = Clock()
     clock.advance(100)
     service = target(clock)
-    service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000, 86_400_000)]
+    service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000)]
     helper, shown = helpers(service)
     helper.intents()
     assert shown == ["""\

@@ -166,7 +166,7 @@ def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them()
 
 def test_reaper_and_cleanup_settings_apply_at_once() -> None:
     def edit(data: dict[str, Any]) -> None:
-        data["placement"] = {"reaper_interval": 5, "cleanup_interval": 6, "intent_lease": 7}
+        data["placement"] = {"reaper_interval": 5, "cleanup_interval": 6}
 
     plan = reload_plan(config(), config(edit))
     assert plan.applied == ("placement_jobs",)
