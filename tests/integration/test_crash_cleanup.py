@@ -16,6 +16,8 @@ from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
 FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n"
+# A killed daemon's instance is dead once its lease expires: short, so the test waits little.
+LEASE = 3
 
 
 def s3_spec(upstream: Upstream, name: str) -> StoreSpec:
@@ -44,7 +46,8 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     stores = [StoreSpec("local", 10**9), s3_spec(seaweed, "seaweed")]
     if first == "seaweed":
         stores.reverse()
-    daemon = start_daemon(stores=stores, extra_toml=FAST_JOBS)  # pack: every object goes to ``first``
+    daemon = start_daemon(stores=stores, extra_toml=FAST_JOBS, metadata_toml=f"lease = {LEASE}")
+    # pack: every object goes to ``first``
     s3 = make_client(daemon)
     kept = os.urandom(1000)
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
@@ -63,8 +66,11 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     finally:
         sock.close()
 
+    (killed,) = metadata_rows(daemon, "SELECT id FROM instances")
     daemon.start()
-    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)])
+    # The new process is another instance; the killed one's intent waits for its lease to expire.
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)], timeout=LEASE + 20)
+    assert killed not in metadata_rows(daemon, "SELECT id FROM instances")
     assert "Reaper deleted the partial bytes of app1-files/big" in daemon.log()
     assert [path.name for path in store_files(daemon, "local")] == (["kept"] if first == "local" else [])
     assert upstream_keys(seaweed) == (["app1-files/kept"] if first == "seaweed" else [])
