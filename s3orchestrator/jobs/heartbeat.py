@@ -8,7 +8,7 @@ import socket
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -25,7 +25,8 @@ class InstanceLease(TimerService):
     """Keeps this process alive as instance ``instance_id`` in the metadata for ``lease``
     seconds at a time: ``register`` (awaited at start, before serving), renewed every
     ``lease / 3`` seconds on ``clock`` while the service runs (a failed renewal is
-    logged and counted in ``failures``, never fatal: the next one tries again), and
+    counted in ``failures``, never fatal: the next one tries again; the first of a
+    run of failures is logged as a warning, the others at debug), and
     ``deregister`` at a clean stop. Once the lease has expired the instance is dead:
     the reaper releases its reservations and resolves its write intents.
     Counters: ``renewals``, ``failures``, ``lapses`` (the lease had expired)."""
@@ -51,6 +52,7 @@ class InstanceLease(TimerService):
         self.renewals = 0
         self.failures = 0
         self.lapses = 0
+        self._failing = False
 
     def _expires_ms(self) -> int:
         return int((self.clock.seconds() + self.lease) * 1000)
@@ -74,6 +76,9 @@ class InstanceLease(TimerService):
         return renewal.addCallbacks(self._renewed, self._failed)
 
     def _renewed(self, outcome: str) -> None:
+        if self._failing and outcome != "taken":
+            self._failing = False
+            self._log.info("Instance {instance_id}: heartbeat renewed the lease again", instance_id=self.instance_id)
         if outcome == "renewed":
             self.renewals += 1
         elif outcome == "lapsed":
@@ -93,10 +98,12 @@ class InstanceLease(TimerService):
 
     def _failed(self, failure: Failure) -> None:
         self.failures += 1
-        self._log.warn(
-            "Instance {instance_id}: heartbeat failed, trying again in {interval:g} s: {error}",
+        self._log.emit(
+            LogLevel.debug if self._failing else LogLevel.warn,
+            "Instance {instance_id}: heartbeat failed, trying again every {interval:g} s: {error}",
             instance_id=self.instance_id, interval=self.step, error=str(failure.value),
         )
+        self._failing = True
 
     async def deregister(self) -> None:
         """Forget this process's registration (a clean stop); a failure is logged (the
