@@ -105,3 +105,12 @@ def test_a_delete_while_the_upstream_is_down_is_finished_when_it_returns(start_d
     assert upstream_keys(seaweed) == ["app1-files/stays"]
     assert_usage_is_live_copies(daemon)
     assert metadata_rows(daemon, "SELECT used_bytes FROM stores WHERE name = 'seaweed'") == [(5,)]
+
+
+def test_an_instance_registers_at_start_and_deregisters_at_a_clean_stop(start_daemon):
+    daemon = start_daemon(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
+    assert daemon.process is not None
+    assert metadata_rows(daemon, "SELECT id, pid FROM instances") == [("node-a", daemon.process.pid)]
+    assert "Registered as instance node-a" in daemon.log()
+    daemon.stop()
+    assert metadata_rows(daemon, "SELECT COUNT(*) FROM instances") == [(0,)]

@@ -115,6 +115,18 @@ def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_
     assert (server.header_timeout, server.min_upload_rate, server.backlog) == (5.0, 0, old.server.backlog)
 
 
+def test_the_instance_id_and_the_lease_wait_for_a_restart() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["instance_id"] = "node-b"
+        data["metadata"]["lease"] = 60
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.needs_restart == ("server.instance_id", "metadata")
+    assert plan.applied == ()
+    assert (plan.config.server.instance_id, plan.config.metadata.lease) == (None, 30.0)
+
+
 def test_placement_and_bucket_replicas_apply_at_once() -> None:
     def edit(data: dict[str, Any]) -> None:
         data["placement"] = {"replicas": 2, "write_quorum": 1, "read_order": "latency"}
