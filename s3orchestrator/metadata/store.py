@@ -303,7 +303,9 @@ def _put_object(
             json.dumps(list(record.part_sizes)) if record.part_sizes else None,
         ),
     )
-    for store, location in live:
+    # In store order: two commits on the same stores then lock their counter rows in the
+    # same order (on PostgreSQL), rather than deadlock when they picked the same shard.
+    for store, location in sorted(live):
         _add_usage(txn, store, record.size, 1)
         # The new bytes replaced whatever was at their location: nothing to clean up there.
         _drop_cleanups(txn, store, location)
