@@ -1,16 +1,18 @@
 """Crash safety and the cleanup queue with the real daemon: SIGKILL mid-PUT leaves no
-orphan bytes after a restart, and a DELETE on a store that is down is finished once it
-is back (a directory store and a private SeaweedFS)."""
+orphan bytes after a restart (once the killed instance's lease expired), a DELETE on a
+store that is down is finished once it is back (a directory store and a private
+SeaweedFS), and instances register, deregister and keep their ids unique."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
 
 from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
-from tests.integration.daemon import BUCKET, StoreSpec
+from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
 from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
@@ -114,3 +116,28 @@ def test_an_instance_registers_at_start_and_deregisters_at_a_clean_stop(start_da
     assert "Registered as instance node-a" in daemon.log()
     daemon.stop()
     assert metadata_rows(daemon, "SELECT COUNT(*) FROM instances") == [(0,)]
+
+
+def test_a_second_process_with_the_same_instance_id_waits_until_the_first_stops(tmp_path):
+    options = dict(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
+    first_port, second_port = free_port(), free_port()
+    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port)
+    first.start()
+    (tmp_path / "second").mkdir()
+    # The same metadata database (and store), another port and log.
+    config = write_config(tmp_path, second_port, [StoreSpec("local", 0)], **options)
+    second = Daemon(tmp_path / "second", config, second_port)
+    starting = threading.Thread(target=second.start, kwargs={"timeout": 30})
+    starting.start()
+    try:
+        assert wait_for(lambda: "for instance id node-a to be free" in second.log())
+        assert "s3orchestrator listening on" not in second.log()
+        first.stop()  # deregisters: the id is free at the second's next try
+        starting.join()
+        assert "s3orchestrator listening on" in second.log()
+        assert second.process is not None
+        assert metadata_rows(first, "SELECT id, pid FROM instances") == [("node-a", second.process.pid)]
+    finally:
+        first.stop()
+        starting.join()
+        second.stop()
