@@ -39,7 +39,7 @@ DEFAULT_MULTIPART_EXPIRY_CHECK_INTERVAL = 3600.0
 DEFAULT_MULTIPART_COMPLETED_RETENTION = 600.0
 DEFAULT_REAPER_INTERVAL = 60.0
 DEFAULT_CLEANUP_INTERVAL = 60.0
-DEFAULT_INTENT_LEASE = 86400.0
+DEFAULT_METADATA_LEASE = 30.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
@@ -74,6 +74,9 @@ class ServerConfig:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a request line and headers
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body must average; 0: any
     workers: int = 1  # processes serving S3 requests; above 1, twistd supervises them
+    # This process's name in logs, metrics and the reservations it owns (None: host:pid);
+    # unique among the processes sharing a metadata database.
+    instance_id: str | None = None
 
 
 @attrs.frozen
@@ -87,6 +90,9 @@ class MetadataConfig:
     pool_size: int = DEFAULT_METADATA_POOL_SIZE  # PostgreSQL connections of this process
     # Seconds of nothing but busy failures after which the database counts as unavailable (degraded mode).
     unavailable_after: float = DEFAULT_METADATA_UNAVAILABLE_AFTER
+    # Seconds an instance stays alive without a heartbeat (renewed every lease / 3); after
+    # that its reservations and write intents are a dead instance's, released by the reaper.
+    lease: float = DEFAULT_METADATA_LEASE
 
 
 @attrs.frozen
@@ -158,12 +164,11 @@ class PlacementPolicy:
 @attrs.frozen
 class PlacementJobsConfig:
     """The crash-safety and deletion jobs of [placement] (seconds): how often the reaper
-    resolves dead writers' intents and the cleanup job empties the cleanup queue, and
-    how long an intent stays its writer's before it is presumed dead."""
+    resolves dead instances' intents and reservations and the cleanup job empties the
+    cleanup queue."""
 
     reaper_interval: float = DEFAULT_REAPER_INTERVAL
     cleanup_interval: float = DEFAULT_CLEANUP_INTERVAL
-    intent_lease: float = DEFAULT_INTENT_LEASE
 
 
 @attrs.frozen
@@ -361,7 +366,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
 
 def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> PlacementPolicy:
     _check_keys(table, "placement", (
-        "replicas", "write_quorum", "read_order", "reaper_interval", "cleanup_interval", "intent_lease",
+        "replicas", "write_quorum", "read_order", "reaper_interval", "cleanup_interval",
         "replication_interval", "replication_bytes_per_second", "replication_concurrency",
     ))
     replicas = _integer(table, "placement", "replicas", minimum=1, default=1)
@@ -382,7 +387,6 @@ def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
     return PlacementJobsConfig(
         reaper_interval=_seconds(table, "placement", "reaper_interval", default=DEFAULT_REAPER_INTERVAL),
         cleanup_interval=_seconds(table, "placement", "cleanup_interval", default=DEFAULT_CLEANUP_INTERVAL),
-        intent_lease=_seconds(table, "placement", "intent_lease", default=DEFAULT_INTENT_LEASE),
     )
 
 
@@ -390,6 +394,7 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
     _check_keys(table, "server", (
         "listen", "max_object_size", "timeout", "shutdown_timeout", "backlog", "header_timeout", "min_upload_rate",
         "workers",
+        "instance_id",
     ))
     return ServerConfig(
         listen=_string(table, "server", "listen", env),
@@ -402,11 +407,22 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
         header_timeout=_seconds(table, "server", "header_timeout", default=DEFAULT_HEADER_TIMEOUT),
         min_upload_rate=_integer(table, "server", "min_upload_rate", minimum=0, default=DEFAULT_MIN_UPLOAD_RATE),
         workers=_integer(table, "server", "workers", minimum=1, default=1),
+        instance_id=_instance_id(table, env),
     )
 
 
+def _instance_id(table: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    value = _string(table, "server", "instance_id", env, default=None)
+    if value is not None and (len(value) > 200 or not value.isprintable() or value != value.strip()):
+        raise ConfigError(
+            f"server.instance_id: must be printable, at most 200 characters, without surrounding"
+            f" spaces (got {value!r})"
+        )
+    return value
+
+
 def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> MetadataConfig:
-    _check_keys(table, "metadata", ("sqlite", "url", "busy_timeout", "pool_size", "unavailable_after"))
+    _check_keys(table, "metadata", ("sqlite", "url", "busy_timeout", "pool_size", "unavailable_after", "lease"))
     if ("sqlite" in table) == ("url" in table):
         raise ConfigError(
             "metadata.url: give either url (PostgreSQL) or sqlite (a file path), not both"
@@ -416,10 +432,18 @@ def _parse_metadata(table: Mapping[str, Any], env: Mapping[str, str]) -> Metadat
     url = _string(table, "metadata", "url", env, default=None, secret=True)
     if url is not None and urlsplit(url).scheme not in ("postgresql", "postgres"):
         raise ConfigError("metadata.url: must be a postgresql://user:password@host:port/database URL")
+    busy_timeout = _seconds(table, "metadata", "busy_timeout", default=DEFAULT_METADATA_BUSY_TIMEOUT)
+    lease = _seconds(table, "metadata", "lease", default=DEFAULT_METADATA_LEASE)
+    if lease <= busy_timeout:
+        # A heartbeat may wait busy_timeout for the database: it must still land in time.
+        raise ConfigError(
+            f"metadata.lease: must be longer than metadata.busy_timeout ({busy_timeout:g} s) (got {lease:g})"
+        )
     return MetadataConfig(
         sqlite=_string(table, "metadata", "sqlite", env, default=None),
         url=url,
-        busy_timeout=_seconds(table, "metadata", "busy_timeout", default=DEFAULT_METADATA_BUSY_TIMEOUT),
+        lease=lease,
+        busy_timeout=busy_timeout,
         pool_size=_integer(table, "metadata", "pool_size", minimum=1, default=DEFAULT_METADATA_POOL_SIZE),
         unavailable_after=_seconds(
             table, "metadata", "unavailable_after", default=DEFAULT_METADATA_UNAVAILABLE_AFTER

@@ -7,11 +7,11 @@ next run, ``replication_interval`` restarting its timer), ``server.max_object_si
 ``server.timeout`` (new connections), ``server.shutdown_timeout``,
 ``server.header_timeout`` and ``server.min_upload_rate`` (requests whose head or body
 starts from then on), health and multipart settings (expiry, completed_retention),
-the reaper and cleanup settings of ``[placement]`` (intervals; intent_lease for writes
-that start from then on),
+the reaper and cleanup intervals of ``[placement]``,
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
-(the listening socket), ``server.workers``, the metadata settings (database, busy_timeout, pool_size,
-unavailable_after), the other operators' settings
+(the listening socket), ``server.workers``, ``server.instance_id``, the metadata
+settings (database, busy_timeout, pool_size, unavailable_after, lease), the other
+operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
 than in its quota or zone, and replicas above the number of running stores (the whole
 running placement stays until a restart brings the stores that allow them).
@@ -81,6 +81,8 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         needs_restart.append("server.backlog")
     if new.server.workers != old.server.workers:
         needs_restart.append("server.workers")
+    if new.server.instance_id != old.server.instance_id:
+        needs_restart.append("server.instance_id")
     server = ServerConfig(
         listen=old.server.listen,
         max_object_size=new.server.max_object_size,
@@ -90,6 +92,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         header_timeout=new.server.header_timeout,
         min_upload_rate=new.server.min_upload_rate,
         workers=old.server.workers,
+        instance_id=old.server.instance_id,
     )
     if server != old.server:
         applied.append("server")

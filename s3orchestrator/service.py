@@ -22,6 +22,7 @@ from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
+from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
@@ -30,7 +31,7 @@ from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
-from s3orchestrator.metadata.store import MetadataStore
+from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
@@ -38,7 +39,7 @@ from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.status import status_snapshot
-from s3orchestrator.placement.engine import Placement, instance_id
+from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.s3.api import S3Api
@@ -101,16 +102,14 @@ def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) ->
     return S3Store(config, reactor, observer=metrics.upstream_finished if metrics is not None else None)
 
 
-async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any, clear: bool = True) -> None:
-    """Migrate the metadata, sync the stores' rows and, with ``clear``, drop the
-    reservations a previous run left without a write intent (multipart parts; the
-    reaper releases the others); while another process holds the database locked,
-    wait and try again."""
+async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any) -> None:
+    """Migrate the metadata and sync the stores' rows; while another process holds the
+    database locked, wait and try again. (What earlier processes left is the reaper's
+    to release once their instance lease expired.)"""
     while True:
         try:
             await metadata.start()
             await metadata.sync_stores([(store.name, store.quota_bytes) for store in config.stores])
-            dropped = await metadata.clear_reservations() if clear else 0
         except MetadataBusy as error:
             _log.warn(
                 "Metadata database busy at start, retrying in {delay}s: {error}",
@@ -118,14 +117,25 @@ async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any
             )
             await deferLater(reactor, START_RETRY_SECONDS, lambda: None)
             continue
-        if dropped:
-            _log.info("Dropped {count} quota reservations of multipart parts left by a previous run", count=dropped)
         return
 
 
-def open_metadata(config: Config, reactor: Any, availability: MetadataAvailability | None = None) -> MetadataStore:
-    """The metadata store ``config`` names (not started)."""
-    return MetadataStore(Database(create_engine(config.metadata), reactor, availability=availability))
+def open_metadata(
+    config: Config, reactor: Any, availability: MetadataAvailability | None = None, instance_id: str = ""
+) -> MetadataStore:
+    """The metadata store ``config`` names (not started), for instance ``instance_id``."""
+    return MetadataStore(
+        Database(create_engine(config.metadata), reactor, availability=availability), instance_id=instance_id
+    )
+
+
+def worker_instance_id(config: Config, worker: WorkerRole | None) -> str:
+    """This process's instance id: ``server.instance_id`` (with ``/N`` appended in worker
+    N of ``server.workers``, so that each process has its own), else ``host:pid``."""
+    configured = config.server.instance_id
+    if configured is None:
+        return default_instance_id()
+    return configured if worker is None else f"{configured}/{worker.index}"
 
 
 class OrchestratorService(MultiService):
@@ -154,11 +164,17 @@ class OrchestratorService(MultiService):
         self.reactor = reactor
         # Whether the metadata database answers (degraded mode while it does not).
         self.metadata_availability = MetadataAvailability(reactor, config.metadata.unavailable_after)
-        self.metadata = open_metadata(config, reactor, self.metadata_availability)
+        #: This process's name in logs, metrics and the reservations it owns.
+        self.instance_id = worker_instance_id(config, worker)
+        self.metadata = open_metadata(config, reactor, self.metadata_availability, self.instance_id)
+        # Registered at start, renewed while running, deregistered at a clean stop.
+        self.lease = InstanceLease(self.metadata, self.instance_id, config.metadata.lease, reactor)
+        self.lease.setName("instance-lease")
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(
             jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
-            metadata_up=lambda: self.metadata_availability.available,
+            metadata_up=lambda: self.metadata_availability.available, instance_id=self.instance_id,
+            lease=self.lease,
         )
         self.stores: Mapping[str, IObjectStore] = {
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
@@ -171,8 +187,7 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=KeyLocks(),
             health=self.health,
-            owner=instance_id(),
-            intent_lease=config.placement_jobs.intent_lease,
+            owner=self.instance_id,
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
         )
@@ -236,10 +251,34 @@ class OrchestratorService(MultiService):
         warn_of_slow_checksums(self._log)
         ensureDeferred(self._start()).addErrback(self._start_failed)
 
+    async def _open_metadata(self) -> None:
+        """Migrate the metadata, sync the stores' rows and register this instance; while
+        a live process of another host or pid holds this instance id, wait and try
+        again (no client waits)."""
+        await prepare_metadata(self.metadata, self.config, self.reactor)
+        while True:
+            try:
+                await self.lease.register()
+            except MetadataBusy as error:
+                self._log.warn(
+                    "Metadata database busy at start, retrying in {delay}s: {error}",
+                    delay=START_RETRY_SECONDS, error=str(error),
+                )
+                await deferLater(self.reactor, START_RETRY_SECONDS, lambda: None)
+                continue
+            except InstanceIdInUse as error:
+                delay = self.lease.step
+                self._log.warn("Waiting {delay:g}s for instance id {instance_id} to be free: {error}",
+                               delay=delay, instance_id=self.instance_id, error=str(error))
+                await deferLater(self.reactor, delay, lambda: None)
+                continue
+            self._log.info("Registered as instance {instance_id} (lease {lease:g} s)",
+                           instance_id=self.instance_id, lease=self.config.metadata.lease)
+            return
+
     async def _start(self) -> None:
-        # A worker's supervisor cleared the reservations before any worker served: a
-        # worker restarted later must not drop those of the others' uploads in flight.
-        await prepare_metadata(self.metadata, self.config, self.reactor, clear=self.worker is None)
+        await self._open_metadata()
+        self.lease.setServiceParent(self)
         for store in self.stores.values():
             await store.start()
         health_checks = HealthCheckJob(
@@ -261,12 +300,12 @@ class OrchestratorService(MultiService):
         def metadata_available() -> bool:
             return self.metadata_availability.available
 
-        reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor, metadata_available)
+        reaper = ReaperJob(self.metadata, lambda: self.stores, jobs.reaper_interval, self.reactor,
+                           metadata_available, owner=self.instance_id)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
-                             metadata_available, owner=self.placement.owner)
+                             metadata_available, owner=self.instance_id)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(
@@ -297,7 +336,7 @@ class OrchestratorService(MultiService):
         """Log where every listener is bound and what the daemon serves, as one event."""
         banner = startup_banner(
             self.config, await self.metadata.store_usage(), [s3_port.getHost()],
-            {name: port.getHost() for name, port in self._ops_ports.items()},
+            {name: port.getHost() for name, port in self._ops_ports.items()}, instance_id=self.instance_id,
         )
         # The text is the event's format string: braces in it (a path) must stay braces.
         text = banner_text(banner).replace("{", "{{").replace("}", "}}")
@@ -358,7 +397,7 @@ class OrchestratorService(MultiService):
     async def _stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to ``server.shutdown_timeout``),
         abort the rest and let their clean-up (quota, parts) run, then stop the jobs,
-        the other listeners, the stores and the metadata store."""
+        the other listeners, deregister the instance, stop the stores and the metadata store."""
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
@@ -376,6 +415,8 @@ class OrchestratorService(MultiService):
             await maybeDeferred(port.stopListening)
         self._ops_ports.clear()
         await maybeDeferred(super().stopService)
+        # After the jobs: what this instance still owns now is a dead instance's.
+        await self.lease.deregister()
         for store in self.stores.values():
             await store.stop()
         await self.metadata.stop()
@@ -449,7 +490,6 @@ class OrchestratorService(MultiService):
             if job.running:
                 job.stopService()
                 job.startService()
-        self.placement.intent_lease = self.config.placement_jobs.intent_lease
         expiry = self.jobs.get("multipart_expiry")
         if isinstance(expiry, MultipartExpiryJob):
             expiry.expire_after = self.config.multipart.expire_after

@@ -1,4 +1,5 @@
-"""The reaper: resolves the write intents a crashed (or vanished) writer left behind."""
+"""The reaper: releases what dead instances (crashed, or stopped) left behind: their
+quota reservations and write intents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
 from s3orchestrator.jobs.timed import TimedJob
-from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, presumed_dead, write_holder
+from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, write_holder
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import Intent
 from s3orchestrator.stores.interface import IObjectStore
@@ -17,16 +18,12 @@ from s3orchestrator.stores.interface import IObjectStore
 OUTCOMES = ("adopted", "deleted", "queued")
 
 
-def is_dead(intent: Intent, owner: str, now_ms: int) -> bool:
-    """Whether ``intent``'s writer is presumed dead, seen from the live process ``owner``
-    (see claims.presumed_dead): another process of this host that no longer runs, or
-    any other process past the intent's lease. This process's own intents are never:
-    its writes end by themselves."""
-    return presumed_dead(intent.owner, intent.expires_ms, owner, now_ms)
-
-
 class ReaperJob(TimedJob):
-    """At start and every ``interval`` seconds, resolve the intents of dead writers:
+    """At start and every ``interval`` seconds (``run``, one pass over the whole
+    database: the cluster needs it run by one instance at a time), release what dead
+    instances left: an instance is dead once its lease expired or when it is not
+    registered (see ``heartbeat.InstanceLease``). Their reservations without a write
+    intent (multipart parts in flight) are dropped; their write intents are resolved:
     if a live copy is at the intent's store and location, the write committed (or the
     location holds the previous object's live copy, which must stay): the intent and
     its reservation are dropped ("adopted"). Otherwise the reaper takes over the dead
@@ -35,11 +32,12 @@ class ReaperJob(TimedJob):
     fails, or a live writer claims the same location now (deleting it could remove
     that write's bytes), the bytes go to the cleanup queue, counted as used, and the
     reservation is released ("queued"): the cleanup job waits until the location is
-    free, and a commit there cancels the entry. Then the claims other dead processes
-    left (deletions, settled writes) are dropped. Multipart uploads have no intents:
-    the multipart expiry job aborts them.
+    free, and a commit there cancels the entry. Then the claims dead instances left
+    (deletions, settled writes) are dropped and the expired instances forgotten.
+    Multipart uploads have no intents: the multipart expiry job aborts them.
 
-    Counters: ``runs``, ``errors``, ``resolutions`` by outcome."""
+    Counters: ``runs``, ``errors``, ``resolutions`` by outcome, ``released``
+    (reservations without an intent dropped)."""
 
     _log = Logger()
     description = "Reaper"
@@ -48,35 +46,44 @@ class ReaperJob(TimedJob):
         self,
         metadata: IMetadataStore,
         stores: Callable[[], Mapping[str, IObjectStore]],
-        owner: str,
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        owner: str = "",
         lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
         super().__init__(interval, clock, metadata_available)
         self._metadata = metadata
         self._stores = stores
+        #: The instance (this process) owning the claims the reaper takes.
         self.owner = owner
         #: Seconds the reaper's claim of a location it deletes from lasts, should it die.
         self.lease = lease
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
+        self.released = 0
 
     async def run(self) -> int:
+        """One pass: release the reservations and resolve the write intents of the
+        instances dead now, then forget the expired instances; fire with how many
+        reservations and intents were released or resolved."""
         now_ms = int(self.clock.seconds() * 1000)
+        released = await self._metadata.release_dead_reservations(now_ms)
+        self.released += released
         resolved = 0
-        for intent in await self._metadata.list_intents():
-            if is_dead(intent, self.owner, now_ms):
-                outcome = await self._resolve(intent)
-                if outcome is not None:
-                    self.resolutions[outcome] += 1
-                    resolved += 1
+        for intent in await self._metadata.dead_intents(now_ms):
+            outcome = await self._resolve(intent)
+            if outcome is not None:
+                self.resolutions[outcome] += 1
+                resolved += 1
         await self._metadata.drop_dead_claims(self.owner, now_ms)
+        forgotten = await self._metadata.forget_dead_instances(now_ms)
         self._log.emit(
-            LogLevel.info if resolved else LogLevel.debug,
-            "Reaper: {resolved} write intents of dead writers resolved", resolved=resolved,
+            LogLevel.info if released or resolved or forgotten else LogLevel.debug,
+            "Reaper: {released} reservations and {resolved} write intents of dead instances released;"
+            " {forgotten} expired instances forgotten",
+            released=released, resolved=resolved, forgotten=forgotten,
         )
-        return resolved
+        return released + resolved
 
     async def _resolve(self, intent: Intent) -> str | None:
         adopted = await self._metadata.adopt_intent(intent.reservation_id)

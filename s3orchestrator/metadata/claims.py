@@ -11,15 +11,16 @@ for a write, keyed by its reservation); taking a claim one already holds succeed
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
 
 from s3orchestrator.metadata.database import Transaction
 
-#: Seconds a claim taken to delete bytes lasts should its holder die or fail to end it
-#: (a deletion is one store call, retried later); writes claim for their intent's lease.
+#: Seconds a claim taken to delete bytes lasts should its holder fail to end it
+#: (a deletion is one store call, retried later)...
 DELETE_CLAIM_LEASE = 300.0
+#: ...and a write's claim: writes end by themselves (commit or undo) while their instance
+#: lives; a dead instance's claims are taken over as soon as its lease expired.
+WRITE_CLAIM_LEASE = 24 * 3600.0
 
 
 class LocationClaimed(Exception):
@@ -31,38 +32,19 @@ class LocationClaimed(Exception):
         self.location = location
 
 
-def owner_host(owner: str) -> str:
-    """The host part of an owner (``host:pid``)."""
-    return owner.rpartition(":")[0]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def presumed_dead(owner: str, expires_ms: int, me: str, now_ms: int) -> bool:
-    """Whether what ``owner`` holds until ``expires_ms`` (an intent, a claim) is held by
-    a dead process, seen from the live process ``me``: any process past ``expires_ms``,
-    or another process of this host that no longer runs (a previous run; daemons
-    sharing a host spare each other); never ``me`` itself. Where ``me`` names another
-    host than the one it runs on (tests), every other process of that host is dead."""
+def owner_dead(txn: Transaction, owner: str, created_ms: int, expires_ms: int, me: str, now_ms: int) -> bool:
+    """Whether what ``owner`` took at ``created_ms`` to hold until ``expires_ms`` (a claim)
+    is held by a dead instance, seen from the live instance ``me``: past ``expires_ms``,
+    or no instance of that id whose lease runs past ``now_ms`` and that started before
+    the claim was taken (an earlier process with the same id took it). Never ``me``'s."""
     if owner == me:
         return False
     if expires_ms <= now_ms:
         return True
-    host, _, pid = owner.rpartition(":")
-    if host != owner_host(me):
-        return False
-    if host == socket.gethostname() and pid.isdigit():
-        return not process_alive(int(pid))
-    return True
+    row = txn.query_one(
+        "SELECT 1 FROM instances WHERE id = ? AND expires_ms > ? AND started_ms <= ?", (owner, now_ms, created_ms)
+    )
+    return row is None
 
 
 def write_holder(reservation_id: int) -> str:
@@ -88,7 +70,8 @@ def take_claim(
     presumed dead owner (taken over); False, changing nothing, if another live
     holder has it."""
     row = txn.query_one(
-        "SELECT holder, owner, expires_ms FROM claims WHERE store = ? AND location = ?" + txn.engine.for_update,
+        "SELECT holder, owner, created_ms, expires_ms FROM claims WHERE store = ? AND location = ?"
+        + txn.engine.for_update,
         (store, location),
     )
     if row is None:
@@ -100,8 +83,10 @@ def take_claim(
             (store, location, holder, owner, now_ms, expires_ms),
         )
         return txn.rowcount == 1
-    current, current_owner, current_expires = row
-    if current != holder and not presumed_dead(current_owner, int(current_expires), owner, now_ms):
+    current, current_owner, current_created, current_expires = row
+    if current != holder and not owner_dead(
+        txn, current_owner, int(current_created), int(current_expires), owner, now_ms
+    ):
         return False
     txn.execute(
         "UPDATE claims SET holder = ?, owner = ?, created_ms = ?, expires_ms = ? WHERE store = ? AND location = ?",

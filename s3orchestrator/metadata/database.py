@@ -34,12 +34,16 @@ RETRY_DELAY = 0.01
 
 
 class Transaction:
-    """The cursor an interaction works with: ``?`` placeholders on every engine."""
+    """The cursor an interaction works with: ``?`` placeholders on every engine.
 
-    def __init__(self, engine: BaseEngine, cursor: Any, desc: str) -> None:
+    ``token`` is a random number drawn per interaction, to spread what concurrent
+    interactions write over several rows (the usage counter shards)."""
+
+    def __init__(self, engine: BaseEngine, cursor: Any, desc: str, token: int | None = None) -> None:
         self.engine = engine
         self.desc = desc
         self._cursor = cursor
+        self.token = token if token is not None else random.getrandbits(30)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         """Run one statement."""

@@ -11,6 +11,7 @@ from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
     CopyRecord,
+    Instance,
     Intent,
     IntentPlan,
     NewCopy,
@@ -81,10 +82,27 @@ class IMetadataStore(Interface):
     def sync_stores(quotas: Sequence[tuple[str, int]]) -> Deferred[None]:
         """Make sure a usage row exists for every configured (store name, quota_bytes)."""
 
-    def clear_reservations() -> Deferred[int]:
-        """Drop every reservation that has no write intent (multipart parts: call at
-        startup, before serving); fire with how many. Those with an intent are the
-        reaper's to release."""
+    def register_instance(instance: Instance) -> Deferred[None]:
+        """Record this process as a live instance until ``instance.expires_ms``
+        (InstanceIdInUse if a live process of another host or pid holds the id)."""
+
+    def renew_instance(instance: Instance, expires_ms: int) -> Deferred[str]:
+        """Extend the instance's lease: "renewed", "lapsed" (it had expired) or "taken"."""
+
+    def deregister_instance(instance: Instance) -> Deferred[None]:
+        """Forget the instance (a clean stop)."""
+
+    def list_instances() -> Deferred[list[Instance]]:
+        """Every registered instance."""
+
+    def release_dead_reservations(now_ms: int) -> Deferred[int]:
+        """Drop the reservations without a write intent of instances dead at ``now_ms``."""
+
+    def dead_intents(now_ms: int) -> Deferred[list[Intent]]:
+        """The write intents of instances dead at ``now_ms``, oldest first."""
+
+    def forget_dead_instances(now_ms: int) -> Deferred[int]:
+        """Forget the instances whose lease expired by ``now_ms``."""
 
     def store_usage() -> Deferred[list[StoreUsage]]:
         """Usage of every configured store, in the order given to sync_stores."""

@@ -60,20 +60,20 @@ class Reservation:
 @attrs.frozen
 class IntentPlan:
     """The write intents to record with a reservation: one per chosen store, for
-    ``bucket``/``key`` at ``locate(store)``, owned by ``owner`` until ``expires_ms``.
+    ``bucket``/``key`` at ``locate(store)``, owned (as the reservation) by the instance
+    that records them.
 
     ``locate`` runs in the database thread inside the transaction: quick and pure."""
 
     bucket: str
     key: str
-    owner: str
-    expires_ms: int
     locate: Callable[[str], str] = attrs.field(eq=False)
 
 
 @attrs.frozen
 class Intent:
-    """A write about to create (or creating) one copy's bytes, not yet committed."""
+    """A write about to create (or creating) one copy's bytes, not yet committed;
+    ``owner`` is the instance id of the process writing them."""
 
     reservation_id: int
     bucket: str
@@ -83,6 +83,18 @@ class Intent:
     size: int
     owner: str
     created_ms: int
+
+
+@attrs.frozen
+class Instance:
+    """One running process as the metadata knows it: registered under ``id`` (its
+    instance id) at ``started_ms``, alive until ``expires_ms`` unless its heartbeat
+    renews the lease."""
+
+    id: str
+    host: str
+    pid: int
+    started_ms: int
     expires_ms: int
 
 

@@ -11,10 +11,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.metadata.claims import (
+    WRITE_CLAIM_LEASE,
     LocationClaimed,
     end_claim,
     lock_key,
-    presumed_dead,
     take_claim,
     write_holder,
 )
@@ -32,6 +32,7 @@ from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
     CopyRecord,
+    Instance,
     Intent,
     IntentPlan,
     NewCopy,
@@ -51,6 +52,15 @@ class ReservationNotFound(Exception):
 
 class UploadNotFound(Exception):
     """The multipart upload named no longer exists (completed, aborted or expired)."""
+
+
+class InstanceIdInUse(Exception):
+    """Another live process (its lease not expired) is registered under this instance id."""
+
+
+#: Counter rows per store in ``store_usage``: each transaction adds to one, chosen at
+#: random, so that concurrent commits seldom wait for one another's row lock.
+USAGE_SHARDS = 16
 
 
 _UPLOAD_COLUMNS = (
@@ -115,8 +125,13 @@ def _part_from_row(row: Sequence[Any]) -> PartRecord:
     )
 
 
-def _select_upload(txn: Transaction, upload_id: str) -> UploadRecord | None:
-    row = txn.query_one(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,))
+def _select_upload(txn: Transaction, upload_id: str, lock: bool = False) -> UploadRecord | None:
+    """The upload, or None; ``lock``: the row stays locked until the transaction ends, so
+    that changes of one upload's parts, its completion and its abort run one at a time."""
+    row = txn.query_one(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?" + (txn.engine.for_update if lock else ""),
+        (upload_id,),
+    )
     return None if row is None else _upload_from_row(row)
 
 
@@ -144,6 +159,9 @@ def _take_reservation(txn: Transaction, reservation_id: int, store: str) -> None
     if row[0] != store:
         raise ValueError(f"reservation {reservation_id} is for store {row[0]!r}, not {store!r}")
     txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+    # Under READ COMMITTED the row may have gone since the SELECT (the reaper released it).
+    if txn.rowcount != 1:
+        raise ReservationNotFound(f"reservation {reservation_id} no longer exists")
 
 
 def _json(mapping: Mapping[str, str]) -> str:
@@ -210,27 +228,45 @@ def _select_range(
     return [_record_from_row(row) for row in txn.query(sql, args)]
 
 
+_READ_USAGE = (
+    "SELECT s.name, s.quota_bytes, COALESCE(u.used, 0), COALESCE(u.objects, 0), COALESCE(r.size, 0),"
+    " COALESCE(p.size, 0) FROM stores s"
+    " LEFT JOIN (SELECT store, SUM(used_bytes) AS used, SUM(object_count) AS objects FROM store_usage"
+    " GROUP BY store) u ON u.store = s.name"
+    " LEFT JOIN (SELECT store, SUM(size) AS size FROM reservations GROUP BY store) r ON r.store = s.name"
+    " LEFT JOIN (SELECT store, SUM(size) AS size FROM parts GROUP BY store) p ON p.store = s.name"
+    " WHERE s.config_order IS NOT NULL ORDER BY s.config_order"
+)
+
+
 def _read_usage(txn: Transaction) -> list[StoreUsage]:
-    # Two statements rather than a join with GROUP BY: PostgreSQL refuses FOR UPDATE
-    # on aggregates, and write transactions must lock the store rows they read.
-    stores = txn.query(
-        "SELECT name, quota_bytes, used_bytes, object_count FROM stores"
-        " WHERE config_order IS NOT NULL ORDER BY config_order" + txn.engine.for_update
-    )
-    reserved: dict[str, int] = {}
-    for table in ("reservations", "parts"):
-        for name, size in txn.query(f"SELECT store, SUM(size) FROM {table} GROUP BY store"):
-            reserved[name] = reserved.get(name, 0) + int(size or 0)
+    # One statement, so one snapshot even under READ COMMITTED: a commit that turns a
+    # reservation into used bytes between two statements would otherwise be counted
+    # in neither (or both).
     return [
         StoreUsage(
             name=name,
             quota_bytes=int(quota),
             used_bytes=int(used),
-            reserved_bytes=reserved.get(name, 0),
+            reserved_bytes=int(reserved) + int(parts),
             object_count=int(count),
         )
-        for name, quota, used, count in stores
+        for name, quota, used, count, reserved, parts in txn.query(_READ_USAGE)
     ]
+
+
+def _lock_stores(txn: Transaction, names: Sequence[str]) -> None:
+    """Lock the rows of the stores ``names`` until the transaction ends (no-op where a
+    write transaction already holds the database's write lock): only transactions that
+    reserve on a store take it, so two reserves cannot both see the same room there.
+    Everything else that changes usage never adds to used + reserved (a commit turns
+    reserved bytes into used ones) and takes no store lock."""
+    if txn.engine.row_lock and names:
+        placeholders = ", ".join("?" for _ in names)
+        txn.execute(
+            f"SELECT name FROM stores WHERE name IN ({placeholders}) ORDER BY name" + txn.engine.row_lock,
+            sorted(names),
+        )
 
 
 def _put_object(
@@ -266,7 +302,9 @@ def _put_object(
             json.dumps(list(record.part_sizes)) if record.part_sizes else None,
         ),
     )
-    for store, location in live:
+    # In store order: two commits on the same stores then lock their counter rows in the
+    # same order (on PostgreSQL), rather than deadlock when they picked the same shard.
+    for store, location in sorted(live):
         _add_usage(txn, store, record.size, 1)
         # The new bytes replaced whatever was at their location: nothing to clean up there.
         _drop_cleanups(txn, store, location)
@@ -329,21 +367,27 @@ def _queue_cleanup(txn: Transaction, store: str, location: str, size: int, now_m
 def _drop_cleanups(txn: Transaction, store: str, location: str) -> int:
     """Forget the cleanups queued at ``location`` (its bytes are gone), releasing their usage."""
     rows = txn.query("SELECT id, size FROM cleanup WHERE store = ? AND location = ?", (store, location))
+    dropped = 0
     for entry_id, size in rows:
         txn.execute("DELETE FROM cleanup WHERE id = ?", (entry_id,))
-        _add_usage(txn, store, -int(size), 0)
-    return len(rows)
+        # Another transaction (the cleanup job, a commit at the location) may have dropped
+        # it since the SELECT under READ COMMITTED: only one of them releases its usage.
+        if txn.rowcount == 1:
+            _add_usage(txn, store, -int(size), 0)
+            dropped += 1
+    return dropped
 
 
 def _drop_intent(txn: Transaction, reservation_id: int) -> None:
     txn.execute("DELETE FROM intents WHERE reservation_id = ?", (reservation_id,))
 
 
-def _claim_for_write(txn: Transaction, store: str, location: str, reservation_id: int, intent: IntentPlan,
+def _claim_for_write(txn: Transaction, store: str, location: str, reservation_id: int, owner: str,
                      now_ms: int) -> None:
-    """Claim a write's location for its reservation, as its intent's owner and for its
-    lease; LocationClaimed (the transaction then changes nothing) if another has it."""
-    if not take_claim(txn, store, location, write_holder(reservation_id), intent.owner, now_ms, intent.expires_ms):
+    """Claim a write's location for its reservation, as instance ``owner``;
+    LocationClaimed (the transaction then changes nothing) if another has it."""
+    expires_ms = now_ms + int(WRITE_CLAIM_LEASE * 1000)
+    if not take_claim(txn, store, location, write_holder(reservation_id), owner, now_ms, expires_ms):
         raise LocationClaimed(store, location)
 
 
@@ -351,15 +395,25 @@ def _cleanup_queued_at(txn: Transaction, store: str, location: str) -> bool:
     return txn.query_one("SELECT 1 FROM cleanup WHERE store = ? AND location = ?", (store, location)) is not None
 
 
-_INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms, expires_ms"
+_INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms"
 _CLEANUP_COLUMNS = "id, store, location, size, created_ms, attempts, next_try_ms, last_error"
 
 
 def _intent_from_row(row: Sequence[Any]) -> Intent:
-    reservation_id, bucket, key, store, location, size, owner, created_ms, expires_ms = row
+    reservation_id, bucket, key, store, location, size, owner, created_ms = row
     return Intent(
         reservation_id=int(reservation_id), bucket=bucket, key=key, store=store, location=location,
-        size=int(size), owner=owner, created_ms=int(created_ms), expires_ms=int(expires_ms),
+        size=int(size), owner=owner, created_ms=int(created_ms),
+    )
+
+
+def _owner_dead(table: str) -> str:
+    """SQL condition: the ``owner`` of a row of ``table`` (with ``created_ms``) is dead at
+    the ``?`` time: no instance of that id whose lease runs past it and that started
+    before the row was made (an earlier process with the same id made it)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = {table}.owner AND i.expires_ms > ?"
+        f" AND i.started_ms <= {table}.created_ms)"
     )
 
 
@@ -378,21 +432,24 @@ def _live_copy_at(txn: Transaction, store: str, location: str) -> bool:
     return row is not None
 
 
-def _lock_usage(txn: Transaction) -> None:
-    # Serialises every change of usage on engines with row locks (no-op on SQLite,
-    # whose BEGIN IMMEDIATE already did): two commits replacing the same key must
-    # not both subtract the old object's bytes.
-    if txn.engine.for_update:
-        txn.execute("SELECT name FROM stores" + txn.engine.for_update)
-
-
 def _add_usage(txn: Transaction, store: str, size: int, count: int) -> None:
+    """Add to a store's used bytes and object count, in the transaction's counter row."""
+    shard = txn.token % USAGE_SHARDS
     txn.execute(
-        "UPDATE stores SET used_bytes = used_bytes + ?, object_count = object_count + ? WHERE name = ?",
-        (size, count, store),
+        "UPDATE store_usage SET used_bytes = used_bytes + ?, object_count = object_count + ?"
+        " WHERE store = ? AND shard = ?",
+        (size, count, store, shard),
     )
-    if txn.rowcount != 1:
+    if txn.rowcount == 1:
+        return
+    if txn.query_one("SELECT 1 FROM stores WHERE name = ?", (store,)) is None:
         raise ValueError(f"unknown store {store!r}")
+    txn.execute(
+        "INSERT INTO store_usage (store, shard, used_bytes, object_count) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (store, shard) DO UPDATE SET used_bytes = store_usage.used_bytes + excluded.used_bytes,"
+        " object_count = store_usage.object_count + excluded.object_count",
+        (store, shard, size, count),
+    )
 
 
 @implementer(IMetadataStore)
@@ -400,11 +457,14 @@ class MetadataStore:
     """The metadata of objects and stores in SQL, through ``Database``.
 
     ``clock`` stamps reservations and migrations (defaults to the database's reactor).
+    ``instance_id`` owns the reservations and write intents this store makes (see
+    ``register_instance``).
     """
 
-    def __init__(self, database: Database, clock: IReactorTime | None = None) -> None:
+    def __init__(self, database: Database, clock: IReactorTime | None = None, instance_id: str = "") -> None:
         self.database = database
         self._clock: IReactorTime = clock if clock is not None else database.reactor
+        self.instance_id = instance_id
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -445,26 +505,126 @@ class MetadataStore:
                 )
                 if txn.rowcount == 0:
                     txn.execute(
-                        "INSERT INTO stores (name, quota_bytes, used_bytes, object_count, config_order)"
-                        " VALUES (?, ?, 0, 0, ?)",
+                        "INSERT INTO stores (name, quota_bytes, config_order) VALUES (?, ?, ?)",
                         (name, quota, order),
                     )
 
         return self.database.runInteraction("sync_stores", sync, write=True)
 
-    def clear_reservations(self) -> Deferred[int]:
-        """Drop every reservation without a write intent (multipart parts in flight; call
-        at startup, before serving); fire with how many. Those with an intent stay for
-        the reaper, which releases them with their partial bytes.
+    # -- instances and their leases ---------------------------------------------------------------
 
-        Assumes no other live process shares the database: their part reservations go too.
-        """
+    def register_instance(self, instance: Instance) -> Deferred[None]:
+        """Record ``instance`` (this process) as alive until its ``expires_ms``. What an
+        earlier process registered under the same id left behind becomes a dead
+        instance's. Errbacks with InstanceIdInUse, changing nothing, if a live instance
+        of another process (another host or pid) holds the id."""
+        now_ms = self._now_ms()
 
-        def clear(txn: Transaction) -> int:
-            txn.execute("DELETE FROM reservations WHERE id NOT IN (SELECT reservation_id FROM intents)")
+        def register(txn: Transaction) -> None:
+            row = txn.query_one(
+                "SELECT host, pid, expires_ms FROM instances WHERE id = ?" + txn.engine.for_update, (instance.id,)
+            )
+            if row is not None and int(row[2]) > now_ms and (row[0], int(row[1])) != (instance.host, instance.pid):
+                raise InstanceIdInUse(
+                    f"instance id {instance.id!r} is held by process {row[1]} on host {row[0]!r},"
+                    f" whose lease runs {(int(row[2]) - now_ms) / 1000:g} s more"
+                )
+            txn.execute("DELETE FROM instances WHERE id = ?", (instance.id,))
+            txn.execute(
+                "INSERT INTO instances (id, host, pid, started_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                (instance.id, instance.host, instance.pid, instance.started_ms, instance.expires_ms),
+            )
+
+        return self.database.runInteraction("register_instance", register, write=True)
+
+    def renew_instance(self, instance: Instance, expires_ms: int) -> Deferred[str]:
+        """Extend ``instance``'s lease to ``expires_ms``; fire with "renewed", or "lapsed"
+        if its lease had expired (or its row was forgotten: it is renewed anyway, but the
+        reaper may have released its reservations meanwhile), or "taken" (nothing
+        changed) if a newer process registered under its id."""
+        now_ms = self._now_ms()
+
+        def renew(txn: Transaction) -> str:
+            txn.execute(
+                "UPDATE instances SET expires_ms = ? WHERE id = ? AND started_ms = ? AND expires_ms > ?",
+                (expires_ms, instance.id, instance.started_ms, now_ms),
+            )
+            if txn.rowcount == 1:
+                return "renewed"
+            row = txn.query_one("SELECT started_ms FROM instances WHERE id = ?", (instance.id,))
+            if row is None:
+                txn.execute(
+                    "INSERT INTO instances (id, host, pid, started_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                    (instance.id, instance.host, instance.pid, instance.started_ms, expires_ms),
+                )
+                return "lapsed"
+            if int(row[0]) != instance.started_ms:
+                return "taken"
+            txn.execute(
+                "UPDATE instances SET expires_ms = ? WHERE id = ? AND started_ms = ?",
+                (expires_ms, instance.id, instance.started_ms),
+            )
+            return "lapsed"
+
+        return self.database.runInteraction("renew_instance", renew, write=True, durable=False)
+
+    def deregister_instance(self, instance: Instance) -> Deferred[None]:
+        """Forget ``instance`` (a clean stop): whatever it still owns is a dead instance's."""
+
+        def deregister(txn: Transaction) -> None:
+            txn.execute(
+                "DELETE FROM instances WHERE id = ? AND started_ms = ?", (instance.id, instance.started_ms)
+            )
+
+        return self.database.runInteraction("deregister_instance", deregister, write=True)
+
+    def list_instances(self) -> Deferred[list[Instance]]:
+        """Every registered instance (live or with its lease expired), by id."""
+
+        def select(txn: Transaction) -> list[Instance]:
+            rows = txn.query("SELECT id, host, pid, started_ms, expires_ms FROM instances ORDER BY id")
+            return [Instance(id=i, host=h, pid=int(p), started_ms=int(s), expires_ms=int(e))
+                    for i, h, p, s, e in rows]
+
+        return self.database.runInteraction("list_instances", select)
+
+    def release_dead_reservations(self, now_ms: int) -> Deferred[int]:
+        """Drop the reservations (without a write intent: multipart parts) of the instances
+        dead at ``now_ms``; fire with how many. Those with an intent are the reaper's to
+        release with their partial bytes (``dead_intents``)."""
+
+        def release(txn: Transaction) -> int:
+            txn.execute(
+                "DELETE FROM reservations WHERE id NOT IN (SELECT reservation_id FROM intents)"
+                " AND " + _owner_dead("reservations"),
+                (now_ms,),
+            )
             return txn.rowcount
 
-        return self.database.runInteraction("clear_reservations", clear, write=True)
+        return self.database.runInteraction("release_dead_reservations", release, write=True)
+
+    def dead_intents(self, now_ms: int) -> Deferred[list[Intent]]:
+        """The write intents of the instances dead at ``now_ms``, oldest first."""
+
+        def select(txn: Transaction) -> list[Intent]:
+            rows = txn.query(
+                f"SELECT {_INTENT_COLUMNS} FROM intents WHERE " + _owner_dead("intents")
+                + " ORDER BY created_ms, reservation_id",
+                (now_ms,),
+            )
+            return [_intent_from_row(row) for row in rows]
+
+        return self.database.runInteraction("dead_intents", select)
+
+    def forget_dead_instances(self, now_ms: int) -> Deferred[int]:
+        """Forget the instances whose lease expired by ``now_ms`` (what they own stays a
+        dead instance's); fire with how many."""
+
+        def forget(txn: Transaction) -> int:
+            txn.execute("DELETE FROM instances WHERE expires_ms <= ?", (now_ms,))
+            return txn.rowcount
+
+        return self.database.runInteraction("forget_dead_instances", forget, write=True)
 
     def store_usage(self) -> Deferred[list[StoreUsage]]:
         """Usage of every configured store, in configuration order."""
@@ -493,13 +653,19 @@ class MetadataStore:
         ``choose`` runs in the database thread inside the write transaction: it must
         be quick and pure (the routing functions are). It sees every configured
         store, in configuration order, with the bytes other uploads have reserved.
+        The reservations and intents are owned by ``instance_id``.
+
+        Where transactions do not hold the database's write lock (PostgreSQL), the
+        chosen stores' rows are locked, usage read again and ``choose`` asked again,
+        until it picks only locked stores: no other reserve can then take the room it
+        saw (``choose`` may so run more than once).
         """
         if size < 0:
             raise ValueError("size must be >= 0")
         now_ms = self._now_ms()
+        owner = self.instance_id
 
-        def reserve(txn: Transaction) -> tuple[Reservation, ...]:
-            usage = _read_usage(txn)
+        def choose_checked(usage: Sequence[StoreUsage]) -> tuple[str, ...]:
             chosen = tuple(choose(usage))
             configured = {store.name for store in usage}
             if len(set(chosen)) != len(chosen):
@@ -507,26 +673,39 @@ class MetadataStore:
             for name in chosen:
                 if name not in configured:
                     raise ValueError(f"chooser picked {name!r}, which is not a configured store")
+            return chosen
+
+        def reserve(txn: Transaction) -> tuple[Reservation, ...]:
+            usage = _read_usage(txn)
+            chosen = choose_checked(usage)
+            locked: set[str] = set()
+            while txn.engine.row_lock and not set(chosen) <= locked:
+                _lock_stores(txn, sorted(set(chosen) - locked))
+                locked |= set(chosen)
+                fresh = _read_usage(txn)
+                if fresh == usage:
+                    break  # nothing changed meanwhile: the choice stands
+                usage = fresh
+                chosen = choose_checked(usage)
             reservations = []
             for name in chosen:
                 row = txn.query_one(
-                    "INSERT INTO reservations (store, size, created_ms) VALUES (?, ?, ?) RETURNING id",
-                    (name, size, now_ms),
+                    "INSERT INTO reservations (store, size, created_ms, owner) VALUES (?, ?, ?, ?) RETURNING id",
+                    (name, size, now_ms, owner),
                 )
                 assert row is not None
                 reservations.append(Reservation(id=int(row[0]), store=name, size=size))
                 if intent is not None:
                     location = intent.locate(name)
                     txn.execute(
-                        f"INSERT INTO intents ({_INTENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (int(row[0]), intent.bucket, intent.key, name, location, size,
-                         intent.owner, now_ms, intent.expires_ms),
+                        f"INSERT INTO intents ({_INTENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (int(row[0]), intent.bucket, intent.key, name, location, size, owner, now_ms),
                     )
-                    _claim_for_write(txn, name, location, int(row[0]), intent, now_ms)
+                    _claim_for_write(txn, name, location, int(row[0]), owner, now_ms)
             return tuple(reservations)
 
         # Synced when intents are recorded: they must survive the crash they are for.
-        # Reservations alone live only as long as the process (clear_reservations).
+        # Reservations alone die with their owner (release_dead_reservations).
         return self.database.runInteraction("reserve", reserve, write=True, durable=intent is not None)
 
     def release(self, reservation_id: int, leftover: str | None = None) -> Deferred[None]:
@@ -537,13 +716,12 @@ class MetadataStore:
         now_ms = self._now_ms()
 
         def release(txn: Transaction) -> None:
-            if leftover is not None:
-                _lock_usage(txn)
-                row = txn.query_one("SELECT store, size FROM reservations WHERE id = ?", (reservation_id,))
-                if row is not None:
-                    _add_usage(txn, row[0], int(row[1]), 0)
-                    _queue_cleanup(txn, row[0], leftover, int(row[1]), now_ms)
-            txn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            # DELETE ... RETURNING: of two releases racing, only the one that removed the
+            # row counts its bytes.
+            row = txn.query_one("DELETE FROM reservations WHERE id = ? RETURNING store, size", (reservation_id,))
+            if leftover is not None and row is not None:
+                _add_usage(txn, row[0], int(row[1]), 0)
+                _queue_cleanup(txn, row[0], leftover, int(row[1]), now_ms)
             _drop_intent(txn, reservation_id)
             end_claim(txn, write_holder(reservation_id))
 
@@ -558,7 +736,7 @@ class MetadataStore:
         """
 
         def commit(txn: Transaction) -> ObjectRecord | None:
-            _lock_usage(txn)
+            lock_key(txn, record.bucket, record.key)
             _take_reservation(txn, reservation_id, record.store)
             _drop_intent(txn, reservation_id)
             return _put_object(txn, record)
@@ -577,7 +755,7 @@ class MetadataStore:
         ReservationNotFound, changing nothing, if a reservation is gone."""
 
         def commit(txn: Transaction) -> ObjectRecord | None:
-            _lock_usage(txn)
+            lock_key(txn, record.bucket, record.key)
             for copy in copies:
                 _take_reservation(txn, copy.reservation_id, copy.store)
                 _drop_intent(txn, copy.reservation_id)
@@ -593,7 +771,6 @@ class MetadataStore:
         same ETag and modification time) or already has a copy on that store."""
 
         def add(txn: Transaction) -> bool:
-            _lock_usage(txn)
             lock_key(txn, record.bucket, record.key)
             current = _select_object(txn, record.bucket, record.key)
             on_store = txn.query_one(
@@ -704,7 +881,6 @@ class MetadataStore:
         now_ms = self._now_ms()
 
         def let_go(txn: Transaction) -> bool:
-            _lock_usage(txn)
             lock_key(txn, bucket, key)
             row = txn.query_one(
                 "SELECT size FROM copies WHERE bucket = ? AND key = ? AND store = ? AND location = ?"
@@ -745,7 +921,6 @@ class MetadataStore:
         now_ms = self._now_ms()
 
         def delete(txn: Transaction) -> ObjectRecord | None:
-            _lock_usage(txn)
             lock_key(txn, bucket, key)
             previous = _select_object(txn, bucket, key)
             if previous is None:
@@ -790,7 +965,6 @@ class MetadataStore:
         now_ms = self._now_ms()
 
         def queue(txn: Transaction) -> None:
-            _lock_usage(txn)
             _add_usage(txn, store, size, 0)
             _queue_cleanup(txn, store, location, size, now_ms)
 
@@ -843,7 +1017,6 @@ class MetadataStore:
         them, releasing their usage, and ``holder``'s claim; fire with how many."""
 
         def finish(txn: Transaction) -> int:
-            _lock_usage(txn)
             if holder is not None:
                 end_claim(txn, holder)
             return _drop_cleanups(txn, store, location)
@@ -919,20 +1092,19 @@ class MetadataStore:
         return self.database.runInteraction("end_claims", end, write=True, durable=False)
 
     def drop_dead_claims(self, owner: str, now_ms: int) -> Deferred[int]:
-        """Drop the claims whose owner is presumed dead, seen from the live ``owner``
-        (see claims.presumed_dead), but those of writes whose intent remains (the reaper
-        resolves the intent, then the claim); fire with how many."""
+        """Drop the claims of dead instances (see claims.owner_dead), seen from the live
+        instance ``owner``, but those of writes whose intent remains (the reaper resolves
+        the intent, then the claim); fire with how many."""
 
         def drop(txn: Transaction) -> int:
-            rows = txn.query(
-                "SELECT holder, owner, expires_ms FROM claims WHERE holder NOT IN"
+            txn.execute(
+                "DELETE FROM claims WHERE owner <> ? AND holder NOT IN"
                 " (SELECT 'w' || CAST(reservation_id AS TEXT) FROM intents)"
+                " AND (expires_ms <= ? OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = claims.owner"
+                " AND i.expires_ms > ? AND i.started_ms <= claims.created_ms))",
+                (owner, now_ms, now_ms),
             )
-            dead = [holder for holder, holder_owner, expires_ms in rows
-                    if presumed_dead(holder_owner, int(expires_ms), owner, now_ms)]
-            for holder in dead:
-                end_claim(txn, holder)
-            return len(dead)
+            return txn.rowcount
 
         return self.database.runInteraction("drop_dead_claims", drop, write=True, durable=False)
 
@@ -991,8 +1163,7 @@ class MetadataStore:
         """
 
         def commit(txn: Transaction) -> PartRecord | None:
-            _lock_usage(txn)
-            if _select_upload(txn, part.upload_id) is None:
+            if _select_upload(txn, part.upload_id, lock=True) is None:
                 raise UploadNotFound(part.upload_id)
             _take_reservation(txn, reservation_id, part.store)
             previous = _select_part(txn, part.upload_id, part.part_number)
@@ -1020,7 +1191,6 @@ class MetadataStore:
         """Drop one part's row (its bytes are no longer what the row says)."""
 
         def forget(txn: Transaction) -> None:
-            _lock_usage(txn)
             txn.execute("DELETE FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number))
 
         return self.database.runInteraction("forget_part", forget, write=True)
@@ -1051,8 +1221,7 @@ class MetadataStore:
         """
 
         def complete(txn: Transaction) -> ObjectRecord | None:
-            _lock_usage(txn)
-            if _select_upload(txn, upload_id) is None:
+            if _select_upload(txn, upload_id, lock=True) is None:
                 raise UploadNotFound(upload_id)
             txn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             txn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
@@ -1061,6 +1230,7 @@ class MetadataStore:
                 (upload_id, record.bucket, record.key, record.store, record.etag,
                  json.dumps([[number, etag] for number, etag in parts]), record.last_modified_ms),
             )
+            lock_key(txn, record.bucket, record.key)
             return _put_object(txn, record, missing=missing)
 
         return self.database.runInteraction("complete_upload", complete, write=True)
@@ -1082,8 +1252,7 @@ class MetadataStore:
         """Forget an upload and its parts, releasing their bytes; fire with it (None if gone)."""
 
         def delete(txn: Transaction) -> UploadRecord | None:
-            _lock_usage(txn)
-            upload = _select_upload(txn, upload_id)
+            upload = _select_upload(txn, upload_id, lock=True)
             if upload is not None:
                 txn.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
                 txn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))

@@ -65,6 +65,7 @@ class Banner:
     manhole: str | None
     metadata_url: str | None = None  # PostgreSQL, without its password
     workers: int = 1  # processes serving S3 requests (server.workers)
+    instance_id: str | None = None  # this process's, as in reservations, logs and metrics
 
 
 def is_tls(endpoint: str) -> bool:
@@ -108,10 +109,11 @@ def startup_banner(
     usage: Sequence[StoreUsage],
     s3_addresses: Sequence[IAddress],
     ops_addresses: Mapping[str, IAddress],
+    instance_id: str | None = None,
 ) -> Banner:
-    """The banner of a daemon running ``config``, whose S3 listeners are bound at
-    ``s3_addresses`` and operator listeners at ``ops_addresses`` (by METRICS, ADMIN,
-    MANHOLE; absent: off), with the stores' ``usage`` from the metadata."""
+    """The banner of a daemon running ``config`` as instance ``instance_id``, whose S3
+    listeners are bound at ``s3_addresses`` and operator listeners at ``ops_addresses``
+    (by METRICS, ADMIN, MANHOLE; absent: off), with the stores' ``usage`` from the metadata."""
     tls = is_tls(config.server.listen)
     s3_endpoints = tuple(address_url(address, tls) for address in s3_addresses)
     ops_endpoints = s3_endpoints
@@ -154,6 +156,7 @@ def startup_banner(
         manhole=manhole_address(manhole_bound) if manhole_bound is not None else None,
         metadata_url=redacted_url(config.metadata.url) if config.metadata.url is not None else None,
         workers=config.server.workers,
+        instance_id=instance_id,
     )
 
 
@@ -172,6 +175,8 @@ def _store_line(store: BannerStore) -> str:
 def banner_text(banner: Banner) -> str:
     """The banner as lines of text: a title line, then one labelled line per item."""
     rows: list[tuple[str, str]] = [("S3 endpoint", url) for url in banner.s3_endpoints]
+    if banner.instance_id is not None:
+        rows.append(("instance", banner.instance_id))
     for bucket in banner.buckets:
         keys = ", ".join(bucket.access_key_ids)
         rows.append(("bucket", f"{bucket.name}: access key{'s' if len(bucket.access_key_ids) != 1 else ''} {keys}"))

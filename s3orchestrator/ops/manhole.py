@@ -10,7 +10,8 @@ out a ``ColoredManhole`` behind an insults terminal), with these differences:
 - failed logins are logged as warnings (user name and peer, never the password) and a
   connection is closed after three of them;
 - every session gets its own namespace: the service objects and the helpers
-  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()``, ``replication_queue()`` and ``run_job(name)``,
+  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()``, ``instances()``, ``replication_queue()``
+  and ``run_job(name)``,
   which print their results in the session when they are ready.
 
 The listener is loopback TCP or a unix socket with mode 0600 (``config`` checks that).
@@ -56,6 +57,7 @@ from s3orchestrator.ops.passwords import (
 from s3orchestrator.ops.report import (
     cleanup_table,
     format_age,
+    instances_table,
     intents_table,
     printable,
     replication_table,
@@ -265,6 +267,7 @@ s3orchestrator manhole: Python inside the running daemon. Careful. Ctrl-D leaves
            uploads(limit=50)    multipart uploads in progress, oldest first
            cleanup_queue(limit=50)  bytes queued for removal: store, location, tries, next try
            intents()            write intents: writes in flight and dead writers' leftovers
+           instances()          the processes sharing the metadata, with their leases
            replication_queue(limit=50)  objects missing copies, oldest first
            run_job(name)        run a background job now: {jobs}
 """
@@ -361,6 +364,14 @@ class ManholeHelpers:
 
         self._report("intents()", self._target.metadata.list_intents(), render)
 
+    def instances(self) -> None:
+        """The registered instances (this process and the others sharing the metadata)."""
+
+        def render(instances: list[Any]) -> str:
+            return instances_table(instances, self._target.reactor.seconds())
+
+        self._report("instances()", self._target.metadata.list_instances(), render)
+
     def replication_queue(self, limit: int = DEFAULT_UPLOADS_LIMIT) -> None:
         """The objects waiting for the replicator to make their missing copies, oldest first."""
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -422,6 +433,7 @@ def manhole_namespace(target: ManholeTarget, show: Callable[[str], None]) -> dic
         "uploads": helpers.uploads,
         "cleanup_queue": helpers.cleanup_queue,
         "intents": helpers.intents,
+        "instances": helpers.instances,
         "replication_queue": helpers.replication_queue,
         "run_job": helpers.run_job,
     }

@@ -40,11 +40,18 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_reaper_resolutions_total{outcome}``: dead writers' intents resolved:
   ``adopted`` (the copy was live), ``deleted`` (partial bytes removed), ``queued``
   (the store failed: the bytes went to the cleanup queue).
+- ``s3orchestrator_reaper_released_reservations_total``: reservations without a write
+  intent (multipart parts in flight) of dead instances the reaper released.
 - ``s3orchestrator_read_failovers_total{store}``: copies on the store a GET gave up
   on (it failed to open, was missing or damaged, or its store died mid-stream) and
   went on to the next copy or failed.
 - ``s3orchestrator_read_copies_missing_total{store}``: copies reads found missing or
   damaged on the store (each is let go and re-made by the replicator, see README "Replicas").
+- ``s3orchestrator_instance_info{instance_id}``: always 1; names this process as
+  the metadata knows it (its reservations, write intents and logs carry the id).
+- ``s3orchestrator_instance_lease_renewals_total``, ``_lease_failures_total``,
+  ``_lease_lapses_total``: heartbeats that renewed this instance's lease, that failed,
+  and renewals that found it expired (the reaper may have released its reservations).
 - ``s3orchestrator_metadata_up``: 1 while the metadata database answers, 0 while it
   is unavailable (degraded mode; the store gauges are then left out).
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
@@ -111,9 +118,12 @@ class Metrics:
 
     def __init__(
         self, jobs: JobSource | None = None, reads: Callable[[], Any] | None = None,
-        metadata_up: Callable[[], bool] | None = None,
+        metadata_up: Callable[[], bool] | None = None, instance_id: str | None = None, lease: Any = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        self._instance_id = instance_id
+        # The InstanceLease (``renewals``, ``failures``, ``lapses``), or None.
+        self._lease = lease
         self._jobs = jobs
         # Placement's ReadCounters (``failovers``, ``copies_missing``: counts by store).
         self._reads = reads
@@ -236,10 +246,17 @@ class Metrics:
             "s3orchestrator_reaper_resolutions", "Dead writers' intents the reaper resolved, by outcome.",
             labels=["outcome"],
         )
+        released = CounterMetricFamily(
+            "s3orchestrator_reaper_released_reservations",
+            "Reservations without a write intent (multipart parts in flight) of dead instances the reaper released.",
+        )
+        released_total = 0
         for job in jobs.values():
             for outcome, count in getattr(job, "resolutions", {}).items():
                 resolutions.add_metric([outcome], count)
-        yield resolutions
+            released_total += getattr(job, "released", 0)
+        released.add_metric([], released_total)
+        yield from (resolutions, released)
         failovers = CounterMetricFamily(
             "s3orchestrator_read_failovers",
             "Copies on a store a read gave up on (it went on to another copy or failed).",
@@ -256,6 +273,7 @@ class Metrics:
                 found_missing.add_metric([store], count)
         yield from (failovers, found_missing)
 
+        yield from self._instance_metrics()
         if self._metadata_up is not None:
             yield GaugeMetricFamily(
                 "s3orchestrator_metadata_up",
@@ -265,6 +283,22 @@ class Metrics:
         replicator = jobs.get("replicator")
         if replicator is not None:
             yield from replication_metrics(replicator, replicator.clock.seconds())
+
+    def _instance_metrics(self) -> Iterator[Metric]:
+        if self._instance_id is not None:
+            info = GaugeMetricFamily("s3orchestrator_instance_info", "This process's instance id.",
+                                     labels=["instance_id"])
+            info.add_metric([self._instance_id], 1)
+            yield info
+        if self._lease is not None:
+            for name, text in (
+                ("renewals", "Heartbeats that renewed this instance's lease."),
+                ("failures", "Heartbeats that failed to renew this instance's lease."),
+                ("lapses", "Heartbeats that found this instance's lease expired."),
+            ):
+                counter = CounterMetricFamily(f"s3orchestrator_instance_lease_{name}", text)
+                counter.add_metric([], getattr(self._lease, name))
+                yield counter
 
 
 def replication_metrics(replicator: Any, now: float) -> Iterator[Metric]:

@@ -148,6 +148,20 @@ def replication_table(queued: Sequence[Any], now: float, more: bool = False) -> 
     return table(("BUCKET/KEY", "WAITING"), rows) + "\n" + footer + "\n"
 
 
+def instances_table(instances: Sequence[Any], now: float) -> str:
+    """Registered instances (``Instance``-like), by id: how long ago each started and
+    when its lease ends (or ended: the instance is dead)."""
+    if not instances:
+        return "no instances registered\n"
+    rows = []
+    for instance in instances:
+        left = instance.expires_ms / 1000 - now
+        lease = f"ends in {format_age(left)}" if left > 0 else f"expired {format_age(-left)} ago (dead)"
+        rows.append((printable(instance.id), printable(instance.host), str(instance.pid),
+                     format_age(now - instance.started_ms / 1000), lease))
+    return table(("INSTANCE", "HOST", "PID", "UP", "LEASE"), rows) + "\n"
+
+
 def intents_table(intents: Sequence[Any], now: float) -> str:
     """Write intents (``Intent``-like), oldest first."""
     if not intents:

@@ -7,8 +7,6 @@ the S3 layer maps them to S3 errors (s3.placement_errors).
 
 from __future__ import annotations
 
-import os
-import socket
 from collections import Counter
 from contextlib import asynccontextmanager, contextmanager
 from typing import (
@@ -33,9 +31,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
-from s3orchestrator.config import DEFAULT_INTENT_LEASE, PlacementPolicy
+from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
-from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, LocationClaimed, fresh_holder, write_holder
+from s3orchestrator.metadata.claims import (
+    DELETE_CLAIM_LEASE,
+    WRITE_CLAIM_LEASE,
+    LocationClaimed,
+    fresh_holder,
+    write_holder,
+)
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import ReaderBody
@@ -66,11 +70,6 @@ TEE_START_TIMEOUT = 30.0
 CLAIM_WAIT = 30.0
 #: ...polling the database first after this many seconds, then twice as long each time, up to the last.
 CLAIM_POLL = (0.02, 0.5)
-
-
-def instance_id() -> str:
-    """This process's name as the owner of write intents: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @attrs.frozen
@@ -186,16 +185,14 @@ class Placement:
         clock: IReactorTime,
         locks: KeyLocks,
         health: StoreHealth,
-        owner: str | None = None,
-        intent_lease: float = DEFAULT_INTENT_LEASE,
+        owner: str = "",
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
         claim_wait: float = CLAIM_WAIT,
     ) -> None:
         self._metadata = metadata
-        #: The owner recorded in this process's write intents (``instance_id()``).
-        self.owner = owner if owner is not None else instance_id()
-        self.intent_lease = intent_lease
+        #: The instance (``server.instance_id``) owning this process's claims.
+        self.owner = owner
         self.claim_wait = claim_wait
         self._background: set[Deferred[None]] = set()
         # Read at each write, so a reload (SIGHUP) applies to the next one.
@@ -237,16 +234,14 @@ class Placement:
 
     def intent_plan(self, bucket: str, key: str) -> IntentPlan:
         """The write intents of ``bucket``/``key``'s bytes, for ``metadata.reserve_copies``:
-        one per chosen store at the store's location for the key, owned by this process
-        for ``intent_lease`` seconds. The commit of a copy (``commit_object``,
+        one per chosen store at the store's location for the key, owned by this process's
+        instance (the metadata store's, for as long as its lease lives). The commit of a copy (``commit_object``,
         ``commit_copies``, ``add_copy``, with its reservation) drops its intent;
         ``release`` drops it once a failed write's bytes are gone or queued; the reaper
         resolves those a crash left."""
         return IntentPlan(
             bucket=bucket,
             key=key,
-            owner=self.owner,
-            expires_ms=int((self._clock.seconds() + self.intent_lease) * 1000),
             locate=lambda store: self._stores[store].location_for(bucket, key),
         )
 
@@ -306,7 +301,7 @@ class Placement:
         holder = fresh_holder()
 
         async def claim() -> None:
-            expires_ms = int((self._clock.seconds() + self.intent_lease) * 1000)
+            expires_ms = int((self._clock.seconds() + WRITE_CLAIM_LEASE) * 1000)
             if not await self._metadata.claim_locations(store, locations, holder, self.owner, expires_ms):
                 raise LocationClaimed(store, ", ".join(locations))
 

@@ -55,12 +55,14 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         extra_toml: str = "",
         server_toml: str = "",
         metadata_url: str | None = None,
+        metadata_toml: str = "",
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
         port = free_port()
         config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
-                              multipart, extra_toml=extra_toml, server_toml=server_toml, metadata_url=metadata_url)
+                              multipart, extra_toml=extra_toml, server_toml=server_toml, metadata_url=metadata_url,
+                              metadata_toml=metadata_toml)
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()
@@ -105,10 +107,23 @@ def s3(daemon: Daemon):
     return make_client(daemon)
 
 
+# ``stores`` with each store's usage as one number, summed from its counter rows (schema 8
+# moved used_bytes and object_count to store_usage): a temporary view, which SQLite looks
+# up before the table of the same name, so that tests read usage as ``stores.used_bytes``.
+_STORES_WITH_USAGE = (
+    "CREATE TEMP VIEW stores AS SELECT s.name, s.quota_bytes, s.config_order,"
+    " COALESCE((SELECT SUM(u.used_bytes) FROM main.store_usage u WHERE u.store = s.name), 0) AS used_bytes,"
+    " COALESCE((SELECT SUM(u.object_count) FROM main.store_usage u WHERE u.store = s.name), 0) AS object_count"
+    " FROM main.stores s"
+)
+
+
 def metadata_rows(daemon: Daemon, sql: str, *args) -> list[tuple]:
-    """Rows from the daemon's SQLite metadata (read-only, while it runs)."""
+    """Rows from the daemon's SQLite metadata (read-only, while it runs); ``stores`` has
+    each store's ``used_bytes`` and ``object_count`` (summed from ``store_usage``)."""
     db = sqlite3.connect(f"file:{daemon.directory / 'metadata.sqlite'}?mode=ro", uri=True)
     try:
+        db.execute(_STORES_WITH_USAGE)
         return db.execute(sql, args).fetchall()
     finally:
         db.close()

@@ -54,6 +54,7 @@ def write_config(
     metadata_busy_timeout: float | None = None,
     metadata_url: str | None = None,
     metadata_unavailable_after: float | None = None,
+    metadata_toml: str = "",
 ) -> Path:
     """A config file for a daemon with two buckets and the given directory stores.
 
@@ -62,7 +63,8 @@ def write_config(
     ``client_timeout`` is server.timeout (idle client connections are dropped);
     ``multipart`` is (expire_after, expiry_check_interval) seconds for abandoned uploads;
     ``extra_toml`` is appended to the file as written (tables such as ``[manhole]``);
-    ``server_toml`` is added to the ``[server]`` table as written;
+    ``server_toml`` is added to the ``[server]`` table as written (``metadata_toml``,
+    to ``[metadata]``);
     ``metadata_busy_timeout`` sets metadata.busy_timeout (``metadata_unavailable_after``,
     metadata.unavailable_after); ``metadata_url`` puts the
     metadata in that PostgreSQL database instead of a SQLite file.
@@ -80,6 +82,7 @@ def write_config(
         server_toml,
         "[metadata]",
         f'sqlite = "{directory / "metadata.sqlite"}"' if metadata_url is None else f'url = "{metadata_url}"',
+        metadata_toml,
     ]
     if metadata_busy_timeout is not None:
         lines.append(f"busy_timeout = {metadata_busy_timeout}")

@@ -1,21 +1,25 @@
 """Crash safety and the cleanup queue with the real daemon: SIGKILL mid-PUT leaves no
-orphan bytes after a restart, and a DELETE on a store that is down is finished once it
-is back (a directory store and a private SeaweedFS)."""
+orphan bytes after a restart (once the killed instance's lease expired), a DELETE on a
+store that is down is finished once it is back (a directory store and a private
+SeaweedFS), and instances register, deregister and keep their ids unique."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
 
 from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
-from tests.integration.daemon import BUCKET, StoreSpec
+from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
 from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
 FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n"
+# A killed daemon's instance is dead once its lease expires: short, so the test waits little.
+LEASE = 3
 
 
 def s3_spec(upstream: Upstream, name: str) -> StoreSpec:
@@ -44,7 +48,8 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     stores = [StoreSpec("local", 10**9), s3_spec(seaweed, "seaweed")]
     if first == "seaweed":
         stores.reverse()
-    daemon = start_daemon(stores=stores, extra_toml=FAST_JOBS)  # pack: every object goes to ``first``
+    daemon = start_daemon(stores=stores, extra_toml=FAST_JOBS, metadata_toml=f"lease = {LEASE}")
+    # pack: every object goes to ``first``
     s3 = make_client(daemon)
     kept = os.urandom(1000)
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
@@ -63,8 +68,11 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     finally:
         sock.close()
 
+    (killed,) = metadata_rows(daemon, "SELECT id FROM instances")
     daemon.start()
-    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)])
+    # The new process is another instance; the killed one's intent waits for its lease to expire.
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)], timeout=LEASE + 20)
+    assert killed not in metadata_rows(daemon, "SELECT id FROM instances")
     assert "Reaper deleted the partial bytes of app1-files/big" in daemon.log()
     assert [path.name for path in store_files(daemon, "local")] == (["kept"] if first == "local" else [])
     assert upstream_keys(seaweed) == (["app1-files/kept"] if first == "seaweed" else [])
@@ -99,3 +107,37 @@ def test_a_delete_while_the_upstream_is_down_is_finished_when_it_returns(start_d
     assert upstream_keys(seaweed) == ["app1-files/stays"]
     assert_usage_is_live_copies(daemon)
     assert metadata_rows(daemon, "SELECT used_bytes FROM stores WHERE name = 'seaweed'") == [(5,)]
+
+
+def test_an_instance_registers_at_start_and_deregisters_at_a_clean_stop(start_daemon):
+    daemon = start_daemon(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
+    assert daemon.process is not None
+    assert metadata_rows(daemon, "SELECT id, pid FROM instances") == [("node-a", daemon.process.pid)]
+    assert "Registered as instance node-a" in daemon.log()
+    daemon.stop()
+    assert metadata_rows(daemon, "SELECT COUNT(*) FROM instances") == [(0,)]
+
+
+def test_a_second_process_with_the_same_instance_id_waits_until_the_first_stops(tmp_path):
+    options = dict(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
+    first_port, second_port = free_port(), free_port()
+    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port)
+    first.start()
+    (tmp_path / "second").mkdir()
+    # The same metadata database (and store), another port and log.
+    config = write_config(tmp_path, second_port, [StoreSpec("local", 0)], **options)
+    second = Daemon(tmp_path / "second", config, second_port)
+    starting = threading.Thread(target=second.start, kwargs={"timeout": 30})
+    starting.start()
+    try:
+        assert wait_for(lambda: "for instance id node-a to be free" in second.log())
+        assert "s3orchestrator listening on" not in second.log()
+        first.stop()  # deregisters: the id is free at the second's next try
+        starting.join()
+        assert "s3orchestrator listening on" in second.log()
+        assert second.process is not None
+        assert metadata_rows(first, "SELECT id, pid FROM instances") == [("node-a", second.process.pid)]
+    finally:
+        first.stop()
+        starting.join()
+        second.stop()

@@ -50,7 +50,7 @@ def job_runs(daemon: Daemon) -> dict[str, float]:
 
 def test_the_banner_says_where_to_point_clients_and_operators(start_daemon):
     metrics_port, admin_port = free_port(), free_port()
-    daemon = start_daemon(extra_toml=(
+    daemon = start_daemon(server_toml='instance_id = "node-a"', extra_toml=(
         f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n'
         f'[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\ntoken = "admin-token-for-tests-only"\n'
     ))
@@ -59,6 +59,7 @@ def test_the_banner_says_where_to_point_clients_and_operators(start_daemon):
     stores = daemon.directory / "stores"
     assert banner[1:] == [
         f"\tS3 endpoint  {daemon.endpoint}",
+        "\tinstance     node-a",
         f"\tbucket       {BUCKET}: access key {ACCESS_KEY}",
         f"\tbucket       {OTHER_BUCKET}: access key {OTHER_ACCESS_KEY}",
         f"\tstore        local-a: directory {stores / 'local-a'}, used 0 B of 1.0 GiB (0%), 0 objects",

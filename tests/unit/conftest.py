@@ -150,12 +150,12 @@ def db_rows(engine_name: str, engine_url: Callable[[str], str], db_path: str) ->
 
 @pytest.fixture
 def make_store(make_engine: Callable[..., BaseEngine], db_path: str) -> Iterator[Callable[..., MetadataStore]]:
-    """Builds metadata stores on the test's engine (at ``db_path`` unless told otherwise),
-    closed after the test."""
+    """Builds metadata stores on the test's engine (at ``db_path`` unless told otherwise;
+    owning what they reserve as instance ``instance_id``), closed after the test."""
     opened: list[MetadataStore] = []
 
-    def make(path: str = db_path, **options: Any) -> MetadataStore:
-        store = MetadataStore(Database(make_engine(path, **options), reactor))
+    def make(path: str = db_path, instance_id: str = "test:1", clock: Any = None, **options: Any) -> MetadataStore:
+        store = MetadataStore(Database(make_engine(path, **options), reactor), clock, instance_id=instance_id)
         opened.append(store)
         return store
 

@@ -165,3 +165,10 @@ def test_a_postgresql_metadata_database_is_shown_without_its_password() -> None:
     assert "metadata     PostgreSQL postgresql://s3o@db.internal:5432/s3o" in banner_text(banner).splitlines()
     assert "hunter2" not in banner_text(banner) and "hunter2" not in repr(banner)
     assert banner.metadata_url == "postgresql://s3o@db.internal:5432/s3o" and banner.metadata_sqlite is None
+
+
+def test_the_banner_names_the_instance() -> None:
+    config = parse_config(config_data(), {})
+    banner = startup_banner(config, [], [tcp(9000)], {}, instance_id="node-a")
+    assert "instance     node-a" in banner_text(banner).splitlines()
+    assert banner_fields(banner)["instance_id"] == "node-a"

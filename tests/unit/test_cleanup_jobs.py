@@ -15,6 +15,7 @@ from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.jobs.cleanup import CleanupJob, retry_delay
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.jobs.heartbeat import InstanceLease
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines.sqlite import SqliteEngine
@@ -28,6 +29,7 @@ from tests.unit.fakes import FakeRequestBody, FlakyStore
 
 NOW = 1_767_225_600
 ME = "host-a:200"
+LEASE = 30.0
 NEW = NewObject(content_type="binary/octet-stream", headers={}, user_metadata={})
 
 
@@ -40,6 +42,8 @@ class World:
     placement: Placement
     reaper: ReaperJob
     cleanup: CleanupJob
+    lease: InstanceLease
+    others: dict[str, MetadataStore]
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()
@@ -54,11 +58,12 @@ class World:
         await self.placement.write("bkt", key, FakeRequestBody(data), NEW)
 
     async def intent_of_a_dead_writer(self, key: str, data: bytes, owner: str = "host-a:100") -> str:
-        """Bytes at the key's location and the intent a crashed writer left for them."""
+        """Bytes at the key's location and the intent a writer (by default a crashed one,
+        never registered) left for them."""
         location = self.store.location_for("bkt", key)
-        plan = IntentPlan(bucket="bkt", key=key, owner=owner, expires_ms=(NOW + 3600) * 1000,
-                          locate=lambda store: location)
-        await self.metadata.reserve_copies(len(data), lambda usage: ("one",), plan)
+        plan = IntentPlan(bucket="bkt", key=key, locate=lambda store: location)
+        metadata = self.metadata if owner == ME else self.others[owner]
+        await metadata.reserve_copies(len(data), lambda usage: ("one",), plan)
         self.path(key).parent.mkdir(parents=True, exist_ok=True)
         self.path(key).write_bytes(data)
         return location
@@ -80,9 +85,21 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
     async def make() -> World:
         clock = Clock()
         clock.advance(NOW)
-        metadata = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock)
-        opened.append(metadata)
+
+        def metadata_of(instance_id: str) -> MetadataStore:
+            metadata = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock,
+                                     instance_id=instance_id)
+            opened.append(metadata)
+            return metadata
+
+        metadata = metadata_of(ME)
         await metadata.start()
+        others = {}
+        for other in ("host-a:100", "host-b:7"):
+            others[other] = metadata_of(other)
+            await others[other].start()
+        lease = InstanceLease(metadata, ME, LEASE, clock, host="host-a", pid=200)
+        await lease.register()
         await metadata.sync_stores([("one", 0)])
         root = tmp_path / "one"
         directory = DirectoryStore("one", str(root), reactor)
@@ -91,9 +108,9 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         health = StoreHealth(["one"], unhealthy_after=3, now=clock.seconds)
         placement = Placement(metadata, {"one": store}, "pack", clock, KeyLocks(), health, owner=ME)
         stores: dict[str, Any] = {"one": store}
-        reaper = ReaperJob(metadata, lambda: stores, ME, 60, clock)
+        reaper = ReaperJob(metadata, lambda: stores, 60, clock, owner=ME)
         cleanup = CleanupJob(metadata, lambda: stores, 60, clock, owner=ME)
-        return World(metadata, store, root, clock, placement, reaper, cleanup)
+        return World(metadata, store, root, clock, placement, reaper, cleanup, lease, others)
 
     return make
 
@@ -125,15 +142,31 @@ async def test_the_reaper_adopts_a_live_copy_at_the_intents_location(build) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_reaper_spares_live_writers_until_their_lease_ends(build) -> None:
+async def test_the_reaper_spares_live_instances_until_their_lease_ends(build) -> None:
     world = await build()
+    theirs = InstanceLease(world.others["host-b:7"], "host-b:7", LEASE, world.clock, host="host-b", pid=7)
+    await theirs.register()
     await world.intent_of_a_dead_writer("mine", b"x", owner=ME)
     await world.intent_of_a_dead_writer("theirs", b"y", owner="host-b:7")
     assert await world.reaper.run_once() == 0
-    world.clock.advance(3600)
+    world.clock.advance(LEASE - 1)
+    await world.lease.beat()  # this instance renews its lease, host-b:7 does not
+    assert await world.reaper.run_once() == 0
+    world.clock.advance(1)
     assert await world.reaper.run_once() == 1
     assert [intent.owner for intent in await world.metadata.list_intents()] == [ME]
     assert world.files() == [relative_path("bkt/mine")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reaper_releases_a_dead_instances_reservations_without_intents(build) -> None:
+    world = await build()
+    await world.others["host-a:100"].reserve(5, lambda usage: "one")  # a part in flight when it died
+    await world.metadata.reserve(3, lambda usage: "one")  # this live instance's
+    assert await world.reaper.run_once() == 1
+    assert world.reaper.released == 1
+    (usage,) = await world.metadata.store_usage()
+    assert usage.reserved_bytes == 3
 
 
 @pytest_twisted.ensureDeferred
@@ -184,13 +217,13 @@ async def test_release_with_leftover_bytes_removes_them_or_keeps_them_queued(bui
 
 
 class BrokenMetadata:
-    def list_intents(self) -> Deferred[Any]:
+    def release_dead_reservations(self, now_ms: int) -> Deferred[Any]:
         return fail(RuntimeError("the database went away"))
 
 
 def test_the_reaper_survives_failing_runs_and_keeps_its_schedule() -> None:
     clock = Clock()
-    reaper = ReaperJob(BrokenMetadata(), dict, ME, 60, clock)  # type: ignore[arg-type]
+    reaper = ReaperJob(BrokenMetadata(), dict, 60, clock)  # type: ignore[arg-type]
     reaper.startService()
     try:
         assert (reaper.runs, reaper.errors) == (1, 1)  # at start
@@ -308,8 +341,8 @@ async def test_a_reservation_for_a_write_records_its_intent_and_the_commit_drops
     world = await build()
     reservation = await world.placement.reserve(4, intent_for=("bkt", "k"))
     (intent,) = await world.metadata.list_intents()
-    assert (intent.reservation_id, intent.store, intent.location, intent.owner, intent.expires_ms) == (
-        reservation.id, "one", "bkt/k", ME, (NOW + world.placement.intent_lease) * 1000,
+    assert (intent.reservation_id, intent.store, intent.location, intent.owner, intent.created_ms) == (
+        reservation.id, "one", "bkt/k", ME, NOW * 1000,
     )
     await world.placement.release(reservation)
     assert await world.metadata.list_intents() == []

@@ -269,7 +269,7 @@ INVALID = [
      "buckets, stores, placement)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
-     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers)"),
+     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers, instance_id)"),
     (_set("server.backlog", 0), "server.backlog: must be a positive integer (got 0)"),
     (_set("server.workers", 0), "server.workers: must be a positive integer (got 0)"),
     (_set("server.header_timeout", 0), "server.header_timeout: must be a positive number of seconds (got 0)"),
@@ -505,7 +505,7 @@ def test_example_file_shows_every_key() -> None:
         "path", "quota_bytes", "endpoint", "region", "bucket", "path_style", "payload_signing",
         "send_checksums", "ca_file", "shutdown_timeout", "[multipart]", "expire_after",
         "expiry_check_interval", "completed_retention", "[logging]", "format", "[metrics]", "[admin]", "token",
-        "[manhole]", "password_file", "busy_timeout", "unavailable_after",
+        "[manhole]", "password_file", "busy_timeout", "unavailable_after", "lease", "instance_id",
     ]
     for key in keys:
         assert key in text, key
@@ -515,6 +515,32 @@ def test_metadata_busy_timeout_defaults_to_two_seconds_and_can_be_set() -> None:
     assert parse_config(minimal(), {}).metadata.busy_timeout == 2.0
     data = edited(_set("metadata.busy_timeout", 0.5))
     assert parse_config(data, {}).metadata == MetadataConfig(sqlite="var/metadata.sqlite", busy_timeout=0.5)
+
+
+def test_metadata_lease_defaults_to_thirty_seconds_and_can_be_set() -> None:
+    assert parse_config(minimal(), {}).metadata.lease == 30.0
+    assert parse_config(edited(_set("metadata.lease", 3)), {}).metadata.lease == 3.0
+
+
+@pytest.mark.parametrize(("lease", "message"), [
+    (0, "metadata.lease: must be a positive number of seconds (got 0)"),
+    (2, "metadata.lease: must be longer than metadata.busy_timeout (2 s) (got 2)"),
+])
+def test_metadata_lease_must_outlast_the_busy_timeout(lease: float, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(edited(_set("metadata.lease", lease)), {})
+    assert str(info.value) == message
+
+
+def test_server_instance_id_is_optional_and_read() -> None:
+    assert parse_config(minimal(), {}).server.instance_id is None
+    assert parse_config(edited(_set("server.instance_id", "node-a")), {}).server.instance_id == "node-a"
+
+
+@pytest.mark.parametrize("value", [" node-a", "node\na", "x" * 201, 7])
+def test_server_instance_id_must_be_a_printable_name(value: Any) -> None:
+    with pytest.raises(ConfigError, match="server.instance_id: must be"):
+        parse_config(edited(_set("server.instance_id", value)), {})
 
 
 def test_metadata_unavailable_after_defaults_to_ten_seconds_and_can_be_set() -> None:

@@ -120,7 +120,7 @@ def test_the_most_replicas_are_the_number_of_stores() -> None:
 
 INVALID = [
     (data({"replica": 2}), "placement.replica: unknown key (allowed here: replicas, write_quorum, read_order,"
-     " reaper_interval, cleanup_interval, intent_lease, replication_interval, replication_bytes_per_second,"
+     " reaper_interval, cleanup_interval, replication_interval, replication_bytes_per_second,"
      " replication_concurrency)"),
     (data({"replication_interval": 0}),
      "placement.replication_interval: must be a positive number of seconds (got 0)"),
@@ -186,13 +186,12 @@ def test_the_examples_commented_bucket_overrides_parse() -> None:
 
 
 def test_reaper_and_cleanup_settings_default_and_are_read() -> None:
-    assert parse_config(data(), {}).placement_jobs == PlacementJobsConfig(60.0, 60.0, 86400.0)
-    config = parse_config(data({"reaper_interval": 5, "cleanup_interval": 7.5, "intent_lease": 3600}), {})
-    assert config.placement_jobs == PlacementJobsConfig(reaper_interval=5.0, cleanup_interval=7.5,
-                                                        intent_lease=3600.0)
+    assert parse_config(data(), {}).placement_jobs == PlacementJobsConfig(60.0, 60.0)
+    config = parse_config(data({"reaper_interval": 5, "cleanup_interval": 7.5}), {})
+    assert config.placement_jobs == PlacementJobsConfig(reaper_interval=5.0, cleanup_interval=7.5)
 
 
-@pytest.mark.parametrize("key", ["reaper_interval", "cleanup_interval", "intent_lease"])
+@pytest.mark.parametrize("key", ["reaper_interval", "cleanup_interval"])
 def test_reaper_and_cleanup_settings_must_be_positive(key: str) -> None:
     with pytest.raises(ConfigError, match=f"placement.{key}: must be a positive number of seconds"):
         parse_config(data({key: 0}), {})

@@ -22,9 +22,15 @@ class CountingMetadata:
     def __init__(self) -> None:
         self.calls = 0
 
-    def list_intents(self) -> Deferred[list[Any]]:
+    def release_dead_reservations(self, now_ms: int) -> Deferred[int]:
         self.calls += 1
+        return succeed(0)
+
+    def dead_intents(self, now_ms: int) -> Deferred[list[Any]]:
         return succeed([])
+
+    def forget_dead_instances(self, now_ms: int) -> Deferred[int]:
+        return succeed(0)
 
     def due_cleanups(self, now_ms: int, limit: int) -> Deferred[list[Any]]:
         self.calls += 1
@@ -36,7 +42,7 @@ class CountingMetadata:
 
 
 def reaper(metadata: Any, clock: Clock, available: Callable[[], bool]) -> Any:
-    return ReaperJob(metadata, dict, "me:1", 60, clock, available)
+    return ReaperJob(metadata, dict, 60, clock, available)
 
 
 def cleanup(metadata: Any, clock: Clock, available: Callable[[], bool]) -> Any:

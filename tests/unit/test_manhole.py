@@ -20,7 +20,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from s3orchestrator.config import ConfigError, ManholeConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
-from s3orchestrator.metadata.records import CleanupEntry, Intent, QueuedReplication, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import CleanupEntry, Instance, Intent, QueuedReplication, StoreUsage, UploadRecord
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
     ManholeRealm,
@@ -143,6 +143,7 @@ class FakeMetadata:
         self.uploads: list[UploadRecord] = []
         self.cleanups: list[CleanupEntry] = []
         self.intents: list[Intent] = []
+        self.instances: list[Instance] = []
         self.queued: list[QueuedReplication] = []
         self.broken = False
 
@@ -167,6 +168,9 @@ class FakeMetadata:
 
     def list_intents(self) -> Deferred[list[Intent]]:
         return succeed(list(self.intents))
+
+    def list_instances(self) -> Deferred[list[Instance]]:
+        return succeed(list(self.instances))
 
     def replication_queue(self, limit: int, after: object = None) -> Deferred[list[QueuedReplication]]:
         return succeed(self.queued[:limit])
@@ -375,11 +379,26 @@ remote-b  bkt/gone  2.0 KiB  16m 40s  3      in 40s    connection refused
 """]
 
 
+def test_instances_lists_the_registered_instances_and_their_leases():
+    clock = Clock()
+    clock.advance(1000)
+    service = target(clock)
+    service.metadata.instances = [Instance("node-a", "h1", 42, 400_000, 1_020_000),
+                                  Instance("node-b", "h2", 7, 100_000, 940_000)]
+    helper, shown = helpers(service)
+    helper.instances()
+    assert shown == ["""\
+INSTANCE  HOST  PID  UP      LEASE
+node-a    h1    42   10m 0s  ends in 20s
+node-b    h2    7    15m 0s  expired 1m 0s ago (dead)
+"""]
+
+
 def test_intents_lists_the_write_intents():
     clock = Clock()
     clock.advance(100)
     service = target(clock)
-    service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000, 86_400_000)]
+    service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000)]
     helper, shown = helpers(service)
     helper.intents()
     assert shown == ["""\

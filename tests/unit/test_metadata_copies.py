@@ -31,7 +31,8 @@ async def put(metadata: MetadataStore, object_record: ObjectRecord) -> None:
 
 
 def used_by_store(db_rows: Rows) -> list[tuple]:
-    return db_rows("SELECT name, used_bytes, object_count FROM stores WHERE used_bytes > 0 ORDER BY name")
+    rows = db_rows("SELECT store, SUM(used_bytes), SUM(object_count) FROM store_usage GROUP BY store ORDER BY store")
+    return [(name, int(size), int(count)) for name, size, count in rows if size > 0]
 
 
 @pytest_twisted.ensureDeferred

@@ -22,8 +22,7 @@ def record(key: str, store: str, size: int, location: str | None = None) -> Obje
 
 
 def plan(key: str = "k") -> IntentPlan:
-    return IntentPlan(bucket="bkt", key=key, owner="host:1", expires_ms=5_000,
-                      locate=lambda store: f"{store}:bkt/{key}")
+    return IntentPlan(bucket="bkt", key=key, locate=lambda store: f"{store}:bkt/{key}")
 
 
 async def started(make_store) -> MetadataStore:
@@ -34,8 +33,10 @@ async def started(make_store) -> MetadataStore:
 
 
 def used(db_rows: Rows) -> dict[str, tuple[int, int]]:
-    return {name: (int(size), int(count)) for name, size, count in
-            db_rows("SELECT name, used_bytes, object_count FROM stores ORDER BY name")}
+    return {name: (int(size), int(count)) for name, size, count in db_rows(
+        "SELECT s.name, COALESCE(SUM(u.used_bytes), 0), COALESCE(SUM(u.object_count), 0) FROM stores s"
+        " LEFT JOIN store_usage u ON u.store = s.name GROUP BY s.name ORDER BY s.name"
+    )}
 
 
 @pytest_twisted.ensureDeferred
@@ -43,9 +44,9 @@ async def test_reserving_with_a_plan_records_one_intent_per_copy(make_store) -> 
     metadata = await started(make_store)
     reservations = await metadata.reserve_copies(40, lambda usage: ("b", "a"), plan())
     intents = await metadata.list_intents()
-    assert [(i.reservation_id, i.store, i.location, i.size, i.owner, i.expires_ms) for i in intents] == [
-        (reservations[0].id, "b", "b:bkt/k", 40, "host:1", 5_000),
-        (reservations[1].id, "a", "a:bkt/k", 40, "host:1", 5_000),
+    assert [(i.reservation_id, i.store, i.location, i.size, i.owner) for i in intents] == [
+        (reservations[0].id, "b", "b:bkt/k", 40, "test:1"),
+        (reservations[1].id, "a", "a:bkt/k", 40, "test:1"),
     ]
 
 
@@ -87,11 +88,11 @@ async def test_adopt_drops_an_intent_whose_copy_is_live_and_keeps_one_whose_copy
 
 
 @pytest_twisted.ensureDeferred
-async def test_clear_reservations_keeps_those_with_an_intent(make_store) -> None:
+async def test_releasing_a_dead_instances_reservations_keeps_those_with_an_intent(make_store) -> None:
     metadata = await started(make_store)
     await metadata.reserve_copies(10, lambda usage: ("a",), plan())
     await metadata.reserve(7, lambda usage: "b")
-    assert await metadata.clear_reservations() == 1
+    assert await metadata.release_dead_reservations(0) == 1  # the instance never registered: dead
     assert {usage.name: usage.reserved_bytes for usage in await metadata.store_usage()} == {"a": 10, "b": 0}
 
 

@@ -32,8 +32,10 @@ async def two_copies(make_store: Callable[..., MetadataStore]) -> MetadataStore:
 
 
 def used(db_rows: Rows) -> dict[str, tuple[int, int]]:
-    return {name: (int(size), int(count)) for name, size, count in
-            db_rows("SELECT name, used_bytes, object_count FROM stores ORDER BY name")}
+    return {name: (int(size), int(count)) for name, size, count in db_rows(
+        "SELECT s.name, COALESCE(SUM(u.used_bytes), 0), COALESCE(SUM(u.object_count), 0) FROM stores s"
+        " LEFT JOIN store_usage u ON u.store = s.name GROUP BY s.name ORDER BY s.name"
+    )}
 
 
 @pytest_twisted.ensureDeferred

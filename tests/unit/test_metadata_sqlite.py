@@ -205,7 +205,7 @@ async def test_reserve_lets_choose_pick_and_counts_the_reservation(store: Metada
 async def test_reserve_returns_none_and_reserves_nothing_when_choose_returns_none(store: MetadataStore) -> None:
     assert await store.reserve(7, pick(None)) is None
     assert [usage.reserved_bytes for usage in await store.store_usage()] == [0, 0]
-    assert await store.clear_reservations() == 0
+    assert await store.release_dead_reservations(0) == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -251,14 +251,6 @@ async def test_release_frees_the_reserved_bytes_and_tolerates_a_missing_reservat
     await store.release(reservation.id)
     await store.release(reservation.id)
     assert usage_of(await store.store_usage(), "a").reserved_bytes == 0
-
-
-@pytest_twisted.ensureDeferred
-async def test_clear_reservations_drops_all_and_counts_them(store: MetadataStore) -> None:
-    await store.reserve(1, pick("a"))
-    await store.reserve(2, pick("b"))
-    assert await store.clear_reservations() == 2
-    assert [usage.reserved_bytes for usage in await store.store_usage()] == [0, 0]
 
 
 @pytest_twisted.ensureDeferred

@@ -18,6 +18,7 @@ from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.auth.sigv4 import PayloadMode
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
+from s3orchestrator.jobs.heartbeat import InstanceLease
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.records import StoreUsage
@@ -264,7 +265,7 @@ def test_store_gauges_come_from_the_status_snapshot() -> None:
 
 
 def test_reaper_resolutions_are_counted_by_outcome() -> None:
-    reaper = ReaperJob(None, dict, "h:1", 60, Clock())  # type: ignore[arg-type]
+    reaper = ReaperJob(None, dict, 60, Clock())  # type: ignore[arg-type]
     reaper.resolutions.update(adopted=1, deleted=4)
     samples = scrape(Metrics(jobs=lambda: {"reaper": reaper}))
     assert value(samples, "s3orchestrator_reaper_resolutions_total", outcome="adopted") == 1
@@ -490,3 +491,20 @@ def test_a_broken_observer_does_not_break_the_request() -> None:
     h.store.observer = broken
     h.put("app/k", b"abc")
     assert h.get("app/k") == b"abc"
+
+
+def test_the_instance_is_named_by_an_info_metric_with_its_lease_counters() -> None:
+    lease = InstanceLease(None, "node-a", 30, Clock())  # type: ignore[arg-type]
+    lease.renewals, lease.failures, lease.lapses = 5, 2, 1
+    samples = scrape(Metrics(instance_id="node-a", lease=lease))
+    assert value(samples, "s3orchestrator_instance_info", instance_id="node-a") == 1
+    assert value(samples, "s3orchestrator_instance_lease_renewals_total") == 5
+    assert value(samples, "s3orchestrator_instance_lease_failures_total") == 2
+    assert value(samples, "s3orchestrator_instance_lease_lapses_total") == 1
+
+
+def test_reservations_the_reaper_released_are_counted() -> None:
+    reaper = ReaperJob(None, dict, 60, Clock())  # type: ignore[arg-type]
+    reaper.released = 3
+    samples = scrape(Metrics(jobs=lambda: {"reaper": reaper}))
+    assert value(samples, "s3orchestrator_reaper_released_reservations_total") == 3

@@ -454,11 +454,7 @@ async def test_after_a_crash_mid_overwrite_the_reaper_and_cleanup_job_settle_the
     cleanup = CleanupJob(metadata, lambda: stores, 60, later)
     assert await cleanup.run() == 0  # the late copy's intent guards the location
 
-    reaper = ReaperJob(metadata, lambda: stores, "host:2", 60, later)  # the next run on this host
-    intent = (await metadata.list_intents())[0]
-    await metadata.database.runInteraction(  # as if written by host:1, the dead process
-        "owner", lambda txn: txn.execute("UPDATE intents SET owner = 'host:1' WHERE reservation_id = ?",
-                                          (intent.reservation_id,)), write=True)
+    reaper = ReaperJob(metadata, lambda: stores, 60, later)  # the writer never registered a lease: dead
     assert await reaper.run() == 1 and reaper.resolutions["deleted"] == 1
     later.advance(60)  # the postponed entry's next try
     assert await cleanup.run() == 1

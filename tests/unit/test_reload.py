@@ -121,6 +121,16 @@ def test_the_number_of_workers_waits_for_a_restart() -> None:
     assert plan.needs_restart == ("server.workers",)
     assert plan.applied == ()
     assert plan.config.server.workers == 1
+def test_the_instance_id_and_the_lease_wait_for_a_restart() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["server"]["instance_id"] = "node-b"
+        data["metadata"]["lease"] = 60
+
+    old = config()
+    plan = reload_plan(old, config(edit))
+    assert plan.needs_restart == ("server.instance_id", "metadata")
+    assert plan.applied == ()
+    assert (plan.config.server.instance_id, plan.config.metadata.lease) == (None, 30.0)
 
 
 def test_placement_and_bucket_replicas_apply_at_once() -> None:
@@ -174,7 +184,7 @@ def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them()
 
 def test_reaper_and_cleanup_settings_apply_at_once() -> None:
     def edit(data: dict[str, Any]) -> None:
-        data["placement"] = {"reaper_interval": 5, "cleanup_interval": 6, "intent_lease": 7}
+        data["placement"] = {"reaper_interval": 5, "cleanup_interval": 6}
 
     plan = reload_plan(config(), config(edit))
     assert plan.applied == ("placement_jobs",)

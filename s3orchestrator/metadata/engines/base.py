@@ -20,6 +20,9 @@ class BaseEngine:
     #: (PostgreSQL: `` FOR UPDATE``). Empty where a write transaction already holds a
     #: database-wide write lock from its first statement (SQLite's BEGIN IMMEDIATE).
     for_update: str = ""
+    #: As ``for_update`` for rows the transaction will neither delete nor re-key (the store
+    #: rows a reserve locks): it leaves inserts of rows that reference them free to run.
+    row_lock: str = ""
     #: Replacements for the ``@NAME@`` tokens of migration files (see ``render_schema``).
     schema_tokens: Mapping[str, str] = MappingProxyType({})
     #: Run first in every migration transaction so that processes starting together migrate

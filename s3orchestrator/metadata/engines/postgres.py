@@ -18,8 +18,8 @@ _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_de
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Any constant: the advisory lock migrations take (see schema.py).
 _SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
-# The first key of the two-key advisory locks of objects (a space apart from the schema lock's).
-_KEY_LOCK_CLASS = 0x53334F4B  # "S3OK"
+# The first key of the two-key advisory locks on object keys (a space of their own).
+_KEY_LOCK_SPACE = 0x53334F4B  # "S3OK"
 
 
 def psycopg_available() -> bool:
@@ -68,22 +68,21 @@ class PostgresEngine(BaseEngine):
     Connections are in autocommit mode so that ``begin`` opens each transaction
     itself (psycopg would otherwise open one implicitly, before the isolation
     level could be chosen). Transactions run at READ COMMITTED: writes lock what
-    they read before writing it (``for_update``: the store rows every change of
-    usage locks first, see store._lock_usage, so such writes run one at a time,
-    as under SQLite's BEGIN IMMEDIATE; the commits of one object also take its
-    advisory lock, ``key_lock``), and each statement sees what committed
-    before it. Reads are not REPEATABLE READ (one snapshot, as SQLite's) because
-    store._read_usage locks the store rows in reads too, which a snapshot turns
-    into serialization failures under concurrent writes. No point reader: every
-    read goes to the pool (a network round trip costs the same from any thread).
+    they read before writing it (``row_lock``: the rows of the stores a reserve
+    takes room on; ``key_lock``: an advisory lock per object key for the changes
+    of one object), and each statement sees what committed before it (so what must
+    be read consistently is read in one statement, as store usage is). No point
+    reader: every read goes to the pool (a network round trip costs the same from
+    any thread).
     """
 
     name = "PostgreSQL"
     module = "psycopg"
     for_update = " FOR UPDATE"
+    row_lock = " FOR NO KEY UPDATE"
     schema_lock = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
     # hashtext collisions only make two keys wait for each other.
-    key_lock = f"SELECT pg_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext(?))"
+    key_lock = f"SELECT pg_advisory_xact_lock({_KEY_LOCK_SPACE}, hashtext(?))"
     schema_tokens = MappingProxyType({
         # The default collation of a database follows its locale (en_US orders "a" < "B");
         # S3 lists keys in UTF-8 byte order, which "C" is.
