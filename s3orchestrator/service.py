@@ -187,7 +187,6 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=KeyLocks(),
             health=self.health,
-            owner=self.instance_id,
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
         )

@@ -75,7 +75,7 @@ class ReaperJob(TimedJob):
             if outcome is not None:
                 self.resolutions[outcome] += 1
                 resolved += 1
-        await self._metadata.drop_dead_claims(self.owner, now_ms)
+        await self._metadata.drop_dead_claims(now_ms)
         forgotten = await self._metadata.forget_dead_instances(now_ms)
         self._log.emit(
             LogLevel.info if released or resolved or forgotten else LogLevel.debug,

@@ -32,13 +32,11 @@ class LocationClaimed(Exception):
         self.location = location
 
 
-def owner_dead(txn: Transaction, owner: str, created_ms: int, expires_ms: int, me: str, now_ms: int) -> bool:
+def owner_dead(txn: Transaction, owner: str, created_ms: int, expires_ms: int, now_ms: int) -> bool:
     """Whether what ``owner`` took at ``created_ms`` to hold until ``expires_ms`` (a claim)
-    is held by a dead instance, seen from the live instance ``me``: past ``expires_ms``,
-    or no instance of that id whose lease runs past ``now_ms`` and that started before
-    the claim was taken (an earlier process with the same id took it). Never ``me``'s."""
-    if owner == me:
-        return False
+    is held by a dead instance: past ``expires_ms``, or no instance of that id whose
+    lease runs past ``now_ms`` and that started before the claim was taken (an earlier
+    process with the same id took it: this process's own previous run, too)."""
     if expires_ms <= now_ms:
         return True
     row = txn.query_one(
@@ -84,9 +82,7 @@ def take_claim(
         )
         return txn.rowcount == 1
     current, current_owner, current_created, current_expires = row
-    if current != holder and not owner_dead(
-        txn, current_owner, int(current_created), int(current_expires), owner, now_ms
-    ):
+    if current != holder and not owner_dead(txn, current_owner, int(current_created), int(current_expires), now_ms):
         return False
     txn.execute(
         "UPDATE claims SET holder = ?, owner = ?, created_ms = ?, expires_ms = ? WHERE store = ? AND location = ?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from s3orchestrator.metadata.records import (
     CleanupEntry,
@@ -72,6 +72,8 @@ def prefix_upper_bound(prefix: str) -> str | None:
 
 class IMetadataStore(Interface):
     """Objects, per-store usage and quota reservations, kept transactionally."""
+
+    instance_id = Attribute("The instance (this process) owning the reservations, intents and claims it makes.")
 
     def start() -> Deferred[None]:
         """Open the database and apply pending schema migrations."""
@@ -231,9 +233,9 @@ class IMetadataStore(Interface):
     def end_claims(holders: Sequence[str]) -> Deferred[None]:
         """Drop the claims of ``holders``; missing ones are fine."""
 
-    def drop_dead_claims(owner: str, now_ms: int) -> Deferred[int]:
-        """Drop the claims of presumed dead owners, seen from ``owner``, but those of
-        writes whose intent remains; fire with how many."""
+    def drop_dead_claims(now_ms: int) -> Deferred[int]:
+        """Drop the claims of instances dead at ``now_ms``, but those of writes whose
+        intent remains; fire with how many."""
 
     def scan_objects(bucket: str, prefix: str, scan: Callable[[ObjectFetch], _T]) -> Deferred[_T]:
         """Run ``scan(fetch)`` in one read transaction and fire with what it returns.

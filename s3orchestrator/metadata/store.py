@@ -1091,18 +1091,17 @@ class MetadataStore:
         # Not synced: a claim a crash keeps is its owner's, presumed dead at restart.
         return self.database.runInteraction("end_claims", end, write=True, durable=False)
 
-    def drop_dead_claims(self, owner: str, now_ms: int) -> Deferred[int]:
-        """Drop the claims of dead instances (see claims.owner_dead), seen from the live
-        instance ``owner``, but those of writes whose intent remains (the reaper resolves
-        the intent, then the claim); fire with how many."""
+    def drop_dead_claims(self, now_ms: int) -> Deferred[int]:
+        """Drop the claims of instances dead at ``now_ms`` (see claims.owner_dead), but
+        those of writes whose intent remains (the reaper resolves the intent, then the
+        claim); fire with how many."""
 
         def drop(txn: Transaction) -> int:
             txn.execute(
-                "DELETE FROM claims WHERE owner <> ? AND holder NOT IN"
-                " (SELECT 'w' || CAST(reservation_id AS TEXT) FROM intents)"
+                "DELETE FROM claims WHERE holder NOT IN (SELECT 'w' || CAST(reservation_id AS TEXT) FROM intents)"
                 " AND (expires_ms <= ? OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = claims.owner"
                 " AND i.expires_ms > ? AND i.started_ms <= claims.created_ms))",
-                (owner, now_ms, now_ms),
+                (now_ms, now_ms),
             )
             return txn.rowcount
 

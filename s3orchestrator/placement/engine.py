@@ -185,14 +185,14 @@ class Placement:
         clock: IReactorTime,
         locks: KeyLocks,
         health: StoreHealth,
-        owner: str = "",
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
         claim_wait: float = CLAIM_WAIT,
     ) -> None:
         self._metadata = metadata
-        #: The instance (``server.instance_id``) owning this process's claims.
-        self.owner = owner
+        #: The instance (``server.instance_id``) owning this process's claims, as it
+        #: owns its reservations and intents.
+        self.owner: str = metadata.instance_id
         self.claim_wait = claim_wait
         self._background: set[Deferred[None]] = set()
         # Read at each write, so a reload (SIGHUP) applies to the next one.

@@ -106,7 +106,7 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         await directory.start()
         store = FlakyStore(directory)
         health = StoreHealth(["one"], unhealthy_after=3, now=clock.seconds)
-        placement = Placement(metadata, {"one": store}, "pack", clock, KeyLocks(), health, owner=ME)
+        placement = Placement(metadata, {"one": store}, "pack", clock, KeyLocks(), health)
         stores: dict[str, Any] = {"one": store}
         reaper = ReaperJob(metadata, lambda: stores, 60, clock, owner=ME)
         cleanup = CleanupJob(metadata, lambda: stores, 60, clock, owner=ME)
@@ -420,11 +420,13 @@ async def test_a_write_waits_while_another_write_claims_its_location(build) -> N
 @pytest_twisted.ensureDeferred
 async def test_a_write_whose_location_stays_claimed_gives_up_with_location_busy(build) -> None:
     world = await build()
+    world.lease.startService()  # this instance stays alive while the write waits
     other = await world.placement.reserve(3, intent_for=("bkt", "k"))
     writing = ensureDeferred(world.put("k", b"mine"))
     await _until(world, writing)
     with pytest.raises(LocationBusy):
         await writing
+    await world.lease.stopService()
     assert [intent.reservation_id for intent in await world.metadata.list_intents()] == [other.id]
     assert not world.path("k").exists()
     await world.placement.release(other)
@@ -451,6 +453,8 @@ async def test_a_delete_leaves_bytes_a_new_write_claims_to_that_write(build) -> 
 @pytest_twisted.ensureDeferred
 async def test_the_reaper_takes_over_the_claim_of_a_dead_writer_to_delete_its_bytes(build) -> None:
     world = await build()
+    theirs = InstanceLease(world.others["host-b:7"], "host-b:7", LEASE, world.clock, host="host-b", pid=7)
+    await theirs.register()  # alive now, and never renewed
     await world.intent_of_a_dead_writer("k", b"partial", owner="host-b:7")
     writing = ensureDeferred(world.put("k", b"mine"))
     await deferLater(reactor, 0.05, lambda: None)

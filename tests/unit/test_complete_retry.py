@@ -16,7 +16,10 @@ from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
-from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.metadata.database import Database
+from s3orchestrator.metadata.engines import SqliteEngine
+from s3orchestrator.metadata.records import Instance
+from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -46,14 +49,17 @@ def opened() -> Iterator[list[MetadataStore]]:
 
 @pytest_twisted.async_fixture
 async def world(tmp_path: Path, opened: list[MetadataStore]) -> World:
-    metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+    clock = Clock()
+    clock.advance(NOW)
+    # One clock for the placement and the metadata: claims expire by it.
+    metadata = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock,
+                             instance_id="test:1")
     opened.append(metadata)
     await metadata.start()
     await metadata.sync_stores([("one", 0)])
+    await metadata.register_instance(Instance(id="test:1", host="test", pid=1, started_ms=0, expires_ms=2**62))
     store = DirectoryStore("one", str(tmp_path / "one"), reactor)
     await store.start()
-    clock = Clock()
-    clock.advance(NOW)
     locks = KeyLocks()
     health = StoreHealth(["one"], unhealthy_after=3, now=clock.seconds)
     placement = Placement(metadata, {"one": store}, "pack", clock, locks, health)
@@ -188,6 +194,9 @@ async def test_an_upload_of_a_part_number_another_process_uploads_waits_then_get
     created = await world.multipart.create_multipart_upload(call("POST", {"uploads": ""}))
     assert isinstance(created.body, bytes)
     upload_id = created.body.split(b"<UploadId>")[1].split(b"</UploadId>")[0].decode()
+    # Another live instance (another process sharing the database) uploads part 1.
+    await world.metadata.register_instance(Instance(id="host-b:7", host="host-b", pid=7, started_ms=0,
+                                                    expires_ms=2**62))
     assert await world.metadata.claim_locations("one", [part_claim(upload_id, 1)], "theirs", "host-b:7", 2**62)
     uploading = ensureDeferred(world.multipart.upload_part(
         call("PUT", {"uploadId": upload_id, "partNumber": "1"}, PART_TWO)))

@@ -21,7 +21,7 @@ from s3orchestrator.metadata.engines import PostgresEngine, SqliteEngine
 from s3orchestrator.metadata.offline import DatabaseProblem, OfflineDatabase, PostgresDatabase, SqliteFile
 from s3orchestrator.metadata.offline import transfer as transfer_module
 from s3orchestrator.metadata.offline.transfer import RowDigest, transfer
-from s3orchestrator.metadata.records import IntentPlan, NewCopy, ObjectRecord, PartRecord, UploadRecord
+from s3orchestrator.metadata.records import Instance, IntentPlan, NewCopy, ObjectRecord, PartRecord, UploadRecord
 from s3orchestrator.metadata.schema import Migration, load_migrations
 from s3orchestrator.metadata.store import MetadataStore
 
@@ -55,7 +55,7 @@ def write_sqlite(spec: str, sql: str, rows: list[tuple[Any, ...]] | tuple[Any, .
 
 def metadata_store(spec: str) -> MetadataStore:
     engine = SqliteEngine(spec.removeprefix("sqlite:")) if spec.startswith("sqlite:") else PostgresEngine(spec)
-    return MetadataStore(Database(engine, reactor))
+    return MetadataStore(Database(engine, reactor), instance_id="host:1")
 
 
 async def fill(spec: str) -> None:
@@ -64,6 +64,8 @@ async def fill(spec: str) -> None:
     await store.start()
     try:
         await store.sync_stores([("a", 0), ("b", 10_000)])
+        # This instance's registration (a stale one, once copied: it expires there).
+        await store.register_instance(Instance(id="host:1", host="host", pid=1, started_ms=0, expires_ms=NOW_MS))
         for index, key in enumerate(KEYS):
             copies = await store.reserve_copies(10 + index, lambda usage: ("a", "b"))
             await store.commit_copies(record(key, "a", 10 + index),
@@ -89,8 +91,7 @@ async def fill(spec: str) -> None:
         await store.complete_upload("u3", record("done", "a", 14, part_sizes=(7, 7)), [(1, "1"), (2, "2")])
         # A write in flight (its intent), and a reservation released: the highest
         # reservation id is no longer in the table, yet must never be handed out again.
-        plan = IntentPlan(bucket="bkt", key="inflight", owner="host:1", expires_ms=NOW_MS + 1000,
-                          locate=lambda name: f"bkt/inflight-{name}")
+        plan = IntentPlan(bucket="bkt", key="inflight", locate=lambda name: f"bkt/inflight-{name}")
         await store.reserve_copies(4, lambda usage: ("a",), plan)
         released = await store.reserve(1, lambda usage: "b")
         await store.release(released.id)
@@ -229,7 +230,7 @@ async def test_a_target_holding_rows_is_refused_unless_replace(sqlite_spec) -> N
     await other.stop()
     with pytest.raises(DatabaseProblem, match=r"is not empty \(rows: stores 1\).*--replace"):
         copy(source, target)
-    assert contents(target)["stores"] == [(0, "elsewhere", 0, 0, 0)]  # untouched
+    assert contents(target)["stores"] == [(0, "elsewhere", 0)]  # untouched
     assert copy(source, target, replace=True).verified
     assert contents(target) == contents(source)
 

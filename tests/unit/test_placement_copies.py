@@ -19,6 +19,7 @@ from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.reaper import ReaperJob
+from s3orchestrator.metadata.records import Instance
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.placement.engine import NewObject, Placement
 from s3orchestrator.placement.errors import NoRoom
@@ -449,12 +450,16 @@ async def test_after_a_crash_mid_overwrite_the_reaper_and_cleanup_job_settle_the
     await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
     assert await pending_intents(metadata) == ["c"]
     assert await queued_cleanups(metadata) == [("c", old.location, 11)]  # c's old copy, let go of
+    # The writer's instance, alive for now: its lease ends before ``later``.
+    now_ms = int(reactor.seconds() * 1000)
+    await metadata.register_instance(Instance(id=metadata.instance_id, host="host", pid=1, started_ms=0,
+                                              expires_ms=now_ms + 1_800_000))
     later = Clock()
     later.advance(reactor.seconds() + 3600)
     cleanup = CleanupJob(metadata, lambda: stores, 60, later)
     assert await cleanup.run() == 0  # the late copy's intent guards the location
 
-    reaper = ReaperJob(metadata, lambda: stores, 60, later)  # the writer never registered a lease: dead
+    reaper = ReaperJob(metadata, lambda: stores, 60, later)  # the writer's lease has ended: dead
     assert await reaper.run() == 1 and reaper.resolutions["deleted"] == 1
     later.advance(60)  # the postponed entry's next try
     assert await cleanup.run() == 1
