@@ -11,7 +11,7 @@ the reaper and cleanup settings of ``[placement]`` (intervals; intent_lease for 
 that start from then on),
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
 (the listening socket), the metadata settings (database, busy_timeout, pool_size,
-unavailable_after), the other operators' settings
+unavailable_after), ``jobs.lease``, the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
 than in its quota or zone, and replicas above the number of running stores (the whole
 running placement stays until a restart brings the stores that allow them).
@@ -92,6 +92,8 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("server")
     if new.metadata != old.metadata:
         needs_restart.append("metadata")
+    if new.jobs != old.jobs:
+        needs_restart.append("jobs.lease")
     ops = attrs.evolve(old.ops, log_level=new.ops.log_level)
     if attrs.evolve(new.ops, log_level=old.ops.log_level) != old.ops:
         needs_restart.append("logging.format/metrics/manhole/admin")
@@ -119,6 +121,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
     if ops != old.ops:
         applied.append("logging.level")
     config = attrs.evolve(
-        new, server=server, metadata=old.metadata, ops=ops, stores=stores, placement=placement, buckets=buckets,
+        new, server=server, metadata=old.metadata, jobs=old.jobs, ops=ops, stores=stores, placement=placement,
+        buckets=buckets,
     )
     return ReloadPlan(config, tuple(applied), tuple(needs_restart))

@@ -22,6 +22,7 @@ from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.cleanup import CleanupJob
+from s3orchestrator.jobs.election import JobElection
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
@@ -30,6 +31,7 @@ from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
@@ -127,6 +129,10 @@ class OrchestratorService(MultiService):
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
+        owner = instance_id()
+        # The cluster-wide jobs run on the one instance holding each job's lease.
+        self.job_leases = JobLeases(self.metadata.database)
+        self.election = JobElection(self.job_leases, owner, config.jobs.lease, reactor)
         locks = KeyLocks()
         self.placement = Placement(
             metadata=self.metadata,
@@ -135,7 +141,7 @@ class OrchestratorService(MultiService):
             clock=reactor,
             locks=locks,
             health=self.health,
-            owner=instance_id(),
+            owner=owner,
             intent_lease=config.placement_jobs.intent_lease,
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
@@ -232,34 +238,36 @@ class OrchestratorService(MultiService):
         )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
-        expiry = MultipartExpiryJob(
-            self.multipart, self.metadata, self.config.multipart.expire_after,
-            self.config.multipart.expiry_check_interval, self.reactor,
-            completed_retention=self.config.multipart.completed_retention,
-        )
-        expiry.setName("multipart-expiry")
-        expiry.setServiceParent(self)
-        jobs = self.config.placement_jobs
 
         def metadata_available() -> bool:
             return self.metadata_availability.available
 
+        expiry = MultipartExpiryJob(
+            self.multipart, self.metadata, self.config.multipart.expire_after,
+            self.config.multipart.expiry_check_interval, self.reactor,
+            completed_retention=self.config.multipart.completed_retention,
+            metadata_available=metadata_available, lease=self.election.lease("multipart_expiry"),
+        )
+        expiry.setName("multipart-expiry")
+        expiry.setServiceParent(self)
+        jobs = self.config.placement_jobs
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
-                           self.reactor, metadata_available)
+                           self.reactor, metadata_available, self.election.lease("reaper"))
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
-                             metadata_available)
+                             metadata_available, self.election.lease("cleanup"))
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(
             self.placement, self.metadata, lambda: [bucket.name for bucket in self.config.buckets],
             lambda bucket: self.config.placement_for(bucket), lambda: self.config.placement, self.reactor,
-            metadata_available,
+            metadata_available, self.election.lease("replicator"),
         )
         replicator.setName("replicator")
         replicator.setServiceParent(self)
-        # A store back up may take the copies that could not be made while it was down.
+        # A store back up may take the copies that could not be made while it was down (on
+        # the instance that runs the replicator: soon() asks its lease first).
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
                      "replicator": replicator}
@@ -311,9 +319,8 @@ class OrchestratorService(MultiService):
         if ops.metrics_listen is not None:
             listeners.append((METRICS, ops.metrics_listen, ops_site(self.ops_endpoints())))
         if ops.admin is not None:
-            listeners.append((
-                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
-            ))
+            endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.job_leases)
+            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             self._ops_ports[name] = await serverFromString(self.reactor, listen).listen(factory)
 

@@ -7,6 +7,7 @@ from typing import Callable, Mapping
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CleanupEntry
@@ -42,8 +43,9 @@ class CleanupJob(TimedJob):
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
     ) -> None:
-        super().__init__(interval, clock, metadata_available)
+        super().__init__(interval, clock, metadata_available, lease)
         self._metadata = metadata
         self._stores = stores
         self.removed = 0
