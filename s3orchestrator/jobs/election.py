@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from s3orchestrator.metadata.job_leases import JobLeaseRecord, JobLeases
+from s3orchestrator.metadata.job_leases import JobLeases
 
 #: Renewals per lease: a holder renews every ``duration / RENEWALS`` seconds, so that
 #: two renewals may fail (a busy database) before the lease runs out.
@@ -147,11 +147,3 @@ class JobElection:
         if job not in self._jobs:
             self._jobs[job] = JobLease(job, self._leases, self.instance_id, self.duration, self._clock)
         return self._jobs[job]
-
-    def leading(self) -> dict[str, bool]:
-        """Whether this instance runs each job, by job name."""
-        return {job: lease.leads for job, lease in self._jobs.items()}
-
-    def holders(self) -> Deferred[list[JobLeaseRecord]]:
-        """Who holds each job's lease, from the database (expired leases included)."""
-        return self._leases.holders()

@@ -69,6 +69,11 @@ def test_two_daemons_on_one_database_expire_each_upload_once(two_daemons) -> Non
     assert expired(second) == 0
     assert "now runs job" not in second.log()
     assert holders(first) == dict.fromkeys(CLUSTER_JOBS, instance(first))
+    runner = instance(first)
+    first.stop()  # a clean stop gives the leases up: the other daemon takes them at its next rounds
+    for job in CLUSTER_JOBS:
+        assert f"({runner}) stops running job {job}" in first.log()
+    assert wait_for(lambda: holders(first) == dict.fromkeys(CLUSTER_JOBS, instance(second)))
 
 
 def test_when_the_runner_dies_the_other_daemon_takes_its_jobs_over(two_daemons) -> None:
