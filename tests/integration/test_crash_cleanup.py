@@ -15,7 +15,9 @@ from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
-FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n"
+# Leases of 1 s: a daemon restarted after a SIGKILL (a new instance id) takes its killed
+# run's jobs over once their leases have run out.
+FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n[jobs]\nlease = 1\n"
 
 
 def s3_spec(upstream: Upstream, name: str) -> StoreSpec:
