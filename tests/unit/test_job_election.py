@@ -8,11 +8,13 @@ from typing import Any, Callable
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
+from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.election import JobElection, JobLease
+from s3orchestrator.jobs.replicator import ReplicatorJob
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.store import MetadataStore
@@ -314,3 +316,40 @@ def test_a_holder_that_cannot_renew_leads_until_its_lease_ends(renewals_before_t
     leases.failing = False
     clock.advance(LEASE)  # it no longer renews (the next timed round takes the lease again)
     assert leases.taken == 1 + renewals_before_the_end
+
+
+# -- the replicator woken by a store back up -----------------------------------------------------
+
+
+class AnsweringLeases:
+    """Job leases that always answer the same: held by this instance or by another."""
+
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    def take(self, job: str, owner: str, now_ms: int, duration_ms: int) -> Deferred[bool]:
+        return succeed(self.held)
+
+
+class EmptyQueue:
+    """Metadata with an empty replication queue, counting its reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def replication_queue(self, limit: int, after: Any = None) -> Deferred[list[Any]]:
+        self.reads += 1
+        return succeed([])
+
+
+@pytest.mark.parametrize("runs_it", [True, False])
+def test_a_store_back_up_wakes_the_replicator_only_on_its_runner(runs_it: bool) -> None:
+    clock, queue = Clock(), EmptyQueue()
+    policy = PlacementPolicy(replication_interval=60)
+    lease = JobLease("replicator", AnsweringLeases(runs_it), "a:1", LEASE, clock)  # type: ignore[arg-type]
+    replicator = ReplicatorJob(None, queue, list, lambda bucket: policy, lambda: policy, clock,  # type: ignore[arg-type]
+                               lease=lease)
+    replicator.soon()  # what the health checks do when a store comes back up
+    clock.advance(0)
+    assert queue.reads == (1 if runs_it else 0)
+    assert replicator.runs == (1 if runs_it else 0)
