@@ -40,6 +40,7 @@ DEFAULT_MULTIPART_COMPLETED_RETENTION = 600.0
 DEFAULT_REAPER_INTERVAL = 60.0
 DEFAULT_CLEANUP_INTERVAL = 60.0
 DEFAULT_METADATA_LEASE = 30.0
+DEFAULT_JOB_LEASE = 30.0
 DEFAULT_S3_REGION = "us-east-1"
 DEFAULT_S3_TIMEOUT = 60.0
 STORE_TYPES = ("directory", "s3")
@@ -172,6 +173,15 @@ class PlacementJobsConfig:
 
 
 @attrs.frozen
+class JobsConfig:
+    """The election of the cluster-wide jobs: ``lease`` seconds that the instance running
+    a job holds it for without renewing (it renews every third of that); when it dies,
+    another instance takes over within one lease plus the job's interval."""
+
+    lease: float = DEFAULT_JOB_LEASE
+
+
+@attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
 
@@ -253,6 +263,7 @@ class Config:
     )
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
+    jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
 
     def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
@@ -336,7 +347,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores", "placement",
+        "buckets", "stores", "placement", "jobs",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
@@ -345,6 +356,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     metadata = _parse_metadata(_table(data, "", "metadata", required=True), env)
     health = _parse_health(_table(data, "", "health", required=False))
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
+    jobs = _parse_jobs(_table(data, "", "jobs", required=False))
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
@@ -359,6 +371,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         ops=ops,
         placement=placement,
         placement_jobs=placement_jobs,
+        jobs=jobs,
     )
     check_placement(config)
     return config
@@ -473,6 +486,11 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
             table, "multipart", "completed_retention", default=DEFAULT_MULTIPART_COMPLETED_RETENTION
         ),
     )
+
+
+def _parse_jobs(table: Mapping[str, Any]) -> JobsConfig:
+    _check_keys(table, "jobs", ("lease",))
+    return JobsConfig(lease=_seconds(table, "jobs", "lease", default=DEFAULT_JOB_LEASE))
 
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:

@@ -10,8 +10,8 @@ starts from then on), health and multipart settings (expiry, completed_retention
 the reaper and cleanup intervals of ``[placement]``,
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
 (the listening socket), ``server.workers``, ``server.instance_id``, the metadata
-settings (database, busy_timeout, pool_size, unavailable_after, lease), the other
-operators' settings
+settings (database, busy_timeout, pool_size, unavailable_after, lease), ``jobs.lease``,
+the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
 than in its quota or zone, and replicas above the number of running stores (the whole
 running placement stays until a restart brings the stores that allow them).
@@ -98,6 +98,8 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("server")
     if new.metadata != old.metadata:
         needs_restart.append("metadata")
+    if new.jobs != old.jobs:
+        needs_restart.append("jobs.lease")
     ops = attrs.evolve(old.ops, log_level=new.ops.log_level)
     if attrs.evolve(new.ops, log_level=old.ops.log_level) != old.ops:
         needs_restart.append("logging.format/metrics/manhole/admin")
@@ -125,6 +127,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
     if ops != old.ops:
         applied.append("logging.level")
     config = attrs.evolve(
-        new, server=server, metadata=old.metadata, ops=ops, stores=stores, placement=placement, buckets=buckets,
+        new, server=server, metadata=old.metadata, jobs=old.jobs, ops=ops, stores=stores, placement=placement,
+        buckets=buckets,
     )
     return ReloadPlan(config, tuple(applied), tuple(needs_restart))

@@ -21,6 +21,7 @@ from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
 from s3orchestrator.jobs.cleanup import CleanupJob
+from s3orchestrator.jobs.election import JobElection
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
@@ -31,6 +32,7 @@ from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
@@ -180,6 +182,9 @@ class OrchestratorService(MultiService):
             store.name: build_store(store, reactor, self.metrics) for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
+        # The cluster-wide jobs run on the one instance holding each job's lease.
+        self.job_leases = JobLeases(self.metadata.database)
+        self.election = JobElection(self.job_leases, self.instance_id, config.jobs.lease, reactor)
         self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
@@ -287,34 +292,36 @@ class OrchestratorService(MultiService):
         )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
-        expiry = MultipartExpiryJob(
-            self.multipart, self.metadata, self.config.multipart.expire_after,
-            self.config.multipart.expiry_check_interval, self.reactor,
-            completed_retention=self.config.multipart.completed_retention,
-        )
-        expiry.setName("multipart-expiry")
-        expiry.setServiceParent(self)
-        jobs = self.config.placement_jobs
 
         def metadata_available() -> bool:
             return self.metadata_availability.available
 
+        expiry = MultipartExpiryJob(
+            self.multipart, self.metadata, self.config.multipart.expire_after,
+            self.config.multipart.expiry_check_interval, self.reactor,
+            completed_retention=self.config.multipart.completed_retention,
+            metadata_available=metadata_available, lease=self.election.lease("multipart_expiry"),
+        )
+        expiry.setName("multipart-expiry")
+        expiry.setServiceParent(self)
+        jobs = self.config.placement_jobs
         reaper = ReaperJob(self.metadata, lambda: self.stores, jobs.reaper_interval, self.reactor,
-                           metadata_available, owner=self.instance_id)
+                           metadata_available, self.election.lease("reaper"), owner=self.instance_id)
         reaper.setName("reaper")
         reaper.setServiceParent(self)
         cleanup = CleanupJob(self.metadata, lambda: self.stores, jobs.cleanup_interval, self.reactor,
-                             metadata_available, owner=self.instance_id)
+                             metadata_available, self.election.lease("cleanup"), owner=self.instance_id)
         cleanup.setName("cleanup")
         cleanup.setServiceParent(self)
         replicator = ReplicatorJob(
             self.placement, self.metadata, lambda: [bucket.name for bucket in self.config.buckets],
             lambda bucket: self.config.placement_for(bucket), lambda: self.config.placement, self.reactor,
-            metadata_available,
+            metadata_available, self.election.lease("replicator"),
         )
         replicator.setName("replicator")
         replicator.setServiceParent(self)
-        # A store back up may take the copies that could not be made while it was down.
+        # A store back up may take the copies that could not be made while it was down (on
+        # the instance that runs the replicator: soon() asks its lease first).
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
                      "replicator": replicator}
@@ -372,9 +379,8 @@ class OrchestratorService(MultiService):
         if ops.manhole is not None:
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
-            listeners.append((
-                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
-            ))
+            endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.job_leases)
+            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
             if port is not None:

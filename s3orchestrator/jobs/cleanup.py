@@ -7,6 +7,7 @@ from typing import Callable, Mapping
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, cleanup_holder
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -34,7 +35,7 @@ class CleanupJob(TimedJob):
     is tried later (``retry_delay``, from ``interval`` doubling up to an hour): never
     forgotten.
 
-    ``owner`` and ``lease``: the claims' owner (this process) and how long they last
+    ``owner`` and ``claim_lease``: the claims' owner (this process) and how long they last
     should it die. Counters: ``runs``, ``errors``, ``removed`` (entries done),
     ``failures`` (tries that failed)."""
 
@@ -48,14 +49,16 @@ class CleanupJob(TimedJob):
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
         owner: str = "",
-        lease: float = DELETE_CLAIM_LEASE,
+        claim_lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
-        super().__init__(interval, clock, metadata_available)
+        super().__init__(interval, clock, metadata_available, lease)
         self._metadata = metadata
         self._stores = stores
         self.owner = owner
-        self.lease = lease
+        #: Seconds a claim this job takes to delete bytes lasts, should it die.
+        self.claim_lease = claim_lease
         self.removed = 0
         self.failures = 0
 
@@ -88,7 +91,7 @@ class CleanupJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {entry.store!r} is no longer configured")
-            expires_ms = now_ms + int(self.lease * 1000)
+            expires_ms = now_ms + int(self.claim_lease * 1000)
             claimed = await self._metadata.claim_cleanup(
                 entry.store, entry.location, cleanup_holder(entry.id), self.owner, expires_ms
             )

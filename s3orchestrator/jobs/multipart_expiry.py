@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
-from twisted.python.failure import Failure
 
 from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
+from s3orchestrator.jobs.election import JobLease
+from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import UploadRecord
 
@@ -25,7 +24,7 @@ class UploadAborter(Protocol):
         ...
 
 
-class MultipartExpiryJob(TimerService):
+class MultipartExpiryJob(TimedJob):
     """Every ``interval`` seconds, abort the uploads initiated more than
     ``expire_after`` seconds ago, in their store and in metadata (releasing
     their bytes), and forget the uploads completed more than
@@ -33,13 +32,15 @@ class MultipartExpiryJob(TimerService):
 
     The job never stops on an error: an upload whose store fails stays for the
     next run, and unexpected errors are logged and counted. A run logs at info only
-    when it aborted an upload or failed to (a run with nothing to do logs at debug). Counters: ``runs``,
+    when it aborted an upload or failed to (a run with nothing to do logs at debug).
+    Timed runs wait for the metadata (degraded mode) and, given a ``lease``, for this
+    instance to hold it (see ``TimedJob``). Counters: ``runs``,
     ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``,
     ``forgotten`` (completed uploads no longer remembered).
     """
 
     _log = Logger()
-    clock: IReactorTime  # TimerService's, optional there; always given here
+    description = "Multipart expiry"
 
     def __init__(
         self,
@@ -49,46 +50,22 @@ class MultipartExpiryJob(TimerService):
         interval: float,
         clock: IReactorTime,
         completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
+        metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
     ) -> None:
         if not interval > 0 or not expire_after > 0 or not completed_retention > 0:
             raise ValueError("interval, expire_after and completed_retention must be positive")
-        TimerService.__init__(self, interval, self._tick)
-        self.clock = clock
+        super().__init__(interval, clock, metadata_available, lease)
         self.expire_after = expire_after
         self.completed_retention = completed_retention
-        self.interval = interval
         self._uploads = uploads
         self._metadata = metadata
-        self._running = False
-        self._waiters: list[Deferred[int]] = []
-        self.runs = 0
         self.expired = 0
         self.failures = 0
-        self.errors = 0
         self.forgotten = 0
 
-    def run_once(self) -> Deferred[int]:
-        """Expire what is due now; fires (never fails) with how many uploads were
-        aborted. A run already going is not doubled: this waits for it."""
-        waiter: Deferred[int] = Deferred()
-        self._waiters.append(waiter)
-        if not self._running:
-            self._running = True
-            run = ensureDeferred(self._run())
-            run.addErrback(self._run_failed)
-            run.addCallback(self._finished)
-        return waiter
-
-    def _tick(self) -> Deferred[int]:
-        # LoopingCall stops for good on its body's first failure: nothing may escape.
-        try:
-            return self.run_once()
-        except Exception:
-            self.errors += 1
-            self._log.failure("Multipart expiry run failed to start")
-            return succeed(0)
-
-    async def _run(self) -> int:
+    async def run(self) -> int:
+        """Expire what is due now; return how many uploads were aborted."""
         cutoff_ms = int((self.clock.seconds() - self.expire_after) * 1000)
         aborted = failed = 0
         after: tuple[int, str] | None = None
@@ -123,16 +100,3 @@ class MultipartExpiryJob(TimerService):
             aborted=aborted, failed=failed, expire_after=self.expire_after,
         )
         return aborted
-
-    def _run_failed(self, failure: Failure) -> int:
-        self.errors += 1
-        self._log.failure("Multipart expiry run failed", failure)
-        return 0
-
-    def _finished(self, result: int) -> None:
-        self.runs += 1
-        self._running = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.called:  # a caller may have cancelled its wait
-                waiter.callback(result)

@@ -8,6 +8,7 @@ from typing import Callable, Mapping
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, write_holder
 from s3orchestrator.metadata.interface import IMetadataStore
@@ -49,16 +50,17 @@ class ReaperJob(TimedJob):
         interval: float,
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
         owner: str = "",
-        lease: float = DELETE_CLAIM_LEASE,
+        claim_lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
-        super().__init__(interval, clock, metadata_available)
+        super().__init__(interval, clock, metadata_available, lease)
         self._metadata = metadata
         self._stores = stores
         #: The instance (this process) owning the claims the reaper takes.
         self.owner = owner
-        #: Seconds the reaper's claim of a location it deletes from lasts, should it die.
-        self.lease = lease
+        #: Seconds a claim this job takes to delete bytes lasts, should it die.
+        self.claim_lease = claim_lease
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
         self.released = 0
 
@@ -98,7 +100,7 @@ class ReaperJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {intent.store!r} is no longer configured")
-            expires_ms = int((self.clock.seconds() + self.lease) * 1000)
+            expires_ms = int((self.clock.seconds() + self.claim_lease) * 1000)
             if not await self._metadata.claim_locations(intent.store, [intent.location],
                                                         write_holder(intent.reservation_id), self.owner, expires_ms):
                 raise LookupError("another write is at the location now")

@@ -12,6 +12,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.jobs.election import JobLease, release_when_stopped, run_if_leading
 from s3orchestrator.jobs.gate import MetadataGate
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import QueuedReplication
@@ -37,7 +38,9 @@ class ReplicatorJob(TimerService):
     no limit). ``soon()`` asks for a run at once (a store came back up).
 
     It never stops on an error: an object whose copy fails stays queued for the next run.
-    Timed runs are skipped while ``metadata_available()`` is false (degraded mode).
+    Timed runs (and ``soon()``'s) are skipped while ``metadata_available()`` is false
+    (degraded mode) and, given a ``lease`` (one instance replicates for all that share the
+    database), while another instance holds it; stopping the job gives it up.
     Counters: ``runs``, ``errors`` (runs that raised), ``failures`` (objects it could not
     complete), ``copies`` and ``bytes`` replicated; gauges from the last run:
     ``missing`` (copies still missing), ``queued`` (objects in the queue), ``oldest_ms``
@@ -56,6 +59,7 @@ class ReplicatorJob(TimerService):
         placement: Callable[[], PlacementPolicy],
         clock: IReactorTime,
         metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
     ) -> None:
         TimerService.__init__(self, placement().replication_interval, self._tick)
         self.interval = placement().replication_interval
@@ -70,6 +74,7 @@ class ReplicatorJob(TimerService):
         self._next_waiters: list[Deferred[int]] = []
         self._soon: IDelayedCall | None = None
         self.gate = MetadataGate("Replicator", metadata_available)
+        self.lease = lease
         self.runs = self.errors = self.failures = 0
         self.copies = self.bytes = 0
         self.missing = self.queued = 0
@@ -84,7 +89,7 @@ class ReplicatorJob(TimerService):
         if self._soon is not None and self._soon.active():
             self._soon.cancel()
         result: Deferred[None] = TimerService.stopService(self)
-        return result
+        return release_when_stopped(result, self.lease)
 
     def run_once(self) -> Deferred[int]:
         """Replicate what is queued now; fires (never fails) with how many copies were made.
@@ -106,6 +111,9 @@ class ReplicatorJob(TimerService):
     def _tick(self) -> Deferred[int]:
         if not self.gate.open():
             return succeed(0)
+        return run_if_leading(self.lease, self._start_run)
+
+    def _start_run(self) -> Deferred[int]:
         # LoopingCall stops for good on its body's first failure: nothing may escape.
         try:
             return self.run_once()

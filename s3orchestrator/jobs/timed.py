@@ -1,4 +1,5 @@
-"""A TimerService whose runs never overlap, never fail and can be asked for at once."""
+"""A TimerService whose runs never overlap, never fail and can be asked for at once, and
+(for a cluster-wide job) run only on the instance that holds the job's lease."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3orchestrator.jobs.election import JobLease, release_when_stopped, run_if_leading
 from s3orchestrator.jobs.gate import MetadataGate
 
 
@@ -17,8 +19,10 @@ class TimedJob(TimerService):
     """Runs ``run()`` (a subclass's coroutine returning how much it did) at start and
     every ``interval`` seconds on ``clock``. An error is logged and counted in
     ``errors``, never raised: a LoopingCall stops for good on its body's first failure.
-    Timed runs are skipped while ``metadata_available()`` is false (degraded mode).
-    Counters: ``runs``, ``errors``."""
+    Timed runs are skipped while ``metadata_available()`` is false (degraded mode), and,
+    given a ``lease`` (a cluster-wide job), while another instance holds it: each timed
+    run first takes or renews it; stopping the job gives it up. ``run_once`` (an
+    operator's run) runs whoever holds it. Counters: ``runs``, ``errors``."""
 
     _log = Logger()
     clock: IReactorTime  # TimerService's, optional there; always given here
@@ -26,7 +30,8 @@ class TimedJob(TimerService):
     description = "job"
 
     def __init__(
-        self, interval: float, clock: IReactorTime, metadata_available: Callable[[], bool] = lambda: True
+        self, interval: float, clock: IReactorTime, metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
     ) -> None:
         if not interval > 0:
             raise ValueError("interval must be positive")
@@ -36,6 +41,7 @@ class TimedJob(TimerService):
         self._running = False
         self._waiters: list[Deferred[int]] = []
         self.gate = MetadataGate(self.description, metadata_available)
+        self.lease = lease
         self.runs = 0
         self.errors = 0
 
@@ -54,9 +60,16 @@ class TimedJob(TimerService):
             run.addCallback(self._finished)
         return waiter
 
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[None] = TimerService.stopService(self)
+        return release_when_stopped(stopped, self.lease)
+
     def _tick(self) -> Deferred[int]:
         if not self.gate.open():
             return succeed(0)
+        return run_if_leading(self.lease, self._start_run)
+
+    def _start_run(self) -> Deferred[int]:
         try:
             return self.run_once()
         except Exception:

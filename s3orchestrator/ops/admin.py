@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
 from s3orchestrator.ops.status import status_snapshot
@@ -40,8 +41,11 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode("utf-8"))
 
 
-def admin_endpoints(token: str, metadata: IMetadataStore, health: StoreHealth) -> dict[str, OpsEndpoint]:
-    """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON)."""
+def admin_endpoints(
+    token: str, metadata: IMetadataStore, health: StoreHealth, job_leases: JobLeases | None = None
+) -> dict[str, OpsEndpoint]:
+    """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
+    the holders of the job leases when given ``job_leases``)."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -61,6 +65,6 @@ def admin_endpoints(token: str, metadata: IMetadataStore, health: StoreHealth) -
         return guarded
 
     async def status(headers: Mapping[str, str]) -> OpsResponse:
-        return json_response(200, await status_snapshot(metadata, health))
+        return json_response(200, await status_snapshot(metadata, health, job_leases))
 
     return {"/status": authorized("/status", status)}

@@ -57,6 +57,9 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
+- ``s3orchestrator_job_leader{job}``: 1 while this instance holds the lease of a
+  cluster-wide job (and so runs it for every instance sharing the metadata database),
+  0 while another does (jobs every instance runs, health checks, are left out).
 """
 
 from __future__ import annotations
@@ -238,10 +241,18 @@ class Metrics:
             labels=["job"],
         )
         jobs = self._jobs() if self._jobs is not None else {}
+        leader = GaugeMetricFamily(
+            "s3orchestrator_job_leader",
+            "1 while this instance runs a cluster-wide job (holds its lease), 0 while another does.",
+            labels=["job"],
+        )
         for job_name, job in jobs.items():
             runs.add_metric([job_name], getattr(job, "runs", 0))
             failures.add_metric([job_name], job_failures(job))
-        yield from (runs, failures)
+            lease = getattr(job, "lease", None)
+            if lease is not None:
+                leader.add_metric([job_name], 1 if lease.leads else 0)
+        yield from (runs, failures, leader)
         resolutions = CounterMetricFamily(
             "s3orchestrator_reaper_resolutions", "Dead writers' intents the reaper resolved, by outcome.",
             labels=["outcome"],

@@ -61,7 +61,8 @@ def _usage(used: int, quota: int) -> str:
 def status_table(snapshot: Mapping[str, Any]) -> str:
     """The ``status_snapshot`` document as a table: one row per store (health,
     used/reserved/quota, objects, uploads), the cleanup queue and write intents when
-    there are any, the last error of every store that is down."""
+    there are any, the last error of every store that is down, and which instance runs
+    each cluster-wide job when the document says."""
     stores = snapshot.get("stores", [])
     uploads = snapshot.get("uploads", 0)
     lines = [
@@ -91,6 +92,11 @@ def status_table(snapshot: Mapping[str, Any]) -> str:
         if not store["healthy"]:
             error = store.get("last_error") or "no error recorded"
             lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
+    jobs = snapshot.get("jobs")
+    if jobs:
+        lines.append("jobs: " + ", ".join(
+            f"{printable(str(job['job']))} on {printable(str(job['holder']))}" for job in jobs
+        ))
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,9 @@ from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
-FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n"
+# Job leases of 1 s: a daemon restarted after a SIGKILL (a new instance id) takes its
+# killed run's jobs over once their leases have run out.
+FAST_JOBS = "[placement]\nreaper_interval = 1\ncleanup_interval = 1\n[jobs]\nlease = 1\n"
 # A killed daemon's instance is dead once its lease expires: short, so the test waits little.
 LEASE = 3
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +134,11 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
     status, body = fetch_json(url, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
     assert status == 200
+    assert daemon.process is not None
+    # The one daemon on this database runs every cluster-wide job.
+    assert {job["job"]: job["holder"] for job in body.pop("jobs")} == dict.fromkeys(
+        ["cleanup", "multipart_expiry", "reaper", "replicator"], f"{socket.gethostname()}:{daemon.process.pid}"
+    )
     assert body == {
         "status": "ok",
         "uploads": 1,

@@ -17,8 +17,10 @@ from tests.integration.test_upstream_stores import spec
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
+# Leases of 1 s: a daemon restarted after a SIGKILL (a new instance id) takes its killed
+# run's jobs over once their leases have run out.
 FAST_JOBS = ("\n[placement]\nreplicas = {replicas}\nwrite_quorum = {quorum}\nreaper_interval = 1\n"
-             "cleanup_interval = 1\nreplication_interval = 1\n")
+             "cleanup_interval = 1\nreplication_interval = 1\n[jobs]\nlease = 1\n")
 
 
 def upstream_objects(upstream: Upstream, bucket: str) -> dict[str, bytes]:

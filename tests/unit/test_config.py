@@ -266,12 +266,15 @@ INVALID = [
     # unknown keys
     (_set("routing_stratgy", "pack"), "routing_stratgy: unknown key (allowed here: "
      "routing_strategy, server, metadata, health, multipart, logging, metrics, manhole, admin, "
-     "buckets, stores, placement)"),
+     "buckets, stores, placement, jobs)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
      "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers, instance_id)"),
     (_set("server.backlog", 0), "server.backlog: must be a positive integer (got 0)"),
     (_set("server.workers", 0), "server.workers: must be a positive integer (got 0)"),
+    (lambda d: d.update(jobs={"lease": 0}), "jobs.lease: must be a positive number of seconds (got 0)"),
+    (lambda d: d.update(jobs={"lease": "30"}), "jobs.lease: must be a positive number of seconds (got '30')"),
+    (lambda d: d.update(jobs={"leas": 30}), "jobs.leas: unknown key (allowed here: lease)"),
     (_set("server.header_timeout", 0), "server.header_timeout: must be a positive number of seconds (got 0)"),
     (_set("server.min_upload_rate", -1), "server.min_upload_rate: must be a non-negative integer (got -1)"),
     (_set("server.min_upload_rate", 8.5), "server.min_upload_rate: must be a non-negative integer (got 8.5)"),
@@ -624,6 +627,11 @@ def test_load_uses_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.Mon
 def test_multipart_expiry_defaults_to_a_day_checked_hourly() -> None:
     config = parse_config(edited(lambda data: None), {})
     assert (config.multipart.expire_after, config.multipart.expiry_check_interval) == (86400.0, 3600.0)
+
+
+def test_job_leases_last_thirty_seconds_by_default_and_are_read() -> None:
+    assert parse_config(edited(lambda data: None), {}).jobs.lease == 30.0
+    assert parse_config(edited(lambda data: data.update(jobs={"lease": 90})), {}).jobs.lease == 90.0
 
 
 def test_multipart_expiry_settings_are_read() -> None:

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.auth.sigv4 import PayloadMode
 from s3orchestrator.errors import S3Error
+from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
@@ -301,6 +302,32 @@ def test_job_counters_are_read_from_the_job_objects_at_scrape_time() -> None:
     assert value(scrape(metrics), "s3orchestrator_job_runs_total", job="multipart_expiry") == 4
 
 
+class FakeLease:
+    """A job's lease: whether this instance holds it."""
+
+    def __init__(self, leads: bool) -> None:
+        self.leads = leads
+
+
+def test_job_leader_says_which_cluster_wide_jobs_this_instance_runs() -> None:
+    clock = Clock()
+    reaper, cleanup = FakeLease(True), FakeLease(False)
+    jobs = {
+        "health_checks": HealthCheckJob({}, StoreHealth([], 1), 10, clock),
+        "reaper": ReaperJob(None, dict, 60, clock, lease=reaper),  # type: ignore[arg-type]
+        "cleanup": CleanupJob(None, dict, 60, clock, lease=cleanup),  # type: ignore[arg-type]
+    }
+    metrics = Metrics(jobs=lambda: jobs)
+    samples = scrape(metrics)
+    assert value(samples, "s3orchestrator_job_leader", job="reaper") == 1
+    assert value(samples, "s3orchestrator_job_leader", job="cleanup") == 0
+    assert not [key for key in samples if key[0] == "s3orchestrator_job_leader" and ("job", "health_checks") in key[1]]
+    reaper.leads, cleanup.leads = False, True
+    samples = scrape(metrics)
+    assert (value(samples, "s3orchestrator_job_leader", job="reaper"),
+            value(samples, "s3orchestrator_job_leader", job="cleanup")) == (0, 1)
+
+
 def test_exposition_parses_and_has_every_documented_metric() -> None:
     metrics = Metrics(jobs=lambda: {"multipart_expiry": MultipartExpiryJob(None, None, 1, 1, Clock())})  # type: ignore[arg-type]
     metrics.request_finished("PutObject", 200, 1, 0, 0.1)
@@ -316,7 +343,7 @@ def test_exposition_parses_and_has_every_documented_metric() -> None:
         "s3orchestrator_upstream_requests", "s3orchestrator_upstream_request_duration_seconds",
         "s3orchestrator_store_used_bytes", "s3orchestrator_store_reserved_bytes", "s3orchestrator_store_quota_bytes",
         "s3orchestrator_store_objects", "s3orchestrator_store_up", "s3orchestrator_multipart_uploads",
-        "s3orchestrator_job_runs", "s3orchestrator_job_failures",
+        "s3orchestrator_job_runs", "s3orchestrator_job_failures", "s3orchestrator_job_leader",
     }
 
 

@@ -17,11 +17,13 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage, UploadRecord
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.ops.admin import admin_endpoints, bearer_token
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.report import status_table
 from s3orchestrator.web.site import S3Request, S3Site
 from tests.unit.fakes import Outcome, RecordingStringTransport
 
@@ -165,6 +167,24 @@ async def put_object(metadata: MetadataStore, key: str, size: int, store: str = 
 
 async def get(endpoints: Mapping[str, OpsEndpoint], path: str, headers: Mapping[str, str]) -> OpsResponse:
     return await endpoints[path](headers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_status_says_which_instance_runs_each_cluster_wide_job(metadata: MetadataStore) -> None:
+    leases = JobLeases(metadata.database)
+    await leases.take("reaper", "host-b:7", 2_000, 30_000)
+    await leases.take("cleanup", "host-a:3", 1_000, 30_000)
+    health = StoreHealth(["a", "b"], unhealthy_after=1)
+
+    response = await get(admin_endpoints(TOKEN, metadata, health, leases), "/status",
+                         {"authorization": f"Bearer {TOKEN}"})
+
+    snapshot = document(response)
+    assert snapshot["jobs"] == [
+        {"job": "cleanup", "holder": "host-a:3", "since_ms": 1_000, "expires_ms": 31_000},
+        {"job": "reaper", "holder": "host-b:7", "since_ms": 2_000, "expires_ms": 32_000},
+    ]
+    assert "jobs: cleanup on host-a:3, reaper on host-b:7" in status_table(snapshot)
 
 
 @pytest_twisted.ensureDeferred

@@ -63,6 +63,12 @@ def test_listen_metadata_and_operator_settings_wait_for_a_restart() -> None:
     assert plan.config.ops == old.ops
 
 
+def test_the_job_lease_waits_for_a_restart() -> None:
+    plan = reload_plan(config(), config(lambda data: data.update(jobs={"lease": 90})))
+    assert (plan.applied, plan.needs_restart) == ((), ("jobs.lease",))
+    assert plan.config.jobs.lease == 30.0
+
+
 def test_the_log_level_applies_at_once() -> None:
     plan = reload_plan(config(), config(lambda data: data.update(logging={"level": "debug"})))
     assert (plan.applied, plan.needs_restart) == (("logging.level",), ())
