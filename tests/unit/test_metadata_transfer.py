@@ -18,6 +18,7 @@ from twisted.internet import reactor
 from s3orchestrator.metadata import schema as schema_module
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import PostgresEngine, SqliteEngine
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.offline import DatabaseProblem, OfflineDatabase, PostgresDatabase, SqliteFile
 from s3orchestrator.metadata.offline import transfer as transfer_module
 from s3orchestrator.metadata.offline.transfer import RowDigest, transfer
@@ -66,6 +67,7 @@ async def fill(spec: str) -> None:
         await store.sync_stores([("a", 0), ("b", 10_000)])
         # This instance's registration (a stale one, once copied: it expires there).
         await store.register_instance(Instance(id="host:1", host="host", pid=1, started_ms=0, expires_ms=NOW_MS))
+        await JobLeases(store.database).take("reaper", "host:1", NOW_MS, 30_000)
         for index, key in enumerate(KEYS):
             copies = await store.reserve_copies(10 + index, lambda usage: ("a", "b"))
             await store.commit_copies(record(key, "a", 10 + index),
