@@ -882,25 +882,42 @@ class Placement:
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
         """A store that made a write visible at once replaced the key's previous object
-        at the same location; its record no longer describes any bytes, so drop it
-        (a missing object beats serving the wrong bytes). Called under the key's lock.
+        at ``record``'s store and location; if a live copy of the current object is
+        there (whichever of its copies that is), that copy no longer holds its bytes
+        (a missing copy beats serving the wrong bytes): with other live copies left, it
+        is let go (its location queued for cleanup, the object for the replicator);
+        as the only one, the object is forgotten. Called under the key's lock.
 
         While the database is busy, retried later under the lock, and only if the
-        record is still the one replaced (a later PUT may have written a good one)."""
-        current = await self._metadata.get_object(record.bucket, record.key)
-        if current is None or (current.store, current.location) != (record.store, record.location):
+        object is still the one replaced (a later PUT may have written a good one)."""
+        found = await self._metadata.get_object_copies(record.bucket, record.key)
+        if found is None:
             return
+        current, live = found
+        place = (record.store, record.location)
+        clobbered = next((copy for copy in live if (copy.store, copy.location) == place), None)
+        if clobbered is None:
+            return
+        others = len(live) > 1
+
+        async def forget() -> None:
+            if others:
+                self._log.warn(
+                    "Copy of {bucket}/{key} on store {store} at {location} was replaced in place by a"
+                    " failed write; letting it go (the other copies remain)",
+                    bucket=record.bucket, key=record.key, store=record.store, location=record.location,
+                )
+                await self._metadata.mark_copy_missing(record.bucket, record.key, clobbered)
+            else:
+                await self._metadata.delete_object(record.bucket, record.key)
 
         async def forget_if_unchanged() -> None:
             async with self._locks.hold((record.bucket, record.key)):
                 if await self._metadata.get_object(record.bucket, record.key) == current:
-                    await self._metadata.delete_object(record.bucket, record.key)
+                    await forget()
 
-        await self.cleanups.run(
-            f"forgetting {record.bucket}/{record.key}",
-            lambda: self._metadata.delete_object(record.bucket, record.key),
-            forget_if_unchanged,
-        )
+        await self.cleanups.run(f"forgetting {record.bucket}/{record.key} at {record.store}", forget,
+                                forget_if_unchanged)
 
     async def _publish(self, write: IObjectWrite, record: ObjectRecord, previous_copies: Sequence[CopyRecord]) -> None:
         """Put committed bytes in place; then the bytes of the copies they replaced (queued
