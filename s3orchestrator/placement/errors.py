@@ -9,3 +9,8 @@ class NoRoom(Exception):
 
 class CopyUnreadable(Exception):
     """A copy the metadata describes is missing from its store or has another length."""
+
+
+class ObjectLost(CopyUnreadable):
+    """Every copy of an object is missing or damaged: its bytes are gone (until it is
+    overwritten or deleted, its reads fail)."""

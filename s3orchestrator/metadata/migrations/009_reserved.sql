@@ -1,0 +1,3 @@
+-- Placeholder for migration 009, assigned to another branch.
+-- It only keeps the numbering free of gaps on branch `leftovers` (whose migration is
+-- 010): delete this file when merging, in favour of the real 009.
