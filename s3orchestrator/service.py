@@ -232,17 +232,18 @@ class OrchestratorService(MultiService):
         )
         health_checks.setName("health-checks")
         health_checks.setServiceParent(self)
+
+        def metadata_available() -> bool:
+            return self.metadata_availability.available
+
         expiry = MultipartExpiryJob(
             self.multipart, self.metadata, self.config.multipart.expire_after,
             self.config.multipart.expiry_check_interval, self.reactor,
-            completed_retention=self.config.multipart.completed_retention,
+            completed_retention=self.config.multipart.completed_retention, metadata_available=metadata_available,
         )
         expiry.setName("multipart-expiry")
         expiry.setServiceParent(self)
         jobs = self.config.placement_jobs
-
-        def metadata_available() -> bool:
-            return self.metadata_availability.available
 
         reaper = ReaperJob(self.metadata, lambda: self.stores, self.placement.owner, jobs.reaper_interval,
                            self.reactor, metadata_available)
@@ -312,7 +313,8 @@ class OrchestratorService(MultiService):
             listeners.append((METRICS, ops.metrics_listen, ops_site(self.ops_endpoints())))
         if ops.admin is not None:
             listeners.append((
-                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
+                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health,
+                                                             self.metadata_availability))
             ))
         for name, listen, factory in listeners:
             self._ops_ports[name] = await serverFromString(self.reactor, listen).listen(factory)

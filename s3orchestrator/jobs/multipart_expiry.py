@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -11,6 +11,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
+from s3orchestrator.jobs.gate import MetadataGate
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import UploadRecord
 
@@ -33,7 +34,8 @@ class MultipartExpiryJob(TimerService):
 
     The job never stops on an error: an upload whose store fails stays for the
     next run, and unexpected errors are logged and counted. A run logs at info only
-    when it aborted an upload or failed to (a run with nothing to do logs at debug). Counters: ``runs``,
+    when it aborted an upload or failed to (a run with nothing to do logs at debug).
+    Timed runs are skipped while ``metadata_available()`` is false (degraded mode). Counters: ``runs``,
     ``expired`` (uploads aborted), ``failures`` (aborts that failed), ``errors``,
     ``forgotten`` (completed uploads no longer remembered).
     """
@@ -49,6 +51,7 @@ class MultipartExpiryJob(TimerService):
         interval: float,
         clock: IReactorTime,
         completed_retention: float = DEFAULT_MULTIPART_COMPLETED_RETENTION,
+        metadata_available: Callable[[], bool] = lambda: True,
     ) -> None:
         if not interval > 0 or not expire_after > 0 or not completed_retention > 0:
             raise ValueError("interval, expire_after and completed_retention must be positive")
@@ -61,6 +64,7 @@ class MultipartExpiryJob(TimerService):
         self._metadata = metadata
         self._running = False
         self._waiters: list[Deferred[int]] = []
+        self.gate = MetadataGate("Multipart expiry", metadata_available)
         self.runs = 0
         self.expired = 0
         self.failures = 0
@@ -80,6 +84,8 @@ class MultipartExpiryJob(TimerService):
         return waiter
 
     def _tick(self) -> Deferred[int]:
+        if not self.gate.open():
+            return succeed(0)
         # LoopingCall stops for good on its body's first failure: nothing may escape.
         try:
             return self.run_once()

@@ -1,4 +1,4 @@
-"""The jobs working on the metadata (reaper, cleanup, replicator) skip their timed runs
+"""The jobs working on the metadata (reaper, cleanup, replicator, multipart expiry) skip their timed runs
 while the metadata database is unavailable (degraded mode), logging that once."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.cleanup import CleanupJob
+from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
 
@@ -34,6 +35,13 @@ class CountingMetadata:
         self.calls += 1
         return succeed([])
 
+    def uploads_initiated_before(self, before_ms: int, limit: int, after: Any = None) -> Deferred[list[Any]]:
+        self.calls += 1
+        return succeed([])
+
+    def forget_completed_uploads(self, before_ms: int) -> Deferred[int]:
+        return succeed(0)
+
 
 def reaper(metadata: Any, clock: Clock, available: Callable[[], bool]) -> Any:
     return ReaperJob(metadata, dict, "me:1", 60, clock, available)
@@ -49,7 +57,11 @@ def replicator(metadata: Any, clock: Clock, available: Callable[[], bool]) -> An
                          available)
 
 
-@pytest.mark.parametrize("make", [reaper, cleanup, replicator])
+def multipart_expiry(metadata: Any, clock: Clock, available: Callable[[], bool]) -> Any:
+    return MultipartExpiryJob(None, metadata, 86400, 60, clock, metadata_available=available)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [reaper, cleanup, replicator, multipart_expiry])
 def test_timed_runs_wait_for_the_metadata_and_the_outage_is_logged_once(make: Callable[..., Any]) -> None:
     captured: list[LogEvent] = []
     globalLogPublisher.addObserver(captured.append)
