@@ -549,9 +549,13 @@ class Placement:
         the committed record. A copy onto itself (same key) keeps its bytes where they are
         (every copy of them); any other is placed by the routing strategy on as many stores
         as the bucket's placement asks for: copied within a store that holds a copy of the
-        source, streamed through the daemon to another."""
+        source, streamed through the daemon to another. ObjectLost when the source has
+        no live copy left."""
         if (source.bucket, source.key) == (target.bucket, target.key):
             return await self._copy_onto_itself(source, target)
+        sources = await self.live_sources(source)
+        if not sources:
+            raise ObjectLost(f"{source.bucket}/{source.key} has no live copy left")
         policy = self.policy(target.bucket)
         if policy.replicas == 1:
             reservation = await self.reserve(source.size)
@@ -565,7 +569,7 @@ class Placement:
                 await self.release(reservation)
                 raise
             return placed
-        return await self._copy_copies(source, target, policy)
+        return await self._copy_copies(source, sources, target, policy)
 
     async def _copy_onto_itself(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
         """A metadata-only change: ``target`` committed with the source's live copies."""
@@ -587,11 +591,12 @@ class Placement:
             raise
         return target
 
-    async def _copy_copies(self, source: ObjectRecord, target: ObjectRecord, policy: PlacementPolicy) -> ObjectRecord:
-        """``copy`` to several stores at once, committed when every copy settled if at
-        least ``write_quorum`` of them are durable (the others are left to the replicator)."""
+    async def _copy_copies(self, source: ObjectRecord, sources: Mapping[str, ObjectRecord], target: ObjectRecord,
+                           policy: PlacementPolicy) -> ObjectRecord:
+        """``copy`` to several stores at once (from ``sources``, the source's live copies
+        by store), committed when every copy settled if at least ``write_quorum`` of them
+        are durable (the others are left to the replicator)."""
         reservations = await self.reserve_copies(source.size, policy, (target.bucket, target.key))
-        sources = await self.live_sources(source)
         placed = [attrs.evolve(target, store=r.store,
                                location=self._stores[r.store].location_for(target.bucket, target.key))
                   for r in reservations]

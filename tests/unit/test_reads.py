@@ -25,6 +25,7 @@ from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.errors import ObjectLost
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.objects import ObjectOperations
@@ -398,3 +399,22 @@ def test_postgres_server_gone_is_unavailable_but_a_lock_or_a_bad_statement_is_no
     sqlstate: str | None, unavailable: bool
 ) -> None:
     assert PostgresEngine("postgresql://localhost/x").is_unavailable(_psycopg_error(sqlstate)) is unavailable
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_of_a_lost_object_is_refused_as_lost_with_nothing_reserved(world: World) -> None:
+    await world.start()
+    await put(world)
+    world.file("one").unlink()
+    with pytest.raises(S3Error):
+        await world.ops.get_object(call("GET"))
+    await world.copies_after_writes()
+    source = await world.metadata.get_object("bkt", "key")
+    assert source is not None
+
+    for target in (attrs.evolve(source, key="other"), source):  # elsewhere, and onto itself
+        with pytest.raises(ObjectLost):
+            await world.placement.copy(source, target)
+
+    assert [usage.reserved_bytes for usage in await world.metadata.store_usage()] == [0, 0]
+    assert await world.metadata.get_object("bkt", "other") is None
