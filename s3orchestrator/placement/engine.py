@@ -746,8 +746,9 @@ class Placement:
                 return None
             record, copies = found
             if not copies:
-                self._log.error("Read of {bucket}/{key} refused: the object is lost (no live copy left)",
-                                bucket=bucket, key=key)
+                # Logged as an error once, when it became lost; clients retry 500s.
+                self._log.warn("Read of {bucket}/{key} refused: the object is lost (no live copy left)",
+                               bucket=bucket, key=key)
                 raise ObjectLost(f"{bucket}/{key} has no live copy left")
             if byte_range is None:
                 return record, None
