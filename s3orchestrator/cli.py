@@ -39,6 +39,29 @@ class CommandError(Exception):
     """A command cannot do its work; str() is the one line to print."""
 
 
+class MetadataDown(CommandError):
+    """The daemon answered that its metadata database is unavailable or busy (degraded
+    mode): ``document`` is its answer (``ops.admin.metadata_down``)."""
+
+    def __init__(self, message: str, document: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.document = document
+
+
+def metadata_down_message(url: str, document: Mapping[str, Any]) -> str:
+    """One line saying what a daemon without its metadata database still does."""
+    detail = f" ({document['detail']})" if document.get("detail") else ""
+    stores = ", ".join(
+        f"{store.get('name')} up" if store.get("healthy") else f"{store.get('name')} DOWN"
+        for store in document.get("stores", ()) if isinstance(store, dict)
+    )
+    return (
+        f"the daemon at {url} is in degraded mode: {document['error']}{detail}; GET and HEAD are"
+        f" served from the stores, other requests get 503 until the database answers again;"
+        f" stores: {stores or 'none'}"
+    )
+
+
 # -- check-config --------------------------------------------------------------------------
 
 
@@ -207,6 +230,13 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
         connection.close()
     if response.status in (401, 403):
         raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    if response.status == 503:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            raise MetadataDown(metadata_down_message(url, answer), answer)
     if response.status != 200:
         raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
     try:
@@ -237,12 +267,17 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         raise CommandError(
             f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
         )
-    snapshot = fetch_status(url, token, timeout=args.timeout)
+    try:
+        snapshot = fetch_status(url, token, timeout=args.timeout)
+    except MetadataDown as down:
+        if args.json:
+            print(json.dumps(down.document, indent=2), file=out)
+        raise
     if args.json:
         print(json.dumps(snapshot, indent=2), file=out)
     else:
         try:
-            out.write(status_table(snapshot))
+            out.write(status_table(snapshot, time.time()))
         except (KeyError, TypeError):
             raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
 
@@ -350,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hashing.add_argument("--user", metavar="NAME", help="print NAME:hash, a line for the password file")
 
-    show = commands.add_parser("status", help="per-store health, usage, quota, objects and uploads of a daemon")
+    show = commands.add_parser(
+        "status", help="per-store health, usage, quota, copies, queues and uploads of a daemon"
+        " (exit 1 if it cannot tell, e.g. its metadata database is unavailable)"
+    )
     show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                       help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
     show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")

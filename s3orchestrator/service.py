@@ -379,7 +379,8 @@ class OrchestratorService(MultiService):
         if ops.manhole is not None:
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
-            endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.job_leases)
+            endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
+                                        self.job_leases)
             listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)

@@ -14,10 +14,12 @@ from s3orchestrator.metadata.records import (
     Instance,
     Intent,
     IntentPlan,
+    LostObject,
     NewCopy,
     ObjectRecord,
     PartRecord,
     QueuedReplication,
+    QueueTotals,
     Reservation,
     StoreUsage,
     UploadRecord,
@@ -167,6 +169,12 @@ class IMetadataStore(Interface):
     def unqueue_replication(bucket: str, key: str) -> Deferred[None]:
         """Take an object out of the replication queue."""
 
+    def lost_objects(limit: int) -> Deferred[list[LostObject]]:
+        """Up to ``limit`` objects with no live copy left, oldest loss first."""
+
+    def queue_totals() -> Deferred[QueueTotals]:
+        """Replication queue length and oldest entry, write intents, lost objects: counts."""
+
     def get_object(bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
 
@@ -174,10 +182,11 @@ class IMetadataStore(Interface):
         """The record of one object and its live copies (stores in configuration order,
         stores no longer configured last), or None."""
 
-    def mark_copy_missing(bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+    def mark_copy_missing(bucket: str, key: str, copy: CopyRecord) -> Deferred[int | None]:
         """A read found ``copy`` missing or damaged: if it is still that live copy of the
         object, it is no longer live, its bytes go to the cleanup queue and the object to
-        the replication queue; fire with whether it was."""
+        the replication queue, or, with no live copy left, to the lost objects; fire with
+        the live copies left (None: it was not that live copy, nothing changed)."""
 
     def probe() -> Deferred[None]:
         """Check the database can be read and written (degraded mode's probe); changes nothing."""

@@ -204,3 +204,24 @@ class QueuedReplication:
     bucket: str
     key: str
     since_ms: int
+
+
+@attrs.frozen
+class LostObject:
+    """An object with no live copy left since ``since_ms``: every copy was found missing or damaged."""
+
+    bucket: str
+    key: str
+    since_ms: int
+
+
+@attrs.frozen
+class QueueTotals:
+    """The background work waiting, as operators see it: objects in the replication
+    queue (``replication_oldest_ms``: when its oldest missing copy went missing; None:
+    empty), write intents recorded, and objects lost (no live copy left)."""
+
+    replication_queued: int
+    replication_oldest_ms: int | None
+    intents: int
+    lost: int

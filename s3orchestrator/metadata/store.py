@@ -35,10 +35,12 @@ from s3orchestrator.metadata.records import (
     Instance,
     Intent,
     IntentPlan,
+    LostObject,
     NewCopy,
     ObjectRecord,
     PartRecord,
     QueuedReplication,
+    QueueTotals,
     Reservation,
     StoreUsage,
     UploadRecord,
@@ -316,6 +318,7 @@ def _put_object(
             (record.bucket, record.key, store, location, record.size, record.last_modified_ms),
         )
     txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (record.bucket, record.key))
+    _unmark_lost(txn, record.bucket, record.key)
     if missing:
         txn.execute(
             "INSERT INTO replication (bucket, key, since_ms) VALUES (?, ?, ?)",
@@ -354,6 +357,11 @@ def _queue_replication(txn: Transaction, bucket: str, key: str, since_ms: int) -
         " WHERE bucket = ? AND key = ? ON CONFLICT (bucket, key) DO NOTHING",
         (since_ms, bucket, key),
     )
+
+
+def _unmark_lost(txn: Transaction, bucket: str, key: str) -> None:
+    """The object under the key is no longer lost (replaced, deleted, or has a live copy again)."""
+    txn.execute("DELETE FROM lost_objects WHERE bucket = ? AND key = ?", (bucket, key))
 
 
 def _queue_cleanup(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
@@ -792,6 +800,7 @@ class MetadataStore:
                 " VALUES (?, ?, ?, ?, 'live', ?, ?)",
                 (record.bucket, record.key, copy.store, copy.location, current.size, self._now_ms()),
             )
+            _unmark_lost(txn, record.bucket, record.key)
             return True
 
         return self.database.runInteraction("add_copy", add, write=True)
@@ -820,14 +829,15 @@ class MetadataStore:
 
     def queue_under_replicated(self, bucket: str, replicas: int, since_ms: int) -> Deferred[int]:
         """Queue every object of ``bucket`` with fewer than ``replicas`` live copies
-        (``replicas`` raised, a copy lost); fire with how many joined the queue."""
+        (``replicas`` raised, a copy lost) but at least one (a lost object has nothing
+        to copy from); fire with how many joined the queue."""
 
         def queue(txn: Transaction) -> int:
             txn.execute(
                 "INSERT INTO replication (bucket, key, since_ms) SELECT o.bucket, o.key, ? FROM objects o"
                 " WHERE o.bucket = ? AND (SELECT COUNT(*) FROM copies c WHERE c.bucket = o.bucket"
-                " AND c.key = o.key AND c.state = 'live') < ? ON CONFLICT (bucket, key) DO NOTHING",
-                (since_ms, bucket, replicas),
+                " AND c.key = o.key AND c.state = 'live') BETWEEN 1 AND ? ON CONFLICT (bucket, key) DO NOTHING",
+                (since_ms, bucket, replicas - 1),
             )
             return txn.rowcount
 
@@ -860,6 +870,37 @@ class MetadataStore:
 
         return self.database.runInteraction("unqueue_replication", unqueue, write=True)
 
+    def lost_objects(self, limit: int) -> Deferred[list[LostObject]]:
+        """Up to ``limit`` objects with no live copy left, oldest loss first."""
+
+        def select(txn: Transaction) -> list[LostObject]:
+            rows = txn.query(
+                "SELECT bucket, key, since_ms FROM lost_objects ORDER BY since_ms, bucket, key LIMIT ?", (limit,)
+            )
+            return [LostObject(bucket=bucket, key=key, since_ms=int(since_ms)) for bucket, key, since_ms in rows]
+
+        return self.database.runInteraction("lost_objects", select)
+
+    def queue_totals(self) -> Deferred[QueueTotals]:
+        """The replication queue's length and oldest entry, the write intents and the
+        lost objects, counted in one read transaction (cheap enough for every scrape:
+        the queues are short but for outages, and the oldest entry is an index lookup)."""
+
+        def count(txn: Transaction) -> QueueTotals:
+            queued = txn.query_one("SELECT COUNT(*) FROM replication")
+            oldest = txn.query_one("SELECT MIN(since_ms) FROM replication")
+            intents = txn.query_one("SELECT COUNT(*) FROM intents")
+            lost = txn.query_one("SELECT COUNT(*) FROM lost_objects")
+            assert queued is not None and oldest is not None and intents is not None and lost is not None
+            return QueueTotals(
+                replication_queued=int(queued[0]),
+                replication_oldest_ms=None if oldest[0] is None else int(oldest[0]),
+                intents=int(intents[0]),
+                lost=int(lost[0]),
+            )
+
+        return self.database.runInteraction("queue_totals", count)
+
     def get_object(self, bucket: str, key: str) -> Deferred[ObjectRecord | None]:
         """The record of one object, or None."""
         return self.database.point_read("get_object", _select_object, bucket, key)
@@ -871,16 +912,18 @@ class MetadataStore:
         (stores no longer configured last), or None."""
         return self.database.point_read("get_object_copies", _select_object_copies, bucket, key)
 
-    def mark_copy_missing(self, bucket: str, key: str, copy: CopyRecord) -> Deferred[bool]:
+    def mark_copy_missing(self, bucket: str, key: str, copy: CopyRecord) -> Deferred[int | None]:
         """Let go of ``copy``, found missing or damaged, if it is still that live copy of
         the object (same store, location and ``created_ms``: a copy written since is
         spared): whatever bytes remain there go to the cleanup queue (counted as used
         until gone), the object's record moves to another live copy if it named this one,
         and the object joins the replication queue so the replicator re-creates the copy
-        from a good one. Fires with whether it was that live copy."""
+        from a good one; with no live copy left, the object is lost instead (recorded in
+        ``lost_objects``, out of the replication queue). Fires with the number of live
+        copies left, or None if it was not that live copy (nothing changed)."""
         now_ms = self._now_ms()
 
-        def let_go(txn: Transaction) -> bool:
+        def let_go(txn: Transaction) -> int | None:
             lock_key(txn, bucket, key)
             row = txn.query_one(
                 "SELECT size FROM copies WHERE bucket = ? AND key = ? AND store = ? AND location = ?"
@@ -888,21 +931,29 @@ class MetadataStore:
                 (bucket, key, copy.store, copy.location, copy.created_ms),
             )
             if row is None:
-                return False
+                return None
             txn.execute(
                 "DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?", (bucket, key, copy.store)
             )
             _let_go_bytes(txn, copy.store, copy.location, int(row[0]), now_ms)
             found = _select_object_copies(txn, bucket, key)
-            if found is not None:
-                record, others = found
-                if (record.store, record.location) == (copy.store, copy.location) and others:
+            others: tuple[CopyRecord, ...] = () if found is None else found[1]
+            if found is not None and others:
+                record = found[0]
+                if (record.store, record.location) == (copy.store, copy.location):
                     txn.execute(
                         "UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
                         (others[0].store, others[0].location, bucket, key),
                     )
-            _queue_replication(txn, bucket, key, now_ms)
-            return True
+                _queue_replication(txn, bucket, key, now_ms)
+            elif found is not None:
+                txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
+                txn.execute(
+                    "INSERT INTO lost_objects (bucket, key, since_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT (bucket, key) DO NOTHING",
+                    (bucket, key, now_ms),
+                )
+            return len(others)
 
         return self.database.runInteraction("mark_copy_missing", let_go, write=True)
 
@@ -927,6 +978,7 @@ class MetadataStore:
                 return None
             txn.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
             txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
+            _unmark_lost(txn, bucket, key)
             _let_go_copies(txn, bucket, key, now_ms)
             return previous
 

@@ -2,17 +2,20 @@
 
 ``s3orchestrator status`` reads ``/status``. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
+While the metadata database is unavailable (degraded mode) or busy, ``/status``
+answers 503 with what is known without it (see ``metadata_down``).
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Mapping
+from typing import Any, Mapping
 
 from twisted.logger import Logger
 
 from s3orchestrator.jobs.health import StoreHealth
-from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.availability import MetadataAvailability
+from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
@@ -41,11 +44,31 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode("utf-8"))
 
 
+def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[str, Any]:
+    """The ``/status`` document while the metadata database cannot answer (with a 503):
+    ``{"error": "metadata database <state>", "detail": the database's error,
+    "status": "degraded", "metadata": state ("unavailable" or "busy"),
+    "stores": [{"name", "healthy", "last_error"}]}`` (store health is kept in memory)."""
+    return {
+        "error": f"metadata database {state}",
+        "detail": detail,
+        "status": "degraded",
+        "metadata": state,
+        "stores": [
+            {"name": name, "healthy": state.healthy, "last_error": state.last_error}
+            for name, state in health.snapshot().items()
+        ],
+    }
+
+
 def admin_endpoints(
-    token: str, metadata: IMetadataStore, health: StoreHealth, job_leases: JobLeases | None = None
+    token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
+    job_leases: JobLeases | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
-    the holders of the job leases when given ``job_leases``)."""
+    the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
+    while ``availability`` says the database is unavailable, or when it fails
+    unavailable or busy)."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -65,6 +88,14 @@ def admin_endpoints(
         return guarded
 
     async def status(headers: Mapping[str, str]) -> OpsResponse:
-        return json_response(200, await status_snapshot(metadata, health, job_leases))
+        if availability is not None and not availability.available:
+            return json_response(503, metadata_down("unavailable", availability.last_error, health))
+        try:
+            snapshot = await status_snapshot(metadata, health, job_leases)
+        except MetadataUnavailable as error:
+            return json_response(503, metadata_down("unavailable", str(error), health))
+        except MetadataBusy as error:
+            return json_response(503, metadata_down("busy", str(error), health))
+        return json_response(200, snapshot)
 
     return {"/status": authorized("/status", status)}

@@ -10,8 +10,8 @@ out a ``ColoredManhole`` behind an insults terminal), with these differences:
 - failed logins are logged as warnings (user name and peer, never the password) and a
   connection is closed after three of them;
 - every session gets its own namespace: the service objects and the helpers
-  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()``, ``instances()``, ``replication_queue()``
-  and ``run_job(name)``,
+  ``status()``, ``uploads()``, ``cleanup_queue()``, ``intents()``, ``instances()``,
+  ``replication_queue()``, ``lost_objects()`` and ``run_job(name)``,
   which print their results in the session when they are ready.
 
 The listener is loopback TCP or a unix socket with mode 0600 (``config`` checks that).
@@ -59,6 +59,7 @@ from s3orchestrator.ops.report import (
     format_age,
     instances_table,
     intents_table,
+    lost_table,
     printable,
     replication_table,
     status_table,
@@ -263,12 +264,13 @@ class TerminalBootstrap(telnet.TelnetBootstrapProtocol):
 BANNER = """\
 s3orchestrator manhole: Python inside the running daemon. Careful. Ctrl-D leaves.
   objects: service, config, stores, metadata, jobs
-  helpers: status()             stores: health, used/reserved/quota, objects, uploads
+  helpers: status()             stores: health, usage, copies, queues, uploads
            uploads(limit=50)    multipart uploads in progress, oldest first
            cleanup_queue(limit=50)  bytes queued for removal: store, location, tries, next try
            intents()            write intents: writes in flight and dead writers' leftovers
            instances()          the processes sharing the metadata, with their leases
            replication_queue(limit=50)  objects missing copies, oldest first
+           lost_objects(limit=50)  objects with no live copy left, oldest first
            run_job(name)        run a background job now: {jobs}
 """
 
@@ -330,7 +332,7 @@ class ManholeHelpers:
     def status(self) -> None:
         """Per store: health, used/reserved/quota bytes, objects, uploads in progress."""
         snapshot = ensureDeferred(status_snapshot(self._target.metadata, self._target.health))
-        self._report("status()", snapshot, status_table)
+        self._report("status()", snapshot, lambda found: status_table(found, self._target.reactor.seconds()))
 
     def uploads(self, limit: int = DEFAULT_UPLOADS_LIMIT) -> None:
         """The multipart uploads in progress, oldest first (at most ``limit``)."""
@@ -384,6 +386,18 @@ class ManholeHelpers:
 
         self._report("replication_queue()", found, render)
 
+    def lost_objects(self, limit: int = DEFAULT_UPLOADS_LIMIT) -> None:
+        """The objects with no live copy left (unreadable until overwritten or deleted), oldest first."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            self._show("lost_objects(limit): limit must be a positive integer\n")
+            return
+        found = self._target.metadata.lost_objects(limit + 1)
+
+        def render(lost: list[Any]) -> str:
+            return lost_table(lost[:limit], self._target.reactor.seconds(), more=len(lost) > limit)
+
+        self._report("lost_objects()", found, render)
+
     def run_job(self, name: str) -> None:
         """Run one background job now (``jobs`` lists them) and say what it did."""
         jobs = self._target.jobs
@@ -435,6 +449,7 @@ def manhole_namespace(target: ManholeTarget, show: Callable[[str], None]) -> dic
         "intents": helpers.intents,
         "instances": helpers.instances,
         "replication_queue": helpers.replication_queue,
+        "lost_objects": helpers.lost_objects,
         "run_job": helpers.run_job,
     }
 

@@ -37,6 +37,9 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   not deleted yet; counted in used bytes until gone).
 - ``s3orchestrator_intents_pending``: write intents recorded (writes in flight, and
   those of dead writers the reaper has not resolved yet).
+- ``s3orchestrator_objects_lost``: objects with no live copy left (every copy was found
+  missing or damaged): their GET/HEAD answer 500 until they are overwritten or deleted
+  (the manhole's ``lost_objects()`` lists them). Alert on anything above 0.
 - ``s3orchestrator_reaper_resolutions_total{outcome}``: dead writers' intents resolved:
   ``adopted`` (the copy was live), ``deleted`` (partial bytes removed), ``queued``
   (the store failed: the bytes went to the cleanup queue).
@@ -233,6 +236,13 @@ class Metrics:
             intents = GaugeMetricFamily("s3orchestrator_intents_pending", "Write intents recorded, not resolved.")
             intents.add_metric([], status["intents_pending"])
             yield intents
+        if status is not None and "objects_lost" in status:
+            lost = GaugeMetricFamily(
+                "s3orchestrator_objects_lost",
+                "Objects with no live copy left (every copy missing or damaged): unreadable until overwritten.",
+            )
+            lost.add_metric([], status["objects_lost"])
+            yield lost
 
         runs = CounterMetricFamily("s3orchestrator_job_runs", "Finished runs of a background job.", labels=["job"])
         failures = CounterMetricFamily(

@@ -58,23 +58,48 @@ def _usage(used: int, quota: int) -> str:
     return f"{format_bytes(used)} ({100 * used / quota:.0f}%)"
 
 
-def status_table(snapshot: Mapping[str, Any]) -> str:
-    """The ``status_snapshot`` document as a table: one row per store (health,
-    used/reserved/quota, objects, uploads), the cleanup queue and write intents when
-    there are any, the last error of every store that is down, and which instance runs
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+def _queues(snapshot: Mapping[str, Any], now: float) -> str | None:
+    """The replication queue (length, lag), cleanup queue and write intents, if any is not empty."""
+    replication, oldest_ms = snapshot.get("replication_queue", 0), snapshot.get("replication_oldest_ms")
+    cleanup, intents = snapshot.get("cleanup_queue", 0), snapshot.get("intents_pending", 0)
+    if not (replication or cleanup or intents):
+        return None
+    lag = f", oldest missing copy {format_age(now - oldest_ms / 1000)} ago" if replication and oldest_ms else ""
+    return (
+        f"replication queue: {_plural(replication, 'object')}{lag};"
+        f" cleanup queue: {_plural(cleanup, 'location')} ({format_bytes(snapshot.get('cleanup_bytes', 0))});"
+        f" {_plural(intents, 'write intent')}"
+    )
+
+
+def _cleanup_cell(store: Mapping[str, Any]) -> str:
+    entries = store.get("cleanup_queue", 0)
+    return f"{entries} ({format_bytes(store.get('cleanup_bytes', 0))})" if entries else "0"
+
+
+def status_table(snapshot: Mapping[str, Any], now: float) -> str:
+    """The ``status_snapshot`` document as a table at time ``now`` (seconds since the epoch):
+    one row per store (health, used/reserved/quota, live copies and their bytes, cleanup
+    queue, uploads), the queues when any is not empty (with the replication lag), lost
+    objects if any, the last error of every store that is down, and which instance runs
     each cluster-wide job when the document says."""
     stores = snapshot.get("stores", [])
     uploads = snapshot.get("uploads", 0)
     lines = [
-        f"status: {snapshot.get('status', '?')}, {len(stores)} store{'s' if len(stores) != 1 else ''},"
-        f" {uploads} multipart upload{'s' if uploads != 1 else ''} in progress"
+        f"status: {snapshot.get('status', '?')}, {_plural(len(stores), 'store')},"
+        f" {_plural(uploads, 'multipart upload')} in progress"
     ]
-    queued, intents = snapshot.get("cleanup_queue", 0), snapshot.get("intents_pending", 0)
-    if queued or intents:
-        lines.append(
-            f"cleanup queue: {queued} location{'s' if queued != 1 else ''}"
-            f" ({format_bytes(snapshot.get('cleanup_bytes', 0))}); {intents} write intent{'s' if intents != 1 else ''}"
-        )
+    queues = _queues(snapshot, now)
+    if queues is not None:
+        lines.append(queues)
+    lost = snapshot.get("objects_lost", 0)
+    if lost:
+        lines.append(f"LOST: {_plural(lost, 'object')} with no live copy left, unreadable until overwritten"
+                     " or deleted (manhole: lost_objects())")
     rows = [
         (
             printable(str(store["name"])),
@@ -83,11 +108,14 @@ def status_table(snapshot: Mapping[str, Any]) -> str:
             format_bytes(store["reserved_bytes"]),
             format_bytes(store["quota_bytes"]) if store["quota_bytes"] else "unlimited",
             str(store["objects"]),
+            format_bytes(store.get("live_bytes", store["used_bytes"])),
+            _cleanup_cell(store),
             str(store["uploads"]),
         )
         for store in stores
     ]
-    lines.append(table(("STORE", "HEALTH", "USED", "RESERVED", "QUOTA", "OBJECTS", "UPLOADS"), rows))
+    lines.append(table(("STORE", "HEALTH", "USED", "RESERVED", "QUOTA", "COPIES", "LIVE", "CLEANUP", "UPLOADS"),
+                       rows))
     for store in stores:
         if not store["healthy"]:
             error = store.get("last_error") or "no error recorded"
@@ -98,6 +126,18 @@ def status_table(snapshot: Mapping[str, Any]) -> str:
             f"{printable(str(job['job']))} on {printable(str(job['holder']))}" for job in jobs
         ))
     return "\n".join(lines) + "\n"
+
+
+def lost_table(lost: Sequence[Any], now: float, more: bool = False) -> str:
+    """Objects with no live copy left (``LostObject``-like), oldest loss first; ``more``
+    when the list was cut short."""
+    if not lost:
+        return "no object is lost\n"
+    rows = [(printable(f"{entry.bucket}/{entry.key}"), format_age(now - entry.since_ms / 1000)) for entry in lost]
+    footer = f"{_plural(len(lost), 'object')} with no live copy left (oldest first): overwrite or delete them"
+    if more:
+        footer = f"the oldest {len(lost)} lost objects; there are more (lost_objects(limit=N) shows more)"
+    return table(("BUCKET/KEY", "LOST FOR"), rows) + "\n" + footer + "\n"
 
 
 def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str:

@@ -1,7 +1,8 @@
-"""The daemon's state as operators see it: per-store health, usage, objects and uploads.
+"""The daemon's state as operators see it: per-store health, usage, copies, queues and uploads.
 
-One snapshot serves ``/health``, the admin API (``s3orchestrator status``) and the
-manhole's ``status()``.
+One snapshot serves the admin API (``s3orchestrator status``), ``/metrics`` (taken at
+every scrape, so every query here is cheap: per-store counters, counts of short tables)
+and the manhole's ``status()``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,27 @@ async def status_snapshot(
     metadata: IMetadataStore, health: StoreHealth, job_leases: JobLeases | None = None
 ) -> dict[str, Any]:
     """``{"status": "ok" | "degraded", "stores": [...], "uploads": N, "cleanup_queue": N,
-    "cleanup_bytes": N, "intents_pending": N}``: one entry per configured store (name,
-    healthy, last_error, quota/used/reserved bytes, objects, uploads in progress,
-    cleanup_queue/cleanup_bytes: bytes queued for removal, counted in used_bytes);
-    ``degraded`` when any store is down. Given ``job_leases``, also ``"jobs": [...]``:
-    which instance runs each cluster-wide job (job, holder, since_ms, expires_ms; a
-    lease past expires_ms is free to take)."""
+    "cleanup_bytes": N, "intents_pending": N, "replication_queue": N,
+    "replication_oldest_ms": ms | None, "objects_lost": N}``.
+
+    One entry per configured store: name, healthy, last_error, quota/used/reserved
+    bytes, ``objects`` (live copies on the store) and ``live_bytes`` (their bytes),
+    uploads in progress, ``cleanup_queue``/``cleanup_bytes`` (bytes queued for removal,
+    counted in used_bytes along with the live copies). ``replication_queue``: objects
+    waiting for the replicator, the oldest missing copy since ``replication_oldest_ms``
+    (None: none missing); ``objects_lost``: objects with no live copy left. ``degraded``
+    when any store is down. Given ``job_leases``, also ``"jobs": [...]``: which instance
+    runs each cluster-wide job (job, holder, since_ms, expires_ms; a lease past
+    expires_ms is free to take)."""
     usage = await metadata.store_usage()
     uploads = await metadata.upload_counts()
     cleanups = await metadata.cleanup_totals()
-    intents = await metadata.list_intents()
+    totals = await metadata.queue_totals()
     statuses = health.snapshot()
     stores = []
     for store in usage:
         status = statuses.get(store.name)
+        queued, queued_bytes = cleanups.get(store.name, (0, 0))
         stores.append({
             "name": store.name,
             "healthy": status.healthy if status is not None else True,
@@ -39,9 +47,11 @@ async def status_snapshot(
             "used_bytes": store.used_bytes,
             "reserved_bytes": store.reserved_bytes,
             "objects": store.object_count,
+            # Used bytes are the live copies' and those queued for removal, nothing else.
+            "live_bytes": store.used_bytes - queued_bytes,
             "uploads": uploads.get(store.name, 0),
-            "cleanup_queue": cleanups.get(store.name, (0, 0))[0],
-            "cleanup_bytes": cleanups.get(store.name, (0, 0))[1],
+            "cleanup_queue": queued,
+            "cleanup_bytes": queued_bytes,
         })
     degraded = any(not store["healthy"] for store in stores)
     snapshot: dict[str, Any] = {
@@ -50,7 +60,10 @@ async def status_snapshot(
         "uploads": sum(uploads.values()),
         "cleanup_queue": sum(entries for entries, _ in cleanups.values()),
         "cleanup_bytes": sum(size for _, size in cleanups.values()),
-        "intents_pending": len(intents),
+        "intents_pending": totals.intents,
+        "replication_queue": totals.replication_queued,
+        "replication_oldest_ms": totals.replication_oldest_ms,
+        "objects_lost": totals.lost,
     }
     if job_leases is not None:
         snapshot["jobs"] = [

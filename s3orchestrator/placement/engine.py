@@ -44,7 +44,7 @@ from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
-from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom
+from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom, ObjectLost
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.reader import FailoverReader, order_copies
@@ -637,9 +637,13 @@ class Placement:
         the committed record. A copy onto itself (same key) keeps its bytes where they are
         (every copy of them); any other is placed by the routing strategy on as many stores
         as the bucket's placement asks for: copied within a store that holds a copy of the
-        source, streamed through the daemon to another."""
+        source, streamed through the daemon to another. ObjectLost when the source has
+        no live copy left."""
         if (source.bucket, source.key) == (target.bucket, target.key):
             return await self._copy_onto_itself(source, target)
+        sources = await self.live_sources(source)
+        if not sources:
+            raise ObjectLost(f"{source.bucket}/{source.key} has no live copy left")
         policy = self.policy(target.bucket)
         if policy.replicas == 1:
             reservation = await self.reserve(source.size, intent_for=(target.bucket, target.key))
@@ -654,13 +658,15 @@ class Placement:
                 raise
             await self.settle([reservation])
             return placed
-        return await self._copy_copies(source, target, policy)
+        return await self._copy_copies(source, sources, target, policy)
 
     async def _copy_onto_itself(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
         """A metadata-only change: ``target`` committed with the source's live copies."""
         live = [copy for copy in await self._metadata.object_copies(source.bucket, source.key) if copy.state == "live"]
+        if not live:
+            raise ObjectLost(f"{source.bucket}/{source.key} has no live copy left")
         live.sort(key=lambda copy: (copy.store, copy.location) != (source.store, source.location))
-        stores = tuple(copy.store for copy in live) or (source.store,)
+        stores = tuple(copy.store for copy in live)
         reservations = await self._metadata.reserve_copies(0, lambda usage: stores)
         try:
             by_store = {copy.store: copy.location for copy in live}
@@ -674,11 +680,12 @@ class Placement:
             raise
         return target
 
-    async def _copy_copies(self, source: ObjectRecord, target: ObjectRecord, policy: PlacementPolicy) -> ObjectRecord:
-        """``copy`` to several stores at once, committed when every copy settled if at
-        least ``write_quorum`` of them are durable (the others are left to the replicator)."""
+    async def _copy_copies(self, source: ObjectRecord, sources: Mapping[str, ObjectRecord], target: ObjectRecord,
+                           policy: PlacementPolicy) -> ObjectRecord:
+        """``copy`` to several stores at once (from ``sources``, the source's live copies
+        by store), committed when every copy settled if at least ``write_quorum`` of them
+        are durable (the others are left to the replicator)."""
         reservations = await self.reserve_copies(source.size, policy, (target.bucket, target.key))
-        sources = await self.live_sources(source)
         placed = [attrs.evolve(target, store=r.store,
                                location=self._stores[r.store].location_for(target.bucket, target.key))
                   for r in reservations]
@@ -730,8 +737,9 @@ class Placement:
         """Make the copies ``bucket``/``key`` lacks (its bucket's ``replicas`` less its live
         copies) on other healthy stores with room, each copied from a live copy (within
         the daemon, a store's copy read and streamed to the other); each one committed
-        as it is done. The object leaves the replication queue once it has every copy
-        (or is gone). Raises NoRoom or StoreUnavailable when no store can take a copy."""
+        as it is done. The object leaves the replication queue once it has every copy,
+        is gone, or is lost (no live copy to copy from: see ``lost_objects``). Raises
+        NoRoom or StoreUnavailable when no store can take a copy."""
         record = await self._metadata.get_object(bucket, key)
         sources = {} if record is None else await self.live_sources(record)
         wanted = self.policy(bucket).replicas - len(sources)
@@ -739,7 +747,10 @@ class Placement:
             await self._metadata.unqueue_replication(bucket, key)
             return Replicated(0, 0, 0)
         if not sources:
-            raise CopyUnreadable(f"{bucket}/{key} has no live copy to replicate from")
+            self._log.error("Cannot replicate {bucket}/{key}: it has no live copy left (lost); dropped from the queue",
+                            bucket=bucket, key=key)
+            await self._metadata.unqueue_replication(bucket, key)
+            return Replicated(0, 0, 0)
         copies = await self._metadata.object_copies(bucket, key)
         reservations = await self.reserve_copies(
             record.size, PlacementPolicy(replicas=wanted, write_quorum=1), (bucket, key),
@@ -821,12 +832,18 @@ class Placement:
         The reader fails over between the object's live copies (``open_copies``).
         Record and copies are paired under the key's lock, so a concurrent overwrite can
         never pair the old record with the new bytes. ``byte_range`` may raise (the
-        caller's preconditions), before any store is asked."""
+        caller's preconditions), before any store is asked. ObjectLost (GET and HEAD)
+        for an object with no live copy left."""
         async with self._locks.hold((bucket, key)):
             found = await self._metadata.get_object_copies(bucket, key)
             if found is None:
                 return None
             record, copies = found
+            if not copies:
+                # Logged as an error once, when it became lost; clients retry 500s.
+                self._log.warn("Read of {bucket}/{key} refused: the object is lost (no live copy left)",
+                               bucket=bucket, key=key)
+                raise ObjectLost(f"{bucket}/{key} has no live copy left")
             if byte_range is None:
                 return record, None
             wanted = byte_range(record)
@@ -841,8 +858,9 @@ class Placement:
         works, tried in the bucket's ``read_order``, resuming from another copy if a store
         dies mid-stream. A copy found missing or damaged is counted and let go
         (``mark_copy_missing``: its bytes queued for cleanup, the object for the
-        replicator); a store failing counts against its health. When every
-        copy fails: the last store error, or CopyUnreadable if every copy was missing."""
+        replicator); a store failing counts against its health. When every copy
+        fails: a store error (StoreUnavailable first: retrying may work), or ObjectLost
+        if every copy was missing or damaged."""
         # An object has at most one copy per store (the copies table's key).
         by_store = {copy.store: copy for copy in copies}
         status = self.health.snapshot()
@@ -866,7 +884,11 @@ class Placement:
         try:
             return await reader.open()
         except ObjectMissing as error:
-            raise CopyUnreadable(f"{record.bucket}/{record.key}: no copy could be read") from error
+            self._log.error(
+                "Every copy of {bucket}/{key} is missing or damaged ({copies} tried): the object is lost",
+                bucket=record.bucket, key=record.key, copies=len(ordered),
+            )
+            raise ObjectLost(f"{record.bucket}/{record.key}: every copy is missing or damaged") from error
 
     async def find_without_metadata(self, bucket: str, key: str) -> tuple[ObjectStat, list[tuple[str, str]]] | None:
         """Degraded mode (no metadata database): the object ``key`` of ``bucket`` as the first
@@ -925,10 +947,16 @@ class Placement:
             bucket=record.bucket, key=record.key, store=copy.store, location=copy.location, error=str(error),
         )
 
-        def forgotten(was_live: bool) -> None:
-            if was_live:
+        def forgotten(live_left: int | None) -> None:
+            if live_left:
                 self._log.info(
                     "Let go of the copy of {bucket}/{key} on store {store}; the replicator will make it again",
+                    bucket=record.bucket, key=record.key, store=copy.store,
+                )
+            elif live_left == 0:
+                self._log.error(
+                    "Object {bucket}/{key} is lost: its last live copy (store {store}) is missing or damaged;"
+                    " its reads fail until it is overwritten or deleted",
                     bucket=record.bucket, key=record.key, store=copy.store,
                 )
 
@@ -976,25 +1004,42 @@ class Placement:
 
     async def _forget_replaced_in_place(self, record: ObjectRecord) -> None:
         """A store that made a write visible at once replaced the key's previous object
-        at the same location; its record no longer describes any bytes, so drop it
-        (a missing object beats serving the wrong bytes). Called under the key's lock.
+        at ``record``'s store and location; if a live copy of the current object is
+        there (whichever of its copies that is), that copy no longer holds its bytes
+        (a missing copy beats serving the wrong bytes): with other live copies left, it
+        is let go (its location queued for cleanup, the object for the replicator);
+        as the only one, the object is forgotten. Called under the key's lock.
 
         While the database is busy, retried later under the lock, and only if the
-        record is still the one replaced (a later PUT may have written a good one)."""
-        current = await self._metadata.get_object(record.bucket, record.key)
-        if current is None or (current.store, current.location) != (record.store, record.location):
+        object is still the one replaced (a later PUT may have written a good one)."""
+        found = await self._metadata.get_object_copies(record.bucket, record.key)
+        if found is None:
             return
+        current, live = found
+        place = (record.store, record.location)
+        clobbered = next((copy for copy in live if (copy.store, copy.location) == place), None)
+        if clobbered is None:
+            return
+        others = len(live) > 1
+
+        async def forget() -> None:
+            if others:
+                self._log.warn(
+                    "Copy of {bucket}/{key} on store {store} at {location} was replaced in place by a"
+                    " failed write; letting it go (the other copies remain)",
+                    bucket=record.bucket, key=record.key, store=record.store, location=record.location,
+                )
+                await self._metadata.mark_copy_missing(record.bucket, record.key, clobbered)
+            else:
+                await self._metadata.delete_object(record.bucket, record.key)
 
         async def forget_if_unchanged() -> None:
             async with self._locks.hold((record.bucket, record.key)):
                 if await self._metadata.get_object(record.bucket, record.key) == current:
-                    await self._metadata.delete_object(record.bucket, record.key)
+                    await forget()
 
-        await self.cleanups.run(
-            f"forgetting {record.bucket}/{record.key}",
-            lambda: self._metadata.delete_object(record.bucket, record.key),
-            forget_if_unchanged,
-        )
+        await self.cleanups.run(f"forgetting {record.bucket}/{record.key} at {record.store}", forget,
+                                forget_if_unchanged)
 
     async def _publish(
         self, write: IObjectWrite, record: ObjectRecord, previous_copies: Sequence[CopyRecord], holder: str | None

@@ -14,3 +14,8 @@ class CopyUnreadable(Exception):
 class LocationBusy(Exception):
     """A write's location stayed claimed by other writes or cleanups for longer than
     placement waits (``Placement.claim_wait``): the client may retry."""
+
+
+class ObjectLost(CopyUnreadable):
+    """Every copy of an object is missing or damaged: its bytes are gone (until it is
+    overwritten or deleted, its reads fail)."""

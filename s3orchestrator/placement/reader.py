@@ -123,7 +123,8 @@ class FailoverReader:
     ``failed(store, error)`` hears of every copy given up on (StoreUnavailable,
     StoreMisconfigured, ObjectMissing, CopyMismatch), for health and missing-copy
     bookkeeping. Call ``open()`` before ``stream_to``. When every copy failed, the
-    error is the last store error, or the last ObjectMissing if every copy was missing.
+    error is the last StoreUnavailable if any store was down (worth retrying), else
+    the last other store error, or the last ObjectMissing if every copy was missing.
     ``store`` names the copy being read, ``failovers`` counts mid-stream switches.
     """
 
@@ -160,6 +161,7 @@ class FailoverReader:
         self._pull: IDelayedCall | None = None
         self._finished = False
         self._last_error: Exception | None = None
+        self._unavailable: StoreUnavailable | None = None
         self._missing: ObjectMissing | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -199,7 +201,7 @@ class FailoverReader:
             return reader
         if self._finished:  # cancelled by a ``failed`` callback
             raise CancelledError("reader was cancelled")
-        raise self._last_error or self._missing or ObjectMissing("the object has no copies")
+        raise self._unavailable or self._last_error or self._missing or ObjectMissing("the object has no copies")
 
     def _mismatch(self, reader: IObjectReader, length: int) -> str | None:
         if reader.length != length:
@@ -213,6 +215,8 @@ class FailoverReader:
     def _give_up(self, store: str, error: Exception) -> None:
         if isinstance(error, ObjectMissing):
             self._missing = error
+        elif isinstance(error, StoreUnavailable):
+            self._unavailable = error
         else:
             self._last_error = error
         _log.warn(

@@ -6,8 +6,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom
+from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom, ObjectLost
 from s3orchestrator.stores.interface import StoreMisconfigured, StoreUnavailable
+
+#: What a client reading an object whose every copy is gone is told (with a 500).
+LOST_MESSAGE = ("The object's data is missing or damaged on every store that held it;"
+                " it cannot be read until it is overwritten or deleted.")
 
 
 @contextmanager
@@ -21,6 +25,8 @@ def placement_errors() -> Iterator[None]:
         raise S3Error("SlowDown", headers={"Retry-After": "1"}) from error
     except NoRoom as error:
         raise S3Error("InsufficientStorage") from error
+    except ObjectLost as error:
+        raise S3Error("InternalError", LOST_MESSAGE) from error
     except (StoreMisconfigured, CopyUnreadable) as error:
         # The client did nothing wrong: the store's configuration or its bytes are off.
         raise S3Error("InternalError") from error

@@ -213,9 +213,11 @@ def test_status_over_telnet_shows_every_store(manhole):
     finally:
         client.close()
     assert "status: ok, 2 stores, 0 multipart uploads in progress" in output
-    # STORE HEALTH USED RESERVED QUOTA OBJECTS UPLOADS, sizes as "2.0 KiB (0%)", "1.0 GiB"
-    assert store_row(output, "local-a") == ["local-a", "up", "2.0", "KiB", "(0%)", "0", "B", "1.0", "GiB", "1", "0"]
-    assert store_row(output, "local-b") == ["local-b", "up", "0", "B", "(0%)", "0", "B", "2.0", "GiB", "0", "0"]
+    # STORE HEALTH USED RESERVED QUOTA COPIES LIVE CLEANUP UPLOADS, sizes as "2.0 KiB (0%)", "1.0 GiB"
+    assert store_row(output, "local-a") == ["local-a", "up", "2.0", "KiB", "(0%)", "0", "B", "1.0", "GiB", "1",
+                                            "2.0", "KiB", "0", "0"]
+    assert store_row(output, "local-b") == ["local-b", "up", "0", "B", "(0%)", "0", "B", "2.0", "GiB", "0",
+                                            "0", "B", "0", "0"]
 
 
 def test_uploads_lists_a_multipart_upload_in_progress(manhole):
@@ -374,7 +376,8 @@ def test_status_command_reads_the_admin_endpoint(start_daemon):
     make_client(daemon).put_object(Bucket=BUCKET, Key="a.bin", Body=b"x" * 100)
     table = _cli("status", "--config", str(daemon.config))
     assert table.returncode == 0, table.stderr
-    assert store_row(table.stdout, "local-a")[:4] == ["local-a", "up", "100", "B"]
+    assert store_row(table.stdout, "local-a") == ["local-a", "up", "100", "B", "(0%)", "0", "B", "1.0", "GiB", "1",
+                                                  "100", "B", "0", "0"]
     as_json = _cli("status", "--config", str(daemon.config), "--json")
     assert json.loads(as_json.stdout)["stores"][0]["used_bytes"] == 100
     refused = _cli("status", "--url", f"http://127.0.0.1:{admin_port}", "--token", "wrong")

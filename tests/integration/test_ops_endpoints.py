@@ -145,14 +145,41 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
         "cleanup_queue": 0,
         "cleanup_bytes": 0,
         "intents_pending": 0,
+        "replication_queue": 0,
+        "replication_oldest_ms": None,
+        "objects_lost": 0,
         "stores": [
             {"name": "local-a", "healthy": True, "last_error": None, "quota_bytes": GiB, "used_bytes": 1300,
-             "reserved_bytes": 0, "objects": 2, "uploads": 1, "cleanup_queue": 0, "cleanup_bytes": 0},
+             "reserved_bytes": 0, "objects": 2, "live_bytes": 1300, "uploads": 1, "cleanup_queue": 0,
+             "cleanup_bytes": 0},
             {"name": "local-b", "healthy": True, "last_error": None, "quota_bytes": 2 * GiB, "used_bytes": 0,
-             "reserved_bytes": 0, "objects": 0, "uploads": 0, "cleanup_queue": 0, "cleanup_bytes": 0},
+             "reserved_bytes": 0, "objects": 0, "live_bytes": 0, "uploads": 0, "cleanup_queue": 0,
+             "cleanup_bytes": 0},
         ],
     }
     assert ADMIN_TOKEN not in daemon.log()
+
+
+def test_admin_status_counts_copies_and_the_replication_queue_per_store(start_daemon) -> None:
+    """Two replicas with local-b refusing writes (its directory is a file): the object
+    has one live copy, on local-a, and waits in the replication queue."""
+    port = free_port()
+    daemon = start_daemon(extra_toml="[placement]\nreplicas = 2\nwrite_quorum = 1\nreplication_interval = 3600\n"
+                                     + admin_toml(port))
+    blocker = daemon.directory / "stores" / "local-b"
+    for child in sorted(blocker.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    blocker.rmdir()
+    blocker.write_bytes(b"not a directory")
+    make_client(daemon).put_object(Bucket=BUCKET, Key="a", Body=b"x" * 1000)
+
+    status, body = fetch_json(f"http://127.0.0.1:{port}/status", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    assert status == 200
+    assert [(store["name"], store["objects"], store["live_bytes"]) for store in body["stores"]] == [
+        ("local-a", 1, 1000), ("local-b", 0, 0)]
+    assert body["replication_queue"] == 1
+    assert body["replication_oldest_ms"] / 1000 == pytest.approx(time.time(), abs=60)
 
 
 def test_admin_endpoints_are_not_on_the_s3_port(admin: tuple[Daemon, str]) -> None:

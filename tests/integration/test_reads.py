@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -157,6 +160,153 @@ def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
     log = daemon.log()
     assert log.count("Metadata database unavailable") == 1
     assert log.count("Metadata database answers again") == 1
+
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
+
+
+def admin_toml(port: int) -> str:
+    return f'[admin]\nlisten = "tcp:{port}:interface=127.0.0.1"\ntoken = "{ADMIN_TOKEN}"\n'
+
+
+def admin_status(port: int) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/status",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def status_command(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """``s3orchestrator status`` (the installed command) against the daemon's admin API."""
+    return subprocess.run(
+        [sys.executable, "-m", "s3orchestrator.cli", "status", "--config", str(daemon.config), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def job_runs(daemon: Daemon, job: str) -> float:
+    """A job's finished runs, as /metrics counts them."""
+    prefix = f's3orchestrator_job_runs_total{{job="{job}"}} '
+    for line in fetch(f"{daemon.endpoint}/metrics").decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(tmp_path: Path) -> None:
+    """Two replicas, both files deleted behind the daemon's back: GET and HEAD answer 500
+    saying the data is lost, the loss is logged by key, counted in /metrics, the admin
+    status and the CLI, and the replicator leaves it alone; an overwrite ends it."""
+    port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+        extra_toml="\n[placement]\nreplicas = 2\nreplication_interval = 1\ncleanup_interval = 1\n\n"
+                   + admin_toml(admin_port),
+    )
+    daemon = Daemon(tmp_path, config, port)
+    daemon.start()
+    try:
+        client = make_client(daemon)
+        client.put_object(Bucket=BUCKET, Key="doc", Body=DATA)
+        for store in ("local-a", "local-b"):
+            object_file(daemon, store, "doc").unlink()  # behind the daemon's back
+
+        with pytest.raises(ClientError) as lost:
+            client.get_object(Bucket=BUCKET, Key="doc")
+        error = lost.value.response
+        assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]) == (500, "InternalError")
+        assert "missing or damaged on every store" in error["Error"]["Message"]
+        until(lambda: metadata_rows(daemon, "SELECT bucket, key FROM lost_objects") == [(BUCKET, "doc")])
+        with pytest.raises(ClientError) as head:
+            client.head_object(Bucket=BUCKET, Key="doc")
+        assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        assert [obj["Key"] for obj in client.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["doc"]
+
+        log = daemon.log()
+        assert f"Object {BUCKET}/doc is lost: its last live copy" in log
+        assert f"Every copy of {BUCKET}/doc is missing or damaged" in log
+        assert "s3orchestrator_objects_lost 1.0" in fetch(f"{daemon.endpoint}/metrics").decode()
+        status, document = admin_status(admin_port)
+        assert (status, document["objects_lost"], document["replication_queue"]) == (200, 1, 0)
+        # Nothing to copy from: two replicator runs later, still not queued nor retried.
+        runs = job_runs(daemon, "replicator")
+        until(lambda: job_runs(daemon, "replicator") >= runs + 2)
+        assert metadata_rows(daemon, "SELECT COUNT(*) FROM replication") == [(0,)]
+        assert "Could not replicate" not in daemon.log()
+        shown = status_command(daemon)
+        assert shown.returncode == 0, shown.stderr
+        assert "LOST: 1 object with no live copy left" in shown.stdout
+
+        client.put_object(Bucket=BUCKET, Key="doc", Body=b"written again")
+        assert client.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == b"written again"
+        assert metadata_rows(daemon, "SELECT COUNT(*) FROM lost_objects") == [(0,)]
+        assert admin_status(admin_port)[1]["objects_lost"] == 0
+    finally:
+        daemon.stop()
+
+
+def test_degraded_mode_while_the_database_file_is_damaged(tmp_path: Path) -> None:
+    """The SQLite file's pages overwritten with garbage under the running daemon (a
+    write by another connection first, so that the daemon's page cache is dropped):
+    GET and HEAD are served from the stores' default locations, PUT gets 503
+    ServiceUnavailable, /health, the admin API and the CLI say the metadata is
+    unavailable; once the file is restored, the daemon recovers by itself."""
+    port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+                          extra_toml=admin_toml(admin_port))
+    daemon = Daemon(tmp_path, config, port)
+    daemon.start()
+    path = daemon.directory / "metadata.sqlite"
+    try:
+        client = make_client(daemon)
+        client.put_object(Bucket=BUCKET, Key="kept", Body=DATA)
+
+        def other_write() -> None:
+            with sqlite3.connect(path, timeout=10) as other:
+                other.execute("CREATE TABLE test_marker (a INTEGER)")
+                other.execute("DROP TABLE test_marker")
+
+        with sqlite3.connect(path, timeout=10) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        other_write()
+        original = path.read_bytes()
+        with path.open("r+b") as damaged:
+            damaged.write(b"garbage!" * (len(original) // 8))
+
+        got = client.get_object(Bucket=BUCKET, Key="kept")
+        assert got["Body"].read() == DATA and got["ContentLength"] == len(DATA)
+        assert client.head_object(Bucket=BUCKET, Key="kept")["ContentLength"] == len(DATA)
+        with pytest.raises(ClientError) as refused:
+            client.put_object(Bucket=BUCKET, Key="refused", Body=b"x")
+        assert refused.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert health(daemon)["metadata"] == "unavailable"
+        status, document = admin_status(admin_port)
+        assert (status, document["error"], document["metadata"]) == (503, "metadata database unavailable",
+                                                                      "unavailable")
+        shown = status_command(daemon)
+        assert shown.returncode == 1
+        assert "is in degraded mode: metadata database unavailable" in shown.stderr
+        assert "Traceback" not in shown.stderr + daemon.log()
+    finally:
+        if path.read_bytes() != original:
+            path.write_bytes(original)  # the same inode: the daemon's connections keep it
+            other_write()  # drops the daemon's cached (garbage) pages
+
+    until(lambda: health(daemon)["metadata"] == "ok")
+    client.put_object(Bucket=BUCKET, Key="later", Body=b"later bytes")
+    assert client.get_object(Bucket=BUCKET, Key="later")["Body"].read() == b"later bytes"
+    assert admin_status(admin_port)[0] == 200
+    assert [path.name for path in store_files(daemon, "local-a")] == ["kept", "later"]
+    assert metadata_rows(daemon, "PRAGMA integrity_check") == [("ok",)]
+    log = daemon.log()
+    assert log.count("Metadata database unavailable") == 1
+    assert log.count("Metadata database answers again") == 1
+    daemon.stop()
 
 
 def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_daemon, start_upstream, tmp_path):

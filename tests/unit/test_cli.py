@@ -50,6 +50,13 @@ SNAPSHOT = {
     "uploads": 1,
 }
 
+METADATA_DOWN = {
+    "error": "metadata database unavailable", "detail": "disk I/O error", "status": "degraded",
+    "metadata": "unavailable",
+    "stores": [{"name": "local-a", "healthy": True, "last_error": None},
+               {"name": "remote-b", "healthy": False, "last_error": "connection refused"}],
+}
+
 
 class Run:
     """One ``main(argv)`` call: exit status and what it printed."""
@@ -219,6 +226,8 @@ class AdminHandler(BaseHTTPRequestHandler):
             self._send(401, {"error": "unauthorized"})
         elif self.path != "/status":
             self._send(404, {"error": "not found"})
+        elif getattr(self.server, "metadata_down", False):
+            self._send(503, METADATA_DOWN)
         else:
             self._send(200, SNAPSHOT)
 
@@ -275,9 +284,11 @@ def test_status_reads_listen_and_token_from_the_config(tmp_path, admin_api):
     assert admin_api.seen == [{"path": "/status", "authorization": f"Bearer {TOKEN}"}]
     lines = run.out.splitlines()
     assert lines[0] == "status: degraded, 2 stores, 1 multipart upload in progress"
-    assert lines[1].split() == ["STORE", "HEALTH", "USED", "RESERVED", "QUOTA", "OBJECTS", "UPLOADS"]
-    assert lines[2].split() == ["local-a", "up", "512.0", "MiB", "(50%)", "1.0", "KiB", "1.0", "GiB", "12", "1"]
-    assert lines[3].split() == ["remote-b", "DOWN", "0", "B", "0", "B", "unlimited", "0", "0"]
+    assert lines[1].split() == ["STORE", "HEALTH", "USED", "RESERVED", "QUOTA", "COPIES", "LIVE", "CLEANUP",
+                                "UPLOADS"]
+    assert lines[2].split() == ["local-a", "up", "512.0", "MiB", "(50%)", "1.0", "KiB", "1.0", "GiB", "12",
+                                "512.0", "MiB", "0", "1"]
+    assert lines[3].split() == ["remote-b", "DOWN", "0", "B", "0", "B", "unlimited", "0", "0", "B", "0", "0"]
     assert lines[4] == "remote-b is down: connection refused"
 
 
@@ -400,3 +411,18 @@ def test_environment_file_supplies_the_service_secrets(tmp_path) -> None:
     code = main(["check-config", debian_config, "--offline", "--env-file", str(tmp_path / "missing")],
                 stdout=io.StringIO(), stderr=err, environ={})
     assert code == 1 and "is not set" in err.getvalue()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_of_a_daemon_without_its_metadata_database_says_so_and_fails(tmp_path, admin_api, as_json):
+    admin_api.metadata_down = True
+    port = admin_api.server_address[1]
+    run = Run("status", *(["--json"] if as_json else []), "--config",
+              admin_config(tmp_path, f"tcp:{port}:interface=127.0.0.1"))
+    assert run.status == 1
+    assert run.err == (
+        f"s3orchestrator status: the daemon at http://127.0.0.1:{port} is in degraded mode: metadata database"
+        " unavailable (disk I/O error); GET and HEAD are served from the stores, other requests get 503 until"
+        " the database answers again; stores: local-a up, remote-b DOWN\n"
+    )
+    assert (json.loads(run.out) if as_json else run.out) == (METADATA_DOWN if as_json else "")

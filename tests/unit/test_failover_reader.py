@@ -145,6 +145,14 @@ def test_a_store_error_wins_over_missing_copies() -> None:
     assert outcome.failure.check(StoreUnavailable)
 
 
+def test_a_store_down_wins_over_a_misconfigured_one_as_worth_retrying() -> None:
+    copies = fake(a=FakeCopy(DATA, open_error=StoreUnavailable("a down")),
+                  b=FakeCopy(DATA, open_error=StoreMisconfigured("b refuses our key")),
+                  c=FakeCopy(DATA, open_error=ObjectMissing("c gone")))
+    outcome = Outcome(make(copies, "abc").open())
+    assert outcome.failure.check(StoreUnavailable) and str(outcome.failure.value) == "a down"
+
+
 def test_every_copy_missing_fails_with_object_missing() -> None:
     copies = fake(a=FakeCopy(DATA, open_error=ObjectMissing("a gone")), b=FakeCopy(DATA[:10]))
     outcome = Outcome(make(copies, "ab").open())

@@ -20,7 +20,16 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from s3orchestrator.config import ConfigError, ManholeConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
-from s3orchestrator.metadata.records import CleanupEntry, Instance, Intent, QueuedReplication, StoreUsage, UploadRecord
+from s3orchestrator.metadata.records import (
+    CleanupEntry,
+    Instance,
+    Intent,
+    LostObject,
+    QueuedReplication,
+    QueueTotals,
+    StoreUsage,
+    UploadRecord,
+)
 from s3orchestrator.ops.manhole import (
     ManholeHelpers,
     ManholeRealm,
@@ -145,6 +154,7 @@ class FakeMetadata:
         self.intents: list[Intent] = []
         self.instances: list[Instance] = []
         self.queued: list[QueuedReplication] = []
+        self.lost: list[LostObject] = []
         self.broken = False
 
     def store_usage(self) -> Deferred[list[StoreUsage]]:
@@ -171,6 +181,13 @@ class FakeMetadata:
 
     def list_instances(self) -> Deferred[list[Instance]]:
         return succeed(list(self.instances))
+
+    def queue_totals(self) -> Deferred[QueueTotals]:
+        oldest = min((entry.since_ms for entry in self.queued), default=None)
+        return succeed(QueueTotals(len(self.queued), oldest, len(self.intents), len(self.lost)))
+
+    def lost_objects(self, limit: int) -> Deferred[list[LostObject]]:
+        return succeed(self.lost[:limit])
 
     def replication_queue(self, limit: int, after: object = None) -> Deferred[list[QueuedReplication]]:
         return succeed(self.queued[:limit])
@@ -210,9 +227,9 @@ def test_status_prints_a_table_of_the_stores():
     helper.status()
     assert shown == ["""\
 status: degraded, 2 stores, 0 multipart uploads in progress
-STORE     HEALTH  USED          RESERVED  QUOTA      OBJECTS  UPLOADS
-local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2        0
-remote-b  DOWN    0 B           0 B       unlimited  0        0
+STORE     HEALTH  USED          RESERVED  QUOTA      COPIES  LIVE     CLEANUP  UPLOADS
+local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2       1.5 KiB  0        0
+remote-b  DOWN    0 B           0 B       unlimited  0       0 B      0        0
 remote-b is down: connection refused
 """]
 
@@ -322,9 +339,9 @@ def test_output_of_a_helper_ready_at_once_is_followed_by_one_prompt(passwords):
     output = answer.split("status()\n", 1)[1]
     assert output == """\
 status: ok, 2 stores, 0 multipart uploads in progress
-STORE     HEALTH  USED          RESERVED  QUOTA      OBJECTS  UPLOADS
-local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2        0
-remote-b  up      0 B           0 B       unlimited  0        0
+STORE     HEALTH  USED          RESERVED  QUOTA      COPIES  LIVE     CLEANUP  UPLOADS
+local-a   up      1.5 KiB (0%)  0 B       1.0 GiB    2       1.5 KiB  0        0
+remote-b  up      0 B           0 B       unlimited  0       0 B      0        0
 >>> """
 
 
@@ -341,7 +358,7 @@ def test_output_ready_later_replaces_the_prompt_and_draws_a_new_one(passwords):
     raw = session.transport.value()
     assert raw.startswith(b"\x1b[2K")  # the waiting prompt is erased first
     assert _ANSI.sub(b"", raw).replace(b"\r", b"").decode().endswith(
-        "remote-b  up      0 B           0 B       unlimited  0        0\n>>> ")
+        "remote-b  up      0 B           0 B       unlimited  0       0 B      0        0\n>>> ")
 
 
 def test_three_failed_logins_close_the_connection(passwords):
@@ -426,6 +443,44 @@ the oldest 1 objects; more are queued (replication_queue(limit=N) shows more)
 def test_status_shows_the_cleanup_queue_when_there_is_one():
     service = target()
     service.metadata.cleanups = [CleanupEntry(1, "remote-b", "bkt/gone", 2048, 0, 0, 0, None)]
+    service.metadata.usage[1] = StoreUsage("remote-b", 0, 2048, 0, 0)  # queued bytes count as used
     helper, shown = helpers(service)
     helper.status()
-    assert shown[0].splitlines()[1] == "cleanup queue: 1 location (2.0 KiB); 0 write intents"
+    lines = shown[0].splitlines()
+    assert lines[1] == "replication queue: 0 objects; cleanup queue: 1 location (2.0 KiB); 0 write intents"
+    # remote-b's row: its used bytes are the queued ones, none live.
+    assert lines[-1].split() == ["remote-b", "up", "2.0", "KiB", "0", "B", "unlimited", "0", "0", "B", "1",
+                                 "(2.0", "KiB)", "0"]
+
+
+def test_status_shows_the_replication_lag_and_lost_objects():
+    clock = Clock()
+    clock.advance(1000)
+    service = target(clock)
+    service.metadata.queued = [QueuedReplication("bkt", "a", 700_000), QueuedReplication("bkt", "b", 940_000)]
+    service.metadata.lost = [LostObject("bkt", "gone", 100_000)]
+    helper, shown = helpers(service)
+    helper.status()
+    lines = shown[0].splitlines()
+    assert lines[1] == ("replication queue: 2 objects, oldest missing copy 5m 0s ago;"
+                        " cleanup queue: 0 locations (0 B); 0 write intents")
+    assert lines[2] == ("LOST: 1 object with no live copy left, unreadable until overwritten or deleted"
+                        " (manhole: lost_objects())")
+
+
+def test_lost_objects_lists_them_oldest_first():
+    clock = Clock()
+    clock.advance(1000)
+    service = target(clock)
+    service.metadata.lost = [LostObject("bkt", "gone\x1b", 100_000), LostObject("bkt", "later", 400_000)]
+    helper, shown = helpers(service)
+    helper.lost_objects(limit=1)
+    helper.lost_objects()
+    assert shown[0] == """\
+BUCKET/KEY    LOST FOR
+bkt/gone\\x1b  15m 0s
+the oldest 1 lost objects; there are more (lost_objects(limit=N) shows more)
+"""
+    assert shown[1].endswith("2 objects with no live copy left (oldest first): overwrite or delete them\n")
+    helper.lost_objects(limit=0)
+    assert shown[2] == "lost_objects(limit): limit must be a positive integer\n"

@@ -68,6 +68,11 @@ async def fill(spec: str) -> None:
         # This instance's registration (a stale one, once copied: it expires there).
         await store.register_instance(Instance(id="host:1", host="host", pid=1, started_ms=0, expires_ms=NOW_MS))
         await JobLeases(store.database).take("reaper", "host:1", NOW_MS, 30_000)
+        # An object whose every copy went missing: lost.
+        (gone,) = await store.reserve_copies(2, lambda usage: ("a",))
+        await store.commit_copies(record("gone", "a", 2), [NewCopy("a", "bkt/gone", gone.id)], missing=False)
+        (copy,) = await store.object_copies("bkt", "gone")
+        await store.mark_copy_missing("bkt", "gone", copy)
         for index, key in enumerate(KEYS):
             copies = await store.reserve_copies(10 + index, lambda usage: ("a", "b"))
             await store.commit_copies(record(key, "a", 10 + index),
@@ -166,7 +171,7 @@ async def test_the_daemons_store_reads_the_copy_on_postgresql(sqlite_spec, postg
     try:
         assert (await store.get_object("bkt", "\u00e9t\u00e9")) == record("\u00e9t\u00e9", "a", 13)
         assert [part.part_number for part in await store.list_parts("u1")] == [1, 2]
-        assert sorted(entry.location for entry in await store.list_cleanups(10)) == ["bkt/lost", "bkt/z/1", "bkt/z/1"]
+        assert sorted(entry.location for entry in await store.list_cleanups(10)) == ["bkt/gone", "bkt/lost", "bkt/z/1", "bkt/z/1"]
         assert [queued.key for queued in await store.replication_queue(10)] == ["only-one"]
         listed = await store.scan_objects("bkt", "", lambda fetch: [r.key for r in fetch("", True, 100)])
         assert listed == sorted(listed, key=lambda key: key.encode())

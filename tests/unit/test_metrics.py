@@ -22,7 +22,7 @@ from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
-from s3orchestrator.metadata.records import StoreUsage
+from s3orchestrator.metadata.records import QueueTotals, StoreUsage
 from s3orchestrator.ops.endpoints import OpsResponse
 from s3orchestrator.ops.metrics import (
     DURATION_BUCKETS,
@@ -73,11 +73,12 @@ class FakeMetadata:
     """The two reads status_snapshot makes, answered from fixed numbers."""
 
     def __init__(self, usage: Iterable[StoreUsage], uploads: dict[str, int],
-                 cleanups: dict[str, tuple[int, int]] | None = None, intents: int = 0) -> None:
+                 cleanups: dict[str, tuple[int, int]] | None = None, intents: int = 0, lost: int = 0) -> None:
         self.usage = list(usage)
         self.uploads = uploads
         self.cleanups = cleanups or {}
         self.intents = intents
+        self.lost = lost
         self.reads = 0
 
     def store_usage(self) -> Any:
@@ -90,8 +91,9 @@ class FakeMetadata:
     def cleanup_totals(self) -> Any:
         return succeed(dict(self.cleanups))
 
-    def list_intents(self) -> Any:
-        return succeed([object()] * self.intents)
+    def queue_totals(self) -> Any:
+        return succeed(QueueTotals(replication_queued=0, replication_oldest_ms=None, intents=self.intents,
+                                   lost=self.lost))
 
 
 def snapshot(metadata: FakeMetadata, health: StoreHealth) -> dict[str, Any]:
@@ -242,7 +244,7 @@ def test_store_gauges_come_from_the_status_snapshot() -> None:
     health = StoreHealth(["a", "b"], unhealthy_after=1)
     health.record_failure("b", "b: connection refused")
     metadata = FakeMetadata(
-        [StoreUsage("a", 1000, 300, 50, 4), StoreUsage("b", 0, 7, 0, 1)], {"a": 2}, {"b": (3, 7)}, intents=2,
+        [StoreUsage("a", 1000, 300, 50, 4), StoreUsage("b", 0, 7, 0, 1)], {"a": 2}, {"b": (3, 7)}, intents=2, lost=1,
     )
     metrics = Metrics()
     metrics.set_status(snapshot(metadata, health))
@@ -263,6 +265,7 @@ def test_store_gauges_come_from_the_status_snapshot() -> None:
         assert (value(samples, name, store="a"), value(samples, name, store="b")) == (a, b), name
         assert (name, frozenset({("store", "a")})) in samples and (name, frozenset({("store", "b")})) in samples
     assert value(samples, "s3orchestrator_intents_pending") == 2
+    assert value(samples, "s3orchestrator_objects_lost") == 1
 
 
 def test_reaper_resolutions_are_counted_by_outcome() -> None:

@@ -12,11 +12,13 @@ import pytest_twisted
 import treq
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.availability import MetadataAvailability
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage, UploadRecord
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
@@ -176,7 +178,7 @@ async def test_admin_status_says_which_instance_runs_each_cluster_wide_job(metad
     await leases.take("cleanup", "host-a:3", 1_000, 30_000)
     health = StoreHealth(["a", "b"], unhealthy_after=1)
 
-    response = await get(admin_endpoints(TOKEN, metadata, health, leases), "/status",
+    response = await get(admin_endpoints(TOKEN, metadata, health, job_leases=leases), "/status",
                          {"authorization": f"Bearer {TOKEN}"})
 
     snapshot = document(response)
@@ -184,7 +186,7 @@ async def test_admin_status_says_which_instance_runs_each_cluster_wide_job(metad
         {"job": "cleanup", "holder": "host-a:3", "since_ms": 1_000, "expires_ms": 31_000},
         {"job": "reaper", "holder": "host-b:7", "since_ms": 2_000, "expires_ms": 32_000},
     ]
-    assert "jobs: cleanup on host-a:3, reaper on host-b:7" in status_table(snapshot)
+    assert "jobs: cleanup on host-a:3, reaper on host-b:7" in status_table(snapshot, 0.0)
 
 
 @pytest_twisted.ensureDeferred
@@ -195,6 +197,7 @@ async def test_admin_status_answers_the_snapshot_with_the_right_token(metadata: 
     await put_object(metadata, "k2", 50)
     await put_object(metadata, "gone", 20)
     await metadata.delete_object("bkt", "gone")  # its bytes await the cleanup job
+    await metadata.queue_replication("bkt", "k1", 1234)
     await metadata.reserve(30, pick("a"))  # an upload in flight
     await metadata.create_upload(UploadRecord(
         upload_id="u1", bucket="bkt", key="big", store="b", location="bkt/big", store_upload_id="s-u1",
@@ -210,12 +213,16 @@ async def test_admin_status_answers_the_snapshot_with_the_right_token(metadata: 
         "cleanup_queue": 1,
         "cleanup_bytes": 20,
         "intents_pending": 0,
+        "replication_queue": 1,
+        "replication_oldest_ms": 1234,
+        "objects_lost": 0,
         "stores": [
             {"name": "a", "healthy": True, "last_error": None, "quota_bytes": 1000, "used_bytes": 170,
-             "reserved_bytes": 30, "objects": 2, "uploads": 0, "cleanup_queue": 1, "cleanup_bytes": 20},
+             "reserved_bytes": 30, "objects": 2, "live_bytes": 150, "uploads": 0, "cleanup_queue": 1,
+             "cleanup_bytes": 20},
             {"name": "b", "healthy": False, "last_error": "b: connection refused", "quota_bytes": 0,
-             "used_bytes": 0, "reserved_bytes": 0, "objects": 0, "uploads": 1, "cleanup_queue": 0,
-             "cleanup_bytes": 0},
+             "used_bytes": 0, "reserved_bytes": 0, "objects": 0, "live_bytes": 0, "uploads": 1,
+             "cleanup_queue": 0, "cleanup_bytes": 0},
         ],
     }
 
@@ -516,3 +523,51 @@ async def test_ops_site_answers_404_below_an_endpoint() -> None:
     response = await client.get("http://ops.example/health/x")
 
     assert response.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_status_is_503_with_the_store_health_while_the_metadata_is_unavailable(
+    metadata: MetadataStore,
+) -> None:
+    health = StoreHealth(["a", "b"], unhealthy_after=1)
+    health.record_failure("b", "b: connection refused")
+    availability = MetadataAvailability(Clock())
+    availability.record_failure(MetadataUnavailable("disk I/O error"))
+    metadata.database.close()  # any use of the database would fail now
+
+    response = await get(admin_endpoints(TOKEN, metadata, health, availability), "/status",
+                         {"authorization": f"Bearer {TOKEN}"})
+
+    assert response.status == 503
+    assert document(response) == {
+        "error": "metadata database unavailable", "detail": "disk I/O error", "status": "degraded",
+        "metadata": "unavailable",
+        "stores": [{"name": "a", "healthy": True, "last_error": None},
+                   {"name": "b", "healthy": False, "last_error": "b: connection refused"}],
+    }
+
+
+class FailingMetadata:
+    """A metadata store whose reads fail with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def store_usage(self) -> Any:
+        return fail(self.error)
+
+
+@pytest.mark.parametrize(("error", "state"), [
+    (MetadataUnavailable("database disk image is malformed"), "unavailable"),
+    (MetadataBusy("database is locked"), "busy"),
+])
+@pytest_twisted.ensureDeferred
+async def test_admin_status_is_503_when_the_metadata_fails_on_the_way(error: Exception, state: str) -> None:
+    endpoints = admin_endpoints(TOKEN, FailingMetadata(error), StoreHealth(["a"], unhealthy_after=1),  # type: ignore[arg-type]
+                                MetadataAvailability(Clock()))
+
+    response = await get(endpoints, "/status", {"authorization": f"Bearer {TOKEN}"})
+
+    assert response.status == 503
+    assert (document(response)["error"], document(response)["metadata"]) == (f"metadata database {state}", state)
+    assert document(response)["detail"] == str(error)

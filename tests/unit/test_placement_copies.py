@@ -72,16 +72,41 @@ class GatedWrite:
         self._write.abort()
 
 
+@implementer(IObjectWrite)
+class ClobberingWrite:
+    """An unstaged write (an upstream PUT) whose answer is lost once the whole body went
+    out: the store may have replaced the object at its location."""
+
+    staged = False
+    location_intact = False
+
+    def __init__(self, body: Any) -> None:
+        self.done: Deferred[None] = Deferred()
+        body.startProducing(CollectingConsumer()).addCallback(
+            lambda _: self.done.errback(StoreUnavailable("connection reset"))
+        )
+
+    def publish(self) -> Deferred[None]:
+        return fail(RuntimeError("never published"))
+
+    def abort(self) -> None:
+        pass
+
+
 class GatedStore(DirectoryStore):
-    """A directory store whose writes can be held (``gate``) or refused (``refuse``)."""
+    """A directory store whose writes can be held (``gate``), refused (``refuse``) or
+    lost after replacing the location's bytes (``clobber``)."""
 
     gate: Deferred[None] | None = None
     refuse = False
     fail_publish = False
+    clobber = False
 
     def start_write(self, location: str, body: Any, length: int) -> Any:
         if self.refuse:
             raise StoreUnavailable("connection refused")
+        if self.clobber:
+            return ClobberingWrite(body)
         write = super().start_write(location, body, length)
         self.last_write = write
         if self.fail_publish:
@@ -253,6 +278,30 @@ async def test_a_copy_failing_at_the_end_under_a_full_quorum_fails_the_write(wor
         await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     assert await metadata.get_object("bkt", "k") is None
     assert await used(metadata) == {"a": (0, 0), "b": (0, 0), "c": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_write_that_may_have_replaced_a_second_copy_in_place_lets_only_that_copy_go(world) -> None:
+    """The object's copies are on a (its first) and b; an overwrite fails, its write to b
+    with its answer lost (b may hold the new bytes now): b's copy is let go, a's stays."""
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    record = await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
+    assert (record.store, await live_copies(metadata, "k")) == ("a", ["a", "b"])
+    stores["b"].clobber = True
+    with pytest.raises(StoreUnavailable):
+        await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
+
+    assert await live_copies(metadata, "k") == ["a"]
+    assert await queued(metadata) == ["k"]
+    # b's location (old copy or new bytes, whichever it holds) removed, its usage released.
+    with pytest.raises(ObjectMissing):
+        await stored_bytes(stores["b"], record.location)
+    assert await metadata.list_cleanups(10) == []
+    assert await used(metadata) == {"a": (11, 0), "b": (0, 0), "c": (0, 0)}
+    found = await placement.read("bkt", "k", lambda record: None)
+    assert found is not None and found[1] is not None and found[1].store == "a"
+    found[1].cancel()
 
 
 @pytest_twisted.ensureDeferred

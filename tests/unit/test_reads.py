@@ -12,7 +12,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from s3orchestrator.config import PlacementPolicy
@@ -25,10 +25,13 @@ from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.store import sqlite_metadata_store
 from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.errors import ObjectLost
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.objects import ObjectOperations
+from s3orchestrator.s3.placement_errors import LOST_MESSAGE
 from s3orchestrator.stores.directory import DirectoryStore
+from s3orchestrator.stores.interface import StoreUnavailable
 from tests.unit.fakes import CollectingConsumer, FakeRequestBody, auth_result
 
 NOW = 1_767_225_600
@@ -137,8 +140,8 @@ async def test_mark_copy_missing_forgets_only_that_copy_as_it_was_read(world: Wo
     _, copies = await world.metadata.get_object_copies("bkt", "key")  # type: ignore[misc]
 
     stale = attrs.evolve(copies[1], created_ms=copies[1].created_ms - 1)  # a copy written before this one
-    assert await world.metadata.mark_copy_missing("bkt", "key", stale) is False
-    assert await world.metadata.mark_copy_missing("bkt", "key", copies[1]) is True
+    assert await world.metadata.mark_copy_missing("bkt", "key", stale) is None
+    assert await world.metadata.mark_copy_missing("bkt", "key", copies[1]) == 1
 
     assert world.copies() == [("one", "live")]
 
@@ -194,15 +197,80 @@ async def test_read_order_health_tries_a_healthy_store_first(tmp_path: Path) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_with_every_copy_missing_is_internal_error(world: World) -> None:
+async def test_every_copy_missing_makes_the_object_lost_get_and_head_internal_error(world: World) -> None:
     await world.start()
     await put(world)
+    await world.second_copy()
     world.file("one").unlink()
+    world.file("two").write_bytes(b"damaged")
 
     with pytest.raises(S3Error) as error:
         await world.ops.get_object(call("GET"))
 
-    assert error.value.code == "InternalError"
+    assert (error.value.code, error.value.message) == ("InternalError", LOST_MESSAGE)
+    assert await world.copies_after_writes() == []
+    assert [(lost.bucket, lost.key) for lost in await world.metadata.lost_objects(10)] == [("bkt", "key")]
+    assert await world.metadata.replication_queue(10) == []
+    # Known lost now: HEAD (which asks no store) and GET answer so at once.
+    for method, ask in (("HEAD", world.ops.head_object), ("GET", world.ops.get_object)):
+        with pytest.raises(S3Error) as again:
+            await ask(call(method))
+        assert (again.value.code, again.value.status, again.value.message) == ("InternalError", 500, LOST_MESSAGE)
+    assert world.placement.read_counters.copies_missing == {"one": 1, "two": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_copy_and_a_store_down_is_service_unavailable_and_the_object_not_lost(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.start()
+    await put(world)
+    await world.second_copy()
+    world.file("one").unlink()
+
+    def down(location: str, byte_range: Any) -> Deferred[Any]:
+        return fail(StoreUnavailable("connection refused"))
+
+    monkeypatch.setattr(world.stores["two"], "open_read", down)
+    with pytest.raises(S3Error) as error:
+        await world.ops.get_object(call("GET"))
+
+    assert (error.value.code, error.value.status) == ("ServiceUnavailable", 503)
+    assert error.value.headers == {"Retry-After": "1"}
+    assert await world.copies_after_writes() == [("two", "live")]
+    assert await world.metadata.lost_objects(10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_replicator_drops_a_lost_object_from_its_queue(world: World) -> None:
+    await world.start()
+    await put(world)
+    world.file("one").unlink()
+    with pytest.raises(S3Error):
+        await world.ops.get_object(call("GET"))
+    await world.copies_after_writes()
+    await world.metadata.queue_replication("bkt", "key", 5)  # as a run queued before the loss would have
+
+    outcome = await world.placement.replicate("bkt", "key")
+
+    assert (outcome.copies, outcome.missing) == (0, 0)
+    assert await world.metadata.replication_queue(10) == []
+    assert len(await world.metadata.lost_objects(10)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_overwrite_of_a_lost_object_makes_it_readable_again(world: World) -> None:
+    await world.start()
+    await put(world)
+    world.file("one").unlink()
+    with pytest.raises(S3Error):
+        await world.ops.get_object(call("GET"))
+    await world.copies_after_writes()
+
+    await put(world, b"new bytes")
+
+    assert await world.read(await world.ops.get_object(call("GET"))) == b"new bytes"
+    assert await world.metadata.lost_objects(10) == []
 
 
 # -- degraded mode ------------------------------------------------------------------------------------
@@ -331,3 +399,22 @@ def test_postgres_server_gone_is_unavailable_but_a_lock_or_a_bad_statement_is_no
     sqlstate: str | None, unavailable: bool
 ) -> None:
     assert PostgresEngine("postgresql://localhost/x").is_unavailable(_psycopg_error(sqlstate)) is unavailable
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_of_a_lost_object_is_refused_as_lost_with_nothing_reserved(world: World) -> None:
+    await world.start()
+    await put(world)
+    world.file("one").unlink()
+    with pytest.raises(S3Error):
+        await world.ops.get_object(call("GET"))
+    await world.copies_after_writes()
+    source = await world.metadata.get_object("bkt", "key")
+    assert source is not None
+
+    for target in (attrs.evolve(source, key="other"), source):  # elsewhere, and onto itself
+        with pytest.raises(ObjectLost):
+            await world.placement.copy(source, target)
+
+    assert [usage.reserved_bytes for usage in await world.metadata.store_usage()] == [0, 0]
+    assert await world.metadata.get_object("bkt", "other") is None
