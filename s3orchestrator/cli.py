@@ -1,4 +1,4 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage.
 
 Standard library only (argparse, getpass, http.client), so it works wherever the
 package is installed, with no reactor.
@@ -20,12 +20,13 @@ from urllib.parse import urlsplit
 
 from s3orchestrator.config import ConfigError, load_config
 from s3orchestrator.ops.passwords import PasswordFileError, check_password_file, hash_password
-from s3orchestrator.ops.report import printable, status_table
+from s3orchestrator.ops.report import printable, status_table, usage_table
 
 DEFAULT_CONFIG = "/etc/s3orchestrator/s3orchestrator.toml"
 DEFAULT_ENVIRONMENT_FILE = "/etc/default/s3orchestrator"  # the Debian package's EnvironmentFile
 TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
 STATUS_PATH = "/status"
+USAGE_PATH = "/usage"
 DEFAULT_TIMEOUT = 10.0
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,8 +166,9 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """GET /status from the admin endpoint at ``url`` (``http://HOST:PORT`` or ``unix:PATH``)."""
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
+    """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
+    or ``unix:PATH``): a JSON document with a list of ``stores``."""
     connection: http.client.HTTPConnection
     if url.startswith("unix:"):
         connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
@@ -184,7 +186,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
     try:
         try:
             # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request("GET", base + STATUS_PATH, headers={
+            connection.request("GET", base + path, headers={
                 "Authorization": b"Bearer " + token.encode("utf-8"),
                 "Accept": "application/json",
             })
@@ -197,6 +199,8 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
         connection.close()
     if response.status in (401, 403):
         raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    if response.status == 404 and path != STATUS_PATH:
+        raise CommandError(f"the admin endpoint at {url} has no {path} (a daemon older than this command?)")
     if response.status != 200:
         raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
     try:
@@ -209,7 +213,8 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
 
 
 def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
-    """Print the daemon's status read from its admin endpoint."""
+    """Print the daemon's status (``usage``: the stores' monthly traffic against their
+    caps) read from its admin endpoint."""
     url: str | None = args.url
     token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     if url is None or token is None:
@@ -227,12 +232,13 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         raise CommandError(
             f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
         )
-    snapshot = fetch_status(url, token, timeout=args.timeout)
+    usage = args.command == "usage"
+    snapshot = fetch_status(url, token, timeout=args.timeout, path=USAGE_PATH if usage else STATUS_PATH)
     if args.json:
         print(json.dumps(snapshot, indent=2), file=out)
     else:
         try:
-            out.write(status_table(snapshot))
+            out.write(usage_table(snapshot) if usage else status_table(snapshot))
         except (KeyError, TypeError):
             raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
 
@@ -282,7 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hashing.add_argument("--user", metavar="NAME", help="print NAME:hash, a line for the password file")
 
-    show = commands.add_parser("status", help="per-store health, usage, quota, objects and uploads of a daemon")
+    for command, description in (
+        ("status", "per-store health, usage, quota, objects and uploads of a daemon"),
+        ("usage", "per-store traffic this billing period (bytes, requests) against the monthly caps"),
+    ):
+        _admin_command(commands.add_parser(command, help=description), env_file_help)
+    return parser
+
+
+def _admin_command(show: argparse.ArgumentParser, env_file_help: str) -> None:
+    """The options of a command that asks the daemon's admin API."""
     show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                       help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
     show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")
@@ -292,7 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the JSON document as received")
     show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                       help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
-    return parser
 
 
 def main(
@@ -309,7 +323,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status"):
+    if args.command in ("check-config", "status", "usage"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:

@@ -26,11 +26,13 @@ from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.store import MetadataStore
+from s3orchestrator.metadata.traffic import TrafficTable
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
@@ -51,6 +53,8 @@ from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.stores.s3 import S3Store
+from s3orchestrator.traffic.ledger import TrafficLedger
+from s3orchestrator.traffic.meter import MeteredStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
 
@@ -118,13 +122,16 @@ class OrchestratorService(MultiService):
         self.metadata = MetadataStore(
             Database(create_engine(config.metadata), reactor, availability=self.metadata_availability)
         )
+        # The stores' monthly traffic, against the caps of the current config.
+        self.traffic = TrafficLedger(TrafficTable(self.metadata.database), lambda: self.config.store_caps(), reactor)
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(
             jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
-            metadata_up=lambda: self.metadata_availability.available,
+            metadata_up=lambda: self.metadata_availability.available, traffic=self.traffic.report,
         )
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: build_store(store, reactor, self.metrics) for store in config.stores
+            store.name: MeteredStore(build_store(store, reactor, self.metrics), self.traffic.count)
+            for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         locks = KeyLocks()
@@ -139,6 +146,7 @@ class OrchestratorService(MultiService):
             intent_lease=config.placement_jobs.intent_lease,
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
+            traffic=self.traffic,
         )
         self.objects = ObjectOperations(
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
@@ -165,7 +173,9 @@ class OrchestratorService(MultiService):
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
-        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob] = {}
+        self.jobs: dict[
+            str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+        ] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -261,8 +271,11 @@ class OrchestratorService(MultiService):
         replicator.setServiceParent(self)
         # A store back up may take the copies that could not be made while it was down.
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
+        traffic_sync.setName("traffic-sync")
+        traffic_sync.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator}
+                     "replicator": replicator, "traffic_sync": traffic_sync}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await serverFromString(self.reactor, listen).listen(self.site)
@@ -312,7 +325,8 @@ class OrchestratorService(MultiService):
             listeners.append((METRICS, ops.metrics_listen, ops_site(self.ops_endpoints())))
         if ops.admin is not None:
             listeners.append((
-                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health))
+                ADMIN, ops.admin.listen, ops_site(admin_endpoints(ops.admin.token, self.metadata, self.health,
+                                                          usage=self.traffic.report))
             ))
         for name, listen, factory in listeners:
             self._ops_ports[name] = await serverFromString(self.reactor, listen).listen(factory)

@@ -1,13 +1,13 @@
 """The admin API: token-protected JSON endpoints on their own (loopback) listener.
 
-``s3orchestrator status`` reads ``/status``. Requests authenticate with
+``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
@@ -40,8 +40,12 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode("utf-8"))
 
 
-def admin_endpoints(token: str, metadata: IMetadataStore, health: StoreHealth) -> dict[str, OpsEndpoint]:
-    """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON)."""
+def admin_endpoints(
+    token: str, metadata: IMetadataStore, health: StoreHealth,
+    usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+) -> dict[str, OpsEndpoint]:
+    """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON) and,
+    given ``usage`` (``TrafficLedger.report``), ``/usage``: ``{"stores": usage()}``."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -63,4 +67,12 @@ def admin_endpoints(token: str, metadata: IMetadataStore, health: StoreHealth) -
     async def status(headers: Mapping[str, str]) -> OpsResponse:
         return json_response(200, await status_snapshot(metadata, health))
 
-    return {"/status": authorized("/status", status)}
+    endpoints = {"/status": authorized("/status", status)}
+    if usage is not None:
+        report = usage
+
+        async def monthly_usage(headers: Mapping[str, str]) -> OpsResponse:
+            return json_response(200, {"stores": report()})
+
+        endpoints["/usage"] = authorized("/usage", monthly_usage)
+    return endpoints

@@ -9,3 +9,9 @@ class NoRoom(Exception):
 
 class CopyUnreadable(Exception):
     """A copy the metadata describes is missing from its store or has another length."""
+
+
+class CapReached(Exception):
+    """A store's monthly usage cap (hard mode) keeps the request from being served: the
+    only copies of an object are on stores over a read cap, or every store that could
+    take a new object is over a write cap. The message names the stores and caps."""

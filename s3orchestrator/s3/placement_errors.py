@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.placement.errors import CopyUnreadable, NoRoom
+from s3orchestrator.placement.errors import CapReached, CopyUnreadable, NoRoom
 from s3orchestrator.stores.interface import StoreMisconfigured, StoreUnavailable
 
 
@@ -17,6 +17,9 @@ def placement_errors() -> Iterator[None]:
         yield
     except StoreUnavailable as error:
         raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"}) from error
+    except CapReached as error:
+        # A monthly cap: the message says which store and cap (no secret in it).
+        raise S3Error("SlowDown", message=f"{error}; try again in the next billing period") from error
     except NoRoom as error:
         raise S3Error("InsufficientStorage") from error
     except (StoreMisconfigured, CopyUnreadable) as error:
