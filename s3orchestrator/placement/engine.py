@@ -43,7 +43,7 @@ from s3orchestrator.stores.interface import (
     StoreMisconfigured,
     StoreUnavailable,
 )
-from s3orchestrator.traffic.caps import READ_CAPS, WRITE_CAPS, describe
+from s3orchestrator.traffic.caps import CAP_NAMES, READ_CAPS, WRITE_CAPS, describe
 from s3orchestrator.traffic.ledger import TrafficLedger
 
 T = TypeVar("T")
@@ -798,7 +798,7 @@ class Placement:
             if store in capped and self.traffic is not None:
                 self.traffic.say_once(
                     store, "read over cap", "Store {store} is over its monthly {cap} cap and serves a read"
-                    " anyway (cap_mode soft; said once a period)", cap=capped[store],
+                    " anyway (cap_mode soft; said once a period)", cap=CAP_NAMES[capped[store]],
                 )
             return self._stores[store].open_read(location, wanted)
 

@@ -496,3 +496,15 @@ async def test_ops_site_answers_404_below_an_endpoint() -> None:
     response = await client.get("http://ops.example/health/x")
 
     assert response.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_usage_answers_the_traffic_report_with_the_right_token(metadata: MetadataStore) -> None:
+    report = [{"name": "a", "egress_bytes": 5, "caps": {}, "reached": []}]
+    endpoints = admin_endpoints(TOKEN, metadata, StoreHealth(["a"], unhealthy_after=1), usage=lambda: report)
+
+    refused = await get(endpoints, "/usage", {"authorization": f"Bearer {WRONG_TOKEN}"})
+    response = await get(endpoints, "/usage", {"authorization": f"Bearer {TOKEN}"})
+
+    assert (refused.status, document(refused)) == (401, {"error": "unauthorized"})
+    assert (response.status, document(response)) == (200, {"stores": report})
