@@ -589,6 +589,8 @@ class Placement:
             try:
                 location = self._stores[reservation.store].location_for(target.bucket, target.key)
                 placed = attrs.evolve(target, store=reservation.store, location=location)
+                if placed.store != source.store and self._read_capped({source.store}):
+                    source = self._stream_source(await self.live_sources(source), source)
                 with self.store_calls(reservation.store):
                     write = await self._start_copy(source, placed)
                     await self.commit_write(write, placed, reservation)
@@ -628,9 +630,9 @@ class Placement:
         for reservation, target_copy in zip(reservations, placed, strict=True):
             try:
                 with self.store_calls(reservation.store):
-                    source_copy = sources.get(reservation.store, source)
+                    source_copy = sources.get(reservation.store) or self._stream_source(sources, source)
                     writes.append(await self._start_copy(source_copy, target_copy))
-            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable):
+            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable, CapReached):
                 writes.append(None)
 
         def copy_failed(index: int, failure: Failure) -> None:
@@ -821,6 +823,15 @@ class Placement:
             return {}
         reached = {store: self.traffic.read_cap(store) for store in stores}
         return {store: cap for store, cap in reached.items() if cap is not None}
+
+    def _stream_source(self, sources: Mapping[str, ObjectRecord], source: ObjectRecord) -> ObjectRecord:
+        """The copy a copy to another store streams from: ``source`` (one of the live
+        ``sources``), unless its store is over a monthly read cap and another's is not;
+        CapReached when every copy is on a store over a hard read cap."""
+        candidates = list(sources.values()) or [source]
+        capped = self._read_capped({copy.store for copy in candidates})
+        candidates.sort(key=lambda copy: (copy.store in capped, copy.store != source.store))
+        return self._readable(candidates, lambda copy: copy.store)[0]
 
     def _readable(self, sources: list[T], key: Callable[[T], str]) -> list[T]:
         """``sources`` (named by ``key``) but those on a store over a monthly read cap in

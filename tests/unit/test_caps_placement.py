@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -309,3 +310,26 @@ async def test_the_replicator_reads_no_source_over_its_egress_cap_until_the_next
     world.clock.advance(12 * 3600)  # 2026-12-01 00:00 UTC
     assert (await replicator.replicate("bkt", "key")).copies == 1
     assert world.stored_on() == ["one", "two"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_to_another_store_reads_no_source_over_its_read_cap(
+    tmp_path: Path, worlds: list[World]
+) -> None:
+    world = world_of(worlds, tmp_path, {"one": StoreCaps(egress_bytes=1, ingress_bytes=1), "two": StoreCaps()})
+    await world.start()
+    await world.put()
+    await world.second_copy()
+    world.ledger.count("one", Traffic(egress_bytes=1, ingress_bytes=1))  # "one" takes and serves no more
+    # The copy streams on the reactor; the ledger's months follow the test's Clock.
+    placement = Placement(world.metadata, world.stores, "pack", reactor, KeyLocks(), world.health,
+                          traffic=world.ledger)
+    source = await placement.record("bkt", "key")
+    assert source is not None and source.store == "one"
+
+    copied = await placement.copy(source, attrs.evolve(source, key="copied"))
+
+    assert (copied.store, world.stored_on("copied")) == ("two", ["two"])
+    # Copied within "two", from its own copy: no byte read from "one" (nor from "two").
+    assert (world.ledger.month("one").egress_bytes, world.ledger.month("two").egress_bytes) == (1, 0)
+    assert world.ledger.month("two").requests_a == 1
