@@ -195,6 +195,15 @@ class Placement:
         """Stores over a monthly write cap: in hard mode (no new copies), in soft mode (last resort)."""
         return (frozenset(), frozenset()) if self.traffic is None else self.traffic.write_capped()
 
+    def _over_soft_cap(self, reservations: Sequence[Reservation], soft: frozenset[str]) -> None:
+        """Say (once a period) that a store over a soft write cap takes a copy all the same."""
+        for reservation in reservations:
+            if reservation.store in soft and self.traffic is not None:
+                self.traffic.say_once(
+                    reservation.store, "write over cap", "Store {store} is over a monthly write cap and takes"
+                    " a new copy anyway, no other store can (cap_mode soft; said once a period)",
+                )
+
     def _caps_reached(self, stores: Collection[str], kinds: frozenset[str]) -> str:
         """Which caps of ``kinds`` keep ``stores`` out, as a client may be told."""
         assert self.traffic is not None
@@ -225,6 +234,7 @@ class Placement:
             if capped_out and capped_out[-1]:
                 raise CapReached(self._caps_reached(excluded, WRITE_CAPS))
             raise NoRoom(f"no store has room for {size} bytes")
+        self._over_soft_cap(reserved, last)
         return reserved[0]
 
     def intent_plan(self, bucket: str, key: str) -> IntentPlan:
@@ -265,6 +275,7 @@ class Placement:
 
         reservations = await self._metadata.reserve_copies(size, choose, self.intent_plan(*intent_for))
         if reservations:
+            self._over_soft_cap(reservations, last)
             return reservations
         if excluded - exclude and uncapped and uncapped[-1] >= policy.write_quorum:
             raise CapReached(self._caps_reached(excluded - exclude, WRITE_CAPS))

@@ -266,7 +266,7 @@ async def test_a_write_every_store_is_capped_for_answers_slow_down(tmp_path: Pat
 
 @pytest_twisted.ensureDeferred
 async def test_a_store_over_a_soft_write_cap_takes_a_copy_no_other_store_can(
-    tmp_path: Path, worlds: list[World]
+    tmp_path: Path, worlds: list[World], events: list[LogEvent]
 ) -> None:
     world = world_of(worlds, tmp_path, {"one": StoreCaps(ingress_bytes=1, mode="soft"), "two": StoreCaps()})
     await world.start(quotas=(0, 6 * MiB))
@@ -275,6 +275,9 @@ async def test_a_store_over_a_soft_write_cap_takes_a_copy_no_other_store_can(
     await world.put("third")  # "two" is full: "one" all the same
 
     assert [world.stored_on(key) for key in ("first", "second", "third")] == [["one"], ["two"], ["one"]]
+    said = [formatEvent(event) for event in events if "takes a new copy anyway" in formatEvent(event)]
+    assert said == ["Store one is over a monthly write cap and takes a new copy anyway, no other store can"
+                    " (cap_mode soft; said once a period)"]
 
 
 @pytest_twisted.ensureDeferred
