@@ -212,6 +212,22 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
     return document
 
 
+def offline_usage(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Print the stores' traffic this period read from the metadata database of ``--config``."""
+    from s3orchestrator.ops.usage_offline import OfflineUsageError
+    from s3orchestrator.ops.usage_offline import offline_usage as read_usage
+
+    config = load_config(args.config, environ)
+    try:
+        document = {"stores": read_usage(config)}
+    except OfflineUsageError as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        print(json.dumps(document, indent=2), file=out)
+    else:
+        out.write(usage_table(document))
+
+
 def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
     """Print the daemon's status (``usage``: the stores' monthly traffic against their
     caps) read from its admin endpoint."""
@@ -293,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("usage", "per-store traffic this billing period (bytes, requests) against the monthly caps"),
     ):
         _admin_command(commands.add_parser(command, help=description), env_file_help)
+    commands.choices["usage"].add_argument(
+        "--offline", action="store_true",
+        help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
+    )
     return parser
 
 
@@ -333,6 +353,8 @@ def main(
             if args.user is not None:
                 check_user_name(args.user)
             print(password_line(read_password(stdin), args.user), file=stdout)
+        elif args.command == "usage" and args.offline:
+            offline_usage(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

@@ -31,9 +31,9 @@ def egress(daemon: Daemon) -> dict[str, float]:
     }
 
 
-def usage(daemon: Daemon) -> subprocess.CompletedProcess:
+def usage(daemon: Daemon, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "s3orchestrator.cli", "usage", "--config", str(daemon.config)], cwd=REPO,
+        [sys.executable, "-m", "s3orchestrator.cli", "usage", "--config", str(daemon.config), *options], cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60,
     )
 
@@ -70,3 +70,10 @@ def test_reads_move_to_the_other_copy_once_the_egress_cap_is_spent(start_daemon)
     assert wait_for(lambda: metadata_rows(
         daemon, "SELECT store, egress_bytes FROM store_traffic ORDER BY store"
     ) == [("local-a", 12 * MiB), ("local-b", 8 * MiB)], timeout=30)
+
+    # Stopped, the daemon synced its last counts: read offline from the database.
+    daemon.stop()
+    offline = usage(daemon, "--offline")
+    assert offline.returncode == 0, offline.stderr
+    # The same period and bytes (health probes went on adding class B requests meanwhile).
+    assert offline.stdout.splitlines()[:4] == lines[:4]

@@ -367,6 +367,15 @@ def test_usage_from_a_daemon_without_it_says_so(admin_api):
                        " (a daemon older than this command?)\n")
 
 
+def test_usage_offline_without_a_metadata_database_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's sqlite path is relative
+    run = Run("usage", "--offline", "--config", write_config(tmp_path), environ={"APP1_SECRET": "s"})
+    assert (run.status, run.out) == (1, "")
+    assert run.err == ("s3orchestrator usage: no metadata database at var/metadata.sqlite (metadata.sqlite):"
+                       " has the daemon ever run?\n")
+    assert not (tmp_path / "var").exists()
+
+
 def test_status_without_an_admin_table_says_so(tmp_path):
     path = write_config(tmp_path)
     run = Run("status", "--config", path)
