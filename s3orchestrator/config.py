@@ -271,6 +271,14 @@ class Config:
     )
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
+    # Read for every store call (traffic counting): made once.
+    _caps: Mapping[str, StoreCaps] = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(lambda config: MappingProxyType({store.name: store.caps for store in config.stores}),
+                              takes_self=True),
+    )
 
     def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
@@ -293,8 +301,8 @@ class Config:
         return MappingProxyType({store.name: store.zone for store in self.stores if store.zone is not None})
 
     def store_caps(self) -> Mapping[str, StoreCaps]:
-        """Every store's monthly caps, by store name."""
-        return MappingProxyType({store.name: store.caps for store in self.stores})
+        """Every store's monthly caps, by store name (the same mapping at every call)."""
+        return self._caps
 
 
 def bucket_placement(placement: PlacementPolicy, bucket: BucketConfig) -> PlacementPolicy:

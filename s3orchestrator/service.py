@@ -130,7 +130,7 @@ class OrchestratorService(MultiService):
             metadata_up=lambda: self.metadata_availability.available, traffic=self.traffic.report,
         )
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: MeteredStore(build_store(store, reactor, self.metrics), self.traffic.count)
+            store.name: MeteredStore(build_store(store, reactor, self.metrics), self.traffic)
             for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)

@@ -32,10 +32,14 @@ class Traffic:
         return self.requests_a + self.requests_b + self.requests_other
 
     def __add__(self, other: Traffic) -> Traffic:
-        return Traffic(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True)))
-
-    def __bool__(self) -> bool:
-        return any(attrs.astuple(self))
+        # Spelt out: this runs for every chunk of every transfer.
+        return Traffic(
+            self.egress_bytes + other.egress_bytes,
+            self.ingress_bytes + other.ingress_bytes,
+            self.requests_a + other.requests_a,
+            self.requests_b + other.requests_b,
+            self.requests_other + other.requests_other,
+        )
 
 
 #: (store, first day of the billing period)

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from s3orchestrator.config import StoreCaps
 from s3orchestrator.metadata.traffic import PeriodKey, Traffic, TrafficTable
 from s3orchestrator.traffic import caps as cap_rules
-from s3orchestrator.traffic.period import period_end, period_start
+from s3orchestrator.traffic.period import period_end, period_start, seconds_of
 
 _NO_CAPS = StoreCaps()
 
@@ -33,6 +33,26 @@ def _merge(into: dict[PeriodKey, Traffic], counts: Mapping[PeriodKey, Traffic]) 
         into[key] = into.get(key, Traffic()) + traffic
 
 
+class _Counts:
+    """One store's counts of one period not synced yet (mutable: added to for every chunk)."""
+
+    __slots__ = ("egress_bytes", "ingress_bytes", "requests_a", "requests_b", "requests_other")
+
+    def __init__(self) -> None:
+        self.egress_bytes = self.ingress_bytes = 0
+        self.requests_a = self.requests_b = self.requests_other = 0
+
+    def add(self, traffic: Traffic) -> None:
+        self.egress_bytes += traffic.egress_bytes
+        self.ingress_bytes += traffic.ingress_bytes
+        self.requests_a += traffic.requests_a
+        self.requests_b += traffic.requests_b
+        self.requests_other += traffic.requests_other
+
+    def traffic(self) -> Traffic:
+        return Traffic(self.egress_bytes, self.ingress_bytes, self.requests_a, self.requests_b, self.requests_other)
+
+
 class TrafficLedger:
     """The stores' traffic per billing period and their caps (``caps()``: by store,
     read at each use, so a reload applies at once)."""
@@ -43,46 +63,75 @@ class TrafficLedger:
         self._table = table
         self._caps = caps
         self._clock = clock
-        self._pending: dict[PeriodKey, Traffic] = {}
+        self._pending: dict[PeriodKey, _Counts] = {}
         self._syncing: dict[PeriodKey, Traffic] = {}  # being added to the table
         self._shared: dict[PeriodKey, Traffic] = {}  # every instance's, as last read
         self._said: set[tuple[str, datetime.date, str]] = set()  # warnings given this period
         self._sync_failing = False
+        # Each store's current period: (first day, its start and end in seconds), for
+        # the caps mapping last seen (a reload brings a new one, maybe a new billing_day).
+        self._periods: dict[str, tuple[datetime.date, float, float]] = {}
+        self._seen_caps: Mapping[str, StoreCaps] | None = None
 
     # -- counting -----------------------------------------------------------------------------
 
     def caps(self, store: str) -> StoreCaps:
         """The store's caps (none for a store not configured)."""
-        return self._caps().get(store, _NO_CAPS)
+        caps = self._caps()
+        if caps is not self._seen_caps:
+            self._seen_caps = caps
+            self._periods.clear()
+        return caps.get(store, _NO_CAPS)
 
     def period(self, store: str) -> datetime.date:
         """The first day of the store's current billing period."""
-        return period_start(self._clock.seconds(), self.caps(store).billing_day)
+        billing_day = self.caps(store).billing_day
+        now = self._clock.seconds()
+        known = self._periods.get(store)
+        if known is None or not known[1] <= now < known[2]:
+            # Computed once a period (and after a reload): counting runs for every chunk.
+            start = period_start(now, billing_day)
+            known = self._periods[store] = (start, seconds_of(start), seconds_of(period_end(start)))
+        return known[0]
+
+    def _counts(self, store: str) -> _Counts:
+        key = (store, self.period(store))
+        counts = self._pending.get(key)
+        if counts is None:
+            counts = self._pending[key] = _Counts()
+        return counts
 
     def count(self, store: str, traffic: Traffic) -> None:
         """Add ``traffic`` to the store's current period."""
-        key = (store, self.period(store))
-        self._pending[key] = self._pending.get(key, Traffic()) + traffic
+        self._counts(store).add(traffic)
+
+    def count_bytes(self, store: str, egress: int = 0, ingress: int = 0) -> None:
+        """Add bytes read from (``egress``) or written to (``ingress``) the store to its
+        current period (``count`` without a Traffic record: this runs for every chunk)."""
+        counts = self._counts(store)
+        counts.egress_bytes += egress
+        counts.ingress_bytes += ingress
 
     def month(self, store: str) -> Traffic:
         """The store's traffic this period: every instance's as last synced, plus what
         this one counted since."""
         key = (store, self.period(store))
-        total = Traffic()
-        for counts in (self._shared, self._syncing, self._pending):
-            total += counts.get(key, Traffic())
-        return total
+        total = self._shared.get(key, Traffic()) + self._syncing.get(key, Traffic())
+        pending = self._pending.get(key)
+        return total if pending is None else total + pending.traffic()
 
     async def sync(self) -> int:
         """Add the pending counts to the table, then read every instance's totals of the
         stores' current periods; how many (store, period) counts were added. A failed
         add keeps the counts pending for the next sync."""
-        self._syncing, self._pending = self._pending, {}
+        self._syncing = {key: counts.traffic() for key, counts in self._pending.items()}
+        self._pending = {}
         try:
             if self._syncing:
                 await self._table.add(self._syncing)
         except BaseException:
-            _merge(self._pending, self._syncing)
+            for key, traffic in self._syncing.items():
+                self._pending.setdefault(key, _Counts()).add(traffic)
             self._syncing = {}
             self._sync_failed()
             raise

@@ -7,7 +7,7 @@ bytes a reader delivers count as egress, those a write's body hands the store as
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IProducer
@@ -24,8 +24,15 @@ from s3orchestrator.stores.interface import (
     StoredPart,
 )
 
-#: Hears of a store's traffic: ``count(store, traffic)`` (``TrafficLedger.count``).
-Count = Callable[[str, Traffic], None]
+
+class TrafficCounter(Protocol):
+    """What hears of the stores' traffic (``TrafficLedger``)."""
+
+    def count(self, store: str, traffic: Traffic) -> None:
+        """Add ``traffic`` (requests) to the store's."""
+
+    def count_bytes(self, store: str, egress: int = 0, ingress: int = 0) -> None:
+        """Add bytes read from or written to the store (for every chunk)."""
 
 _CLASS_A = Traffic(requests_a=1)
 _CLASS_B = Traffic(requests_b=1)
@@ -93,11 +100,11 @@ class _CountedReader:
 
 @implementer(IObjectStore)
 class MeteredStore:
-    """``store`` with its requests and bytes counted (``count``) as its traffic."""
+    """``store`` with its requests and bytes counted (by ``counter``) as its traffic."""
 
-    def __init__(self, store: IObjectStore, count: Count) -> None:
+    def __init__(self, store: IObjectStore, counter: TrafficCounter) -> None:
         self._store = store
-        self._count = count
+        self._counter = counter
         self.name = store.name
 
     def __getattr__(self, name: str) -> Any:
@@ -105,13 +112,13 @@ class MeteredStore:
         return getattr(self._store, name)
 
     def _request(self, traffic: Traffic) -> None:
-        self._count(self.name, traffic)
+        self._counter.count(self.name, traffic)
 
     def _ingress(self, size: int) -> None:
-        self._count(self.name, Traffic(ingress_bytes=size))
+        self._counter.count_bytes(self.name, ingress=size)
 
     def _egress(self, size: int) -> None:
-        self._count(self.name, Traffic(egress_bytes=size))
+        self._counter.count_bytes(self.name, egress=size)
 
     def start(self) -> Deferred[Any]:
         return self._store.start()

@@ -24,3 +24,8 @@ def period_end(start: datetime.date) -> datetime.date:
         return start.replace(year=start.year + 1, month=1)
     return start.replace(month=start.month + 1)
 
+
+
+def seconds_of(day: datetime.date) -> float:
+    """The instant (seconds since the epoch) ``day`` starts at, UTC."""
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp()

@@ -85,7 +85,7 @@ class World:
         self.ledger = TrafficLedger(TrafficTable(self.metadata.database), lambda: self.caps, self.clock)
         self.roots = {name: tmp_path / name for name in ("one", "two")}
         self.stores = {
-            name: MeteredStore(DirectoryStore(name, str(root), reactor), self.ledger.count)
+            name: MeteredStore(DirectoryStore(name, str(root), reactor), self.ledger)
             for name, root in self.roots.items()
         }
         self.health = StoreHealth(list(self.stores), unhealthy_after=3, now=self.clock.seconds)

@@ -314,23 +314,30 @@ async def test_the_job_syncs_every_interval_and_once_more_at_stop(make_world: Ca
 # -- the metered store ---------------------------------------------------------------------------------
 
 
+class Recorder:
+    """Hears of a store's traffic, as the ledger does, and keeps it."""
+
+    def __init__(self) -> None:
+        self.stores: set[str] = set()
+        self.total = Traffic()
+
+    def count(self, store: str, traffic: Traffic) -> None:
+        self.stores.add(store)
+        self.total += traffic
+
+    def count_bytes(self, store: str, egress: int = 0, ingress: int = 0) -> None:
+        self.count(store, Traffic(egress_bytes=egress, ingress_bytes=ingress))
+
+
 @pytest.fixture
-def metered(tmp_path: Path) -> Iterator[tuple[MeteredStore, list[tuple[str, Traffic]]]]:
-    counted: list[tuple[str, Traffic]] = []
-    store = MeteredStore(DirectoryStore("d1", str(tmp_path / "d1"), reactor), lambda name, t: counted.append((name, t)))
-    yield store, counted
-
-
-def total(counted: list[tuple[str, Traffic]]) -> Traffic:
-    result = Traffic()
-    for _, traffic in counted:
-        result += traffic
-    return result
+def metered(tmp_path: Path) -> tuple[MeteredStore, Recorder]:
+    recorder = Recorder()
+    return MeteredStore(DirectoryStore("d1", str(tmp_path / "d1"), reactor), recorder), recorder
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_write_counts_a_class_a_request_and_its_bytes_as_ingress(
-    metered: tuple[MeteredStore, list[tuple[str, Traffic]]],
+    metered: tuple[MeteredStore, Recorder],
 ) -> None:
     store, counted = metered
     await store.start()
@@ -340,13 +347,13 @@ async def test_a_write_counts_a_class_a_request_and_its_bytes_as_ingress(
     await write.done
     await write.publish()
 
-    assert {name for name, _ in counted} == {"d1"}
-    assert total(counted) == Traffic(ingress_bytes=1000, requests_a=1)
+    assert counted.stores == {"d1"}
+    assert counted.total == Traffic(ingress_bytes=1000, requests_a=1)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_read_counts_a_class_b_request_and_the_bytes_delivered_as_egress(
-    metered: tuple[MeteredStore, list[tuple[str, Traffic]]], tmp_path: Path,
+    metered: tuple[MeteredStore, Recorder], tmp_path: Path,
 ) -> None:
     store, counted = metered
     await store.start()
@@ -360,12 +367,12 @@ async def test_a_read_counts_a_class_b_request_and_the_bytes_delivered_as_egress
     await streamed
 
     assert consumer.body == b"y" * 1000
-    assert total(counted) == Traffic(egress_bytes=1000, requests_b=1)
+    assert counted.total == Traffic(egress_bytes=1000, requests_b=1)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stats_probes_and_deletes_count_requests_by_class(
-    metered: tuple[MeteredStore, list[tuple[str, Traffic]]],
+    metered: tuple[MeteredStore, Recorder],
 ) -> None:
     store, counted = metered
     await store.start()
@@ -376,4 +383,4 @@ async def test_stats_probes_and_deletes_count_requests_by_class(
     upload = await store.create_upload("bkt/big")
     await store.abort_upload("bkt/big", upload)
 
-    assert total(counted) == Traffic(requests_a=1, requests_b=2, requests_other=2)
+    assert counted.total == Traffic(requests_a=1, requests_b=2, requests_other=2)
