@@ -214,6 +214,18 @@ async def test_a_billing_day_moves_the_reset(make_world: Callable[..., Any]) -> 
     assert world.ledger.reached("s1") == frozenset()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_reloaded_billing_day_applies_at_once(make_world: Callable[..., Any]) -> None:
+    world = await make_world({"s1": StoreCaps(egress_bytes=100)}, now=at(2026, 12, 10))
+    world.ledger.count("s1", Traffic(egress_bytes=100))
+    assert world.ledger.period("s1") == DEC
+
+    world.caps = {"s1": StoreCaps(egress_bytes=100, billing_day=15)}  # what a reload does
+
+    assert world.ledger.period("s1") == datetime.date(2026, 11, 15)
+    assert world.ledger.reached("s1") == frozenset()  # the counts were of another period
+
+
 class FailingTable:
     """A store_traffic table whose database is unavailable."""
 
