@@ -43,7 +43,7 @@ from s3orchestrator.stores.interface import (
     StoreMisconfigured,
     StoreUnavailable,
 )
-from s3orchestrator.traffic.caps import CAP_NAMES, READ_CAPS, WRITE_CAPS, describe
+from s3orchestrator.traffic.caps import CAP_NAMES, CAPS, READ_CAPS, WRITE_CAPS, describe
 from s3orchestrator.traffic.ledger import TrafficLedger
 
 T = TypeVar("T")
@@ -207,7 +207,9 @@ class Placement:
     def _caps_reached(self, stores: Collection[str], kinds: frozenset[str]) -> str:
         """Which caps of ``kinds`` keep ``stores`` out, as a client may be told."""
         assert self.traffic is not None
-        return "; ".join(describe(store, min(self.traffic.reached(store) & kinds)) for store in sorted(stores))
+        reached = {store: self.traffic.reached(store) & kinds for store in sorted(stores)}
+        described = [describe(store, min(caps, key=CAPS.index)) for store, caps in reached.items() if caps]
+        return "; ".join(described) or "a monthly usage cap was reached"
 
     # -- room ---------------------------------------------------------------------------------
 
@@ -225,7 +227,8 @@ class Placement:
 
         def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
             chosen = choose_store(self.routing_strategy, usage, size, healthy, excluded, last)
-            capped_out.append(chosen is None and choose_store(self.routing_strategy, usage, size, healthy) is not None)
+            capped_out.append(chosen is None and bool(excluded)
+                              and choose_store(self.routing_strategy, usage, size, healthy) is not None)
             return () if chosen is None else (chosen,)
 
         plan = None if intent_for is None else self.intent_plan(*intent_for)

@@ -183,9 +183,11 @@ async def test_reads_move_to_the_other_copy_once_the_egress_cap_is_spent_and_com
 async def test_the_only_copy_on_a_store_over_its_egress_cap_answers_slow_down(
     tmp_path: Path, worlds: list[World]
 ) -> None:
-    world = await world_of(worlds, tmp_path, {"one": StoreCaps(egress_bytes=4 * MiB), "two": StoreCaps()}).start()
+    caps = {"one": StoreCaps(egress_bytes=4 * MiB, class_b_requests=1), "two": StoreCaps()}
+    world = await world_of(worlds, tmp_path, caps).start()
     await world.put()
     assert (await world.get())[0] == "one"
+    assert world.ledger.reached("one") == {"egress_bytes", "class_b_requests"}  # the message names the first
 
     with pytest.raises(S3Error) as error:
         await world.get()
