@@ -109,6 +109,8 @@ class MeteredStore:
 
     def __getattr__(self, name: str) -> Any:
         # What IObjectStore does not name (a store type's own attributes) passes through, uncounted.
+        if name == "_store":  # not set yet (an instance made without __init__): no recursion
+            raise AttributeError(name)
         return getattr(self._store, name)
 
     def _request(self, traffic: Traffic) -> None:

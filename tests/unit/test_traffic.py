@@ -396,3 +396,13 @@ async def test_stats_probes_and_deletes_count_requests_by_class(
     await store.abort_upload("bkt/big", upload)
 
     assert counted.total == Traffic(requests_a=1, requests_b=2, requests_other=2)
+
+
+def test_what_the_interface_does_not_name_passes_through_uncounted(
+    metered: tuple[MeteredStore, Recorder], tmp_path: Path,
+) -> None:
+    store, counted = metered
+    assert store.name == "d1"
+    assert store.location_for("bkt", "k") == "bkt/k"
+    assert store.root == str(tmp_path / "d1")  # a DirectoryStore's own attribute
+    assert counted.total == Traffic()
