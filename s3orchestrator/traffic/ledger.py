@@ -6,7 +6,8 @@ process's pending counts, and ``sync`` (run every few seconds by the traffic job
 at stop) adds them to the ``store_traffic`` rows in one transaction and reads back every
 instance's totals. Decisions use those totals plus what is pending here. So a cap can be
 overrun by what the instances move between two syncs, plus the bodies in flight when it
-is reached (a read or write that started before finishes).
+is reached (a read or write that started before finishes). An add whose outcome is
+unknown (the connection dropped at commit) is tried again: counts err high, not low.
 """
 
 from __future__ import annotations
