@@ -1,4 +1,4 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status, migrate-metadata.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata.
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -24,12 +24,13 @@ from s3orchestrator.metadata.offline import DatabaseProblem, check_spec, describ
 from s3orchestrator.metadata.offline.probe import probe_metadata
 from s3orchestrator.metadata.offline.transfer import DEFAULT_BATCH_SIZE, TransferReport, transfer
 from s3orchestrator.ops.passwords import PasswordFileError, check_password_file, hash_password
-from s3orchestrator.ops.report import printable, status_table
+from s3orchestrator.ops.report import printable, status_table, usage_table
 
 DEFAULT_CONFIG = "/etc/s3orchestrator/s3orchestrator.toml"
 DEFAULT_ENVIRONMENT_FILE = "/etc/default/s3orchestrator"  # the Debian package's EnvironmentFile
 TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
 STATUS_PATH = "/status"
+USAGE_PATH = "/usage"
 DEFAULT_TIMEOUT = 10.0
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -198,8 +199,9 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """GET /status from the admin endpoint at ``url`` (``http://HOST:PORT`` or ``unix:PATH``)."""
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
+    """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
+    or ``unix:PATH``): a JSON document with a list of ``stores``."""
     connection: http.client.HTTPConnection
     if url.startswith("unix:"):
         connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
@@ -217,7 +219,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
     try:
         try:
             # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request("GET", base + STATUS_PATH, headers={
+            connection.request("GET", base + path, headers={
                 "Authorization": b"Bearer " + token.encode("utf-8"),
                 "Accept": "application/json",
             })
@@ -237,6 +239,8 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
             answer = None
         if isinstance(answer, dict) and isinstance(answer.get("error"), str):
             raise MetadataDown(metadata_down_message(url, answer), answer)
+    if response.status == 404 and path != STATUS_PATH:
+        raise CommandError(f"the admin endpoint at {url} has no {path} (a daemon older than this command?)")
     if response.status != 200:
         raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
     try:
@@ -248,8 +252,25 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> dict
     return document
 
 
+def offline_usage(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Print the stores' traffic this period read from the metadata database of ``--config``."""
+    from s3orchestrator.ops.usage_offline import OfflineUsageError
+    from s3orchestrator.ops.usage_offline import offline_usage as read_usage
+
+    config = load_config(args.config, environ)
+    try:
+        document = {"stores": read_usage(config)}
+    except OfflineUsageError as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        print(json.dumps(document, indent=2), file=out)
+    else:
+        out.write(usage_table(document))
+
+
 def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
-    """Print the daemon's status read from its admin endpoint."""
+    """Print the daemon's status (``usage``: the stores' monthly traffic against their
+    caps) read from its admin endpoint."""
     url: str | None = args.url
     token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     if url is None or token is None:
@@ -267,8 +288,9 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         raise CommandError(
             f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
         )
+    usage = args.command == "usage"
     try:
-        snapshot = fetch_status(url, token, timeout=args.timeout)
+        snapshot = fetch_status(url, token, timeout=args.timeout, path=USAGE_PATH if usage else STATUS_PATH)
     except MetadataDown as down:
         if args.json:
             print(json.dumps(down.document, indent=2), file=out)
@@ -277,7 +299,7 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         print(json.dumps(snapshot, indent=2), file=out)
     else:
         try:
-            out.write(status_table(snapshot, time.time()))
+            out.write(usage_table(snapshot) if usage else status_table(snapshot, time.time()))
         except (KeyError, TypeError):
             raise CommandError(f"the admin endpoint at {url} answered an unexpected document") from None
 
@@ -385,19 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hashing.add_argument("--user", metavar="NAME", help="print NAME:hash, a line for the password file")
 
-    show = commands.add_parser(
-        "status", help="per-store health, usage, quota, copies, queues and uploads of a daemon"
-        " (exit 1 if it cannot tell, e.g. its metadata database is unavailable)"
+    for command, description in (
+        ("status", "per-store health, usage, quota, copies, queues and uploads of a daemon"
+                   " (exit 1 if it cannot tell, e.g. its metadata database is unavailable)"),
+        ("usage", "per-store traffic this billing period (bytes, requests) against the monthly caps"),
+    ):
+        _admin_command(commands.add_parser(command, help=description), env_file_help)
+    commands.choices["usage"].add_argument(
+        "--offline", action="store_true",
+        help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
     )
-    show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
-                      help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
-    show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")
-    show.add_argument("--token", metavar="TOKEN",
-                      help=f"the admin token (better: the {TOKEN_ENVIRONMENT_VARIABLE} environment variable)")
-    show.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
-    show.add_argument("--json", action="store_true", help="print the JSON document as received")
-    show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                      help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
 
     database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
     migrate = commands.add_parser(
@@ -417,6 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _admin_command(show: argparse.ArgumentParser, env_file_help: str) -> None:
+    """The options of a command that asks the daemon's admin API."""
+    show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                      help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
+    show.add_argument("--url", metavar="URL", help="the admin endpoint: http://HOST:PORT or unix:PATH")
+    show.add_argument("--token", metavar="TOKEN",
+                      help=f"the admin token (better: the {TOKEN_ENVIRONMENT_VARIABLE} environment variable)")
+    show.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
+    show.add_argument("--json", action="store_true", help="print the JSON document as received")
+    show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                      help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -431,7 +463,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "migrate-metadata"):
+    if args.command in ("check-config", "status", "usage", "migrate-metadata"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -443,6 +475,8 @@ def main(
             if args.user is not None:
                 check_user_name(args.user)
             print(password_line(read_password(stdin), args.user), file=stdout)
+        elif args.command == "usage" and args.offline:
+            offline_usage(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

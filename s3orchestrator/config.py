@@ -48,6 +48,7 @@ STORE_TYPES = ("directory", "s3")
 READ_ORDERS = ("config", "health", "latency")
 DEFAULT_READ_ORDER = "health"
 PAYLOAD_SIGNING_MODES = ("unsigned", "streaming")
+CAP_MODES = ("hard", "soft")
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
@@ -202,6 +203,27 @@ class BucketConfig:
 
 
 @attrs.frozen
+class StoreCaps:
+    """A store's monthly usage caps (None: no cap), the day its billing month starts (UTC)
+    and what reaching a cap does (``hard``: the store is avoided, reads it alone could
+    serve answer 503 SlowDown; ``soft``: it is used last, with a warning)."""
+
+    egress_bytes: int | None = None
+    ingress_bytes: int | None = None
+    requests: int | None = None
+    class_a_requests: int | None = None
+    class_b_requests: int | None = None
+    billing_day: int = 1
+    mode: str = "hard"
+
+    def any(self) -> bool:
+        """Whether any cap is set."""
+        return any(value is not None for value in (
+            self.egress_bytes, self.ingress_bytes, self.requests, self.class_a_requests, self.class_b_requests,
+        ))
+
+
+@attrs.frozen
 class DirectoryStoreConfig:
     """A store keeping objects as files under a local directory."""
 
@@ -209,6 +231,7 @@ class DirectoryStoreConfig:
     quota_bytes: int  # 0 = unlimited
     path: str
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
+    caps: StoreCaps = StoreCaps()
 
 
 @attrs.frozen(kw_only=True)
@@ -228,6 +251,7 @@ class S3StoreConfig:
     timeout: float = DEFAULT_S3_TIMEOUT  # seconds
     ca_file: str | None = None
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
+    caps: StoreCaps = StoreCaps()
 
 
 StoreConfig = DirectoryStoreConfig | S3StoreConfig
@@ -264,6 +288,14 @@ class Config:
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
     jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
+    # Read for every store call (traffic counting): made once.
+    _caps: Mapping[str, StoreCaps] = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(lambda config: MappingProxyType({store.name: store.caps for store in config.stores}),
+                              takes_self=True),
+    )
 
     def find_credential(self, access_key_id: str) -> tuple[str, str] | None:
         """(bucket name, secret access key) for an access key id, or None if unknown."""
@@ -284,6 +316,10 @@ class Config:
     def store_zones(self) -> Mapping[str, str]:
         """The zone of every store that has one, by store name (``routing.choose_stores``)."""
         return MappingProxyType({store.name: store.zone for store in self.stores if store.zone is not None})
+
+    def store_caps(self) -> Mapping[str, StoreCaps]:
+        """Every store's monthly caps, by store name (the same mapping at every call)."""
+        return self._caps
 
 
 def bucket_placement(placement: PlacementPolicy, bucket: BucketConfig) -> PlacementPolicy:
@@ -620,7 +656,14 @@ def _access_key_id(table: Mapping[str, Any], path: str, env: Mapping[str, str]) 
     return value
 
 
-_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone")
+_CAP_KEYS = (
+    "monthly_egress_bytes",
+    "monthly_ingress_bytes",
+    "monthly_requests",
+    "monthly_class_a_requests",
+    "monthly_class_b_requests",
+)
+_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone", *_CAP_KEYS, "billing_day", "cap_mode")
 _DIRECTORY_STORE_KEYS = _COMMON_STORE_KEYS + ("path",)
 _S3_STORE_KEYS = _COMMON_STORE_KEYS + (
     "endpoint",
@@ -658,14 +701,31 @@ def _parse_stores(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Stor
         quota_bytes = _integer(table, path, "quota_bytes", minimum=0)
         zone = _string(table, path, "zone", env, default=None)
         if store_type == "directory":
-            stores.append(
-                DirectoryStoreConfig(
-                    name=name, quota_bytes=quota_bytes, path=_string(table, path, "path", env), zone=zone
-                )
+            store: StoreConfig = DirectoryStoreConfig(
+                name=name, quota_bytes=quota_bytes, path=_string(table, path, "path", env), zone=zone
             )
         else:
-            stores.append(_parse_s3_store(table, path, env, name, quota_bytes, zone))
+            store = _parse_s3_store(table, path, env, name, quota_bytes, zone)
+        stores.append(attrs.evolve(store, caps=_parse_caps(table, path, env)))
     return tuple(stores)
+
+
+def _parse_caps(table: Mapping[str, Any], path: str, env: Mapping[str, str]) -> StoreCaps:
+    """A store's ``monthly_*`` caps (positive integers; absent: no cap), ``billing_day``
+    (1..28, so that every month has it) and ``cap_mode``."""
+    egress, ingress, requests, class_a, class_b = (
+        _integer(table, path, key, minimum=1, default=None) for key in _CAP_KEYS
+    )
+    billing_day = _integer(table, path, "billing_day", minimum=1, default=1)
+    if billing_day > 28:
+        raise ConfigError(
+            f"{_name(path, 'billing_day')}: must be a day of the month from 1 to 28 (got {billing_day!r})"
+        )
+    return StoreCaps(
+        egress_bytes=egress, ingress_bytes=ingress, requests=requests, class_a_requests=class_a,
+        class_b_requests=class_b, billing_day=billing_day,
+        mode=_choice(table, path, "cap_mode", env, CAP_MODES, default="hard"),
+    )
 
 
 def _parse_s3_store(

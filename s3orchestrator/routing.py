@@ -42,40 +42,53 @@ def choose_stores(
     healthy: Container[str] | None = None,
     count: int = 1,
     zones: Mapping[str, str] | None = None,
+    excluded: Container[str] = frozenset(),
+    last_resort: Container[str] = frozenset(),
 ) -> tuple[str, ...]:
     """Names of up to ``count`` distinct stores for the copies of a new object of
     ``size`` bytes, best first; fewer (down to ``()``) when fewer fit, the caller
     weighing that against its write quorum.
 
-    ``stores`` is in config order. Stores not in ``healthy`` (when given) and stores
-    without room for ``size`` are skipped. The others are ranked by the strategy:
+    ``stores`` is in config order. Stores not in ``healthy`` (when given), stores in
+    ``excluded`` (over a hard monthly cap) and stores without room for ``size`` are
+    skipped. The others are ranked by the strategy:
     ``pack`` in config order, ``spread`` by how full they would be with the object
     (ties to the earlier store). ``zones`` maps store names to zones (a store without
     one is its own zone): the best store of each zone is taken first, in rank order,
-    and a zone is used twice only when there are fewer zones than ``count``.
+    and a zone is used twice only when there are fewer zones than ``count``. Stores
+    in ``last_resort`` (over a soft monthly cap) are taken only when the others
+    leave copies to place.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown routing strategy {strategy!r}")
     if count < 1:
         raise ValueError(f"count must be at least 1 (got {count})")
     ranked = [
-        store for store in stores if (healthy is None or store.name in healthy) and has_room(store, size)
+        store for store in stores
+        if (healthy is None or store.name in healthy) and store.name not in excluded and has_room(store, size)
     ]
     if strategy == SPREAD:
         # sorted() is stable: equally full stores keep their config order.
         ranked.sort(key=lambda store: fill_ratio(store, size))
     zone_map = zones if zones is not None else {}
     chosen: list[str] = []
-    seen_zones: set[tuple[bool, str]] = set()
-    for store in ranked:
-        zone = zone_of(store.name, zone_map)
+    _take(chosen, [store.name for store in ranked if store.name not in last_resort], count, zone_map)
+    _take(chosen, [store.name for store in ranked if store.name in last_resort], count, zone_map)
+    return tuple(chosen)
+
+
+def _take(chosen: list[str], ranked: Sequence[str], count: int, zones: Mapping[str, str]) -> None:
+    """Add to ``chosen`` (up to ``count`` in all) stores of ``ranked``: the best one of
+    each zone not in ``chosen`` yet first, then the others in rank order."""
+    seen_zones = {zone_of(name, zones) for name in chosen}
+    for name in ranked:
+        zone = zone_of(name, zones)
         if len(chosen) < count and zone not in seen_zones:
             seen_zones.add(zone)
-            chosen.append(store.name)
-    for store in ranked:
-        if len(chosen) < count and store.name not in chosen:
-            chosen.append(store.name)
-    return tuple(chosen)
+            chosen.append(name)
+    for name in ranked:
+        if len(chosen) < count and name not in chosen:
+            chosen.append(name)
 
 
 def choose_store(
@@ -83,8 +96,10 @@ def choose_store(
     stores: Sequence[StoreUsage],
     size: int,
     healthy: Container[str] | None = None,
+    excluded: Container[str] = frozenset(),
+    last_resort: Container[str] = frozenset(),
 ) -> str | None:
     """Name of the store a new object of ``size`` bytes should go to, or None if none
     fits: ``choose_stores`` for one copy."""
-    chosen = choose_stores(strategy, stores, size, healthy)
+    chosen = choose_stores(strategy, stores, size, healthy, excluded=excluded, last_resort=last_resort)
     return chosen[0] if chosen else None

@@ -27,6 +27,7 @@ from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
 from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, Listeners
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
@@ -34,6 +35,7 @@ from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
+from s3orchestrator.metadata.traffic import TrafficTable
 from s3orchestrator.ops.admin import admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
@@ -54,6 +56,8 @@ from s3orchestrator.s3.objects import ObjectOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectStore
 from s3orchestrator.stores.s3 import S3Store
+from s3orchestrator.traffic.ledger import TrafficLedger
+from s3orchestrator.traffic.meter import MeteredStore
 from s3orchestrator.web.handler import S3Handler
 from s3orchestrator.web.site import S3Site
 from s3orchestrator.workers.role import WorkerRole
@@ -172,14 +176,17 @@ class OrchestratorService(MultiService):
         # Registered at start, renewed while running, deregistered at a clean stop.
         self.lease = InstanceLease(self.metadata, self.instance_id, config.metadata.lease, reactor)
         self.lease.setName("instance-lease")
+        # The stores' monthly traffic, against the caps of the current config.
+        self.traffic = TrafficLedger(TrafficTable(self.metadata.database), lambda: self.config.store_caps(), reactor)
         # Job counters are read at scrape time from ``self.jobs`` (filled at start).
         self.metrics = Metrics(
             jobs=lambda: self.jobs, reads=lambda: self.placement.read_counters,
             metadata_up=lambda: self.metadata_availability.available, instance_id=self.instance_id,
-            lease=self.lease,
+            lease=self.lease, traffic=self.traffic.report,
         )
         self.stores: Mapping[str, IObjectStore] = {
-            store.name: build_store(store, reactor, self.metrics) for store in config.stores
+            store.name: MeteredStore(build_store(store, reactor, self.metrics), self.traffic)
+            for store in config.stores
         }
         self.health = StoreHealth(list(self.stores), config.health.unhealthy_after, now=reactor.seconds)
         # The cluster-wide jobs run on the one instance holding each job's lease.
@@ -194,6 +201,7 @@ class OrchestratorService(MultiService):
             health=self.health,
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
+            traffic=self.traffic,
         )
         self.objects = ObjectOperations(
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
@@ -220,7 +228,9 @@ class OrchestratorService(MultiService):
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
-        self.jobs: dict[str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob] = {}
+        self.jobs: dict[
+            str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+        ] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -323,8 +333,11 @@ class OrchestratorService(MultiService):
         # A store back up may take the copies that could not be made while it was down (on
         # the instance that runs the replicator: soon() asks its lease first).
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
+        traffic_sync.setName("traffic-sync")
+        traffic_sync.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator}
+                     "replicator": replicator, "traffic_sync": traffic_sync}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await self.listeners.listen(S3, listen, self.site)
@@ -380,7 +393,7 @@ class OrchestratorService(MultiService):
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
-                                        self.job_leases)
+                                        self.job_leases, usage=self.traffic.report)
             listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)

@@ -1,6 +1,6 @@
 """The admin API: token-protected JSON endpoints on their own (loopback) listener.
 
-``s3orchestrator status`` reads ``/status``. Requests authenticate with
+``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
 While the metadata database is unavailable (degraded mode) or busy, ``/status``
 answers 503 with what is known without it (see ``metadata_down``).
@@ -9,7 +9,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
@@ -63,12 +63,13 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
 
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
-    job_leases: JobLeases | None = None,
+    job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
     the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
-    unavailable or busy)."""
+    unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
+    ``{"stores": usage()}``."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -98,4 +99,12 @@ def admin_endpoints(
             return json_response(503, metadata_down("busy", str(error), health))
         return json_response(200, snapshot)
 
-    return {"/status": authorized("/status", status)}
+    endpoints = {"/status": authorized("/status", status)}
+    if usage is not None:
+        report = usage
+
+        async def monthly_usage(headers: Mapping[str, str]) -> OpsResponse:
+            return json_response(200, {"stores": report()})
+
+        endpoints["/usage"] = authorized("/usage", monthly_usage)
+    return endpoints

@@ -57,6 +57,18 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   and renewals that found it expired (the reaper may have released its reservations).
 - ``s3orchestrator_metadata_up``: 1 while the metadata database answers, 0 while it
   is unavailable (degraded mode; the store gauges are then left out).
+- ``s3orchestrator_store_month_bytes{store,direction}``: bytes read from (``egress``)
+  and written to (``ingress``) the store this billing period, by every instance
+  sharing the metadata database (as of the last sync, plus this one's since).
+- ``s3orchestrator_store_month_requests{store,class}``: requests to the store this
+  period, by billing class: ``a`` (writes, copies, multipart), ``b`` (reads, HEADs,
+  health probes), ``other`` (deletes, aborts).
+- ``s3orchestrator_store_month_cap_bytes{store,direction}``,
+  ``s3orchestrator_store_month_cap_requests{store,class}`` (``class``: ``a``, ``b``,
+  ``all``): the store's monthly caps, those set only.
+- ``s3orchestrator_store_month_cap_reached{store,cap}``: 1 once the store's traffic
+  reached the cap this period (``cap``: ``egress_bytes``, ``ingress_bytes``,
+  ``requests``, ``class_a_requests``, ``class_b_requests``), else 0.
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
@@ -67,7 +79,7 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -125,11 +137,14 @@ class Metrics:
     def __init__(
         self, jobs: JobSource | None = None, reads: Callable[[], Any] | None = None,
         metadata_up: Callable[[], bool] | None = None, instance_id: str | None = None, lease: Any = None,
+        traffic: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self._instance_id = instance_id
         # The InstanceLease (``renewals``, ``failures``, ``lapses``), or None.
         self._lease = lease
+        # The stores' monthly traffic against their caps (``TrafficLedger.report``).
+        self._traffic = traffic
         self._jobs = jobs
         # Placement's ReadCounters (``failovers``, ``copies_missing``: counts by store).
         self._reads = reads
@@ -304,6 +319,59 @@ class Metrics:
         replicator = jobs.get("replicator")
         if replicator is not None:
             yield from replication_metrics(replicator, replicator.clock.seconds())
+        if self._traffic is not None:
+            yield from traffic_metrics(self._traffic())
+
+    def _instance_metrics(self) -> Iterator[Metric]:
+        if self._instance_id is not None:
+            info = GaugeMetricFamily("s3orchestrator_instance_info", "This process's instance id.",
+                                     labels=["instance_id"])
+            info.add_metric([self._instance_id], 1)
+            yield info
+        if self._lease is not None:
+            for name, text in (
+                ("renewals", "Heartbeats that renewed this instance's lease."),
+                ("failures", "Heartbeats that failed to renew this instance's lease."),
+                ("lapses", "Heartbeats that found this instance's lease expired."),
+            ):
+                counter = CounterMetricFamily(f"s3orchestrator_instance_lease_{name}", text)
+                counter.add_metric([], getattr(self._lease, name))
+                yield counter
+
+
+#: The ``direction`` or ``class`` label of each cap's gauge.
+_CAP_LABELS = {
+    "egress_bytes": "egress", "ingress_bytes": "ingress",
+    "class_a_requests": "a", "class_b_requests": "b", "requests": "all",
+}
+
+
+def traffic_metrics(stores: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    """The stores' monthly traffic and caps, from ``TrafficLedger.report()``."""
+    month_bytes = GaugeMetricFamily("s3orchestrator_store_month_bytes",
+                                    "Bytes read from (egress) and written to (ingress) the store this billing period.",
+                                    labels=["store", "direction"])
+    month_requests = GaugeMetricFamily("s3orchestrator_store_month_requests",
+                                       "Requests to the store this billing period, by billing class (a, b, other).",
+                                       labels=["store", "class"])
+    cap_bytes = GaugeMetricFamily("s3orchestrator_store_month_cap_bytes",
+                                  "The store's monthly egress and ingress caps in bytes.",
+                                  labels=["store", "direction"])
+    cap_requests = GaugeMetricFamily("s3orchestrator_store_month_cap_requests",
+                                     "The store's monthly request caps, by class (a, b, all).",
+                                     labels=["store", "class"])
+    reached = GaugeMetricFamily("s3orchestrator_store_month_cap_reached",
+                                "1 if the store reached the monthly cap this billing period.", labels=["store", "cap"])
+    for store in stores:
+        name = store["name"]
+        month_bytes.add_metric([name, "egress"], store["egress_bytes"])
+        month_bytes.add_metric([name, "ingress"], store["ingress_bytes"])
+        for request_class in ("a", "b", "other"):
+            month_requests.add_metric([name, request_class], store[f"requests_{request_class}"])
+        for cap, limit in store["caps"].items():
+            (cap_bytes if cap.endswith("_bytes") else cap_requests).add_metric([name, _CAP_LABELS[cap]], limit)
+            reached.add_metric([name, cap], 1 if cap in store["reached"] else 0)
+    yield from (month_bytes, month_requests, cap_bytes, cap_requests, reached)
 
     def _instance_metrics(self) -> Iterator[Metric]:
         if self._instance_id is not None:

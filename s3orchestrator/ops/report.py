@@ -224,3 +224,40 @@ def intents_table(intents: Sequence[Any], now: float) -> str:
         for intent in intents
     ]
     return table(("BUCKET/KEY", "STORE", "LOCATION", "SIZE", "OWNER", "AGE"), rows) + "\n"
+
+
+#: The counters ``usage_table`` shows: (label, counter in the document, cap, bytes?).
+_TRAFFIC_ROWS = (
+    ("egress", "egress_bytes", "egress_bytes", True),
+    ("ingress", "ingress_bytes", "ingress_bytes", True),
+    ("class A requests", "requests_a", "class_a_requests", False),
+    ("class B requests", "requests_b", "class_b_requests", False),
+    ("all requests", "requests", "requests", False),
+)
+
+
+def usage_table(document: Mapping[str, Any]) -> str:
+    """The ``/usage`` document as a table: each store's traffic this billing period
+    against every cap (``-``: none), and which caps it reached."""
+    lines = []
+    for store in document.get("stores", []):
+        caps, reached = store["caps"], set(store["reached"])
+        lines.append(
+            f"{printable(str(store['name']))}: {store['period_start']} to {store['period_end']} (UTC),"
+            f" cap_mode {store['cap_mode']}"
+        )
+        rows = []
+        for label, counter, cap, in_bytes in _TRAFFIC_ROWS:
+            used, limit = store[counter], caps.get(cap)
+            show = format_bytes if in_bytes else str
+            rows.append((
+                "  " + label,
+                show(used),
+                "-" if limit is None else show(limit),
+                "-" if limit is None else f"{100 * used / limit:.0f}%",
+                "REACHED" if cap in reached else "",
+            ))
+        lines.append(table(("  TRAFFIC", "USED", "CAP", "USE", ""), rows))
+    if not lines:
+        return "no stores\n"
+    return "\n".join(lines) + "\n"

@@ -44,7 +44,7 @@ from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord, IntentPlan, NewCopy, ObjectRecord, Reservation, StoreUsage
 from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
-from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom, ObjectLost
+from s3orchestrator.placement.errors import CapReached, CopyUnreadable, LocationBusy, NoRoom, ObjectLost
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.reader import FailoverReader, order_copies
@@ -60,6 +60,8 @@ from s3orchestrator.stores.interface import (
     StoreMisconfigured,
     StoreUnavailable,
 )
+from s3orchestrator.traffic.caps import CAP_NAMES, CAPS, READ_CAPS, WRITE_CAPS, describe
+from s3orchestrator.traffic.ledger import TrafficLedger
 
 T = TypeVar("T")
 
@@ -188,12 +190,15 @@ class Placement:
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
         claim_wait: float = CLAIM_WAIT,
+        traffic: TrafficLedger | None = None,
     ) -> None:
         self._metadata = metadata
         #: The instance (``server.instance_id``) owning this process's claims, as it
         #: owns its reservations and intents.
         self.owner: str = metadata.instance_id
         self.claim_wait = claim_wait
+        #: The stores' monthly traffic and caps (None: no caps).
+        self.traffic = traffic
         self._background: set[Deferred[None]] = set()
         # Read at each write, so a reload (SIGHUP) applies to the next one.
         self.policy = policy
@@ -207,6 +212,28 @@ class Placement:
         # Metadata cleanups a busy database refused, retried in the background.
         self.cleanups = CleanupRetrier(clock)
 
+    # -- monthly caps -------------------------------------------------------------------------
+
+    def write_capped(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Stores over a monthly write cap: in hard mode (no new copies), in soft mode (last resort)."""
+        return (frozenset(), frozenset()) if self.traffic is None else self.traffic.write_capped()
+
+    def _over_soft_cap(self, reservations: Sequence[Reservation], soft: frozenset[str]) -> None:
+        """Say (once a period) that a store over a soft write cap takes a copy all the same."""
+        for reservation in reservations:
+            if reservation.store in soft and self.traffic is not None:
+                self.traffic.say_once(
+                    reservation.store, "write over cap", "Store {store} is over a monthly write cap and takes"
+                    " a new copy anyway, no other store can (cap_mode soft; said once a period)",
+                )
+
+    def _caps_reached(self, stores: Collection[str], kinds: frozenset[str]) -> str:
+        """Which caps of ``kinds`` keep ``stores`` out, as a client may be told."""
+        assert self.traffic is not None
+        reached = {store: self.traffic.reached(store) & kinds for store in sorted(stores)}
+        described = [describe(store, min(caps, key=CAPS.index)) for store, caps in reached.items() if caps]
+        return "; ".join(described) or "a monthly usage cap was reached"
+
     # -- room ---------------------------------------------------------------------------------
 
     async def reserve(
@@ -218,9 +245,14 @@ class Placement:
         recorded in the same transaction (see ``intent_plan``) and its location claimed,
         waiting while another holds it (``_claiming``)."""
         healthy = self.health.healthy() if only_store is None else frozenset({only_store})
+        # An upload's parts go to its store whatever its caps (it finishes there).
+        excluded, last = self.write_capped() if only_store is None else (frozenset(), frozenset())
+        capped_out: list[bool] = []
 
         def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
-            chosen = choose_store(self.routing_strategy, usage, size, healthy)
+            chosen = choose_store(self.routing_strategy, usage, size, healthy, excluded, last)
+            capped_out.append(chosen is None and bool(excluded)
+                              and choose_store(self.routing_strategy, usage, size, healthy) is not None)
             return () if chosen is None else (chosen,)
 
         if intent_for is None:
@@ -229,7 +261,10 @@ class Placement:
             reserved = await self._claiming(lambda: self._metadata.reserve_copies(
                 size, choose, self.intent_plan(*intent_for)))
         if not reserved:
+            if capped_out and capped_out[-1]:
+                raise CapReached(self._caps_reached(excluded, WRITE_CAPS))
             raise NoRoom(f"no store has room for {size} bytes")
+        self._over_soft_cap(reserved, last)
         return reserved[0]
 
     def intent_plan(self, bucket: str, key: str) -> IntentPlan:
@@ -255,19 +290,26 @@ class Placement:
         or NoRoom is raised."""
         healthy = self.health.healthy() - exclude
         zones = self._zones()
+        excluded, last = self.write_capped()
         with_room: list[int] = []
+        uncapped: list[int] = []
 
         def choose(usage: Sequence[StoreUsage]) -> Sequence[str]:
             candidates = [store for store in usage if store.name not in exclude]
             with_room.append(len(choose_stores(self.routing_strategy, candidates, size, None, policy.replicas)))
-            chosen = choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas, zones)
+            uncapped.append(len(choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas)))
+            chosen = choose_stores(self.routing_strategy, candidates, size, healthy, policy.replicas, zones,
+                                   excluded, last)
             return chosen if len(chosen) >= policy.write_quorum else ()
 
         reservations = await self._claiming(
             lambda: self._metadata.reserve_copies(size, choose, self.intent_plan(*intent_for))
         )
         if reservations:
+            self._over_soft_cap(reservations, last)
             return reservations
+        if excluded - exclude and uncapped and uncapped[-1] >= policy.write_quorum:
+            raise CapReached(self._caps_reached(excluded - exclude, WRITE_CAPS))
         if with_room and with_room[-1] >= policy.write_quorum:
             raise StoreUnavailable(
                 f"fewer than {policy.write_quorum} stores with room for {size} bytes are up"
@@ -328,8 +370,11 @@ class Placement:
         """The healthy store the routing strategy would put ``size`` bytes on now,
         without reserving anything; NoRoom when none has room."""
         usage = await self._metadata.store_usage()
-        chosen = choose_store(self.routing_strategy, usage, size, self.health.healthy())
+        excluded, last = self.write_capped()
+        chosen = choose_store(self.routing_strategy, usage, size, self.health.healthy(), excluded, last)
         if chosen is None:
+            if choose_store(self.routing_strategy, usage, size, self.health.healthy()) is not None:
+                raise CapReached(self._caps_reached(excluded, WRITE_CAPS))
             raise NoRoom(f"no store has room for {size} bytes")
         return chosen
 
@@ -650,6 +695,8 @@ class Placement:
             try:
                 location = self._stores[reservation.store].location_for(target.bucket, target.key)
                 placed = attrs.evolve(target, store=reservation.store, location=location)
+                if placed.store != source.store and self._read_capped({source.store}):
+                    source = self._stream_source(await self.live_sources(source), source)
                 with self.store_calls(reservation.store):
                     write = await self._start_copy(source, placed)
                     await self.commit_write(write, placed, reservation)
@@ -693,9 +740,9 @@ class Placement:
         for reservation, target_copy in zip(reservations, placed, strict=True):
             try:
                 with self.store_calls(reservation.store):
-                    source_copy = sources.get(reservation.store, source)
+                    source_copy = sources.get(reservation.store) or self._stream_source(sources, source)
                     writes.append(await self._start_copy(source_copy, target_copy))
-            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable):
+            except (StoreUnavailable, StoreMisconfigured, CopyUnreadable, CapReached):
                 writes.append(None)
 
         def copy_failed(index: int, failure: Failure) -> None:
@@ -751,12 +798,14 @@ class Placement:
                             bucket=bucket, key=key)
             await self._metadata.unqueue_replication(bucket, key)
             return Replicated(0, 0, 0)
+        self._readable(list(sources.values()), lambda source: source.store)  # CapReached before reserving
         copies = await self._metadata.object_copies(bucket, key)
         reservations = await self.reserve_copies(
             record.size, PlacementPolicy(replicas=wanted, write_quorum=1), (bucket, key),
             exclude=frozenset(copy.store for copy in copies),
         )
-        ordered = sorted(sources.values(), key=lambda source: not self.health.is_healthy(source.store))
+        ordered = self._readable(sorted(sources.values(), key=lambda source: not self.health.is_healthy(source.store)),
+                                 lambda source: source.store)
         made = copied = 0
         for reservation in reservations:
             if await self._replicate_to(record, ordered, reservation):
@@ -864,13 +913,21 @@ class Placement:
         # An object has at most one copy per store (the copies table's key).
         by_store = {copy.store: copy for copy in copies}
         status = self.health.snapshot()
+        capped = self._read_capped(by_store)
         ordered = order_copies(
             [(copy.store, copy.location) for copy in copies], self.policy(record.bucket).read_order,
             self.health.healthy(),
             {name: state.consecutive_failures for name, state in status.items()}, self.health.latency(),
+            frozenset(capped),
         )
+        ordered = self._readable(ordered, key=lambda copy: copy[0])
 
         def open_copy(store: str, location: str, wanted: tuple[int, int] | None) -> Deferred[IObjectReader]:
+            if store in capped and self.traffic is not None:
+                self.traffic.say_once(
+                    store, "read over cap", "Store {store} is over its monthly {cap} cap and serves a read"
+                    " anyway (cap_mode soft; said once a period)", cap=CAP_NAMES[capped[store]],
+                )
             return self._stores[store].open_read(location, wanted)
 
         def failed(store: str, error: Exception) -> None:
@@ -889,6 +946,35 @@ class Placement:
                 bucket=record.bucket, key=record.key, copies=len(ordered),
             )
             raise ObjectLost(f"{record.bucket}/{record.key}: every copy is missing or damaged") from error
+
+    def _read_capped(self, stores: Collection[str]) -> dict[str, str]:
+        """The stores of ``stores`` over a monthly read cap, with the cap."""
+        if self.traffic is None:
+            return {}
+        reached = {store: self.traffic.read_cap(store) for store in stores}
+        return {store: cap for store, cap in reached.items() if cap is not None}
+
+    def _stream_source(self, sources: Mapping[str, ObjectRecord], source: ObjectRecord) -> ObjectRecord:
+        """The copy a copy to another store streams from: ``source`` (one of the live
+        ``sources``), unless its store is over a monthly read cap and another's is not;
+        CapReached when every copy is on a store over a hard read cap."""
+        candidates = list(sources.values()) or [source]
+        capped = self._read_capped({copy.store for copy in candidates})
+        candidates.sort(key=lambda copy: (copy.store in capped, copy.store != source.store))
+        return self._readable(candidates, lambda copy: copy.store)[0]
+
+    def _readable(self, sources: list[T], key: Callable[[T], str]) -> list[T]:
+        """``sources`` (named by ``key``) but those on a store over a monthly read cap in
+        hard mode, while another is left; CapReached when none is."""
+        traffic = self.traffic
+        if traffic is None:
+            return sources
+        hard = {store for store in self._read_capped({key(source) for source in sources})
+                if traffic.caps(store).mode != "soft"}
+        readable = [source for source in sources if key(source) not in hard]
+        if sources and not readable:
+            raise CapReached(self._caps_reached(hard, READ_CAPS))
+        return readable
 
     async def find_without_metadata(self, bucket: str, key: str) -> tuple[ObjectStat, list[tuple[str, str]]] | None:
         """Degraded mode (no metadata database): the object ``key`` of ``bucket`` as the first

@@ -19,3 +19,9 @@ class LocationBusy(Exception):
 class ObjectLost(CopyUnreadable):
     """Every copy of an object is missing or damaged: its bytes are gone (until it is
     overwritten or deleted, its reads fail)."""
+
+
+class CapReached(Exception):
+    """A store's monthly usage cap (hard mode) keeps the request from being served: the
+    only copies of an object are on stores over a read cap, or every store that could
+    take a new object is over a write cap. The message names the stores and caps."""

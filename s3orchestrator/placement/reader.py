@@ -9,7 +9,8 @@ whole body and forwards pause/resume to whichever store reader is current;
 a store reader that is a pull producer (a directory store's file) is pulled
 one chunk per reactor turn while the consumer is not paused.
 
-``order_copies`` puts copies in the configured ``read_order``.
+``order_copies`` puts copies in the configured ``read_order``, those on stores over a
+monthly read cap last.
 """
 
 from __future__ import annotations
@@ -47,23 +48,27 @@ def order_copies(
     healthy: Container[str],
     failures: Mapping[str, int],
     latency: Mapping[str, float],
+    capped: Container[str] = frozenset(),
 ) -> list[Copy]:
     """``copies`` in the order to try them.
 
     "config": as given (the caller passes them in config order); "health": healthy
     stores first, then fewer consecutive failures; "latency": healthy stores first,
     then lowest measured latency (stores never measured after the measured ones).
-    Ties keep the given order.
+    Ties keep the given order. Copies on ``capped`` stores (over a monthly read cap)
+    come after all the others, in that order among themselves.
     """
     if read_order == "config":
-        return list(copies)
-    if read_order == "health":
-        return sorted(copies, key=lambda copy: (copy[0] not in healthy, failures.get(copy[0], 0)))
-    if read_order == "latency":
-        return sorted(copies, key=lambda copy: (
+        ordered = list(copies)
+    elif read_order == "health":
+        ordered = sorted(copies, key=lambda copy: (copy[0] not in healthy, failures.get(copy[0], 0)))
+    elif read_order == "latency":
+        ordered = sorted(copies, key=lambda copy: (
             copy[0] not in healthy, copy[0] not in latency, latency.get(copy[0], 0.0)
         ))
-    raise ValueError(f"unknown read_order {read_order!r}")
+    else:
+        raise ValueError(f"unknown read_order {read_order!r}")
+    return sorted(ordered, key=lambda copy: copy[0] in capped)
 
 
 def _unquoted(etag: str) -> str:

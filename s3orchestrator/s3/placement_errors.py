@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from s3orchestrator.errors import S3Error
-from s3orchestrator.placement.errors import CopyUnreadable, LocationBusy, NoRoom, ObjectLost
+from s3orchestrator.placement.errors import CapReached, CopyUnreadable, LocationBusy, NoRoom, ObjectLost
 from s3orchestrator.stores.interface import StoreMisconfigured, StoreUnavailable
 
 #: What a client reading an object whose every copy is gone is told (with a 500).
@@ -23,6 +23,9 @@ def placement_errors() -> Iterator[None]:
         raise S3Error("ServiceUnavailable", headers={"Retry-After": "1"}) from error
     except LocationBusy as error:
         raise S3Error("SlowDown", headers={"Retry-After": "1"}) from error
+    except CapReached as error:
+        # A monthly cap: the message says which store and cap (no secret in it).
+        raise S3Error("SlowDown", message=f"{error}; try again in the next billing period") from error
     except NoRoom as error:
         raise S3Error("InsufficientStorage") from error
     except ObjectLost as error:

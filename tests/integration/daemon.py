@@ -32,11 +32,13 @@ def free_port() -> int:
 @attrs.frozen
 class StoreSpec:
     """A store for a test daemon: a directory store, or an s3 store when ``s3`` holds
-    its keys (endpoint, bucket, access_key_id, secret_access_key, ...)."""
+    its keys (endpoint, bucket, access_key_id, secret_access_key, ...); ``settings``:
+    keys of any store type (monthly caps, zone, ...)."""
 
     name: str
     quota_bytes: int = 0
     s3: Mapping[str, object] | None = None
+    settings: Mapping[str, object] = attrs.field(factory=dict)
 
 
 def write_config(
@@ -110,6 +112,7 @@ def write_config(
         else:
             lines.append('type = "s3"')
             lines += [f"{key} = {_toml_value(value)}" for key, value in store.s3.items()]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in store.settings.items()]
     path = directory / "s3orchestrator.toml"
     path.write_text("\n".join(lines) + "\n" + (extra_toml.rstrip("\n") + "\n" if extra_toml else ""))
     return path

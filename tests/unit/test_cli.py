@@ -57,6 +57,15 @@ METADATA_DOWN = {
                {"name": "remote-b", "healthy": False, "last_error": "connection refused"}],
 }
 
+USAGE = {
+    "stores": [
+        {"name": "local-a", "period_start": "2026-12-01", "period_end": "2027-01-01", "cap_mode": "hard",
+         "egress_bytes": 11 * 1024**2, "ingress_bytes": 1536, "requests_a": 3, "requests_b": 40, "requests_other": 2,
+         "requests": 45, "caps": {"egress_bytes": 10 * 1024**2, "class_b_requests": 200},
+         "reached": ["egress_bytes"]},
+    ],
+}
+
 
 class Run:
     """One ``main(argv)`` call: exit status and what it printed."""
@@ -224,12 +233,14 @@ class AdminHandler(BaseHTTPRequestHandler):
         self.server.seen.append({"path": self.path, "authorization": self.headers.get("Authorization")})
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self._send(401, {"error": "unauthorized"})
-        elif self.path != "/status":
-            self._send(404, {"error": "not found"})
-        elif getattr(self.server, "metadata_down", False):
+        elif self.path == "/status" and getattr(self.server, "metadata_down", False):
             self._send(503, METADATA_DOWN)
-        else:
+        elif self.path == "/status":
             self._send(200, SNAPSHOT)
+        elif self.path == "/usage" and not getattr(self.server, "old_daemon", False):
+            self._send(200, USAGE)
+        else:
+            self._send(404, {"error": "not found"})
 
     def _send(self, status: int, document: Any) -> None:
         body = json.dumps(document).encode()
@@ -341,6 +352,48 @@ def test_status_over_a_unix_socket(tmp_path, unix_admin_api):
     run = Run("status", "--config", admin_config(tmp_path, f"unix:{path}:mode=600"))
     assert run.status == 0, run.err
     assert "local-a" in run.out
+
+
+def test_usage_prints_each_store_against_every_cap(tmp_path, admin_api):
+    port = admin_api.server_address[1]
+    run = Run("usage", "--config", admin_config(tmp_path, f"tcp:{port}:interface=127.0.0.1"))
+    assert run.status == 0, run.err
+    assert admin_api.seen == [{"path": "/usage", "authorization": f"Bearer {TOKEN}"}]
+    lines = run.out.splitlines()
+    assert lines[0] == "local-a: 2026-12-01 to 2027-01-01 (UTC), cap_mode hard"
+    assert [line.split() for line in lines[1:]] == [
+        ["TRAFFIC", "USED", "CAP", "USE"],
+        ["egress", "11.0", "MiB", "10.0", "MiB", "110%", "REACHED"],
+        ["ingress", "1.5", "KiB", "-", "-"],
+        ["class", "A", "requests", "3", "-", "-"],
+        ["class", "B", "requests", "40", "200", "20%"],
+        ["all", "requests", "45", "-", "-"],
+    ]
+
+
+def test_usage_json_prints_the_document(tmp_path, admin_api):
+    port = admin_api.server_address[1]
+    run = Run("usage", "--json", "--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+    assert run.status == 0, run.err
+    assert json.loads(run.out) == USAGE
+
+
+def test_usage_from_a_daemon_without_it_says_so(admin_api):
+    admin_api.old_daemon = True
+    port = admin_api.server_address[1]
+    run = Run("usage", "--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+    assert (run.status, run.out) == (1, "")
+    assert run.err == (f"s3orchestrator usage: the admin endpoint at http://127.0.0.1:{port} has no /usage"
+                       " (a daemon older than this command?)\n")
+
+
+def test_usage_offline_without_a_metadata_database_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's sqlite path is relative
+    run = Run("usage", "--offline", "--config", write_config(tmp_path), environ={"APP1_SECRET": "s"})
+    assert (run.status, run.out) == (1, "")
+    assert run.err == ("s3orchestrator usage: no metadata database at var/metadata.sqlite (metadata.sqlite):"
+                       " has the daemon ever run?\n")
+    assert not (tmp_path / "var").exists()
 
 
 def test_status_without_an_admin_table_says_so(tmp_path):

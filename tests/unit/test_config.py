@@ -19,6 +19,7 @@ from s3orchestrator.config import (
     MetadataConfig,
     S3StoreConfig,
     ServerConfig,
+    StoreCaps,
     load_config,
     parse_config,
 )
@@ -117,6 +118,26 @@ def test_s3_store_defaults() -> None:
         timeout=60.0,
         ca_file=None,
     )
+
+
+def test_stores_have_no_monthly_caps_by_default() -> None:
+    config = parse_config(minimal(), {})
+    assert config.stores[0].caps == StoreCaps(billing_day=1, mode="hard")
+    assert not config.stores[0].caps.any()
+
+
+def test_monthly_caps_of_a_store() -> None:
+    data = minimal()
+    data["stores"].append(s3_store(
+        monthly_egress_bytes=10 * 1024**3, monthly_ingress_bytes=5, monthly_requests=1000,
+        monthly_class_a_requests=100, monthly_class_b_requests=900, billing_day=28, cap_mode="soft",
+    ))
+    config = parse_config(data, {})
+    assert config.store_caps()["up-1"] == StoreCaps(
+        egress_bytes=10 * 1024**3, ingress_bytes=5, requests=1000, class_a_requests=100, class_b_requests=900,
+        billing_day=28, mode="soft",
+    )
+    assert config.store_caps()["local-a"] == StoreCaps()
 
 
 def test_s3_store_all_keys() -> None:
@@ -284,7 +305,16 @@ INVALID = [
     (_set("buckets.0.credentials.0.secret", "x"), "buckets[0].credentials[0].secret: unknown key"),
     (_set("stores.0.quota_byte", 1), "stores[0].quota_byte: unknown key"),
     (_set("stores.0.endpoint", "http://x"), "stores[0].endpoint: unknown key (allowed here: "
-     "name, type, quota_bytes, zone, path)"),
+     "name, type, quota_bytes, zone, monthly_egress_bytes, monthly_ingress_bytes, monthly_requests,"
+     " monthly_class_a_requests, monthly_class_b_requests, billing_day, cap_mode, path)"),
+    # monthly caps
+    (_set("stores.0.monthly_egress_bytes", 0), "stores[0].monthly_egress_bytes: must be a positive integer (got 0)"),
+    (_set("stores.0.monthly_requests", "10"), "stores[0].monthly_requests: must be a positive integer (got '10')"),
+    (_set("stores.0.monthly_class_b_requests", True),
+     "stores[0].monthly_class_b_requests: must be a positive integer (got True)"),
+    (_set("stores.0.billing_day", 29), "stores[0].billing_day: must be a day of the month from 1 to 28 (got 29)"),
+    (_set("stores.0.billing_day", 0), "stores[0].billing_day: must be a positive integer (got 0)"),
+    (_set("stores.0.cap_mode", "loose"), "stores[0].cap_mode: must be one of \"hard\", \"soft\" (got 'loose')"),
     (_append_store(s3_store(path="x")), "stores[1].path: unknown key"),
     # routing_strategy
     (_set("routing_strategy", "random"),

@@ -6,6 +6,7 @@ S3O_TEST_POSTGRES_DSN (each test gets schemas of its own in the session's databa
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from s3orchestrator.metadata.offline.transfer import RowDigest, transfer
 from s3orchestrator.metadata.records import Instance, IntentPlan, NewCopy, ObjectRecord, PartRecord, UploadRecord
 from s3orchestrator.metadata.schema import Migration, load_migrations
 from s3orchestrator.metadata.store import MetadataStore
+from s3orchestrator.metadata.traffic import Traffic, TrafficTable
 
 NOW_MS = 1_700_000_000_000
 # Byte order differs from most locales' order: "B" < "a" < "z" < "é" < "日本" < an emoji.
@@ -68,6 +70,7 @@ async def fill(spec: str) -> None:
         # This instance's registration (a stale one, once copied: it expires there).
         await store.register_instance(Instance(id="host:1", host="host", pid=1, started_ms=0, expires_ms=NOW_MS))
         await JobLeases(store.database).take("reaper", "host:1", NOW_MS, 30_000)
+        await TrafficTable(store.database).add({("a", datetime.date(2026, 12, 1)): Traffic(10, 20, 1, 2, 3)})
         # An object whose every copy went missing: lost.
         (gone,) = await store.reserve_copies(2, lambda usage: ("a",))
         await store.commit_copies(record("gone", "a", 2), [NewCopy("a", "bkt/gone", gone.id)], missing=False)
@@ -171,7 +174,8 @@ async def test_the_daemons_store_reads_the_copy_on_postgresql(sqlite_spec, postg
     try:
         assert (await store.get_object("bkt", "\u00e9t\u00e9")) == record("\u00e9t\u00e9", "a", 13)
         assert [part.part_number for part in await store.list_parts("u1")] == [1, 2]
-        assert sorted(entry.location for entry in await store.list_cleanups(10)) == ["bkt/gone", "bkt/lost", "bkt/z/1", "bkt/z/1"]
+        assert sorted(entry.location for entry in await store.list_cleanups(10)) == [
+            "bkt/gone", "bkt/lost", "bkt/z/1", "bkt/z/1"]
         assert [queued.key for queued in await store.replication_queue(10)] == ["only-one"]
         listed = await store.scan_objects("bkt", "", lambda fetch: [r.key for r in fetch("", True, 100)])
         assert listed == sorted(listed, key=lambda key: key.encode())

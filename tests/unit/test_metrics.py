@@ -538,3 +538,29 @@ def test_reservations_the_reaper_released_are_counted() -> None:
     reaper.released = 3
     samples = scrape(Metrics(jobs=lambda: {"reaper": reaper}))
     assert value(samples, "s3orchestrator_reaper_released_reservations_total") == 3
+
+
+# -- monthly traffic and caps ----------------------------------------------------------------------
+
+
+def test_the_stores_monthly_traffic_and_caps_are_gauges_read_at_scrape_time() -> None:
+    report = [
+        {"name": "s1", "period_start": "2026-12-01", "period_end": "2027-01-01", "cap_mode": "hard",
+         "egress_bytes": 120, "ingress_bytes": 7, "requests_a": 2, "requests_b": 5, "requests_other": 1,
+         "requests": 8, "caps": {"egress_bytes": 100, "class_b_requests": 50, "requests": 1000},
+         "reached": ["egress_bytes"]},
+    ]
+    metrics = Metrics(traffic=lambda: report)
+
+    found = scrape(metrics)
+
+    assert value(found, "s3orchestrator_store_month_bytes", store="s1", direction="egress") == 120
+    assert value(found, "s3orchestrator_store_month_bytes", store="s1", direction="ingress") == 7
+    assert [value(found, "s3orchestrator_store_month_requests", store="s1", **{"class": c}) for c in "ab"] == [2, 5]
+    assert value(found, "s3orchestrator_store_month_requests", store="s1", **{"class": "other"}) == 1
+    assert value(found, "s3orchestrator_store_month_cap_bytes", store="s1", direction="egress") == 100
+    assert value(found, "s3orchestrator_store_month_cap_requests", store="s1", **{"class": "b"}) == 50
+    assert value(found, "s3orchestrator_store_month_cap_requests", store="s1", **{"class": "all"}) == 1000
+    assert value(found, "s3orchestrator_store_month_cap_reached", store="s1", cap="egress_bytes") == 1
+    assert value(found, "s3orchestrator_store_month_cap_reached", store="s1", cap="requests") == 0
+    assert ("s3orchestrator_store_month_cap_bytes", frozenset({("store", "s1"), ("direction", "ingress")})) not in found

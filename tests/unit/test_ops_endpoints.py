@@ -571,3 +571,14 @@ async def test_admin_status_is_503_when_the_metadata_fails_on_the_way(error: Exc
     assert response.status == 503
     assert (document(response)["error"], document(response)["metadata"]) == (f"metadata database {state}", state)
     assert document(response)["detail"] == str(error)
+
+
+async def test_admin_usage_answers_the_traffic_report_with_the_right_token(metadata: MetadataStore) -> None:
+    report = [{"name": "a", "egress_bytes": 5, "caps": {}, "reached": []}]
+    endpoints = admin_endpoints(TOKEN, metadata, StoreHealth(["a"], unhealthy_after=1), usage=lambda: report)
+
+    refused = await get(endpoints, "/usage", {"authorization": f"Bearer {WRONG_TOKEN}"})
+    response = await get(endpoints, "/usage", {"authorization": f"Bearer {TOKEN}"})
+
+    assert (refused.status, document(refused)) == (401, {"error": "unauthorized"})
+    assert (response.status, document(response)) == (200, {"stores": report})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from s3orchestrator.config import Config, PlacementPolicy, parse_config
+from s3orchestrator.config import Config, PlacementPolicy, StoreCaps, parse_config
 from s3orchestrator.reload import reload_plan
 from tests.unit.test_config import minimal, s3_store
 
@@ -90,7 +90,7 @@ def test_a_changed_store_endpoint_waits_but_other_quotas_apply() -> None:
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert plan.needs_restart == ("stores (other than quota_bytes and zone)",)
+    assert plan.needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
     assert plan.applied == ("quotas",)
     local, upstream = plan.config.stores
     assert local.quota_bytes == 4096
@@ -103,10 +103,10 @@ def test_added_or_removed_stores_wait_for_a_restart() -> None:
 
     old = config()
     assert reload_plan(old, config(add)).config.stores == old.stores
-    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes and zone)",)
+    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
     removed = reload_plan(old, config(lambda data: data["stores"].pop()))
     assert removed.config.stores == old.stores
-    assert removed.needs_restart == ("stores (other than quota_bytes and zone)",)
+    assert removed.needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
 
 
 def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
@@ -163,7 +163,7 @@ def test_a_zone_changes_while_the_endpoint_waits() -> None:
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert (plan.applied, plan.needs_restart) == ((), ("stores (other than quota_bytes and zone)",))
+    assert (plan.applied, plan.needs_restart) == ((), ("stores (other than quota_bytes, zone and monthly caps)",))
     assert plan.config.stores == old.stores
 
 
@@ -179,7 +179,8 @@ def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them()
     old = config()
     plan = reload_plan(old, config(edit))
     assert plan.needs_restart == (
-        "stores (other than quota_bytes and zone)", "placement and buckets' replicas (more than the running stores)",
+        "stores (other than quota_bytes, zone and monthly caps)",
+        "placement and buckets' replicas (more than the running stores)",
     )
     assert plan.applied == ("buckets",)  # the credentials and the new bucket, with the running placement
     assert plan.config.placement == old.placement
@@ -195,3 +196,11 @@ def test_reaper_and_cleanup_settings_apply_at_once() -> None:
     plan = reload_plan(config(), config(edit))
     assert plan.applied == ("placement_jobs",)
     assert plan.config.placement_jobs.cleanup_interval == 6.0
+
+
+def test_monthly_caps_apply_at_once() -> None:
+    plan = reload_plan(config(), config(lambda data: data["stores"][1].update(
+        monthly_egress_bytes=1000, billing_day=5, cap_mode="soft",
+    )))
+    assert (plan.applied, plan.needs_restart) == (("monthly caps",), ())
+    assert plan.config.store_caps()["up-1"] == StoreCaps(egress_bytes=1000, billing_day=5, mode="soft")
