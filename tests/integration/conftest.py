@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +28,13 @@ from tests.integration.daemon import (
     free_port,
     write_config,
 )
+from tests.integration.metadata_engines import (
+    ENGINES,
+    POSTGRES_DSN_VARIABLE,
+    MetadataPlaces,
+    PostgresServer,
+    run_sql,
+)
 
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
@@ -36,9 +42,61 @@ from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa:
 DaemonFactory = Callable[..., Daemon]
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This run's database on the PostgreSQL server of S3O_TEST_POSTGRES_DSN (dropped at
+    the end); skips, saying so, when the variable is unset or psycopg is missing."""
+    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"PostgreSQL variant: needs {POSTGRES_DSN_VARIABLE} "
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres; make test passes it on)")
+    pytest.importorskip("psycopg", reason="PostgreSQL variant: needs psycopg 3 (the test extra)")
+    server = PostgresServer(dsn)
+    server.open()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def metadata_engine(request: pytest.FixtureRequest) -> str:
+    """The metadata engine of every daemon a test starts: each test that starts one runs
+    once per engine ("sqlite", "postgres"; module-scoped so that a module's shared daemon
+    is parametrized too)."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_server")  # skips without a server
+    return str(request.param)
+
+
+def metadata_places(engine: str, request: pytest.FixtureRequest) -> MetadataPlaces:
+    """Metadata places on ``engine`` (for fixtures of a wider scope than a test; close them)."""
+    return MetadataPlaces(engine, request.getfixturevalue("postgres_server") if engine == "postgres" else None)
+
+
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
-    """Start daemons with custom stores; every one is stopped after the test."""
+def metadata(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[MetadataPlaces]:
+    """Where the test's daemons keep their metadata (``metadata.url(directory)`` is their
+    ``[metadata] url``, None for SQLite); PostgreSQL schemas are dropped after the test.
+
+    A test marked ``sqlite_only("reason")`` skips its PostgreSQL variant.
+    """
+    if metadata_engine == "postgres":
+        marker = request.node.get_closest_marker("sqlite_only")
+        if marker is not None:
+            assert marker.args, f"{request.node.nodeid}: sqlite_only needs a reason"
+            pytest.skip(f"SQLite only: {marker.args[0]}")
+    places = metadata_places(metadata_engine, request)
+    try:
+        yield places
+    finally:
+        places.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons with custom stores, their metadata on the test's engine (unless
+    ``metadata_url`` says where); every one is stopped after the test."""
     started: list[Daemon] = []
 
     def start(
@@ -57,7 +115,8 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         directory.mkdir()
         port = free_port()
         config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
-                              multipart, extra_toml=extra_toml, server_toml=server_toml, metadata_url=metadata_url)
+                              multipart, extra_toml=extra_toml, server_toml=server_toml,
+                              metadata_url=metadata_url or metadata.url(directory))
         daemon = Daemon(directory, config, port, "https" if tls else "http")
         started.append(daemon)
         daemon.start()
@@ -103,12 +162,13 @@ def s3(daemon: Daemon):
 
 
 def metadata_rows(daemon: Daemon, sql: str, *args) -> list[tuple]:
-    """Rows from the daemon's SQLite metadata (read-only, while it runs)."""
-    db = sqlite3.connect(f"file:{daemon.directory / 'metadata.sqlite'}?mode=ro", uri=True)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    """Rows from the daemon's metadata, SQLite or PostgreSQL (read-only, while it runs)."""
+    return run_sql(daemon.config, sql, args)
+
+
+def metadata_execute(daemon: Daemon, sql: str, *args) -> None:
+    """Change the daemon's metadata behind its back (one statement, committed)."""
+    run_sql(daemon.config, sql, args, write=True)
 
 
 def store_files(daemon: Daemon, store: str) -> list[Path]:
