@@ -40,6 +40,8 @@ from tests.integration.metadata_engines import (
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
 
 DaemonFactory = Callable[..., Daemon]
+# How many free ports start_daemon tries when the one it picked was taken meanwhile.
+PORT_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="session")
@@ -77,15 +79,7 @@ def metadata_places(engine: str, request: pytest.FixtureRequest) -> MetadataPlac
 @pytest.fixture
 def metadata(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[MetadataPlaces]:
     """Where the test's daemons keep their metadata (``metadata.url(directory)`` is their
-    ``[metadata] url``, None for SQLite); PostgreSQL schemas are dropped after the test.
-
-    A test marked ``sqlite_only("reason")`` skips its PostgreSQL variant.
-    """
-    if metadata_engine == "postgres":
-        marker = request.node.get_closest_marker("sqlite_only")
-        if marker is not None:
-            assert marker.args, f"{request.node.nodeid}: sqlite_only needs a reason"
-            pytest.skip(f"SQLite only: {marker.args[0]}")
+    ``[metadata] url``, None for SQLite); PostgreSQL schemas are dropped after the test."""
     places = metadata_places(metadata_engine, request)
     try:
         yield places
@@ -113,13 +107,23 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
-        port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
-                              multipart, extra_toml=extra_toml, server_toml=server_toml,
-                              metadata_url=metadata_url or metadata.url(directory))
-        daemon = Daemon(directory, config, port, "https" if tls else "http")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port()
+            config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health,
+                                  client_timeout, multipart, extra_toml=extra_toml, server_toml=server_toml,
+                                  metadata_url=metadata_url or metadata.url(directory))
+            daemon = Daemon(directory, config, port, "https" if tls else "http")
+            try:
+                daemon.start()
+            except RuntimeError:
+                # Another process (a parallel test, a client's outgoing connection) took the
+                # free port before the daemon bound it: a new port; the log kept aside.
+                if attempt == PORT_ATTEMPTS or f"127.0.0.1:{port}: [Errno 98]" not in daemon.log():
+                    raise
+                daemon.log_path.rename(directory / f"daemon-port-taken-{attempt}.log")
+                continue
+            break
         started.append(daemon)
-        daemon.start()
         return daemon
 
     yield start

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows, store_files
+from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
 from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
 from tests.integration.metadata_engines import MetadataPlaces, write_locked
 
@@ -64,7 +64,14 @@ def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path, met
     lock.enter_context(write_locked(config))
     (tmp_path / "second").mkdir()
     daemon = Daemon(tmp_path / "second", config, port)  # a log of its own
-    unlock = threading.Timer(2.0, lock.close)
+
+    def unlock_once_it_waits() -> None:
+        try:
+            wait_for(lambda: "Metadata database busy at start, retrying" in daemon.log(), timeout=60)
+        finally:
+            lock.close()
+
+    unlock = threading.Thread(target=unlock_once_it_waits)
     unlock.start()
     try:
         daemon.start(timeout=30)
