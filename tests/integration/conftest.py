@@ -51,7 +51,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
     if not dsn:
         pytest.skip(f"PostgreSQL variant: needs {POSTGRES_DSN_VARIABLE} "
-                    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres; make test passes it on)")
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres; .ci/run sets it)")
     pytest.importorskip("psycopg", reason="PostgreSQL variant: needs psycopg 3 (the test extra)")
     server = PostgresServer(dsn)
     server.open()
