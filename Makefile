@@ -28,13 +28,15 @@ run: $(VENV)/.installed-run
 	$(BIN)/twistd --nodaemon --pidfile= s3orchestrator --config etc/s3orchestrator.dev.toml
 
 # The Debian packages the tests drive (aws cli v2, rclone, s3cmd) are installed first, or make test stops
-# with one line saying what to install. The metadata tests also run on PostgreSQL when
-# S3O_TEST_POSTGRES_DSN names a server they may create databases on (else they skip).
+# with one line saying what to install. The metadata tests and every integration test that starts a
+# daemon also run on PostgreSQL when S3O_TEST_POSTGRES_DSN names a server they may create databases on
+# (else those variants skip). TEST_WORKERS processes share the tests (pytest-xdist).
+TEST_WORKERS ?= 2
 test: export S3O_TEST_POSTGRES_DSN := $(S3O_TEST_POSTGRES_DSN)
 test:
 	bash tests/tools/install-clients $(PYTHON)
 	$(MAKE) $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check .

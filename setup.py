@@ -33,6 +33,8 @@ setup(
             "psycopg[binary]>=3.1",
             "pytest>=7",
             "pytest-twisted>=1.14",
+            # make test runs the suite in two processes (most of its time is waiting on daemons).
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "boto3>=1.34",
             "awscli>=1.32",

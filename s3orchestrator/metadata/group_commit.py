@@ -175,13 +175,17 @@ class GroupCommitter:
 
     def _finished(self, ran: int | Failure, taken: list[WriteRequest], started: float) -> None:
         if isinstance(ran, Failure):
-            # The batch could not run at all (no connection): its requests fail, and so
-            # do those it never got to take (no batch would take them either).
+            # The batch could not run at all (no connection), or the pool's own commit or
+            # rollback around it failed (the server ended the connection): its requests
+            # fail with what the engine makes of that error, and so do those it never got
+            # to take (no batch would take them either).
+            mapped = self._map_error(ran.value) if isinstance(ran.value, Exception) else ran.value
+            failure = ran if mapped is ran.value else Failure(mapped)
             if not taken:
                 taken.extend(self._queue)
                 self._queue.clear()
             for request in taken:
-                request.outcome = ran
+                request.outcome = failure
             ran = len(taken)
         duration = self._now() - started
         if duration > self._slow_seconds:

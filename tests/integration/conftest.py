@@ -6,7 +6,6 @@ import datetime
 import os
 import secrets
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,16 +31,69 @@ from tests.integration.daemon import (
     free_port,
     write_config,
 )
+from tests.integration.metadata_engines import (
+    ENGINES,
+    POSTGRES_DSN_VARIABLE,
+    MetadataPlaces,
+    PostgresServer,
+    run_sql,
+)
 
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
 
 DaemonFactory = Callable[..., Daemon]
+# How many free ports start_daemon tries when the one it picked was taken meanwhile.
+PORT_ATTEMPTS = 3
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This run's database on the PostgreSQL server of S3O_TEST_POSTGRES_DSN (dropped at
+    the end); skips, saying so, when the variable is unset or psycopg is missing."""
+    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"PostgreSQL variant: needs {POSTGRES_DSN_VARIABLE} "
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/postgres; .ci/run sets it)")
+    pytest.importorskip("psycopg", reason="PostgreSQL variant: needs psycopg 3 (the test extra)")
+    server = PostgresServer(dsn)
+    server.open()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def metadata_engine(request: pytest.FixtureRequest) -> str:
+    """The metadata engine of every daemon a test starts: each test that starts one runs
+    once per engine ("sqlite", "postgres"; module-scoped so that a module's shared daemon
+    is parametrized too)."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_server")  # skips without a server
+    return str(request.param)
+
+
+def metadata_places(engine: str, request: pytest.FixtureRequest) -> MetadataPlaces:
+    """Metadata places on ``engine`` (for fixtures of a wider scope than a test; close them)."""
+    return MetadataPlaces(engine, request.getfixturevalue("postgres_server") if engine == "postgres" else None)
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
-    """Start daemons with custom stores; every one is stopped after the test."""
+def metadata(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[MetadataPlaces]:
+    """Where the test's daemons keep their metadata (``metadata.url(directory)`` is their
+    ``[metadata] url``, None for SQLite); PostgreSQL schemas are dropped after the test."""
+    places = metadata_places(metadata_engine, request)
+    try:
+        yield places
+    finally:
+        places.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons with custom stores, their metadata on the test's engine (unless
+    ``metadata_url`` says where); every one is stopped after the test."""
     started: list[Daemon] = []
 
     def start(
@@ -59,13 +111,23 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     ) -> Daemon:
         directory = tmp_path / f"daemon{len(started)}"
         directory.mkdir()
-        port = free_port()
-        config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health, client_timeout,
-                              multipart, extra_toml=extra_toml, server_toml=server_toml, metadata_url=metadata_url,
-                              metadata_toml=metadata_toml)
-        daemon = Daemon(directory, config, port, "https" if tls else "http")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port()
+            config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health,
+                                  client_timeout, multipart, extra_toml=extra_toml, server_toml=server_toml,
+                                  metadata_url=metadata_url or metadata.url(directory), metadata_toml=metadata_toml)
+            daemon = Daemon(directory, config, port, "https" if tls else "http")
+            try:
+                daemon.start()
+            except RuntimeError:
+                # Another process (a parallel test, a client's outgoing connection) took the
+                # free port before the daemon bound it: a new port; the log kept aside.
+                if attempt == PORT_ATTEMPTS or f"127.0.0.1:{port}: [Errno 98]" not in daemon.log():
+                    raise
+                daemon.log_path.rename(directory / f"daemon-port-taken-{attempt}.log")
+                continue
+            break
         started.append(daemon)
-        daemon.start()
         return daemon
 
     yield start
@@ -107,26 +169,16 @@ def s3(daemon: Daemon):
     return make_client(daemon)
 
 
-# ``stores`` with each store's usage as one number, summed from its counter rows (schema 8
-# moved used_bytes and object_count to store_usage): a temporary view, which SQLite looks
-# up before the table of the same name, so that tests read usage as ``stores.used_bytes``.
-_STORES_WITH_USAGE = (
-    "CREATE TEMP VIEW stores AS SELECT s.name, s.quota_bytes, s.config_order,"
-    " COALESCE((SELECT SUM(u.used_bytes) FROM main.store_usage u WHERE u.store = s.name), 0) AS used_bytes,"
-    " COALESCE((SELECT SUM(u.object_count) FROM main.store_usage u WHERE u.store = s.name), 0) AS object_count"
-    " FROM main.stores s"
-)
-
-
 def metadata_rows(daemon: Daemon, sql: str, *args) -> list[tuple]:
-    """Rows from the daemon's SQLite metadata (read-only, while it runs); ``stores`` has
-    each store's ``used_bytes`` and ``object_count`` (summed from ``store_usage``)."""
-    db = sqlite3.connect(f"file:{daemon.directory / 'metadata.sqlite'}?mode=ro", uri=True)
-    try:
-        db.execute(_STORES_WITH_USAGE)
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    """Rows from the daemon's metadata, SQLite or PostgreSQL (read-only, while it runs);
+    ``stores`` has each store's ``used_bytes`` and ``object_count`` (summed from
+    ``store_usage``, see metadata_engines.run_sql)."""
+    return run_sql(daemon.config, sql, args)
+
+
+def metadata_execute(daemon: Daemon, sql: str, *args) -> None:
+    """Change the daemon's metadata behind its back (one statement, committed)."""
+    run_sql(daemon.config, sql, args, write=True)
 
 
 def store_files(daemon: Daemon, store: str) -> list[Path]:
@@ -273,9 +325,12 @@ def postgres_url(postgres_database: PostgresDatabase) -> tuple[str, str]:
 
 
 @pytest.fixture
-def postgres_database() -> Iterator[PostgresDatabase]:
+def postgres_database(metadata_engine: str) -> Iterator[PostgresDatabase]:
     """A fresh database and owner role (dropped after the test); skips, saying so, without
-    S3O_TEST_POSTGRES_DSN (a role that may create roles and databases) or psycopg."""
+    S3O_TEST_POSTGRES_DSN (a role that may create roles and databases) or psycopg, and
+    in the SQLite variant of a test (it brings its own PostgreSQL database)."""
+    if metadata_engine == "sqlite":
+        pytest.skip("brings its own PostgreSQL database and role: runs as the postgres variant only")
     dsn = os.environ.get("S3O_TEST_POSTGRES_DSN")
     if not dsn:
         pytest.skip("PostgreSQL tests need S3O_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")

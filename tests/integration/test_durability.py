@@ -2,6 +2,7 @@
 
 The daemon runs under ``strace -f``, which records (with file names, ``-y``) the
 requests it reads, the WAL frames it writes, the syncs and the answers it sends.
+SQLite only (no PostgreSQL variant): on PostgreSQL the server, not the daemon, syncs its WAL.
 """
 
 from __future__ import annotations

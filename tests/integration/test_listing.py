@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import AWS_CLIS, aws_cli, make_client
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, metadata_places
 from tests.integration.daemon import (
     ACCESS_KEY,
     BUCKET,
@@ -46,14 +46,17 @@ def byte_order(keys: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def listed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def listed_daemon(
+    tmp_path_factory: pytest.TempPathFactory, metadata_engine: str, request: pytest.FixtureRequest
+) -> Iterator[Daemon]:
     """One daemon holding ALL_KEYS (and two objects in the other bucket) for the module."""
     directory = tmp_path_factory.mktemp("listing")
     port = free_port()
-    config = write_config(directory, port, [StoreSpec("local-a", 0)])
+    places = metadata_places(metadata_engine, request)
+    config = write_config(directory, port, [StoreSpec("local-a", 0)], metadata_url=places.url(directory))
     daemon = Daemon(directory, config, port)
-    daemon.start()
     try:
+        daemon.start()
         client = make_client(daemon, max_pool_connections=16)
         with ThreadPoolExecutor(16) as pool:
             for _ in pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=key.encode()), ALL_KEYS):
@@ -64,6 +67,7 @@ def listed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+        places.close()
 
 
 @pytest.fixture

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows, store_files
+from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
 from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.metadata_engines import MetadataPlaces, write_locked
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[Daemon]:
     """A daemon with one directory store whose requests wait at most 0.5 s for a locked database."""
     port = free_port()
-    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.5)
+    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.5,
+                          metadata_url=metadata.url(tmp_path))
     started = Daemon(tmp_path, config, port)
     started.start()
     yield started
@@ -29,9 +31,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 def test_a_locked_database_refuses_writes_with_slow_down_and_answers_lookups(daemon: Daemon) -> None:
     client = make_client(daemon)
     client.put_object(Bucket=BUCKET, Key="kept", Body=b"kept bytes")
-    other_process = sqlite3.connect(daemon.directory / "metadata.sqlite", isolation_level=None)
-    try:
-        other_process.execute("BEGIN IMMEDIATE")
+    with write_locked(daemon.config):
         started = time.monotonic()
         with pytest.raises(ClientError) as refused:
             client.put_object(Bucket=BUCKET, Key="refused", Body=b"refused bytes")
@@ -44,9 +44,6 @@ def test_a_locked_database_refuses_writes_with_slow_down_and_answers_lookups(dae
 
         assert client.get_object(Bucket=BUCKET, Key="kept")["Body"].read() == b"kept bytes"
         assert client.head_object(Bucket=BUCKET, Key="kept")["ContentLength"] == len(b"kept bytes")
-    finally:
-        other_process.execute("ROLLBACK")
-        other_process.close()
 
     client.put_object(Bucket=BUCKET, Key="later", Body=b"later bytes")
     assert client.get_object(Bucket=BUCKET, Key="later")["Body"].read() == b"later bytes"
@@ -56,17 +53,25 @@ def test_a_locked_database_refuses_writes_with_slow_down_and_answers_lookups(dae
     assert "Metadata database busy: PutObject" in daemon.log()
 
 
-def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path) -> None:
+def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path, metadata: MetadataPlaces) -> None:
     port = free_port()
-    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.2)
+    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.2,
+                          metadata_url=metadata.url(tmp_path))
     first = Daemon(tmp_path, config, port)
     first.start()  # creates the database
     first.stop()
-    other_process = sqlite3.connect(tmp_path / "metadata.sqlite", isolation_level=None, check_same_thread=False)
-    other_process.execute("BEGIN IMMEDIATE")
+    lock = ExitStack()
+    lock.enter_context(write_locked(config))
     (tmp_path / "second").mkdir()
     daemon = Daemon(tmp_path / "second", config, port)  # a log of its own
-    unlock = threading.Timer(2.0, lambda: other_process.execute("ROLLBACK"))
+
+    def unlock_once_it_waits() -> None:
+        try:
+            wait_for(lambda: "Metadata database busy at start, retrying" in daemon.log(), timeout=60)
+        finally:
+            lock.close()
+
+    unlock = threading.Thread(target=unlock_once_it_waits)
     unlock.start()
     try:
         daemon.start(timeout=30)
@@ -76,5 +81,4 @@ def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path) -> 
         assert client.get_object(Bucket=BUCKET, Key="k")["Body"].read() == b"v"
     finally:
         unlock.join()
-        other_process.close()
         daemon.stop()

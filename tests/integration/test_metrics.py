@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import make_client
 from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.metadata_engines import MetadataPlaces
 from tests.integration.test_upstream_stores import spec
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -151,9 +152,9 @@ def test_upstream_requests_are_counted_by_store_operation_and_outcome(start_daem
     assert value(after, "s3orchestrator_store_up", store="seaweed") == 1
 
 
-def test_metrics_on_their_own_loopback_listener(tmp_path: Path) -> None:
+def test_metrics_on_their_own_loopback_listener(tmp_path: Path, metadata: MetadataPlaces) -> None:
     port, metrics_port = free_port(), free_port()
-    config = write_config(tmp_path, port, [StoreSpec("local", 0)])
+    config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_url=metadata.url(tmp_path))
     with config.open("a") as file:
         file.write(f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n')
     daemon = Daemon(tmp_path, config, port)

@@ -23,8 +23,9 @@ from typing import Any, Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows, store_files
+from tests.integration.conftest import make_client, metadata_execute, metadata_rows, store_files
 from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.metadata_engines import MetadataPlaces, write_locked
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
@@ -49,12 +50,12 @@ def until(condition: Any, seconds: float = 20.0) -> None:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[Daemon]:
     """Two directory stores; a database locked for 1 s is unavailable; probes every 0.3 s."""
     port = free_port()
     config = write_config(
         tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
-        metadata_busy_timeout=0.2, metadata_unavailable_after=1.0,
+        metadata_busy_timeout=0.2, metadata_unavailable_after=1.0, metadata_url=metadata.url(tmp_path),
     )
     started = Daemon(tmp_path, config, port)
     started.start()
@@ -79,7 +80,9 @@ def used(daemon: Daemon) -> dict[str, tuple[int, int]]:
     return {name: (size, count) for name, size, count in rows}
 
 
-def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(tmp_path: Path) -> None:
+def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(
+    tmp_path: Path, metadata: MetadataPlaces
+) -> None:
     """Two replicas; local-a's copy deleted behind the daemon's back: the GET is served from
     local-b, the lost copy is let go (its location queued for cleanup, the object queued
     for replication) and the replicator puts the bytes back on local-a, usage exact."""
@@ -88,6 +91,7 @@ def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(tmp_pat
         tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
         extra_toml="\n[placement]\nreplicas = 2\nread_order = \"config\"\nreplication_interval = 1\n"
                    "cleanup_interval = 1\n",
+        metadata_url=metadata.url(tmp_path),
     )
     daemon = Daemon(tmp_path, config, port)
     daemon.start()
@@ -123,9 +127,7 @@ def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
     into degraded mode, and the health job's probe ends it once the lock is gone."""
     client = make_client(daemon)
     client.put_object(Bucket=BUCKET, Key="kept", Body=DATA)
-    other_process = sqlite3.connect(daemon.directory / "metadata.sqlite", isolation_level=None)
-    try:
-        other_process.execute("BEGIN IMMEDIATE")
+    with write_locked(daemon.config):
         codes: list[str] = []
 
         def refused_as_unavailable() -> bool:
@@ -149,9 +151,6 @@ def test_degraded_mode_while_the_database_stays_locked(daemon: Daemon) -> None:
             assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert health(daemon)["status"] == "degraded" and health(daemon)["metadata"] == "unavailable"
         assert "s3orchestrator_metadata_up 0.0" in fetch(f"{daemon.endpoint}/metrics").decode()
-    finally:
-        other_process.execute("ROLLBACK")
-        other_process.close()
 
     until(lambda: health(daemon)["metadata"] == "ok")
     client.put_object(Bucket=BUCKET, Key="later", Body=b"later bytes")
@@ -197,18 +196,16 @@ def job_runs(daemon: Daemon, job: str) -> float:
     return 0.0
 
 
-def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(tmp_path: Path) -> None:
+def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(start_daemon) -> None:
     """Two replicas, both files deleted behind the daemon's back: GET and HEAD answer 500
     saying the data is lost, the loss is logged by key, counted in /metrics, the admin
     status and the CLI, and the replicator leaves it alone; an overwrite ends it."""
-    port, admin_port = free_port(), free_port()
-    config = write_config(
-        tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
+    admin_port = free_port()
+    daemon = start_daemon(
+        stores=[StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
         extra_toml="\n[placement]\nreplicas = 2\nreplication_interval = 1\ncleanup_interval = 1\n\n"
                    + admin_toml(admin_port),
     )
-    daemon = Daemon(tmp_path, config, port)
-    daemon.start()
     try:
         client = make_client(daemon)
         client.put_object(Bucket=BUCKET, Key="doc", Body=DATA)
@@ -329,11 +326,11 @@ def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_dae
     location = metadata_rows(daemon, "SELECT location FROM copies WHERE key = 'big'")[0][0]
     with source.open("rb") as body:
         second.boto.put_object(Bucket=second.bucket, Key=location, Body=body)
-    with sqlite3.connect(daemon.directory / "metadata.sqlite") as db:
-        db.execute(
-            "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
-            " SELECT bucket, key, 'sw-b', location, 'live', size, created_ms FROM copies WHERE key = 'big'"
-        )
+    metadata_execute(
+        daemon,
+        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+        " SELECT bucket, key, 'sw-b', location, 'live', size, created_ms FROM copies WHERE key = 'big'",
+    )
 
     streamed = client.get_object(Bucket=BUCKET, Key="big")["Body"]
     received = hashlib.md5()

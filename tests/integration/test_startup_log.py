@@ -19,6 +19,7 @@ from tests.integration.daemon import (
     StoreSpec,
     free_port,
 )
+from tests.integration.metadata_engines import daemon_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,12 @@ def banner_and_rest(daemon: Daemon) -> tuple[list[str], list[str]]:
     while end < len(lines) and lines[end].startswith("\t"):
         end += 1
     return lines[start:end], lines[end:]
+
+
+def metadata_shown(daemon: Daemon) -> str:
+    """The banner's metadata line for ``daemon`` (its URLs hold no password to hide)."""
+    engine, where = daemon_metadata(daemon.config)
+    return f"SQLite {where}" if engine == "sqlite" else f"PostgreSQL {where}"
 
 
 def job_runs(daemon: Daemon) -> dict[str, float]:
@@ -64,7 +71,7 @@ def test_the_banner_says_where_to_point_clients_and_operators(start_daemon):
         f"\tbucket       {OTHER_BUCKET}: access key {OTHER_ACCESS_KEY}",
         f"\tstore        local-a: directory {stores / 'local-a'}, used 0 B of 1.0 GiB (0%), 0 objects",
         f"\tstore        local-b: directory {stores / 'local-b'}, used 0 B of 2.0 GiB (0%), 0 objects",
-        f"\tmetadata     SQLite {daemon.directory / 'metadata.sqlite'}",
+        f"\tmetadata     {metadata_shown(daemon)}",
         f"\tmetrics      {daemon.endpoint}/metrics",
         f"\tmetrics      http://127.0.0.1:{metrics_port}/metrics",
         f"\thealth       {daemon.endpoint}/health, {daemon.endpoint}/health/ready",
@@ -93,7 +100,9 @@ def test_the_json_banner_is_one_object_with_structured_fields(start_daemon):
         ("local-a", "directory", str(daemon.directory / "stores" / "local-a"), 1024**3, 0),
         ("local-b", "directory", str(daemon.directory / "stores" / "local-b"), 2 * 1024**3, 0),
     ]
-    assert banner["metadata_sqlite"] == str(daemon.directory / "metadata.sqlite")
+    engine, where = daemon_metadata(daemon.config)
+    assert (banner["metadata_sqlite"], banner["metadata_url"]) == (
+        (where, None) if engine == "sqlite" else (None, where))
     assert banner["metrics"] == [f"{daemon.endpoint}/metrics"]
     assert (banner["admin_api"], banner["manhole"]) == (None, None)
 

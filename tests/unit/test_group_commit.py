@@ -11,14 +11,14 @@ from typing import Any, Callable, Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.engines import BaseEngine, PostgresEngine, SqliteEngine
-from s3orchestrator.metadata.group_commit import WriteRequest, run_batch
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.group_commit import GroupCommitter, WriteRequest, run_batch
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.records import ObjectRecord
 from s3orchestrator.metadata.store import MetadataStore
 from tests.unit.fakes import Outcome
@@ -275,6 +275,19 @@ def test_a_busy_begin_fails_the_batch_with_the_mapped_error() -> None:
     run_batch(SqliteEngine(":memory:"), cursor, batch, 0.25, lambda error: MetadataBusy(str(error)))
     assert [outcome_error(r) for r in batch] == [MetadataBusy, MetadataBusy]
     assert cursor.statements[0] == "PRAGMA busy_timeout=250" and cursor.statements[-1] == "BEGIN IMMEDIATE"
+
+
+def test_a_connection_lost_around_the_batch_fails_it_with_the_mapped_error() -> None:
+    """The pool's own commit or rollback of the batch's connection fails (the server ended
+    the connection): the writes see what the engine makes of that error, not the raw one."""
+    lost = ConnectionError("the connection is lost")
+    committer = GroupCommitter(
+        SqliteEngine(":memory:"), lambda batch: fail(lost), lambda: 0.0, 1.0,
+        lambda error: MetadataUnavailable(str(error)),
+    )
+    failures: list[Failure] = []
+    committer.submit("w", ok("a"), True).addErrback(failures.append)
+    assert [failure.type for failure in failures] == [MetadataUnavailable]
 
 
 def synchronous_of_batch(engine: SqliteEngine, *durable: bool) -> list[str]:
