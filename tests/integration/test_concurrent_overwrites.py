@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
-
-import pytest
+from typing import Any, Callable
 
 from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
 from tests.integration.daemon import BUCKET, StoreSpec
@@ -53,23 +49,6 @@ def _settled(rows: Callable[[str], list[tuple[Any, ...]]]) -> bool:
                for table in ("claims", "intents", "reservations", "cleanup"))
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """The URL of a fresh PostgreSQL database (dropped after the test)."""
-    dsn = os.environ.get("S3O_TEST_POSTGRES_DSN")
-    if not dsn:
-        pytest.skip("PostgreSQL tests need S3O_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/test)")
-    psycopg = pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg 3")
-    name = f"s3o_it_{secrets.token_hex(5)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def test_concurrent_overwrites_of_one_key_on_seaweedfs_leave_one_object_whose_bytes_match_its_etag(
     start_daemon, seaweedfs
 ):
@@ -91,11 +70,12 @@ def test_two_daemons_sharing_postgresql_overwriting_one_key_on_seaweedfs_leave_o
     import psycopg
 
     def rows(sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(postgres_database) as connection:
+        with psycopg.connect(postgres_database.url_with_password) as connection:
             return connection.execute(sql).fetchall()
 
     bucket = seaweedfs.new_bucket()
-    daemons = [start_daemon(stores=[spec(seaweedfs, "seaweed", 10**9, bucket)], metadata_url=postgres_database)
+    daemons = [start_daemon(stores=[spec(seaweedfs, "seaweed", 10**9, bucket)],
+                            metadata_url=postgres_database.url_with_password)
                for _ in range(2)]
     by_etag = _overwrite_concurrently(*daemons)
     body = _served(daemons[0], by_etag)
@@ -105,7 +85,7 @@ def test_two_daemons_sharing_postgresql_overwriting_one_key_on_seaweedfs_leave_o
     assert [item["Key"] for item in listed] == [location]
     assert seaweedfs.boto.get_object(Bucket=bucket, Key=location)["Body"].read() == body
     assert wait_for(lambda: _settled(rows))
-    assert rows("SELECT used_bytes, object_count FROM stores") == [(MiB, 1)]
+    assert rows("SELECT SUM(used_bytes), SUM(object_count) FROM store_usage") == [(MiB, 1)]
 
 
 def test_concurrent_overwrites_of_one_key_on_a_directory_store_leave_one_file_whose_bytes_match_its_etag(
