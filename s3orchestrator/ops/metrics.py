@@ -373,22 +373,6 @@ def traffic_metrics(stores: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
             reached.add_metric([name, cap], 1 if cap in store["reached"] else 0)
     yield from (month_bytes, month_requests, cap_bytes, cap_requests, reached)
 
-    def _instance_metrics(self) -> Iterator[Metric]:
-        if self._instance_id is not None:
-            info = GaugeMetricFamily("s3orchestrator_instance_info", "This process's instance id.",
-                                     labels=["instance_id"])
-            info.add_metric([self._instance_id], 1)
-            yield info
-        if self._lease is not None:
-            for name, text in (
-                ("renewals", "Heartbeats that renewed this instance's lease."),
-                ("failures", "Heartbeats that failed to renew this instance's lease."),
-                ("lapses", "Heartbeats that found this instance's lease expired."),
-            ):
-                counter = CounterMetricFamily(f"s3orchestrator_instance_lease_{name}", text)
-                counter.add_metric([], getattr(self._lease, name))
-                yield counter
-
 
 def replication_metrics(replicator: Any, now: float) -> Iterator[Metric]:
     """The replicator's gauges (as of its last run) and counters."""

@@ -128,16 +128,26 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _listing(header: Sequence[str], rows: Iterable[Sequence[str]], footer: str) -> str:
+    """A table of a (possibly cut short) listing with its footer line."""
+    return table(header, rows) + "\n" + footer + "\n"
+
+
+def _objects_since(entries: Sequence[Any], now: float) -> list[tuple[str, str]]:
+    """Rows of bucket/key and how long ago ``since_ms`` was, one per entry."""
+    return [(printable(f"{entry.bucket}/{entry.key}"), format_age(now - entry.since_ms / 1000)) for entry in entries]
+
+
 def lost_table(lost: Sequence[Any], now: float, more: bool = False) -> str:
     """Objects with no live copy left (``LostObject``-like), oldest loss first; ``more``
     when the list was cut short."""
     if not lost:
         return "no object is lost\n"
-    rows = [(printable(f"{entry.bucket}/{entry.key}"), format_age(now - entry.since_ms / 1000)) for entry in lost]
-    footer = f"{_plural(len(lost), 'object')} with no live copy left (oldest first): overwrite or delete them"
-    if more:
-        footer = f"the oldest {len(lost)} lost objects; there are more (lost_objects(limit=N) shows more)"
-    return table(("BUCKET/KEY", "LOST FOR"), rows) + "\n" + footer + "\n"
+    return _listing(
+        ("BUCKET/KEY", "LOST FOR"), _objects_since(lost, now),
+        f"{_plural(len(lost), 'object')} with no live copy left (oldest first): overwrite or delete them"
+        if not more else f"the oldest {len(lost)} lost objects; there are more (lost_objects(limit=N) shows more)",
+    )
 
 
 def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str:
@@ -154,10 +164,11 @@ def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str
         )
         for upload in uploads
     ]
-    footer = f"{len(uploads)} upload{'s' if len(uploads) != 1 else ''} (oldest first)"
-    if more:
-        footer = f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)"
-    return table(("BUCKET/KEY", "UPLOAD ID", "STORE", "AGE"), rows) + "\n" + footer + "\n"
+    return _listing(
+        ("BUCKET/KEY", "UPLOAD ID", "STORE", "AGE"), rows,
+        f"{_plural(len(uploads), 'upload')} (oldest first)"
+        if not more else f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)",
+    )
 
 
 def cleanup_table(entries: Sequence[Any], now: float, more: bool = False) -> str:
@@ -176,10 +187,11 @@ def cleanup_table(entries: Sequence[Any], now: float, more: bool = False) -> str
         )
         for entry in entries
     ]
-    footer = f"{len(entries)} location{'s' if len(entries) != 1 else ''} (oldest first)"
-    if more:
-        footer = f"the oldest {len(entries)} locations; more are queued (cleanup_queue(limit=N) shows more)"
-    return table(("STORE", "LOCATION", "SIZE", "AGE", "TRIES", "NEXT TRY", "LAST ERROR"), rows) + "\n" + footer + "\n"
+    return _listing(
+        ("STORE", "LOCATION", "SIZE", "AGE", "TRIES", "NEXT TRY", "LAST ERROR"), rows,
+        f"{_plural(len(entries), 'location')} (oldest first)"
+        if not more else f"the oldest {len(entries)} locations; more are queued (cleanup_queue(limit=N) shows more)",
+    )
 
 
 def replication_table(queued: Sequence[Any], now: float, more: bool = False) -> str:
@@ -187,11 +199,11 @@ def replication_table(queued: Sequence[Any], now: float, more: bool = False) -> 
     ``more`` when the list was cut short."""
     if not queued:
         return "the replication queue is empty\n"
-    rows = [(printable(f"{entry.bucket}/{entry.key}"), format_age(now - entry.since_ms / 1000)) for entry in queued]
-    footer = f"{len(queued)} object{'s' if len(queued) != 1 else ''} missing copies (oldest first)"
-    if more:
-        footer = f"the oldest {len(queued)} objects; more are queued (replication_queue(limit=N) shows more)"
-    return table(("BUCKET/KEY", "WAITING"), rows) + "\n" + footer + "\n"
+    return _listing(
+        ("BUCKET/KEY", "WAITING"), _objects_since(queued, now),
+        f"{_plural(len(queued), 'object')} missing copies (oldest first)"
+        if not more else f"the oldest {len(queued)} objects; more are queued (replication_queue(limit=N) shows more)",
+    )
 
 
 def instances_table(instances: Sequence[Any], now: float) -> str:

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from s3orchestrator.config import DEFAULT_MULTIPART_COMPLETED_RETENTION
 from s3orchestrator.errors import S3Error
@@ -49,6 +46,7 @@ from s3orchestrator.s3.placement_errors import placement_errors
 from s3orchestrator.s3.upload_listing import list_uploads_page
 from s3orchestrator.s3.xml_input import read_small_body
 from s3orchestrator.stores.interface import IPartWrite, ObjectMissing, StoredPart
+from s3orchestrator.stores.watched import WatchedBody
 
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # every part but the last, checked at Complete
@@ -109,43 +107,6 @@ def parse_copy_range(value: str | None, size: int) -> tuple[int, int] | None:
         raise S3Error("InvalidRange", f"Range specified is not valid for source object of size: {size}",
                       extra={"ActualObjectSize": str(size), "RangeRequested": value})
     return int(first), int(last)
-
-
-@implementer(IBodyProducer)
-class _HashingBody:
-    """A producer's bytes passed on unchanged, with their MD5 computed on the way."""
-
-    def __init__(self, body: IBodyProducer) -> None:
-        self.length = body.length
-        self.md5 = hashlib.md5()
-        self._body = body
-        self._consumer: IConsumer | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        return self._body.startProducing(self)
-
-    def write(self, data: bytes) -> None:
-        self.md5.update(data)
-        assert self._consumer is not None
-        self._consumer.write(data)
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        assert self._consumer is not None
-        self._consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        assert self._consumer is not None
-        self._consumer.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self._body.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._body.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._body.stopProducing()
 
 
 class MultipartOperations:
@@ -268,7 +229,8 @@ class MultipartOperations:
                 reservation = await self._placement.reserve(length, only_store=upload.store)
                 try:
                     reader = await self._placement.open(source, byte_range)
-                    body = _HashingBody(ReaderBody(reader, self._clock))
+                    md5 = hashlib.md5()
+                    body = WatchedBody(ReaderBody(reader, self._clock), md5.update)
                     with self._placement.store_calls(upload.store):
                         write = self._placement.store(upload.store).start_part_write(
                             upload.location, upload.store_upload_id, number, body, length
@@ -277,7 +239,7 @@ class MultipartOperations:
                         def stored_part() -> PartRecord:
                             return PartRecord(
                                 upload_id=upload.upload_id, part_number=number, store=upload.store, size=length,
-                                etag=body.md5.hexdigest(), store_etag=write.store_etag,
+                                etag=md5.hexdigest(), store_etag=write.store_etag,
                                 last_modified_ms=self._now_ms(),
                             )
 

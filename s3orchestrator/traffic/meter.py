@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IProducer
+from twisted.internet.interfaces import IConsumer
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
@@ -23,6 +23,7 @@ from s3orchestrator.stores.interface import (
     ObjectStat,
     StoredPart,
 )
+from s3orchestrator.stores.watched import WatchedBody, WatchingConsumer
 
 
 class TrafficCounter(Protocol):
@@ -39,52 +40,11 @@ _CLASS_B = Traffic(requests_b=1)
 _OTHER = Traffic(requests_other=1)
 
 
-@implementer(IConsumer)
-class _CountingConsumer:
-    """Passes bytes on to ``consumer``, telling ``counted`` how many."""
-
-    def __init__(self, consumer: IConsumer, counted: Callable[[int], None]) -> None:
-        self._consumer = consumer
-        self._counted = counted
-
-    def write(self, data: bytes) -> None:
-        self._counted(len(data))
-        self._consumer.write(data)
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self._consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._consumer.unregisterProducer()
-
-
-@implementer(IBodyProducer)
-class _CountedBody:
-    """A write's body whose bytes count as the store's ingress as the store takes them."""
-
-    def __init__(self, body: IBodyProducer, counted: Callable[[int], None]) -> None:
-        self._body = body
-        self._counted = counted
-        self.length = body.length
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        return self._body.startProducing(_CountingConsumer(consumer, self._counted))
-
-    def pauseProducing(self) -> None:
-        self._body.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._body.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._body.stopProducing()
-
-
 @implementer(IObjectReader)
 class _CountedReader:
     """A store reader whose bytes count as the store's egress as they are delivered."""
 
-    def __init__(self, reader: IObjectReader, counted: Callable[[int], None]) -> None:
+    def __init__(self, reader: IObjectReader, counted: Callable[[bytes], None]) -> None:
         self._reader = reader
         self._counted = counted
         self.length = reader.length
@@ -92,7 +52,7 @@ class _CountedReader:
         self.etag = getattr(reader, "etag", None)
 
     def stream_to(self, consumer: IConsumer) -> Deferred[None]:
-        return self._reader.stream_to(_CountingConsumer(consumer, self._counted))
+        return self._reader.stream_to(WatchingConsumer(consumer, self._counted))
 
     def cancel(self) -> None:
         self._reader.cancel()
@@ -116,11 +76,11 @@ class MeteredStore:
     def _request(self, traffic: Traffic) -> None:
         self._counter.count(self.name, traffic)
 
-    def _ingress(self, size: int) -> None:
-        self._counter.count_bytes(self.name, ingress=size)
+    def _ingress(self, data: bytes) -> None:
+        self._counter.count_bytes(self.name, ingress=len(data))
 
-    def _egress(self, size: int) -> None:
-        self._counter.count_bytes(self.name, egress=size)
+    def _egress(self, data: bytes) -> None:
+        self._counter.count_bytes(self.name, egress=len(data))
 
     def start(self) -> Deferred[Any]:
         return self._store.start()
@@ -133,7 +93,7 @@ class MeteredStore:
 
     def start_write(self, location: str, body: IBodyProducer, length: int) -> IObjectWrite:
         self._request(_CLASS_A)
-        return self._store.start_write(location, _CountedBody(body, self._ingress), length)
+        return self._store.start_write(location, WatchedBody(body, self._ingress), length)
 
     def start_copy(self, source_location: str, target_location: str, length: int) -> IObjectWrite:
         self._request(_CLASS_A)
@@ -163,7 +123,7 @@ class MeteredStore:
         self, location: str, upload_id: str, part_number: int, body: IBodyProducer, length: int
     ) -> IPartWrite:
         self._request(_CLASS_A)
-        return self._store.start_part_write(location, upload_id, part_number, _CountedBody(body, self._ingress),
+        return self._store.start_part_write(location, upload_id, part_number, WatchedBody(body, self._ingress),
                                             length)
 
     def start_complete(self, location: str, upload_id: str, parts: Sequence[StoredPart]) -> IObjectWrite:
