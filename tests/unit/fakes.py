@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Generic, TypeVar
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -46,6 +48,14 @@ def auth_result(mode: PayloadMode = PayloadMode.UNSIGNED, payload_sha256: str | 
         signing_key=b"k" * 32,
         seed_signature="0" * 64,
     )
+
+
+async def advance_until(clock: Clock, done: Deferred[Any]) -> None:
+    """Advance ``clock`` until ``done`` fires, a little at a time, letting the database
+    thread and the stores answer between steps (on the real reactor)."""
+    while not done.called:
+        clock.advance(0.1)
+        await deferLater(reactor, 0.002, lambda: None)
 
 
 class Outcome(Generic[T]):

@@ -25,7 +25,7 @@ from s3orchestrator.placement.engine import NewObject, Placement
 from s3orchestrator.placement.errors import LocationBusy
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.stores.directory import DirectoryStore, relative_path
-from tests.unit.fakes import FakeRequestBody, FlakyStore
+from tests.unit.fakes import FakeRequestBody, FlakyStore, advance_until
 
 NOW = 1_767_225_600
 ME = "host-a:200"
@@ -393,14 +393,6 @@ async def test_a_cleanup_delete_carried_out_late_spares_a_write_started_meanwhil
 # -- claims: writes of one location one at a time ------------------------------------------------
 
 
-async def _until(world: World, done: Deferred[Any]) -> None:
-    """Advance the clock until ``done`` fires, a little at a time, letting the database
-    thread and the store answer between steps."""
-    while not done.called:
-        world.clock.advance(0.1)
-        await deferLater(reactor, 0.002, lambda: None)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_write_waits_while_another_write_claims_its_location(build) -> None:
     world = await build()
@@ -411,7 +403,7 @@ async def test_a_write_waits_while_another_write_claims_its_location(build) -> N
         await deferLater(reactor, 0, lambda: None)
     assert not writing.called and not world.path("k").exists()
     await world.placement.release(other)
-    await _until(world, writing)
+    await advance_until(world.clock, writing)
     await writing
     assert world.path("k").read_bytes() == b"mine"
     assert await world.metadata.list_intents() == [] and await world.used() == 4
@@ -423,7 +415,7 @@ async def test_a_write_whose_location_stays_claimed_gives_up_with_location_busy(
     world.lease.startService()  # this instance stays alive while the write waits
     other = await world.placement.reserve(3, intent_for=("bkt", "k"))
     writing = ensureDeferred(world.put("k", b"mine"))
-    await _until(world, writing)
+    await advance_until(world.clock, writing)
     with pytest.raises(LocationBusy):
         await writing
     await world.lease.stopService()
@@ -460,7 +452,7 @@ async def test_the_reaper_takes_over_the_claim_of_a_dead_writer_to_delete_its_by
     await deferLater(reactor, 0.05, lambda: None)
     assert not writing.called  # the dead writer's claim holds until its lease ends...
     world.clock.advance(3600)  # ...and the next poll takes it over
-    await _until(world, writing)
+    await advance_until(world.clock, writing)
     await writing
     assert world.path("k").read_bytes() == b"mine"
     await world.reaper.run_once()  # the dead intent: its location holds a live copy now

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.errors import S3Error
@@ -25,7 +25,7 @@ from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
 from s3orchestrator.s3.multipart import MultipartOperations, part_claim
 from s3orchestrator.stores.directory import DirectoryStore
-from tests.unit.fakes import FakeRequestBody, auth_result
+from tests.unit.fakes import FakeRequestBody, advance_until, auth_result
 
 NOW = 1_767_225_600.0
 MiB = 1024 * 1024
@@ -159,18 +159,10 @@ async def test_a_complete_that_waited_for_the_first_one_gets_its_answer(world: W
     first = ensureDeferred(complete(world, upload_id, BOTH))
     second = ensureDeferred(complete(world, upload_id, BOTH))
     both = gatherResults([first, second])
-    await _until(world, both)
+    await advance_until(world.clock, both)
     answers = await both
     assert [answer.status for answer in answers] == [200, 200]
     assert answers[0].body == answers[1].body
-
-
-async def _until(world: World, done: Deferred[Any]) -> None:
-    """Advance the clock until ``done`` fires, a little at a time, letting the database
-    thread and the store answer between steps."""
-    while not done.called:
-        world.clock.advance(0.1)
-        await deferLater(reactor, 0.002, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -184,7 +176,7 @@ async def test_a_complete_waits_for_an_upload_of_a_listed_part_in_another_proces
         await deferLater(reactor, 0, lambda: None)
     assert not completing.called and await world.metadata.get_object("bkt", "obj") is None
     await world.metadata.end_claims(["theirs"])
-    await _until(world, completing)
+    await advance_until(world.clock, completing)
     assert (await completing).status == 200
     assert await world.metadata.get_object("bkt", "obj") is not None
 
@@ -200,7 +192,7 @@ async def test_an_upload_of_a_part_number_another_process_uploads_waits_then_get
     assert await world.metadata.claim_locations("one", [part_claim(upload_id, 1)], "theirs", "host-b:7", 2**62)
     uploading = ensureDeferred(world.multipart.upload_part(
         call("PUT", {"uploadId": upload_id, "partNumber": "1"}, PART_TWO)))
-    await _until(world, uploading)
+    await advance_until(world.clock, uploading)
     with pytest.raises(S3Error) as raised:
         await uploading
     assert raised.value.code == "SlowDown"

@@ -3,7 +3,8 @@ logged, never fatal), deregistered at a clean stop."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
@@ -44,6 +45,18 @@ def lease_on(metadata: Any, clock: Clock) -> InstanceLease:
     return InstanceLease(metadata, "node-a", 30.0, clock, host="h", pid=7)
 
 
+@asynccontextmanager
+async def beating(metadata: Any, clock: Clock) -> AsyncIterator[InstanceLease]:
+    """``lease_on(metadata, clock)`` registered, its heartbeat running for the ``async with``."""
+    lease = lease_on(metadata, clock)
+    await lease.register()
+    lease.startService()
+    try:
+        yield lease
+    finally:
+        await lease.stopService()
+
+
 @pytest.fixture
 def clock() -> Clock:
     clock = Clock()
@@ -75,33 +88,23 @@ async def test_register_records_the_instance_with_its_lease(clock: Clock) -> Non
 @pytest_twisted.ensureDeferred
 async def test_the_heartbeat_renews_every_third_of_the_lease(clock: Clock) -> None:
     metadata = RecordingMetadata()
-    lease = lease_on(metadata, clock)
-    await lease.register()
-    lease.startService()
-    try:
+    async with beating(metadata, clock) as lease:
         clock.advance(10)
         clock.advance(10)
         assert metadata.renewals == [(NOW + 30) * 1000, (NOW + 40) * 1000, (NOW + 50) * 1000]
         assert lease.renewals == 3
-    finally:
-        await lease.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_failed_heartbeats_are_logged_once_and_the_next_ones_still_run(clock: Clock, logged: Any) -> None:
     metadata = RecordingMetadata()
     metadata.outcomes = [succeed("renewed"), fail(MetadataBusy("locked")), fail(MetadataBusy("locked"))]
-    lease = lease_on(metadata, clock)
-    await lease.register()
-    lease.startService()
-    try:
+    async with beating(metadata, clock) as lease:
         clock.advance(10)
         clock.advance(10)
         assert (lease.renewals, lease.failures) == (1, 2)
         clock.advance(10)
         assert (lease.renewals, lease.failures) == (2, 2)
-    finally:
-        await lease.stopService()
     levels = [(event["log_level"].name, event["log_format"].split(":")[1].strip()) for event in logged
               if event.get("instance_id") == "node-a"]
     assert levels == [("warn", "heartbeat failed, trying again every {interval"),
