@@ -3,7 +3,8 @@
 The metadata tests run on every engine: ``engine_name`` is "sqlite" (a file under
 the test's tmp_path) or "postgres" (a schema of its own in a database this test
 session creates from ``S3O_TEST_POSTGRES_DSN`` and drops at its end; skipped, saying
-so, when the variable is unset or psycopg is not installed).
+so, when the variable is unset or psycopg is not installed). ``events`` collects what
+the test logs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from twisted.internet import reactor
+from twisted.logger import LogEvent, globalLogPublisher
 
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import BaseEngine, PostgresEngine, SqliteEngine
@@ -162,3 +164,12 @@ def make_store(make_engine: Callable[..., BaseEngine], db_path: str) -> Iterator
     yield make
     for store in opened:
         store.database.close()
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    """Every event logged while the test runs."""
+    captured: list[LogEvent] = []
+    globalLogPublisher.addObserver(captured.append)
+    yield captured
+    globalLogPublisher.removeObserver(captured.append)

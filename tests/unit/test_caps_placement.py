@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 
 from s3orchestrator.config import PlacementPolicy, StoreCaps
 from s3orchestrator.errors import S3Error
@@ -138,14 +138,6 @@ class World:
 def call(method: str, key: str = "key", body: Any = None) -> S3Call:
     return S3Call(request_id="0123456789ABCDEF", method=method, bucket="bkt", key=key, query={},
                   headers={}, auth=auth_result(), body=body)
-
-
-@pytest.fixture
-def events() -> Iterator[list[LogEvent]]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 @pytest.fixture

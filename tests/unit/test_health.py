@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth, StoreStatus
@@ -63,14 +63,6 @@ class FakeStore:
         for d in self.pending:
             if not d.called:
                 d.callback(None)
-
-
-@pytest.fixture
-def events() -> Iterator[list[LogEvent]]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 def transitions(events: list[LogEvent]) -> list[tuple[str, bool]]:

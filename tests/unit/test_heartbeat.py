@@ -10,7 +10,6 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
 
 from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.metadata.interface import MetadataBusy
@@ -64,14 +63,6 @@ def clock() -> Clock:
     return clock
 
 
-@pytest.fixture
-def logged() -> Any:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
 def test_the_default_instance_id_is_host_and_pid() -> None:
     host, _, pid = default_instance_id().rpartition(":")
     assert host and int(pid) > 0
@@ -96,7 +87,7 @@ async def test_the_heartbeat_renews_every_third_of_the_lease(clock: Clock) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_failed_heartbeats_are_logged_once_and_the_next_ones_still_run(clock: Clock, logged: Any) -> None:
+async def test_failed_heartbeats_are_logged_once_and_the_next_ones_still_run(clock: Clock, events: Any) -> None:
     metadata = RecordingMetadata()
     metadata.outcomes = [succeed("renewed"), fail(MetadataBusy("locked")), fail(MetadataBusy("locked"))]
     async with beating(metadata, clock) as lease:
@@ -105,7 +96,7 @@ async def test_failed_heartbeats_are_logged_once_and_the_next_ones_still_run(clo
         assert (lease.renewals, lease.failures) == (1, 2)
         clock.advance(10)
         assert (lease.renewals, lease.failures) == (2, 2)
-    levels = [(event["log_level"].name, event["log_format"].split(":")[1].strip()) for event in logged
+    levels = [(event["log_level"].name, event["log_format"].split(":")[1].strip()) for event in events
               if event.get("instance_id") == "node-a"]
     assert levels == [("warn", "heartbeat failed, trying again every {interval"),
                       ("debug", "heartbeat failed, trying again every {interval"),
@@ -113,7 +104,7 @@ async def test_failed_heartbeats_are_logged_once_and_the_next_ones_still_run(clo
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_lapsed_or_taken_lease_is_logged_and_counted(clock: Clock, logged: Any) -> None:
+async def test_a_lapsed_or_taken_lease_is_logged_and_counted(clock: Clock, events: Any) -> None:
     metadata = RecordingMetadata()
     metadata.outcomes = [succeed("lapsed"), succeed("taken")]
     lease = lease_on(metadata, clock)
@@ -121,7 +112,7 @@ async def test_a_lapsed_or_taken_lease_is_logged_and_counted(clock: Clock, logge
     await lease.beat()
     await lease.beat()
     assert (lease.renewals, lease.lapses, lease.failures) == (1, 1, 1)
-    levels = [event["log_level"].name for event in logged if "Instance node-a" in str(event.get("log_format"))
+    levels = [event["log_level"].name for event in events if "Instance node-a" in str(event.get("log_format"))
               or event.get("instance_id") == "node-a"]
     assert levels == ["warn", "error"]
 

@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.election import JobElection, JobLease
@@ -233,18 +233,13 @@ async def test_without_metadata_an_instance_neither_runs_nor_takes_the_lease(mak
 
 
 @pytest_twisted.ensureDeferred
-async def test_becoming_and_ceasing_to_be_the_runner_is_logged(make_store) -> None:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    try:
-        first = Instance("host-a:1", await started_store(make_store))
-        first.job.startService()
-        await first.settle()
-        await advance(int(INTERVAL), first)
-        await stop(first)
-    finally:
-        globalLogPublisher.removeObserver(captured.append)
-    transitions = [(event["log_format"].split(" job ")[0], event.get("owner")) for event in captured
+async def test_becoming_and_ceasing_to_be_the_runner_is_logged(make_store, events: list[LogEvent]) -> None:
+    first = Instance("host-a:1", await started_store(make_store))
+    first.job.startService()
+    await first.settle()
+    await advance(int(INTERVAL), first)
+    await stop(first)
+    transitions = [(event["log_format"].split(" job ")[0], event.get("owner")) for event in events
                    if event.get("job") == "counting" and event["log_level"].name == "info"]
     assert transitions == [("This instance ({owner}) now runs", "host-a:1"),
                            ("This instance ({owner}) stops running", "host-a:1")]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.cleanup import CleanupJob
@@ -68,23 +68,20 @@ def multipart_expiry(metadata: Any, clock: Clock, available: Callable[[], bool])
 
 
 @pytest.mark.parametrize("make", [reaper, cleanup, replicator, multipart_expiry])
-def test_timed_runs_wait_for_the_metadata_and_the_outage_is_logged_once(make: Callable[..., Any]) -> None:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    try:
-        metadata, clock, state = CountingMetadata(), Clock(), {"up": False}
-        job = make(metadata, clock, lambda: state["up"])
-        job.startService()  # a timed run at start
-        clock.advance(60)
-        clock.advance(60)
-        assert metadata.calls == 0
-        assert job.gate.skipped == 3
-        skipped = [event for event in captured if "runs skipped" in event.get("log_format", "")]
-        assert len(skipped) == 1
-        state["up"] = True
-        clock.advance(60)
-        assert metadata.calls == 1
-        assert job.runs == 1
-        job.stopService()
-    finally:
-        globalLogPublisher.removeObserver(captured.append)
+def test_timed_runs_wait_for_the_metadata_and_the_outage_is_logged_once(
+    make: Callable[..., Any], events: list[LogEvent]
+) -> None:
+    metadata, clock, state = CountingMetadata(), Clock(), {"up": False}
+    job = make(metadata, clock, lambda: state["up"])
+    job.startService()  # a timed run at start
+    clock.advance(60)
+    clock.advance(60)
+    assert metadata.calls == 0
+    assert job.gate.skipped == 3
+    skipped = [event for event in events if "runs skipped" in event.get("log_format", "")]
+    assert len(skipped) == 1
+    state["up"] = True
+    clock.advance(60)
+    assert metadata.calls == 1
+    assert job.runs == 1
+    job.stopService()

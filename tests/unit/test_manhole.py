@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from twisted.conch.telnet import ITelnetProtocol
@@ -15,7 +15,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 
 from s3orchestrator.config import ConfigError, ManholeConfig
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
@@ -50,14 +50,6 @@ def run_now(function, *args) -> Deferred[Any]:
     return maybeDeferred(function, *args)
 
 
-@pytest.fixture
-def logged() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
 def messages(events: list[LogEvent], level: str) -> list[str]:
     return [formatEvent(event) for event in events
             if event.get("log_level") is not None and event["log_level"].name == level]
@@ -77,35 +69,35 @@ def login(checker: PasswordFileChecker, user: bytes, password: bytes) -> Outcome
     return Outcome(checker.requestAvatarId(PeerCredentials(user, password, "127.0.0.1:40000")))
 
 
-def test_right_password_gives_the_user(passwords, logged):
+def test_right_password_gives_the_user(passwords, events):
     outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", PASSWORD.encode())
     assert outcome.result == b"admin"
-    assert messages(logged, "info") == ["Manhole login: user admin from 127.0.0.1:40000"]
+    assert messages(events, "info") == ["Manhole login: user admin from 127.0.0.1:40000"]
 
 
-def test_wrong_password_is_refused_and_logged_without_the_password(passwords, logged):
+def test_wrong_password_is_refused_and_logged_without_the_password(passwords, events):
     outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", b"guess-123")
     assert outcome.failure.check(UnauthorizedLogin)
-    assert messages(logged, "warn") == [
+    assert messages(events, "warn") == [
         "Manhole login failed for user admin from 127.0.0.1:40000: wrong password"]
-    assert not any("guess-123" in repr(event) for event in logged)
+    assert not any("guess-123" in repr(event) for event in events)
 
 
-def test_unknown_user_is_refused(passwords, logged):
+def test_unknown_user_is_refused(passwords, events):
     outcome = login(PasswordFileChecker(str(passwords), run_now), b"root", PASSWORD.encode())
     assert outcome.failure.check(UnauthorizedLogin)
-    assert messages(logged, "warn") == ["Manhole login failed for user root from 127.0.0.1:40000: unknown user"]
+    assert messages(events, "warn") == ["Manhole login failed for user root from 127.0.0.1:40000: unknown user"]
 
 
-def test_user_name_control_characters_are_escaped_in_the_log(passwords, logged):
+def test_user_name_control_characters_are_escaped_in_the_log(passwords, events):
     login(PasswordFileChecker(str(passwords), run_now), b"evil\x1b[2J", b"x")
-    assert messages(logged, "warn") == [
+    assert messages(events, "warn") == [
         "Manhole login failed for user evil\\x1b[2J from 127.0.0.1:40000: unknown user"]
 
 
-def test_a_long_user_name_is_cut_in_the_log(passwords, logged):
+def test_a_long_user_name_is_cut_in_the_log(passwords, events):
     login(PasswordFileChecker(str(passwords), run_now), b"u" * 10_000, b"x")
-    [warning] = messages(logged, "warn")
+    [warning] = messages(events, "warn")
     assert warning == f"Manhole login failed for user {'u' * 64} from 127.0.0.1:40000: unknown user"
 
 
@@ -116,11 +108,11 @@ def test_the_password_file_is_read_at_every_login(passwords):
     assert login(checker, b"admin", b"new one").result == b"admin"
 
 
-def test_a_password_file_broken_after_start_refuses_logins_and_says_why(passwords, logged):
+def test_a_password_file_broken_after_start_refuses_logins_and_says_why(passwords, events):
     passwords.write_text("admin:plaintext\n")
     outcome = login(PasswordFileChecker(str(passwords), run_now), b"admin", b"plaintext")
     assert outcome.failure.check(UnauthorizedLogin)
-    [error] = messages(logged, "error")
+    [error] = messages(events, "error")
     assert error.startswith(f"Manhole login refused for user admin from 127.0.0.1:40000: {passwords}: line 1:")
     assert ":plaintext" not in error
 
@@ -234,13 +226,13 @@ remote-b is down: connection refused
 """]
 
 
-def test_status_failure_is_printed_and_logged(logged):
+def test_status_failure_is_printed_and_logged(events):
     service = target()
     service.metadata.broken = True
     helper, shown = helpers(service)
     helper.status()
     assert shown == ["status() failed: database is locked\n"]
-    assert any(event.get("log_failure") is not None for event in logged)
+    assert any(event.get("log_failure") is not None for event in events)
 
 
 def test_uploads_lists_uploads_oldest_first_with_their_age():

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, formatEvent
 
 from s3orchestrator.jobs.multipart_expiry import BATCH_SIZE, MultipartExpiryJob
 from s3orchestrator.metadata.records import PartRecord, UploadRecord
@@ -139,14 +139,6 @@ def job(aborter: FakeAborter, metadata: FakeMetadata, clock: Clock) -> Iterator[
     yield job
     if job.running:
         job.stopService()
-
-
-@pytest.fixture
-def events() -> Iterator[list[LogEvent]]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 def logged(events: list[LogEvent], level: LogLevel = LogLevel.info) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pytest
 import pytest_twisted
@@ -14,7 +14,7 @@ from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.availability import MetadataAvailability
@@ -41,14 +41,6 @@ def answer(endpoint: OpsEndpoint, headers: Mapping[str, str] | None = None) -> O
 def document(response: OpsResponse) -> Any:
     assert response.content_type == "application/json"
     return json.loads(response.body)
-
-
-@pytest.fixture
-def events() -> Iterator[list[LogEvent]]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 # -- /health ------------------------------------------------------------------------------------

@@ -114,6 +114,17 @@ async def put(world: World, data: bytes = DATA, key: str = "key") -> None:
     await world.ops.put_object(call("PUT", key, body=FakeRequestBody(data)))
 
 
+async def lost_object(world: World) -> None:
+    """Start ``world`` with ``bkt/key`` stored on "one" only, then lose its only copy:
+    a GET finds it missing and the object is recorded as lost."""
+    await world.start()
+    await put(world)
+    world.file("one").unlink()
+    with pytest.raises(S3Error):
+        await world.ops.get_object(call("GET"))
+    await world.copies_after_writes()
+
+
 # -- metadata ------------------------------------------------------------------------------------
 
 
@@ -243,12 +254,7 @@ async def test_a_missing_copy_and_a_store_down_is_service_unavailable_and_the_ob
 
 @pytest_twisted.ensureDeferred
 async def test_the_replicator_drops_a_lost_object_from_its_queue(world: World) -> None:
-    await world.start()
-    await put(world)
-    world.file("one").unlink()
-    with pytest.raises(S3Error):
-        await world.ops.get_object(call("GET"))
-    await world.copies_after_writes()
+    await lost_object(world)
     await world.metadata.queue_replication("bkt", "key", 5)  # as a run queued before the loss would have
 
     outcome = await world.placement.replicate("bkt", "key")
@@ -260,12 +266,7 @@ async def test_the_replicator_drops_a_lost_object_from_its_queue(world: World) -
 
 @pytest_twisted.ensureDeferred
 async def test_an_overwrite_of_a_lost_object_makes_it_readable_again(world: World) -> None:
-    await world.start()
-    await put(world)
-    world.file("one").unlink()
-    with pytest.raises(S3Error):
-        await world.ops.get_object(call("GET"))
-    await world.copies_after_writes()
+    await lost_object(world)
 
     await put(world, b"new bytes")
 
@@ -403,12 +404,7 @@ def test_postgres_server_gone_is_unavailable_but_a_lock_or_a_bad_statement_is_no
 
 @pytest_twisted.ensureDeferred
 async def test_a_copy_of_a_lost_object_is_refused_as_lost_with_nothing_reserved(world: World) -> None:
-    await world.start()
-    await put(world)
-    world.file("one").unlink()
-    with pytest.raises(S3Error):
-        await world.ops.get_object(call("GET"))
-    await world.copies_after_writes()
+    await lost_object(world)
     source = await world.metadata.get_object("bkt", "key")
     assert source is not None
 

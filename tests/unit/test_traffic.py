@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 
 from s3orchestrator.config import StoreCaps
 from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
@@ -140,14 +140,6 @@ def make_world(make_store: Callable[..., MetadataStore]) -> Callable[..., Any]:
         return World(metadata, caps if caps is not None else {"s1": StoreCaps(egress_bytes=100)}, now)
 
     return make
-
-
-@pytest.fixture
-def events() -> Iterator[list[LogEvent]]:
-    captured: list[LogEvent] = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 @pytest_twisted.ensureDeferred
