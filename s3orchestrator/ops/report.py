@@ -128,9 +128,10 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _listing(header: Sequence[str], rows: Iterable[Sequence[str]], footer: str) -> str:
-    """A table of a (possibly cut short) listing with its footer line."""
-    return table(header, rows) + "\n" + footer + "\n"
+def _listing(header: Sequence[str], rows: Iterable[Sequence[str]], footer: str, cut_footer: str, more: bool) -> str:
+    """A listing's table and its footer line: ``cut_footer`` if ``more`` (the listing
+    was cut short), else ``footer``."""
+    return table(header, rows) + "\n" + (cut_footer if more else footer) + "\n"
 
 
 def _objects_since(entries: Sequence[Any], now: float) -> list[tuple[str, str]]:
@@ -145,8 +146,8 @@ def lost_table(lost: Sequence[Any], now: float, more: bool = False) -> str:
         return "no object is lost\n"
     return _listing(
         ("BUCKET/KEY", "LOST FOR"), _objects_since(lost, now),
-        f"{_plural(len(lost), 'object')} with no live copy left (oldest first): overwrite or delete them"
-        if not more else f"the oldest {len(lost)} lost objects; there are more (lost_objects(limit=N) shows more)",
+        f"{_plural(len(lost), 'object')} with no live copy left (oldest first): overwrite or delete them",
+        f"the oldest {len(lost)} lost objects; there are more (lost_objects(limit=N) shows more)", more,
     )
 
 
@@ -166,8 +167,8 @@ def uploads_table(uploads: Sequence[Any], now: float, more: bool = False) -> str
     ]
     return _listing(
         ("BUCKET/KEY", "UPLOAD ID", "STORE", "AGE"), rows,
-        f"{_plural(len(uploads), 'upload')} (oldest first)"
-        if not more else f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)",
+        f"{_plural(len(uploads), 'upload')} (oldest first)",
+        f"the oldest {len(uploads)} uploads; more are in progress (uploads(limit=N) shows more)", more,
     )
 
 
@@ -189,8 +190,8 @@ def cleanup_table(entries: Sequence[Any], now: float, more: bool = False) -> str
     ]
     return _listing(
         ("STORE", "LOCATION", "SIZE", "AGE", "TRIES", "NEXT TRY", "LAST ERROR"), rows,
-        f"{_plural(len(entries), 'location')} (oldest first)"
-        if not more else f"the oldest {len(entries)} locations; more are queued (cleanup_queue(limit=N) shows more)",
+        f"{_plural(len(entries), 'location')} (oldest first)",
+        f"the oldest {len(entries)} locations; more are queued (cleanup_queue(limit=N) shows more)", more,
     )
 
 
@@ -201,8 +202,8 @@ def replication_table(queued: Sequence[Any], now: float, more: bool = False) -> 
         return "the replication queue is empty\n"
     return _listing(
         ("BUCKET/KEY", "WAITING"), _objects_since(queued, now),
-        f"{_plural(len(queued), 'object')} missing copies (oldest first)"
-        if not more else f"the oldest {len(queued)} objects; more are queued (replication_queue(limit=N) shows more)",
+        f"{_plural(len(queued), 'object')} missing copies (oldest first)",
+        f"the oldest {len(queued)} objects; more are queued (replication_queue(limit=N) shows more)", more,
     )
 
 
