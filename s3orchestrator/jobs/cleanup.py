@@ -35,7 +35,7 @@ class CleanupJob(TimedJob):
     is tried later (``retry_delay``, from ``interval`` doubling up to an hour): never
     forgotten.
 
-    ``owner`` and ``claim_lease``: the claims' owner (this process) and how long they last
+    ``owner``: the claims' owner (this process); they last ``DELETE_CLAIM_LEASE`` seconds
     should it die. Counters: ``runs``, ``errors``, ``removed`` (entries done),
     ``failures`` (tries that failed)."""
 
@@ -51,14 +51,11 @@ class CleanupJob(TimedJob):
         metadata_available: Callable[[], bool] = lambda: True,
         lease: JobLease | None = None,
         owner: str = "",
-        claim_lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
         super().__init__(interval, clock, metadata_available, lease)
         self._metadata = metadata
         self._stores = stores
         self.owner = owner
-        #: Seconds a claim this job takes to delete bytes lasts, should it die.
-        self.claim_lease = claim_lease
         self.removed = 0
         self.failures = 0
 
@@ -91,7 +88,7 @@ class CleanupJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {entry.store!r} is no longer configured")
-            expires_ms = now_ms + int(self.claim_lease * 1000)
+            expires_ms = now_ms + int(DELETE_CLAIM_LEASE * 1000)
             claimed = await self._metadata.claim_cleanup(
                 entry.store, entry.location, cleanup_holder(entry.id), self.owner, expires_ms
             )

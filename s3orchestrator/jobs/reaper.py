@@ -52,15 +52,12 @@ class ReaperJob(TimedJob):
         metadata_available: Callable[[], bool] = lambda: True,
         lease: JobLease | None = None,
         owner: str = "",
-        claim_lease: float = DELETE_CLAIM_LEASE,
     ) -> None:
         super().__init__(interval, clock, metadata_available, lease)
         self._metadata = metadata
         self._stores = stores
         #: The instance (this process) owning the claims the reaper takes.
         self.owner = owner
-        #: Seconds a claim this job takes to delete bytes lasts, should it die.
-        self.claim_lease = claim_lease
         self.resolutions = dict.fromkeys(OUTCOMES, 0)
         self.released = 0
 
@@ -100,7 +97,7 @@ class ReaperJob(TimedJob):
         try:
             if store is None:
                 raise LookupError(f"store {intent.store!r} is no longer configured")
-            expires_ms = int((self.clock.seconds() + self.claim_lease) * 1000)
+            expires_ms = int((self.clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
             if not await self._metadata.claim_locations(intent.store, [intent.location],
                                                         write_holder(intent.reservation_id), self.owner, expires_ms):
                 raise LookupError("another write is at the location now")

@@ -189,14 +189,12 @@ class Placement:
         health: StoreHealth,
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
-        claim_wait: float = CLAIM_WAIT,
         traffic: TrafficLedger | None = None,
     ) -> None:
         self._metadata = metadata
         #: The instance (``server.instance_id``) owning this process's claims, as it
         #: owns its reservations and intents.
         self.owner: str = metadata.instance_id
-        self.claim_wait = claim_wait
         #: The stores' monthly traffic and caps (None: no caps).
         self.traffic = traffic
         self._background: set[Deferred[None]] = set()
@@ -319,14 +317,14 @@ class Placement:
     async def _claiming(self, reserve: Callable[[], Awaitable[T]]) -> T:
         """``reserve()``'s result, run again while a location it claims is another's
         (another write's, or a cleanup's: see metadata.claims), polling with backoff
-        through the clock for up to ``claim_wait`` seconds, then LocationBusy."""
+        through the clock for up to ``CLAIM_WAIT`` seconds, then LocationBusy."""
         delay, longest = CLAIM_POLL
         waited = 0.0
         while True:
             try:
                 return await reserve()
             except LocationClaimed as error:
-                if waited >= self.claim_wait:
+                if waited >= CLAIM_WAIT:
                     self._log.warn("Gave up waiting {waited}s for a claimed location: {error}",
                                    waited=waited, error=str(error))
                     raise LocationBusy(str(error)) from error
