@@ -159,11 +159,14 @@ def test_listings_through_either_daemon_are_consistent_while_both_write(
     clients = [make_client(daemon, max_pool_connections=8) for daemon in daemons]
     written: dict[str, set[tuple[str, int]]] = {}  # key: every (ETag, size) it was given
     final: dict[str, tuple[str, int]] = {}
+    state = threading.Lock()  # over written, final, created and deleted
 
     def put(client, key: str, body: bytes) -> None:
-        written.setdefault(key, set()).add((etag(body), len(body)))
+        with state:
+            written.setdefault(key, set()).add((etag(body), len(body)))
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
-        final[key] = (etag(body), len(body))
+        with state:
+            final[key] = (etag(body), len(body))
 
     for index in range(20):
         put(clients[index % 2], f"stable/{index:02d}", os.urandom(100 + index))
@@ -177,26 +180,31 @@ def test_listings_through_either_daemon_are_consistent_while_both_write(
         client = clients[writer % 2]
         for round_ in range(15):
             put(client, f"new/{writer}/{round_:02d}", os.urandom(50 + round_))
-            created.add(f"new/{writer}/{round_:02d}")
+            with state:
+                created.add(f"new/{writer}/{round_:02d}")
             put(client, f"stable/{(writer * 5 + round_) % 20:02d}", os.urandom(1000 + writer * 100 + round_))
             if round_ < 5:
                 key = f"doomed/{writer * 5 + round_:02d}"
                 client.delete_object(Bucket=BUCKET, Key=key)
-                deleted.add(key)
-                final.pop(key)
+                with state:
+                    deleted.add(key)
+                    final.pop(key)
 
     def check_listings(reader: int) -> int:
         taken = 0
         while writing.is_set() or taken < 2:
-            created_before, deleted_before = set(created), set(deleted)
+            with state:
+                created_before, deleted_before = set(created), set(deleted)
             listed = listing(clients[reader % 2])
+            with state:
+                known = {key: set(values) for key, values in written.items()}
             keys = [key for key, _, _ in listed]
             assert keys == sorted(set(keys), key=lambda key: key.encode())
             assert {f"stable/{index:02d}" for index in range(20)} <= set(keys)
             assert created_before <= set(keys)
             assert not deleted_before & set(keys)
             for key, tag, size in listed:
-                assert (tag, size) in written[key], key
+                assert (tag, size) in known[key], key
             taken += 1
         return taken
 
