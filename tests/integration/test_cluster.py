@@ -95,11 +95,16 @@ def put_forty_into_room_for_ten(daemons: list[Daemon], bucket_keys: Callable[[],
     bodies = [os.urandom(MiB) for _ in range(WRITERS)]
 
     def put(index: int) -> str:
-        try:
-            clients[index % len(clients)].put_object(Bucket=BUCKET, Key=f"fill/{index:02d}", Body=bodies[index])
-        except ClientError as error:
-            return f"{error.response['ResponseMetadata']['HTTPStatusCode']} {error.response['Error']['Code']}"
-        return "200"
+        for _ in range(5):  # a 503 (the metadata database busy under the load) is tried again, as clients do
+            try:
+                clients[index % len(clients)].put_object(Bucket=BUCKET, Key=f"fill/{index:02d}", Body=bodies[index])
+            except ClientError as error:
+                outcome = f"{error.response['ResponseMetadata']['HTTPStatusCode']} {error.response['Error']['Code']}"
+                if not outcome.startswith("503 "):
+                    return outcome
+            else:
+                return "200"
+        return outcome
 
     with ThreadPoolExecutor(WRITERS) as pool:
         outcomes = list(pool.map(put, range(WRITERS)))
