@@ -1,4 +1,4 @@
-"""Metadata cleanups that must not be lost, retried while the database is busy."""
+"""Metadata cleanups that must not be lost, retried while the database is busy or unavailable."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from s3orchestrator.metadata.interface import MetadataBusy
+from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
+
+# The database refused, or could not be reached: the cleanup may work later.
+LATER = (MetadataBusy, MetadataUnavailable)
 
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 30.0
 
 
 class CleanupRetrier:
-    """Runs metadata cleanups; one the busy database refused is retried in the background
+    """Runs metadata cleanups; one the database refused as busy, or could not run at all
+    (unavailable: its server restarting, the connection lost), is retried in the background
     (delays doubling from ``FIRST_RETRY_DELAY`` to ``MAX_RETRY_DELAY``) until it is done."""
 
     _log = Logger()
@@ -31,15 +35,16 @@ class CleanupRetrier:
         cleanup: Callable[[], Awaitable[object]],
         retry: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        """Run ``cleanup()`` now; if the database is busy, schedule retries (of ``retry()``
+        """Run ``cleanup()`` now; if the database is busy or unavailable, schedule retries (of ``retry()``
         if given: the first try may rely on a lock its caller holds) and return.
 
         Other errors propagate.
         """
         try:
             await cleanup()
-        except MetadataBusy as error:
-            self._log.warn("Metadata database busy; will retry {desc}: {error}", desc=desc, error=str(error))
+        except LATER as error:
+            self._log.warn("Metadata database {state}; will retry {desc}: {error}", desc=desc, error=str(error),
+                           state="busy" if isinstance(error, MetadataBusy) else "unavailable")
             self.retrying(desc, retry or cleanup)
 
     def retrying(self, desc: str, cleanup: Callable[[], Awaitable[object]]) -> Deferred[None]:
@@ -61,7 +66,7 @@ class CleanupRetrier:
             await deferLater(self._clock, delay, lambda: None)
             try:
                 await cleanup()
-            except MetadataBusy:
+            except LATER:
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
             except Exception:

@@ -19,17 +19,20 @@ WRITERS = 20
 KEY = "contended/object.bin"
 
 
-def _overwrite_concurrently(*daemons) -> dict[str, bytes]:
-    """PUT ``WRITERS`` different 1 MiB bodies to ``KEY`` at once, through ``daemons`` in
+def _overwrite_concurrently(*daemons, writers: int = WRITERS) -> dict[str, bytes]:
+    """PUT ``writers`` different 1 MiB bodies to ``KEY`` at once, through ``daemons`` in
     turn; their bodies by ETag."""
-    bodies = [os.urandom(MiB) for _ in range(WRITERS)]
+    bodies = [os.urandom(MiB) for _ in range(writers)]
+
+    # Made here: creating boto3 clients from many threads at once is not safe.
+    clients = [make_client(daemon, max_pool_connections=writers) for daemon in daemons]
 
     def put(index: int) -> str:
-        client = make_client(daemons[index % len(daemons)])
+        client = clients[index % len(clients)]
         return str(client.put_object(Bucket=BUCKET, Key=KEY, Body=bodies[index])["ETag"])
 
-    with ThreadPoolExecutor(WRITERS) as pool:
-        etags = list(pool.map(put, range(WRITERS)))
+    with ThreadPoolExecutor(writers) as pool:
+        etags = list(pool.map(put, range(writers)))
     by_etag = {f'"{hashlib.md5(body).hexdigest()}"': body for body in bodies}
     assert etags == list(by_etag)  # every PUT succeeded, with its own body's ETag
     return by_etag
@@ -77,7 +80,7 @@ def test_two_daemons_sharing_postgresql_overwriting_one_key_on_seaweedfs_leave_o
     daemons = [start_daemon(stores=[spec(seaweedfs, "seaweed", 10**9, bucket)],
                             metadata_url=postgres_database.url_with_password)
                for _ in range(2)]
-    by_etag = _overwrite_concurrently(*daemons)
+    by_etag = _overwrite_concurrently(*daemons, writers=2 * WRITERS)  # 40, as issue 14 asks
     body = _served(daemons[0], by_etag)
     assert _served(daemons[1], by_etag) == body
     (location,) = [row[0] for row in rows("SELECT location FROM copies")]
