@@ -31,9 +31,11 @@ more) are refused with ValueError, through the Deferred (``open_read``,
 case-sensitive and must not normalise Unicode (ext4, XFS, btrfs); ``start``
 checks the first.
 
-Writes go to ``<root>/.tmp/<random>`` (same filesystem), are fsynced and then
-renamed into place, so a reader sees the old object or the new one, never part
-of one; ``start`` removes temp files a crash left behind.
+Writes go to ``<root>/.tmp/<owner>/<random>`` (same filesystem), are fsynced and
+then renamed into place, so a reader sees the old object or the new one, never
+part of one. ``<owner>`` is this process's own directory, locked while it lives, so
+that several processes can share the store: ``start`` and every ``probe`` remove
+the owner directories of dead processes only (see ``directory_temp``).
 
 Multipart uploads
 -----------------
@@ -56,7 +58,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import uuid
 from typing import Any, Callable, Self, Sequence
@@ -70,6 +71,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from s3orchestrator.errors import S3Error
+from s3orchestrator.stores import directory_temp
 from s3orchestrator.stores.interface import (
     IObjectReader,
     IObjectStore,
@@ -308,9 +310,10 @@ def _delete(path: bytes, bucket_directory: bytes) -> None:
         directory = os.path.dirname(directory)
 
 
-def _probe(temp_directory: bytes) -> None:
-    os.makedirs(temp_directory, exist_ok=True)
-    path = os.path.join(temp_directory, b"probe-" + uuid.uuid4().hex.encode("ascii"))
+def _probe(temp_root: bytes, owner_directory: bytes) -> int:
+    """Write, sync and remove a file in ``owner_directory``; sweep dead owners' temp files."""
+    os.makedirs(owner_directory, exist_ok=True)
+    path = os.path.join(owner_directory, b"probe-" + uuid.uuid4().hex.encode("ascii"))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, b"probe")
@@ -318,20 +321,27 @@ def _probe(temp_directory: bytes) -> None:
     finally:
         os.close(fd)
         os.unlink(path)
+    return directory_temp.sweep(temp_root, owner_directory, loose_files=False)
 
 
-def _prepare(root: bytes, temp_directory: bytes, uploads_directory: bytes) -> int:
-    os.makedirs(temp_directory, exist_ok=True)
+def _prepare(root: bytes, temp_root: bytes, uploads_directory: bytes) -> tuple[bytes, int, int]:
+    """Make the store's directories, remove dead owners' temp files, claim an owner
+    directory; return it, the fd holding its lock and how many entries were removed."""
+    os.makedirs(temp_root, exist_ok=True)
     # Multipart uploads outlive restarts: their directory is made, never cleared.
     os.makedirs(uploads_directory, exist_ok=True)
-    removed = 0
-    for entry in os.scandir(temp_directory):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
-        removed += 1
-    probe = os.path.join(temp_directory, b"case-" + uuid.uuid4().hex.encode("ascii") + b"-A")
+    removed = directory_temp.sweep(temp_root, None, loose_files=True)
+    owner_directory, fd = directory_temp.claim(temp_root)
+    try:
+        _check_case_sensitive(root, owner_directory)
+    except BaseException:
+        os.close(fd)
+        raise
+    return owner_directory, fd, removed
+
+
+def _check_case_sensitive(root: bytes, directory: bytes) -> None:
+    probe = os.path.join(directory, b"case-" + uuid.uuid4().hex.encode("ascii") + b"-A")
     with open(probe, "xb"):
         pass
     try:
@@ -339,7 +349,6 @@ def _prepare(root: bytes, temp_directory: bytes, uploads_directory: bytes) -> in
             raise StoreUnavailable(f"{os.fsdecode(root)} is on a case-insensitive filesystem")
     finally:
         os.unlink(probe)
-    return removed
 
 
 def _unavailable(failure: Failure) -> Failure:
@@ -701,18 +710,27 @@ class DirectoryStore:
         self.name = name
         self.root = os.path.abspath(root)
         self._root = os.fsencode(self.root)
-        self._temp_directory = os.path.join(self._root, TEMP_DIRECTORY.encode("ascii"))
+        self._temp_root = os.path.join(self._root, TEMP_DIRECTORY.encode("ascii"))
+        # Until ``start`` claims (and locks) one, a name nobody else uses.
+        self._owner_directory = os.path.join(
+            self._temp_root, f"{os.getpid()}-{uuid.uuid4().hex[:16]}".encode("ascii")
+        )
+        self._owner_lock: int | None = None
         self._uploads_directory = os.path.join(self._root, UPLOADS_DIRECTORY.encode("ascii"))
         self._reactor = reactor
         # directory_multipart builds on this module's pieces, hence the late import.
         from s3orchestrator.stores.directory_multipart import DirectoryUploads
 
         self._uploads = DirectoryUploads(
-            name, reactor, self._root, self._temp_directory, self._uploads_directory, self.path_for
+            name, reactor, self._root, self._temp_path, self._uploads_directory, self.path_for
         )
 
     def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), func, *args)
+
+    def _temp_path(self) -> bytes:
+        """A new temp file path in this process's owner directory."""
+        return os.path.join(self._owner_directory, uuid.uuid4().hex.encode("ascii"))
 
     def path_for(self, location: str) -> bytes:
         """The absolute file path of ``location``; ValueError if it cannot be mapped."""
@@ -722,22 +740,34 @@ class DirectoryStore:
         return path
 
     def start(self) -> Deferred[int]:
-        """Create the root if needed, remove temp files a crash left; fire with how many.
-
-        Multipart uploads (``.uploads``) are kept.
+        """Create the root if needed, remove the temp files of dead processes (a crash
+        left them), claim this process's own temp directory; fire with how many entries
+        were removed. Live processes' temp files and multipart uploads are kept.
         """
 
-        def removed(count: int) -> int:
-            if count:
-                _log.info("Store {store}: removed {count} stale temp files", store=self.name, count=count)
-            return count
+        def prepared(result: tuple[bytes, int, int]) -> int:
+            self._owner_directory, lock, removed = result
+            self._release_lock()
+            self._owner_lock = lock
+            self._log_removed(removed)
+            return removed
 
-        d = self._in_thread(_prepare, self._root, self._temp_directory, self._uploads_directory)
-        d.addCallbacks(removed, _unavailable)
+        d = self._in_thread(_prepare, self._root, self._temp_root, self._uploads_directory)
+        d.addCallbacks(prepared, _unavailable)
         return d
 
+    def _log_removed(self, count: int) -> None:
+        if count:
+            _log.info("Store {store}: removed {count} stale temp entries", store=self.name, count=count)
+
+    def _release_lock(self) -> None:
+        lock, self._owner_lock = self._owner_lock, None
+        if lock is not None:
+            os.close(lock)
+
     def stop(self) -> Deferred[None]:
-        """Nothing is held open between requests."""
+        """Release this process's temp directory (any process's sweep may remove it now)."""
+        self._release_lock()
         return succeed(None)
 
     def location_for(self, bucket: str, key: str) -> str:
@@ -753,7 +783,7 @@ class DirectoryStore:
         A body that delivers fewer or more than ``length`` bytes fails ``done`` with
         S3Error("IncompleteBody").
         """
-        temp = os.path.join(self._temp_directory, uuid.uuid4().hex.encode("ascii"))
+        temp = self._temp_path()
         try:
             if length < 0:
                 raise ValueError("length must be >= 0")
@@ -771,7 +801,7 @@ class DirectoryStore:
         leaves the bytes intact. A missing source fails ``done`` with ObjectMissing,
         one of another size with StoreUnavailable, unmappable locations with ValueError.
         """
-        temp = os.path.join(self._temp_directory, uuid.uuid4().hex.encode("ascii"))
+        temp = self._temp_path()
         try:
             if length < 0:
                 raise ValueError("length must be >= 0")
@@ -844,9 +874,10 @@ class DirectoryStore:
         return d
 
     def probe(self) -> Deferred[None]:
-        """Write, fsync and remove a small file under the root; StoreUnavailable if that fails."""
-        d = self._in_thread(_probe, self._temp_directory)
-        d.addErrback(_unavailable)
+        """Write, fsync and remove a small file under the root; StoreUnavailable if that
+        fails. Also removes the temp files of dead processes (writers killed mid-upload)."""
+        d = self._in_thread(_probe, self._temp_root, self._owner_directory)
+        d.addCallbacks(self._log_removed, _unavailable)
         return d
 
     # -- multipart uploads (see directory_multipart) --

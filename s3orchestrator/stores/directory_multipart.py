@@ -202,14 +202,14 @@ class DirectoryUploads:
         store_name: str,
         reactor: Any,
         root: bytes,
-        temp_directory: bytes,
+        temp_path: Callable[[], bytes],
         uploads_directory: bytes,
         path_for: Callable[[str], bytes],
     ) -> None:
         self._store_name = store_name
         self._reactor = reactor
         self._root = root
-        self._temp_directory = temp_directory
+        self._temp_path = temp_path
         self._uploads_directory = uploads_directory
         self._path_for = path_for
 
@@ -217,7 +217,7 @@ class DirectoryUploads:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), func, *args)
 
     def _temp(self) -> bytes:
-        return os.path.join(self._temp_directory, uuid.uuid4().hex.encode("ascii"))
+        return self._temp_path()
 
     def _directory(self, upload_id: str) -> bytes:
         return os.path.join(self._uploads_directory, _upload_name(upload_id))

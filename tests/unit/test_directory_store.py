@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +91,8 @@ async def get(store: DirectoryStore, location: str, byte_range: tuple[int, int] 
 
 
 def temp_files(root: Path) -> list[str]:
-    temp = root / ".tmp"
-    return sorted(os.listdir(temp)) if temp.exists() else []
+    """The files under ``.tmp`` (in any process's temp directory)."""
+    return sorted(path.name for path in (root / ".tmp").rglob("*") if path.is_file())
 
 
 def all_files(root: Path) -> list[Path]:
@@ -556,6 +558,68 @@ async def test_start_creates_the_root_and_removes_stale_temp_files(store: Direct
     (root / ".tmp" / "crashed-upload").write_bytes(b"x")
     (root / ".tmp" / "crashed-dir").mkdir()
     assert await store.start() == 2
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_starting_a_store_on_a_shared_root_leaves_the_writes_of_another_alone(root: Path) -> None:
+    first, second = (DirectoryStore("shared", str(root), reactor) for _ in range(2))
+    await first.start()
+    write = first.start_write("app/k", FakeBody([b"in flight"]), 9)
+    await write.done  # staged: the temp file waits for publish
+    assert await second.start() == 0
+    await second.probe()
+    assert len(temp_files(root)) == 1
+    await write.publish()
+    assert await get(second, "app/k") == b"in flight"
+    assert temp_files(root) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_temp_files_of_a_stopped_store_are_swept_by_another(root: Path) -> None:
+    first, second = (DirectoryStore("shared", str(root), reactor) for _ in range(2))
+    await first.start()
+    await second.start()
+    write = first.start_write("app/k", FakeBody([b"abandoned"]), 9)
+    await write.done
+    await first.stop()  # as a dying process would: its lock is released
+    await second.probe()
+    assert temp_files(root) == []
+    assert len(os.listdir(root / ".tmp")) == 1  # the second store's own
+    with pytest.raises(ObjectMissing):
+        await get(second, "app/k")
+
+
+CLAIMING_PROCESS = """
+import os, sys
+from s3orchestrator.stores import directory_temp
+path, _ = directory_temp.claim(os.fsencode(sys.argv[1]))
+open(os.path.join(path, b"partial"), "wb").close()
+print(os.fsdecode(path), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_probe_sweeps_the_temp_files_of_a_killed_process_only_once_it_is_gone(
+    store: DirectoryStore, root: Path
+) -> None:
+    await store.start()
+    other = subprocess.Popen([sys.executable, "-c", CLAIMING_PROCESS, str(root / ".tmp")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])  # this tree's package
+    try:
+        assert other.stdout is not None
+        owner = Path(other.stdout.readline().strip())
+        await store.probe()
+        assert os.listdir(owner) == ["partial"]
+        assert await DirectoryStore("shared", str(root), reactor).start() == 0
+        assert os.listdir(owner) == ["partial"]
+    finally:
+        other.kill()
+        other.wait()
+    await store.probe()
+    assert not owner.exists()
     assert temp_files(root) == []
 
 
