@@ -766,7 +766,13 @@ class DirectoryStore:
             os.close(lock)
 
     def stop(self) -> Deferred[None]:
-        """Release this process's temp directory (any process's sweep may remove it now)."""
+        """Remove this process's temp directory if it is empty, and release it (what
+        writes left there, any process's sweep removes)."""
+        if self._owner_lock is not None:
+            try:
+                os.rmdir(self._owner_directory)
+            except OSError:
+                pass  # not empty (writes still there), or gone
         self._release_lock()
         return succeed(None)
 
