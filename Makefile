@@ -43,11 +43,14 @@ check: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest tests/unit -q
 
+# bench/scale_out.py needs a PostgreSQL server (S3O_BENCH_POSTGRES_DSN or S3O_TEST_POSTGRES_DSN,
+# default postgresql://postgres@127.0.0.1:5432/postgres) and haproxy.
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upstream_ratio.py
 	$(BIN)/python bench/checksums.py
 	$(BIN)/python bench/replicas.py
+	$(BIN)/python bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache
