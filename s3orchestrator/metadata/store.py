@@ -959,10 +959,11 @@ class MetadataStore:
 
     def probe(self) -> Deferred[None]:
         """A write transaction that reads one row and changes nothing (degraded mode's
-        probe): it fails while the database cannot be read or its write lock had."""
+        probe): it fails while the database cannot be read or its write lock had (on
+        PostgreSQL: while a store row cannot be locked, as a reserve locks it)."""
 
         def read(txn: Transaction) -> None:
-            txn.query("SELECT COUNT(*) FROM stores")
+            txn.query("SELECT name FROM stores ORDER BY name LIMIT 1" + txn.engine.row_lock)
 
         return self.database.runInteraction("probe", read, write=True, durable=False)
 
