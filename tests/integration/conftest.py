@@ -182,9 +182,12 @@ def metadata_execute(daemon: Daemon, sql: str, *args) -> None:
 
 
 def store_files(daemon: Daemon, store: str) -> list[Path]:
-    """Every file under a directory store's root (objects and temp files)."""
+    """Every file under a directory store's root (objects and temp files), but the health
+    probe's short-lived ``probe-*`` files."""
     root = daemon.directory / "stores" / store
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("probe-"))
 
 
 def aws_env(daemon: Daemon, home: Path) -> dict[str, str]:
