@@ -225,3 +225,26 @@ class QueueTotals:
     replication_oldest_ms: int | None
     intents: int
     lost: int
+
+
+@attrs.frozen
+class ObjectPlacement:
+    """Where the copies of one object are: its ``size`` and (store, state) pairs, stores
+    in name order (the rebalance planner's view of an object)."""
+
+    bucket: str
+    key: str
+    size: int
+    copies: tuple[tuple[str, str], ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class PlannedMove:
+    """A copy to move: the one of ``bucket``/``key`` on ``from_store``, to ``to_store``
+    (None: the routing strategy chooses), ``size`` bytes."""
+
+    bucket: str
+    key: str
+    from_store: str
+    to_store: str | None
+    size: int
