@@ -182,6 +182,20 @@ class JobsConfig:
     lease: float = DEFAULT_JOB_LEASE
 
 
+DEFAULT_REBALANCE_TOLERANCE = 0.05
+
+
+@attrs.frozen
+class MovementConfig:
+    """[movement]: moving copies between stores. ``rebalance_tolerance``: how far (a
+    fraction of its quota) a store's fill may be from the stores' mean before ``spread``
+    rebalancing moves copies; ``rebalance_interval``: seconds between the periodic
+    rebalances (0: only ``s3orchestrator rebalance`` plans one)."""
+
+    rebalance_tolerance: float = DEFAULT_REBALANCE_TOLERANCE
+    rebalance_interval: float = 0.0
+
+
 @attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
@@ -288,6 +302,7 @@ class Config:
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
     jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
+    movement: MovementConfig = attrs.field(factory=MovementConfig, kw_only=True)
     # Read for every store call (traffic counting): made once.
     _caps: Mapping[str, StoreCaps] = attrs.field(
         init=False,
@@ -383,7 +398,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores", "placement", "jobs",
+        "buckets", "stores", "placement", "jobs", "movement",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
@@ -393,6 +408,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     health = _parse_health(_table(data, "", "health", required=False))
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
     jobs = _parse_jobs(_table(data, "", "jobs", required=False))
+    movement = _parse_movement(_table(data, "", "movement", required=False))
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
@@ -408,6 +424,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         placement=placement,
         placement_jobs=placement_jobs,
         jobs=jobs,
+        movement=movement,
     )
     check_placement(config)
     return config
@@ -527,6 +544,20 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
 def _parse_jobs(table: Mapping[str, Any]) -> JobsConfig:
     _check_keys(table, "jobs", ("lease",))
     return JobsConfig(lease=_seconds(table, "jobs", "lease", default=DEFAULT_JOB_LEASE))
+
+
+def _parse_movement(table: Mapping[str, Any]) -> MovementConfig:
+    _check_keys(table, "movement", ("rebalance_tolerance", "rebalance_interval"))
+    tolerance = table.get("rebalance_tolerance", DEFAULT_REBALANCE_TOLERANCE)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ConfigError(f"movement.rebalance_tolerance: must be a fraction from 0 to below 1 (got {tolerance!r})")
+    interval = table.get("rebalance_interval", 0.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
+            or interval < 0:
+        raise ConfigError(
+            f"movement.rebalance_interval: must be a number of seconds, 0 for none (got {interval!r})"
+        )
+    return MovementConfig(rebalance_tolerance=float(tolerance), rebalance_interval=float(interval))
 
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:

@@ -1,0 +1,65 @@
+"""Where every object's copies are, read in pages of the ``copies`` table in key order
+(what the rebalance planner is offered)."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
+
+from s3orchestrator.metadata.database import Database, Transaction
+from s3orchestrator.metadata.records import ObjectPlacement
+
+_COLUMNS = "bucket, key, store, state, size"
+
+
+def _group(rows: Sequence[tuple[Any, ...]]) -> list[ObjectPlacement]:
+    placements = []
+    for (bucket, key), copies in groupby(rows, key=lambda row: (row[0], row[1])):
+        pairs = [(store, state, size) for _, _, store, state, size in copies]
+        # A live or deleting copy has the object's size; a pending one too (it is being written).
+        placements.append(ObjectPlacement(bucket, key, int(pairs[0][2]), tuple((s, st) for s, st, _ in pairs)))
+    return placements
+
+
+class ObjectPlacements:
+    """The ``copies`` table of a metadata ``Database``, object by object."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def page(self, after: tuple[str, str] | None, limit: int) -> Deferred[list[ObjectPlacement]]:
+        """The objects after ``after`` (a (bucket, key) position; None: from the first) in
+        byte order of bucket and key, each with all its copies (stores in name order):
+        as many whole objects as ``limit`` copy rows hold, at least one. Empty: no more."""
+        if limit < 1:
+            raise ValueError("limit must be positive")
+
+        def select(txn: Transaction) -> list[ObjectPlacement]:
+            # Two index range scans (the rest of one bucket, then the next buckets) rather
+            # than one OR, which SQLite would not turn into a range of the primary key.
+            if after is None:
+                rows = txn.query(f"SELECT {_COLUMNS} FROM copies ORDER BY bucket, key, store LIMIT ?", (limit,))
+            else:
+                bucket, key = after
+                rows = txn.query(
+                    f"SELECT {_COLUMNS} FROM copies WHERE bucket = ? AND key > ? ORDER BY key, store LIMIT ?",
+                    (bucket, key, limit),
+                )
+                if len(rows) < limit:
+                    rows += txn.query(
+                        f"SELECT {_COLUMNS} FROM copies WHERE bucket > ? ORDER BY bucket, key, store LIMIT ?",
+                        (bucket, limit - len(rows)),
+                    )
+            placements = _group(rows)
+            if len(rows) == limit and placements:
+                last = placements.pop()  # maybe cut short by the limit: read whole, or next time
+                if not placements:
+                    placements = _group(txn.query(
+                        f"SELECT {_COLUMNS} FROM copies WHERE bucket = ? AND key = ? ORDER BY store",
+                        (last.bucket, last.key),
+                    ))
+            return placements
+
+        return self.database.runInteraction("object_placements", select)
