@@ -17,9 +17,11 @@ _COLUMNS = "bucket, key, store, state, size"
 def _group(rows: Sequence[tuple[Any, ...]]) -> list[ObjectPlacement]:
     placements = []
     for (bucket, key), copies in groupby(rows, key=lambda row: (row[0], row[1])):
-        pairs = [(store, state, size) for _, _, store, state, size in copies]
-        # A live or deleting copy has the object's size; a pending one too (it is being written).
-        placements.append(ObjectPlacement(bucket, key, int(pairs[0][2]), tuple((s, st) for s, st, _ in pairs)))
+        rows_of_object = list(copies)
+        # Every copy row of an object holds the object's size.
+        placements.append(ObjectPlacement(
+            bucket, key, int(rows_of_object[0][4]), tuple((row[2], row[3]) for row in rows_of_object),
+        ))
     return placements
 
 
