@@ -49,6 +49,12 @@ READ_ORDERS = ("config", "health", "latency")
 DEFAULT_READ_ORDER = "health"
 PAYLOAD_SIGNING_MODES = ("unsigned", "streaming")
 CAP_MODES = ("hard", "soft")
+# What a store takes: new copies and reads (normal), reads only (readonly), reads while
+# the mover takes every copy off it (drain).
+NORMAL, READONLY, DRAIN = "normal", "readonly", "drain"
+STORE_MODES = (NORMAL, READONLY, DRAIN)
+DEFAULT_MOVEMENT_INTERVAL = 30.0
+DEFAULT_MOVEMENT_CONCURRENCY = 2
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
@@ -174,6 +180,16 @@ class PlacementJobsConfig:
 
 
 @attrs.frozen
+class MovementConfig:
+    """The mover ([movement]): seconds between its runs, copies moved at once, bytes
+    moved per second (0 = unlimited)."""
+
+    interval: float = DEFAULT_MOVEMENT_INTERVAL
+    max_concurrent: int = DEFAULT_MOVEMENT_CONCURRENCY
+    max_bytes_per_second: int = 0
+
+
+@attrs.frozen
 class JobsConfig:
     """The election of the cluster-wide jobs: ``lease`` seconds that the instance running
     a job holds it for without renewing (it renews every third of that); when it dies,
@@ -232,6 +248,7 @@ class DirectoryStoreConfig:
     path: str
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
     caps: StoreCaps = StoreCaps()
+    mode: str = NORMAL  # one of STORE_MODES: readonly and drain stores get no new copies
 
 
 @attrs.frozen(kw_only=True)
@@ -252,6 +269,7 @@ class S3StoreConfig:
     ca_file: str | None = None
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
     caps: StoreCaps = StoreCaps()
+    mode: str = NORMAL  # one of STORE_MODES: readonly and drain stores get no new copies
 
 
 StoreConfig = DirectoryStoreConfig | S3StoreConfig
@@ -288,6 +306,15 @@ class Config:
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
     jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
+    movement: MovementConfig = attrs.field(factory=MovementConfig, kw_only=True)
+    # Read at every write (placement leaves readonly and drain stores out): made once.
+    _modes: Mapping[str, str] = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(lambda config: MappingProxyType({store.name: store.mode for store in config.stores}),
+                              takes_self=True),
+    )
     # Read for every store call (traffic counting): made once.
     _caps: Mapping[str, StoreCaps] = attrs.field(
         init=False,
@@ -316,6 +343,10 @@ class Config:
     def store_zones(self) -> Mapping[str, str]:
         """The zone of every store that has one, by store name (``routing.choose_stores``)."""
         return MappingProxyType({store.name: store.zone for store in self.stores if store.zone is not None})
+
+    def store_modes(self) -> Mapping[str, str]:
+        """Every store's mode (``STORE_MODES``), by store name (the same mapping at every call)."""
+        return self._modes
 
     def store_caps(self) -> Mapping[str, StoreCaps]:
         """Every store's monthly caps, by store name (the same mapping at every call)."""
@@ -383,7 +414,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores", "placement", "jobs",
+        "buckets", "stores", "placement", "jobs", "movement",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
@@ -393,6 +424,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     health = _parse_health(_table(data, "", "health", required=False))
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
     jobs = _parse_jobs(_table(data, "", "jobs", required=False))
+    movement = _parse_movement(_table(data, "", "movement", required=False))
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
@@ -408,6 +440,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         placement=placement,
         placement_jobs=placement_jobs,
         jobs=jobs,
+        movement=movement,
     )
     check_placement(config)
     return config
@@ -429,6 +462,16 @@ def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> Placem
                                               default=0),
         replication_concurrency=_integer(table, "placement", "replication_concurrency", minimum=1,
                                          default=DEFAULT_REPLICATION_CONCURRENCY),
+    )
+
+
+def _parse_movement(table: Mapping[str, Any]) -> MovementConfig:
+    _check_keys(table, "movement", ("interval", "max_concurrent", "max_bytes_per_second"))
+    return MovementConfig(
+        interval=_seconds(table, "movement", "interval", default=DEFAULT_MOVEMENT_INTERVAL),
+        max_concurrent=_integer(table, "movement", "max_concurrent", minimum=1,
+                                default=DEFAULT_MOVEMENT_CONCURRENCY),
+        max_bytes_per_second=_integer(table, "movement", "max_bytes_per_second", minimum=0, default=0),
     )
 
 
@@ -663,7 +706,7 @@ _CAP_KEYS = (
     "monthly_class_a_requests",
     "monthly_class_b_requests",
 )
-_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone", *_CAP_KEYS, "billing_day", "cap_mode")
+_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone", *_CAP_KEYS, "billing_day", "cap_mode", "mode")
 _DIRECTORY_STORE_KEYS = _COMMON_STORE_KEYS + ("path",)
 _S3_STORE_KEYS = _COMMON_STORE_KEYS + (
     "endpoint",
@@ -706,7 +749,8 @@ def _parse_stores(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Stor
             )
         else:
             store = _parse_s3_store(table, path, env, name, quota_bytes, zone)
-        stores.append(attrs.evolve(store, caps=_parse_caps(table, path, env)))
+        mode = _choice(table, path, "mode", env, STORE_MODES, default=NORMAL)
+        stores.append(attrs.evolve(store, caps=_parse_caps(table, path, env), mode=mode))
     return tuple(stores)
 
 
