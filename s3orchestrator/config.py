@@ -49,6 +49,13 @@ READ_ORDERS = ("config", "health", "latency")
 DEFAULT_READ_ORDER = "health"
 PAYLOAD_SIGNING_MODES = ("unsigned", "streaming")
 CAP_MODES = ("hard", "soft")
+# What a store takes: new copies and reads (normal), reads only (readonly), reads while
+# the mover takes every copy off it (drain).
+NORMAL, READONLY, DRAIN = "normal", "readonly", "drain"
+STORE_MODES = (NORMAL, READONLY, DRAIN)
+DEFAULT_MOVEMENT_INTERVAL = 30.0
+DEFAULT_MOVEMENT_CONCURRENCY = 2
+DEFAULT_REBALANCE_TOLERANCE = 0.05
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
@@ -174,26 +181,27 @@ class PlacementJobsConfig:
 
 
 @attrs.frozen
+class MovementConfig:
+    """[movement]: moving copies between stores. The mover: seconds between its runs,
+    copies moved at once, bytes moved per second (0 = unlimited). ``rebalance_tolerance``:
+    how far (a fraction of its quota) a store's fill may be from the stores' mean before
+    ``spread`` rebalancing moves copies; ``rebalance_interval``: seconds between the
+    periodic rebalances (0: only ``s3orchestrator rebalance`` plans one)."""
+
+    interval: float = DEFAULT_MOVEMENT_INTERVAL
+    max_concurrent: int = DEFAULT_MOVEMENT_CONCURRENCY
+    max_bytes_per_second: int = 0
+    rebalance_tolerance: float = DEFAULT_REBALANCE_TOLERANCE
+    rebalance_interval: float = 0.0
+
+
+@attrs.frozen
 class JobsConfig:
     """The election of the cluster-wide jobs: ``lease`` seconds that the instance running
     a job holds it for without renewing (it renews every third of that); when it dies,
     another instance takes over within one lease plus the job's interval."""
 
     lease: float = DEFAULT_JOB_LEASE
-
-
-DEFAULT_REBALANCE_TOLERANCE = 0.05
-
-
-@attrs.frozen
-class MovementConfig:
-    """[movement]: moving copies between stores. ``rebalance_tolerance``: how far (a
-    fraction of its quota) a store's fill may be from the stores' mean before ``spread``
-    rebalancing moves copies; ``rebalance_interval``: seconds between the periodic
-    rebalances (0: only ``s3orchestrator rebalance`` plans one)."""
-
-    rebalance_tolerance: float = DEFAULT_REBALANCE_TOLERANCE
-    rebalance_interval: float = 0.0
 
 
 @attrs.frozen
@@ -246,6 +254,7 @@ class DirectoryStoreConfig:
     path: str
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
     caps: StoreCaps = StoreCaps()
+    mode: str = NORMAL  # one of STORE_MODES: readonly and drain stores get no new copies
 
 
 @attrs.frozen(kw_only=True)
@@ -266,6 +275,7 @@ class S3StoreConfig:
     ca_file: str | None = None
     zone: str | None = None  # stores of one zone fail together; None: a zone of its own
     caps: StoreCaps = StoreCaps()
+    mode: str = NORMAL  # one of STORE_MODES: readonly and drain stores get no new copies
 
 
 StoreConfig = DirectoryStoreConfig | S3StoreConfig
@@ -303,6 +313,14 @@ class Config:
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
     jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
     movement: MovementConfig = attrs.field(factory=MovementConfig, kw_only=True)
+    # Read at every write (placement leaves readonly and drain stores out): made once.
+    _modes: Mapping[str, str] = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(lambda config: MappingProxyType({store.name: store.mode for store in config.stores}),
+                              takes_self=True),
+    )
     # Read for every store call (traffic counting): made once.
     _caps: Mapping[str, StoreCaps] = attrs.field(
         init=False,
@@ -331,6 +349,10 @@ class Config:
     def store_zones(self) -> Mapping[str, str]:
         """The zone of every store that has one, by store name (``routing.choose_stores``)."""
         return MappingProxyType({store.name: store.zone for store in self.stores if store.zone is not None})
+
+    def store_modes(self) -> Mapping[str, str]:
+        """Every store's mode (``STORE_MODES``), by store name (the same mapping at every call)."""
+        return self._modes
 
     def store_caps(self) -> Mapping[str, StoreCaps]:
         """Every store's monthly caps, by store name (the same mapping at every call)."""
@@ -449,6 +471,29 @@ def _parse_placement(table: Mapping[str, Any], env: Mapping[str, str]) -> Placem
     )
 
 
+def _parse_movement(table: Mapping[str, Any]) -> MovementConfig:
+    _check_keys(table, "movement", (
+        "interval", "max_concurrent", "max_bytes_per_second", "rebalance_tolerance", "rebalance_interval",
+    ))
+    tolerance = table.get("rebalance_tolerance", DEFAULT_REBALANCE_TOLERANCE)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ConfigError(f"movement.rebalance_tolerance: must be a fraction from 0 to below 1 (got {tolerance!r})")
+    interval = table.get("rebalance_interval", 0.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
+            or interval < 0:
+        raise ConfigError(
+            f"movement.rebalance_interval: must be a number of seconds, 0 for none (got {interval!r})"
+        )
+    return MovementConfig(
+        interval=_seconds(table, "movement", "interval", default=DEFAULT_MOVEMENT_INTERVAL),
+        max_concurrent=_integer(table, "movement", "max_concurrent", minimum=1,
+                                default=DEFAULT_MOVEMENT_CONCURRENCY),
+        max_bytes_per_second=_integer(table, "movement", "max_bytes_per_second", minimum=0, default=0),
+        rebalance_tolerance=float(tolerance),
+        rebalance_interval=float(interval),
+    )
+
+
 def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
     return PlacementJobsConfig(
         reaper_interval=_seconds(table, "placement", "reaper_interval", default=DEFAULT_REAPER_INTERVAL),
@@ -544,20 +589,6 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
 def _parse_jobs(table: Mapping[str, Any]) -> JobsConfig:
     _check_keys(table, "jobs", ("lease",))
     return JobsConfig(lease=_seconds(table, "jobs", "lease", default=DEFAULT_JOB_LEASE))
-
-
-def _parse_movement(table: Mapping[str, Any]) -> MovementConfig:
-    _check_keys(table, "movement", ("rebalance_tolerance", "rebalance_interval"))
-    tolerance = table.get("rebalance_tolerance", DEFAULT_REBALANCE_TOLERANCE)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise ConfigError(f"movement.rebalance_tolerance: must be a fraction from 0 to below 1 (got {tolerance!r})")
-    interval = table.get("rebalance_interval", 0.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
-            or interval < 0:
-        raise ConfigError(
-            f"movement.rebalance_interval: must be a number of seconds, 0 for none (got {interval!r})"
-        )
-    return MovementConfig(rebalance_tolerance=float(tolerance), rebalance_interval=float(interval))
 
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:
@@ -694,7 +725,7 @@ _CAP_KEYS = (
     "monthly_class_a_requests",
     "monthly_class_b_requests",
 )
-_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone", *_CAP_KEYS, "billing_day", "cap_mode")
+_COMMON_STORE_KEYS = ("name", "type", "quota_bytes", "zone", *_CAP_KEYS, "billing_day", "cap_mode", "mode")
 _DIRECTORY_STORE_KEYS = _COMMON_STORE_KEYS + ("path",)
 _S3_STORE_KEYS = _COMMON_STORE_KEYS + (
     "endpoint",
@@ -737,7 +768,8 @@ def _parse_stores(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Stor
             )
         else:
             store = _parse_s3_store(table, path, env, name, quota_bytes, zone)
-        stores.append(attrs.evolve(store, caps=_parse_caps(table, path, env)))
+        mode = _choice(table, path, "mode", env, STORE_MODES, default=NORMAL)
+        stores.append(attrs.evolve(store, caps=_parse_caps(table, path, env), mode=mode))
     return tuple(stores)
 
 

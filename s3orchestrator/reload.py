@@ -1,8 +1,9 @@
 """What a reloaded configuration changes in a running daemon, and what needs a restart.
 
 Applied at once: bucket credentials (added, removed, rotated keys), the routing
-strategy, store quotas, zones and monthly caps (``monthly_*``, ``billing_day``,
-``cap_mode``), ``[placement]`` and the buckets' ``replicas`` and
+strategy, store quotas, zones, modes (``mode``) and monthly caps (``monthly_*``,
+``billing_day``, ``cap_mode``), ``[movement]`` (from the mover's next run),
+``[placement]`` and the buckets' ``replicas`` and
 ``write_quorum`` (writes that start from then on; the replicator's settings from its
 next run, ``replication_interval`` restarting its timer), ``server.max_object_size``,
 ``server.timeout`` (new connections), ``server.shutdown_timeout``,
@@ -14,7 +15,7 @@ the reaper and cleanup intervals of ``[placement]``,
 settings (database, busy_timeout, pool_size, unavailable_after, lease), ``jobs.lease``,
 the other operators' settings
 (logging.format, metrics, manhole, admin), any store added, removed or changed other
-than in its quota, zone or caps, and replicas above the number of running stores (the whole
+than in its quota, zone, mode or caps, and replicas above the number of running stores (the whole
 running placement stays until a restart brings the stores that allow them).
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import attrs
 
 from s3orchestrator.config import (
+    NORMAL,
     BucketConfig,
     Config,
     ConfigError,
@@ -43,12 +45,12 @@ class ReloadPlan:
 
 
 def _without_live_settings(store: StoreConfig) -> StoreConfig:
-    # Routing reads quotas, zones and caps at each write; the rest of a store is built at start.
-    return attrs.evolve(store, quota_bytes=0, zone=None, caps=StoreCaps())
+    # Routing reads quotas, zones, modes and caps at each write; the rest of a store is built at start.
+    return attrs.evolve(store, quota_bytes=0, zone=None, caps=StoreCaps(), mode=NORMAL)
 
 
 def _stores(old: tuple[StoreConfig, ...], new: tuple[StoreConfig, ...]) -> tuple[tuple[StoreConfig, ...], bool]:
-    """The running stores with the new quotas, zones and caps of those otherwise unchanged, and
+    """The running stores with the new quotas, zones, modes and caps of those otherwise unchanged, and
     whether any other store change (added, removed, changed, reordered) waits for a restart."""
     by_name = {store.name: store for store in new}
     kept = []
@@ -56,7 +58,7 @@ def _stores(old: tuple[StoreConfig, ...], new: tuple[StoreConfig, ...]) -> tuple
         replacement = by_name.get(store.name)
         if replacement is not None and _without_live_settings(replacement) == _without_live_settings(store):
             kept.append(attrs.evolve(store, quota_bytes=replacement.quota_bytes, zone=replacement.zone,
-                                     caps=replacement.caps))
+                                     caps=replacement.caps, mode=replacement.mode))
         else:
             kept.append(store)
     others_changed = [store.name for store in old] != [store.name for store in new] or any(
@@ -115,13 +117,15 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         needs_restart.append("logging.format/metrics/manhole/admin")
     stores, stores_changed = _stores(old.stores, new.stores)
     if stores_changed:
-        needs_restart.append("stores (other than quota_bytes, zone and monthly caps)")
+        needs_restart.append("stores (other than quota_bytes, zone, mode and monthly caps)")
     if [store.quota_bytes for store in stores] != [store.quota_bytes for store in old.stores]:
         applied.append("quotas")
     if [store.zone for store in stores] != [store.zone for store in old.stores]:
         applied.append("zones")
     if [store.caps for store in stores] != [store.caps for store in old.stores]:
         applied.append("monthly caps")
+    if [store.mode for store in stores] != [store.mode for store in old.stores]:
+        applied.append("store modes")
     placement, buckets = new.placement, new.buckets
     try:
         check_placement(attrs.evolve(new, stores=stores))
@@ -133,7 +137,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("placement")
     if buckets != old.buckets:
         applied.append("buckets")
-    for name in ("routing_strategy", "health", "multipart", "placement_jobs"):
+    for name in ("routing_strategy", "health", "multipart", "placement_jobs", "movement"):
         if getattr(new, name) != getattr(old, name):
             applied.append(name)
     if ops != old.ops:

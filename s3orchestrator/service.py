@@ -202,6 +202,7 @@ class OrchestratorService(MultiService):
             policy=lambda bucket: self.config.placement_for(bucket),
             zones=lambda: self.config.store_zones(),
             traffic=self.traffic,
+            modes=lambda: self.config.store_modes(),
         )
         self.objects = ObjectOperations(
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute
 
+from s3orchestrator.metadata.movement_queue import IMovementQueue
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
@@ -72,7 +73,7 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return stripped[:-1] + chr(following)
 
 
-class IMetadataStore(Interface):
+class IMetadataStore(IMovementQueue):
     """Objects, per-store usage and quota reservations, kept transactionally."""
 
     instance_id = Attribute("The instance (this process) owning the reservations, intents and claims it makes.")
@@ -187,6 +188,11 @@ class IMetadataStore(Interface):
         object, it is no longer live, its bytes go to the cleanup queue and the object to
         the replication queue, or, with no live copy left, to the lost objects; fire with
         the live copies left (None: it was not that live copy, nothing changed)."""
+
+    def let_go_copy(record: ObjectRecord, copy: CopyRecord) -> Deferred[bool]:
+        """``copy`` was moved to another store: if the object is still ``record``'s, the
+        copy still that live copy and another remains, its bytes go to the cleanup queue
+        (the record naming another live copy); fire with whether it did."""
 
     def probe() -> Deferred[None]:
         """Check the database can be read and written (degraded mode's probe); changes nothing."""

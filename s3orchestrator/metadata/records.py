@@ -235,16 +235,56 @@ class ObjectPlacement:
     bucket: str
     key: str
     size: int
-    copies: tuple[tuple[str, str], ...] = attrs.field(converter=tuple)
+    copies: tuple[tuple[str, str], ...] = attrs.field(converter=tuple[tuple[str, str], ...])
 
 
 @attrs.frozen
 class PlannedMove:
-    """A copy to move: the one of ``bucket``/``key`` on ``from_store``, to ``to_store``
-    (None: the routing strategy chooses), ``size`` bytes."""
+    """A copy to move: ``bucket``/``key``'s copy of ``size`` bytes on ``from_store`` goes to
+    ``to_store`` (None: a store the routing strategy picks when it is moved)."""
 
     bucket: str
     key: str
     from_store: str
     to_store: str | None
     size: int
+
+
+@attrs.frozen
+class QueuedMove:
+    """A move in the movements queue (see ``PlannedMove``), queued for ``reason``
+    ('drain' or 'rebalance') at ``queued_ms``, tried ``attempts`` times (the last failure:
+    ``last_error``), due at ``next_ms``."""
+
+    bucket: str
+    key: str
+    from_store: str
+    to_store: str | None
+    reason: str
+    size: int
+    queued_ms: int
+    attempts: int = 0
+    next_ms: int = 0
+    last_error: str | None = None
+
+    @property
+    def planned(self) -> PlannedMove:
+        """The move itself."""
+        return PlannedMove(self.bucket, self.key, self.from_store, self.to_store, self.size)
+
+
+@attrs.frozen
+class MoveProgress:
+    """The moves of one ``reason`` off one ``store``: ``left_objects`` copies of
+    ``left_bytes`` still queued (``failing`` of them failed at least once), and
+    ``moved_objects`` of ``moved_bytes`` moved since ``started_ms`` (None: none queued
+    since the totals were last forgotten)."""
+
+    reason: str
+    store: str
+    left_objects: int
+    left_bytes: int
+    moved_objects: int
+    moved_bytes: int
+    started_ms: int | None
+    failing: int = 0

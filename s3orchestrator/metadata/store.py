@@ -28,6 +28,7 @@ from s3orchestrator.metadata.interface import (
     UploadFetch,
     prefix_upper_bound,
 )
+from s3orchestrator.metadata.movements import MovementQueries
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
@@ -461,7 +462,7 @@ def _add_usage(txn: Transaction, store: str, size: int, count: int) -> None:
 
 
 @implementer(IMetadataStore)
-class MetadataStore:
+class MetadataStore(MovementQueries):
     """The metadata of objects and stores in SQL, through ``Database``.
 
     ``clock`` stamps reservations and migrations (defaults to the database's reactor).
@@ -956,6 +957,36 @@ class MetadataStore:
             return len(others)
 
         return self.database.runInteraction("mark_copy_missing", let_go, write=True)
+
+    def let_go_copy(self, record: ObjectRecord, copy: CopyRecord) -> Deferred[bool]:
+        """Let go of ``copy``, moved to another store, if the object is still the one
+        ``record`` describes (same ETag and modification time), ``copy`` still its live copy
+        (same store, location and ``created_ms``) and another live copy remains: its bytes
+        go to the cleanup queue (counted as used until gone) and the object's record moves
+        to another live copy if it named this one. Fires with whether it did."""
+        now_ms = self._now_ms()
+
+        def let_go(txn: Transaction) -> bool:
+            lock_key(txn, record.bucket, record.key)
+            found = _select_object_copies(txn, record.bucket, record.key)
+            if found is None or (found[0].etag, found[0].last_modified_ms) != (record.etag, record.last_modified_ms):
+                return False
+            current, live = found
+            others = [other for other in live if other.store != copy.store]
+            if not others or not any(
+                (other.store, other.location, other.created_ms) == (copy.store, copy.location, copy.created_ms)
+                for other in live
+            ):
+                return False
+            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+                        (record.bucket, record.key, copy.store))
+            _let_go_bytes(txn, copy.store, copy.location, copy.size, now_ms)
+            if (current.store, current.location) == (copy.store, copy.location):
+                txn.execute("UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
+                            (others[0].store, others[0].location, record.bucket, record.key))
+            return True
+
+        return self.database.runInteraction("let_go_copy", let_go, write=True)
 
     def probe(self) -> Deferred[None]:
         """A write transaction that reads one row and changes nothing (degraded mode's

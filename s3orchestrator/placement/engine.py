@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3orchestrator.auth.payload import VerifiedPayload
-from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.config import NORMAL, PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.claims import (
     DELETE_CLAIM_LEASE,
@@ -46,6 +46,7 @@ from s3orchestrator.placement.bodies import ReaderBody
 from s3orchestrator.placement.body import RequestBody
 from s3orchestrator.placement.errors import CapReached, CopyUnreadable, LocationBusy, NoRoom, ObjectLost
 from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.placement.moves import CopyMoves
 from s3orchestrator.placement.quorum import CopyWrites
 from s3orchestrator.placement.reader import FailoverReader, order_copies
 from s3orchestrator.placement.retry import CleanupRetrier
@@ -174,7 +175,7 @@ class _HealthReportingReader:
         self._reader.cancel()
 
 
-class Placement:
+class Placement(CopyMoves):
     """Objects' bytes on the stores, kept in step with the metadata store."""
 
     _log = Logger()
@@ -190,6 +191,7 @@ class Placement:
         policy: Callable[[str], PlacementPolicy] = lambda bucket: PlacementPolicy(),
         zones: Callable[[], Mapping[str, str]] = dict,
         traffic: TrafficLedger | None = None,
+        modes: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._metadata = metadata
         #: The instance (``server.instance_id``) owning this process's claims, as it
@@ -201,6 +203,8 @@ class Placement:
         # Read at each write, so a reload (SIGHUP) applies to the next one.
         self.policy = policy
         self._zones = zones
+        # Stores' modes (config.STORE_MODES; absent: normal), read at each write.
+        self._modes = modes
         self._stores = stores
         self.routing_strategy = routing_strategy
         self._clock = clock
@@ -232,6 +236,10 @@ class Placement:
         described = [describe(store, min(caps, key=CAPS.index)) for store, caps in reached.items() if caps]
         return "; ".join(described) or "a monthly usage cap was reached"
 
+    def closed(self) -> frozenset[str]:
+        """Stores that take no new copies now: those in mode readonly or drain."""
+        return frozenset(name for name, mode in self._modes().items() if mode != NORMAL)
+
     # -- room ---------------------------------------------------------------------------------
 
     async def reserve(
@@ -242,7 +250,7 @@ class Placement:
         (bucket, key), the write intent of that object's bytes on the chosen store is
         recorded in the same transaction (see ``intent_plan``) and its location claimed,
         waiting while another holds it (``_claiming``)."""
-        healthy = self.health.healthy() if only_store is None else frozenset({only_store})
+        healthy = self.health.healthy() - self.closed() if only_store is None else frozenset({only_store})
         # An upload's parts go to its store whatever its caps (it finishes there).
         excluded, last = self.write_capped() if only_store is None else (frozenset(), frozenset())
         capped_out: list[bool] = []
@@ -285,7 +293,8 @@ class Placement:
         (bucket, key) bytes on each and its location claimed, in one transaction
         (waiting while another holds one, see ``_claiming``); at least ``write_quorum`` of
         them, else nothing is kept and StoreUnavailable (stores with room are down)
-        or NoRoom is raised."""
+        or NoRoom is raised. Readonly and drain stores are left out."""
+        exclude = exclude | self.closed()
         healthy = self.health.healthy() - exclude
         zones = self._zones()
         excluded, last = self.write_capped()
@@ -369,9 +378,10 @@ class Placement:
         without reserving anything; NoRoom when none has room."""
         usage = await self._metadata.store_usage()
         excluded, last = self.write_capped()
-        chosen = choose_store(self.routing_strategy, usage, size, self.health.healthy(), excluded, last)
+        healthy = self.health.healthy() - self.closed()
+        chosen = choose_store(self.routing_strategy, usage, size, healthy, excluded, last)
         if chosen is None:
-            if choose_store(self.routing_strategy, usage, size, self.health.healthy()) is not None:
+            if choose_store(self.routing_strategy, usage, size, healthy) is not None:
                 raise CapReached(self._caps_reached(excluded, WRITE_CAPS))
             raise NoRoom(f"no store has room for {size} bytes")
         return chosen

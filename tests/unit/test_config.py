@@ -306,7 +306,7 @@ INVALID = [
     (_set("stores.0.quota_byte", 1), "stores[0].quota_byte: unknown key"),
     (_set("stores.0.endpoint", "http://x"), "stores[0].endpoint: unknown key (allowed here: "
      "name, type, quota_bytes, zone, monthly_egress_bytes, monthly_ingress_bytes, monthly_requests,"
-     " monthly_class_a_requests, monthly_class_b_requests, billing_day, cap_mode, path)"),
+     " monthly_class_a_requests, monthly_class_b_requests, billing_day, cap_mode, mode, path)"),
     # monthly caps
     (_set("stores.0.monthly_egress_bytes", 0), "stores[0].monthly_egress_bytes: must be a positive integer (got 0)"),
     (_set("stores.0.monthly_requests", "10"), "stores[0].monthly_requests: must be a positive integer (got '10')"),
@@ -748,3 +748,17 @@ def test_log_level_is_read(level: str) -> None:
 def test_an_unknown_log_level_is_refused() -> None:
     with pytest.raises(ConfigError, match='^logging.level: must be one of "debug", "info", "warn", "error"'):
         parse_config(edited(lambda data: data.update(logging={"level": "verbose"})), {})
+
+
+def test_store_modes_and_movement_settings() -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["stores"][0]["mode"] = "drain"
+        data["movement"] = {"interval": 2, "max_concurrent": 4, "max_bytes_per_second": 1000}
+
+    config = parse_config(edited(edit), {})
+    assert config.stores[0].mode == "drain"
+    assert config.store_modes()[config.stores[0].name] == "drain"
+    assert (config.movement.interval, config.movement.max_concurrent, config.movement.max_bytes_per_second) == (
+        2.0, 4, 1000)
+    with pytest.raises(ConfigError, match=r'stores\[0\].mode: must be one of "normal", "readonly", "drain"'):
+        parse_config(edited(lambda data: data["stores"][0].update(mode="gone")), {})

@@ -90,7 +90,7 @@ def test_a_changed_store_endpoint_waits_but_other_quotas_apply() -> None:
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert plan.needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
+    assert plan.needs_restart == ("stores (other than quota_bytes, zone, mode and monthly caps)",)
     assert plan.applied == ("quotas",)
     local, upstream = plan.config.stores
     assert local.quota_bytes == 4096
@@ -103,10 +103,12 @@ def test_added_or_removed_stores_wait_for_a_restart() -> None:
 
     old = config()
     assert reload_plan(old, config(add)).config.stores == old.stores
-    assert reload_plan(old, config(add)).needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
+    assert reload_plan(old, config(add)).needs_restart == (
+        "stores (other than quota_bytes, zone, mode and monthly caps)",
+    )
     removed = reload_plan(old, config(lambda data: data["stores"].pop()))
     assert removed.config.stores == old.stores
-    assert removed.needs_restart == ("stores (other than quota_bytes, zone and monthly caps)",)
+    assert removed.needs_restart == ("stores (other than quota_bytes, zone, mode and monthly caps)",)
 
 
 def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
@@ -157,13 +159,19 @@ def test_zones_apply_at_once() -> None:
     assert dict(plan.config.store_zones()) == {"up-1": "aws"}
 
 
+def test_store_modes_apply_at_once() -> None:
+    plan = reload_plan(config(), config(lambda data: data["stores"][1].update(mode="drain")))
+    assert (plan.applied, plan.needs_restart) == (("store modes",), ())
+    assert plan.config.store_modes()["up-1"] == "drain"
+
+
 def test_a_zone_changes_while_the_endpoint_waits() -> None:
     def edit(data: dict[str, Any]) -> None:
         data["stores"][1].update(zone="aws", endpoint="https://elsewhere.example.net")
 
     old = config()
     plan = reload_plan(old, config(edit))
-    assert (plan.applied, plan.needs_restart) == ((), ("stores (other than quota_bytes, zone and monthly caps)",))
+    assert (plan.applied, plan.needs_restart) == ((), ("stores (other than quota_bytes, zone, mode and monthly caps)",))
     assert plan.config.stores == old.stores
 
 
@@ -179,7 +187,7 @@ def test_replicas_above_the_running_stores_wait_for_the_restart_that_adds_them()
     old = config()
     plan = reload_plan(old, config(edit))
     assert plan.needs_restart == (
-        "stores (other than quota_bytes, zone and monthly caps)",
+        "stores (other than quota_bytes, zone, mode and monthly caps)",
         "placement and buckets' replicas (more than the running stores)",
     )
     assert plan.applied == ("buckets",)  # the credentials and the new bucket, with the running placement

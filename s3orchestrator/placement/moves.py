@@ -1,0 +1,107 @@
+"""Moving one copy of an object to another store (drain, rebalance): a new copy is made
+and committed, then the old one is let go through the cleanup queue, so that quota is
+released only once its bytes are gone. Mixed into ``Placement``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import attrs
+
+from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import CopyRecord, ObjectRecord, Reservation
+from s3orchestrator.placement.errors import CapReached, NoRoom
+from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.stores.interface import IObjectStore, StoreUnavailable
+
+#: Outcomes of ``move_copy``: the copy is on another store now; there was no such copy
+#: to move (its object was deleted or overwritten, or it left the store otherwise);
+#: the move was not wanted any more (its target store holds a copy of the object already).
+MOVED, GONE, SKIPPED = "moved", "gone", "skipped"
+
+
+@attrs.frozen
+class Moved:
+    """What one ``move_copy`` did: its ``outcome`` (MOVED, GONE or SKIPPED) and, once
+    moved, the store the copy went to and the ``size`` bytes copied."""
+
+    outcome: str
+    to_store: str | None = None
+    size: int = 0
+
+
+def _same_object(current: ObjectRecord | None, record: ObjectRecord) -> bool:
+    return current is not None and (current.etag, current.last_modified_ms) == (record.etag, record.last_modified_ms)
+
+
+class CopyMoves:
+    """``move_copy``, over what ``Placement`` has."""
+
+    _metadata: IMetadataStore
+    _stores: Mapping[str, IObjectStore]
+    _locks: KeyLocks
+    _zones: Callable[[], Mapping[str, str]]
+    health: StoreHealth
+
+    if TYPE_CHECKING:
+        async def reserve_copies(self, size: int, policy: PlacementPolicy, intent_for: tuple[str, str],
+                                 exclude: frozenset[str] = frozenset()) -> tuple[Reservation, ...]: ...
+
+        async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
+                                reservation: Reservation) -> bool: ...
+
+        async def _delete_bytes(self, store: str, location: str, size: int, queued: bool = False,
+                                holder: str | None = None) -> None: ...
+
+    async def move_copy(self, bucket: str, key: str, from_store: str, to_store: str | None = None) -> Moved:
+        """Move the live copy of ``bucket``/``key`` on ``from_store`` to ``to_store``, or to
+        the store the routing strategy picks (healthy, with room, in normal mode, within
+        monthly caps, holding no copy of the object, in another zone than its other copies
+        where one has room): the new copy is read from the old one (or another live copy)
+        and added as a live copy; then the old copy is let go (its bytes queued for cleanup
+        and removed). A concurrent overwrite or delete wins: the new copy is then dropped,
+        or the old one is already gone. Raises NoRoom, CapReached, LocationBusy or
+        StoreUnavailable when it cannot be done now (the caller tries again later)."""
+        found = await self._metadata.get_object_copies(bucket, key)
+        if found is None:
+            return Moved(GONE)
+        record, live = found
+        old = next((copy for copy in live if copy.store == from_store), None)
+        if old is None:
+            return Moved(GONE)
+        holding = frozenset(copy.store for copy in await self._metadata.object_copies(bucket, key))
+        if to_store is not None and to_store in holding:
+            return Moved(SKIPPED)
+        exclude = holding if to_store is None else holding | (frozenset(self._stores) - {to_store})
+        reservation = await self._reserve_move(record, live, old, exclude)
+        sources = [old, *(copy for copy in live if copy is not old)]
+        ordered = [attrs.evolve(record, store=copy.store, location=copy.location) for copy in sources]
+        if not await self._replicate_to(record, ordered, reservation):
+            if not _same_object(await self._metadata.get_object(bucket, key), record):
+                return Moved(GONE)
+            raise StoreUnavailable(f"could not copy {bucket}/{key} from store {from_store} to store"
+                                   f" {reservation.store}")
+        async with self._locks.hold((bucket, key)):
+            let_go = await self._metadata.let_go_copy(record, old)
+        if let_go:
+            await self._delete_bytes(old.store, old.location, old.size, queued=True)
+        # Else an overwrite or delete let go of every copy since (the new one included).
+        return Moved(MOVED, reservation.store, record.size)
+
+    async def _reserve_move(self, record: ObjectRecord, live: Sequence[CopyRecord], old: CopyRecord,
+                            exclude: frozenset[str]) -> Reservation:
+        """Room for the moved copy, with its intent, on a store none of ``exclude``:
+        first outside the zones of the object's other copies, then anywhere."""
+        zones = self._zones()
+        taken = {zones.get(copy.store, copy.store) for copy in live if copy is not old}
+        same_zone = frozenset(name for name in self._stores if zones.get(name, name) in taken)
+        single = PlacementPolicy(replicas=1, write_quorum=1)
+        intent_for = (record.bucket, record.key)
+        if same_zone - exclude:
+            try:
+                return (await self.reserve_copies(record.size, single, intent_for, exclude | same_zone))[0]
+            except (NoRoom, StoreUnavailable, CapReached):
+                pass
+        return (await self.reserve_copies(record.size, single, intent_for, exclude))[0]
