@@ -1,4 +1,4 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, rebalance, migrate-metadata.
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -32,6 +32,7 @@ TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
 STATUS_PATH = "/status"
 USAGE_PATH = "/usage"
 DEFAULT_TIMEOUT = 10.0
+REBALANCE_TIMEOUT = 300.0  # planning reads the copies of up to a million objects
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -199,9 +200,11 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
-    """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
-    or ``unix:PATH``): a JSON document with a list of ``stores``."""
+def fetch_status(
+    url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH, method: str = "GET",
+) -> dict[str, Any]:
+    """GET (or ``method``) ``path`` (/status, /usage, /rebalance) from the admin endpoint at
+    ``url`` (``http://HOST:PORT`` or ``unix:PATH``): a JSON document with a list of ``stores``."""
     connection: http.client.HTTPConnection
     if url.startswith("unix:"):
         connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
@@ -219,7 +222,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
     try:
         try:
             # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request("GET", base + path, headers={
+            connection.request(method, base + path, headers={
                 "Authorization": b"Bearer " + token.encode("utf-8"),
                 "Accept": "application/json",
             })
@@ -241,6 +244,13 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
             raise MetadataDown(metadata_down_message(url, answer), answer)
     if response.status == 404 and path != STATUS_PATH:
         raise CommandError(f"the admin endpoint at {url} has no {path} (a daemon older than this command?)")
+    if response.status == 409:
+        try:
+            refusal = json.loads(body)
+        except ValueError:
+            refusal = None
+        if isinstance(refusal, dict) and isinstance(refusal.get("error"), str):
+            raise CommandError(refusal["error"])
     if response.status != 200:
         raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
     try:
@@ -268,9 +278,9 @@ def offline_usage(args: argparse.Namespace, environ: Mapping[str, str], out: Tex
         out.write(usage_table(document))
 
 
-def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
-    """Print the daemon's status (``usage``: the stores' monthly traffic against their
-    caps) read from its admin endpoint."""
+def admin_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(URL, token) of the admin endpoint a command asks: ``--url`` and ``--token`` (or
+    the environment's token), else ``--config``'s ``[admin]`` table."""
     url: str | None = args.url
     token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     if url is None or token is None:
@@ -288,6 +298,13 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         raise CommandError(
             f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
         )
+    return url, token
+
+
+def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Print the daemon's status (``usage``: the stores' monthly traffic against their
+    caps) read from its admin endpoint."""
+    url, token = admin_target(args, environ)
     usage = args.command == "usage"
     try:
         snapshot = fetch_status(url, token, timeout=args.timeout, path=USAGE_PATH if usage else STATUS_PATH)
@@ -418,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
     )
 
+    rebalance = commands.add_parser(
+        "rebalance",
+        help="move copies from the fullest stores to the emptiest (routing_strategy spread) until every store's"
+             " fill is within [movement] rebalance_tolerance of the mean: queue the moves for the mover",
+    )
+    _admin_command(rebalance, env_file_help, timeout=REBALANCE_TIMEOUT)
+    rebalance.add_argument("--dry-run", action="store_true",
+                           help="print the plan (copies, bytes, every store before and after) and move nothing")
+    rebalance.add_argument("--moves", action="store_true", help="list the moves planned too (the first 1000)")
+
     database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
     migrate = commands.add_parser(
         "migrate-metadata",
@@ -436,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _admin_command(show: argparse.ArgumentParser, env_file_help: str) -> None:
+def _admin_command(show: argparse.ArgumentParser, env_file_help: str, timeout: float = DEFAULT_TIMEOUT) -> None:
     """The options of a command that asks the daemon's admin API."""
     show.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                       help=f"read [admin] listen and token from FILE (default: {DEFAULT_CONFIG})")
@@ -445,8 +472,8 @@ def _admin_command(show: argparse.ArgumentParser, env_file_help: str) -> None:
                       help=f"the admin token (better: the {TOKEN_ENVIRONMENT_VARIABLE} environment variable)")
     show.add_argument("--env-file", default=DEFAULT_ENVIRONMENT_FILE, metavar="FILE", help=env_file_help)
     show.add_argument("--json", action="store_true", help="print the JSON document as received")
-    show.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                      help=f"give up after this long (default: {DEFAULT_TIMEOUT:g})")
+    show.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+                      help=f"give up after this long (default: {timeout:g})")
 
 
 def main(
@@ -463,7 +490,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "usage", "migrate-metadata"):
+    if args.command in ("check-config", "status", "usage", "migrate-metadata", "rebalance"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -477,6 +504,10 @@ def main(
             print(password_line(read_password(stdin), args.user), file=stdout)
         elif args.command == "usage" and args.offline:
             offline_usage(args, environ, stdout)
+        elif args.command == "rebalance":
+            from s3orchestrator.cli_rebalance import rebalance
+
+            rebalance(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

@@ -26,6 +26,7 @@ from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
+from s3orchestrator.jobs.rebalance import RebalanceJob, Rebalancer
 from s3orchestrator.jobs.replicator import ReplicatorJob
 from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
 from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, Listeners
@@ -34,6 +35,7 @@ from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
+from s3orchestrator.metadata.placements import ObjectPlacements
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.metadata.traffic import TrafficTable
 from s3orchestrator.ops.admin import admin_endpoints
@@ -204,6 +206,11 @@ class OrchestratorService(MultiService):
             traffic=self.traffic,
             modes=lambda: self.config.store_modes(),
         )
+        # Plans rebalances (admin API, the periodic job) for the mover to carry out.
+        self.rebalancer = Rebalancer(
+            self.metadata, ObjectPlacements(self.metadata.database), lambda: self.config, self.health,
+            lambda: self.placement.write_capped()[0], reactor,
+        )
         self.objects = ObjectOperations(
             self.placement, max_object_size=config.server.max_object_size, availability=self.metadata_availability
         )
@@ -230,7 +237,9 @@ class OrchestratorService(MultiService):
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[
-            str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+            str,
+            HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+            | RebalanceJob,
         ] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
@@ -337,8 +346,12 @@ class OrchestratorService(MultiService):
         traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
         traffic_sync.setName("traffic-sync")
         traffic_sync.setServiceParent(self)
+        rebalance = RebalanceJob(self.rebalancer, lambda: self.config.movement.rebalance_interval, self.reactor,
+                                 metadata_available, self.election.lease("rebalance"))
+        rebalance.setName("rebalance")
+        rebalance.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator, "traffic_sync": traffic_sync}
+                     "replicator": replicator, "traffic_sync": traffic_sync, "rebalance": rebalance}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await self.listeners.listen(S3, listen, self.site)
@@ -394,7 +407,7 @@ class OrchestratorService(MultiService):
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
-                                        self.job_leases, usage=self.traffic.report)
+                                        self.job_leases, usage=self.traffic.report, rebalancer=self.rebalancer)
             listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
@@ -501,6 +514,7 @@ class OrchestratorService(MultiService):
             "reaper": self.config.placement_jobs.reaper_interval,
             "cleanup": self.config.placement_jobs.cleanup_interval,
             "replicator": self.config.placement.replication_interval,
+            "rebalance": RebalanceJob.timer_interval(self.config.movement.rebalance_interval),
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

@@ -1,5 +1,6 @@
 """Where every object's copies are, read in pages of the ``copies`` table in key order
-(what the rebalance planner is offered)."""
+(what the rebalance planner is offered), and the bytes the queued moves take off and onto
+each store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.records import ObjectPlacement
 
 _COLUMNS = "bucket, key, store, state, size"
+# Objects with a move queued are the mover's: left out.
+_NOT_MOVING = "NOT EXISTS (SELECT 1 FROM movements m WHERE m.bucket = copies.bucket AND m.key = copies.key)"
 
 
 def _group(rows: Sequence[tuple[Any, ...]]) -> list[ObjectPlacement]:
@@ -34,7 +37,8 @@ class ObjectPlacements:
     def page(self, after: tuple[str, str] | None, limit: int) -> Deferred[list[ObjectPlacement]]:
         """The objects after ``after`` (a (bucket, key) position; None: from the first) in
         byte order of bucket and key, each with all its copies (stores in name order):
-        as many whole objects as ``limit`` copy rows hold, at least one. Empty: no more."""
+        as many whole objects as ``limit`` copy rows hold, at least one. Empty: no more.
+        Objects with a move queued are left out."""
         if limit < 1:
             raise ValueError("limit must be positive")
 
@@ -42,16 +46,20 @@ class ObjectPlacements:
             # Two index range scans (the rest of one bucket, then the next buckets) rather
             # than one OR, which SQLite would not turn into a range of the primary key.
             if after is None:
-                rows = txn.query(f"SELECT {_COLUMNS} FROM copies ORDER BY bucket, key, store LIMIT ?", (limit,))
+                rows = txn.query(
+                    f"SELECT {_COLUMNS} FROM copies WHERE {_NOT_MOVING} ORDER BY bucket, key, store LIMIT ?", (limit,),
+                )
             else:
                 bucket, key = after
                 rows = txn.query(
-                    f"SELECT {_COLUMNS} FROM copies WHERE bucket = ? AND key > ? ORDER BY key, store LIMIT ?",
+                    f"SELECT {_COLUMNS} FROM copies WHERE bucket = ? AND key > ? AND {_NOT_MOVING}"
+                    " ORDER BY key, store LIMIT ?",
                     (bucket, key, limit),
                 )
                 if len(rows) < limit:
                     rows += txn.query(
-                        f"SELECT {_COLUMNS} FROM copies WHERE bucket > ? ORDER BY bucket, key, store LIMIT ?",
+                        f"SELECT {_COLUMNS} FROM copies WHERE bucket > ? AND {_NOT_MOVING}"
+                        " ORDER BY bucket, key, store LIMIT ?",
                         (bucket, limit - len(rows)),
                     )
             placements = _group(rows)
@@ -65,3 +73,20 @@ class ObjectPlacements:
             return placements
 
         return self.database.runInteraction("object_placements", select)
+
+    def queued_move_bytes(self) -> Deferred[tuple[dict[str, int], dict[str, int]]]:
+        """The bytes of the queued moves (any reason) by source store, and by target store
+        (where one is set)."""
+
+        def select(txn: Transaction) -> tuple[dict[str, int], dict[str, int]]:
+            leaving: dict[str, int] = {}
+            arriving: dict[str, int] = {}
+            for source, target, size in txn.query(
+                "SELECT from_store, to_store, SUM(size) FROM movements GROUP BY from_store, to_store"
+            ):
+                leaving[source] = leaving.get(source, 0) + int(size)
+                if target is not None:
+                    arriving[target] = arriving.get(target, 0) + int(size)
+            return leaving, arriving
+
+        return self.database.runInteraction("queued_move_bytes", select)

@@ -1,6 +1,7 @@
 """The admin API: token-protected JSON endpoints on their own (loopback) listener.
 
-``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``. Requests authenticate with
+``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``, ``s3orchestrator
+rebalance`` reads ``/rebalance`` (``--dry-run``) or posts to it. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
 While the metadata database is unavailable (degraded mode) or busy, ``/status``
 answers 503 with what is known without it (see ``metadata_down``).
@@ -9,16 +10,18 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
 from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.jobs.rebalance import NotSpread, Rebalancer
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
+from s3orchestrator.ops.rebalance_report import plan_document
 from s3orchestrator.ops.status import status_snapshot
 
 _log = Logger()
@@ -64,12 +67,15 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+    rebalancer: Rebalancer | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
     the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
-    unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
-    ``{"stores": usage()}``."""
+    unavailable or busy), given ``usage`` (``TrafficLedger.report``), ``/usage``:
+    ``{"stores": usage()}``, and given ``rebalancer``, ``/rebalance``: the plan of a
+    rebalance (``plan_document``; 409 ``{"error"}`` unless the routing strategy is
+    spread), which ``POST /rebalance`` also queues for the mover."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -88,16 +94,21 @@ def admin_endpoints(
 
         return guarded
 
-    async def status(headers: Mapping[str, str]) -> OpsResponse:
+    async def unless_down(answer: Callable[[], Awaitable[OpsResponse]]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
         try:
-            snapshot = await status_snapshot(metadata, health, job_leases)
+            return await answer()
         except MetadataUnavailable as error:
             return json_response(503, metadata_down("unavailable", str(error), health))
         except MetadataBusy as error:
             return json_response(503, metadata_down("busy", str(error), health))
-        return json_response(200, snapshot)
+
+    async def status(headers: Mapping[str, str]) -> OpsResponse:
+        async def answer() -> OpsResponse:
+            return json_response(200, await status_snapshot(metadata, health, job_leases))
+
+        return await unless_down(answer)
 
     endpoints = {"/status": authorized("/status", status)}
     if usage is not None:
@@ -107,4 +118,24 @@ def admin_endpoints(
             return json_response(200, {"stores": report()})
 
         endpoints["/usage"] = authorized("/usage", monthly_usage)
+    if rebalancer is not None:
+        planner = rebalancer
+
+        def rebalance(queue: bool) -> OpsEndpoint:
+            async def answer() -> OpsResponse:
+                try:
+                    if queue:
+                        plan, queued = await planner.rebalance()
+                        return json_response(200, plan_document(plan, queued))
+                    return json_response(200, plan_document(await planner.plan()))
+                except NotSpread as refused:
+                    return json_response(409, {"error": str(refused)})
+
+            async def endpoint(headers: Mapping[str, str]) -> OpsResponse:
+                return await unless_down(answer)
+
+            return endpoint
+
+        endpoints["/rebalance"] = authorized("/rebalance", rebalance(queue=False))
+        endpoints["POST /rebalance"] = authorized("POST /rebalance", rebalance(queue=True))
     return endpoints

@@ -66,30 +66,37 @@ def _answer(request: Request, endpoint: OpsEndpoint) -> None:
 
 
 class _OpsRoot(resource.Resource):
-    """Every endpoint by its exact path (like OpsRouter); 404 for anything else."""
+    """Every endpoint by its exact path (like OpsRouter), answering GET and HEAD, or, for
+    one keyed ``POST /path``, POST; 404 for anything else."""
 
     isLeaf = True
 
     def __init__(self, endpoints: Mapping[str, OpsEndpoint]) -> None:
         super().__init__()
-        self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
+        self._endpoints = {key.encode("ascii"): endpoint for key, endpoint in endpoints.items()}
 
     def render(self, request: server.Request) -> bytes | int:
-        endpoint = self._endpoints.get(request.path)
-        if endpoint is None:
+        path = request.path
+        allowed = [
+            method for method, key in ((b"GET, HEAD", path), (b"POST", b"POST " + path)) if key in self._endpoints
+        ]
+        if not allowed:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
-        if request.method not in (b"GET", b"HEAD"):
+        key = b"POST " + path if request.method == b"POST" else path
+        endpoint = self._endpoints.get(key) if request.method in (b"GET", b"HEAD", b"POST") else None
+        if endpoint is None:
             request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"allow", b", ".join(allowed))
             return b""
         _answer(request, endpoint)
         return server.NOT_DONE_YET
 
 
 def ops_site(endpoints: Mapping[str, OpsEndpoint]) -> server.Site:
-    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...); 404 elsewhere."""
+    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...; ``POST
+    /rebalance`` for a POST); 404 elsewhere."""
     site = server.Site(_OpsRoot(endpoints))
     site.displayTracebacks = False
     return site

@@ -189,6 +189,11 @@ class RebalancePlanner:
         return not self._givers or not self._takers or len(self._moves) >= self._max_moves
 
     @property
+    def objects_seen(self) -> int:
+        """How many objects were offered while not ``done``."""
+        return self._objects_seen
+
+    @property
     def balanced(self) -> bool:
         """Whether every store taking part is within the tolerance of the mean fill."""
         return self.mean_fill is None or all(store.low <= store.used <= store.high for store in self._stores.values())

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import pytest_twisted
 
 from s3orchestrator.metadata.placements import ObjectPlacements
-from s3orchestrator.metadata.records import ObjectPlacement
+from s3orchestrator.metadata.records import ObjectPlacement, PlannedMove
 from s3orchestrator.metadata.store import MetadataStore
 
 Rows = Callable[..., list[tuple[Any, ...]]]
@@ -25,7 +25,11 @@ EXPECTED = [
 ]
 
 
-async def filled(make_store: Callable[..., MetadataStore], db_rows: Rows) -> ObjectPlacements:
+class Filled(ObjectPlacements):
+    metadata: MetadataStore
+
+
+async def filled(make_store: Callable[..., MetadataStore], db_rows: Rows) -> Filled:
     metadata = make_store()
     await metadata.start()
     await metadata.sync_stores([("s1", 0), ("s2", 0), ("s3", 0)])
@@ -33,7 +37,9 @@ async def filled(make_store: Callable[..., MetadataStore], db_rows: Rows) -> Obj
         for store, state in copies:
             db_rows("INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, 1)", (bucket, key, store, f"{bucket}/{key}", state, size))
-    return ObjectPlacements(metadata.database)
+    placements = Filled(metadata.database)
+    placements.metadata = metadata
+    return placements
 
 
 async def read_all(placements: ObjectPlacements, limit: int) -> list[list[ObjectPlacement]]:
@@ -73,3 +79,22 @@ async def test_a_page_starts_after_the_position_given(make_store, db_rows: Rows)
     assert await placements.page(("b1", "a"), 100) == EXPECTED[2:]
     assert await placements.page(("b1", "ê"), 100) == EXPECTED[3:]
     assert await placements.page(("b3", "y"), 100) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_objects_with_a_move_queued_are_left_out(make_store, db_rows: Rows) -> None:
+    placements = await filled(make_store, db_rows)
+    metadata = placements.metadata
+    await metadata.queue_moves([PlannedMove("b1", "a", "s2", "s1", 7), PlannedMove("b2", "x", "s1", None, 11)],
+                               "rebalance", 1)
+    assert await read_all(placements, 2) == [[EXPECTED[0]], [EXPECTED[2]], [EXPECTED[4]]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_move_bytes_by_source_and_target(make_store, db_rows: Rows) -> None:
+    placements = await filled(make_store, db_rows)
+    metadata = placements.metadata
+    await metadata.queue_moves([PlannedMove("b1", "a", "s2", "s1", 7), PlannedMove("b1", "B", "s2", "s3", 5)],
+                               "rebalance", 1)
+    await metadata.queue_moves([PlannedMove("b2", "x", "s1", None, 11)], "drain", 1)
+    assert await placements.queued_move_bytes() == ({"s1": 11, "s2": 12}, {"s1": 7, "s3": 5})
