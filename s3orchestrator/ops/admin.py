@@ -19,6 +19,7 @@ from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, Meta
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
+from s3orchestrator.ops.movement import MovementControl
 from s3orchestrator.ops.status import status_snapshot
 
 _log = Logger()
@@ -61,38 +62,55 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
     }
 
 
+def guarded(token: str, path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
+    """``endpoint`` for the requests that carry ``token`` (``Authorization: Bearer``); a 401 for the others."""
+
+    async def authorized(headers: Mapping[str, str]) -> OpsResponse:
+        given = bearer_token(headers)
+        if not token_matches(given, token):
+            # Never the token given: a near miss would leak most of the real one.
+            _log.warn(
+                "Admin API request for {path} refused: {reason}",
+                path=path,
+                reason="no bearer token" if given is None else "wrong token",
+            )
+            return json_response(401, UNAUTHORIZED)
+        return await endpoint(headers)
+
+    return authorized
+
+
+def admin_actions(token: str, movement: MovementControl) -> dict[str, OpsEndpoint]:
+    """The admin API's actions (POST) by path: ``movement.actions()``, token-guarded."""
+    if not token:
+        raise ValueError("the admin API needs a non-empty token")
+    return {path: guarded(token, path, action) for path, action in movement.actions().items()}
+
+
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+    movement: MovementControl | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
     the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
     unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
-    ``{"stores": usage()}``."""
+    ``{"stores": usage()}``. Given ``movement``, ``/status`` carries its document too
+    (``"movement"``), and ``/movement`` serves it alone."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
     def authorized(path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-        async def guarded(headers: Mapping[str, str]) -> OpsResponse:
-            given = bearer_token(headers)
-            if not token_matches(given, token):
-                # Never the token given: a near miss would leak most of the real one.
-                _log.warn(
-                    "Admin API request for {path} refused: {reason}",
-                    path=path,
-                    reason="no bearer token" if given is None else "wrong token",
-                )
-                return json_response(401, UNAUTHORIZED)
-            return await endpoint(headers)
-
-        return guarded
+        return guarded(token, path, endpoint)
 
     async def status(headers: Mapping[str, str]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
         try:
             snapshot = await status_snapshot(metadata, health, job_leases)
+            if movement is not None:
+                snapshot["movement"] = await movement.status()
         except MetadataUnavailable as error:
             return json_response(503, metadata_down("unavailable", str(error), health))
         except MetadataBusy as error:
@@ -100,6 +118,8 @@ def admin_endpoints(
         return json_response(200, snapshot)
 
     endpoints = {"/status": authorized("/status", status)}
+    if movement is not None:
+        endpoints.update({path: authorized(path, endpoint) for path, endpoint in movement.endpoints().items()})
     if usage is not None:
         report = usage
 
