@@ -1,4 +1,5 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, rebalance, migrate-metadata.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata,
+drain, movement (``ops.movement_cli``), rebalance (``ops.rebalance_cli``).
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -23,6 +24,7 @@ from s3orchestrator.config import ConfigError, load_config
 from s3orchestrator.metadata.offline import DatabaseProblem, check_spec, describe_spec, open_exclusive
 from s3orchestrator.metadata.offline.probe import probe_metadata
 from s3orchestrator.metadata.offline.transfer import DEFAULT_BATCH_SIZE, TransferReport, transfer
+from s3orchestrator.ops import movement_cli, rebalance_cli
 from s3orchestrator.ops.passwords import PasswordFileError, check_password_file, hash_password
 from s3orchestrator.ops.report import printable, status_table, usage_table
 
@@ -32,7 +34,6 @@ TOKEN_ENVIRONMENT_VARIABLE = "S3ORCHESTRATOR_ADMIN_TOKEN"
 STATUS_PATH = "/status"
 USAGE_PATH = "/usage"
 DEFAULT_TIMEOUT = 10.0
-REBALANCE_TIMEOUT = 300.0  # planning reads the copies of up to a million objects
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -200,11 +201,10 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(
-    url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH, method: str = "GET",
-) -> dict[str, Any]:
-    """GET (or ``method``) ``path`` (/status, /usage, /rebalance) from the admin endpoint at
-    ``url`` (``http://HOST:PORT`` or ``unix:PATH``): a JSON document with a list of ``stores``."""
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH,
+                 method: str = "GET") -> dict[str, Any]:
+    """GET (or ``method``) ``path`` (/status, /usage, /movement...) from the admin endpoint
+    at ``url`` (``http://HOST:PORT`` or ``unix:PATH``): a JSON document with a list of ``stores``."""
     connection: http.client.HTTPConnection
     if url.startswith("unix:"):
         connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
@@ -278,9 +278,9 @@ def offline_usage(args: argparse.Namespace, environ: Mapping[str, str], out: Tex
         out.write(usage_table(document))
 
 
-def admin_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
-    """(URL, token) of the admin endpoint a command asks: ``--url`` and ``--token`` (or
-    the environment's token), else ``--config``'s ``[admin]`` table."""
+def admin_access(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(URL, token) of the admin endpoint: ``--url`` and ``--token`` (or the environment),
+    else from the ``[admin]`` table of ``--config``."""
     url: str | None = args.url
     token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     if url is None or token is None:
@@ -304,7 +304,7 @@ def admin_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
 def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
     """Print the daemon's status (``usage``: the stores' monthly traffic against their
     caps) read from its admin endpoint."""
-    url, token = admin_target(args, environ)
+    url, token = admin_access(args, environ)
     usage = args.command == "usage"
     try:
         snapshot = fetch_status(url, token, timeout=args.timeout, path=USAGE_PATH if usage else STATUS_PATH)
@@ -434,16 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true",
         help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
     )
+    movement_cli.add_commands(commands, lambda command: _admin_command(command, env_file_help))
 
-    rebalance = commands.add_parser(
-        "rebalance",
-        help="move copies from the fullest stores to the emptiest (routing_strategy spread) until every store's"
-             " fill is within [movement] rebalance_tolerance of the mean: queue the moves for the mover",
-    )
-    _admin_command(rebalance, env_file_help, timeout=REBALANCE_TIMEOUT)
-    rebalance.add_argument("--dry-run", action="store_true",
-                           help="print the plan (copies, bytes, every store before and after) and move nothing")
-    rebalance.add_argument("--moves", action="store_true", help="list the moves planned too (the first 1000)")
+    rebalance_cli.add_command(commands, lambda command: _admin_command(command, env_file_help,
+                                                                       timeout=rebalance_cli.TIMEOUT))
 
     database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
     migrate = commands.add_parser(
@@ -490,7 +484,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "usage", "migrate-metadata", "rebalance"):
+    if args.command in ("check-config", "status", "usage", "migrate-metadata", "drain", "movement", "rebalance"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -504,16 +498,16 @@ def main(
             print(password_line(read_password(stdin), args.user), file=stdout)
         elif args.command == "usage" and args.offline:
             offline_usage(args, environ, stdout)
-        elif args.command == "rebalance":
-            from s3orchestrator.cli_rebalance import rebalance
-
-            rebalance(args, environ, stdout)
+        elif args.command in ("drain", "movement", "rebalance"):
+            url, token = admin_access(args, environ)
+            command = rebalance_cli if args.command == "rebalance" else movement_cli
+            command.run(args, lambda path, method: fetch_status(url, token, args.timeout, path, method), stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:
         print(f"{args.file}: {error}" if not str(error).startswith(args.file) else str(error), file=stderr)
         return 1
-    except CommandError as error:
+    except (CommandError, movement_cli.MovementCommandError) as error:
         print(f"s3orchestrator {args.command}: {printable(str(error))}", file=stderr)
         return 1
     except (KeyboardInterrupt, EOFError):

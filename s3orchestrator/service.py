@@ -24,6 +24,7 @@ from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.election import JobElection
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
+from s3orchestrator.jobs.mover import MoverJob
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.rebalance import RebalanceJob, Rebalancer
@@ -38,12 +39,13 @@ from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.placements import ObjectPlacements
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.metadata.traffic import TrafficTable
-from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.admin import admin_actions, admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
+from s3orchestrator.ops.movement import MovementControl
 from s3orchestrator.ops.status import status_snapshot
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
@@ -238,9 +240,12 @@ class OrchestratorService(MultiService):
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[
             str,
-            HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+            HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob | MoverJob
             | RebalanceJob,
         ] = {}
+        # Store modes, drains and rebalances for the admin API and metrics.
+        self.movement = MovementControl(self.metadata, lambda: self.config.store_modes(), reactor,
+                                        soon=self._mover_soon)
         self.ready = False
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
@@ -343,6 +348,11 @@ class OrchestratorService(MultiService):
         # A store back up may take the copies that could not be made while it was down (on
         # the instance that runs the replicator: soon() asks its lease first).
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        mover = MoverJob(self.placement, self.metadata, lambda: self.config.store_modes(),
+                         lambda: self.config.movement, self.reactor, metadata_available,
+                         self.election.lease("mover"), owner=self.instance_id)
+        mover.setName("mover")
+        mover.setServiceParent(self)
         traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
         traffic_sync.setName("traffic-sync")
         traffic_sync.setServiceParent(self)
@@ -351,7 +361,7 @@ class OrchestratorService(MultiService):
         rebalance.setName("rebalance")
         rebalance.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator, "traffic_sync": traffic_sync, "rebalance": rebalance}
+                     "replicator": replicator, "traffic_sync": traffic_sync, "mover": mover, "rebalance": rebalance}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await self.listeners.listen(S3, listen, self.site)
@@ -384,13 +394,21 @@ class OrchestratorService(MultiService):
         endpoints["/metrics"] = metrics_endpoint(self.metrics, self._metrics_status)
         return endpoints
 
+    def _mover_soon(self) -> None:
+        """Ask the mover to run now (once started; on the instance holding its lease)."""
+        mover = self.jobs.get("mover")
+        if isinstance(mover, MoverJob):
+            mover.soon()
+
     async def _metrics_status(self) -> Mapping[str, Any]:
         """The status snapshot of ``/metrics``; none while the metadata database is
         unavailable (the store gauges are left out, ``s3orchestrator_metadata_up`` says why)."""
         if not self.metadata_availability.available:
             return {}
         try:
-            return await status_snapshot(self.metadata, self.health)
+            snapshot = await status_snapshot(self.metadata, self.health)
+            snapshot["movement"] = await self.movement.status()
+            return snapshot
         except (MetadataUnavailable, MetadataBusy):
             return {}
 
@@ -407,8 +425,10 @@ class OrchestratorService(MultiService):
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
-                                        self.job_leases, usage=self.traffic.report, rebalancer=self.rebalancer)
-            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
+                                        self.job_leases, usage=self.traffic.report, movement=self.movement,
+                                        rebalancer=self.rebalancer)
+            actions = admin_actions(ops.admin.token, self.movement, self.rebalancer)
+            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints, actions)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
             if port is not None:
@@ -499,6 +519,8 @@ class OrchestratorService(MultiService):
             self.log_levels.setLogLevelForNamespace("", LogLevel.levelWithName(applied.ops.log_level))
         await self.metadata.sync_stores([(store.name, store.quota_bytes) for store in applied.stores])
         self._retime_jobs()
+        if "store modes" in changes.applied:
+            self._mover_soon()  # a drain starts (or stops) now, not at the mover's next run
         self._log.info(
             "Reloaded {path}: {changed}", path=self.config_path,
             changed=", ".join(changes.applied) if changes.applied else "nothing changed",
@@ -515,6 +537,7 @@ class OrchestratorService(MultiService):
             "cleanup": self.config.placement_jobs.cleanup_interval,
             "replicator": self.config.placement.replication_interval,
             "rebalance": RebalanceJob.timer_interval(self.config.movement.rebalance_interval),
+            "mover": self.config.movement.interval,
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

@@ -31,9 +31,9 @@ class IMovementQueue(Interface):
     def live_copies_on(store: str) -> Deferred[tuple[int, int]]:
         """(copies, bytes) live on ``store``."""
 
-    def moves_due(limit: int, now_ms: int) -> Deferred[list[QueuedMove]]:
-        """Up to ``limit`` moves due by ``now_ms`` that no live instance is making,
-        soonest first."""
+    def moves_due(limit: int, now_ms: int, owner: str | None = None) -> Deferred[list[QueuedMove]]:
+        """Up to ``limit`` moves due by ``now_ms`` that no live instance (but ``owner``)
+        has claimed, soonest first."""
 
     def claim_move(move: QueuedMove, owner: str, now_ms: int) -> Deferred[bool]:
         """Claim ``move`` for instance ``owner`` (for as long as it lives): False when it

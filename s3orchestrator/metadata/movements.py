@@ -109,14 +109,16 @@ class MovementQueries:
 
         return self.database.runInteraction("live_copies_on", count)
 
-    def moves_due(self, limit: int, now_ms: int) -> Deferred[list[QueuedMove]]:
+    def moves_due(self, limit: int, now_ms: int, owner: str | None = None) -> Deferred[list[QueuedMove]]:
         columns = ", ".join(f"m.{column.strip()}" for column in _MOVE_COLUMNS.split(","))
+        mine = "" if owner is None else " OR m.claimed_by = ?"
+        args: list[Any] = [now_ms, now_ms] + ([] if owner is None else [owner]) + [limit]
 
         def select(txn: Transaction) -> list[QueuedMove]:
             rows = txn.query(
-                f"SELECT {columns} FROM movements m WHERE m.next_ms <= ? AND {_CLAIM_DEAD}"
+                f"SELECT {columns} FROM movements m WHERE m.next_ms <= ? AND ({_CLAIM_DEAD}{mine})"
                 " ORDER BY m.next_ms, m.queued_ms, m.bucket, m.key, m.from_store LIMIT ?",
-                (now_ms, now_ms, limit),
+                args,
             )
             return [_move_from_row(row) for row in rows]
 

@@ -10,7 +10,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
@@ -21,6 +21,7 @@ from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, Meta
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
+from s3orchestrator.ops.movement import MovementControl
 from s3orchestrator.ops.rebalance_report import plan_document
 from s3orchestrator.ops.status import status_snapshot
 
@@ -64,53 +65,94 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
     }
 
 
+def guarded(token: str, path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
+    """``endpoint`` for the requests that carry ``token`` (``Authorization: Bearer``); a 401 for the others."""
+
+    async def authorized(headers: Mapping[str, str]) -> OpsResponse:
+        given = bearer_token(headers)
+        if not token_matches(given, token):
+            # Never the token given: a near miss would leak most of the real one.
+            _log.warn(
+                "Admin API request for {path} refused: {reason}",
+                path=path,
+                reason="no bearer token" if given is None else "wrong token",
+            )
+            return json_response(401, UNAUTHORIZED)
+        return await endpoint(headers)
+
+    return authorized
+
+
+def rebalance_endpoint(rebalancer: Rebalancer, queue: bool, queued: Callable[[], None] = lambda: None) -> OpsEndpoint:
+    """``/rebalance``: the plan of a rebalance now (``plan_document``), which, given
+    ``queue``, is queued for the mover (then ``queued()`` is called); a 409 ``{"error"}``
+    unless the routing strategy is spread, a 503 while the metadata database cannot answer."""
+
+    async def rebalance(headers: Mapping[str, str]) -> OpsResponse:
+        try:
+            if not queue:
+                return json_response(200, plan_document(await rebalancer.plan()))
+            plan, count = await rebalancer.rebalance()
+        except NotSpread as refused:
+            return json_response(409, {"error": str(refused)})
+        except (MetadataUnavailable, MetadataBusy) as error:
+            state = "busy" if isinstance(error, MetadataBusy) else "unavailable"
+            return json_response(503, {"error": f"metadata database {state}", "detail": str(error)})
+        if count:
+            _log.info("Rebalance through the admin API: {count} moves queued", count=count)
+            queued()
+        return json_response(200, plan_document(plan, count))
+
+    return rebalance
+
+
+def admin_actions(
+    token: str, movement: MovementControl, rebalancer: Rebalancer | None = None,
+) -> dict[str, OpsEndpoint]:
+    """The admin API's actions (POST) by path: ``movement.actions()`` and, given
+    ``rebalancer``, ``/rebalance`` (queue a rebalance, then run the mover), token-guarded."""
+    if not token:
+        raise ValueError("the admin API needs a non-empty token")
+    actions = dict(movement.actions())
+    if rebalancer is not None:
+        actions["/rebalance"] = rebalance_endpoint(rebalancer, queue=True, queued=movement.soon)
+    return {path: guarded(token, path, action) for path, action in actions.items()}
+
+
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
-    rebalancer: Rebalancer | None = None,
+    movement: MovementControl | None = None, rebalancer: Rebalancer | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
     the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
-    unavailable or busy), given ``usage`` (``TrafficLedger.report``), ``/usage``:
-    ``{"stores": usage()}``, and given ``rebalancer``, ``/rebalance``: the plan of a
-    rebalance (``plan_document``; 409 ``{"error"}`` unless the routing strategy is
-    spread), which ``POST /rebalance`` also queues for the mover."""
+    unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
+    ``{"stores": usage()}``. Given ``movement``, ``/status`` carries its document too
+    (``"movement"``), and ``/movement`` serves it alone. Given ``rebalancer``,
+    ``/rebalance`` answers the plan of a rebalance (``rebalance_endpoint``, queueing nothing)."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
     def authorized(path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-        async def guarded(headers: Mapping[str, str]) -> OpsResponse:
-            given = bearer_token(headers)
-            if not token_matches(given, token):
-                # Never the token given: a near miss would leak most of the real one.
-                _log.warn(
-                    "Admin API request for {path} refused: {reason}",
-                    path=path,
-                    reason="no bearer token" if given is None else "wrong token",
-                )
-                return json_response(401, UNAUTHORIZED)
-            return await endpoint(headers)
+        return guarded(token, path, endpoint)
 
-        return guarded
-
-    async def unless_down(answer: Callable[[], Awaitable[OpsResponse]]) -> OpsResponse:
+    async def status(headers: Mapping[str, str]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
         try:
-            return await answer()
+            snapshot = await status_snapshot(metadata, health, job_leases)
+            if movement is not None:
+                snapshot["movement"] = await movement.status()
         except MetadataUnavailable as error:
             return json_response(503, metadata_down("unavailable", str(error), health))
         except MetadataBusy as error:
             return json_response(503, metadata_down("busy", str(error), health))
-
-    async def status(headers: Mapping[str, str]) -> OpsResponse:
-        async def answer() -> OpsResponse:
-            return json_response(200, await status_snapshot(metadata, health, job_leases))
-
-        return await unless_down(answer)
+        return json_response(200, snapshot)
 
     endpoints = {"/status": authorized("/status", status)}
+    if movement is not None:
+        endpoints.update({path: authorized(path, endpoint) for path, endpoint in movement.endpoints().items()})
     if usage is not None:
         report = usage
 
@@ -119,23 +161,5 @@ def admin_endpoints(
 
         endpoints["/usage"] = authorized("/usage", monthly_usage)
     if rebalancer is not None:
-        planner = rebalancer
-
-        def rebalance(queue: bool) -> OpsEndpoint:
-            async def answer() -> OpsResponse:
-                try:
-                    if queue:
-                        plan, queued = await planner.rebalance()
-                        return json_response(200, plan_document(plan, queued))
-                    return json_response(200, plan_document(await planner.plan()))
-                except NotSpread as refused:
-                    return json_response(409, {"error": str(refused)})
-
-            async def endpoint(headers: Mapping[str, str]) -> OpsResponse:
-                return await unless_down(answer)
-
-            return endpoint
-
-        endpoints["/rebalance"] = authorized("/rebalance", rebalance(queue=False))
-        endpoints["POST /rebalance"] = authorized("POST /rebalance", rebalance(queue=True))
+        endpoints["/rebalance"] = authorized("/rebalance", rebalance_endpoint(rebalancer, queue=False))
     return endpoints

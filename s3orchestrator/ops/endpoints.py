@@ -66,38 +66,39 @@ def _answer(request: Request, endpoint: OpsEndpoint) -> None:
 
 
 class _OpsRoot(resource.Resource):
-    """Every endpoint by its exact path (like OpsRouter), answering GET and HEAD, or, for
-    one keyed ``POST /path``, POST; 404 for anything else."""
+    """Every endpoint by its exact path (like OpsRouter), and every action (POST only);
+    404 for anything else."""
 
     isLeaf = True
 
-    def __init__(self, endpoints: Mapping[str, OpsEndpoint]) -> None:
+    def __init__(self, endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint]) -> None:
         super().__init__()
-        self._endpoints = {key.encode("ascii"): endpoint for key, endpoint in endpoints.items()}
+        self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
+        self._actions = {path.encode("ascii"): action for path, action in actions.items()}
 
     def render(self, request: server.Request) -> bytes | int:
-        path = request.path
-        allowed = [
-            method for method, key in ((b"GET, HEAD", path), (b"POST", b"POST " + path)) if key in self._endpoints
-        ]
-        if not allowed:
+        endpoint = self._endpoints.get(request.path)
+        action = self._actions.get(request.path)
+        if endpoint is None and action is None:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
-        key = b"POST " + path if request.method == b"POST" else path
-        endpoint = self._endpoints.get(key) if request.method in (b"GET", b"HEAD", b"POST") else None
-        if endpoint is None:
+        if action is not None and request.method == b"POST":
+            _answer(request, action)
+            return server.NOT_DONE_YET
+        if endpoint is None or request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(405)
+            allowed = [methods for methods, there in ((b"GET, HEAD", endpoint), (b"POST", action)) if there]
             request.setHeader(b"allow", b", ".join(allowed))
             return b""
         _answer(request, endpoint)
         return server.NOT_DONE_YET
 
 
-def ops_site(endpoints: Mapping[str, OpsEndpoint]) -> server.Site:
-    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...; ``POST
-    /rebalance`` for a POST); 404 elsewhere."""
-    site = server.Site(_OpsRoot(endpoints))
+def ops_site(endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint] | None = None) -> server.Site:
+    """A Site serving ``endpoints`` (GET, HEAD) and ``actions`` (POST: they change
+    something) by exact path (``/health``, ``/metrics``...); 404 elsewhere."""
+    site = server.Site(_OpsRoot(endpoints, actions or {}))
     site.displayTracebacks = False
     return site
 

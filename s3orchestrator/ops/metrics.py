@@ -69,6 +69,11 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
 - ``s3orchestrator_store_month_cap_reached{store,cap}``: 1 once the store's traffic
   reached the cap this period (``cap``: ``egress_bytes``, ``ingress_bytes``,
   ``requests``, ``class_a_requests``, ``class_b_requests``), else 0.
+- ``s3orchestrator_movement_*`` (see ``ops.movement.movement_metrics``): ``_paused``;
+  ``_store_mode{store,mode}`` (1); ``_store_drained{store}`` (drain stores: 1 once empty);
+  per ``{reason,store}`` (reason ``drain`` or ``rebalance``, store the source):
+  ``_moved_objects``, ``_moved_bytes``, ``_left_objects``, ``_left_bytes``, ``_failing``,
+  ``_bytes_per_second`` (average since the moves started) and ``_eta_seconds``.
 - ``s3orchestrator_job_runs_total{job}``, ``s3orchestrator_job_failures_total{job}``:
   finished runs of each background job, and its failures (runs that raised,
   plus the items of work it could not do, e.g. uploads expiry could not abort).
@@ -87,6 +92,7 @@ from twisted.internet.defer import CancelledError
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
+from s3orchestrator.ops.movement import movement_metrics
 from s3orchestrator.web.body import ClientGone
 
 __all__ = [
@@ -321,6 +327,8 @@ class Metrics:
             yield from replication_metrics(replicator, replicator.clock.seconds())
         if self._traffic is not None:
             yield from traffic_metrics(self._traffic())
+        if status is not None and "movement" in status:
+            yield from movement_metrics(status["movement"])
 
     def _instance_metrics(self) -> Iterator[Metric]:
         if self._instance_id is not None:

@@ -86,7 +86,7 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
     one row per store (health, used/reserved/quota, live copies and their bytes, cleanup
     queue, uploads), the queues when any is not empty (with the replication lag), lost
     objects if any, the last error of every store that is down, and which instance runs
-    each cluster-wide job when the document says."""
+    each cluster-wide job when the document says; and movement (``movement_lines``)."""
     stores = snapshot.get("stores", [])
     uploads = snapshot.get("uploads", 0)
     lines = [
@@ -120,12 +120,46 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
         if not store["healthy"]:
             error = store.get("last_error") or "no error recorded"
             lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
+    lines.extend(movement_lines(snapshot.get("movement")))
     jobs = snapshot.get("jobs")
     if jobs:
         lines.append("jobs: " + ", ".join(
             f"{printable(str(job['job']))} on {printable(str(job['holder']))}" for job in jobs
         ))
     return "\n".join(lines) + "\n"
+
+
+def move_line(move: Mapping[str, Any], drained: bool = False) -> str:
+    """One reason's moves off one store: moved, left, rate, ETA."""
+    what = f"{move['reason']} of {printable(str(move['store']))}"
+    count = move["moved_objects"]
+    moved = f"{count} {'copy' if count == 1 else 'copies'} ({format_bytes(move['moved_bytes'])})"
+    if drained:
+        return f"{what}: done, the store is empty ({moved} moved)"
+    line = (f"{what}: {moved} moved, {move['left_objects']} ({format_bytes(move['left_bytes'])}) left,"
+            f" {move['objects_per_second']:.1f} copies/s, {format_bytes(int(move['bytes_per_second']))}/s")
+    eta = move.get("eta_seconds")
+    line += ", ETA unknown" if eta is None else f", ETA {format_age(eta)}"
+    if move.get("failing"):
+        line += f", {move['failing']} failing (retried)"
+    return line
+
+
+def movement_lines(document: Mapping[str, Any] | None) -> list[str]:
+    """What ``s3orchestrator status`` says of movement: pause, stores not in mode
+    normal, and the progress of every drain and rebalance (none when all is quiet)."""
+    if not document:
+        return []
+    lines = ["movement: PAUSED (s3orchestrator movement resume)"] if document.get("paused") else []
+    stores = {store["name"]: store for store in document.get("stores", ())}
+    moving = {move["store"] for move in document.get("moves", ()) if move["reason"] == "drain"}
+    for store in stores.values():
+        if store["mode"] != "normal" and store["name"] not in moving:
+            lines.append(f"store {printable(str(store['name']))}: mode {store['mode']}")
+    for move in document.get("moves", ()):
+        store = stores.get(move["store"], {})
+        lines.append(move_line(move, drained=move["reason"] == "drain" and bool(store.get("drained"))))
+    return lines
 
 
 def _listing(header: Sequence[str], rows: Iterable[Sequence[str]], footer: str, cut_footer: str, more: bool) -> str:

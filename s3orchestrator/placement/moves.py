@@ -44,6 +44,7 @@ class CopyMoves:
     _locks: KeyLocks
     _zones: Callable[[], Mapping[str, str]]
     health: StoreHealth
+    policy: Callable[[str], PlacementPolicy]
 
     if TYPE_CHECKING:
         async def reserve_copies(self, size: int, policy: PlacementPolicy, intent_for: tuple[str, str],
@@ -71,6 +72,10 @@ class CopyMoves:
         old = next((copy for copy in live if copy.store == from_store), None)
         if old is None:
             return Moved(GONE)
+        if len(live) > self.policy(bucket).replicas:
+            # More copies than wanted (a move cut short after its new copy was added): the
+            # old one just goes.
+            return await self._let_go(record, old, None)
         holding = frozenset(copy.store for copy in await self._metadata.object_copies(bucket, key))
         if to_store is not None and to_store in holding:
             return Moved(SKIPPED)
@@ -83,12 +88,16 @@ class CopyMoves:
                 return Moved(GONE)
             raise StoreUnavailable(f"could not copy {bucket}/{key} from store {from_store} to store"
                                    f" {reservation.store}")
-        async with self._locks.hold((bucket, key)):
+        return await self._let_go(record, old, reservation.store)
+
+    async def _let_go(self, record: ObjectRecord, old: CopyRecord, to_store: str | None) -> Moved:
+        """Let the moved copy ``old`` go and remove its bytes (unless an overwrite or
+        delete let go of every copy since)."""
+        async with self._locks.hold((record.bucket, record.key)):
             let_go = await self._metadata.let_go_copy(record, old)
         if let_go:
             await self._delete_bytes(old.store, old.location, old.size, queued=True)
-        # Else an overwrite or delete let go of every copy since (the new one included).
-        return Moved(MOVED, reservation.store, record.size)
+        return Moved(MOVED, to_store, record.size)
 
     async def _reserve_move(self, record: ObjectRecord, live: Sequence[CopyRecord], old: CopyRecord,
                             exclude: frozenset[str]) -> Reservation:

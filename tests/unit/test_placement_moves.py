@@ -169,3 +169,15 @@ async def test_an_object_overwritten_during_its_move_keeps_the_new_bytes(world, 
     with pytest.raises(ObjectMissing):
         await stored_bytes(stores["b"], record.location)
     assert await used(metadata) == {"a": 4, "b": 0, "c": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_move_cut_short_after_its_new_copy_lets_the_old_copy_go(world) -> None:
+    metadata, _ = world
+    placement = await placement_of(world, replicas=2)
+    await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
+    placement.policy = lambda bucket: PlacementPolicy(replicas=1, write_quorum=1)
+    moved = await placement.move_copy("bkt", "k", "a")
+    assert (moved.outcome, moved.to_store) == (MOVED, None)
+    assert await live_copies(metadata, "k") == ["b"]
+    assert await used(metadata) == {"a": 0, "b": 3, "c": 0}

@@ -18,8 +18,9 @@ from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.rebalance import Rebalancer
 from s3orchestrator.metadata.placements import ObjectPlacements
 from s3orchestrator.metadata.store import MetadataStore
-from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.admin import admin_actions, admin_endpoints
 from s3orchestrator.ops.endpoints import ops_site
+from s3orchestrator.ops.movement import MovementControl
 from s3orchestrator.ops.rebalance_report import plan_table
 from tests.unit.test_rebalancer import STORES, config, put
 
@@ -52,8 +53,11 @@ async def admin(make_store: Callable[..., MetadataStore]) -> AsyncIterator[Admin
     state = Admin("", None, config())  # type: ignore[arg-type]
     state.rebalancer = Rebalancer(metadata, ObjectPlacements(metadata.database), lambda: state.current,
                                   StoreHealth(list(STORES), unhealthy_after=1), frozenset, reactor)
-    site = ops_site(admin_endpoints(TOKEN, metadata, StoreHealth(list(STORES), unhealthy_after=1),
-                                    rebalancer=state.rebalancer))
+    movement = MovementControl(metadata, lambda: state.current.store_modes(), reactor)
+    site = ops_site(
+        admin_endpoints(TOKEN, metadata, StoreHealth(list(STORES), unhealthy_after=1), rebalancer=state.rebalancer),
+        admin_actions(TOKEN, movement, state.rebalancer),
+    )
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     state.url = f"http://127.0.0.1:{port.getHost().port}"
     yield state

@@ -1,0 +1,149 @@
+"""The mover job: drains stores in mode drain, makes queued moves, paced and pausable
+(real placement on directory stores, SQLite metadata)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+
+from s3orchestrator.config import MovementConfig, PlacementPolicy
+from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.jobs.mover import MoverJob, retry_delay
+from s3orchestrator.metadata.records import PlannedMove
+from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.ops.movement import movement_status
+from s3orchestrator.ops.report import movement_lines
+from s3orchestrator.placement.engine import NewObject, Placement
+from s3orchestrator.placement.locks import KeyLocks
+from s3orchestrator.stores.directory import DirectoryStore
+from tests.unit.fakes import FakeRequestBody
+
+NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
+NAMES = ("a", "b", "c")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Any]:
+    metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+    stores = {name: DirectoryStore(name, str(tmp_path / name), reactor) for name in NAMES}
+    yield metadata, stores, tmp_path
+    metadata.database.close()
+
+
+async def started(world: Any, modes: dict[str, str]) -> Any:
+    metadata, stores, _ = world
+    await metadata.start()
+    await metadata.sync_stores([(name, 10_000) for name in NAMES])
+    for store in stores.values():
+        await store.start()
+    policy = PlacementPolicy()
+    placement = Placement(metadata, stores, "spread", reactor, KeyLocks(), StoreHealth(list(stores), 1),
+                          policy=lambda bucket: policy, modes=lambda: modes)
+    mover = MoverJob(placement, metadata, lambda: modes, MovementConfig, reactor, owner="test:1")
+    return placement, mover
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_drain_moves_every_copy_off_the_store_and_reports_it_empty(world) -> None:
+    metadata, stores, tmp_path = world
+    modes = {"a": "normal", "b": "readonly", "c": "readonly"}
+    placement, mover = await started(world, modes)
+    for index in range(20):
+        await placement.write("bkt", f"k{index:02d}", FakeRequestBody(b"x" * (index + 1)), NEW)
+    modes.update(a="drain", b="normal", c="normal")
+
+    assert await mover.run_once() == 20
+
+    assert await metadata.live_copies_on("a") == (0, 0)
+    assert files(tmp_path / "a") == []
+    usage = {u.name: (u.used_bytes, u.object_count) for u in await metadata.store_usage()}
+    assert usage["a"] == (0, 0)
+    assert usage["b"][0] + usage["c"][0] == sum(range(1, 21)) and usage["b"][1] + usage["c"][1] == 20
+    assert usage["b"][1] and usage["c"][1]  # spread: both took copies
+    document = await movement_status(metadata, modes, 0)
+    (move,) = document["moves"]
+    assert (move["reason"], move["store"], move["moved_objects"], move["moved_bytes"], move["left_objects"]) == (
+        "drain", "a", 20, 210, 0)
+    assert [store["drained"] for store in document["stores"]] == [True, False, False]
+    assert movement_lines(document) == ["drain of a: done, the store is empty (20 copies (210 B) moved)"]
+    assert (mover.moved, mover.moved_bytes) == (20, 210)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_drain_stops_when_its_store_leaves_mode_drain(world) -> None:
+    metadata, _, _ = world
+    modes = {"a": "normal", "b": "readonly", "c": "readonly"}
+    placement, mover = await started(world, modes)
+    await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
+    await metadata.queue_store_moves("a", "drain", 0)
+    await mover.run_once()
+    assert await metadata.move_progress() == []
+    assert await metadata.live_copies_on("a") == (1, 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_paused_movement_moves_nothing_until_resumed(world) -> None:
+    metadata, _, _ = world
+    modes = {"a": "normal", "b": "readonly", "c": "readonly"}
+    placement, mover = await started(world, modes)
+    await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
+    modes.update(a="drain", b="normal")
+    await metadata.pause_movement(True, 0)
+    assert await mover.run_once() == 0
+    assert mover.paused
+    assert await metadata.live_copies_on("a") == (1, 3)
+    await metadata.pause_movement(False, 0)
+    assert await mover.run_once() == 1
+    assert await metadata.live_copies_on("b") == (1, 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_move_stays_queued_with_its_error(world) -> None:
+    metadata, _, _ = world
+    modes = {"a": "normal", "b": "readonly", "c": "readonly"}
+    placement, mover = await started(world, modes)
+    await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
+    modes["a"] = "drain"  # and no store takes new copies
+    assert await mover.run_once() == 0
+    (move,) = await metadata.moves_due(10, 10**15)
+    assert move.attempts == 1 and "room" in (move.last_error or "")
+    assert mover.failures == 1
+    assert (await movement_status(metadata, modes, 0))["moves"][0]["failing"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_rebalance_moves_go_to_their_named_store(world) -> None:
+    metadata, _, _ = world
+    modes: dict[str, str] = {}
+    placement, mover = await started(world, modes)
+    record = await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
+    await metadata.queue_moves([PlannedMove("bkt", "k", record.store, "c", 3)], "rebalance", 0)
+    assert await mover.run_once() == 1
+    assert [copy.store for copy in await metadata.object_copies("bkt", "k")] == ["c"]
+
+
+def test_retries_back_off_up_to_five_minutes() -> None:
+    assert [retry_delay(n) for n in (0, 1, 2, 10, 100)] == [1.0, 2.0, 4.0, 300.0, 300.0]
+
+
+def test_moves_are_paced_at_max_bytes_per_second_together() -> None:
+    clock = Clock()
+    mover = MoverJob(None, SimpleNamespace(instance_id="test:1"), dict,  # type: ignore[arg-type]
+                     lambda: MovementConfig(max_bytes_per_second=100, max_concurrent=4), clock)
+    waits = [ensureDeferred(mover._pace(100)) for _ in range(3)]
+    assert [wait.called for wait in waits] == [True, False, False]
+    clock.advance(1)
+    assert [wait.called for wait in waits] == [True, True, False]
+    clock.advance(1)
+    assert all(wait.called for wait in waits)
