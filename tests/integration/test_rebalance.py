@@ -1,0 +1,116 @@
+"""Rebalancing over real stores: ``s3orchestrator rebalance --dry-run`` then for real, the
+mover carrying the moves out, every object read back by a real client."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
+from tests.integration.daemon import BUCKET, REPO, Daemon, StoreSpec, free_port
+from tests.integration.test_upstream_stores import spec
+
+KiB = 1024
+QUOTAS = {"local-a": 1024 * KiB, "local-b": 1024 * KiB, "sw": 2048 * KiB}
+TOLERANCE = Fraction(5, 100)
+
+
+def rebalance(daemon: Daemon, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "s3orchestrator.cli", "rebalance", "--config", str(daemon.config), *options],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120,
+    )
+
+
+def live(daemon: Daemon) -> dict[str, tuple[int, int]]:
+    """(copies, bytes) live on each store."""
+    return {store: (int(count), int(size)) for store, count, size in metadata_rows(
+        daemon, "SELECT store, COUNT(*), SUM(size) FROM copies WHERE state = 'live' GROUP BY store")}
+
+
+def test_rebalance_dry_run_then_for_real_over_directory_stores_and_seaweedfs(start_daemon, seaweedfs) -> None:
+    sw_bucket = seaweedfs.new_bucket()
+    admin = f'[admin]\nlisten = "tcp:{free_port()}:interface=127.0.0.1"\ntoken = "rebalance-test-token"\n'
+    daemon = start_daemon(
+        stores=[StoreSpec("local-a", QUOTAS["local-a"]), StoreSpec("local-b", QUOTAS["local-b"]),
+                spec(seaweedfs, "sw", QUOTAS["sw"], sw_bucket)],
+        routing_strategy="pack",
+        extra_toml=admin + "[movement]\ninterval = 0.3\nrebalance_tolerance = 0.05\n"
+                           "[placement]\ncleanup_interval = 0.3\n",
+    )
+    s3 = make_client(daemon)
+    generator = random.Random(15)
+    bodies = {f"dir/{i:02d}": generator.randbytes(generator.randrange(4 * KiB, 12 * KiB)) for i in range(40)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    total = sum(map(len, bodies.values()))
+    mean = Fraction(total, sum(QUOTAS.values()))
+    assert live(daemon) == {"local-a": (40, total)}  # pack: all on the first store
+
+    refused = rebalance(daemon, "--dry-run")
+    assert refused.returncode == 1
+    assert "routing_strategy is 'pack'" in refused.stderr
+
+    daemon.config.write_text(daemon.config.read_text().replace('routing_strategy = "pack"',
+                                                               'routing_strategy = "spread"'))
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "Reloaded " in daemon.log()), daemon.log()[-3000:]
+
+    # The dry run plans, and nothing moves.
+    dry = rebalance(daemon, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    planned = int(lines[0].split()[0])
+    assert lines[0].endswith(f"mean fill {100 * float(mean):.1f}%, tolerance 5.0%") and planned > 0, dry.stdout
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert rows["local-a"][5] == f"{100 * total / QUOTAS['local-a']:.1f}%"
+    assert rows["local-a"][9] == str(planned)  # OUT column: copies
+    assert lines[-1].startswith("dry run: nothing queued")
+    assert metadata_rows(daemon, "SELECT COUNT(*) FROM movements") == [(0,)]
+    assert live(daemon) == {"local-a": (40, total)}
+    assert store_files(daemon, "local-b") == []
+    as_json = json.loads(rebalance(daemon, "--dry-run", "--json").stdout)
+    assert (as_json["moves"], as_json["balanced"]) == (planned, True)
+
+    # For real: queued, and the mover makes the moves.
+    started = time.monotonic()
+    real = rebalance(daemon)
+    assert real.returncode == 0, real.stderr
+    assert real.stdout.splitlines()[-1] == f"queued {planned} of {planned} moves for the mover"
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM movements") == [(0,)], timeout=60), \
+        daemon.log()[-3000:]
+    elapsed = time.monotonic() - started
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM cleanup") == [(0,)], timeout=30)
+
+    copies = live(daemon)
+    assert sum(count for count, _ in copies.values()) == 40
+    assert copies["local-a"][0] == 40 - planned
+    assert copies["local-b"][0] > 0 and copies["sw"][0] > 0
+    for store, (_, size) in copies.items():
+        assert abs(Fraction(size, QUOTAS[store]) - mean) <= TOLERANCE, (store, copies)
+    # The old copies are gone from the stores, the new ones are there.
+    assert len(store_files(daemon, "local-a")) == copies["local-a"][0]
+    assert len(store_files(daemon, "local-b")) == copies["local-b"][0]
+    assert seaweedfs.boto.list_objects_v2(Bucket=sw_bucket).get("KeyCount", 0) == copies["sw"][0]
+    used = dict(metadata_rows(daemon, "SELECT name, used_bytes FROM stores"))
+    assert used == {store: copies.get(store, (0, 0))[1] for store in QUOTAS}
+
+    # A real client reads every object back, byte for byte, and lists them all.
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body, key
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="dir/")
+    assert [item["Key"] for item in listed["Contents"]] == sorted(bodies)
+
+    again = rebalance(daemon, "--dry-run")
+    assert again.stdout.startswith(
+        f"balanced: every store is within 5.0% of the mean fill {100 * float(mean):.1f}%; nothing to move")
+    moved = sum(size for store, (_, size) in copies.items() if store != "local-a")
+    print(f"\nrebalance: {planned} copies, {moved} bytes moved in {elapsed:.2f} s"
+          f" ({moved / elapsed / KiB:.0f} KiB/s, {planned / elapsed:.1f} copies/s)")
