@@ -59,11 +59,14 @@ async def movement_status(metadata: IMetadataStore, modes: Mapping[str, str], no
     ``failing`` (moves that failed at least once, tried again later), the average rate
     since the first was queued, and ``eta_seconds`` at that rate (None: unknown)."""
     cleanups = await metadata.cleanup_totals()
+    # The stores' counters (cheap at every scrape): live copies, and used bytes less those queued for removal.
+    usage = {store.name: store for store in await metadata.store_usage()}
     stores = []
     live: dict[str, tuple[int, int]] = {}
     for name, mode in modes.items():
-        live[name] = await metadata.live_copies_on(name)
-        queued = cleanups.get(name, (0, 0))[0]
+        queued, queued_bytes = cleanups.get(name, (0, 0))
+        store = usage.get(name)
+        live[name] = (0, 0) if store is None else (store.object_count, store.used_bytes - queued_bytes)
         stores.append({
             "name": name, "mode": mode, "objects": live[name][0], "live_bytes": live[name][1],
             "cleanup_queue": queued, "drained": mode == DRAIN and live[name][0] == 0 and queued == 0,
