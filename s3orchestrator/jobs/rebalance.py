@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orchestrator.config import Config
+from s3orchestrator.config import NORMAL, Config
 from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.timed import TimedJob
@@ -41,6 +41,8 @@ class Rebalancer:
     usage, the copies of every object, the moves already queued), with store health from
     ``health`` and the stores over a hard monthly cap from ``capped()``; ``rebalance()``
     also queues the plan's moves for the mover. Rebalances of one instance never overlap."""
+
+    _log = Logger()
 
     def __init__(
         self,
@@ -107,9 +109,19 @@ class Rebalancer:
         return planner.plan(exhausted=False)
 
     async def rebalance(self) -> tuple[RebalancePlan, int]:
-        """Plan, then queue the plan's moves (reason ``rebalance``); (the plan, moves queued)."""
+        """Drop the rebalance moves queued to stores no longer in mode normal, plan, then
+        queue the plan's moves (reason ``rebalance``); (the plan, moves queued)."""
         await self._lock.acquire()
         try:
+            config = self._config()
+            if config.routing_strategy == SPREAD:
+                modes = config.store_modes()
+                dropped = await self._placements.drop_moves_to(
+                    [name for name, mode in modes.items() if mode != NORMAL], REBALANCE,
+                )
+                if dropped:
+                    self._log.info("Rebalance: dropped {count} queued moves to stores in mode readonly or drain",
+                                   count=dropped)
             plan = await self.plan()
             queued = 0
             if plan.moves:

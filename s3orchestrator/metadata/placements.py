@@ -1,13 +1,13 @@
 """Where every object's copies are, read in pages of the ``copies`` table in key order
-(what the rebalance planner is offered), and the bytes the queued moves take off and onto
-each store."""
+(what the rebalance planner is offered), and the rebalance's view of the queued moves: the
+bytes they take off and onto each store, and dropping those to stores that no longer take copies."""
 
 from __future__ import annotations
 
 from itertools import groupby
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.records import ObjectPlacement
@@ -90,3 +90,19 @@ class ObjectPlacements:
             return leaving, arriving
 
         return self.database.runInteraction("queued_move_bytes", select)
+
+    def drop_moves_to(self, stores: Sequence[str], reason: str) -> Deferred[int]:
+        """Drop the queued moves of ``reason`` to any of ``stores`` that no mover has
+        claimed; fire with how many."""
+        if not stores:
+            return succeed(0)
+        marks = ", ".join("?" for _ in stores)
+
+        def drop(txn: Transaction) -> int:
+            txn.execute(
+                f"DELETE FROM movements WHERE reason = ? AND to_store IN ({marks}) AND claimed_by IS NULL",
+                (reason, *stores),
+            )
+            return max(txn.rowcount, 0)
+
+        return self.database.runInteraction("drop_moves_to", drop, write=True)

@@ -185,3 +185,18 @@ async def test_the_periodic_job_under_pack_logs_once_and_does_nothing(setup, eve
     assert job.errors == 0
     skipped = [event for event in events if event.get("log_format", "").startswith("Periodic rebalance skipped")]
     assert len(skipped) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rebalance_drops_the_moves_queued_to_stores_no_longer_normal(setup, db_rows: Rows) -> None:
+    s = await setup(objects_on_a=3, size=10)
+    await s.metadata.queue_moves([PlannedMove("bkt", "k000", "a", "b", 10), PlannedMove("bkt", "k001", "a", "c", 10),
+                                  PlannedMove("bkt", "k002", "a", None, 10)], "rebalance", 1)
+    await s.metadata.queue_moves([PlannedMove("bkt", "both", "b", "c", 10)], "drain", 1)
+    s.config = config(c={"mode": "readonly"})
+    await s.rebalancer.plan()  # a dry run changes nothing
+    assert db_rows("SELECT COUNT(*) FROM movements") == [(4,)]
+    await s.rebalancer.rebalance()
+    assert db_rows("SELECT key, to_store, reason FROM movements ORDER BY key") == [
+        ("both", "c", "drain"), ("k000", "b", "rebalance"), ("k002", None, "rebalance"),
+    ]
