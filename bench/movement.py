@@ -1,4 +1,4 @@
-"""Drain throughput between two SeaweedFS stores, and what a drain costs clients' latency.
+"""Drain and rebalance throughput between two SeaweedFS stores, and what a drain costs clients' latency.
 
 Usage: python bench/movement.py [--small-count 2000] [--large-count 8] [--large-mib 64]
                                 [--load-seconds 20] [--max-concurrent 2] [--quick]
@@ -18,9 +18,16 @@ given, no rate limit, SQLite metadata). Then:
 4. large drain: seaweedfs-0 back to normal and seaweedfs-1 readonly, ``--large-count``
    objects of ``--large-mib`` are written (onto seaweedfs-0); then seaweedfs-1 normal and
    seaweedfs-0 drain, no client load: the drain's MB/s.
+5. rebalance: every object is now on seaweedfs-1; both stores get a quota of what it
+   holds (mean fill 50%), ``routing_strategy = "spread"`` and both in mode normal
+   (``[movement] rebalance_tolerance = 0.01``), then ``POST /rebalance`` queues the plan
+   (large objects first, in key order, then small ones), no client load: copies/s and
+   MB/s from the POST until no rebalance move is left.
 
 After each drain, seaweedfs-0's bucket is listed upstream (must be empty) and objects
-are read back through the daemon (every small one compared, every large one's MD5).
+are read back through the daemon (every small one compared, every large one's MD5);
+after the rebalance, every object is read back again and seaweedfs-0 must hold the
+copies planned onto it.
 The exit status is non-zero only when something broke. Daemon, SeaweedFS servers and
 clients share the machine's cores: figures compare with each other, not with capacity.
 """
@@ -94,33 +101,51 @@ class Bench:
         assert self.daemon is not None
         return Endpoint("bench", self.daemon.endpoint, ACCESS_KEY, SECRET_KEY, BUCKET, "when_required")
 
-    def write(self, modes: dict[str, str]) -> Path:
-        """The daemon's config file with the stores in ``modes`` (absent: normal)."""
+    def write(self, modes: dict[str, str], quota: int = 0, routing_strategy: str = "pack") -> Path:
+        """The daemon's config file with the stores in ``modes`` (absent: normal), each
+        with ``quota`` bytes (0: unlimited)."""
         stores = []
         for number, seaweedfs in enumerate(self.seaweeds):
             name = f"seaweedfs-{number}"
-            stores.append(StoreSpec(name, 0, s3={
+            stores.append(StoreSpec(name, quota, s3={
                 "endpoint": seaweedfs.endpoint, "bucket": BUCKET_UPSTREAM, "region": seaweedfs.region,
                 "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
                 "payload_signing": "unsigned", "timeout": 60,
             }, settings={"mode": modes.get(name, "normal")}))
         extra = (f'[admin]\nlisten = "tcp:{self.admin_port}:interface=127.0.0.1"\ntoken = "{TOKEN}"\n'
-                 f"[movement]\ninterval = 0.5\nmax_concurrent = {self.max_concurrent}\n"
+                 f"[movement]\ninterval = 0.5\nmax_concurrent = {self.max_concurrent}\nrebalance_tolerance = 0.01\n"
                  "[placement]\ncleanup_interval = 1\n")
-        return write_config(self.directory / "daemon", self.port, stores, extra_toml=extra)
+        return write_config(self.directory / "daemon", self.port, stores, routing_strategy, extra_toml=extra)
 
-    def set_modes(self, modes: dict[str, str]) -> float:
-        """Rewrite the config with ``modes`` and reload the daemon; when it reloaded."""
+    def set_modes(self, modes: dict[str, str], quota: int = 0, routing_strategy: str = "pack") -> float:
+        """Rewrite the config with ``modes`` (and ``write``'s other settings) and reload
+        the daemon; when it reloaded."""
         assert self.daemon is not None and self.daemon.process is not None
-        self.write(modes)
+        self.write(modes, quota, routing_strategy)
         self.reloads += 1
         os.kill(self.daemon.process.pid, signal.SIGHUP)
         while self.daemon.log().count("Reloaded ") < self.reloads:
             time.sleep(0.02)
         return time.monotonic()
 
+    def admin(self, path: str, method: str = "GET") -> dict[str, Any]:
+        return fetch_status(f"http://127.0.0.1:{self.admin_port}", TOKEN, path=path, method=method, timeout=300)
+
     def movement(self) -> dict[str, Any]:
-        return fetch_status(f"http://127.0.0.1:{self.admin_port}", TOKEN, path="/movement")
+        return self.admin("/movement")
+
+    def rebalance(self) -> Drain:
+        """Queue a rebalance and wait until no rebalance move is left; what it planned and
+        how long from the request to the last move."""
+        since = time.monotonic()
+        plan = self.admin("/rebalance", "POST")
+        if plan["queued"] != plan["moves"] or not plan["moves"]:
+            raise RuntimeError(f"rebalance queued {plan['queued']} of {plan['moves']} moves")
+        while True:
+            moves = [move for move in self.movement()["moves"] if move["reason"] == "rebalance"]
+            if moves and all(move["left_objects"] == 0 for move in moves):
+                return Drain(plan["moves"], plan["bytes"], time.monotonic() - since)
+            time.sleep(0.1)
 
     def drain(self, store: str, since: float) -> Drain:
         """Wait until ``store`` is drained; what moved since ``since`` (monotonic)."""
@@ -215,6 +240,19 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
+def read_back(bench: Bench, keys: Sequence[str], large_keys: Sequence[str], expected: str) -> None:
+    """Every small object and every large one's MD5, read through the daemon."""
+    for key in keys:
+        if bench.client.get_object(Bucket=BUCKET, Key=key)["Body"].read() != small_body(key):
+            raise RuntimeError(f"{key} reads other bytes")
+    for key in large_keys:
+        md5 = hashlib.md5()
+        for piece in bench.client.get_object(Bucket=BUCKET, Key=key)["Body"].iter_chunks(MiB):
+            md5.update(piece)
+        if md5.hexdigest() != expected:
+            raise RuntimeError(f"{key} reads other bytes")
+
+
 def check_empty(bench: Bench, number: int) -> None:
     left = bench.upstream_keys(number)
     if left:
@@ -254,10 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             thread.join()
             during = box[0]
             check_empty(bench, 0)
-            reader = make_client(bench.endpoint)
-            for key in keys:
-                if reader.get_object(Bucket=BUCKET, Key=key)["Body"].read() != small_body(key):
-                    raise RuntimeError(f"{key} reads other bytes after the drain")
+            read_back(bench, keys, (), "")
             print(f"small drain done after {time.monotonic() - started:.0f} s", flush=True)
 
             bench.set_modes({"seaweedfs-1": "readonly"})
@@ -270,13 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             since = bench.set_modes({"seaweedfs-0": "drain"})
             large = bench.drain("seaweedfs-0", since)
             check_empty(bench, 0)
-            for key in large_keys:
-                md5 = hashlib.md5()
-                for piece in bench.client.get_object(Bucket=BUCKET, Key=key)["Body"].iter_chunks(MiB):
-                    md5.update(piece)
-                if md5.hexdigest() != expected:
-                    raise RuntimeError(f"{key} reads other bytes after the drain")
+            read_back(bench, (), large_keys, expected)
             print(f"large drain done after {time.monotonic() - started:.0f} s", flush=True)
+
+            held = next(store for store in bench.admin("/status")["stores"] if store["name"] == "seaweedfs-1")
+            bench.set_modes({}, quota=held["used_bytes"], routing_strategy="spread")
+            rebalanced = bench.rebalance()
+            if len(bench.upstream_keys(0)) < rebalanced.objects:
+                raise RuntimeError("seaweedfs-0 holds fewer objects than the rebalance moved onto it")
+            read_back(bench, keys, large_keys, expected)
+            print(f"rebalance done after {time.monotonic() - started:.0f} s", flush=True)
         except BaseException:
             if bench.daemon is not None:
                 print(f"--- daemon log (tail) ---\n{bench.daemon.log()[-3000:]}", file=sys.stderr)
@@ -288,8 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPU cores shared by the daemon, two SeaweedFS servers and the clients")
     print(f"[movement] max_concurrent = {args.max_concurrent}, no rate limit; SQLite metadata")
     print()
-    print("drain                    copies       MB   seconds   copies/s     MB/s")
-    for label, drain in (("small (4 KiB), clients on", small), (f"large ({args.large_mib} MiB), idle", large)):
+    print("drain / rebalance        copies       MB   seconds   copies/s     MB/s")
+    for label, drain in (("small (4 KiB), clients on", small), (f"large ({args.large_mib} MiB), idle", large),
+                         ("rebalance (mixed), idle", rebalanced)):
         print(f"{label:24}{drain.objects:7d}{drain.size / 1e6:9.1f}{drain.seconds:10.1f}"
               f"{drain.objects / drain.seconds:11.1f}{drain.size / 1e6 / drain.seconds:9.2f}")
     print()
