@@ -201,6 +201,15 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
+def _error_document(body: bytes) -> dict[str, Any] | None:
+    """An error answer of the admin API: a JSON object with an ``error`` string, or None."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) and isinstance(answer.get("error"), str) else None
+
+
 def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH,
                  method: str = "GET") -> dict[str, Any]:
     """GET (or ``method``) ``path`` (/status, /usage, /movement...) from the admin endpoint
@@ -235,22 +244,13 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
         connection.close()
     if response.status in (401, 403):
         raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
-    if response.status == 503:
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
-        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-            raise MetadataDown(metadata_down_message(url, answer), answer)
+    answer = _error_document(body) if response.status != 200 else None
+    if response.status == 503 and answer is not None:
+        raise MetadataDown(metadata_down_message(url, answer), answer)
     if response.status == 404 and path != STATUS_PATH:
         raise CommandError(f"the admin endpoint at {url} has no {path} (a daemon older than this command?)")
-    if response.status == 409:
-        try:
-            refusal = json.loads(body)
-        except ValueError:
-            refusal = None
-        if isinstance(refusal, dict) and isinstance(refusal.get("error"), str):
-            raise CommandError(refusal["error"])
+    if response.status == 409 and answer is not None:
+        raise CommandError(answer["error"])  # the daemon refused: why
     if response.status != 200:
         raise CommandError(f"the admin endpoint at {url} answered {response.status} {response.reason}")
     try:
