@@ -20,8 +20,9 @@ from s3orchestrator.metadata.placements import ObjectPlacements
 from s3orchestrator.placement.rebalance import RebalancePlan, RebalancePlanner, StoreState
 from s3orchestrator.routing import SPREAD
 
-#: Copy rows read per page of the copies table.
-PAGE_ROWS = 1000
+#: Copy rows read per page of the copies table: a page's planning runs in the reactor
+#: thread, so pages stay short (a few ms to plan).
+PAGE_ROWS = 250
 #: Moves one plan holds at most (a rebalance that needs more takes several runs).
 MAX_MOVES = 10_000
 #: Objects one plan looks at, at most: planning stays bounded on huge stores.
