@@ -246,7 +246,7 @@ def test_run_job_runs_the_multipart_expiry_now(manhole):
         client.close()
     assert "running multipart_expiry..." in output
     assert "aborted 0 multipart uploads older than 1d 0h" in output
-    assert "no job named 'nope'; jobs: cleanup, health_checks, multipart_expiry, reaper" in unknown
+    assert "no job named 'nope'; jobs: cleanup, health_checks, mover, multipart_expiry, reaper" in unknown
 
 
 def test_namespace_holds_the_service_objects(manhole):
@@ -258,7 +258,7 @@ def test_namespace_holds_the_service_objects(manhole):
                                 _prompt_after)
     finally:
         client.close()
-    jobs = "['cleanup', 'health_checks', 'multipart_expiry', 'reaper', 'replicator', 'traffic_sync']"
+    jobs = "['cleanup', 'health_checks', 'mover', 'multipart_expiry', 'reaper', 'replicator', 'traffic_sync']"
     assert f"(['local-a', 'local-b'], {jobs}, 'pack', True)" in output
 
 
