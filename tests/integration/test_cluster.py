@@ -236,8 +236,8 @@ def test_listings_through_either_daemon_are_consistent_while_both_write(
 # second, with leases of 1 s: the survivor takes each over within a few seconds.
 INSTANCE_LEASE = 3
 FAST_JOBS = ("[placement]\nreaper_interval = 1\ncleanup_interval = 1\nreplication_interval = 1\n"
-             "[multipart]\nexpiry_check_interval = 1\n[jobs]\nlease = 1\n")
-CLUSTER_JOBS = ["cleanup", "multipart_expiry", "reaper", "replicator"]
+             "[multipart]\nexpiry_check_interval = 1\n[jobs]\nlease = 1\n[movement]\ninterval = 1\n")
+CLUSTER_JOBS = ["cleanup", "mover", "multipart_expiry", "reaper", "replicator"]
 
 
 def instance_id(daemon: Daemon) -> str:

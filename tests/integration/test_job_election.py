@@ -14,7 +14,7 @@ from tests.integration.daemon import BUCKET, Daemon, free_port
 
 pytestmark = pytest.mark.integration
 
-CLUSTER_JOBS = ["cleanup", "multipart_expiry", "reaper", "replicator"]
+CLUSTER_JOBS = ["cleanup", "mover", "multipart_expiry", "reaper", "replicator"]
 # Uploads abandoned for 1 s are aborted, checked every second; every job's round each
 # second, and leases of 2 s: a dead runner's jobs are taken over within 3 s.
 MULTIPART = (1.0, 1.0)
@@ -25,6 +25,8 @@ lease = 2.0
 reaper_interval = 1.0
 cleanup_interval = 1.0
 replication_interval = 1.0
+[movement]
+interval = 1.0
 """
 
 

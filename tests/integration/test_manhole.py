@@ -258,7 +258,8 @@ def test_namespace_holds_the_service_objects(manhole):
                                 _prompt_after)
     finally:
         client.close()
-    jobs = "['cleanup', 'health_checks', 'multipart_expiry', 'reaper', 'replicator', 'traffic_sync']"
+    jobs = ("['cleanup', 'health_checks', 'mover', 'multipart_expiry', 'reaper', 'rebalance', 'replicator',"
+            " 'traffic_sync']")
     assert f"(['local-a', 'local-b'], {jobs}, 'pack', True)" in output
 
 

@@ -138,8 +138,12 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
     assert daemon.process is not None
     # The one daemon on this database runs every cluster-wide job.
     assert {job["job"]: job["holder"] for job in body.pop("jobs")} == dict.fromkeys(
-        ["cleanup", "multipart_expiry", "reaper", "replicator"], f"{socket.gethostname()}:{daemon.process.pid}"
+        ["cleanup", "mover", "multipart_expiry", "reaper", "replicator"], f"{socket.gethostname()}:{daemon.process.pid}"
     )
+    assert body.pop("movement") == {"paused": False, "moves": [], "stores": [
+        {"name": "local-a", "mode": "normal", "objects": 2, "live_bytes": 1300, "cleanup_queue": 0, "drained": False},
+        {"name": "local-b", "mode": "normal", "objects": 0, "live_bytes": 0, "cleanup_queue": 0, "drained": False},
+    ]}
     assert body == {
         "status": "ok",
         "uploads": 1,

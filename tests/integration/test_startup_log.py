@@ -117,7 +117,7 @@ def idles_quietly(daemon: Daemon) -> None:
     _, rest = banner_and_rest(daemon)
     assert [line for line in rest if " now runs job " not in line] == []
     assert sorted(line.rpartition(" now runs job ")[2] for line in daemon.log().splitlines()
-                  if " now runs job " in line) == ["cleanup", "multipart_expiry", "reaper", "replicator"]
+                  if " now runs job " in line) == ["cleanup", "mover", "multipart_expiry", "reaper", "replicator"]
     runs = job_runs(daemon)
     assert all(runs[job] >= 10 for job in ("health_checks", "multipart_expiry", "reaper", "cleanup")), runs
 
