@@ -143,3 +143,47 @@ def test_rebalance_dry_run_then_for_real_over_directory_stores_and_seaweedfs(sta
     moved = sum(size for store, (_, size) in copies.items() if store != "local-a")
     print(f"\nrebalance: {planned} copies, {moved} bytes moved in {elapsed:.2f} s"
           f" ({moved / elapsed / KiB:.0f} KiB/s, {planned / elapsed:.1f} copies/s)")
+
+
+def test_the_periodic_rebalance_runs_on_one_of_two_daemons_on_postgresql(
+    postgres_database, start_daemon, seaweedfs, tmp_path,
+) -> None:
+    quotas = {"sw-a": 1024 * KiB, "sw-b": 1024 * KiB, "shared": 2048 * KiB}
+    stores = [spec(seaweedfs, name, quotas[name], seaweedfs.new_bucket()) for name in ("sw-a", "sw-b")]
+    settings = (f'[[stores]]\nname = "shared"\ntype = "directory"\npath = "{tmp_path / "shared"}"\n'
+                f'quota_bytes = {quotas["shared"]}\n'
+                "[movement]\ninterval = 0.3\nrebalance_interval = 0\n[placement]\ncleanup_interval = 0.3\n")
+    daemons = [start_daemon(metadata_url=postgres_database.url_with_password, stores=stores, extra_toml=settings)
+               for _ in range(2)]
+    clients = [make_client(daemon) for daemon in daemons]
+    generator = random.Random(14)
+    bodies = {f"two/{i:02d}": generator.randbytes(generator.randrange(4 * KiB, 12 * KiB)) for i in range(40)}
+    for i, (key, body) in enumerate(bodies.items()):
+        clients[i % 2].put_object(Bucket=BUCKET, Key=key, Body=body)
+    total = sum(map(len, bodies.values()))
+    assert live(daemons[0]) == {"sw-a": (40, total)}
+
+    # Spread, and a rebalance every half second: both daemons reload; one runs the job.
+    for daemon in daemons:
+        text = daemon.config.read_text().replace('routing_strategy = "pack"', 'routing_strategy = "spread"')
+        daemon.config.write_text(text.replace("rebalance_interval = 0", "rebalance_interval = 0.5"))
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: all("Reloaded " in daemon.log() for daemon in daemons))
+    mean = Fraction(total, sum(quotas.values()))
+
+    def balanced() -> bool:
+        copies = live(daemons[0])
+        return queued(daemons[0]) == 0 and all(
+            abs(Fraction(copies.get(store, (0, 0))[1], quota) - mean) <= TOLERANCE for store, quota in quotas.items())
+
+    assert wait_for(balanced, timeout=60), (live(daemons[0]), daemons[0].log()[-2000:], daemons[1].log()[-2000:])
+    # One daemon planned it, and no copy moved twice.
+    assert len([daemon for daemon in daemons if "Rebalance: queued " in daemon.log()]) == 1
+    copies = live(daemons[0])
+    assert sum(count for count, _ in copies.values()) == 40
+    assert metadata_rows(daemons[0], "SELECT moved_objects FROM movement_totals WHERE reason = 'rebalance'"
+                                     " AND store = 'sw-a'") == [(40 - copies["sw-a"][0],)]
+    for client in clients:
+        for key, body in bodies.items():
+            assert client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body, key
