@@ -15,12 +15,16 @@ from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import QueuedMove
-from s3orchestrator.placement.moves import MOVED, Moved
+from s3orchestrator.placement.moves import GONE, MOVED, Moved
 
 #: Due moves read per query; moving pauses, stops and gives up its lease between two batches.
 BATCH_SIZE = 50
+#: Live copies of a drain store read (and queued) per transaction.
+QUEUE_PAGE = 1000
 #: Seconds before a failed move is tried again: the first, doubled at each failure up to the last.
 RETRY_DELAYS = (1.0, 300.0)
+#: What became of one queued move, besides MOVED and GONE (see placement.moves).
+FAILED, BUSY, STOPPED = "failed", "busy", "stopped"
 
 
 class Mover(Protocol):
@@ -78,7 +82,8 @@ class MoverJob(TimedJob):
 
     def soon(self) -> None:
         """Run as soon as possible (on the instance holding the job's lease)."""
-        self.clock.callLater(0, self._tick)
+        if self.running:
+            self.clock.callLater(0, self._tick)
 
     def startService(self) -> None:
         self._stopping = False
@@ -105,22 +110,44 @@ class MoverJob(TimedJob):
         """Queue the copies on drain stores; drop the drains of stores no longer in that mode."""
         modes = self._modes()
         now_ms = int(self.clock.seconds() * 1000)
+        queued: dict[str, int] = {}
         for progress in await self._metadata.move_progress():
-            if progress.reason == "drain" and modes.get(progress.store) != DRAIN:
-                dropped = await self._metadata.unqueue_moves("drain", progress.store)
-                self._reported_empty.discard(progress.store)
-                self._log.info("Drain of store {store} stopped (its mode is {mode} now): {dropped} moves dropped",
-                               store=progress.store, mode=modes.get(progress.store, "gone"), dropped=dropped)
+            if progress.reason != "drain":
+                continue
+            if modes.get(progress.store) == DRAIN:
+                queued[progress.store] = progress.left_objects
+                continue
+            dropped = await self._metadata.unqueue_moves("drain", progress.store)
+            self._reported_empty.discard(progress.store)
+            self._log.info("Drain of store {store} stopped (its mode is {mode} now): {dropped} moves dropped",
+                           store=progress.store, mode=modes.get(progress.store, "gone"), dropped=dropped)
+        live = {usage.name: usage.object_count for usage in await self._metadata.store_usage()}
         for store, mode in modes.items():
-            if mode == DRAIN:
-                queued = await self._metadata.queue_store_moves(store, "drain", now_ms)
-                if queued:
-                    self._log.info("Drain of store {store}: {queued} copies queued to move",
-                                   store=store, queued=queued)
+            # Copies not queued yet (the drain starting, an upload finishing there meanwhile).
+            if mode == DRAIN and live.get(store, 0) > queued.get(store, 0):
+                added = await self._queue_store(store, now_ms)
+                if added:
+                    self._log.info("Drain of store {store}: {queued} copies queued to move", store=store,
+                                   queued=added)
+
+    async def _queue_store(self, store: str, now_ms: int) -> int:
+        """Queue a move of every live copy on ``store``, a page per transaction; how many were new."""
+        queued = 0
+        after: tuple[str, str] | None = None
+        while self._go_on():
+            page = await self._metadata.copies_on_store(store, after, QUEUE_PAGE)
+            if page:
+                queued += await self._metadata.queue_moves(page, "drain", now_ms)
+            if len(page) < QUEUE_PAGE:
+                break
+            after = (page[-1].bucket, page[-1].key)
+        return queued
 
     async def _make_moves(self) -> int:
         limit = DeferredSemaphore(self._settings().max_concurrent)
-        seen: set[tuple[str, str, str]] = set()
+        # Moves whose object another move holds: left for the next run (every other move
+        # made in a batch leaves the due ones, finished or postponed).
+        busy: set[tuple[str, str, str]] = set()
         moved = failed = 0
         while self._go_on():
             if await self._metadata.movement_paused():
@@ -128,16 +155,18 @@ class MoverJob(TimedJob):
                 break
             now_ms = int(self.clock.seconds() * 1000)
             due = await self._metadata.moves_due(BATCH_SIZE, now_ms, self._owner)
-            batch = [move for move in due if (move.bucket, move.key, move.from_store) not in seen]
+            batch = [move for move in due if (move.bucket, move.key, move.from_store) not in busy]
             if not batch:
                 break
-            seen.update((move.bucket, move.key, move.from_store) for move in batch)
             outcomes = await gatherResults(
                 # ensureDeferred: Twisted 22.4's DeferredSemaphore.run does not turn a coroutine into a Deferred.
                 [limit.run(lambda move: ensureDeferred(self._move(move)), move) for move in batch]
             )
-            moved += sum(1 for outcome in outcomes if outcome is True)
-            failed += sum(1 for outcome in outcomes if outcome is False)
+            for move, outcome in zip(batch, outcomes, strict=True):
+                if outcome == BUSY:
+                    busy.add((move.bucket, move.key, move.from_store))
+            moved += outcomes.count(MOVED)
+            failed += outcomes.count(FAILED)
         self._log.emit(LogLevel.info if moved or failed else LogLevel.debug,
                        "Movement: {moved} copies moved, {failed} moves failed (tried again later)",
                        moved=moved, failed=failed)
@@ -154,15 +183,15 @@ class MoverJob(TimedJob):
         if start > now:
             await deferLater(self.clock, start - now, lambda: None)
 
-    async def _move(self, move: QueuedMove) -> bool | None:
-        """One queued move: True once moved, None when nothing was left to move (or
-        another instance has the object), False when it failed (postponed)."""
+    async def _move(self, move: QueuedMove) -> str:
+        """One queued move: MOVED, GONE (nothing left to move: taken out of the queue),
+        FAILED (postponed), BUSY (another move of its object is going on) or STOPPED."""
         if not self._go_on():
-            return None
+            return STOPPED
         await self._pace(move.size)
         now_ms = int(self.clock.seconds() * 1000)
         if not await self._metadata.claim_move(move, self._owner, now_ms):
-            return None
+            return BUSY
         try:
             outcome = await self._placement.move_copy(move.bucket, move.key, move.from_store, move.to_store)
         except Exception as error:
@@ -174,13 +203,13 @@ class MoverJob(TimedJob):
                 error=str(error),
             )
             await self._metadata.postpone_move(move, now_ms + int(delay * 1000), str(error))
-            return False
+            return FAILED
         await self._metadata.finish_move(move, moved=outcome.outcome == MOVED)
         if outcome.outcome != MOVED:
-            return None
+            return GONE
         self.moved += 1
         self.moved_bytes += outcome.size
-        return True
+        return MOVED
 
     async def _report_empty(self) -> None:
         """Log once that a drained store has no copy left."""

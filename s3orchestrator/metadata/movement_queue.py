@@ -20,10 +20,6 @@ class IMovementQueue(Interface):
         """Queue ``moves`` for ``reason``, due at once; a copy already queued is left as
         it is. Fire with how many were queued."""
 
-    def queue_store_moves(store: str, reason: str, now_ms: int) -> Deferred[int]:
-        """Queue a move (the routing strategy picking the target) of every live copy on
-        ``store`` not queued yet; fire with how many were queued."""
-
     def copies_on_store(store: str, after: tuple[str, str] | None, limit: int) -> Deferred[list[PlannedMove]]:
         """Up to ``limit`` live copies on ``store`` after the (bucket, key) ``after``, in
         key order, as moves to a store the routing strategy picks."""
@@ -37,7 +33,8 @@ class IMovementQueue(Interface):
 
     def claim_move(move: QueuedMove, owner: str, now_ms: int) -> Deferred[bool]:
         """Claim ``move`` for instance ``owner`` (for as long as it lives): False when it
-        is gone, or another live instance is moving a copy of the same object."""
+        is gone, another live instance has it, or a live instance (``owner`` included)
+        has another move of the same object: one move of an object at a time."""
 
     def finish_move(move: QueuedMove, moved: bool) -> Deferred[None]:
         """Take ``move`` out of the queue; ``moved``: its copy was moved (counted in the totals)."""

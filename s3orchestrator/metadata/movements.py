@@ -70,21 +70,6 @@ class MovementQueries:
 
         return self.database.runInteraction("queue_moves", queue, write=True)
 
-    def queue_store_moves(self, store: str, reason: str, now_ms: int) -> Deferred[int]:
-        _check_reason(reason)
-
-        def queue(txn: Transaction) -> int:
-            txn.execute(
-                f"INSERT INTO movements ({_MOVE_COLUMNS}) SELECT bucket, key, store, NULL, ?, size, ?, 0, ?, NULL"
-                " FROM copies WHERE store = ? AND state = 'live' ON CONFLICT (bucket, key, from_store) DO NOTHING",
-                (reason, now_ms, now_ms, store),
-            )
-            queued = max(txn.rowcount, 0)
-            _start_totals(txn, reason, [store], now_ms)
-            return queued
-
-        return self.database.runInteraction("queue_store_moves", queue, write=True)
-
     def copies_on_store(self, store: str, after: tuple[str, str] | None, limit: int) -> Deferred[list[PlannedMove]]:
         sql = "SELECT bucket, key, size FROM copies WHERE store = ? AND state = 'live'"
         args: list[Any] = [store]
@@ -128,10 +113,12 @@ class MovementQueries:
         def claim(txn: Transaction) -> bool:
             # Serialises claims of one object's moves across instances (PostgreSQL).
             lock_key(txn, move.bucket, move.key)
+            # Busy: another live instance has this move, or a live one (``owner`` too) has
+            # another move of the object.
             busy = txn.query_one(
-                f"SELECT 1 FROM movements m WHERE m.bucket = ? AND m.key = ? AND m.claimed_by <> ?"
-                f" AND NOT {_CLAIM_DEAD}",
-                (move.bucket, move.key, owner, now_ms),
+                f"SELECT 1 FROM movements m WHERE m.bucket = ? AND m.key = ?"
+                f" AND (m.from_store <> ? OR m.claimed_by <> ?) AND NOT {_CLAIM_DEAD}",
+                (move.bucket, move.key, move.from_store, owner, now_ms),
             )
             if busy is not None:
                 return False

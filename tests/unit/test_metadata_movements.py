@@ -44,25 +44,19 @@ async def test_queue_moves_queues_each_copy_once(make_store: Callable[..., Metad
 
 
 @pytest_twisted.ensureDeferred
-async def test_queue_store_moves_queues_every_live_copy_on_the_store(
-    make_store: Callable[..., MetadataStore],
-) -> None:
+async def test_copies_on_store_pages_the_live_copies_of_a_store(make_store: Callable[..., MetadataStore]) -> None:
     metadata = await with_objects(make_store, {"k1": 10, "k2": 20, "k3": 5})
-    await metadata.queue_moves([PlannedMove("bkt", "k1", "a", "c", 10)], "drain", NOW)
-    assert await metadata.queue_store_moves("a", "drain", NOW) == 2
-    assert await metadata.queue_store_moves("b", "drain", NOW) == 0
-    assert [(m.key, m.to_store) for m in await metadata.moves_due(10, NOW)] == [
-        ("k1", "c"), ("k2", None), ("k3", None)]
     assert await metadata.live_copies_on("a") == (3, 35)
     page = await metadata.copies_on_store("a", None, 2)
-    assert [move.key for move in page] == ["k1", "k2"]
+    assert page == [PlannedMove("bkt", "k1", "a", None, 10), PlannedMove("bkt", "k2", "a", None, 20)]
     assert [move.key for move in await metadata.copies_on_store("a", ("bkt", "k2"), 2)] == ["k3"]
+    assert await metadata.copies_on_store("b", None, 2) == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_finishing_a_move_counts_it_and_postponing_delays_it(make_store: Callable[..., MetadataStore]) -> None:
     metadata = await with_objects(make_store, {"k1": 10, "k2": 20})
-    await metadata.queue_store_moves("a", "drain", NOW)
+    await metadata.queue_moves(await metadata.copies_on_store("a", None, 10), "drain", NOW)
     first, second = await metadata.moves_due(10, NOW)
     await metadata.finish_move(first, moved=True)
     await metadata.postpone_move(second, NOW + 60_000, "store b down")
@@ -88,14 +82,17 @@ async def test_one_live_instance_at_a_time_moves_an_object(make_store: Callable[
     assert await metadata.claim_move(first, "one", NOW + 1)
     assert not await metadata.claim_move(second, "two", NOW + 2)
     assert not await metadata.claim_move(first, "two", NOW + 2)
-    # A claimed move is not due for others; the claimer may claim the object's other moves.
+    # A claimed move is due for its claimer only; nor may it claim the object's other moves.
     assert [m.from_store for m in await metadata.moves_due(10, NOW + 3)] == ["c"]
-    assert await metadata.claim_move(second, "one", NOW + 3)
+    assert [m.from_store for m in await metadata.moves_due(10, NOW + 3, owner="one")] == ["a", "c"]
+    assert not await metadata.claim_move(second, "one", NOW + 3)
+    assert await metadata.claim_move(first, "one", NOW + 3)
     # Once "one" is dead, its claims are void.
-    assert await metadata.moves_due(10, NOW + 3) == []
     assert len(await metadata.moves_due(10, NOW + 40_000)) == 2
     await metadata.renew_instance(Instance("two", "h", 2, NOW, NOW + 30_000), NOW + 90_000)
     assert await metadata.claim_move(first, "two", NOW + 40_000)
+    await metadata.postpone_move(first, NOW + 40_000, "failed")
+    assert await metadata.claim_move(second, "two", NOW + 40_000)
 
 
 @pytest_twisted.ensureDeferred

@@ -86,7 +86,7 @@ async def test_a_drain_stops_when_its_store_leaves_mode_drain(world) -> None:
     modes = {"a": "normal", "b": "readonly", "c": "readonly"}
     placement, mover = await started(world, modes)
     await placement.write("bkt", "k", FakeRequestBody(b"abc"), NEW)
-    await metadata.queue_store_moves("a", "drain", 0)
+    await metadata.queue_moves(await metadata.copies_on_store("a", None, 10), "drain", 0)
     await mover.run_once()
     assert await metadata.move_progress() == []
     assert await metadata.live_copies_on("a") == (1, 3)
