@@ -4,6 +4,7 @@ library only)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Mapping
 
 from s3orchestrator.ops.report import format_bytes, printable, table
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 LISTED_MOVES = 1000
 
 
-def _fill(used: int, quota: int) -> float | None:
-    return used / quota if quota else None
+def _float(fill: Fraction | None) -> float | None:
+    return float(fill) if fill is not None else None
 
 
 def plan_document(plan: RebalancePlan, queued: int | None = None) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def plan_document(plan: RebalancePlan, queued: int | None = None) -> dict[str, A
     document: dict[str, Any] = {
         "moves": len(plan.moves),
         "bytes": plan.bytes,
-        "mean_fill": float(plan.mean_fill) if plan.mean_fill is not None else None,
+        "mean_fill": _float(plan.mean_fill),
         "tolerance": float(plan.tolerance),
         "balanced": plan.balanced,
         "objects_seen": plan.objects_seen,
@@ -39,8 +40,8 @@ def plan_document(plan: RebalancePlan, queued: int | None = None) -> dict[str, A
                 "quota_bytes": store.quota_bytes,
                 "used_before": store.used_before,
                 "used_after": store.used_after,
-                "fill_before": _fill(store.used_before, store.quota_bytes),
-                "fill_after": _fill(store.used_after, store.quota_bytes),
+                "fill_before": _float(store.fill_before()),
+                "fill_after": _float(store.fill_after()),
                 "objects_out": store.objects_out,
                 "bytes_out": store.bytes_out,
                 "objects_in": store.objects_in,
