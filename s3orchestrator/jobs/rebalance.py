@@ -111,7 +111,8 @@ class Rebalancer:
 
     async def rebalance(self) -> tuple[RebalancePlan, int]:
         """Drop the rebalance moves queued to stores no longer in mode normal, plan, then
-        queue the plan's moves (reason ``rebalance``); (the plan, moves queued)."""
+        queue the plan's moves (reason ``rebalance``; the totals of the last rebalance,
+        if it is done, are forgotten first); (the plan, moves queued)."""
         await self._lock.acquire()
         try:
             config = self._config()
@@ -126,6 +127,10 @@ class Rebalancer:
             plan = await self.plan()
             queued = 0
             if plan.moves:
+                progress = [entry for entry in await self._metadata.move_progress() if entry.reason == REBALANCE]
+                if progress and not any(entry.left_objects for entry in progress):
+                    # The last rebalance is done: its totals go, so that progress and rate are this one's.
+                    await self._metadata.unqueue_moves(REBALANCE)
                 now_ms = int(self._clock.seconds() * 1000)
                 queued = await self._metadata.queue_moves(plan.moves, REBALANCE, now_ms)
             return plan, queued

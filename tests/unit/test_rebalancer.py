@@ -200,3 +200,19 @@ async def test_a_rebalance_drops_the_moves_queued_to_stores_no_longer_normal(set
     assert db_rows("SELECT key, to_store, reason FROM movements ORDER BY key") == [
         ("both", "c", "drain"), ("k000", "b", "rebalance"), ("k002", None, "rebalance"),
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_rebalance_forgets_the_totals_of_the_last_one_once_it_is_done(setup, db_rows: Rows) -> None:
+    s = await setup()
+    plan, _ = await s.rebalancer.rebalance()
+    first = [(m.bucket, m.key, m.from_store) for m in plan.moves]
+    db_rows("UPDATE movement_totals SET moved_objects = 3, moved_bytes = 60, started_ms = 5")
+    # Still moving: a new rebalance (nothing to add) keeps the totals.
+    assert (await s.rebalancer.rebalance())[1] == 0
+    assert db_rows("SELECT moved_objects, started_ms FROM movement_totals") == [(3, 5)]
+    # Done (the mover took every move), then the stores fill up unevenly again.
+    db_rows("DELETE FROM movements")
+    plan, queued = await s.rebalancer.rebalance()
+    assert queued == len(plan.moves) > 0 and [(m.bucket, m.key, m.from_store) for m in plan.moves] == first
+    assert db_rows("SELECT moved_objects, moved_bytes, started_ms FROM movement_totals") == [(0, 0, 1_000_000)]
