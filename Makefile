@@ -51,6 +51,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/checksums.py
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/scale_out.py
+	$(BIN)/python bench/movement.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
@@ -18,7 +20,7 @@ from s3orchestrator.placement.errors import NoRoom
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.moves import GONE, MOVED, SKIPPED
 from s3orchestrator.stores.directory import DirectoryStore
-from s3orchestrator.stores.interface import ObjectMissing
+from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreUnavailable
 from tests.unit.fakes import CollectingConsumer, FakeRequestBody
 
 NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
@@ -181,3 +183,53 @@ async def test_a_move_cut_short_after_its_new_copy_lets_the_old_copy_go(world) -
     assert (moved.outcome, moved.to_store) == (MOVED, None)
     assert await live_copies(metadata, "k") == ["b"]
     assert await used(metadata) == {"a": 0, "b": 3, "c": 0}
+
+
+@implementer(IObjectWrite)
+class InPlaceWrite:
+    """A store's write that replaces the location's bytes as it ends (an upstream PUT)."""
+
+    staged = False
+    location_intact = False
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self.done = write.done.addCallback(lambda _: write.publish())
+
+    def publish(self) -> Deferred[None]:
+        return succeed(None)
+
+    def abort(self) -> None:
+        self._write.abort()
+
+
+class InPlaceStore(DirectoryStore):
+    def start_write(self, location: str, body: Any, length: int) -> Any:
+        return InPlaceWrite(super().start_write(location, body, length))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_object_overwritten_onto_the_target_before_the_move_reserves_is_not_clobbered(
+    world, tmp_path: Path, monkeypatch
+) -> None:
+    metadata, stores = world
+    stores["b"] = InPlaceStore("b", str(tmp_path / "b"), reactor)
+    modes = {"b": "readonly", "c": "readonly"}
+    placement = await placement_of(world, modes=modes)
+    await placement.write("bkt", "k", FakeRequestBody(b"old bytes"), NEW)
+    modes.update(a="drain", b="normal")
+    reserve_move = placement._reserve_move
+
+    async def overwritten_first(*args: Any) -> Any:
+        await placement.write("bkt", "k", FakeRequestBody(b"new!"), NEW)  # lands on b
+        return await reserve_move(*args)
+
+    monkeypatch.setattr(placement, "_reserve_move", overwritten_first)
+    # The old copy's bytes outlive the overwrite a while (its store is slow to delete them).
+    monkeypatch.setattr(stores["a"], "delete", lambda location: fail(StoreUnavailable("busy")))
+    assert (await placement.move_copy("bkt", "k", "a")).outcome == GONE
+    record = await metadata.get_object("bkt", "k")
+    assert await live_copies(metadata, "k") == ["b"]
+    assert await stored_bytes(stores["b"], record.location) == b"new!"
+    assert await used(metadata) == {"a": 9, "b": 4, "c": 0}  # a's old bytes queued for cleanup
+    assert await metadata.list_intents() == []
