@@ -1,4 +1,4 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata, import.
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -418,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
     )
 
+    importing = commands.add_parser(
+        "import",
+        help="have the daemon record the objects a store already holds as objects of a virtual bucket"
+             " (no bytes copied; resumable; exit 1 if it fails)",
+    )
+    _admin_command(importing, env_file_help)
+    importing.add_argument("--store", required=True, metavar="NAME", help="the store holding the objects")
+    importing.add_argument("--bucket", required=True, metavar="VBUCKET", help="the virtual bucket they join")
+    importing.add_argument("--prefix", default="", metavar="P", help="import only the keys starting with P")
+    importing.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                           help="how often the progress is shown (default: 1)")
+
     database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
     migrate = commands.add_parser(
         "migrate-metadata",
@@ -463,7 +475,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "usage", "migrate-metadata"):
+    if args.command in ("check-config", "status", "usage", "migrate-metadata", "import"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -477,6 +489,10 @@ def main(
             print(password_line(read_password(stdin), args.user), file=stdout)
         elif args.command == "usage" and args.offline:
             offline_usage(args, environ, stdout)
+        elif args.command == "import":
+            from s3orchestrator.import_command import run_import
+
+            run_import(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

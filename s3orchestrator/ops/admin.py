@@ -9,7 +9,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar, cast
 
 from twisted.logger import Logger
 
@@ -61,6 +61,27 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
     }
 
 
+_Route = TypeVar("_Route", bound=Callable[..., Coroutine[Any, Any, OpsResponse]])
+
+
+def authorized(token: str, path: str, route: _Route) -> _Route:
+    """``route`` (an endpoint or an action) answering 401 unless the request carries ``token``."""
+
+    async def guarded(headers: Mapping[str, str], *args: Any) -> OpsResponse:
+        given = bearer_token(headers)
+        if not token_matches(given, token):
+            # Never the token given: a near miss would leak most of the real one.
+            _log.warn(
+                "Admin API request for {path} refused: {reason}",
+                path=path,
+                reason="no bearer token" if given is None else "wrong token",
+            )
+            return json_response(401, UNAUTHORIZED)
+        return await route(headers, *args)
+
+    return cast(_Route, guarded)
+
+
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
@@ -73,21 +94,6 @@ def admin_endpoints(
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
-    def authorized(path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-        async def guarded(headers: Mapping[str, str]) -> OpsResponse:
-            given = bearer_token(headers)
-            if not token_matches(given, token):
-                # Never the token given: a near miss would leak most of the real one.
-                _log.warn(
-                    "Admin API request for {path} refused: {reason}",
-                    path=path,
-                    reason="no bearer token" if given is None else "wrong token",
-                )
-                return json_response(401, UNAUTHORIZED)
-            return await endpoint(headers)
-
-        return guarded
-
     async def status(headers: Mapping[str, str]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
@@ -99,12 +105,12 @@ def admin_endpoints(
             return json_response(503, metadata_down("busy", str(error), health))
         return json_response(200, snapshot)
 
-    endpoints = {"/status": authorized("/status", status)}
+    endpoints: dict[str, OpsEndpoint] = {"/status": authorized(token, "/status", status)}
     if usage is not None:
         report = usage
 
         async def monthly_usage(headers: Mapping[str, str]) -> OpsResponse:
             return json_response(200, {"stores": report()})
 
-        endpoints["/usage"] = authorized("/usage", monthly_usage)
+        endpoints["/usage"] = authorized(token, "/usage", monthly_usage)
     return endpoints

@@ -1,0 +1,1 @@
+-- Reserved for another branch's migration (store modes); replaced by it at the merge.
