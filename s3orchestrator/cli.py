@@ -508,4 +508,7 @@ def main(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package's module, not __main__: commands living in other modules raise its CommandError.
+    from s3orchestrator import cli
+
+    sys.exit(cli.main())

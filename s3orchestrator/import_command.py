@@ -134,7 +134,10 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO
     owner = answer["import"]["owner"]
     last = ""
     while True:
-        status, document = admin_call(url, token, "GET", IMPORTS_PATH, None, args.timeout)
+        try:
+            status, document = admin_call(url, token, "GET", IMPORTS_PATH, None, args.timeout)
+        except CommandError as error:
+            raise CommandError(f"{error} (run the command again to resume it)") from None
         if status != 200:
             raise CommandError(f"the admin endpoint at {url} answered {status}: {document.get('error')}")
         record = next((record for record in document.get("imports", ())

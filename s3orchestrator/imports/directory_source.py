@@ -76,7 +76,9 @@ def _describe(config: DirectoryStoreConfig, root: bytes, name: bytes, key: str) 
     path = os.path.join(root, name)
     digest = hashlib.md5(usedforsecurity=False)
     try:
-        with open(path, "rb", opener=lambda file, flags: os.open(file, flags | os.O_NOFOLLOW)) as file:
+        # O_NONBLOCK: a FIFO must not hang the walk (it is no plain file: skipped below).
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        with open(os.open(path, flags), "rb") as file:
             status = os.fstat(file.fileno())
             if not stat.S_ISREG(status.st_mode):
                 return None

@@ -3,7 +3,8 @@ then a HEAD of each object (a listing has no content type nor user metadata), a 
 at a time.
 
 Keys are listed with ``encoding-type=url`` (a key may hold characters XML 1.0 cannot
-carry); an upstream that ignores it sends them as they are, which its answer says.
+carry), which AWS answers form-encoded (a space is ``+``, a plus ``%2B``) as botocore
+decodes it; an upstream that ignores it sends them as they are, which its answer says.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
 import attrs
@@ -88,7 +89,7 @@ def parse_page(body: bytes) -> Page:
         key = _child(contents, "Key") or ""
         if encoded:
             try:
-                key = unquote(key, errors="strict")
+                key = unquote_plus(key, errors="strict")
             except UnicodeDecodeError:
                 undecodable += 1
                 continue
