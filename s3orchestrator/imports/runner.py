@@ -128,7 +128,13 @@ class Importer(Service):
                          bucket=bucket)
         finally:
             await source.close()
-        await self.table.finish(store.name, bucket, prefix, self.owner, error)
+        try:
+            await self.table.finish(store.name, bucket, prefix, self.owner, error)
+        except Exception:
+            # The row stays running under this live instance: starting the import again resumes it.
+            _log.failure("Import of {store}/{prefix} into bucket {bucket}: its end could not be recorded",
+                         store=store.name, prefix=prefix, bucket=bucket)
+            return
         if error is None:
             _log.info("Import of {store}/{prefix} into bucket {bucket} done", store=store.name, prefix=prefix,
                       bucket=bucket)
