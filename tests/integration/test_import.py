@@ -238,25 +238,29 @@ def test_an_import_interrupted_by_a_killed_daemon_resumes_from_its_checkpoint(st
         # The first page (k/000 to k/099) is committed; the second waits on the HEAD of k/120.
         assert proxy.stalled.wait(30)
         assert wait_for(lambda: metadata_rows(daemon, "SELECT after_key, imported_objects FROM imports")
-                        == [("k/099", 100)])
+                        == [("k/099", 100)]), metadata_rows(daemon, "SELECT * FROM imports")
         assert daemon.process is not None
         daemon.process.kill()
         daemon.process.wait()
-        _, errors = command.communicate(timeout=30)
-        assert command.returncode == 1 and "run the command again to resume it" in errors, errors
+        output, errors = command.communicate(timeout=30)
+        assert command.returncode == 1 and "run the command again to resume it" in errors, output + errors
         proxy.release.set()
 
         daemon.log_path.rename(daemon.directory / "killed-run.log")  # start() waits for a line of the new run
         daemon.start()
         # Until the killed instance's lease (2 s) runs out, the import is still its own.
-        resumed = None
-        for _ in range(40):
-            resumed = run_import(daemon, "--store", "sw", "--bucket", BUCKET)
-            if "is running this import" not in resumed.stderr:
-                break
-        assert resumed is not None and resumed.returncode == 0, resumed.stderr + daemon.log()[-3000:]
-        assert "started after 'k/099'" in resumed.stdout
-        assert "done: 150 objects (750 bytes) imported, 0 already imported" in resumed.stdout
+        runs: list[subprocess.CompletedProcess] = []
+
+        def taken_over() -> bool:
+            runs.append(run_import(daemon, "--store", "sw", "--bucket", BUCKET))
+            return "is running this import" not in runs[-1].stderr
+
+        assert wait_for(taken_over, timeout=30)
+        resumed = runs[-1]
+        report = resumed.stdout + resumed.stderr + daemon.log()[-3000:]
+        assert resumed.returncode == 0, report
+        assert "started after 'k/099'" in resumed.stdout, report
+        assert "done: 150 objects (750 bytes) imported, 0 already imported" in resumed.stdout, report
         assert metadata_rows(daemon, "SELECT COUNT(*) FROM objects") == [(150,)]
         assert used_bytes(daemon, "sw") == 750
         s3 = make_client(daemon)
