@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.imports.areas import own_areas
@@ -102,7 +103,7 @@ class Importer(Service):
         missing = config.placement_for(bucket).replicas > 1
         run = ensureDeferred(self._run(store, bucket, prefix, record.after_key, missing))
         self._runs[name] = run
-        run.addBoth(lambda _: self._runs.pop(name, None))
+        run.addBoth(self._forget, name)
         _log.info("Import of {store}/{prefix} into bucket {bucket} started after {after!r}",
                   store=store_name, prefix=prefix, bucket=bucket, after=record.after_key)
         return record
@@ -145,6 +146,13 @@ class Importer(Service):
         )
         if missing and IMPORTED in outcomes and self._replicate is not None:
             self._replicate()
+
+    def _forget(self, result: object, name: tuple[str, str, str]) -> object:
+        """Drop an ended run; a cancelled one (the daemon stopping) ends quietly."""
+        self._runs.pop(name, None)
+        if isinstance(result, Failure) and result.check(CancelledError):
+            return None
+        return result
 
     def runs(self, store: str, bucket: str, prefix: str) -> bool:
         """Whether this instance runs that import now."""
