@@ -112,14 +112,23 @@ def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) ->
     return S3Store(config, reactor, observer=metrics.upstream_finished if metrics is not None else None)
 
 
+async def check_imports(metadata: MetadataStore, config: Config) -> None:
+    """ConfigError if a bucket of ``config`` would write where imported objects are."""
+    problems = conflicts(config, await ImportTable(metadata.database).areas())
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any) -> None:
-    """Migrate the metadata and sync the stores' rows; while another process holds the
-    database locked, wait and try again. (What earlier processes left is the reaper's
+    """Migrate the metadata, sync the stores' rows and check no bucket writes where
+    imported objects are (ConfigError); while another process holds the database
+    locked, wait and try again. (What earlier processes left is the reaper's
     to release once their instance lease expired.)"""
     while True:
         try:
             await metadata.start()
             await metadata.sync_stores([(store.name, store.quota_bytes) for store in config.stores])
+            await check_imports(metadata, config)
         except MetadataBusy as error:
             _log.warn(
                 "Metadata database busy at start, retrying in {delay}s: {error}",
@@ -305,15 +314,8 @@ class OrchestratorService(MultiService):
         if isinstance(replicator, ReplicatorJob):
             replicator.soon()
 
-    async def _check_imports(self, config: Config) -> None:
-        """ConfigError if a bucket of ``config`` would write where imported objects are."""
-        problems = conflicts(config, await self.importer.table.areas())
-        if problems:
-            raise ConfigError("; ".join(problems))
-
     async def _start(self) -> None:
         await self._open_metadata()
-        await self._check_imports(self.config)
         self.lease.setServiceParent(self)
         for store in self.stores.values():
             await store.start()
@@ -485,7 +487,7 @@ class OrchestratorService(MultiService):
             )
             return False
         try:
-            await self._check_imports(new)
+            await check_imports(self.metadata, new)
         except ConfigError as error:
             self._log.error(
                 "Reload of {path} refused, keeping the running configuration: {error}",
