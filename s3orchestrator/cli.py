@@ -199,32 +199,39 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
-    """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
-    or ``unix:PATH``): a JSON document with a list of ``stores``."""
-    connection: http.client.HTTPConnection
+def admin_connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the admin endpoint at ``url`` (``http://HOST:PORT``, ``https://...``
+    or ``unix:PATH``) and the path its requests' paths go under."""
     if url.startswith("unix:"):
-        connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
-        base = ""
-    else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        try:
-            connection = connection_class(parts.hostname, parts.port, timeout=timeout)
-        except ValueError as e:
-            raise CommandError(f"--url: {e}") from None
-        base = parts.path.rstrip("/")
+        return UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout), ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        return connection_class(parts.hostname, parts.port, timeout=timeout), parts.path.rstrip("/")
+    except ValueError as e:
+        raise CommandError(f"--url: {e}") from None
+
+
+def admin_exchange(
+    url: str, token: str, method: str, path: str, timeout: float, document: Any = None,
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send ``method path`` (``document`` as a JSON body, if not None) to the admin endpoint
+    at ``url``: its response and body; CommandError if unreachable or the token is refused."""
+    connection, base = admin_connection(url, timeout)
+    # UTF-8, as the daemon compares it (http.client would send latin-1 only).
+    headers: dict[str, bytes | str] = {"Authorization": b"Bearer " + token.encode("utf-8"),
+                                       "Accept": "application/json"}
+    body = None
+    if document is not None:
+        body = json.dumps(document).encode("utf-8")
+        headers["Content-Type"] = "application/json"
     try:
         try:
-            # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request("GET", base + path, headers={
-                "Authorization": b"Bearer " + token.encode("utf-8"),
-                "Accept": "application/json",
-            })
+            connection.request(method, base + path, body=body, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            answer = response.read()
         except (OSError, http.client.HTTPException) as e:
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
             raise CommandError(f"cannot reach the admin endpoint at {url}: {reason}") from None
@@ -232,6 +239,13 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
         connection.close()
     if response.status in (401, 403):
         raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    return response, answer
+
+
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
+    """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
+    or ``unix:PATH``): a JSON document with a list of ``stores``."""
+    response, body = admin_exchange(url, token, "GET", path, timeout)
     if response.status == 503:
         try:
             answer = json.loads(body)

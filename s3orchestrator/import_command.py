@@ -10,16 +10,14 @@ the command leaves the import running; running it again follows (or resumes) it.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import time
 from typing import Any, Mapping, TextIO
-from urllib.parse import urlsplit
 
 from s3orchestrator.cli import (
     TOKEN_ENVIRONMENT_VARIABLE,
     CommandError,
-    UnixHTTPConnection,
+    admin_exchange,
     admin_url,
     read_admin_settings,
 )
@@ -34,37 +32,7 @@ def admin_call(
 ) -> tuple[int, dict[str, Any]]:
     """Send ``method path`` (with ``document`` as JSON) to the admin endpoint at ``url``;
     (status, the JSON object answered)."""
-    connection: http.client.HTTPConnection
-    if url.startswith("unix:"):
-        connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
-        base = ""
-    else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        connection = connection_class(parts.hostname, parts.port, timeout=timeout)
-        base = parts.path.rstrip("/")
-    headers: dict[str, bytes | str] = {
-        "Authorization": b"Bearer " + token.encode("utf-8"),
-        "Accept": "application/json",
-    }
-    body = None
-    if document is not None:
-        body = json.dumps(document).encode("utf-8")
-        headers["Content-Type"] = "application/json"
-    try:
-        try:
-            connection.request(method, base + path, body=body, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            raise CommandError(f"cannot reach the admin endpoint at {url}: {reason}") from None
-    finally:
-        connection.close()
-    if response.status in (401, 403):
-        raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    response, answer = admin_exchange(url, token, method, path, timeout, document)
     if response.status in (404, 405) and not answer.startswith(b"{"):
         raise CommandError(f"the admin endpoint at {url} has no {path} (a daemon older than this command?)")
     try:
