@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -120,10 +121,15 @@ def test_a_seaweedfs_bucket_filled_with_boto3_is_read_through_the_daemon(start_d
     assert wait_for(lambda: used_bytes(daemon, "sw") == total - len(bodies["top"]) - len(bodies["docs/readme.txt"]))
     usage_is_exact(daemon)
 
-    # A bucket that would write where imported objects are cannot be configured.
-    daemon.stop()
+    # A bucket that would write where imported objects are cannot be configured: not by a reload...
     daemon.config.write_text(daemon.config.read_text() + '[[buckets]]\nname = "photos"\n'
                              '[[buckets.credentials]]\naccess_key_id = "AKPHOTOS"\nsecret_access_key = "secret"\n')
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "refused, keeping the running configuration: bucket 'photos' would keep its objects"
+                            " under 'photos' on store 'sw'" in daemon.log())
+    # ... nor at a start.
+    daemon.stop()
     daemon.log_path.rename(daemon.directory / "first-run.log")  # start() waits for a line of the new run
     with pytest.raises(RuntimeError, match="bucket 'photos' would keep its objects under 'photos' on store 'sw'"):
         daemon.start()
