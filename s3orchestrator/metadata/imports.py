@@ -118,6 +118,8 @@ def _import_one(txn: Transaction, store: str, bucket: str, found: FoundObject, m
             (bucket, found.key, store, found.location),
         )
         return PRESENT if here is not None else KEPT
+    # Two imports of one store into two buckets could otherwise both find the place free.
+    lock_key(txn, f"import:{store}", found.location)
     if _location_busy(txn, store, found.location):
         return SKIPPED
     record = ObjectRecord(

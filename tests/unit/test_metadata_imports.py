@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 
 from s3orchestrator.metadata.imports import (
@@ -167,3 +168,24 @@ async def test_an_import_of_a_dead_instance_is_taken_over_at_once(table: ImportT
     await table.begin("up", "bkt", "", "gone", LEASE_MS)  # no registered instance "gone": dead
     taken = await table.begin("up", "bkt", "", "me", LEASE_MS)
     assert (taken.owner, taken.state) == ("me", "running")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_daemons_importing_one_store_into_two_buckets_take_each_place_once(
+    table: ImportTable, make_store, clock: Clock, db_rows: Rows
+) -> None:
+    other = make_store(clock=clock)  # another daemon's connections to the same database
+    await other.start()
+    try:
+        objects = [found(f"k/{number:03d}") for number in range(100)]
+        await table.begin("up", "one", "", "me", LEASE_MS)
+        await table.begin("up", "two", "", "me", LEASE_MS)
+        results = await gatherResults([
+            imports.record("up", bucket, "", "me", objects, "k/99", 0, False, LEASE_MS)
+            for imports, bucket in ((table, "one"), (ImportTable(other.database, clock), "two"))])
+    finally:
+        await other.stop()
+    outcomes = [outcome for _, bucket_outcomes in results for outcome in bucket_outcomes]
+    assert (outcomes.count(IMPORTED), outcomes.count(SKIPPED)) == (100, 100)
+    assert db_rows("SELECT COUNT(*) FROM (SELECT location FROM copies GROUP BY location HAVING COUNT(*) > 1) x") == [
+        (0,)]
