@@ -5,7 +5,9 @@ per transaction with the checkpoint, until the listing ends.
 One instance runs a given (store, bucket, prefix) at a time (the ``imports`` row's
 owner and lease); a run that stops (the daemon stopped or died, the store failed) is
 resumed from its checkpoint by starting it again, on any instance. A stopping daemon
-cancels its runs; their rows stay ``running`` under its (then dead) instance id.
+cancels its runs; their rows stay ``running`` under its (then dead) instance id, and
+every instance looks for such imports at start and every ``RESUME_INTERVAL`` seconds
+to resume them (a failed one waits to be started again: its store needs a look first).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -27,6 +30,8 @@ from s3orchestrator.metadata.traffic import Traffic
 
 #: Seconds an instance holds an import without recording a batch before another may take it.
 IMPORT_LEASE = 300.0
+#: Seconds between looks for interrupted imports to resume (the first at start).
+RESUME_INTERVAL = 60.0
 
 _log = Logger()
 
@@ -55,13 +60,14 @@ class Importer(Service):
 
     ``config()`` is the current configuration; ``count(store, traffic)`` hears of the
     listing requests; ``replicate()`` is called when imported objects joined the
-    replication queue (their bucket wants more copies).
+    replication queue (their bucket wants more copies). Interrupted imports are resumed
+    every ``resume_interval`` seconds (see the module docstring).
     """
 
     def __init__(
         self, table: ImportTable, config: Callable[[], Config], owner: str, reactor: Any,
         count: Callable[[str, Traffic], None] | None = None, replicate: Callable[[], None] | None = None,
-        lease: float = IMPORT_LEASE,
+        lease: float = IMPORT_LEASE, resume_interval: float = RESUME_INTERVAL,
     ) -> None:
         self.table = table
         self._config = config
@@ -71,6 +77,35 @@ class Importer(Service):
         self._replicate = replicate
         self._lease_ms = int(lease * 1000)
         self._runs: dict[tuple[str, str, str], Deferred[None]] = {}
+        self._resumer = LoopingCall(lambda: ensureDeferred(self.resume_interrupted()))
+        self._resumer.clock = reactor
+        self._resume_interval = resume_interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._resumer.start(self._resume_interval, now=True)
+
+    async def resume_interrupted(self) -> int:
+        """Resume the imports left running by dead instances; how many this one took."""
+        try:
+            records = await self.table.imports()
+        except Exception as error:
+            _log.warn("Cannot look for interrupted imports: {error}", error=str(error))
+            return 0
+        resumed = 0
+        for record in records:
+            if record.state != "running" or self.runs(record.store, record.bucket, record.prefix):
+                continue
+            try:
+                await self.start(record.store, record.bucket, record.prefix)
+            except ImportRefused:
+                continue  # another live instance runs it, or its store or bucket is gone
+            except Exception as error:
+                _log.warn("Cannot resume the import of {store}/{prefix} into bucket {bucket}: {error}",
+                          store=record.store, prefix=record.prefix, bucket=record.bucket, error=str(error))
+                continue
+            resumed += 1
+        return resumed
 
     def _source(self, store: StoreConfig, config: Config) -> Source:
         own = own_areas(store, [bucket.name for bucket in config.buckets])
@@ -161,6 +196,8 @@ class Importer(Service):
     def stopService(self) -> Deferred[None] | None:
         """Cancel the runs (each resumes from its checkpoint when started again)."""
         super().stopService()
+        if self._resumer.running:
+            self._resumer.stop()
         runs = list(self._runs.values())
         for run in runs:
             run.cancel()

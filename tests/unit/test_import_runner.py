@@ -128,3 +128,14 @@ async def test_the_admin_api_wants_the_token(importer: Importer, metadata: Metad
     assert (await actions["/imports"]({}, b'{"store": "files", "bucket": "bkt"}')).status == 401
     assert (await endpoints["/imports"]({"authorization": "Bearer wrong"})).status == 401
     assert await importer.table.imports() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_import_a_dead_instance_left_running_is_resumed_a_failed_one_is_not(importer: Importer) -> None:
+    await importer.table.begin("files", "bkt", "", "dead-instance", 60_000)
+    await importer.table.begin("files", "bkt", "dir/", "me", 60_000)
+    await importer.table.finish("files", "bkt", "dir/", "me", "store files: unreadable")
+    assert await importer.resume_interrupted() == 1
+    await finished(importer)
+    states = {record.prefix: (record.state, record.owner) for record in await importer.table.imports()}
+    assert states == {"": ("done", "me"), "dir/": ("failed", "me")}
