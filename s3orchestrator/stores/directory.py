@@ -29,6 +29,9 @@ A location starting with ``/`` names a file that was in the store before the dae
 under the root, as it is. Its segments must be neither empty, ``.`` nor ``..``, and
 its first must not start with ``.`` (the store's own ``.tmp`` and ``.uploads``).
 Such a location is only read and deleted; the daemon writes at ``location_for``.
+``/app.d/x`` names the file of ``app/x``: imports never record a path inside a
+configured bucket's directory, nor may a bucket be configured over imported files
+(``s3orchestrator.imports.areas``).
 
 Locations that cannot be mapped (empty, NUL characters, no ``/`` at all, lone
 surrogates, a bad imported path, or a resulting path of 4096 bytes or more) are
