@@ -1,5 +1,5 @@
 """The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata,
-drain, movement (``ops.movement_cli``), rebalance (``ops.rebalance_cli``).
+drain, movement (``ops.movement_cli``), rebalance (``ops.rebalance_cli``), import.
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -210,33 +210,39 @@ def _error_document(body: bytes) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) and isinstance(answer.get("error"), str) else None
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH,
-                 method: str = "GET") -> dict[str, Any]:
-    """GET (or ``method``) ``path`` (/status, /usage, /movement...) from the admin endpoint
-    at ``url`` (``http://HOST:PORT`` or ``unix:PATH``): a JSON document with a list of ``stores``."""
-    connection: http.client.HTTPConnection
+def admin_connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection to the admin endpoint at ``url`` (``http://HOST:PORT``, ``https://...``
+    or ``unix:PATH``) and the path its requests' paths go under."""
     if url.startswith("unix:"):
-        connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
-        base = ""
-    else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        try:
-            connection = connection_class(parts.hostname, parts.port, timeout=timeout)
-        except ValueError as e:
-            raise CommandError(f"--url: {e}") from None
-        base = parts.path.rstrip("/")
+        return UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout), ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"--url: expected http://HOST:PORT, https://HOST:PORT or unix:PATH (got {url!r})")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        return connection_class(parts.hostname, parts.port, timeout=timeout), parts.path.rstrip("/")
+    except ValueError as e:
+        raise CommandError(f"--url: {e}") from None
+
+
+def admin_exchange(
+    url: str, token: str, method: str, path: str, timeout: float, document: Any = None,
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send ``method path`` (``document`` as a JSON body, if not None) to the admin endpoint
+    at ``url``: its response and body; CommandError if unreachable or the token is refused."""
+    connection, base = admin_connection(url, timeout)
+    # UTF-8, as the daemon compares it (http.client would send latin-1 only).
+    headers: dict[str, bytes | str] = {"Authorization": b"Bearer " + token.encode("utf-8"),
+                                       "Accept": "application/json"}
+    body = None
+    if document is not None:
+        body = json.dumps(document).encode("utf-8")
+        headers["Content-Type"] = "application/json"
     try:
         try:
-            # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request(method, base + path, headers={
-                "Authorization": b"Bearer " + token.encode("utf-8"),
-                "Accept": "application/json",
-            })
+            connection.request(method, base + path, body=body, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            answer = response.read()
         except (OSError, http.client.HTTPException) as e:
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
             raise CommandError(f"cannot reach the admin endpoint at {url}: {reason}") from None
@@ -244,6 +250,14 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
         connection.close()
     if response.status in (401, 403):
         raise CommandError(f"the admin endpoint at {url} refused the token ({response.status} {response.reason})")
+    return response, answer
+
+
+def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH,
+                 method: str = "GET") -> dict[str, Any]:
+    """GET (or ``method``) ``path`` (/status, /usage, /movement...) from the admin endpoint
+    at ``url`` (``http://HOST:PORT`` or ``unix:PATH``): a JSON document with a list of ``stores``."""
+    response, body = admin_exchange(url, token, method, path, timeout)
     answer = _error_document(body) if response.status != 200 else None
     if response.status == 503 and answer is not None:
         raise MetadataDown(metadata_down_message(url, answer), answer)
@@ -439,6 +453,18 @@ def build_parser() -> argparse.ArgumentParser:
     rebalance_cli.add_command(commands, lambda command: _admin_command(command, env_file_help,
                                                                        timeout=rebalance_cli.TIMEOUT))
 
+    importing = commands.add_parser(
+        "import",
+        help="have the daemon record the objects a store already holds as objects of a virtual bucket"
+             " (no bytes copied; resumable; exit 1 if it fails)",
+    )
+    _admin_command(importing, env_file_help)
+    importing.add_argument("--store", required=True, metavar="NAME", help="the store holding the objects")
+    importing.add_argument("--bucket", required=True, metavar="VBUCKET", help="the virtual bucket they join")
+    importing.add_argument("--prefix", default="", metavar="P", help="import only the keys starting with P")
+    importing.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                           help="how often the progress is shown (default: 1)")
+
     database_help = "sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE (password: PGPASSWORD or ~/.pgpass)"
     migrate = commands.add_parser(
         "migrate-metadata",
@@ -484,7 +510,8 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "usage", "migrate-metadata", "drain", "movement", "rebalance"):
+    if args.command in ("check-config", "status", "usage", "migrate-metadata", "drain", "movement", "rebalance",
+                        "import"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -502,6 +529,10 @@ def main(
             url, token = admin_access(args, environ)
             command = rebalance_cli if args.command == "rebalance" else movement_cli
             command.run(args, lambda path, method: fetch_status(url, token, args.timeout, path, method), stdout)
+        elif args.command == "import":
+            from s3orchestrator.import_command import run_import
+
+            run_import(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:
@@ -517,4 +548,7 @@ def main(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package's module, not __main__: commands living in other modules raise its CommandError.
+    from s3orchestrator import cli
+
+    sys.exit(cli.main())

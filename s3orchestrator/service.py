@@ -20,6 +20,8 @@ from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel,
 from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
 from s3orchestrator.config import Config, ConfigError, DirectoryStoreConfig, StoreConfig, load_config
+from s3orchestrator.imports.areas import conflicts
+from s3orchestrator.imports.runner import Importer
 from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.election import JobElection
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
@@ -34,6 +36,7 @@ from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, 
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
+from s3orchestrator.metadata.imports import ImportTable
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.placements import ObjectPlacements
@@ -43,6 +46,7 @@ from s3orchestrator.ops.admin import admin_actions, admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
+from s3orchestrator.ops.import_api import import_routes
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.movement import MovementControl
@@ -112,14 +116,23 @@ def build_store(config: StoreConfig, reactor, metrics: Metrics | None = None) ->
     return S3Store(config, reactor, observer=metrics.upstream_finished if metrics is not None else None)
 
 
+async def check_imports(metadata: MetadataStore, config: Config) -> None:
+    """ConfigError if a bucket of ``config`` would write where imported objects are."""
+    problems = conflicts(config, await ImportTable(metadata.database).areas())
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 async def prepare_metadata(metadata: MetadataStore, config: Config, reactor: Any) -> None:
-    """Migrate the metadata and sync the stores' rows; while another process holds the
-    database locked, wait and try again. (What earlier processes left is the reaper's
+    """Migrate the metadata, sync the stores' rows and check no bucket writes where
+    imported objects are (ConfigError); while another process holds the database
+    locked, wait and try again. (What earlier processes left is the reaper's
     to release once their instance lease expired.)"""
     while True:
         try:
             await metadata.start()
             await metadata.sync_stores([(store.name, store.quota_bytes) for store in config.stores])
+            await check_imports(metadata, config)
         except MetadataBusy as error:
             _log.warn(
                 "Metadata database busy at start, retrying in {delay}s: {error}",
@@ -237,6 +250,12 @@ class OrchestratorService(MultiService):
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor, header_timeout=config.server.header_timeout,
                            min_upload_rate=config.server.min_upload_rate)
+        # Imports started through the admin API (``s3orchestrator import``).
+        self.importer = Importer(
+            ImportTable(self.metadata.database), lambda: self.config, self.instance_id, reactor,
+            count=self.traffic.count, replicate=self._replicate_soon,
+        )
+        self.importer.setName("imports")
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[
             str,
@@ -305,6 +324,11 @@ class OrchestratorService(MultiService):
                            instance_id=self.instance_id, lease=self.config.metadata.lease)
             return
 
+    def _replicate_soon(self) -> None:
+        replicator = self.jobs.get("replicator")
+        if isinstance(replicator, ReplicatorJob):
+            replicator.soon()
+
     async def _start(self) -> None:
         await self._open_metadata()
         self.lease.setServiceParent(self)
@@ -362,6 +386,7 @@ class OrchestratorService(MultiService):
         rebalance.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
                      "replicator": replicator, "traffic_sync": traffic_sync, "mover": mover, "rebalance": rebalance}
+        self.importer.setServiceParent(self)
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await self.listeners.listen(S3, listen, self.site)
@@ -427,8 +452,9 @@ class OrchestratorService(MultiService):
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
                                         self.job_leases, usage=self.traffic.report, movement=self.movement,
                                         rebalancer=self.rebalancer)
-            actions = admin_actions(ops.admin.token, self.movement, self.rebalancer)
-            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints, actions)))
+            import_endpoints, import_actions = import_routes(ops.admin.token, self.importer, self.metadata)
+            actions = {**admin_actions(ops.admin.token, self.movement, self.rebalancer), **import_actions}
+            listeners.append((ADMIN, ops.admin.listen, ops_site({**endpoints, **import_endpoints}, actions)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
             if port is not None:
@@ -491,6 +517,14 @@ class OrchestratorService(MultiService):
         except ConfigError as error:
             self._log.error(
                 "Reload of {path} failed, keeping the running configuration: {error}",
+                path=self.config_path, error=str(error),
+            )
+            return False
+        try:
+            await check_imports(self.metadata, new)
+        except ConfigError as error:
+            self._log.error(
+                "Reload of {path} refused, keeping the running configuration: {error}",
                 path=self.config_path, error=str(error),
             )
             return False

@@ -10,7 +10,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar, cast
 
 from twisted.logger import Logger
 
@@ -19,7 +19,7 @@ from s3orchestrator.jobs.rebalance import NotSpread, Rebalancer
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
-from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
+from s3orchestrator.ops.endpoints import OpsAction, OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
 from s3orchestrator.ops.movement import MovementControl
 from s3orchestrator.ops.rebalance_report import plan_document
@@ -65,10 +65,13 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
     }
 
 
-def guarded(token: str, path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-    """``endpoint`` for the requests that carry ``token`` (``Authorization: Bearer``); a 401 for the others."""
+_Route = TypeVar("_Route", bound=Callable[..., Coroutine[Any, Any, OpsResponse]])
 
-    async def authorized(headers: Mapping[str, str]) -> OpsResponse:
+
+def authorized(token: str, path: str, route: _Route) -> _Route:
+    """``route`` (an endpoint or an action) answering 401 unless the request carries ``token``."""
+
+    async def guarded(headers: Mapping[str, str], *args: Any) -> OpsResponse:
         given = bearer_token(headers)
         if not token_matches(given, token):
             # Never the token given: a near miss would leak most of the real one.
@@ -78,9 +81,9 @@ def guarded(token: str, path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
                 reason="no bearer token" if given is None else "wrong token",
             )
             return json_response(401, UNAUTHORIZED)
-        return await endpoint(headers)
+        return await route(headers, *args)
 
-    return authorized
+    return cast(_Route, guarded)
 
 
 def rebalance_endpoint(rebalancer: Rebalancer, queue: bool, queued: Callable[[], None] = lambda: None) -> OpsEndpoint:
@@ -106,9 +109,18 @@ def rebalance_endpoint(rebalancer: Rebalancer, queue: bool, queued: Callable[[],
     return rebalance
 
 
+def _ignoring_body(endpoint: OpsEndpoint) -> OpsAction:
+    """An action that answers as ``endpoint`` does, whatever body the POST carries."""
+
+    async def action(headers: Mapping[str, str], body: bytes) -> OpsResponse:
+        return await endpoint(headers)
+
+    return action
+
+
 def admin_actions(
     token: str, movement: MovementControl, rebalancer: Rebalancer | None = None,
-) -> dict[str, OpsEndpoint]:
+) -> dict[str, OpsAction]:
     """The admin API's actions (POST) by path: ``movement.actions()`` and, given
     ``rebalancer``, ``/rebalance`` (queue a rebalance, then run the mover), token-guarded."""
     if not token:
@@ -116,7 +128,7 @@ def admin_actions(
     actions = dict(movement.actions())
     if rebalancer is not None:
         actions["/rebalance"] = rebalance_endpoint(rebalancer, queue=True, queued=movement.soon)
-    return {path: guarded(token, path, action) for path, action in actions.items()}
+    return {path: authorized(token, path, _ignoring_body(action)) for path, action in actions.items()}
 
 
 def admin_endpoints(
@@ -134,9 +146,6 @@ def admin_endpoints(
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
-    def authorized(path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-        return guarded(token, path, endpoint)
-
     async def status(headers: Mapping[str, str]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
@@ -150,16 +159,16 @@ def admin_endpoints(
             return json_response(503, metadata_down("busy", str(error), health))
         return json_response(200, snapshot)
 
-    endpoints = {"/status": authorized("/status", status)}
+    endpoints: dict[str, OpsEndpoint] = {"/status": authorized(token, "/status", status)}
     if movement is not None:
-        endpoints.update({path: authorized(path, endpoint) for path, endpoint in movement.endpoints().items()})
+        endpoints.update({path: authorized(token, path, endpoint) for path, endpoint in movement.endpoints().items()})
     if usage is not None:
         report = usage
 
         async def monthly_usage(headers: Mapping[str, str]) -> OpsResponse:
             return json_response(200, {"stores": report()})
 
-        endpoints["/usage"] = authorized("/usage", monthly_usage)
+        endpoints["/usage"] = authorized(token, "/usage", monthly_usage)
     if rebalancer is not None:
-        endpoints["/rebalance"] = authorized("/rebalance", rebalance_endpoint(rebalancer, queue=False))
+        endpoints["/rebalance"] = authorized(token, "/rebalance", rebalance_endpoint(rebalancer, queue=False))
     return endpoints

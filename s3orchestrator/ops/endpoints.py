@@ -33,6 +33,10 @@ class OpsResponse:
 
 #: An endpoint: the request's headers (lower-case names, first values) -> its answer.
 OpsEndpoint = Callable[[Mapping[str, str]], Coroutine[Any, Any, OpsResponse]]
+#: An action (POST, admin listener only): the request's headers and body -> its answer.
+OpsAction = Callable[[Mapping[str, str], bytes], Coroutine[Any, Any, OpsResponse]]
+#: The largest body an action reads.
+MAX_ACTION_BODY = 64 * 1024
 
 _log = Logger()
 
@@ -66,12 +70,12 @@ def _answer(request: Request, endpoint: OpsEndpoint) -> None:
 
 
 class _OpsRoot(resource.Resource):
-    """Every endpoint by its exact path (like OpsRouter), and every action (POST only);
+    """Every endpoint (GET, HEAD) and action (POST) by its exact path (like OpsRouter);
     404 for anything else."""
 
     isLeaf = True
 
-    def __init__(self, endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint]) -> None:
+    def __init__(self, endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsAction]) -> None:
         super().__init__()
         self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
         self._actions = {path.encode("ascii"): action for path, action in actions.items()}
@@ -84,20 +88,25 @@ class _OpsRoot(resource.Resource):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
         if action is not None and request.method == b"POST":
-            _answer(request, action)
+            assert request.content is not None
+            body = request.content.read(MAX_ACTION_BODY + 1)
+            if len(body) > MAX_ACTION_BODY:
+                request.setResponseCode(413)
+                return b""
+            _answer(request, lambda headers: action(headers, body))
             return server.NOT_DONE_YET
         if endpoint is None or request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(405)
-            allowed = [methods for methods, there in ((b"GET, HEAD", endpoint), (b"POST", action)) if there]
+            allowed = ([b"GET", b"HEAD"] if endpoint is not None else []) + ([b"POST"] if action is not None else [])
             request.setHeader(b"allow", b", ".join(allowed))
             return b""
         _answer(request, endpoint)
         return server.NOT_DONE_YET
 
 
-def ops_site(endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint] | None = None) -> server.Site:
-    """A Site serving ``endpoints`` (GET, HEAD) and ``actions`` (POST: they change
-    something) by exact path (``/health``, ``/metrics``...); 404 elsewhere."""
+def ops_site(endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsAction] | None = None) -> server.Site:
+    """A Site serving ``endpoints`` (and ``actions``, POST) by exact path (``/health``,
+    ``/metrics``...); 404 elsewhere."""
     site = server.Site(_OpsRoot(endpoints, actions or {}))
     site.displayTracebacks = False
     return site

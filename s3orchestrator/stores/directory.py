@@ -23,9 +23,19 @@ distinct paths, and nothing can leave the root:
 
 For example ``photos/2024/../x`` in bucket ``app`` is stored at
 ``app.d/photos.d/2024.d/%2E..d/x`` and the key ``docs/`` at ``app.d/docs.d/%``.
-Locations that cannot be mapped (empty, NUL characters, a leading ``/`` i.e. no
-bucket, no ``/`` at all, lone surrogates, or a resulting path of 4096 bytes or
-more) are refused with ValueError, through the Deferred (``open_read``,
+
+A location starting with ``/`` names a file that was in the store before the daemon
+(``s3orchestrator import``): ``/photos/2024/a.jpg`` is the file ``photos/2024/a.jpg``
+under the root, as it is. Its segments must be neither empty, ``.`` nor ``..``, and
+its first must not start with ``.`` (the store's own ``.tmp`` and ``.uploads``).
+Such a location is only read and deleted; the daemon writes at ``location_for``.
+``/app.d/x`` names the file of ``app/x``: imports never record a path inside a
+configured bucket's directory, nor may a bucket be configured over imported files
+(``s3orchestrator.imports.areas``).
+
+Locations that cannot be mapped (empty, NUL characters, no ``/`` at all, lone
+surrogates, a bad imported path, or a resulting path of 4096 bytes or more) are
+refused with ValueError, through the Deferred (``open_read``,
 ``delete``, ``create_upload``, ``abort_upload``) or ``IObjectWrite.done``
 (``start_write`` and the other writes). The filesystem must be
 case-sensitive and must not normalise Unicode (ext4, XFS, btrfs); ``start``
@@ -88,6 +98,7 @@ UPLOADS_DIRECTORY = ".uploads"
 DIRECTORY_SUFFIX = ".d"
 EMPTY_SEGMENT = "%"
 HASH_MARK = "%%"
+IMPORTED_MARK = "/"
 READ_CHUNK = 256 * 1024
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -145,18 +156,29 @@ def relative_path(location: str) -> str:
         raise ValueError("empty location")
     if "\x00" in location:
         raise ValueError("location contains a NUL character")
-    if location.startswith("/"):
-        raise ValueError("location must be <bucket>/<key>, not an absolute path")
-    if "/" not in location:
-        raise ValueError("location must be <bucket>/<key>")
     try:
         location.encode("utf-8")
     except UnicodeEncodeError as error:
         raise ValueError("location is not valid Unicode") from error
+    if location.startswith(IMPORTED_MARK):
+        return imported_path(location)
+    if "/" not in location:
+        raise ValueError("location must be <bucket>/<key>")
     *directories, file_name = location.split("/")
     names = [_name(segment, DIRECTORY_SUFFIX) for segment in directories]
     names.append(_name(file_name, ""))
     return "/".join(names)
+
+
+def imported_path(location: str) -> str:
+    """The path of an imported file's location (``/<path>``) relative to the root;
+    ValueError if it is not one."""
+    segments = location.removeprefix(IMPORTED_MARK).split("/")
+    if not location.startswith(IMPORTED_MARK) or any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError("an imported location is / and a relative path without empty, . or .. segments")
+    if segments[0].startswith("."):
+        raise ValueError("an imported location cannot name the store's own (dot) entries")
+    return "/".join(segments)
 
 
 # -- blocking helpers (run in the thread pool) -------------------------------------------------
@@ -722,7 +744,7 @@ class DirectoryStore:
         from s3orchestrator.stores.directory_multipart import DirectoryUploads
 
         self._uploads = DirectoryUploads(
-            name, reactor, self._root, self._temp_path, self._uploads_directory, self.path_for
+            name, reactor, self._root, self._temp_path, self._uploads_directory, self.target_path
         )
 
     def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -738,6 +760,12 @@ class DirectoryStore:
         if len(path) >= PATH_MAX:
             raise ValueError("location is too long for this filesystem")
         return path
+
+    def target_path(self, location: str) -> bytes:
+        """``path_for`` a location the daemon writes: never an imported one."""
+        if location.startswith(IMPORTED_MARK):
+            raise ValueError("imported locations are not written")
+        return self.path_for(location)
 
     def start(self) -> Deferred[int]:
         """Create the root if needed, remove the temp files of dead processes (a crash
@@ -793,7 +821,7 @@ class DirectoryStore:
         try:
             if length < 0:
                 raise ValueError("length must be >= 0")
-            final = self.path_for(location)
+            final = self.target_path(location)
         except ValueError:
             return DirectoryWrite.failed(self._reactor, body, Failure())
         write = DirectoryWrite(self._reactor, body, length, temp, final, self._root)
@@ -812,7 +840,7 @@ class DirectoryStore:
             if length < 0:
                 raise ValueError("length must be >= 0")
             source = self.path_for(source_location)
-            final = self.path_for(target_location)
+            final = self.target_path(target_location)
         except ValueError:
             return DirectoryWrite.failed(self._reactor, None, Failure())
         write = DirectoryWrite(self._reactor, None, length, temp, final, self._root)
@@ -874,7 +902,11 @@ class DirectoryStore:
             path = self.path_for(location)
         except ValueError:
             return fail()
-        bucket_directory = path[: path.index(b"/", len(self._root) + 1)]
+        if location.startswith(IMPORTED_MARK):
+            # An imported file: remove the directories it leaves empty up to the root.
+            bucket_directory = self._root
+        else:
+            bucket_directory = path[: path.index(b"/", len(self._root) + 1)]
         d = self._in_thread(_delete, path, bucket_directory)
         d.addErrback(_unavailable)
         return d

@@ -19,6 +19,7 @@ from twisted.internet import reactor
 from s3orchestrator.metadata import schema as schema_module
 from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import PostgresEngine, SqliteEngine
+from s3orchestrator.metadata.imports import FoundObject, ImportTable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.offline import DatabaseProblem, OfflineDatabase, PostgresDatabase, SqliteFile
 from s3orchestrator.metadata.offline import transfer as transfer_module
@@ -105,6 +106,12 @@ async def fill(spec: str) -> None:
         await store.reserve_copies(4, lambda usage: ("a",), plan)
         released = await store.reserve(1, lambda usage: "b")
         await store.release(released.id)
+        # An import of one object, with its checkpoint and area.
+        imports = ImportTable(store.database)
+        await imports.begin("a", "bkt", "", "host:1", 60_000)
+        await imports.record("a", "bkt", "", "host:1", [FoundObject(
+            key="found/1", location="found/1", area="found", size=3, etag="e", content_type="text/plain",
+            last_modified_ms=NOW_MS)], "found/1", 0, False, 60_000)
     finally:
         await store.stop()
 

@@ -23,7 +23,7 @@ from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.records import ObjectRecord, StoreUsage, UploadRecord
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.ops.admin import admin_endpoints, bearer_token
-from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse, OpsRouter, ops_site
+from s3orchestrator.ops.endpoints import MAX_ACTION_BODY, OpsEndpoint, OpsResponse, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.report import status_table
 from s3orchestrator.web.site import S3Request, S3Site
@@ -574,3 +574,23 @@ async def test_admin_usage_answers_the_traffic_report_with_the_right_token(metad
 
     assert (refused.status, document(refused)) == (401, {"error": "unauthorized"})
     assert (response.status, document(response)) == (200, {"stores": report})
+
+
+async def echo_action(headers: Mapping[str, str], body: bytes) -> OpsResponse:
+    return OpsResponse(202, "application/octet-stream", body[::-1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_ops_site_hands_a_post_s_body_to_its_action_and_refuses_other_methods() -> None:
+    client = StubTreq(ops_site(router_endpoints(), {"/act": echo_action, "/health": echo_action}).resource)
+
+    posted = await client.post("http://ops.example/act", data=b"abc")
+    assert (posted.code, await posted.content()) == (202, b"cba")
+    got = await client.get("http://ops.example/act")
+    assert (got.code, got.headers.getRawHeaders(b"allow")) == (405, [b"POST"])
+    health = await client.get("http://ops.example/health")  # the endpoint still answers GET
+    assert health.code == 200
+    too_big = await client.post("http://ops.example/act", data=b"x" * (MAX_ACTION_BODY + 1))
+    assert too_big.code == 413
+    not_an_action = await client.post("http://ops.example/health/ready", data=b"")
+    assert (not_an_action.code, not_an_action.headers.getRawHeaders(b"allow")) == (405, [b"GET, HEAD"])
