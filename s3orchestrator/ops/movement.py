@@ -53,11 +53,14 @@ async def movement_status(metadata: IMetadataStore, modes: Mapping[str, str], no
     """``{"paused": bool, "stores": [{"name", "mode", "objects", "live_bytes",
     "cleanup_queue", "drained"}], "moves": [...]}``. ``stores``: every configured store
     with its live copies and bytes queued for removal; a store in mode drain is
-    ``drained`` once neither is left (its upstream is empty of our objects). ``moves``:
+    ``drained`` once neither is left, nor a move of its drain (its upstream is empty of
+    our objects, every move counted). ``moves``:
     per reason ('drain', 'rebalance') and source store: moved and left (objects,
     bytes; for a drain, left is every live copy on the store, queued or not yet),
     ``failing`` (moves that failed at least once, tried again later), the average rate
     since the first was queued, and ``eta_seconds`` at that rate (None: unknown)."""
+    progresses = await metadata.move_progress()
+    draining = {progress.store for progress in progresses if progress.reason == "drain" and progress.left_objects}
     cleanups = await metadata.cleanup_totals()
     # The stores' counters (cheap at every scrape): live copies, and used bytes less those queued for removal.
     usage = {store.name: store for store in await metadata.store_usage()}
@@ -69,10 +72,11 @@ async def movement_status(metadata: IMetadataStore, modes: Mapping[str, str], no
         live[name] = (0, 0) if store is None else (store.object_count, store.used_bytes - queued_bytes)
         stores.append({
             "name": name, "mode": mode, "objects": live[name][0], "live_bytes": live[name][1],
-            "cleanup_queue": queued, "drained": mode == DRAIN and live[name][0] == 0 and queued == 0,
+            "cleanup_queue": queued,
+            "drained": mode == DRAIN and live[name][0] == 0 and queued == 0 and name not in draining,
         })
     moves = []
-    for progress in await metadata.move_progress():
+    for progress in progresses:
         left = (progress.left_objects, progress.left_bytes)
         if progress.reason == "drain" and modes.get(progress.store) == DRAIN:
             left = live[progress.store]

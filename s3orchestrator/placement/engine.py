@@ -808,10 +808,10 @@ class Placement(CopyMoves):
             return Replicated(0, 0, 0)
         self._readable(list(sources.values()), lambda source: source.store)  # CapReached before reserving
         copies = await self._metadata.object_copies(bucket, key)
-        reservations = await self.reserve_copies(
+        reservations = await self._still_wanted(record, await self.reserve_copies(
             record.size, PlacementPolicy(replicas=wanted, write_quorum=1), (bucket, key),
             exclude=frozenset(copy.store for copy in copies),
-        )
+        ))
         ordered = self._readable(sorted(sources.values(), key=lambda source: not self.health.is_healthy(source.store)),
                                  lambda source: source.store)
         made = copied = 0
@@ -822,6 +822,21 @@ class Placement(CopyMoves):
         if made == wanted:
             await self._metadata.unqueue_replication(bucket, key)
         return Replicated(made, copied, wanted - made)
+
+    async def _still_wanted(self, record: ObjectRecord, reservations: Sequence[Reservation]) -> list[Reservation]:
+        """The reservations of new copies of ``record`` still wanted once their locations
+        are claimed: a write of the key committed just before may have put a copy there,
+        which a store writing in place would lose to the old bytes (a write after waits for
+        the claims). The others are released (all, if the object changed)."""
+        found = await self._metadata.get_object_copies(record.bucket, record.key)
+        same = found is not None and (found[0].etag, found[0].last_modified_ms) == (record.etag,
+                                                                                    record.last_modified_ms)
+        taken = {copy.store for copy in found[1]} if found is not None and same else set()
+        wanted = [reservation for reservation in reservations if same and reservation.store not in taken]
+        for reservation in reservations:
+            if reservation not in wanted:
+                await self.release(reservation)
+        return wanted
 
     async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
                             reservation: Reservation) -> bool:

@@ -56,7 +56,8 @@ class CopyMoves:
         async def _delete_bytes(self, store: str, location: str, size: int, queued: bool = False,
                                 holder: str | None = None) -> None: ...
 
-        async def release(self, reservation: Reservation, leftover: str | None = None) -> None: ...
+        async def _still_wanted(self, record: ObjectRecord,
+                                reservations: Sequence[Reservation]) -> list[Reservation]: ...
 
     async def move_copy(self, bucket: str, key: str, from_store: str, to_store: str | None = None) -> Moved:
         """Move the live copy of ``bucket``/``key`` on ``from_store`` to ``to_store``, or to
@@ -83,13 +84,8 @@ class CopyMoves:
             return Moved(SKIPPED)
         exclude = holding if to_store is None else holding | (frozenset(self._stores) - {to_store})
         reservation = await self._reserve_move(record, live, old, exclude)
-        # The reservation claims the new copy's location: a write of the key committed
-        # before it could be there now (a store that writes in place would lose it to
-        # the old bytes), and one after it waits for the move. So look again first.
-        now = await self._metadata.get_object_copies(bucket, key)
-        if now is None or not _same_object(now[0], record) or any(c.store == reservation.store for c in now[1]):
-            await self.release(reservation)
-            if now is None or not _same_object(now[0], record):
+        if not await self._still_wanted(record, [reservation]):
+            if not _same_object(await self._metadata.get_object(bucket, key), record):
                 return Moved(GONE)
             raise LocationBusy(f"{bucket}/{key} got a copy on store {reservation.store} meanwhile")
         sources = [old, *(copy for copy in live if copy is not old)]

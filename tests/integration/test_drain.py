@@ -163,7 +163,7 @@ def test_a_drain_killed_midway_resumes_after_a_restart(start_daemon) -> None:
     assert wait_for(lambda: store_files(daemon, "local-a") == [], timeout=20)
     assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents")[0][0] == 0, timeout=20)
     assert_quotas_exact(daemon, {"local-a": 0, "local-b": 60 * 80})
-    assert metadata_rows(daemon, "SELECT COUNT(*) FROM movements")[0][0] == 0
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM movements")[0][0] == 0)
     # A move the kill cut short after its old copy went counts as nothing left to move.
     (moved,), = metadata_rows(daemon, "SELECT moved_objects FROM movement_totals WHERE store = 'local-a'")
     assert 60 - 2 <= moved <= 60
@@ -183,6 +183,5 @@ def test_movement_pause_holds_a_drain_until_resumed(start_daemon) -> None:
     assert live_on(daemon, "local-a") == 1
     code, out, _ = cli(daemon, "movement", "resume")
     assert code == 0 and out.startswith("movement resumed\n")
-    assert wait_for(lambda: live_on(daemon, "local-a") == 0)
-    code, out, _ = cli(daemon, "movement", "status")
-    assert "drain of local-a: done, the store is empty (1 copy (3 B) moved)" in out
+    done = "drain of local-a: done, the store is empty (1 copy (3 B) moved)"
+    assert wait_for(lambda: done in cli(daemon, "movement", "status")[1]), cli(daemon, "movement", "status")

@@ -1,5 +1,6 @@
 """Store modes in placement (no new copies on readonly and drain stores) and moving a copy
-to another store (``Placement.move_copy``), on directory stores and a SQLite metadata store."""
+to another store (``Placement.move_copy``), on directory stores and a SQLite metadata store;
+and new copies (moved or replicated) never clobber an overwrite committed onto their store."""
 
 from __future__ import annotations
 
@@ -232,4 +233,35 @@ async def test_an_object_overwritten_onto_the_target_before_the_move_reserves_is
     assert await live_copies(metadata, "k") == ["b"]
     assert await stored_bytes(stores["b"], record.location) == b"new!"
     assert await used(metadata) == {"a": 9, "b": 4, "c": 0}  # a's old bytes queued for cleanup
+    assert await metadata.list_intents() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_replicator_never_clobbers_an_overwrite_committed_onto_its_target(
+    world, tmp_path: Path, monkeypatch
+) -> None:
+    metadata, stores = world
+    stores["a"] = InPlaceStore("a", str(tmp_path / "a"), reactor)
+    modes = {"a": "readonly", "b": "readonly"}
+    placement = await placement_of(world, modes=modes)
+    await placement.write("bkt", "k", FakeRequestBody(b"old bytes"), NEW)  # on c alone
+    placement.policy = lambda bucket: PlacementPolicy(replicas=2, write_quorum=2)
+    modes.update(a="normal", b="normal", c="readonly")
+    reserve_copies = placement.reserve_copies
+    overwrites = [b"new!"]
+
+    async def overwritten_first(*args: Any, **kwargs: Any) -> Any:
+        if overwrites:  # the replicator's reserve (the overwrite's own goes straight on)
+            await placement.write("bkt", "k", FakeRequestBody(overwrites.pop()), NEW)  # on a and b
+            modes["c"] = "normal"
+        return await reserve_copies(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "reserve_copies", overwritten_first)
+    # The old copy's bytes outlive the overwrite a while (its store is slow to delete them).
+    monkeypatch.setattr(stores["c"], "delete", lambda location: fail(StoreUnavailable("busy")))
+    await placement.replicate("bkt", "k")
+    record = await metadata.get_object("bkt", "k")
+    assert await live_copies(metadata, "k") == ["a", "b"]
+    for name in ("a", "b"):
+        assert await stored_bytes(stores[name], record.location) == b"new!"
     assert await metadata.list_intents() == []
