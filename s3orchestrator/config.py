@@ -182,6 +182,27 @@ class JobsConfig:
     lease: float = DEFAULT_JOB_LEASE
 
 
+DEFAULT_SCRUB_INTERVAL = 24 * 3600.0
+DEFAULT_SCRUB_OBJECTS_PER_SECOND = 10.0
+DEFAULT_SCRUB_BYTES_PER_SECOND = 10 * 1024**2
+DEFAULT_SCRUB_FULL_READ_INTERVAL = 30 * 24 * 3600.0
+
+
+@attrs.frozen
+class ScrubConfig:
+    """The scrubber (off unless ``enabled``): a pass over every live copy (a stat or HEAD:
+    size and ETag) begins ``interval`` seconds after the previous one began, one over the
+    copies on directory stores reading every byte (MD5) ``full_read_interval`` seconds
+    after the previous one; ``objects_per_second`` copies checked per second at most,
+    ``bytes_per_second`` read per second at most by the full reads."""
+
+    enabled: bool = False
+    interval: float = DEFAULT_SCRUB_INTERVAL
+    objects_per_second: float = DEFAULT_SCRUB_OBJECTS_PER_SECOND
+    bytes_per_second: int = DEFAULT_SCRUB_BYTES_PER_SECOND
+    full_read_interval: float = DEFAULT_SCRUB_FULL_READ_INTERVAL
+
+
 @attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
@@ -288,6 +309,7 @@ class Config:
     placement: PlacementPolicy = attrs.field(factory=PlacementPolicy, kw_only=True)
     placement_jobs: PlacementJobsConfig = attrs.field(factory=PlacementJobsConfig, kw_only=True)
     jobs: JobsConfig = attrs.field(factory=JobsConfig, kw_only=True)
+    scrub: ScrubConfig = attrs.field(factory=ScrubConfig, kw_only=True)
     # Read for every store call (traffic counting): made once.
     _caps: Mapping[str, StoreCaps] = attrs.field(
         init=False,
@@ -383,7 +405,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores", "placement", "jobs",
+        "buckets", "stores", "placement", "jobs", "scrub",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
@@ -393,6 +415,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     health = _parse_health(_table(data, "", "health", required=False))
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
     jobs = _parse_jobs(_table(data, "", "jobs", required=False))
+    scrub = _parse_scrub(_table(data, "", "scrub", required=False))
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
@@ -408,6 +431,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         placement=placement,
         placement_jobs=placement_jobs,
         jobs=jobs,
+        scrub=scrub,
     )
     check_placement(config)
     return config
@@ -527,6 +551,22 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
 def _parse_jobs(table: Mapping[str, Any]) -> JobsConfig:
     _check_keys(table, "jobs", ("lease",))
     return JobsConfig(lease=_seconds(table, "jobs", "lease", default=DEFAULT_JOB_LEASE))
+
+
+def _parse_scrub(table: Mapping[str, Any]) -> ScrubConfig:
+    _check_keys(table, "scrub", ("enabled", "interval", "objects_per_second", "bytes_per_second",
+                                 "full_read_interval"))
+    rate = table.get("objects_per_second", DEFAULT_SCRUB_OBJECTS_PER_SECOND)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"{_name('scrub', 'objects_per_second')}: must be a positive number (got {rate!r})")
+    return ScrubConfig(
+        enabled=_boolean(table, "scrub", "enabled", default=False),
+        interval=_seconds(table, "scrub", "interval", default=DEFAULT_SCRUB_INTERVAL),
+        objects_per_second=float(rate),
+        bytes_per_second=_integer(table, "scrub", "bytes_per_second", minimum=1,
+                                  default=DEFAULT_SCRUB_BYTES_PER_SECOND),
+        full_read_interval=_seconds(table, "scrub", "full_read_interval", default=DEFAULT_SCRUB_FULL_READ_INTERVAL),
+    )
 
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:

@@ -27,6 +27,7 @@ from s3orchestrator.jobs.heartbeat import InstanceLease, default_instance_id
 from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.jobs.scrub import ScrubJob, timer_step
 from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
 from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, Listeners
 from s3orchestrator.metadata.availability import MetadataAvailability
@@ -34,6 +35,7 @@ from s3orchestrator.metadata.database import Database
 from s3orchestrator.metadata.engines import create_engine
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
+from s3orchestrator.metadata.scrub import ScrubPasses
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.metadata.traffic import TrafficTable
 from s3orchestrator.ops.admin import admin_endpoints
@@ -192,6 +194,7 @@ class OrchestratorService(MultiService):
         # The cluster-wide jobs run on the one instance holding each job's lease.
         self.job_leases = JobLeases(self.metadata.database)
         self.election = JobElection(self.job_leases, self.instance_id, config.jobs.lease, reactor)
+        self.scrub_passes = ScrubPasses(self.metadata.database)
         self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
@@ -229,7 +232,8 @@ class OrchestratorService(MultiService):
                            min_upload_rate=config.server.min_upload_rate)
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[
-            str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
+            str,
+            HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob | ScrubJob,
         ] = {}
         self.ready = False
         self._s3_port: IListeningPort | None = None
@@ -333,11 +337,19 @@ class OrchestratorService(MultiService):
         # A store back up may take the copies that could not be made while it was down (on
         # the instance that runs the replicator: soon() asks its lease first).
         self.health.on_change = lambda store, healthy: replicator.soon() if healthy else None
+        scrub = ScrubJob(
+            self.placement, self.metadata, self.scrub_passes, lambda: self.stores,
+            lambda: [store.name for store in self.config.stores if isinstance(store, DirectoryStoreConfig)],
+            lambda: self.config.scrub, self.reactor, metadata_available, self.election.lease("scrub"),
+            owner=self.instance_id,
+        )
+        scrub.setName("scrub")
+        scrub.setServiceParent(self)
         traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
         traffic_sync.setName("traffic-sync")
         traffic_sync.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator, "traffic_sync": traffic_sync}
+                     "replicator": replicator, "traffic_sync": traffic_sync, "scrub": scrub}
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
         self._s3_port = await self.listeners.listen(S3, listen, self.site)
@@ -393,7 +405,7 @@ class OrchestratorService(MultiService):
             listeners.append((MANHOLE, ops.manhole.listen, manhole_listener(ops.manhole, self, self.reactor)))
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
-                                        self.job_leases, usage=self.traffic.report)
+                                        self.job_leases, usage=self.traffic.report, scrub_passes=self.scrub_passes)
             listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
@@ -500,6 +512,7 @@ class OrchestratorService(MultiService):
             "reaper": self.config.placement_jobs.reaper_interval,
             "cleanup": self.config.placement_jobs.cleanup_interval,
             "replicator": self.config.placement.replication_interval,
+            "scrub": timer_step(self.config.scrub),
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

@@ -17,6 +17,7 @@ from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
+from s3orchestrator.metadata.scrub import ScrubPasses
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
 from s3orchestrator.ops.status import status_snapshot
@@ -64,9 +65,11 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+    scrub_passes: ScrubPasses | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
-    the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
+    the holders of the job leases when given ``job_leases``, the scrubber's passes
+    when given ``scrub_passes``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
     unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
     ``{"stores": usage()}``."""
@@ -92,7 +95,7 @@ def admin_endpoints(
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
         try:
-            snapshot = await status_snapshot(metadata, health, job_leases)
+            snapshot = await status_snapshot(metadata, health, job_leases, scrub_passes)
         except MetadataUnavailable as error:
             return json_response(503, metadata_down("unavailable", str(error), health))
         except MetadataBusy as error:

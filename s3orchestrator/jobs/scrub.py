@@ -1,0 +1,320 @@
+"""The scrubber: a slow background job that checks every live copy against its object's
+record, lets go of the copies it finds missing or damaged and has them made again from
+a good copy."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Mapping, Protocol, Sequence
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from s3orchestrator.config import ScrubConfig
+from s3orchestrator.jobs.election import JobLease
+from s3orchestrator.jobs.health import StoreHealth
+from s3orchestrator.jobs.timed import TimedJob
+from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, fresh_holder
+from s3orchestrator.metadata.interface import IMetadataStore
+from s3orchestrator.metadata.records import CopyRecord
+from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubCopy, ScrubPass, ScrubPasses
+from s3orchestrator.placement.engine import Replicated
+from s3orchestrator.placement.verify import MISSING, Finding, FullRead, stat_copy
+from s3orchestrator.stores.interface import IObjectStore, ObjectStat, StoreMisconfigured, StoreUnavailable
+
+#: Copies read from the database at a time.
+BATCH_SIZE = 100
+#: Seconds between saves of a pass's position (and at the end of every batch).
+SAVE_EVERY = 10.0
+#: Longest the timer waits between looks at whether a pass is due.
+LONGEST_STEP = 60.0
+
+
+class Repairs(Protocol):
+    """What the job needs of placement: the stores' health and ``replicate``."""
+
+    health: StoreHealth
+
+    async def replicate(self, bucket: str, key: str) -> Replicated:
+        ...
+
+
+def timer_step(settings: ScrubConfig) -> float:
+    """Seconds between the timer's looks at whether a pass is due."""
+    return min(LONGEST_STEP, settings.interval, settings.full_read_interval)
+
+
+class ScrubJob(TimedJob):
+    """Two kinds of pass over the live copies, each walking them in key order from where
+    it stands in ``scrub_passes`` (so a restart, or another instance taking the job's
+    lease over, resumes it): a ``stat`` pass, begun ``settings().interval`` seconds after
+    the previous one began, asks each copy's store for its size and ETag (a stat, a HEAD);
+    a ``checksum`` pass, begun ``full_read_interval`` seconds after the previous one,
+    reads every byte of the copies on ``checksummed()`` stores (the directory stores) and
+    checks their MD5 (see placement.verify). Both run at once; together they check at
+    most ``objects_per_second`` copies a second, and the full reads read at most
+    ``bytes_per_second``. Copies on stores that are down are skipped.
+
+    A copy found missing or damaged is checked again under a claim of its location (no
+    write can be moving bytes there meanwhile) and only while its object's record, ETag
+    and copy are still those checked; a full read's finding also needs the file to be
+    the one read (same size and modification time). Then it is let go
+    (``mark_copy_missing``: no longer read, its bytes queued for cleanup) and made again
+    from a good copy at once (``replicate``; else by the replicator), one log line each.
+
+    Counters: ``runs``, ``errors``, ``checked`` (by kind), ``bytes_read``, ``damaged``
+    and ``missing`` (by store), ``repaired`` (copies made again), ``skipped`` (store down
+    or failing, location claimed, copy changed while checked), ``unverifiable`` (full
+    reads whose ETag the bytes cannot give: length checked only); ``passes``: the
+    passes as of the last run, by kind."""
+
+    _log = Logger()
+    description = "Scrub"
+
+    def __init__(
+        self,
+        repairs: Repairs,
+        metadata: IMetadataStore,
+        passes: ScrubPasses,
+        stores: Callable[[], Mapping[str, IObjectStore]],
+        checksummed: Callable[[], Sequence[str]],
+        settings: Callable[[], ScrubConfig],
+        clock: IReactorTime,
+        metadata_available: Callable[[], bool] = lambda: True,
+        lease: JobLease | None = None,
+        owner: str = "",
+    ) -> None:
+        super().__init__(timer_step(settings()), clock, metadata_available, lease)
+        self._repairs = repairs
+        self._metadata = metadata
+        self._passes = passes
+        self._stores = stores
+        self._checksummed = checksummed
+        self._settings = settings
+        self.owner = owner
+        self._stopping = False
+        self._waits: set[Deferred[None]] = set()
+        self._reads: set[FullRead] = set()
+        self._due = 0.0
+        self.checked: Counter[str] = Counter()
+        self.damaged: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()
+        self.bytes_read = self.repaired = self.skipped = self.unverifiable = 0
+        self.passes: dict[str, ScrubPass] = {}
+
+    def startService(self) -> None:
+        self._stopping = False
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        # A pass takes hours: stop at once, where it stands (saved; resumed next start).
+        self._stopping = True
+        for wait in list(self._waits):
+            wait.cancel()
+        for read in list(self._reads):
+            read.cancel()
+        return super().stopService()
+
+    async def run(self) -> int:
+        """Begin the passes that are due, then go on with those running until they end (or
+        the job stops, or loses its lease); the number of copies checked."""
+        settings = self._settings()
+        if not settings.enabled:
+            return 0
+        now_ms = int(self.clock.seconds() * 1000)
+        self.passes = {scrub.kind: scrub for scrub in await self._passes.passes()}
+        walks = []
+        for kind, every in ((STAT, settings.interval), (CHECKSUM, settings.full_read_interval)):
+            current = self.passes.get(kind)
+            if current is None or (not current.running and now_ms - current.started_ms >= every * 1000):
+                current = self.passes[kind] = await self._passes.begin(kind, now_ms)
+                self._log.info("Scrub: a {kind} pass begins", kind=kind)
+            if current.running:
+                walks.append(ensureDeferred(self._walk(current)))
+        self._due = self.clock.seconds()
+        checked = await gatherResults(walks, consumeErrors=True)
+        return sum(checked)
+
+    def _going(self) -> bool:
+        return not self._stopping and self._settings().enabled and (self.lease is None or self.lease.leads)
+
+    async def _walk(self, current: ScrubPass) -> int:
+        """Go on with the running pass ``current`` from its position; copies checked."""
+        kind, position = current.kind, current.position
+        done = checked = found = 0
+        saved_at = self.clock.seconds()
+        try:
+            while self._going():
+                stores = None if kind == STAT else list(self._checksummed())
+                batch = await self._passes.next_copies(position, BATCH_SIZE, stores)
+                for copy in batch:
+                    if not self._going():
+                        return done
+                    await self._pace()
+                    if not self._going():
+                        return done
+                    found += await self._check(kind, copy)
+                    position = copy.position
+                    done += 1
+                    checked += 1
+                    if self.clock.seconds() - saved_at >= SAVE_EVERY:
+                        await self._passes.advance(kind, position, checked, found)
+                        checked = found = 0
+                        saved_at = self.clock.seconds()
+                if len(batch) < BATCH_SIZE:
+                    if checked and position is not None:
+                        await self._passes.advance(kind, position, checked, found)
+                        checked = found = 0
+                    await self._finish(kind)
+                    return done
+        finally:
+            if checked and position is not None:
+                await self._passes.advance(kind, position, checked, found)
+        return done
+
+    async def _finish(self, kind: str) -> None:
+        now_ms = int(self.clock.seconds() * 1000)
+        await self._passes.finish(kind, now_ms)
+        for scrub in await self._passes.passes():
+            self.passes[scrub.kind] = scrub
+        ended = self.passes.get(kind)
+        self._log.info(
+            "Scrub: the {kind} pass is done: {checked} copies checked, {found} missing or damaged",
+            kind=kind, checked=ended.checked if ended else 0, found=ended.found if ended else 0,
+        )
+
+    async def _pace(self) -> None:
+        """Wait for this copy's turn: ``objects_per_second`` at most, both passes together."""
+        now = self.clock.seconds()
+        wait = self._due - now
+        self._due = max(self._due, now) + 1 / self._settings().objects_per_second
+        if wait > 0:
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        wait = deferLater(self.clock, seconds, lambda: None)
+        self._waits.add(wait)
+        try:
+            await wait
+        except CancelledError:
+            pass  # stopping
+        finally:
+            self._waits.discard(wait)
+
+    async def _check(self, kind: str, copy: ScrubCopy) -> int:
+        """Check one copy (1 if it was let go as missing or damaged, else 0)."""
+        store = self._stores().get(copy.store)
+        if store is None or not self._repairs.health.is_healthy(copy.store):
+            self.skipped += 1
+            return 0
+        read_stat: ObjectStat | None = None  # the file a full read found wrong, before the read
+        try:
+            stat, finding = await stat_copy(store, copy)
+            self.checked[kind] += 1
+            if finding is None and kind == CHECKSUM:
+                finding = await self._full_read(store, copy)
+                read_stat = stat
+        except (StoreUnavailable, StoreMisconfigured) as error:
+            if isinstance(error, StoreUnavailable):
+                self._repairs.health.record_failure(copy.store, str(error))
+            self.skipped += 1
+            self._log.warn("Scrub: could not check {bucket}/{key} on store {store}: {error}",
+                           bucket=copy.bucket, key=copy.key, store=copy.store, error=str(error))
+            return 0
+        if finding is None or self._stopping:
+            return 0
+        return await self._confirm(store, copy, finding, read_stat)
+
+    async def _full_read(self, store: IObjectStore, copy: ScrubCopy) -> Finding | None:
+        read = FullRead(store, copy, self.clock, self._settings().bytes_per_second)
+        self._reads.add(read)
+        try:
+            return await read.run()
+        except CancelledError:
+            return None  # stopping
+        finally:
+            self._reads.discard(read)
+            self.bytes_read += read.received
+            self.unverifiable += read.unverifiable
+
+    async def _confirm(
+        self, store: IObjectStore, copy: ScrubCopy, finding: Finding, read_stat: ObjectStat | None
+    ) -> int:
+        """Let go of a copy found missing or damaged, once the finding holds under a claim
+        of its location for the object as checked, and have it made again; 1 if let go.
+        ``read_stat``: the file a full read found wrong, as stat described it before."""
+        holder = fresh_holder()
+        expires_ms = int((self.clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
+        if not await self._metadata.claim_locations(copy.store, [copy.location], holder, self.owner, expires_ms):
+            return self._skip(copy, finding, "its location is claimed (a write?)")
+        try:
+            live = await self._current_copy(copy)
+            if live is None:
+                return self._skip(copy, finding, "the object changed meanwhile")
+            stat, again = await stat_copy(store, copy)
+            if read_stat is not None and again is None:
+                if stat is None or (stat.size, stat.last_modified) != (read_stat.size, read_stat.last_modified):
+                    return self._skip(copy, finding, "the file changed since it was read")
+                again = finding
+            if again is None:
+                return self._skip(copy, finding, "it is right again")
+            left = await self._metadata.mark_copy_missing(copy.bucket, copy.key, live, etag=copy.etag)
+        finally:
+            await self._end_claim(holder)
+        if left is None:
+            return self._skip(copy, again, "the object changed meanwhile")
+        (self.missing if again.problem == MISSING else self.damaged)[copy.store] += 1
+        self._log.error(
+            "Scrub: copy of {bucket}/{key} on store {store} at {location} is {problem} ({detail}); let go",
+            bucket=copy.bucket, key=copy.key, store=copy.store, location=copy.location,
+            problem=again.problem, detail=again.detail,
+        )
+        if left == 0:
+            self._log.error("Object {bucket}/{key} is lost: the scrubber found its last live copy {problem}",
+                            bucket=copy.bucket, key=copy.key, problem=again.problem)
+        else:
+            await self._repair(copy)
+        return 1
+
+    async def _current_copy(self, copy: ScrubCopy) -> CopyRecord | None:
+        """The live copy ``copy`` names, if the object and that copy are still those checked."""
+        found = await self._metadata.get_object_copies(copy.bucket, copy.key)
+        if found is None or found[0].etag != copy.etag or found[0].size != copy.size:
+            return None
+        for live in found[1]:
+            if (live.store, live.location, live.created_ms) == (copy.store, copy.location, copy.created_ms):
+                return live
+        return None
+
+    async def _end_claim(self, holder: str) -> None:
+        try:
+            await self._metadata.end_claims([holder])
+        except Exception as error:
+            self._log.warn("Scrub: could not end its claim {holder} (it expires by itself): {error}",
+                           holder=holder, error=str(error))
+
+    def _skip(self, copy: ScrubCopy, finding: Finding, why: str) -> int:
+        self.skipped += 1
+        self._log.info(
+            "Scrub: copy of {bucket}/{key} on store {store} looked {problem} ({detail}) but {why}; left as it is",
+            bucket=copy.bucket, key=copy.key, store=copy.store, problem=finding.problem, detail=finding.detail,
+            why=why,
+        )
+        return 0
+
+    async def _repair(self, copy: ScrubCopy) -> None:
+        try:
+            made = await self._repairs.replicate(copy.bucket, copy.key)
+        except Exception as error:
+            self._log.warn("Scrub: could not make {bucket}/{key}'s copy again now, the replicator will: {error}",
+                           bucket=copy.bucket, key=copy.key, error=str(error))
+            return
+        self.repaired += made.copies
+        if made.copies:
+            self._log.info("Scrub: made {copies} copy of {bucket}/{key} again from a good one",
+                           copies=made.copies, bucket=copy.bucket, key=copy.key)
+        else:
+            self._log.warn("Scrub: {bucket}/{key}'s copy could not be made again now; the replicator will",
+                           bucket=copy.bucket, key=copy.key)

@@ -1,0 +1,160 @@
+"""The scrubber's passes in SQL (table ``scrub_passes``, migration 014): where each kind of
+pass stands, and the next live copies it checks, read in primary key order from there."""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+
+from s3orchestrator.metadata.database import Database, Transaction
+
+#: The kinds of pass: a stat (HEAD) of every live copy, a full read of those on directory stores.
+STAT = "stat"
+CHECKSUM = "checksum"
+KINDS = (STAT, CHECKSUM)
+
+#: A copy's place in the walk: (bucket, key, store), the copies table's primary key.
+Position = tuple[str, str, str]
+
+
+@attrs.frozen
+class ScrubPass:
+    """Where one kind of pass stands: the current one (or the last, when none runs) began
+    at ``started_ms``; the last one finished at ``finished_ms`` (None: none has yet);
+    ``position``: the last copy done in the running pass (None: none yet, or not running);
+    ``checked`` and ``found`` (missing or damaged) copies in it."""
+
+    kind: str
+    started_ms: int
+    finished_ms: int | None
+    position: Position | None
+    checked: int
+    found: int
+
+    @property
+    def running(self) -> bool:
+        """Whether a pass is under way (begun and not finished)."""
+        return self.finished_ms is None or self.finished_ms < self.started_ms
+
+
+@attrs.frozen
+class ScrubCopy:
+    """A live copy to check, with what its object's record says it holds: ``size`` bytes
+    of ETag ``etag`` (unquoted), made of parts of ``part_sizes`` (a multipart object;
+    empty for others); ``created_ms`` tells this copy from one written since."""
+
+    bucket: str
+    key: str
+    store: str
+    location: str
+    created_ms: int
+    size: int
+    etag: str
+    part_sizes: tuple[int, ...] = attrs.field(default=(), converter=tuple[int, ...])
+
+    @property
+    def position(self) -> Position:
+        return (self.bucket, self.key, self.store)
+
+
+_PASS_COLUMNS = "kind, started_ms, finished_ms, bucket, key, store, checked, found"
+
+
+def _pass_from_row(row: Sequence[object]) -> ScrubPass:
+    kind, started, finished, bucket, key, store, checked, found = row
+    position = None if bucket is None else (str(bucket), str(key), str(store))
+    return ScrubPass(str(kind), int(str(started)), None if finished is None else int(str(finished)), position,
+                     int(str(checked)), int(str(found)))
+
+
+class ScrubPasses:
+    """The ``scrub_passes`` table of a metadata ``Database``, and the walk over the copies."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def passes(self) -> Deferred[list[ScrubPass]]:
+        """Every kind of pass begun so far, by kind."""
+
+        def select(txn: Transaction) -> list[ScrubPass]:
+            return [_pass_from_row(row) for row in txn.query(f"SELECT {_PASS_COLUMNS} FROM scrub_passes ORDER BY kind")]
+
+        return self.database.runInteraction("scrub_passes", select)
+
+    def begin(self, kind: str, now_ms: int) -> Deferred[ScrubPass]:
+        """Begin a pass of ``kind`` at ``now_ms``, from the first copy."""
+
+        def begin(txn: Transaction) -> ScrubPass:
+            txn.execute(
+                "INSERT INTO scrub_passes (kind, started_ms, checked, found) VALUES (?, ?, 0, 0)"
+                " ON CONFLICT (kind) DO UPDATE SET started_ms = excluded.started_ms, bucket = NULL, key = NULL,"
+                " store = NULL, checked = 0, found = 0",
+                (kind, now_ms),
+            )
+            row = txn.query_one(f"SELECT {_PASS_COLUMNS} FROM scrub_passes WHERE kind = ?", (kind,))
+            assert row is not None
+            return _pass_from_row(row)
+
+        return self.database.runInteraction("begin_scrub_pass", begin, write=True)
+
+    def advance(self, kind: str, position: Position, checked: int, found: int) -> Deferred[None]:
+        """Record that the running pass of ``kind`` is done up to ``position``, having
+        checked ``checked`` more copies and found ``found`` more missing or damaged."""
+
+        def advance(txn: Transaction) -> None:
+            txn.execute(
+                "UPDATE scrub_passes SET bucket = ?, key = ?, store = ?, checked = checked + ?, found = found + ?"
+                " WHERE kind = ?",
+                (*position, checked, found, kind),
+            )
+
+        # Lost with a crash, a few copies are checked again: no fsync needed.
+        return self.database.runInteraction("advance_scrub_pass", advance, write=True, durable=False)
+
+    def finish(self, kind: str, now_ms: int) -> Deferred[None]:
+        """End the running pass of ``kind`` at ``now_ms``."""
+
+        def finish(txn: Transaction) -> None:
+            txn.execute(
+                "UPDATE scrub_passes SET finished_ms = ?, bucket = NULL, key = NULL, store = NULL WHERE kind = ?",
+                (now_ms, kind),
+            )
+
+        return self.database.runInteraction("finish_scrub_pass", finish, write=True)
+
+    def next_copies(
+        self, after: Position | None, limit: int, stores: Sequence[str] | None = None
+    ) -> Deferred[list[ScrubCopy]]:
+        """Up to ``limit`` live copies after ``after`` (None: from the first) in
+        (bucket, key, store) order, those on ``stores`` only if given (none if empty)."""
+        if stores is not None and not stores:
+            return succeed([])
+        return self.database.runInteraction("scrub_copies", _next_copies, after, limit, stores)
+
+
+def _next_copies(
+    txn: Transaction, after: Position | None, limit: int, stores: Sequence[str] | None
+) -> list[ScrubCopy]:
+    where = ["c.state = 'live'"]
+    args: list[object] = []
+    if after is not None:
+        # A row-value comparison (SQLite >= 3.15, PostgreSQL) walks the primary key index.
+        where.append("(c.bucket, c.key, c.store) > (?, ?, ?)")
+        args += list(after)
+    if stores is not None:
+        where.append(f"c.store IN ({', '.join('?' for _ in stores)})")
+        args += list(stores)
+    rows = txn.query(
+        "SELECT c.bucket, c.key, c.store, c.location, c.created_ms, o.size, o.etag, o.part_sizes"
+        " FROM copies c JOIN objects o ON o.bucket = c.bucket AND o.key = c.key"
+        f" WHERE {' AND '.join(where)} ORDER BY c.bucket, c.key, c.store LIMIT ?",
+        (*args, limit),
+    )
+    return [
+        ScrubCopy(str(bucket), str(key), str(store), str(location), int(created), int(size), str(etag),
+                  json.loads(part_sizes) if part_sizes else ())
+        for bucket, key, store, location, created, size, etag, part_sizes in rows
+    ]
