@@ -1,0 +1,291 @@
+"""The scrubber: copies checked against their records (stat, full read), the missing and
+damaged ones let go and made again, passes resumed, writes in flight left alone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock, deferLater
+
+from s3orchestrator.config import ConfigError, PlacementPolicy, ScrubConfig, parse_config
+from s3orchestrator.jobs.scrub import ScrubJob
+from s3orchestrator.metadata.claims import fresh_holder
+from s3orchestrator.metadata.records import Instance
+from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubCopy, ScrubPasses
+from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.ops.metrics import scrub_metrics
+from s3orchestrator.ops.report import status_table
+from s3orchestrator.placement.engine import Placement
+from s3orchestrator.placement.verify import DAMAGED, MISSING, FullRead, _Hasher, etag_of, md5_parts
+from tests.unit.fakes import FakeRequestBody
+from tests.unit.test_config import minimal
+from tests.unit.test_placement_copies import NAMES, NEW, GatedStore, live_copies, placement_of, stored_bytes
+
+TWO = PlacementPolicy(replicas=2, write_quorum=2)
+FAST = ScrubConfig(enabled=True, interval=3600, objects_per_second=1e6, bytes_per_second=10**9,
+                   full_read_interval=3600)
+DATA = bytes(range(256)) * 40
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Any]:
+    metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+    yield metadata, {name: GatedStore(name, str(tmp_path / name), reactor) for name in NAMES}
+    metadata.database.close()
+
+
+def job_for(world: Any, placement: Placement, settings: ScrubConfig = FAST, clock: Any = reactor,
+            checksummed: tuple[str, ...] = NAMES) -> ScrubJob:
+    metadata, stores = world
+    return ScrubJob(placement, metadata, ScrubPasses(metadata.database), lambda: stores, lambda: checksummed,
+                    lambda: settings, clock, owner=metadata.instance_id)
+
+
+def path_of(world: Any, store: str, key: str) -> str:
+    _, stores = world
+    return stores[store].path_for(stores[store].location_for("bkt", key))
+
+
+def corrupt(path: str) -> None:
+    """Flip one byte in place: same size, another MD5."""
+    with open(path, "r+b") as file:
+        file.seek(5)
+        byte = file.read(1)
+        file.seek(5)
+        file.write(bytes([byte[0] ^ 0xFF]))
+
+
+def copy_of(key: str, etag: str, size: int, part_sizes: tuple[int, ...] = ()) -> ScrubCopy:
+    return ScrubCopy("bkt", key, "a", f"bkt/{key}", 0, size, etag, part_sizes)
+
+
+# -- what a full read can check ------------------------------------------------------------------
+
+
+def test_the_spans_to_hash_follow_the_etag() -> None:
+    assert md5_parts("0" * 32, 10, ()) == (10,)
+    assert md5_parts("A" * 32 + "-2", 10, (6, 4)) == (6, 4)
+    assert md5_parts("0" * 32 + "-3", 10, (6, 4)) is None  # parts not recorded as the ETag counts
+    assert md5_parts("0" * 32 + "-2", 11, (6, 4)) is None  # parts that do not add up
+    assert md5_parts("not-an-md5", 10, ()) is None  # an upstream's own tag
+
+
+def test_a_multipart_etag_is_the_md5_of_the_part_md5s() -> None:
+    parts = [hashlib.md5(b"abc").digest(), hashlib.md5(b"").digest()]
+    assert etag_of(parts, multipart=True) == hashlib.md5(b"".join(parts)).hexdigest() + "-2"
+    assert etag_of(parts[:1], multipart=False) == hashlib.md5(b"abc").hexdigest()
+
+
+def test_the_hasher_splits_writes_at_part_boundaries_and_keeps_to_its_rate() -> None:
+    clock = Clock()
+
+    class Producer:
+        paused = 0
+        resumed = 0
+
+        def pauseProducing(self) -> None:
+            self.paused += 1
+
+        def resumeProducing(self) -> None:
+            self.resumed += 1
+
+    hasher = _Hasher((3, 5, 0), clock, bytes_per_second=4)
+    producer = Producer()
+    hasher.registerProducer(producer, True)
+    hasher.write(b"abcd")  # 4 bytes at 4 B/s: due at 1 s
+    assert (producer.paused, producer.resumed) == (1, 0)
+    clock.advance(1)
+    assert producer.resumed == 1
+    hasher.write(b"efgh")
+    assert hasher.digests() == [hashlib.md5(b"abc").digest(), hashlib.md5(b"defgh").digest(),
+                                hashlib.md5(b"").digest()]
+    assert hasher.received == 8
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_read_tells_good_damaged_missing_and_unverifiable_copies(world) -> None:
+    _, stores = world
+    store = stores["a"]
+    await store.start()
+    md5 = hashlib.md5(DATA).hexdigest()
+    parts = (1000, len(DATA) - 1000)
+    multipart = etag_of([hashlib.md5(DATA[:1000]).digest(), hashlib.md5(DATA[1000:]).digest()], multipart=True)
+    for key in ("good", "parts", "bad", "short", "foreign"):
+        path = Path(os.fsdecode(store.path_for(f"bkt/{key}")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(DATA)
+    corrupt(store.path_for("bkt/bad"))
+    os.truncate(store.path_for("bkt/short"), 10)
+
+    async def check(copy: ScrubCopy) -> tuple[str | None, int, bool]:
+        read = FullRead(store, copy, reactor, 10**9)
+        found = await read.run()
+        return (None if found is None else found.problem), read.received, read.unverifiable
+
+    assert await check(copy_of("good", md5, len(DATA))) == (None, len(DATA), False)
+    assert await check(copy_of("parts", multipart, len(DATA), parts)) == (None, len(DATA), False)
+    assert await check(copy_of("bad", md5, len(DATA))) == (DAMAGED, len(DATA), False)
+    assert (await check(copy_of("short", md5, len(DATA))))[0] == DAMAGED
+    assert (await check(copy_of("gone", md5, len(DATA))))[0] == MISSING
+    assert await check(copy_of("foreign", "opaque-tag", len(DATA))) == (None, len(DATA), True)
+
+
+# -- the job -------------------------------------------------------------------------------------
+
+
+async def two_objects(world: Any) -> Placement:
+    """Objects "damaged" and "gone" on stores a and b."""
+    placement = await placement_of(world, TWO)
+    for key in ("damaged", "gone"):
+        await placement.write("bkt", key, FakeRequestBody(DATA), NEW)
+    placement.health.record_failure("c", "down")  # copies made again go back to a and b
+    return placement
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_and_a_missing_copy_are_let_go_and_made_again(world, events) -> None:
+    metadata, stores = world
+    placement = await two_objects(world)
+    corrupt(path_of(world, "a", "damaged"))
+    os.unlink(path_of(world, "b", "gone"))
+    job = job_for(world, placement, checksummed=("a",))
+
+    assert await job.run_once() == 6  # 4 copies stat'ed, the 2 on store a read
+
+    assert (dict(job.damaged), dict(job.missing), job.repaired) == ({"a": 1}, {"b": 1}, 2)
+    assert dict(job.checked) == {STAT: 4, CHECKSUM: 2}
+    assert job.bytes_read == 2 * len(DATA)  # the copies on store a
+    for key in ("damaged", "gone"):
+        assert sorted(await live_copies(metadata, key)) == ["a", "b"]
+        for name in ("a", "b"):
+            location = stores[name].location_for("bkt", key)
+            assert await stored_bytes(stores[name], location) == DATA
+    logged = [event["log_format"] for event in events if "Scrub: copy of" in event.get("log_format", "")]
+    assert len(logged) == 2
+    passes = {scrub.kind: scrub for scrub in await ScrubPasses(metadata.database).passes()}
+    assert (passes[STAT].running, passes[STAT].checked, passes[STAT].found) == (False, 4, 1)
+    assert (passes[CHECKSUM].running, passes[CHECKSUM].checked, passes[CHECKSUM].found) == (False, 2, 1)
+    names = {metric.name: metric for metric in scrub_metrics(job)}
+    assert {sample.labels["kind"] for sample in names["s3orchestrator_scrub_last_pass_timestamp_seconds"].samples} \
+        == {STAT, CHECKSUM}
+
+    assert await job.run_once() == 0  # no pass due for an hour
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_whose_location_a_write_claims_is_left_alone(world) -> None:
+    metadata, stores = world
+    placement = await two_objects(world)
+    os.unlink(path_of(world, "a", "gone"))
+    location = stores["a"].location_for("bkt", "gone")
+    # A live writer's claim (an instance whose lease runs): not taken over.
+    await metadata.register_instance(Instance("writer", "host", 1, 0, 2**62))
+    holder = fresh_holder()
+    assert await metadata.claim_locations("a", [location], holder, "writer", 2**62)
+    job = job_for(world, placement, checksummed=())
+
+    await job.run_once()
+
+    assert (dict(job.missing), job.skipped) == ({}, 1)
+    assert sorted(await live_copies(metadata, "gone")) == ["a", "b"]
+    await metadata.end_claims([holder])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_overwritten_since_it_was_read_is_left_alone(world) -> None:
+    """The object is written again while the scrubber checks its (now old) copy: the
+    record checked is no longer the object's, so nothing is let go."""
+    metadata, stores = world
+    placement = await two_objects(world)
+    job = job_for(world, placement, checksummed=())
+    original_stat = stores["a"].stat
+
+    async def overwritten_then_stat(location: str) -> Any:
+        stores["a"].stat = original_stat
+        await placement.write("bkt", "damaged", FakeRequestBody(b"new bytes"), NEW)
+        return await original_stat(location)  # 9 bytes where the record checked has more
+
+    stores["a"].stat = lambda location: ensureDeferred(overwritten_then_stat(location))
+    await job.run_once()
+
+    # Both copies of the batch read before the overwrite look wrong (9 bytes), and neither is the object's now.
+    assert (dict(job.damaged), dict(job.missing), job.skipped) == ({}, {}, 2)
+    assert sorted(await live_copies(metadata, "damaged")) == ["a", "b"]
+    assert await stored_bytes(stores["a"], stores["a"].location_for("bkt", "damaged")) == b"new bytes"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pass_resumes_where_it_stands_and_keeps_to_its_rate(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    passes = ScrubPasses(metadata.database)
+    await passes.begin(STAT, 0)
+    await passes.advance(STAT, ("bkt", "damaged", "b"), 2, 0)  # as a stopped instance left it
+    await passes.begin(CHECKSUM, 0)
+    await passes.finish(CHECKSUM, 0)
+    clock = Clock()
+    clock.advance(1)
+    job = job_for(world, placement, ScrubConfig(enabled=True, interval=3600, objects_per_second=1,
+                                                full_read_interval=3600), clock)
+
+    done = job.run_once()
+    for _ in range(200):
+        if done.called:
+            break
+        clock.advance(0.25)
+        await _turn()
+    assert done.called and clock.seconds() >= 2  # two copies at one a second
+    stat = {scrub.kind: scrub for scrub in await passes.passes()}[STAT]
+    assert (stat.running, stat.checked) == (False, 4)  # 2 before, the 2 copies of "gone" now
+    assert dict(job.checked) == {STAT: 2}
+
+
+async def _turn() -> None:
+    await deferLater(reactor, 0.002, lambda: None)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def config_with(scrub: dict[str, Any] | None) -> Any:
+    data = minimal()
+    if scrub is not None:
+        data["scrub"] = scrub
+    return parse_config(data, environ={})
+
+
+def test_the_scrubber_is_off_and_slow_unless_configured() -> None:
+    assert config_with(None).scrub == ScrubConfig(enabled=False, interval=86400, objects_per_second=10,
+                                                  bytes_per_second=10 * 1024**2, full_read_interval=30 * 86400)
+    configured = config_with({"enabled": True, "interval": 600, "objects_per_second": 0.5,
+                              "bytes_per_second": 1000, "full_read_interval": 7200}).scrub
+    assert configured == ScrubConfig(True, 600, 0.5, 1000, 7200)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("objects_per_second", 0), ("objects_per_second", True), ("bytes_per_second", 0), ("interval", -1),
+    ("full_read_interval", "1d"), ("enabled", "yes"), ("speed", 1),
+])
+def test_a_bad_scrub_setting_is_refused_by_name(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=f"scrub.{key}"):
+        config_with({key: value})
+
+
+def test_the_status_table_says_where_each_pass_stands() -> None:
+    snapshot = {"status": "ok", "stores": [], "scrub": [
+        {"kind": "checksum", "running": False, "started_ms": 0, "finished_ms": 3_600_000, "position": None,
+         "checked": 12, "found": 1},
+        {"kind": "stat", "running": True, "started_ms": 7_140_000, "finished_ms": None, "position": "bkt/k",
+         "checked": 5, "found": 0},
+    ]}
+    lines = status_table(snapshot, now=7_200).splitlines()
+    assert "scrub checksum pass: idle, last finished 1h 0m ago (12 copies checked, 1 missing or damaged)" in lines
+    assert "scrub stat pass: running for 1m 0s at bkt/k, 5 copies checked, 0 missing or damaged; none finished yet" \
+        in lines
