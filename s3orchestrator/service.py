@@ -341,7 +341,7 @@ class OrchestratorService(MultiService):
             self.placement, self.metadata, self.scrub_passes, lambda: self.stores,
             lambda: [store.name for store in self.config.stores if isinstance(store, DirectoryStoreConfig)],
             lambda: self.config.scrub, self.reactor, metadata_available, self.election.lease("scrub"),
-            owner=self.instance_id,
+            owner=self.instance_id, read_capped=lambda store: self.traffic.read_cap(store) is not None,
         )
         scrub.setName("scrub")
         scrub.setServiceParent(self)

@@ -55,7 +55,8 @@ class ScrubJob(TimedJob):
     reads every byte of the copies on ``checksummed()`` stores (the directory stores) and
     checks their MD5 (see placement.verify). Both run at once; together they check at
     most ``objects_per_second`` copies a second, and the full reads read at most
-    ``bytes_per_second``. Copies on stores that are down are skipped.
+    ``bytes_per_second``. Copies on stores that are down, or ``read_capped`` (over a
+    monthly read cap: a scrub is no reason to go past it), are skipped.
 
     A copy found missing or damaged is checked again under a claim of its location (no
     write can be moving bytes there meanwhile) and only while its object's record, ETag
@@ -66,7 +67,7 @@ class ScrubJob(TimedJob):
 
     Counters: ``runs``, ``errors``, ``checked`` (by kind), ``bytes_read``, ``damaged``
     and ``missing`` (by store), ``repaired`` (copies made again), ``skipped`` (store down
-    or failing, location claimed, copy changed while checked), ``unverifiable`` (full
+    or failing or over a read cap, location claimed, copy changed while checked), ``unverifiable`` (full
     reads whose ETag the bytes cannot give: length checked only); ``passes``: the
     passes as of the last run, by kind."""
 
@@ -85,8 +86,10 @@ class ScrubJob(TimedJob):
         metadata_available: Callable[[], bool] = lambda: True,
         lease: JobLease | None = None,
         owner: str = "",
+        read_capped: Callable[[str], bool] = lambda store: False,
     ) -> None:
         super().__init__(timer_step(settings()), clock, metadata_available, lease)
+        self._read_capped = read_capped
         self._repairs = repairs
         self._metadata = metadata
         self._passes = passes
@@ -206,7 +209,7 @@ class ScrubJob(TimedJob):
     async def _check(self, kind: str, copy: ScrubCopy) -> int:
         """Check one copy (1 if it was let go as missing or damaged, else 0)."""
         store = self._stores().get(copy.store)
-        if store is None or not self._repairs.health.is_healthy(copy.store):
+        if store is None or not self._repairs.health.is_healthy(copy.store) or self._read_capped(copy.store):
             self.skipped += 1
             return 0
         read_stat: ObjectStat | None = None  # the file a full read found wrong, before the read

@@ -289,3 +289,17 @@ def test_the_status_table_says_where_each_pass_stands() -> None:
     assert "scrub checksum pass: idle, last finished 1h 0m ago (12 copies checked, 1 missing or damaged)" in lines
     assert "scrub stat pass: running for 1m 0s at bkt/k, 5 copies checked, 0 missing or damaged; none finished yet" \
         in lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_copies_on_a_store_over_a_read_cap_are_skipped(world) -> None:
+    metadata, stores = world
+    placement = await two_objects(world)
+    os.unlink(path_of(world, "a", "gone"))
+    job = ScrubJob(placement, metadata, ScrubPasses(metadata.database), lambda: stores, lambda: NAMES,
+                   lambda: FAST, reactor, owner=metadata.instance_id, read_capped=lambda store: store == "a")
+
+    await job.run_once()
+
+    assert (dict(job.missing), dict(job.checked), job.skipped) == ({}, {STAT: 2, CHECKSUM: 2}, 4)
+    assert sorted(await live_copies(metadata, "gone")) == ["a", "b"]
