@@ -5,12 +5,13 @@ a good copy."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3orchestrator.config import ScrubConfig
 from s3orchestrator.jobs.election import JobLease
@@ -98,7 +99,7 @@ class ScrubJob(TimedJob):
         self._settings = settings
         self.owner = owner
         self._stopping = False
-        self._waits: set[Deferred[None]] = set()
+        self._waits: set[Deferred[Any]] = set()
         self._reads: set[FullRead] = set()
         self._due = 0.0
         self.checked: Counter[str] = Counter()
@@ -121,24 +122,52 @@ class ScrubJob(TimedJob):
         return super().stopService()
 
     async def run(self) -> int:
-        """Begin the passes that are due, then go on with those running until they end (or
-        the job stops, or loses its lease); the number of copies checked."""
+        """Begin the passes that are due (or asked for), go on with those running, and look
+        again every ``timer_step`` seconds meanwhile (one kind may fall due while the other
+        runs), until none runs, the job stops or it loses its lease; copies checked."""
+        walks: dict[str, Deferred[int]] = {}
+        checked = 0
+        self._due = self.clock.seconds()
+        while self._going():
+            await self._begin_due(walks)
+            if not walks:
+                break
+            look: Deferred[int] = deferLater(self.clock, timer_step(self._settings()), lambda: 0)
+            self._waits.add(look)
+            try:
+                await DeferredList([*walks.values(), look], fireOnOneCallback=True, consumeErrors=True)
+            finally:
+                self._waits.discard(look)
+                look.cancel()
+            for kind in [kind for kind, walk in walks.items() if walk.called]:
+                checked += await walks.pop(kind)
+        for walk in walks.values():  # stopping: they stop at their next copy
+            checked += await walk
+        return checked
+
+    async def _begin_due(self, walks: dict[str, Deferred[int]]) -> None:
+        """Begin each kind of pass that is due or asked for and not under way, and walk
+        those running that ``walks`` (by kind) does not walk yet."""
         settings = self._settings()
-        if not settings.enabled:
-            return 0
         now_ms = int(self.clock.seconds() * 1000)
         self.passes = {scrub.kind: scrub for scrub in await self._passes.passes()}
-        walks = []
         for kind, every in ((STAT, settings.interval), (CHECKSUM, settings.full_read_interval)):
+            if kind in walks:
+                continue
             current = self.passes.get(kind)
-            if current is None or (not current.running and now_ms - current.started_ms >= every * 1000):
+            if current is None or (not current.running and (
+                current.requested_ms is not None or now_ms - current.started_ms >= every * 1000
+            )):
                 current = self.passes[kind] = await self._passes.begin(kind, now_ms)
                 self._log.info("Scrub: a {kind} pass begins", kind=kind)
             if current.running:
-                walks.append(ensureDeferred(self._walk(current)))
-        self._due = self.clock.seconds()
-        checked = await gatherResults(walks, consumeErrors=True)
-        return sum(checked)
+                walks[kind] = ensureDeferred(self._walk(current)).addErrback(self._walk_failed, kind)
+
+    def _walk_failed(self, failure: Failure, kind: str) -> int:
+        self.errors += 1
+        self._log.failure("Scrub: the {kind} pass failed; it goes on from where it stands at the next look",
+                          failure, kind=kind)
+        return 0
 
     def _going(self) -> bool:
         return not self._stopping and self._settings().enabled and (self.lease is None or self.lease.leads)

@@ -25,7 +25,8 @@ class ScrubPass:
     """Where one kind of pass stands: the current one (or the last, when none runs) began
     at ``started_ms``; the last one finished at ``finished_ms`` (None: none has yet);
     ``position``: the last copy done in the running pass (None: none yet, or not running);
-    ``checked`` and ``found`` (missing or damaged) copies in it."""
+    ``checked`` and ``found`` (missing or damaged) copies in it; ``requested_ms``: when
+    an operator asked for a pass to begin at once (None: not asked)."""
 
     kind: str
     started_ms: int
@@ -33,6 +34,7 @@ class ScrubPass:
     position: Position | None
     checked: int
     found: int
+    requested_ms: int | None = None
 
     @property
     def running(self) -> bool:
@@ -60,14 +62,16 @@ class ScrubCopy:
         return (self.bucket, self.key, self.store)
 
 
-_PASS_COLUMNS = "kind, started_ms, finished_ms, bucket, key, store, checked, found"
+_PASS_COLUMNS = "kind, started_ms, finished_ms, bucket, key, store, checked, found, requested_ms"
+#: SQL: the pass of the row runs (as ScrubPass.running).
+_RUNNING = "(finished_ms IS NULL OR finished_ms < started_ms)"
 
 
 def _pass_from_row(row: Sequence[object]) -> ScrubPass:
-    kind, started, finished, bucket, key, store, checked, found = row
+    kind, started, finished, bucket, key, store, checked, found, requested = row
     position = None if bucket is None else (str(bucket), str(key), str(store))
     return ScrubPass(str(kind), int(str(started)), None if finished is None else int(str(finished)), position,
-                     int(str(checked)), int(str(found)))
+                     int(str(checked)), int(str(found)), None if requested is None else int(str(requested)))
 
 
 class ScrubPasses:
@@ -91,7 +95,7 @@ class ScrubPasses:
             txn.execute(
                 "INSERT INTO scrub_passes (kind, started_ms, checked, found) VALUES (?, ?, 0, 0)"
                 " ON CONFLICT (kind) DO UPDATE SET started_ms = excluded.started_ms, bucket = NULL, key = NULL,"
-                " store = NULL, checked = 0, found = 0",
+                " store = NULL, checked = 0, found = 0, requested_ms = NULL",
                 (kind, now_ms),
             )
             row = txn.query_one(f"SELECT {_PASS_COLUMNS} FROM scrub_passes WHERE kind = ?", (kind,))
@@ -99,6 +103,17 @@ class ScrubPasses:
             return _pass_from_row(row)
 
         return self.database.runInteraction("begin_scrub_pass", begin, write=True)
+
+    def request(self, now_ms: int) -> Deferred[list[ScrubPass]]:
+        """Ask for a pass of every kind not under way to begin at the scrubber's next look
+        (an operator's ``s3orchestrator scrub --now``); every kind's pass begun so far. A
+        kind never begun has none yet: it begins at the first look anyway."""
+
+        def request(txn: Transaction) -> list[ScrubPass]:
+            txn.execute(f"UPDATE scrub_passes SET requested_ms = ? WHERE NOT {_RUNNING}", (now_ms,))
+            return [_pass_from_row(row) for row in txn.query(f"SELECT {_PASS_COLUMNS} FROM scrub_passes ORDER BY kind")]
+
+        return self.database.runInteraction("request_scrub_passes", request, write=True)
 
     def advance(self, kind: str, position: Position, checked: int, found: int) -> Deferred[None]:
         """Record that the running pass of ``kind`` is done up to ``position``, having

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from s3orchestrator.metadata.scrub import ScrubCopy
@@ -135,10 +136,16 @@ class _Hasher:
             self._index += 1
             self._left = self._spans[self._index]
 
+    def ahead(self) -> float:
+        """Seconds the bytes received are ahead of the rate (0: not ahead)."""
+        if not self._rate:
+            return 0.0
+        return max(0.0, self._started + self.received / self._rate - self._clock.seconds())
+
     def _pace(self) -> None:
-        if not self._rate or self._producer is None or self._resume is not None:
+        if self._producer is None or self._resume is not None:
             return
-        delay = self._started + self.received / self._rate - self._clock.seconds()
+        delay = self.ahead()
         if delay > 0:
             self._producer.pauseProducing()
             self._resume = self._clock.callLater(delay, self._resumed)
@@ -163,6 +170,7 @@ class FullRead:
         self._spans = md5_parts(copy.etag, copy.size, copy.part_sizes)
         self._hasher = _Hasher(self._spans or (copy.size,), clock, bytes_per_second)
         self._reader: FailoverReader | None = None
+        self._pause: Deferred[None] | None = None
         self._cancelled = False
         self.unverifiable = self._spans is None
 
@@ -191,6 +199,9 @@ class FullRead:
             await reader.stream_to(self._hasher)
         finally:
             self._hasher.stop_waiting()
+        # The last bytes (a small file's only chunk) came at once: their time is still due.
+        self._pause = deferLater(self._clock, self._hasher.ahead(), lambda: None)
+        await self._pause
         if self._spans is None:
             return None
         actual = etag_of(self._hasher.digests(), multipart="-" in copy.etag)
@@ -203,3 +214,5 @@ class FullRead:
         self._hasher.stop_waiting()
         if self._reader is not None:
             self._reader.cancel()
+        if self._pause is not None:
+            self._pause.cancel()

@@ -303,3 +303,50 @@ async def test_copies_on_a_store_over_a_read_cap_are_skipped(world) -> None:
 
     assert (dict(job.missing), dict(job.checked), job.skipped) == ({}, {STAT: 2, CHECKSUM: 2}, 4)
     assert sorted(await live_copies(metadata, "gone")) == ["a", "b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stat_pass_falls_due_and_runs_while_a_long_full_read_pass_goes_on(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    passes = ScrubPasses(metadata.database)
+    await passes.begin(STAT, 0)
+    await passes.finish(STAT, 0)  # due again at 10 s
+    clock = Clock()
+    clock.advance(1)
+    # Four copies of 10 KiB read at 1000 B/s: the full-read pass takes some 40 s.
+    job = job_for(world, placement, ScrubConfig(enabled=True, interval=10, objects_per_second=1000,
+                                                bytes_per_second=1000, full_read_interval=3600), clock)
+
+    done = job.run_once()
+    for _ in range(1000):
+        if done.called:
+            break
+        clock.advance(0.25)
+        await _turn()
+    assert done.called
+    checksum, stat = await passes.passes()
+    assert (checksum.started_ms, checksum.checked) == (1000, 4)
+    assert checksum.finished_ms >= 40_000  # type: ignore[operator]
+    # A stat pass every 10 s meanwhile (at 11, 22, 33 s...), not one after the other.
+    assert job.checked[STAT] >= 12 and stat.checked == 4 and stat.started_ms > 30_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pass_asked_for_begins_at_the_next_look_unless_one_runs(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    passes = ScrubPasses(metadata.database)
+    job = job_for(world, placement)
+    assert await job.run_once() == 8
+    assert await job.run_once() == 0  # none due for an hour
+
+    asked = await passes.request(5)
+    assert [scrub.requested_ms for scrub in asked] == [5, 5]
+    assert await job.run_once() == 8
+    assert [scrub.requested_ms for scrub in await passes.passes()] == [None, None]
+
+    now_ms = int(reactor.seconds() * 1000)
+    await passes.begin(STAT, now_ms + 1000)  # running: asking leaves it be
+    assert [(scrub.kind, scrub.requested_ms) for scrub in await passes.request(now_ms + 2000)] == [
+        (CHECKSUM, now_ms + 2000), (STAT, None)]

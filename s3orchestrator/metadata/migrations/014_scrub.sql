@@ -9,6 +9,8 @@
 -- current pass began (or the last one, when none runs); finished_ms: when the last pass
 -- finished (NULL: none has yet). A pass runs while finished_ms is NULL or older than
 -- started_ms. checked and found: copies checked and found missing or damaged in it.
+-- requested_ms: an operator asked for a pass to begin at once (s3orchestrator scrub --now);
+-- the next pass of that kind clears it.
 
 CREATE TABLE scrub_passes (
     kind TEXT NOT NULL PRIMARY KEY CHECK (kind IN ('stat', 'checksum')),
@@ -18,5 +20,6 @@ CREATE TABLE scrub_passes (
     key TEXT @KEY_COLLATE@,
     store TEXT,
     checked BIGINT NOT NULL DEFAULT 0,
-    found BIGINT NOT NULL DEFAULT 0
+    found BIGINT NOT NULL DEFAULT 0,
+    requested_ms BIGINT
 );
