@@ -1,4 +1,4 @@
-"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata.
+"""The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, scrub, migrate-metadata.
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -199,9 +199,12 @@ def read_admin_settings(path: str, environ: Mapping[str, str]) -> tuple[str, str
     return listen, token
 
 
-def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH) -> dict[str, Any]:
+def fetch_status(
+    url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: str = STATUS_PATH, method: str = "GET"
+) -> dict[str, Any]:
     """GET ``path`` (/status, /usage) from the admin endpoint at ``url`` (``http://HOST:PORT``
-    or ``unix:PATH``): a JSON document with a list of ``stores``."""
+    or ``unix:PATH``): a JSON document with a list of ``stores``; or POST to it (an action,
+    /scrub): a JSON document."""
     connection: http.client.HTTPConnection
     if url.startswith("unix:"):
         connection = UnixHTTPConnection(url.removeprefix("unix:"), timeout=timeout)
@@ -219,7 +222,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
     try:
         try:
             # UTF-8, as the daemon compares it (http.client would send latin-1 only).
-            connection.request("GET", base + path, headers={
+            connection.request(method, base + path, headers={
                 "Authorization": b"Bearer " + token.encode("utf-8"),
                 "Accept": "application/json",
             })
@@ -247,7 +250,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
         document = json.loads(body)
     except ValueError:
         raise CommandError(f"the admin endpoint at {url} did not answer JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("stores"), list):
+    if not isinstance(document, dict) or (method == "GET" and not isinstance(document.get("stores"), list)):
         raise CommandError(f"the admin endpoint at {url} answered an unexpected document")
     return document
 
@@ -268,9 +271,9 @@ def offline_usage(args: argparse.Namespace, environ: Mapping[str, str], out: Tex
         out.write(usage_table(document))
 
 
-def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
-    """Print the daemon's status (``usage``: the stores' monthly traffic against their
-    caps) read from its admin endpoint."""
+def admin_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(URL, token) of the admin endpoint an admin command asks: ``--url`` and ``--token``
+    (or the environment), else what ``--config``'s ``[admin]`` says."""
     url: str | None = args.url
     token: str | None = args.token or environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     if url is None or token is None:
@@ -288,6 +291,13 @@ def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
         raise CommandError(
             f"no admin token: admin.token cannot be read here; pass --token or set {TOKEN_ENVIRONMENT_VARIABLE}"
         )
+    return url, token
+
+
+def status(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    """Print the daemon's status (``usage``: the stores' monthly traffic against their
+    caps) read from its admin endpoint."""
+    url, token = admin_target(args, environ)
     usage = args.command == "usage"
     try:
         snapshot = fetch_status(url, token, timeout=args.timeout, path=USAGE_PATH if usage else STATUS_PATH)
@@ -413,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("usage", "per-store traffic this billing period (bytes, requests) against the monthly caps"),
     ):
         _admin_command(commands.add_parser(command, help=description), env_file_help)
+    from s3orchestrator import scrub_command
+
+    scrub = commands.add_parser("scrub", help=scrub_command.HELP)
+    _admin_command(scrub, env_file_help)
+    scrub_command.add_arguments(scrub)
     commands.choices["usage"].add_argument(
         "--offline", action="store_true",
         help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
@@ -463,7 +478,7 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    if args.command in ("check-config", "status", "usage", "migrate-metadata"):
+    if args.command in ("check-config", "status", "usage", "scrub", "migrate-metadata"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -477,6 +492,10 @@ def main(
             print(password_line(read_password(stdin), args.user), file=stdout)
         elif args.command == "usage" and args.offline:
             offline_usage(args, environ, stdout)
+        elif args.command == "scrub":
+            from s3orchestrator.scrub_command import scrub
+
+            scrub(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

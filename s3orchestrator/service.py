@@ -38,13 +38,13 @@ from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.scrub import ScrubPasses
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.metadata.traffic import TrafficTable
-from s3orchestrator.ops.admin import admin_endpoints
+from s3orchestrator.ops.admin import admin_actions, admin_endpoints
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
-from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.ops.status import scrub_pass_document, status_snapshot
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.reload import reload_plan
@@ -406,11 +406,26 @@ class OrchestratorService(MultiService):
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
                                         self.job_leases, usage=self.traffic.report, scrub_passes=self.scrub_passes)
-            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints)))
+            actions = admin_actions(ops.admin.token, self.health, self.scrub_now)
+            listeners.append((ADMIN, ops.admin.listen, ops_site(endpoints, actions)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
             if port is not None:
                 self._ops_ports[name] = port
+
+    async def scrub_now(self) -> dict[str, Any]:
+        """Ask for a pass of each kind not under way to begin at the scrubber's next look
+        (the admin API's POST /scrub): ``{"enabled", "within_seconds", "scrub": [passes]}``."""
+        settings = self.config.scrub
+        if settings.enabled:
+            passes = await self.scrub_passes.request(int(self.reactor.seconds() * 1000))
+            scrub = self.jobs.get("scrub")
+            if isinstance(scrub, ScrubJob):
+                scrub.look_soon()  # here, if this instance runs the job; else at its runner's next look
+        else:
+            passes = await self.scrub_passes.passes()
+        return {"enabled": settings.enabled, "within_seconds": timer_step(settings),
+                "scrub": [scrub_pass_document(scrub) for scrub in passes]}
 
     def _start_failed(self, failure) -> None:
         if failure.check(ConfigError, CannotListenError):

@@ -5,7 +5,7 @@ a good copy."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -99,7 +99,8 @@ class ScrubJob(TimedJob):
         self._settings = settings
         self.owner = owner
         self._stopping = False
-        self._waits: set[Deferred[Any]] = set()
+        self._waits: set[Deferred[None]] = set()
+        self._look: Deferred[int] | None = None  # fired: a run looks again at once
         self._reads: set[FullRead] = set()
         self._due = 0.0
         self.checked: Counter[str] = Counter()
@@ -112,9 +113,20 @@ class ScrubJob(TimedJob):
         self._stopping = False
         super().startService()
 
+    def look_soon(self) -> None:
+        """Look at once whether a pass is due or asked for (and begin it), in the run going
+        on, or in a new run (if this instance holds the job's lease)."""
+        if self._look is not None:
+            if not self._look.called:
+                self._look.callback(0)
+        elif not self._running and self.running and not self._stopping:
+            self._tick()
+
     def stopService(self) -> Deferred[None]:
         # A pass takes hours: stop at once, where it stands (saved; resumed next start).
         self._stopping = True
+        if self._look is not None and not self._look.called:
+            self._look.callback(0)
         for wait in list(self._waits):
             wait.cancel()
         for read in list(self._reads):
@@ -132,13 +144,14 @@ class ScrubJob(TimedJob):
             await self._begin_due(walks)
             if not walks:
                 break
-            look: Deferred[int] = deferLater(self.clock, timer_step(self._settings()), lambda: 0)
-            self._waits.add(look)
+            look = self._look = Deferred()
+            timer = self.clock.callLater(timer_step(self._settings()), self.look_soon)
             try:
                 await DeferredList([*walks.values(), look], fireOnOneCallback=True, consumeErrors=True)
             finally:
-                self._waits.discard(look)
-                look.cancel()
+                self._look = None
+                if timer.active():
+                    timer.cancel()
             for kind in [kind for kind, walk in walks.items() if walk.called]:
                 checked += await walks.pop(kind)
         for walk in walks.values():  # stopping: they stop at their next copy

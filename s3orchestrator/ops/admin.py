@@ -1,6 +1,7 @@
 """The admin API: token-protected JSON endpoints on their own (loopback) listener.
 
-``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``. Requests authenticate with
+``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``,
+``s3orchestrator scrub --now`` POSTs to ``/scrub``. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
 While the metadata database is unavailable (degraded mode) or busy, ``/status``
 answers 503 with what is known without it (see ``metadata_down``).
@@ -9,7 +10,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from twisted.logger import Logger
 
@@ -62,6 +63,44 @@ def metadata_down(state: str, detail: str | None, health: StoreHealth) -> dict[s
     }
 
 
+def authorized(token: str, path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
+    """``endpoint``, answered only to requests bearing ``token`` (a 401 to others)."""
+
+    async def guarded(headers: Mapping[str, str]) -> OpsResponse:
+        given = bearer_token(headers)
+        if not token_matches(given, token):
+            # Never the token given: a near miss would leak most of the real one.
+            _log.warn(
+                "Admin API request for {path} refused: {reason}",
+                path=path,
+                reason="no bearer token" if given is None else "wrong token",
+            )
+            return json_response(401, UNAUTHORIZED)
+        return await endpoint(headers)
+
+    return guarded
+
+
+def admin_actions(
+    token: str, health: StoreHealth, scrub_now: Callable[[], Awaitable[Mapping[str, Any]]],
+) -> dict[str, OpsEndpoint]:
+    """The admin API's actions (POST) by path: ``/scrub`` asks for scrub passes to begin
+    at once (``scrub_now()``: ``s3orchestrator scrub --now``), a 503 with ``metadata_down``
+    while the metadata database is unavailable or busy."""
+    if not token:
+        raise ValueError("the admin API needs a non-empty token")
+
+    async def scrub(headers: Mapping[str, str]) -> OpsResponse:
+        try:
+            return json_response(200, await scrub_now())
+        except MetadataUnavailable as error:
+            return json_response(503, metadata_down("unavailable", str(error), health))
+        except MetadataBusy as error:
+            return json_response(503, metadata_down("busy", str(error), health))
+
+    return {"/scrub": authorized(token, "/scrub", scrub)}
+
+
 def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
@@ -76,21 +115,6 @@ def admin_endpoints(
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
-    def authorized(path: str, endpoint: OpsEndpoint) -> OpsEndpoint:
-        async def guarded(headers: Mapping[str, str]) -> OpsResponse:
-            given = bearer_token(headers)
-            if not token_matches(given, token):
-                # Never the token given: a near miss would leak most of the real one.
-                _log.warn(
-                    "Admin API request for {path} refused: {reason}",
-                    path=path,
-                    reason="no bearer token" if given is None else "wrong token",
-                )
-                return json_response(401, UNAUTHORIZED)
-            return await endpoint(headers)
-
-        return guarded
-
     async def status(headers: Mapping[str, str]) -> OpsResponse:
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
@@ -102,12 +126,12 @@ def admin_endpoints(
             return json_response(503, metadata_down("busy", str(error), health))
         return json_response(200, snapshot)
 
-    endpoints = {"/status": authorized("/status", status)}
+    endpoints = {"/status": authorized(token, "/status", status)}
     if usage is not None:
         report = usage
 
         async def monthly_usage(headers: Mapping[str, str]) -> OpsResponse:
             return json_response(200, {"stores": report()})
 
-        endpoints["/usage"] = authorized("/usage", monthly_usage)
+        endpoints["/usage"] = authorized(token, "/usage", monthly_usage)
     return endpoints

@@ -66,31 +66,35 @@ def _answer(request: Request, endpoint: OpsEndpoint) -> None:
 
 
 class _OpsRoot(resource.Resource):
-    """Every endpoint by its exact path (like OpsRouter); 404 for anything else."""
+    """Every endpoint (GET, HEAD) and action (POST) by its exact path; 404 for anything else."""
 
     isLeaf = True
 
-    def __init__(self, endpoints: Mapping[str, OpsEndpoint]) -> None:
+    def __init__(self, endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint]) -> None:
         super().__init__()
         self._endpoints = {path.encode("ascii"): endpoint for path, endpoint in endpoints.items()}
+        self._actions = {path.encode("ascii"): action for path, action in actions.items()}
 
     def render(self, request: server.Request) -> bytes | int:
-        endpoint = self._endpoints.get(request.path)
+        action = self._actions.get(request.path)
+        endpoint = action or self._endpoints.get(request.path)
         if endpoint is None:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
-        if request.method not in (b"GET", b"HEAD"):
+        allowed = (b"POST",) if action is not None else (b"GET", b"HEAD")
+        if request.method not in allowed:
             request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"allow", b", ".join(allowed))
             return b""
         _answer(request, endpoint)
         return server.NOT_DONE_YET
 
 
-def ops_site(endpoints: Mapping[str, OpsEndpoint]) -> server.Site:
-    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...); 404 elsewhere."""
-    site = server.Site(_OpsRoot(endpoints))
+def ops_site(endpoints: Mapping[str, OpsEndpoint], actions: Mapping[str, OpsEndpoint] | None = None) -> server.Site:
+    """A Site serving ``endpoints`` by exact path (``/health``, ``/metrics``...) to GET and
+    HEAD, and ``actions`` (the admin API's ``/scrub``) to POST; 404 elsewhere."""
+    site = server.Site(_OpsRoot(endpoints, actions or {}))
     site.displayTracebacks = False
     return site
 

@@ -81,7 +81,7 @@ def _cleanup_cell(store: Mapping[str, Any]) -> str:
     return f"{entries} ({format_bytes(store.get('cleanup_bytes', 0))})" if entries else "0"
 
 
-def _scrub_line(scrub: Mapping[str, Any], now: float) -> str:
+def scrub_line(scrub: Mapping[str, Any], now: float) -> str:
     """One kind of scrub pass: running (for how long, how far, what it found) or idle, and
     when the last one ended."""
     kind = printable(str(scrub["kind"]))
@@ -136,7 +136,7 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
             error = store.get("last_error") or "no error recorded"
             lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
     for scrub in snapshot.get("scrub", []):
-        lines.append(_scrub_line(scrub, now))
+        lines.append(scrub_line(scrub, now))
     jobs = snapshot.get("jobs")
     if jobs:
         lines.append("jobs: " + ", ".join(

@@ -12,7 +12,7 @@ from typing import Any
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.job_leases import JobLeases
-from s3orchestrator.metadata.scrub import ScrubPasses
+from s3orchestrator.metadata.scrub import ScrubPass, ScrubPasses
 
 
 async def status_snapshot(
@@ -34,7 +34,8 @@ async def status_snapshot(
     expires_ms is free to take). Given ``scrub_passes``, also ``"scrub": [...]``: the
     scrubber's passes begun so far (kind "stat" or "checksum", running, started_ms,
     finished_ms: the last pass's end or None, position: "bucket/key" of the last copy
-    checked in the running pass or None, checked, found: copies missing or damaged)."""
+    checked in the running pass or None, checked, found: copies missing or damaged,
+    requested_ms: when a pass was asked for, or None)."""
     usage = await metadata.store_usage()
     uploads = await metadata.upload_counts()
     cleanups = await metadata.cleanup_totals()
@@ -76,11 +77,15 @@ async def status_snapshot(
             for lease in await job_leases.holders()
         ]
     if scrub_passes is not None:
-        snapshot["scrub"] = [
-            {"kind": scrub.kind, "running": scrub.running, "started_ms": scrub.started_ms,
-             "finished_ms": scrub.finished_ms,
-             "position": None if scrub.position is None else f"{scrub.position[0]}/{scrub.position[1]}",
-             "checked": scrub.checked, "found": scrub.found}
-            for scrub in await scrub_passes.passes()
-        ]
+        snapshot["scrub"] = [scrub_pass_document(scrub) for scrub in await scrub_passes.passes()]
     return snapshot
+
+
+def scrub_pass_document(scrub: ScrubPass) -> dict[str, Any]:
+    """One kind of scrub pass as the admin API shows it."""
+    return {
+        "kind": scrub.kind, "running": scrub.running, "started_ms": scrub.started_ms,
+        "finished_ms": scrub.finished_ms,
+        "position": None if scrub.position is None else f"{scrub.position[0]}/{scrub.position[1]}",
+        "checked": scrub.checked, "found": scrub.found, "requested_ms": scrub.requested_ms,
+    }

@@ -99,3 +99,41 @@ def test_a_corrupted_directory_copy_and_a_deleted_upstream_copy_are_found_and_ma
     passes = {scrub["kind"]: scrub for scrub in json.loads(status.stdout)["scrub"]}
     assert set(passes) == {"stat", "checksum"}
     assert passes["checksum"]["finished_ms"] is not None
+
+
+def scrub_command(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """``s3orchestrator scrub`` (the installed command) against the daemon's admin API."""
+    return subprocess.run(
+        [sys.executable, "-m", "s3orchestrator.cli", "scrub", "--config", str(daemon.config), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_scrub_now_begins_passes_at_once_that_were_not_due_for_an_hour(start_daemon) -> None:
+    admin_port = free_port()
+    daemon = start_daemon(
+        stores=[StoreSpec("local-a", 0), StoreSpec("local-b", 0)],
+        extra_toml=(
+            "\n[placement]\nreplicas = 2\n"
+            "\n[scrub]\nenabled = true\ninterval = 3600\nfull_read_interval = 3600\nobjects_per_second = 200\n"
+            f'\n[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\ntoken = "{ADMIN_TOKEN}"\n'
+        ),
+    )
+    until(lambda: "Scrub: the checksum pass is done: 0 copies checked" in daemon.log())  # the first, at start
+    client = make_client(daemon)
+    client.put_object(Bucket=BUCKET, Key="corrupted", Body=CORRUPTED)
+    [local_file] = [path for path in store_files(daemon, "local-b") if path.name == "corrupted"]
+    local_file.write_bytes(bytes(reversed(CORRUPTED)))
+
+    asked = scrub_command(daemon, "--now")
+
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == "scrub stat pass: begins within 60 s\nscrub checksum pass: begins within 60 s\n"
+    until(lambda: metrics(daemon).get("s3orchestrator_scrub_copies_repaired_total", 0) == 1, seconds=20)
+    assert metrics(daemon)['s3orchestrator_scrub_copies_damaged_total{store="local-b"}'] == 1
+    assert local_file.read_bytes() == CORRUPTED
+    assert client.get_object(Bucket=BUCKET, Key="corrupted")["Body"].read() == CORRUPTED
+    shown = scrub_command(daemon)
+    assert shown.returncode == 0, shown.stderr
+    assert "scrub checksum pass: idle, last finished" in shown.stdout
+    assert "(2 copies checked, 1 missing or damaged)" in shown.stdout

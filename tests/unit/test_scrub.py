@@ -4,26 +4,33 @@ damaged ones let go and made again, passes resumed, writes in flight left alone.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
+from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock, deferLater
 
+from s3orchestrator.cli import CommandError
 from s3orchestrator.config import ConfigError, PlacementPolicy, ScrubConfig, parse_config
+from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.scrub import ScrubJob
 from s3orchestrator.metadata.claims import fresh_holder
 from s3orchestrator.metadata.records import Instance
 from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubCopy, ScrubPasses
 from s3orchestrator.metadata.store import sqlite_metadata_store
+from s3orchestrator.ops.admin import admin_actions
+from s3orchestrator.ops.endpoints import ops_site
 from s3orchestrator.ops.metrics import scrub_metrics
 from s3orchestrator.ops.report import status_table
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.verify import DAMAGED, MISSING, FullRead, _Hasher, etag_of, md5_parts
+from s3orchestrator.scrub_command import asked_text, passes_text
 from tests.unit.fakes import FakeRequestBody
 from tests.unit.test_config import minimal
 from tests.unit.test_placement_copies import NAMES, NEW, GatedStore, live_copies, placement_of, stored_bytes
@@ -350,3 +357,43 @@ async def test_a_pass_asked_for_begins_at_the_next_look_unless_one_runs(world) -
     await passes.begin(STAT, now_ms + 1000)  # running: asking leaves it be
     assert [(scrub.kind, scrub.requested_ms) for scrub in await passes.request(now_ms + 2000)] == [
         (CHECKSUM, now_ms + 2000), (STAT, None)]
+
+
+# -- asking for passes: the admin API's POST /scrub and the scrub command ------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_admin_scrub_action_answers_posts_with_the_token_only() -> None:
+    asked: list[int] = []
+
+    async def scrub_now() -> dict[str, Any]:
+        asked.append(1)
+        return {"enabled": True, "within_seconds": 60, "scrub": []}
+
+    health = StoreHealth(["a"], unhealthy_after=1)
+    site = ops_site({}, admin_actions("token-0123456789", health, scrub_now))
+    client = StubTreq(site.resource)
+
+    refused = await client.post("http://admin.example/scrub")
+    wrong_method = await client.get("http://admin.example/scrub", headers={"Authorization": "Bearer token-0123456789"})
+    done = await client.post("http://admin.example/scrub", headers={"Authorization": "Bearer token-0123456789"})
+
+    assert (refused.code, wrong_method.code, done.code) == (401, 405, 200)
+    assert wrong_method.headers.getRawHeaders(b"allow") == [b"POST"]
+    assert json.loads(await done.content())["within_seconds"] == 60
+    assert asked == [1]
+
+
+def test_the_scrub_command_says_what_now_did_kind_by_kind() -> None:
+    document = {"enabled": True, "within_seconds": 60.0, "scrub": [
+        {"kind": "checksum", "running": True, "position": "bkt/k\x1b", "started_ms": 0, "finished_ms": None,
+         "checked": 1, "found": 0, "requested_ms": None},
+        {"kind": "stat", "running": False, "position": None, "started_ms": 0, "finished_ms": 5, "checked": 1,
+         "found": 0, "requested_ms": 7},
+    ]}
+    assert asked_text(document) == ("scrub stat pass: begins within 60 s\n"
+                                    "scrub checksum pass: already running (at bkt/k\\x1b), goes on\n")
+    assert asked_text({**document, "scrub": []}).count("begins within 60 s") == 2
+    with pytest.raises(CommandError, match="enabled = false"):
+        asked_text({**document, "enabled": False})
+    assert passes_text([], 0) == "scrub: no pass has begun yet\n"
