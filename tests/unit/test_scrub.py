@@ -14,7 +14,7 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 
 from s3orchestrator.cli import CommandError
 from s3orchestrator.config import ConfigError, PlacementPolicy, ScrubConfig, parse_config
@@ -31,7 +31,7 @@ from s3orchestrator.ops.report import status_table
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.verify import DAMAGED, MISSING, FullRead, _Hasher, etag_of, md5_parts
 from s3orchestrator.scrub_command import asked_text, passes_text
-from tests.unit.fakes import FakeRequestBody
+from tests.unit.fakes import FakeRequestBody, advance_until
 from tests.unit.test_config import minimal
 from tests.unit.test_placement_copies import NAMES, NEW, GatedStore, live_copies, placement_of, stored_bytes
 
@@ -243,19 +243,11 @@ async def test_a_pass_resumes_where_it_stands_and_keeps_to_its_rate(world) -> No
                                                 full_read_interval=3600), clock)
 
     done = job.run_once()
-    for _ in range(200):
-        if done.called:
-            break
-        clock.advance(0.25)
-        await _turn()
+    await advance_until(clock, done)
     assert done.called and clock.seconds() >= 2  # two copies at one a second
     stat = {scrub.kind: scrub for scrub in await passes.passes()}[STAT]
     assert (stat.running, stat.checked) == (False, 4)  # 2 before, the 2 copies of "gone" now
     assert dict(job.checked) == {STAT: 2}
-
-
-async def _turn() -> None:
-    await deferLater(reactor, 0.002, lambda: None)
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -326,11 +318,7 @@ async def test_a_stat_pass_falls_due_and_runs_while_a_long_full_read_pass_goes_o
                                                 bytes_per_second=1000, full_read_interval=3600), clock)
 
     done = job.run_once()
-    for _ in range(1000):
-        if done.called:
-            break
-        clock.advance(0.25)
-        await _turn()
+    await advance_until(clock, done)
     assert done.called
     checksum, stat = await passes.passes()
     assert (checksum.started_ms, checksum.checked) == (1000, 4)
