@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Mapping, Protocol, Sequence
 
+import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -20,7 +21,7 @@ from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, fresh_holder
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord
-from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubCopy, ScrubPass, ScrubPasses
+from s3orchestrator.metadata.scrub import CHECKSUM, STAT, Position, ScrubCopy, ScrubPass, ScrubPasses
 from s3orchestrator.placement.engine import Replicated
 from s3orchestrator.placement.verify import MISSING, Finding, FullRead, stat_copy
 from s3orchestrator.stores.interface import IObjectStore, ObjectStat, StoreMisconfigured, StoreUnavailable
@@ -45,6 +46,27 @@ class Repairs(Protocol):
 def timer_step(settings: ScrubConfig) -> float:
     """Seconds between the timer's looks at whether a pass is due."""
     return min(LONGEST_STEP, settings.interval, settings.full_read_interval)
+
+
+@attrs.define
+class _Progress:
+    """A walk's place: the last copy done (``position``), the last saved, copies checked
+    (``done``) and those not saved yet (``unsaved``, found wrong ``unsaved_found``)."""
+
+    position: Position | None
+    saved: Position | None = None
+    done: int = 0
+    unsaved: int = 0
+    unsaved_found: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.saved = self.position
+
+    def checked(self, copy: ScrubCopy, found: int) -> None:
+        self.position = copy.position
+        self.done += 1
+        self.unsaved += 1
+        self.unsaved_found += found
 
 
 class ScrubJob(TimedJob):
@@ -186,38 +208,42 @@ class ScrubJob(TimedJob):
         return not self._stopping and self._settings().enabled and (self.lease is None or self.lease.leads)
 
     async def _walk(self, current: ScrubPass) -> int:
-        """Go on with the running pass ``current`` from its position; copies checked."""
-        kind, position = current.kind, current.position
-        done = checked = found = 0
+        """Go on with the running pass ``current`` from its position (saved every
+        ``SAVE_EVERY`` seconds and when it stops); copies checked."""
+        kind = current.kind
+        progress = _Progress(current.position)
         saved_at = self.clock.seconds()
         try:
             while self._going():
-                stores = None if kind == STAT else list(self._checksummed())
-                batch = await self._passes.next_copies(position, BATCH_SIZE, stores)
+                stores = None if kind == STAT else frozenset(self._checksummed())
+                batch = [] if stores == frozenset() else await self._passes.next_copies(progress.position, BATCH_SIZE)
                 for copy in batch:
-                    if not self._going():
-                        return done
-                    await self._pace()
-                    if not self._going():
-                        return done
-                    found += await self._check(kind, copy)
-                    position = copy.position
-                    done += 1
-                    checked += 1
+                    if stores is None or copy.store in stores:
+                        await self._pace()
+                        if not self._going():
+                            return progress.done
+                        found = await self._check(kind, copy)
+                        if self._stopping:
+                            return progress.done  # the check may have been cut short: again on resume
+                        progress.checked(copy, found)
+                    else:
+                        progress.position = copy.position  # not a copy this kind of pass reads
                     if self.clock.seconds() - saved_at >= SAVE_EVERY:
-                        await self._passes.advance(kind, position, checked, found)
-                        checked = found = 0
+                        await self._save(kind, progress)
                         saved_at = self.clock.seconds()
                 if len(batch) < BATCH_SIZE:
-                    if checked and position is not None:
-                        await self._passes.advance(kind, position, checked, found)
-                        checked = found = 0
+                    await self._save(kind, progress)
                     await self._finish(kind)
-                    return done
+                    return progress.done
         finally:
-            if checked and position is not None:
-                await self._passes.advance(kind, position, checked, found)
-        return done
+            await self._save(kind, progress)
+        return progress.done
+
+    async def _save(self, kind: str, progress: _Progress) -> None:
+        """Record how far the pass went since the last save."""
+        if progress.position is not None and progress.position != progress.saved:
+            await self._passes.advance(kind, progress.position, progress.unsaved, progress.unsaved_found)
+            progress.saved, progress.unsaved, progress.unsaved_found = progress.position, 0, 0
 
     async def _finish(self, kind: str) -> None:
         now_ms = int(self.clock.seconds() * 1000)

@@ -7,7 +7,7 @@ import json
 from typing import Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from s3orchestrator.metadata.database import Database, Transaction
 
@@ -140,32 +140,25 @@ class ScrubPasses:
 
         return self.database.runInteraction("finish_scrub_pass", finish, write=True)
 
-    def next_copies(
-        self, after: Position | None, limit: int, stores: Sequence[str] | None = None
-    ) -> Deferred[list[ScrubCopy]]:
+    def next_copies(self, after: Position | None, limit: int) -> Deferred[list[ScrubCopy]]:
         """Up to ``limit`` live copies after ``after`` (None: from the first) in
-        (bucket, key, store) order, those on ``stores`` only if given (none if empty)."""
-        if stores is not None and not stores:
-            return succeed([])
-        return self.database.runInteraction("scrub_copies", _next_copies, after, limit, stores)
+        (bucket, key, store) order."""
+        return self.database.runInteraction("scrub_copies", _next_copies, after, limit)
 
 
-def _next_copies(
-    txn: Transaction, after: Position | None, limit: int, stores: Sequence[str] | None
-) -> list[ScrubCopy]:
-    where = ["c.state = 'live'"]
+def _next_copies(txn: Transaction, after: Position | None, limit: int) -> list[ScrubCopy]:
+    # No filter on the store here: the planner would pick copies_by_store and sort every
+    # copy of the store at each batch; the primary key walks from the position instead.
+    where = "c.state = 'live'"
     args: list[object] = []
     if after is not None:
         # A row-value comparison (SQLite >= 3.15, PostgreSQL) walks the primary key index.
-        where.append("(c.bucket, c.key, c.store) > (?, ?, ?)")
+        where += " AND (c.bucket, c.key, c.store) > (?, ?, ?)"
         args += list(after)
-    if stores is not None:
-        where.append(f"c.store IN ({', '.join('?' for _ in stores)})")
-        args += list(stores)
     rows = txn.query(
         "SELECT c.bucket, c.key, c.store, c.location, c.created_ms, o.size, o.etag, o.part_sizes"
         " FROM copies c JOIN objects o ON o.bucket = c.bucket AND o.key = c.key"
-        f" WHERE {' AND '.join(where)} ORDER BY c.bucket, c.key, c.store LIMIT ?",
+        f" WHERE {where} ORDER BY c.bucket, c.key, c.store LIMIT ?",
         (*args, limit),
     )
     return [

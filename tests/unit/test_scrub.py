@@ -14,7 +14,7 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.cli import CommandError
 from s3orchestrator.config import ConfigError, PlacementPolicy, ScrubConfig, parse_config
@@ -385,3 +385,29 @@ def test_the_scrub_command_says_what_now_did_kind_by_kind() -> None:
     with pytest.raises(CommandError, match="enabled = false"):
         asked_text({**document, "enabled": False})
     assert passes_text([], 0) == "scrub: no pass has begun yet\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_stopped_mid_read_saves_its_place_and_the_next_one_reads_that_copy_again(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    passes = ScrubPasses(metadata.database)
+    clock = Clock()
+    clock.advance(1)
+    slow = ScrubConfig(enabled=True, interval=3600, objects_per_second=1000, bytes_per_second=1000,
+                       full_read_interval=3600)
+    job = job_for(world, placement, slow, clock)
+    job.startService()
+    while job.bytes_read < len(DATA):  # the first copy read (some 10 s at the rate)...
+        await advance_until(clock, deferLater(reactor, 0.01, lambda: None))
+    await advance_until(clock, deferLater(reactor, 0.2, lambda: None))  # ...and into the second's 10 s
+    assert job.bytes_read == len(DATA)
+
+    await advance_until(clock, job.stopService())
+
+    checksum = {scrub.kind: scrub for scrub in await passes.passes()}[CHECKSUM]
+    assert (checksum.running, checksum.position, checksum.checked) == (True, ("bkt", "damaged", "a"), 1)
+    again = job_for(world, placement, slow, clock)
+    await advance_until(clock, again.run_once())
+    checksum = {scrub.kind: scrub for scrub in await passes.passes()}[CHECKSUM]
+    assert (checksum.running, checksum.checked, again.checked[CHECKSUM]) == (False, 4, 3)
