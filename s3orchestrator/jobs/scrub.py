@@ -324,7 +324,10 @@ class ScrubJob(TimedJob):
             live = await self._current_copy(copy)
             if live is None:
                 return self._skip(copy, finding, "the object changed meanwhile")
-            stat, again = await stat_copy(store, copy)
+            try:
+                stat, again = await stat_copy(store, copy)
+            except (StoreUnavailable, StoreMisconfigured) as error:
+                return self._skip(copy, finding, f"its store failed the check again ({error})")
             if read_stat is not None and again is None:
                 if stat is None or (stat.size, stat.last_modified) != (read_stat.size, read_stat.last_modified):
                     return self._skip(copy, finding, "the file changed since it was read")
