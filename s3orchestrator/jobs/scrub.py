@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Callable, Mapping, Protocol, Sequence
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -134,6 +134,14 @@ class ScrubJob(TimedJob):
     def startService(self) -> None:
         self._stopping = False
         super().startService()
+
+    def _tick(self) -> Deferred[int]:
+        # Off: no lease taken (or kept, after a reload turned it off), nothing run.
+        if not self._settings().enabled:
+            if self.lease is not None and self.lease.leads:
+                self.lease.release()
+            return succeed(0)
+        return super()._tick()
 
     def look_soon(self) -> None:
         """Look at once whether a pass is due or asked for (and begin it), in the run going

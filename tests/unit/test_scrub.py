@@ -18,9 +18,11 @@ from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.cli import CommandError
 from s3orchestrator.config import ConfigError, PlacementPolicy, ScrubConfig, parse_config
+from s3orchestrator.jobs.election import JobElection
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.scrub import ScrubJob
 from s3orchestrator.metadata.claims import fresh_holder
+from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.records import Instance
 from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubCopy, ScrubPasses
 from s3orchestrator.metadata.store import sqlite_metadata_store
@@ -411,3 +413,24 @@ async def test_a_job_stopped_mid_read_saves_its_place_and_the_next_one_reads_tha
     await advance_until(clock, again.run_once())
     checksum = {scrub.kind: scrub for scrub in await passes.passes()}[CHECKSUM]
     assert (checksum.running, checksum.checked, again.checked[CHECKSUM]) == (False, 4, 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_scrubber_off_takes_no_lease_and_gives_up_one_it_held(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    leases = JobLeases(metadata.database)
+    lease = JobElection(leases, "me", 30, reactor).lease("scrub")
+    settings = [ScrubConfig(enabled=False)]
+    job = ScrubJob(placement, metadata, ScrubPasses(metadata.database), lambda: {}, lambda: (),
+                   lambda: settings[0], reactor, lease=lease, owner="me")
+
+    assert await job._tick() == 0
+    assert await leases.holders() == []
+    settings[0] = FAST
+    await job._tick()
+    assert [holder.job for holder in await leases.holders()] == ["scrub"]
+    settings[0] = ScrubConfig(enabled=False)
+    await job._tick()
+    await deferLater(reactor, 0.05, lambda: None)  # the release, in the background
+    assert await leases.holders() == []
