@@ -122,7 +122,7 @@ class ScrubJob(TimedJob):
         self.owner = owner
         self._stopping = False
         self._waits: set[Deferred[None]] = set()
-        self._look: Deferred[int] | None = None  # fired: a run looks again at once
+        self._look: Deferred[int | None] | None = None  # fired: a run looks again at once
         self._reads: set[FullRead] = set()
         self._due = 0.0
         self.checked: Counter[str] = Counter()
@@ -167,11 +167,12 @@ class ScrubJob(TimedJob):
         """Begin the passes that are due (or asked for), go on with those running, and look
         again every ``timer_step`` seconds meanwhile (one kind may fall due while the other
         runs), until none runs, the job stops or it loses its lease; copies checked."""
-        walks: dict[str, Deferred[int]] = {}
+        walks: dict[str, Deferred[int | None]] = {}
+        failed: set[str] = set()  # kinds whose walk failed: left to the next run
         checked = 0
         self._due = self.clock.seconds()
         while self._going():
-            await self._begin_due(walks)
+            await self._begin_due(walks, failed)
             if not walks:
                 break
             look = self._look = Deferred()
@@ -183,19 +184,22 @@ class ScrubJob(TimedJob):
                 if timer.active():
                     timer.cancel()
             for kind in [kind for kind, walk in walks.items() if walk.called]:
-                checked += await walks.pop(kind)
+                done = await walks.pop(kind)
+                if done is None:
+                    failed.add(kind)
+                checked += done or 0
         for walk in walks.values():  # stopping: they stop at their next copy
-            checked += await walk
+            checked += await walk or 0
         return checked
 
-    async def _begin_due(self, walks: dict[str, Deferred[int]]) -> None:
+    async def _begin_due(self, walks: dict[str, Deferred[int | None]], failed: set[str]) -> None:
         """Begin each kind of pass that is due or asked for and not under way, and walk
-        those running that ``walks`` (by kind) does not walk yet."""
+        those running that ``walks`` (by kind) does not walk yet, but ``failed`` kinds."""
         settings = self._settings()
         now_ms = int(self.clock.seconds() * 1000)
         self.passes = {scrub.kind: scrub for scrub in await self._passes.passes()}
         for kind, every in ((STAT, settings.interval), (CHECKSUM, settings.full_read_interval)):
-            if kind in walks:
+            if kind in walks or kind in failed:
                 continue
             current = self.passes.get(kind)
             if current is None or (not current.running and (
@@ -206,11 +210,10 @@ class ScrubJob(TimedJob):
             if current.running:
                 walks[kind] = ensureDeferred(self._walk(current)).addErrback(self._walk_failed, kind)
 
-    def _walk_failed(self, failure: Failure, kind: str) -> int:
+    def _walk_failed(self, failure: Failure, kind: str) -> None:
         self.errors += 1
-        self._log.failure("Scrub: the {kind} pass failed; it goes on from where it stands at the next look",
+        self._log.failure("Scrub: the {kind} pass failed; it goes on from where it stands at the next run",
                           failure, kind=kind)
-        return 0
 
     def _going(self) -> bool:
         return not self._stopping and self._settings().enabled and (self.lease is None or self.lease.leads)
@@ -230,7 +233,7 @@ class ScrubJob(TimedJob):
                         await self._pace()
                         if not self._going():
                             return progress.done
-                        found = await self._check(kind, copy)
+                        found = await self._check_or_log(kind, copy)
                         if self._stopping:
                             return progress.done  # the check may have been cut short: again on resume
                         progress.checked(copy, found)
@@ -281,6 +284,17 @@ class ScrubJob(TimedJob):
             pass  # stopping
         finally:
             self._waits.discard(wait)
+
+    async def _check_or_log(self, kind: str, copy: ScrubCopy) -> int:
+        """``_check``; an unexpected error is logged and counted, and the pass goes on."""
+        try:
+            return await self._check(kind, copy)
+        except Exception:
+            self.errors += 1
+            self.skipped += 1
+            self._log.failure("Scrub: checking {bucket}/{key} on store {store} failed; left for the next pass",
+                              bucket=copy.bucket, key=copy.key, store=copy.store)
+            return 0
 
     async def _check(self, kind: str, copy: ScrubCopy) -> int:
         """Check one copy (1 if it was let go as missing or damaged, else 0)."""

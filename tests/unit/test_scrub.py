@@ -434,3 +434,41 @@ async def test_the_scrubber_off_takes_no_lease_and_gives_up_one_it_held(world) -
     await job._tick()
     await deferLater(reactor, 0.05, lambda: None)  # the release, in the background
     assert await leases.holders() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_whose_check_fails_unexpectedly_is_logged_and_the_pass_goes_on(world, events) -> None:
+    metadata, stores = world
+    placement = await two_objects(world)
+    original_stat = stores["a"].stat
+
+    def stat(location: str) -> Any:
+        if location.endswith("damaged"):
+            raise RuntimeError("a bug")
+        return original_stat(location)
+
+    stores["a"].stat = stat
+    job = job_for(world, placement, checksummed=())
+
+    assert await job.run_once() == 4
+    assert (job.errors, job.skipped, dict(job.checked)) == (1, 1, {STAT: 3})
+    assert [(event["key"], event["store"]) for event in events
+            if (event.get("log_format") or "").startswith("Scrub: checking")] == [("damaged", "a")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_walk_that_fails_is_left_to_the_next_run(world) -> None:
+    metadata, _ = world
+    placement = await two_objects(world)
+    passes = ScrubPasses(metadata.database)
+    calls: list[int] = []
+
+    def broken(after: Any, limit: int) -> Any:
+        calls.append(1)
+        raise RuntimeError("the database said no")
+
+    passes.next_copies = broken  # type: ignore[method-assign]
+    job = ScrubJob(placement, metadata, passes, lambda: {}, lambda: ("a",), lambda: FAST, reactor)
+
+    assert await job.run_once() == 0
+    assert (job.errors, len(calls)) == (2, 2)  # each kind's walk failed once, not again and again
