@@ -76,10 +76,13 @@ class ScrubJob(TimedJob):
     the previous one began, asks each copy's store for its size and ETag (a stat, a HEAD);
     a ``checksum`` pass, begun ``full_read_interval`` seconds after the previous one,
     reads every byte of the copies on ``checksummed()`` stores (the directory stores) and
-    checks their MD5 (see placement.verify). Both run at once; together they check at
-    most ``objects_per_second`` copies a second, and the full reads read at most
-    ``bytes_per_second``. Copies on stores that are down, or ``read_capped`` (over a
-    monthly read cap: a scrub is no reason to go past it), are skipped.
+    checks their MD5 (see placement.verify). Both run at once (a run looks again every
+    ``timer_step`` seconds, or at once when ``look_soon()`` is called, for a pass fallen
+    due or asked for); together they check at most ``objects_per_second`` copies a
+    second, and the full reads read at most ``bytes_per_second``. Copies on stores that
+    are down, or ``read_capped`` (over a monthly read cap: a scrub is no reason to go
+    past it), are skipped. While ``settings().enabled`` is false nothing runs and no
+    lease is taken.
 
     A copy found missing or damaged is checked again under a claim of its location (no
     write can be moving bytes there meanwhile) and only while its object's record, ETag
@@ -88,11 +91,12 @@ class ScrubJob(TimedJob):
     (``mark_copy_missing``: no longer read, its bytes queued for cleanup) and made again
     from a good copy at once (``replicate``; else by the replicator), one log line each.
 
-    Counters: ``runs``, ``errors``, ``checked`` (by kind), ``bytes_read``, ``damaged``
-    and ``missing`` (by store), ``repaired`` (copies made again), ``skipped`` (store down
-    or failing or over a read cap, location claimed, copy changed while checked), ``unverifiable`` (full
-    reads whose ETag the bytes cannot give: length checked only); ``passes``: the
-    passes as of the last run, by kind."""
+    Counters: ``runs``, ``errors`` (runs, walks and checks that raised), ``checked`` (by
+    kind), ``bytes_read``, ``damaged`` and ``missing`` (by store), ``repaired`` (copies
+    made again), ``skipped`` (store down, failing or over a read cap, location claimed,
+    copy changed while checked), ``unverifiable`` (full reads whose ETag the bytes
+    cannot give: length checked only); ``passes``: the passes as of the last look, by
+    kind."""
 
     _log = Logger()
     description = "Scrub"
