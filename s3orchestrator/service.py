@@ -414,10 +414,13 @@ class OrchestratorService(MultiService):
                 self._ops_ports[name] = port
 
     async def scrub_now(self) -> dict[str, Any]:
-        """Ask for a pass of each kind not under way to begin at the scrubber's next look
-        (the admin API's POST /scrub): ``{"enabled", "within_seconds", "scrub": [passes]}``."""
+        """Ask for a pass of each kind not under way to begin at the scrubber's next look and
+        lift the stores' suspensions (the admin API's POST /scrub): ``{"enabled",
+        "within_seconds", "scrub": [passes], "lifted": [stores no longer suspended]}``."""
         settings = self.config.scrub
+        lifted: list[str] = []
         if settings.enabled:
+            lifted = [suspension.store for suspension in await self.scrub_passes.suspensions()]
             passes = await self.scrub_passes.request(int(self.reactor.seconds() * 1000))
             scrub = self.jobs.get("scrub")
             if isinstance(scrub, ScrubJob):
@@ -425,7 +428,7 @@ class OrchestratorService(MultiService):
         else:
             passes = await self.scrub_passes.passes()
         return {"enabled": settings.enabled, "within_seconds": timer_step(settings),
-                "scrub": [scrub_pass_document(scrub) for scrub in passes]}
+                "scrub": [scrub_pass_document(scrub) for scrub in passes], "lifted": lifted}
 
     def _start_failed(self, failure) -> None:
         if failure.check(ConfigError, CannotListenError):

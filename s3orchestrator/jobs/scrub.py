@@ -21,7 +21,7 @@ from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.claims import DELETE_CLAIM_LEASE, fresh_holder
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import CopyRecord
-from s3orchestrator.metadata.scrub import CHECKSUM, STAT, Position, ScrubCopy, ScrubPass, ScrubPasses
+from s3orchestrator.metadata.scrub import CHECKSUM, STAT, Position, ScrubCopy, ScrubPass, ScrubPasses, Suspension
 from s3orchestrator.placement.engine import Replicated
 from s3orchestrator.placement.verify import MISSING, Finding, FullRead, stat_copy
 from s3orchestrator.stores.interface import IObjectStore, ObjectStat, StoreMisconfigured, StoreUnavailable
@@ -32,6 +32,9 @@ BATCH_SIZE = 100
 SAVE_EVERY = 10.0
 #: Longest the timer waits between looks at whether a pass is due.
 LONGEST_STEP = 60.0
+#: Findings on a store in a pass before ``max_findings_fraction`` applies (a few copies
+#: checked tell nothing of the store).
+FRACTION_AFTER = 10
 
 
 class Repairs(Protocol):
@@ -91,12 +94,28 @@ class ScrubJob(TimedJob):
     (``mark_copy_missing``: no longer read, its bytes queued for cleanup) and made again
     from a good copy at once (``replicate``; else by the replicator), one log line each.
 
+    Two guards keep a store that answers but is empty or wrong (a disk not mounted, a
+    bucket emptied, credentials of another bucket) from having every copy on it let go
+    and made again. A store on which one pass finds more than
+    ``max_findings_per_store`` copies wrong, or (once it found ``FRACTION_AFTER``) more
+    than ``max_findings_fraction`` of the copies it checked there, is suspended
+    (``scrub_suspended``, one error logged): its findings are still counted and logged,
+    but none of its copies is let go, until an operator lifts it (``s3orchestrator
+    scrub --now``: ``ScrubPasses.request``); it stays suspended across restarts and
+    lease moves. And the only live copy of an object is never let go: found missing,
+    the object is recorded lost but its copy kept (reads fail as before; the store may
+    hand it back, and a pass that finds it right again takes the object off the lost
+    ones); found damaged, it is kept and served as it is, logged as an error (there is
+    no other copy to serve or to repair from).
+
     Counters: ``runs``, ``errors`` (runs, walks and checks that raised), ``checked`` (by
-    kind), ``bytes_read``, ``damaged`` and ``missing`` (by store), ``repaired`` (copies
-    made again), ``skipped`` (store down, failing or over a read cap, location claimed,
-    copy changed while checked), ``unverifiable`` (full reads whose ETag the bytes
-    cannot give: length checked only); ``passes``: the passes as of the last look, by
-    kind."""
+    kind), ``bytes_read``, ``damaged`` and ``missing`` (found, by store), ``held``
+    (findings left alone on suspended stores, by store), ``kept`` (only copies found
+    wrong and kept, by store), ``repaired`` (copies made again), ``skipped`` (store
+    down, failing or over a read cap, location claimed, copy changed while checked),
+    ``unverifiable`` (full reads whose ETag the bytes cannot give: length checked only);
+    ``passes``: the passes as of the last look, by kind; ``suspended``: the suspended
+    stores as of the last look (and those suspended since), by name."""
 
     _log = Logger()
     description = "Scrub"
@@ -132,6 +151,12 @@ class ScrubJob(TimedJob):
         self.checked: Counter[str] = Counter()
         self.damaged: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
+        self.held: Counter[str] = Counter()
+        self.kept: Counter[str] = Counter()
+        self.suspended: dict[str, Suspension] = {}
+        # This instance's counts in the running pass of each kind, by (kind, store): the guard's.
+        self._pass_checked: Counter[tuple[str, str]] = Counter()
+        self._pass_found: Counter[tuple[str, str]] = Counter()
         self.bytes_read = self.repaired = self.skipped = self.unverifiable = 0
         self.passes: dict[str, ScrubPass] = {}
 
@@ -146,6 +171,10 @@ class ScrubJob(TimedJob):
                 self.lease.release()
             return succeed(0)
         return super()._tick()
+
+    def store_names(self) -> list[str]:
+        """The configured stores, by name."""
+        return sorted(self._stores())
 
     def look_soon(self) -> None:
         """Look at once whether a pass is due or asked for (and begin it), in the run going
@@ -202,6 +231,7 @@ class ScrubJob(TimedJob):
         settings = self._settings()
         now_ms = int(self.clock.seconds() * 1000)
         self.passes = {scrub.kind: scrub for scrub in await self._passes.passes()}
+        await self._look_at_suspensions()
         for kind, every in ((STAT, settings.interval), (CHECKSUM, settings.full_read_interval)):
             if kind in walks or kind in failed:
                 continue
@@ -210,9 +240,25 @@ class ScrubJob(TimedJob):
                 current.requested_ms is not None or now_ms - current.started_ms >= every * 1000
             )):
                 current = self.passes[kind] = await self._passes.begin(kind, now_ms)
+                self._forget_counts(0, kind)
                 self._log.info("Scrub: a {kind} pass begins", kind=kind)
             if current.running:
                 walks[kind] = ensureDeferred(self._walk(current)).addErrback(self._walk_failed, kind)
+
+    async def _look_at_suspensions(self) -> None:
+        """Read the suspended stores; the count of those lifted since starts again."""
+        now = {suspension.store: suspension for suspension in await self._passes.suspensions()}
+        for store in set(self.suspended) - set(now):
+            self._forget_counts(1, store)
+            self._log.info("Scrub: store {store} is no longer suspended; its copies found wrong are let go again",
+                           store=store)
+        self.suspended = now
+
+    def _forget_counts(self, index: int, name: str) -> None:
+        """Start the guard's counts again for a kind (``index`` 0) or a store (1)."""
+        for counts in (self._pass_checked, self._pass_found):
+            for counted in [counted for counted in counts if counted[index] == name]:
+                del counts[counted]
 
     def _walk_failed(self, failure: Failure, kind: str) -> None:
         self.errors += 1
@@ -310,6 +356,7 @@ class ScrubJob(TimedJob):
         try:
             stat, finding = await stat_copy(store, copy)
             self.checked[kind] += 1
+            self._pass_checked[(kind, copy.store)] += 1
             if finding is None and kind == CHECKSUM:
                 finding = await self._full_read(store, copy)
                 read_stat = stat
@@ -320,9 +367,16 @@ class ScrubJob(TimedJob):
             self._log.warn("Scrub: could not check {bucket}/{key} on store {store}: {error}",
                            bucket=copy.bucket, key=copy.key, store=copy.store, error=str(error))
             return 0
+        if finding is None and copy.lost and not self._stopping:
+            await self._found_again(copy)
         if finding is None or self._stopping:
             return 0
-        return await self._confirm(store, copy, finding, read_stat)
+        return await self._confirm(kind, store, copy, finding, read_stat)
+
+    async def _found_again(self, copy: ScrubCopy) -> None:
+        if await self._passes.found_again(copy, int(self.clock.seconds() * 1000)):
+            self._log.warn("Scrub: {bucket}/{key}, recorded lost, has its copy on store {store} again;"
+                           " no longer lost", bucket=copy.bucket, key=copy.key, store=copy.store)
 
     async def _full_read(self, store: IObjectStore, copy: ScrubCopy) -> Finding | None:
         read = FullRead(store, copy, self.clock, self._settings().bytes_per_second)
@@ -337,19 +391,23 @@ class ScrubJob(TimedJob):
             self.unverifiable += read.unverifiable
 
     async def _confirm(
-        self, store: IObjectStore, copy: ScrubCopy, finding: Finding, read_stat: ObjectStat | None
+        self, kind: str, store: IObjectStore, copy: ScrubCopy, finding: Finding, read_stat: ObjectStat | None
     ) -> int:
-        """Let go of a copy found missing or damaged, once the finding holds under a claim
-        of its location for the object as checked, and have it made again; 1 if let go.
-        ``read_stat``: the file a full read found wrong, as stat described it before."""
+        """Act on a copy found missing or damaged, once the finding holds under a claim of
+        its location for the object as checked: let it go and have it made again, unless
+        its store is (or now gets) suspended or it is the object's only live copy; 1 if
+        the finding held. ``read_stat``: the file a full read found wrong, as stat
+        described it before."""
         holder = fresh_holder()
         expires_ms = int((self.clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
         if not await self._metadata.claim_locations(copy.store, [copy.location], holder, self.owner, expires_ms):
             return self._skip(copy, finding, "its location is claimed (a write?)")
+        left: int | None = None
         try:
-            live = await self._current_copy(copy)
-            if live is None:
+            current = await self._current_copy(copy)
+            if current is None:
                 return self._skip(copy, finding, "the object changed meanwhile")
+            live, copies = current
             try:
                 stat, again = await stat_copy(store, copy)
             except (StoreUnavailable, StoreMisconfigured) as error:
@@ -360,32 +418,93 @@ class ScrubJob(TimedJob):
                 again = finding
             if again is None:
                 return self._skip(copy, finding, "it is right again")
-            left = await self._metadata.mark_copy_missing(copy.bucket, copy.key, live, etag=copy.etag)
+            self._pass_found[(kind, copy.store)] += 1
+            suspending = copy.store not in self.suspended and self._over_limit(kind, copy.store)
+            if copy.store not in self.suspended and not suspending and copies > 1:
+                left = await self._metadata.mark_copy_missing(copy.bucket, copy.key, live, etag=copy.etag)
+                if left is None:
+                    return self._skip(copy, again, "the object changed meanwhile")
         finally:
             await self._end_claim(holder)
-        if left is None:
-            return self._skip(copy, again, "the object changed meanwhile")
         (self.missing if again.problem == MISSING else self.damaged)[copy.store] += 1
+        if suspending:
+            await self._suspend(kind, copy.store)
+        if left is None:
+            await self._leave(copy, again, sole=copies == 1)
+            return 1
         self._log.error(
             "Scrub: copy of {bucket}/{key} on store {store} at {location} is {problem} ({detail}); let go",
             bucket=copy.bucket, key=copy.key, store=copy.store, location=copy.location,
             problem=again.problem, detail=again.detail,
         )
-        if left == 0:
-            self._log.error("Object {bucket}/{key} is lost: the scrubber found its last live copy {problem}",
-                            bucket=copy.bucket, key=copy.key, problem=again.problem)
-        else:
-            await self._repair(copy)
+        await self._repair(copy)
         return 1
 
-    async def _current_copy(self, copy: ScrubCopy) -> CopyRecord | None:
-        """The live copy ``copy`` names, if the object and that copy are still those checked."""
+    def _over_limit(self, kind: str, store: str) -> bool:
+        """Whether the pass of ``kind`` found too many copies on ``store`` wrong to go on
+        letting them go (see the class docstring)."""
+        settings = self._settings()
+        found = self._pass_found[(kind, store)]
+        if settings.max_findings_per_store and found > settings.max_findings_per_store:
+            return True
+        return found >= FRACTION_AFTER and found > settings.max_findings_fraction * self._pass_checked[(kind, store)]
+
+    async def _suspend(self, kind: str, store: str) -> None:
+        settings = self._settings()
+        suspension = Suspension(store, int(self.clock.seconds() * 1000), kind, self._pass_found[(kind, store)],
+                                self._pass_checked[(kind, store)])
+        self.suspended[store] = suspension
+        self._log.error(
+            "Scrub: store {store} suspended: the {kind} pass found {found} of the {checked} copies it checked there"
+            " missing or damaged (over [scrub] max_findings_per_store = {limit} or max_findings_fraction ="
+            " {fraction}); none of its copies is let go any more. Check that the store holds what it should (its"
+            " disk mounted, the right bucket, endpoint and credentials, the bucket not emptied), then run"
+            " `s3orchestrator scrub --now` to resume",
+            store=store, kind=kind, found=suspension.found, checked=suspension.checked,
+            limit=settings.max_findings_per_store, fraction=settings.max_findings_fraction,
+        )
+        try:
+            await self._passes.suspend(suspension)
+        except Exception as error:
+            # Still suspended here; another instance taking the job over counts afresh.
+            self._log.warn("Scrub: could not record that store {store} is suspended: {error}",
+                           store=store, error=str(error))
+
+    async def _leave(self, copy: ScrubCopy, finding: Finding, sole: bool) -> None:
+        """A copy found wrong and not let go: its store is suspended, or it is its object's
+        only live copy (found missing: the object is recorded lost, the copy kept)."""
+        if copy.store in self.suspended:
+            self.held[copy.store] += 1
+            self._log.warn(
+                "Scrub: copy of {bucket}/{key} on store {store} at {location} is {problem} ({detail}); left as it is:"
+                " the store is suspended", bucket=copy.bucket, key=copy.key, store=copy.store,
+                location=copy.location, problem=finding.problem, detail=finding.detail,
+            )
+            return
+        self.kept[copy.store] += 1
+        if finding.problem == MISSING and await self._passes.record_lost(copy, int(self.clock.seconds() * 1000)):
+            self._log.error(
+                "Object {bucket}/{key} is lost: the scrubber found its only live copy, on store {store} at {location},"
+                " missing; the copy is kept (nothing deleted): the object reads again if its store hands it back,"
+                " else overwrite or delete it",
+                bucket=copy.bucket, key=copy.key, store=copy.store, location=copy.location,
+            )
+        elif finding.problem != MISSING:
+            self._log.error(
+                "Scrub: the only live copy of {bucket}/{key}, on store {store} at {location}, is damaged ({detail});"
+                " kept and still served (no other copy to serve or to make it again from): restore the object",
+                bucket=copy.bucket, key=copy.key, store=copy.store, location=copy.location, detail=finding.detail,
+            )
+
+    async def _current_copy(self, copy: ScrubCopy) -> tuple[CopyRecord, int] | None:
+        """The live copy ``copy`` names and how many live copies its object has, if the
+        object and that copy are still those checked."""
         found = await self._metadata.get_object_copies(copy.bucket, copy.key)
         if found is None or found[0].etag != copy.etag or found[0].size != copy.size:
             return None
         for live in found[1]:
             if (live.store, live.location, live.created_ms) == (copy.store, copy.location, copy.created_ms):
-                return live
+                return live, len(found[1])
         return None
 
     async def _end_claim(self, holder: str) -> None:

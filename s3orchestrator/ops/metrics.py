@@ -55,7 +55,9 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   describes them), ``checksum`` (every byte read: a directory store's copies).
 - ``s3orchestrator_scrub_bytes_read_total``: bytes the scrubber's full reads read.
 - ``s3orchestrator_scrub_copies_damaged_total{store}``, ``_missing_total{store}``: copies
-  it found damaged (another size, ETag or MD5) or missing, and let go;
+  it found damaged (another size, ETag or MD5) or missing (let go, unless held or kept);
+  ``_held_total{store}``: those of them left alone because their store is suspended;
+  ``_kept_total{store}``: those kept because they were their object's only live copy;
   ``s3orchestrator_scrub_copies_repaired_total``: copies it made again from a good one
   (the others are left to the replicator); ``_skipped_total``: copies it could not
   check (store down or failing) or left as they were (a write claimed the location, the
@@ -63,6 +65,9 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   (only their length was checked).
 - ``s3orchestrator_scrub_last_pass_timestamp_seconds{kind}``: when the last pass of each
   kind finished (as of the scrubber's last run; absent: none yet).
+- ``s3orchestrator_scrub_store_suspended{store}``: 1 while the scrubber lets no copy of
+  the store go (too many findings in a pass; lifted by ``s3orchestrator scrub --now``),
+  else 0 (as of the scrubber's last look, on the instance running it).
 - ``s3orchestrator_instance_info{instance_id}``: always 1; names this process as
   the metadata knows it (its reservations, write intents and logs carry the id).
 - ``s3orchestrator_instance_lease_renewals_total``, ``_lease_failures_total``,
@@ -417,8 +422,10 @@ def scrub_metrics(scrub: Any) -> Iterator[Metric]:
     yield CounterMetricFamily("s3orchestrator_scrub_bytes_read", "Bytes the scrubber's full reads read.",
                               value=scrub.bytes_read)
     for name, counts, text in (
-        ("damaged", scrub.damaged, "Copies the scrubber found damaged and let go, by store."),
-        ("missing", scrub.missing, "Copies the scrubber found missing and let go, by store."),
+        ("damaged", scrub.damaged, "Copies the scrubber found damaged, by store."),
+        ("missing", scrub.missing, "Copies the scrubber found missing, by store."),
+        ("held", scrub.held, "Copies found wrong and left alone: their store is suspended, by store."),
+        ("kept", scrub.kept, "Copies found wrong and kept: their object's only live copy, by store."),
     ):
         family = CounterMetricFamily(f"s3orchestrator_scrub_copies_{name}", text, labels=["store"])
         for store, count in sorted(counts.items()):
@@ -436,6 +443,12 @@ def scrub_metrics(scrub: Any) -> Iterator[Metric]:
         if scrub_pass.finished_ms is not None:
             last.add_metric([kind], scrub_pass.finished_ms / 1000)
     yield last
+    suspended = GaugeMetricFamily("s3orchestrator_scrub_store_suspended",
+                                  "1 while the scrubber lets no copy of the store go (too many findings).",
+                                  labels=["store"])
+    for store in sorted(set(scrub.store_names()) | set(scrub.suspended)):
+        suspended.add_metric([store], 1 if store in scrub.suspended else 0)
+    yield suspended
 
 
 def job_failures(job: Any) -> int:

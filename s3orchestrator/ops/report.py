@@ -96,6 +96,14 @@ def scrub_line(scrub: Mapping[str, Any], now: float) -> str:
     return f"scrub {kind} pass: idle, {last} ({counts})"
 
 
+def suspended_line(suspension: Mapping[str, Any], now: float) -> str:
+    """A store the scrubber suspended: since when, why, and how to resume."""
+    return (f"scrub: store {printable(str(suspension['store']))} suspended"
+            f" {format_age(now - suspension['since_ms'] / 1000)} ago (a {printable(str(suspension['kind']))} pass"
+            f" found {suspension['found']} of {suspension['checked']} copies missing or damaged): no copy of it is"
+            " let go; check the store, then run `s3orchestrator scrub --now`")
+
+
 def status_table(snapshot: Mapping[str, Any], now: float) -> str:
     """The ``status_snapshot`` document as a table at time ``now`` (seconds since the epoch):
     one row per store (health, used/reserved/quota, live copies and their bytes, cleanup
@@ -137,6 +145,8 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
             lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
     for scrub in snapshot.get("scrub", []):
         lines.append(scrub_line(scrub, now))
+    for suspension in snapshot.get("scrub_suspended", []):
+        lines.append(suspended_line(suspension, now))
     jobs = snapshot.get("jobs")
     if jobs:
         lines.append("jobs: " + ", ".join(

@@ -12,7 +12,7 @@ from typing import Any
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.job_leases import JobLeases
-from s3orchestrator.metadata.scrub import ScrubPass, ScrubPasses
+from s3orchestrator.metadata.scrub import ScrubPass, ScrubPasses, Suspension
 
 
 async def status_snapshot(
@@ -35,7 +35,9 @@ async def status_snapshot(
     scrubber's passes begun so far (kind "stat" or "checksum", running, started_ms,
     finished_ms: the last pass's end or None, position: "bucket/key" of the last copy
     checked in the running pass or None, checked, found: copies missing or damaged,
-    requested_ms: when a pass was asked for, or None)."""
+    requested_ms: when a pass was asked for, or None), and ``"scrub_suspended": [...]``:
+    the stores the scrubber lets no copy go from (store, since_ms, kind, found, checked:
+    the pass that suspended it found ``found`` of ``checked`` copies wrong there)."""
     usage = await metadata.store_usage()
     uploads = await metadata.upload_counts()
     cleanups = await metadata.cleanup_totals()
@@ -78,6 +80,7 @@ async def status_snapshot(
         ]
     if scrub_passes is not None:
         snapshot["scrub"] = [scrub_pass_document(scrub) for scrub in await scrub_passes.passes()]
+        snapshot["scrub_suspended"] = [suspension_document(held) for held in await scrub_passes.suspensions()]
     return snapshot
 
 
@@ -89,3 +92,9 @@ def scrub_pass_document(scrub: ScrubPass) -> dict[str, Any]:
         "position": None if scrub.position is None else f"{scrub.position[0]}/{scrub.position[1]}",
         "checked": scrub.checked, "found": scrub.found, "requested_ms": scrub.requested_ms,
     }
+
+
+def suspension_document(suspension: Suspension) -> dict[str, Any]:
+    """A store the scrubber suspended, as the admin API shows it."""
+    return {"store": suspension.store, "since_ms": suspension.since_ms, "kind": suspension.kind,
+            "found": suspension.found, "checked": suspension.checked}

@@ -141,6 +141,7 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
         ["cleanup", "multipart_expiry", "reaper", "replicator"], f"{socket.gethostname()}:{daemon.process.pid}"
     )
     assert body.pop("scrub") == []  # the scrubber is off: no pass has begun
+    assert body.pop("scrub_suspended") == []
     assert body == {
         "status": "ok",
         "uploads": 1,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import attrs
 import pytest_twisted
 
 from s3orchestrator.metadata.records import NewCopy, ObjectRecord
-from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubPasses
+from s3orchestrator.metadata.scrub import CHECKSUM, STAT, ScrubPasses, Suspension
 from s3orchestrator.metadata.store import MetadataStore
 
 ETAG = "0123456789abcdef0123456789abcdef"
@@ -76,3 +77,39 @@ async def test_a_copy_is_let_go_only_while_its_object_has_the_etag_checked(make_
     assert await metadata.mark_copy_missing("bkt", "k", copies[0], etag="f" * 32) is None
     assert len((await metadata.get_object_copies("bkt", "k"))[1]) == 2  # type: ignore[index]
     assert await metadata.mark_copy_missing("bkt", "k", copies[0], etag=ETAG) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_suspension_stays_until_passes_are_asked_for(make_store) -> None:
+    metadata = await with_objects(make_store)
+    passes = ScrubPasses(metadata.database)
+    await passes.suspend(Suspension("b", 1000, STAT, 11, 12))
+    await passes.suspend(Suspension("b", 2000, CHECKSUM, 1, 1))  # the first record stays
+
+    assert await passes.suspensions() == [Suspension("b", 1000, STAT, 11, 12)]
+    await passes.request(3000)
+    assert await passes.suspensions() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sole_copy_found_missing_makes_its_object_lost_and_stays_live_until_found_again(make_store) -> None:
+    metadata = await with_objects(make_store, record("k"))
+    passes = ScrubPasses(metadata.database)
+    _, copies = await metadata.get_object_copies("bkt", "k")  # type: ignore[misc]
+    first, second = await passes.next_copies(None, 2)
+    assert not await passes.record_lost(first, 5000)  # another live copy: not the only one
+
+    assert await metadata.mark_copy_missing("bkt", "k", copies[1]) == 1
+    assert not await passes.record_lost(attrs.evolve(first, etag="f" * 32), 5000)  # overwritten since
+    assert await passes.record_lost(first, 5000)
+    assert [(lost.key, lost.since_ms) for lost in await metadata.lost_objects(10)] == [("k", 5000)]
+    [walked] = await passes.next_copies(None, 2)
+    assert (walked.store, walked.lost) == ("a", True)  # still live, flagged lost
+    assert [copy.store for copy in (await metadata.get_object_copies("bkt", "k"))[1]] == ["a"]  # type: ignore[index]
+    cleanups = [(entry.store, entry.location) for entry in await metadata.list_cleanups(10)]
+    assert ("a", "a:k") not in cleanups
+
+    assert await passes.found_again(walked, 6000)
+    assert await metadata.lost_objects(10) == []
+    assert not await passes.found_again(walked, 7000)  # no longer lost
+    assert (await passes.next_copies(None, 2))[0].lost is False

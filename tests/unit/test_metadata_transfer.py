@@ -25,7 +25,7 @@ from s3orchestrator.metadata.offline import transfer as transfer_module
 from s3orchestrator.metadata.offline.transfer import RowDigest, transfer
 from s3orchestrator.metadata.records import Instance, IntentPlan, NewCopy, ObjectRecord, PartRecord, UploadRecord
 from s3orchestrator.metadata.schema import Migration, load_migrations
-from s3orchestrator.metadata.scrub import ScrubPasses
+from s3orchestrator.metadata.scrub import ScrubPasses, Suspension
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.metadata.traffic import Traffic, TrafficTable
 
@@ -73,6 +73,7 @@ async def fill(spec: str) -> None:
         await JobLeases(store.database).take("reaper", "host:1", NOW_MS, 30_000)
         await TrafficTable(store.database).add({("a", datetime.date(2026, 12, 1)): Traffic(10, 20, 1, 2, 3)})
         await ScrubPasses(store.database).begin("stat", NOW_MS)
+        await ScrubPasses(store.database).suspend(Suspension("b", NOW_MS, "stat", 101, 120))
         # An object whose every copy went missing: lost.
         (gone,) = await store.reserve_copies(2, lambda usage: ("a",))
         await store.commit_copies(record("gone", "a", 2), [NewCopy("a", "bkt/gone", gone.id)], missing=False)

@@ -265,14 +265,18 @@ def config_with(scrub: dict[str, Any] | None) -> Any:
 def test_the_scrubber_is_off_and_slow_unless_configured() -> None:
     assert config_with(None).scrub == ScrubConfig(enabled=False, interval=86400, objects_per_second=10,
                                                   bytes_per_second=10 * 1024**2, full_read_interval=30 * 86400)
+    assert (config_with(None).scrub.max_findings_per_store, config_with(None).scrub.max_findings_fraction) \
+        == (100, 0.5)
     configured = config_with({"enabled": True, "interval": 600, "objects_per_second": 0.5,
-                              "bytes_per_second": 1000, "full_read_interval": 7200}).scrub
-    assert configured == ScrubConfig(True, 600, 0.5, 1000, 7200)
+                              "bytes_per_second": 1000, "full_read_interval": 7200, "max_findings_per_store": 0,
+                              "max_findings_fraction": 1}).scrub
+    assert configured == ScrubConfig(True, 600, 0.5, 1000, 7200, 0, 1.0)
 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("objects_per_second", 0), ("objects_per_second", True), ("bytes_per_second", 0), ("interval", -1),
-    ("full_read_interval", "1d"), ("enabled", "yes"), ("speed", 1),
+    ("full_read_interval", "1d"), ("enabled", "yes"), ("speed", 1), ("max_findings_per_store", -1),
+    ("max_findings_fraction", 0), ("max_findings_fraction", 1.5), ("max_findings_fraction", "half"),
 ])
 def test_a_bad_scrub_setting_is_refused_by_name(key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=f"scrub.{key}"):
@@ -472,3 +476,146 @@ async def test_a_walk_that_fails_is_left_to_the_next_run(world) -> None:
 
     assert await job.run_once() == 0
     assert (job.errors, len(calls)) == (2, 2)  # each kind's walk failed once, not again and again
+
+
+# -- guards: a store found mostly wrong, an object's only copy -----------------------------------
+
+KEYS = [f"k{index:02}" for index in range(12)]
+
+
+async def emptied_store(world: Any) -> Placement:
+    """Objects ``KEYS`` on stores a and b, every file of store b removed (a disk not mounted)."""
+    placement = await placement_of(world, TWO)
+    for key in KEYS:
+        await placement.write("bkt", key, FakeRequestBody(DATA), NEW)
+    placement.health.record_failure("c", "down")
+    for key in KEYS:
+        os.unlink(path_of(world, "b", key))
+    return placement
+
+
+def guarded(limit: int, fraction: float = 1.0) -> ScrubConfig:
+    return ScrubConfig(enabled=True, interval=3600, objects_per_second=1000, full_read_interval=3600,
+                       max_findings_per_store=limit, max_findings_fraction=fraction)
+
+
+async def on_store_b(metadata: Any) -> list[str]:
+    return [key for key in KEYS if "b" in await live_copies(metadata, key)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_found_wrong_too_often_is_suspended_and_its_other_copies_left_alone(world, events) -> None:
+    metadata, stores = world
+    placement = await emptied_store(world)
+    clock = Clock()
+    clock.advance(1)
+    job = job_for(world, placement, guarded(limit=3), clock, checksummed=())
+
+    done = job.run_once()
+    await advance_until(clock, done)
+
+    assert (dict(job.missing), dict(job.held), job.repaired) == ({"b": 12}, {"b": 9}, 3)
+    assert set(job.suspended) == {"b"}
+    passes = ScrubPasses(metadata.database)
+    assert [(held.store, held.kind, held.found, held.checked) for held in await passes.suspensions()] \
+        == [("b", STAT, 4, 4)]  # the 4th finding went over the limit
+    assert [key for key in KEYS if os.path.exists(path_of(world, "b", key))] == KEYS[:3]  # made again
+    assert await on_store_b(metadata) == KEYS  # the rest: their records untouched
+    suspended = [event for event in events if "suspended:" in event.get("log_format", "")]
+    assert len(suspended) == 1 and "scrub --now" in suspended[0]["log_format"]
+    gauge = {metric.name: metric for metric in scrub_metrics(job)}["s3orchestrator_scrub_store_suspended"]
+    assert {sample.labels["store"]: sample.value for sample in gauge.samples} == {"a": 0, "b": 1, "c": 0}
+    [stat_pass] = [scrub for scrub in await passes.passes() if scrub.kind == STAT]
+    assert (stat_pass.checked, stat_pass.found) == (24, 12)
+
+
+@pytest_twisted.ensureDeferred
+async def test_most_copies_of_a_store_found_wrong_suspend_it_below_the_limit(world) -> None:
+    metadata, _ = world
+    placement = await emptied_store(world)
+    clock = Clock()
+    job = job_for(world, placement, guarded(limit=0, fraction=0.5), clock, checksummed=())
+
+    done = job.run_once()
+    await advance_until(clock, done)
+
+    # Every copy of b checked is missing: over half once FRACTION_AFTER (10) are found.
+    assert (dict(job.held), job.repaired) == ({"b": 3}, 9)
+    assert len(await on_store_b(metadata)) == 12
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_suspension_outlives_the_job_until_an_operator_asks_for_passes(world) -> None:
+    metadata, _ = world
+    placement = await emptied_store(world)
+    passes = ScrubPasses(metadata.database)
+    clock = Clock()
+    first = job_for(world, placement, guarded(limit=3), clock, checksummed=())
+    done = first.run_once()
+    await advance_until(clock, done)
+    assert len(await passes.suspensions()) == 1
+
+    clock.advance(7200)  # a new pass is due, on a restarted job with no limit
+    restarted = job_for(world, placement, guarded(limit=0), clock, checksummed=())
+    done = restarted.run_once()
+    await advance_until(clock, done)
+    assert (dict(restarted.held), restarted.repaired) == ({"b": 9}, 0)
+
+    await passes.request(int(clock.seconds() * 1000))  # s3orchestrator scrub --now
+    done = restarted.run_once()
+    await advance_until(clock, done)
+    assert (restarted.suspended, restarted.repaired) == ({}, 9)
+    assert [key for key in KEYS if os.path.exists(path_of(world, "b", key))] == KEYS
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_only_copy_found_missing_is_kept_and_its_object_lost_until_the_store_hands_it_back(world) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy())
+    await placement.write("bkt", "only", FakeRequestBody(DATA), NEW)
+    [store] = await live_copies(metadata, "only")
+    path = os.fsdecode(path_of(world, store, "only"))
+    os.rename(path, path + ".away")  # a disk gone
+    job = job_for(world, placement, checksummed=())
+
+    assert await job.run_once() == 1
+
+    assert (dict(job.missing), dict(job.kept), job.repaired) == ({store: 1}, {store: 1}, 0)
+    assert [lost.key for lost in await metadata.lost_objects(10)] == ["only"]
+    assert await live_copies(metadata, "only") == [store]  # kept: nothing let go
+    assert await metadata.list_cleanups(10) == []
+
+    os.rename(path + ".away", path)  # the disk is back
+    await ScrubPasses(metadata.database).request(0)
+    await job.run_once()
+    assert await metadata.lost_objects(10) == []
+    assert await stored_bytes(stores[store], stores[store].location_for("bkt", "only")) == DATA
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_only_copy_found_damaged_is_kept_and_served(world, events) -> None:
+    metadata, stores = world
+    placement = await placement_of(world, PlacementPolicy())
+    await placement.write("bkt", "only", FakeRequestBody(DATA), NEW)
+    [store] = await live_copies(metadata, "only")
+    corrupt(path_of(world, store, "only"))
+    job = job_for(world, placement, checksummed=NAMES)
+
+    await job.run_once()
+
+    assert (dict(job.damaged), dict(job.kept)) == ({store: 1}, {store: 1})
+    assert await live_copies(metadata, "only") == [store]
+    assert (await metadata.lost_objects(10), await metadata.list_cleanups(10)) == ([], [])
+    assert any("only live copy" in event.get("log_format", "") for event in events)
+    record, reader = await placement.read("bkt", "only", lambda record: None)  # type: ignore[misc]
+    assert reader is not None
+
+
+def test_the_status_and_scrub_commands_name_a_suspended_store_and_how_to_resume() -> None:
+    held = {"store": "disk\x1b", "since_ms": 7_140_000, "kind": "stat", "found": 101, "checked": 101}
+    line = ("scrub: store disk\\x1b suspended 1m 0s ago (a stat pass found 101 of 101 copies missing or damaged):"
+            " no copy of it is let go; check the store, then run `s3orchestrator scrub --now`")
+    assert line in status_table({"status": "ok", "stores": [], "scrub_suspended": [held]}, now=7_200).splitlines()
+    assert passes_text([], 7_200, [held]).splitlines() == ["scrub: no pass has begun yet", line]
+    asked = asked_text({"enabled": True, "within_seconds": 60.0, "scrub": [], "lifted": ["disk"]})
+    assert "scrub: store disk no longer suspended: its copies found wrong are let go again" in asked.splitlines()

@@ -23,3 +23,17 @@ CREATE TABLE scrub_passes (
     found BIGINT NOT NULL DEFAULT 0,
     requested_ms BIGINT
 );
+
+-- Stores the scrubber stopped letting copies go from (too many findings in one pass: a
+-- store that answers but is empty or wrong, such as a disk not mounted or a bucket
+-- emptied, would otherwise have every copy on it let go). Kept across restarts and
+-- lease moves until an operator lifts it (s3orchestrator scrub --now). kind: the pass
+-- that found them; found and checked: its findings and copies checked on the store
+-- when it stopped; since_ms: when.
+CREATE TABLE scrub_suspended (
+    store TEXT NOT NULL PRIMARY KEY,
+    since_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    found BIGINT NOT NULL,
+    checked BIGINT NOT NULL
+);
