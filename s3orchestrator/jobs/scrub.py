@@ -96,9 +96,10 @@ class ScrubJob(TimedJob):
 
     Two guards keep a store that answers but is empty or wrong (a disk not mounted, a
     bucket emptied, credentials of another bucket) from having every copy on it let go
-    and made again. A store on which one pass finds more than
-    ``max_findings_per_store`` copies wrong, or (once it found ``FRACTION_AFTER``) more
-    than ``max_findings_fraction`` of the copies it checked there, is suspended
+    and made again. A store on which the passes under way (both kinds together) find
+    more than ``max_findings_per_store`` copies wrong, or (once they found
+    ``FRACTION_AFTER``) more than ``max_findings_fraction`` of the copies they checked
+    there, is suspended
     (``scrub_suspended``, one error logged): its findings are still counted and logged,
     but none of its copies is let go, until an operator lifts it (``s3orchestrator
     scrub --now``: ``ScrubPasses.request``); it stays suspended across restarts and
@@ -419,7 +420,7 @@ class ScrubJob(TimedJob):
             if again is None:
                 return self._skip(copy, finding, "it is right again")
             self._pass_found[(kind, copy.store)] += 1
-            suspending = copy.store not in self.suspended and self._over_limit(kind, copy.store)
+            suspending = copy.store not in self.suspended and self._over_limit(copy.store)
             if copy.store not in self.suspended and not suspending and copies > 1:
                 left = await self._metadata.mark_copy_missing(copy.bucket, copy.key, live, etag=copy.etag)
                 if left is None:
@@ -440,26 +441,31 @@ class ScrubJob(TimedJob):
         await self._repair(copy)
         return 1
 
-    def _over_limit(self, kind: str, store: str) -> bool:
-        """Whether the pass of ``kind`` found too many copies on ``store`` wrong to go on
+    def _counts(self, store: str) -> tuple[int, int]:
+        """Copies of ``store`` found wrong and checked in the passes under way (both kinds:
+        two passes at once let no more go than one)."""
+        return (sum(self._pass_found[(kind, store)] for kind in (STAT, CHECKSUM)),
+                sum(self._pass_checked[(kind, store)] for kind in (STAT, CHECKSUM)))
+
+    def _over_limit(self, store: str) -> bool:
+        """Whether the passes under way found too many copies on ``store`` wrong to go on
         letting them go (see the class docstring)."""
         settings = self._settings()
-        found = self._pass_found[(kind, store)]
+        found, checked = self._counts(store)
         if settings.max_findings_per_store and found > settings.max_findings_per_store:
             return True
-        return found >= FRACTION_AFTER and found > settings.max_findings_fraction * self._pass_checked[(kind, store)]
+        return found >= FRACTION_AFTER and found > settings.max_findings_fraction * checked
 
     async def _suspend(self, kind: str, store: str) -> None:
         settings = self._settings()
-        suspension = Suspension(store, int(self.clock.seconds() * 1000), kind, self._pass_found[(kind, store)],
-                                self._pass_checked[(kind, store)])
+        suspension = Suspension(store, int(self.clock.seconds() * 1000), kind, *self._counts(store))
         self.suspended[store] = suspension
         self._log.error(
-            "Scrub: store {store} suspended: the {kind} pass found {found} of the {checked} copies it checked there"
-            " missing or damaged (over [scrub] max_findings_per_store = {limit} or max_findings_fraction ="
-            " {fraction}); none of its copies is let go any more. Check that the store holds what it should (its"
-            " disk mounted, the right bucket, endpoint and credentials, the bucket not emptied), then run"
-            " `s3orchestrator scrub --now` to resume",
+            "Scrub: store {store} suspended: the passes under way found {found} of the {checked} copies they"
+            " checked there missing or damaged, the last by the {kind} pass (over [scrub] max_findings_per_store ="
+            " {limit} or max_findings_fraction = {fraction}); none of its copies is let go any more. Check that"
+            " the store holds what it should (its disk mounted, the right bucket, endpoint and credentials, the"
+            " bucket not emptied), then run `s3orchestrator scrub --now` to resume",
             store=store, kind=kind, found=suspension.found, checked=suspension.checked,
             limit=settings.max_findings_per_store, fraction=settings.max_findings_fraction,
         )

@@ -67,8 +67,9 @@ class ScrubCopy:
 
 @attrs.frozen
 class Suspension:
-    """A store the scrubber no longer lets copies go from, since ``since_ms``: the ``kind``
-    of pass that stopped found ``found`` of the ``checked`` copies it checked there wrong."""
+    """A store the scrubber no longer lets copies go from, since ``since_ms``: the passes
+    under way then had found ``found`` of the ``checked`` copies they checked there wrong,
+    the last by the pass of ``kind``."""
 
     store: str
     since_ms: int

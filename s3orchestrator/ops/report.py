@@ -99,8 +99,8 @@ def scrub_line(scrub: Mapping[str, Any], now: float) -> str:
 def suspended_line(suspension: Mapping[str, Any], now: float) -> str:
     """A store the scrubber suspended: since when, why, and how to resume."""
     return (f"scrub: store {printable(str(suspension['store']))} suspended"
-            f" {format_age(now - suspension['since_ms'] / 1000)} ago (a {printable(str(suspension['kind']))} pass"
-            f" found {suspension['found']} of {suspension['checked']} copies missing or damaged): no copy of it is"
+            f" {format_age(now - suspension['since_ms'] / 1000)} ago ({suspension['found']} of"
+            f" {suspension['checked']} copies checked found missing or damaged): no copy of it is"
             " let go; check the store, then run `s3orchestrator scrub --now`")
 
 

@@ -137,3 +137,42 @@ def test_scrub_now_begins_passes_at_once_that_were_not_due_for_an_hour(start_dae
     assert shown.returncode == 0, shown.stderr
     assert "scrub checksum pass: idle, last finished" in shown.stdout
     assert "(2 copies checked, 1 missing or damaged)" in shown.stdout
+
+
+def test_a_store_emptied_behind_the_daemons_back_is_suspended_and_its_records_kept(start_daemon) -> None:
+    admin_port = free_port()
+    daemon = start_daemon(
+        stores=[StoreSpec("local-a", 0), StoreSpec("local-b", 0)],
+        extra_toml=(
+            "\n[placement]\nreplicas = 2\n"
+            "\n[scrub]\nenabled = true\ninterval = 3600\nfull_read_interval = 3600\nobjects_per_second = 200\n"
+            "max_findings_per_store = 2\n"
+            f'\n[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\ntoken = "{ADMIN_TOKEN}"\n'
+        ),
+    )
+    until(lambda: "Scrub: the checksum pass is done: 0 copies checked" in daemon.log())  # the first, at start
+    client = make_client(daemon)
+    keys = [f"k{index}" for index in range(6)]
+    for key in keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=DELETED)
+    for path in store_files(daemon, "local-b"):  # a disk not mounted: every file gone
+        path.unlink()
+
+    asked = scrub_command(daemon, "--now")
+    assert asked.returncode == 0, asked.stderr
+    until(lambda: "Scrub: store local-b suspended" in daemon.log(), seconds=20)
+
+    assert metrics(daemon)['s3orchestrator_scrub_store_suspended{store="local-b"}'] == 1
+    assert metrics(daemon)['s3orchestrator_scrub_store_suspended{store="local-a"}'] == 0
+    # The first two copies were let go and made again; the others' records are as they were.
+    assert sorted(path.name for path in store_files(daemon, "local-b")) == ["k0", "k1"]
+    assert sorted(key for (key,) in metadata_rows(
+        daemon, "SELECT key FROM copies WHERE store = 'local-b' AND state = 'live'")) == keys
+    assert daemon.log().count("suspended: the") == 1
+    shown = scrub_command(daemon)
+    assert shown.returncode == 0, shown.stderr
+    assert "scrub: store local-b suspended" in shown.stdout and "scrub --now" in shown.stdout
+
+    lifted = scrub_command(daemon, "--now")
+    assert lifted.returncode == 0, lifted.stderr
+    assert "scrub: store local-b no longer suspended" in lifted.stdout

@@ -613,7 +613,7 @@ async def test_an_only_copy_found_damaged_is_kept_and_served(world, events) -> N
 
 def test_the_status_and_scrub_commands_name_a_suspended_store_and_how_to_resume() -> None:
     held = {"store": "disk\x1b", "since_ms": 7_140_000, "kind": "stat", "found": 101, "checked": 101}
-    line = ("scrub: store disk\\x1b suspended 1m 0s ago (a stat pass found 101 of 101 copies missing or damaged):"
+    line = ("scrub: store disk\\x1b suspended 1m 0s ago (101 of 101 copies checked found missing or damaged):"
             " no copy of it is let go; check the store, then run `s3orchestrator scrub --now`")
     assert line in status_table({"status": "ok", "stores": [], "scrub_suspended": [held]}, now=7_200).splitlines()
     assert passes_text([], 7_200, [held]).splitlines() == ["scrub: no pass has begun yet", line]

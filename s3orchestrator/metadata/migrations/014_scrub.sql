@@ -27,9 +27,9 @@ CREATE TABLE scrub_passes (
 -- Stores the scrubber stopped letting copies go from (too many findings in one pass: a
 -- store that answers but is empty or wrong, such as a disk not mounted or a bucket
 -- emptied, would otherwise have every copy on it let go). Kept across restarts and
--- lease moves until an operator lifts it (s3orchestrator scrub --now). kind: the pass
--- that found them; found and checked: its findings and copies checked on the store
--- when it stopped; since_ms: when.
+-- lease moves until an operator lifts it (s3orchestrator scrub --now). found and
+-- checked: the copies of the store the passes under way had found wrong and checked
+-- then; kind: the pass that found the last; since_ms: when.
 CREATE TABLE scrub_suspended (
     store TEXT NOT NULL PRIMARY KEY,
     since_ms BIGINT NOT NULL,
