@@ -481,7 +481,7 @@ class ScrubJob(TimedJob):
         only live copy (found missing: the object is recorded lost, the copy kept)."""
         if copy.store in self.suspended:
             self.held[copy.store] += 1
-            self._log.warn(
+            self._log.info(
                 "Scrub: copy of {bucket}/{key} on store {store} at {location} is {problem} ({detail}); left as it is:"
                 " the store is suspended", bucket=copy.bucket, key=copy.key, store=copy.store,
                 location=copy.location, problem=finding.problem, detail=finding.detail,
