@@ -155,6 +155,7 @@ class ScrubJob(TimedJob):
         self.held: Counter[str] = Counter()
         self.kept: Counter[str] = Counter()
         self.suspended: dict[str, Suspension] = {}
+        self._recorded: set[str] = set()  # suspended stores known to be in scrub_suspended
         # This instance's counts in the running pass of each kind, by (kind, store): the guard's.
         self._pass_checked: Counter[tuple[str, str]] = Counter()
         self._pass_found: Counter[tuple[str, str]] = Counter()
@@ -247,13 +248,20 @@ class ScrubJob(TimedJob):
                 walks[kind] = ensureDeferred(self._walk(current)).addErrback(self._walk_failed, kind)
 
     async def _look_at_suspensions(self) -> None:
-        """Read the suspended stores; the count of those lifted since starts again."""
+        """Record the suspensions not recorded yet (a write that failed), and read them
+        all: a store recorded suspended and no longer is was lifted (its count starts
+        again); those suspended elsewhere (another instance ran the job) are taken in."""
+        for suspension in [held for store, held in self.suspended.items() if store not in self._recorded]:
+            await self._record(suspension)
         now = {suspension.store: suspension for suspension in await self._passes.suspensions()}
-        for store in set(self.suspended) - set(now):
+        for store in sorted(self._recorded - set(now)):
+            self._recorded.discard(store)
+            self.suspended.pop(store, None)
             self._forget_counts(1, store)
             self._log.info("Scrub: store {store} is no longer suspended; its copies found wrong are let go again",
                            store=store)
-        self.suspended = now
+        self.suspended.update(now)
+        self._recorded.update(now)
 
     def _forget_counts(self, index: int, name: str) -> None:
         """Start the guard's counts again for a kind (``index`` 0) or a store (1)."""
@@ -404,6 +412,7 @@ class ScrubJob(TimedJob):
         if not await self._metadata.claim_locations(copy.store, [copy.location], holder, self.owner, expires_ms):
             return self._skip(copy, finding, "its location is claimed (a write?)")
         left: int | None = None
+        suspension: Suspension | None = None
         try:
             current = await self._current_copy(copy)
             if current is None:
@@ -420,18 +429,21 @@ class ScrubJob(TimedJob):
             if again is None:
                 return self._skip(copy, finding, "it is right again")
             self._pass_found[(kind, copy.store)] += 1
-            suspending = copy.store not in self.suspended and self._over_limit(copy.store)
-            if copy.store not in self.suspended and not suspending and copies > 1:
+            if copy.store not in self.suspended and self._over_limit(copy.store):
+                # At once: the other pass's next finding there is held too.
+                suspension = self.suspended[copy.store] = Suspension(
+                    copy.store, int(self.clock.seconds() * 1000), kind, *self._counts(copy.store))
+            elif copy.store not in self.suspended and copies > 1:
                 left = await self._metadata.mark_copy_missing(copy.bucket, copy.key, live, etag=copy.etag)
                 if left is None:
                     return self._skip(copy, again, "the object changed meanwhile")
         finally:
             await self._end_claim(holder)
         (self.missing if again.problem == MISSING else self.damaged)[copy.store] += 1
-        if suspending:
-            await self._suspend(kind, copy.store)
+        if suspension is not None:
+            await self._suspend(suspension)
         if left is None:
-            await self._leave(copy, again, sole=copies == 1)
+            await self._leave(copy, again)
             return 1
         self._log.error(
             "Scrub: copy of {bucket}/{key} on store {store} at {location} is {problem} ({detail}); let go",
@@ -456,27 +468,31 @@ class ScrubJob(TimedJob):
             return True
         return found >= FRACTION_AFTER and found > settings.max_findings_fraction * checked
 
-    async def _suspend(self, kind: str, store: str) -> None:
+    async def _suspend(self, suspension: Suspension) -> None:
+        """Say why a store is suspended (once) and record it."""
         settings = self._settings()
-        suspension = Suspension(store, int(self.clock.seconds() * 1000), kind, *self._counts(store))
-        self.suspended[store] = suspension
         self._log.error(
             "Scrub: store {store} suspended: the passes under way found {found} of the {checked} copies they"
             " checked there missing or damaged, the last by the {kind} pass (over [scrub] max_findings_per_store ="
             " {limit} or max_findings_fraction = {fraction}); none of its copies is let go any more. Check that"
             " the store holds what it should (its disk mounted, the right bucket, endpoint and credentials, the"
             " bucket not emptied), then run `s3orchestrator scrub --now` to resume",
-            store=store, kind=kind, found=suspension.found, checked=suspension.checked,
+            store=suspension.store, kind=suspension.kind, found=suspension.found, checked=suspension.checked,
             limit=settings.max_findings_per_store, fraction=settings.max_findings_fraction,
         )
+        await self._record(suspension)
+
+    async def _record(self, suspension: Suspension) -> None:
         try:
             await self._passes.suspend(suspension)
         except Exception as error:
-            # Still suspended here; another instance taking the job over counts afresh.
-            self._log.warn("Scrub: could not record that store {store} is suspended: {error}",
-                           store=store, error=str(error))
+            # Still suspended here; tried again at the next look.
+            self._log.warn("Scrub: could not record that store {store} is suspended (tried again): {error}",
+                           store=suspension.store, error=str(error))
+            return
+        self._recorded.add(suspension.store)
 
-    async def _leave(self, copy: ScrubCopy, finding: Finding, sole: bool) -> None:
+    async def _leave(self, copy: ScrubCopy, finding: Finding) -> None:
         """A copy found wrong and not let go: its store is suspended, or it is its object's
         only live copy (found missing: the object is recorded lost, the copy kept)."""
         if copy.store in self.suspended:

@@ -619,3 +619,28 @@ def test_the_status_and_scrub_commands_name_a_suspended_store_and_how_to_resume(
     assert passes_text([], 7_200, [held]).splitlines() == ["scrub: no pass has begun yet", line]
     asked = asked_text({"enabled": True, "within_seconds": 60.0, "scrub": [], "lifted": ["disk"]})
     assert "scrub: store disk no longer suspended: its copies found wrong are let go again" in asked.splitlines()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_suspension_whose_record_failed_holds_here_and_is_recorded_at_the_next_look(world) -> None:
+    metadata, _ = world
+    placement = await emptied_store(world)
+    clock = Clock()
+    job = job_for(world, placement, guarded(limit=3), clock, checksummed=())
+    passes = job._passes
+    record = passes.suspend
+    failures = []
+
+    def failing_once(suspension: Any) -> Any:
+        if not failures:
+            failures.append(suspension)
+            raise RuntimeError("database gone")
+        return record(suspension)
+
+    passes.suspend = failing_once  # type: ignore[method-assign]
+    done = job.run_once()
+    await advance_until(clock, done)
+    # Held here all the same, and recorded at the run's next look (once the walk ended).
+    assert (len(failures), dict(job.held), job.repaired) == (1, {"b": 9}, 3)
+    assert [held.store for held in await passes.suspensions()] == ["b"]
+    assert set(job.suspended) == {"b"}
