@@ -109,17 +109,25 @@ def scrub_command(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_scrub_now_begins_passes_at_once_that_were_not_due_for_an_hour(start_daemon) -> None:
+def hourly_scrub_daemon(start_daemon: Any, scrub_toml: str = "") -> Daemon:
+    """A daemon on two directory stores, two replicas, passes due hourly (``scrub_toml``:
+    more ``[scrub]`` keys) and the admin API, once its first (empty) passes are done."""
     admin_port = free_port()
     daemon = start_daemon(
         stores=[StoreSpec("local-a", 0), StoreSpec("local-b", 0)],
         extra_toml=(
             "\n[placement]\nreplicas = 2\n"
             "\n[scrub]\nenabled = true\ninterval = 3600\nfull_read_interval = 3600\nobjects_per_second = 200\n"
+            f"{scrub_toml}"
             f'\n[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\ntoken = "{ADMIN_TOKEN}"\n'
         ),
     )
     until(lambda: "Scrub: the checksum pass is done: 0 copies checked" in daemon.log())  # the first, at start
+    return daemon
+
+
+def test_scrub_now_begins_passes_at_once_that_were_not_due_for_an_hour(start_daemon) -> None:
+    daemon = hourly_scrub_daemon(start_daemon)
     client = make_client(daemon)
     client.put_object(Bucket=BUCKET, Key="corrupted", Body=CORRUPTED)
     [local_file] = [path for path in store_files(daemon, "local-b") if path.name == "corrupted"]
@@ -140,17 +148,7 @@ def test_scrub_now_begins_passes_at_once_that_were_not_due_for_an_hour(start_dae
 
 
 def test_a_store_emptied_behind_the_daemons_back_is_suspended_and_its_records_kept(start_daemon) -> None:
-    admin_port = free_port()
-    daemon = start_daemon(
-        stores=[StoreSpec("local-a", 0), StoreSpec("local-b", 0)],
-        extra_toml=(
-            "\n[placement]\nreplicas = 2\n"
-            "\n[scrub]\nenabled = true\ninterval = 3600\nfull_read_interval = 3600\nobjects_per_second = 200\n"
-            "max_findings_per_store = 2\n"
-            f'\n[admin]\nlisten = "tcp:{admin_port}:interface=127.0.0.1"\ntoken = "{ADMIN_TOKEN}"\n'
-        ),
-    )
-    until(lambda: "Scrub: the checksum pass is done: 0 copies checked" in daemon.log())  # the first, at start
+    daemon = hourly_scrub_daemon(start_daemon, "max_findings_per_store = 2\n")
     client = make_client(daemon)
     keys = [f"k{index}" for index in range(6)]
     for key in keys:
