@@ -504,7 +504,10 @@ class ScrubJob(TimedJob):
             )
             return
         self.kept[copy.store] += 1
-        if finding.problem == MISSING and await self._passes.record_lost(copy, int(self.clock.seconds() * 1000)):
+        if finding.problem == MISSING and copy.lost:
+            self._log.info("Scrub: {bucket}/{key}, lost, still has its only copy missing on store {store}",
+                           bucket=copy.bucket, key=copy.key, store=copy.store)
+        elif finding.problem == MISSING and await self._passes.record_lost(copy, int(self.clock.seconds() * 1000)):
             self._log.error(
                 "Object {bucket}/{key} is lost: the scrubber found its only live copy, on store {store} at {location},"
                 " missing; the copy is kept (nothing deleted): the object reads again if its store hands it back,"
