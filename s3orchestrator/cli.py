@@ -1,5 +1,6 @@
 """The ``s3orchestrator`` admin command: check-config, hash-password, status, usage, migrate-metadata,
-drain, movement (``ops.movement_cli``), rebalance (``ops.rebalance_cli``), import.
+drain, movement (``ops.movement_cli``), rebalance (``ops.rebalance_cli``), import,
+scrub (``scrub_command``).
 
 Standard library only (argparse, getpass, http.client) but for the metadata database's
 driver, with no reactor.
@@ -271,7 +272,7 @@ def fetch_status(url: str, token: str, timeout: float = DEFAULT_TIMEOUT, path: s
         document = json.loads(body)
     except ValueError:
         raise CommandError(f"the admin endpoint at {url} did not answer JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("stores"), list):
+    if not isinstance(document, dict) or (method == "GET" and not isinstance(document.get("stores"), list)):
         raise CommandError(f"the admin endpoint at {url} answered an unexpected document")
     return document
 
@@ -444,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("usage", "per-store traffic this billing period (bytes, requests) against the monthly caps"),
     ):
         _admin_command(commands.add_parser(command, help=description), env_file_help)
+    from s3orchestrator import scrub_command
+
+    scrub = commands.add_parser("scrub", help=scrub_command.HELP)
+    _admin_command(scrub, env_file_help)
+    scrub_command.add_arguments(scrub)
     commands.choices["usage"].add_argument(
         "--offline", action="store_true",
         help="read the metadata database of --config instead of the daemon (counts not synced yet left out)",
@@ -511,7 +517,7 @@ def main(
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     if args.command in ("check-config", "status", "usage", "migrate-metadata", "drain", "movement", "rebalance",
-                        "import"):
+                        "import", "scrub"):
         # The service's secrets, as its unit gives them; the caller's environment wins.
         environ = {**read_environment_file(args.env_file), **environ}
     try:
@@ -533,6 +539,10 @@ def main(
             from s3orchestrator.import_command import run_import
 
             run_import(args, environ, stdout)
+        elif args.command == "scrub":
+            from s3orchestrator.scrub_command import scrub
+
+            scrub(args, environ, stdout)
         else:
             status(args, environ, stdout)
     except ConfigError as error:

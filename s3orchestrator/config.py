@@ -204,6 +204,34 @@ class JobsConfig:
     lease: float = DEFAULT_JOB_LEASE
 
 
+DEFAULT_SCRUB_INTERVAL = 24 * 3600.0
+DEFAULT_SCRUB_OBJECTS_PER_SECOND = 10.0
+DEFAULT_SCRUB_BYTES_PER_SECOND = 10 * 1024**2
+DEFAULT_SCRUB_FULL_READ_INTERVAL = 30 * 24 * 3600.0
+DEFAULT_SCRUB_MAX_FINDINGS = 100
+DEFAULT_SCRUB_MAX_FINDINGS_FRACTION = 0.5
+
+
+@attrs.frozen
+class ScrubConfig:
+    """The scrubber (off unless ``enabled``): a pass over every live copy (a stat or HEAD:
+    size and ETag) begins ``interval`` seconds after the previous one began, one over the
+    copies on directory stores reading every byte (MD5) ``full_read_interval`` seconds
+    after the previous one; ``objects_per_second`` copies checked per second at most,
+    ``bytes_per_second`` read per second at most by the full reads. A store on which a
+    pass finds more than ``max_findings_per_store`` copies wrong (0: no limit), or more
+    than ``max_findings_fraction`` of those it checked there (once it found a few; 1: no
+    limit), is suspended: no more of its copies are let go (see jobs.scrub)."""
+
+    enabled: bool = False
+    interval: float = DEFAULT_SCRUB_INTERVAL
+    objects_per_second: float = DEFAULT_SCRUB_OBJECTS_PER_SECOND
+    bytes_per_second: int = DEFAULT_SCRUB_BYTES_PER_SECOND
+    full_read_interval: float = DEFAULT_SCRUB_FULL_READ_INTERVAL
+    max_findings_per_store: int = DEFAULT_SCRUB_MAX_FINDINGS
+    max_findings_fraction: float = DEFAULT_SCRUB_MAX_FINDINGS_FRACTION
+
+
 @attrs.frozen
 class CredentialConfig:
     """One access key of a virtual bucket."""
@@ -321,6 +349,7 @@ class Config:
         default=attrs.Factory(lambda config: MappingProxyType({store.name: store.mode for store in config.stores}),
                               takes_self=True),
     )
+    scrub: ScrubConfig = attrs.field(factory=ScrubConfig, kw_only=True)
     # Read for every store call (traffic counting): made once.
     _caps: Mapping[str, StoreCaps] = attrs.field(
         init=False,
@@ -420,7 +449,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env: Mapping[str, str] = os.environ if environ is None else environ
     _check_keys(data, "", (
         "routing_strategy", "server", "metadata", "health", "multipart", "logging", "metrics", "manhole", "admin",
-        "buckets", "stores", "placement", "jobs", "movement",
+        "buckets", "stores", "placement", "jobs", "movement", "scrub",
     ))
     routing_strategy = _choice(data, "", "routing_strategy", env, sorted(STRATEGIES), default=PACK)
     placement = _parse_placement(_table(data, "", "placement", required=False), env)
@@ -431,6 +460,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     multipart = _parse_multipart(_table(data, "", "multipart", required=False))
     jobs = _parse_jobs(_table(data, "", "jobs", required=False))
     movement = _parse_movement(_table(data, "", "movement", required=False))
+    scrub = _parse_scrub(_table(data, "", "scrub", required=False))
     ops = _parse_ops(data, env)
     buckets = _parse_buckets(data, env)
     stores = _parse_stores(data, env)
@@ -447,6 +477,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         placement_jobs=placement_jobs,
         jobs=jobs,
         movement=movement,
+        scrub=scrub,
     )
     check_placement(config)
     return config
@@ -589,6 +620,29 @@ def _parse_multipart(table: Mapping[str, Any]) -> MultipartConfig:
 def _parse_jobs(table: Mapping[str, Any]) -> JobsConfig:
     _check_keys(table, "jobs", ("lease",))
     return JobsConfig(lease=_seconds(table, "jobs", "lease", default=DEFAULT_JOB_LEASE))
+
+
+def _parse_scrub(table: Mapping[str, Any]) -> ScrubConfig:
+    _check_keys(table, "scrub", ("enabled", "interval", "objects_per_second", "bytes_per_second",
+                                 "full_read_interval", "max_findings_per_store", "max_findings_fraction"))
+    rate = table.get("objects_per_second", DEFAULT_SCRUB_OBJECTS_PER_SECOND)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"{_name('scrub', 'objects_per_second')}: must be a positive number (got {rate!r})")
+    fraction = table.get("max_findings_fraction", DEFAULT_SCRUB_MAX_FINDINGS_FRACTION)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"{_name('scrub', 'max_findings_fraction')}: must be a number above 0, at most 1"
+                          f" (got {fraction!r})")
+    return ScrubConfig(
+        enabled=_boolean(table, "scrub", "enabled", default=False),
+        interval=_seconds(table, "scrub", "interval", default=DEFAULT_SCRUB_INTERVAL),
+        objects_per_second=float(rate),
+        bytes_per_second=_integer(table, "scrub", "bytes_per_second", minimum=1,
+                                  default=DEFAULT_SCRUB_BYTES_PER_SECOND),
+        full_read_interval=_seconds(table, "scrub", "full_read_interval", default=DEFAULT_SCRUB_FULL_READ_INTERVAL),
+        max_findings_per_store=_integer(table, "scrub", "max_findings_per_store", minimum=0,
+                                        default=DEFAULT_SCRUB_MAX_FINDINGS),
+        max_findings_fraction=float(fraction),
+    )
 
 
 def _parse_ops(data: Mapping[str, Any], env: Mapping[str, str]) -> OpsConfig:

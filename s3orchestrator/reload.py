@@ -9,7 +9,7 @@ next run, ``replication_interval`` restarting its timer), ``server.max_object_si
 ``server.timeout`` (new connections), ``server.shutdown_timeout``,
 ``server.header_timeout`` and ``server.min_upload_rate`` (requests whose head or body
 starts from then on), health and multipart settings (expiry, completed_retention),
-the reaper and cleanup intervals of ``[placement]``,
+the reaper and cleanup intervals of ``[placement]``, ``[scrub]`` (from the scrubber's next copy),
 ``logging.level``. Kept until a restart: the listen addresses and ``server.backlog``
 (the listening socket), ``server.workers``, ``server.instance_id``, the metadata
 settings (database, busy_timeout, pool_size, unavailable_after, lease), ``jobs.lease``,
@@ -137,7 +137,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         applied.append("placement")
     if buckets != old.buckets:
         applied.append("buckets")
-    for name in ("routing_strategy", "health", "multipart", "placement_jobs", "movement"):
+    for name in ("routing_strategy", "health", "multipart", "placement_jobs", "movement", "scrub"):
         if getattr(new, name) != getattr(old, name):
             applied.append(name)
     if ops != old.ops:

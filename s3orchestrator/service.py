@@ -31,6 +31,7 @@ from s3orchestrator.jobs.multipart_expiry import MultipartExpiryJob
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.jobs.rebalance import RebalanceJob, Rebalancer
 from s3orchestrator.jobs.replicator import ReplicatorJob
+from s3orchestrator.jobs.scrub import ScrubJob, timer_step
 from s3orchestrator.jobs.traffic_sync import TrafficSyncJob
 from s3orchestrator.listeners import S3, EndpointListeners, InheritedListeners, Listeners
 from s3orchestrator.metadata.availability import MetadataAvailability
@@ -40,6 +41,7 @@ from s3orchestrator.metadata.imports import ImportTable
 from s3orchestrator.metadata.interface import MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.placements import ObjectPlacements
+from s3orchestrator.metadata.scrub import ScrubPasses
 from s3orchestrator.metadata.store import InstanceIdInUse, MetadataStore
 from s3orchestrator.metadata.traffic import TrafficTable
 from s3orchestrator.ops.admin import admin_actions, admin_endpoints
@@ -50,7 +52,7 @@ from s3orchestrator.ops.import_api import import_routes
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.movement import MovementControl
-from s3orchestrator.ops.status import status_snapshot
+from s3orchestrator.ops.status import scrub_pass_document, status_snapshot
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.reload import reload_plan
@@ -209,6 +211,7 @@ class OrchestratorService(MultiService):
         # The cluster-wide jobs run on the one instance holding each job's lease.
         self.job_leases = JobLeases(self.metadata.database)
         self.election = JobElection(self.job_leases, self.instance_id, config.jobs.lease, reactor)
+        self.scrub_passes = ScrubPasses(self.metadata.database)
         self.placement = Placement(
             metadata=self.metadata,
             stores=self.stores,
@@ -260,7 +263,7 @@ class OrchestratorService(MultiService):
         self.jobs: dict[
             str,
             HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob | MoverJob
-            | RebalanceJob,
+            | RebalanceJob | ScrubJob,
         ] = {}
         # Store modes, drains and rebalances for the admin API and metrics.
         self.movement = MovementControl(self.metadata, lambda: self.config.store_modes(), reactor,
@@ -377,6 +380,14 @@ class OrchestratorService(MultiService):
                          self.election.lease("mover"), owner=self.instance_id)
         mover.setName("mover")
         mover.setServiceParent(self)
+        scrub = ScrubJob(
+            self.placement, self.metadata, self.scrub_passes, lambda: self.stores,
+            lambda: [store.name for store in self.config.stores if isinstance(store, DirectoryStoreConfig)],
+            lambda: self.config.scrub, self.reactor, metadata_available, self.election.lease("scrub"),
+            owner=self.instance_id, read_capped=lambda store: self.traffic.read_cap(store) is not None,
+        )
+        scrub.setName("scrub")
+        scrub.setServiceParent(self)
         traffic_sync = TrafficSyncJob(self.traffic, self.reactor, metadata_available=metadata_available)
         traffic_sync.setName("traffic-sync")
         traffic_sync.setServiceParent(self)
@@ -385,7 +396,8 @@ class OrchestratorService(MultiService):
         rebalance.setName("rebalance")
         rebalance.setServiceParent(self)
         self.jobs = {"health_checks": health_checks, "multipart_expiry": expiry, "reaper": reaper, "cleanup": cleanup,
-                     "replicator": replicator, "traffic_sync": traffic_sync, "mover": mover, "rebalance": rebalance}
+                     "replicator": replicator, "traffic_sync": traffic_sync, "mover": mover, "rebalance": rebalance,
+                     "scrub": scrub}
         self.importer.setServiceParent(self)
         await self.start_ops_listeners()
         listen = with_backlog(self.config.server.listen, self.config.server.backlog)
@@ -451,14 +463,32 @@ class OrchestratorService(MultiService):
         if ops.admin is not None:
             endpoints = admin_endpoints(ops.admin.token, self.metadata, self.health, self.metadata_availability,
                                         self.job_leases, usage=self.traffic.report, movement=self.movement,
-                                        rebalancer=self.rebalancer)
+                                        rebalancer=self.rebalancer, scrub_passes=self.scrub_passes)
             import_endpoints, import_actions = import_routes(ops.admin.token, self.importer, self.metadata)
-            actions = {**admin_actions(ops.admin.token, self.movement, self.rebalancer), **import_actions}
+            actions = {**admin_actions(ops.admin.token, self.health, self.movement, self.rebalancer,
+                                      self.scrub_now), **import_actions}
             listeners.append((ADMIN, ops.admin.listen, ops_site({**endpoints, **import_endpoints}, actions)))
         for name, listen, factory in listeners:
             port = await self.listeners.listen(name, listen, factory)
             if port is not None:
                 self._ops_ports[name] = port
+
+    async def scrub_now(self) -> dict[str, Any]:
+        """Ask for a pass of each kind not under way to begin at the scrubber's next look and
+        lift the stores' suspensions (the admin API's POST /scrub): ``{"enabled",
+        "within_seconds", "scrub": [passes], "lifted": [stores no longer suspended]}``."""
+        settings = self.config.scrub
+        lifted: list[str] = []
+        if settings.enabled:
+            lifted = [suspension.store for suspension in await self.scrub_passes.suspensions()]
+            passes = await self.scrub_passes.request(int(self.reactor.seconds() * 1000))
+            scrub = self.jobs.get("scrub")
+            if isinstance(scrub, ScrubJob):
+                scrub.look_soon()  # here, if this instance runs the job; else at its runner's next look
+        else:
+            passes = await self.scrub_passes.passes()
+        return {"enabled": settings.enabled, "within_seconds": timer_step(settings),
+                "scrub": [scrub_pass_document(scrub) for scrub in passes], "lifted": lifted}
 
     def _start_failed(self, failure) -> None:
         if failure.check(ConfigError, CannotListenError):
@@ -572,6 +602,7 @@ class OrchestratorService(MultiService):
             "replicator": self.config.placement.replication_interval,
             "rebalance": RebalanceJob.timer_interval(self.config.movement.rebalance_interval),
             "mover": self.config.movement.interval,
+            "scrub": timer_step(self.config.scrub),
         }
         for name, interval in wanted.items():
             job = self.jobs.get(name)

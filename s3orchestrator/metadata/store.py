@@ -913,12 +913,15 @@ class MetadataStore(MovementQueries):
         (stores no longer configured last), or None."""
         return self.database.point_read("get_object_copies", _select_object_copies, bucket, key)
 
-    def mark_copy_missing(self, bucket: str, key: str, copy: CopyRecord) -> Deferred[int | None]:
+    def mark_copy_missing(
+        self, bucket: str, key: str, copy: CopyRecord, etag: str | None = None
+    ) -> Deferred[int | None]:
         """Let go of ``copy``, found missing or damaged, if it is still that live copy of
         the object (same store, location and ``created_ms``: a copy written since is
-        spared): whatever bytes remain there go to the cleanup queue (counted as used
-        until gone), the object's record moves to another live copy if it named this one,
-        and the object joins the replication queue so the replicator re-creates the copy
+        spared; given ``etag``, of an object of that ETag still): whatever bytes remain
+        there go to the cleanup queue (counted as used until gone), the object's record
+        moves to another live copy if it named this one, and the object joins the
+        replication queue so the replicator re-creates the copy
         from a good one; with no live copy left, the object is lost instead (recorded in
         ``lost_objects``, out of the replication queue). Fires with the number of live
         copies left, or None if it was not that live copy (nothing changed)."""
@@ -932,6 +935,10 @@ class MetadataStore(MovementQueries):
                 (bucket, key, copy.store, copy.location, copy.created_ms),
             )
             if row is None:
+                return None
+            if etag is not None and txn.query_one(
+                "SELECT 1 FROM objects WHERE bucket = ? AND key = ? AND etag = ?", (bucket, key, etag)
+            ) is None:
                 return None
             txn.execute(
                 "DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?", (bucket, key, copy.store)

@@ -1,7 +1,8 @@
 """The admin API: token-protected JSON endpoints on their own (loopback) listener.
 
 ``s3orchestrator status`` reads ``/status``, ``s3orchestrator usage`` reads ``/usage``, ``s3orchestrator
-rebalance`` reads ``/rebalance`` (``--dry-run``) or posts to it. Requests authenticate with
+rebalance`` reads ``/rebalance`` (``--dry-run``) or posts to it, ``s3orchestrator scrub --now`` POSTs to
+``/scrub``. Requests authenticate with
 ``Authorization: Bearer TOKEN`` (``[admin] token``); anything else gets a 401.
 While the metadata database is unavailable (degraded mode) or busy, ``/status``
 answers 503 with what is known without it (see ``metadata_down``).
@@ -10,7 +11,7 @@ answers 503 with what is known without it (see ``metadata_down``).
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Coroutine, Mapping, Sequence, TypeVar, cast
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, Sequence, TypeVar, cast
 
 from twisted.logger import Logger
 
@@ -19,6 +20,7 @@ from s3orchestrator.jobs.rebalance import NotSpread, Rebalancer
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.interface import IMetadataStore, MetadataBusy, MetadataUnavailable
 from s3orchestrator.metadata.job_leases import JobLeases
+from s3orchestrator.metadata.scrub import ScrubPasses
 from s3orchestrator.ops.endpoints import OpsAction, OpsEndpoint, OpsResponse
 from s3orchestrator.ops.health import json_response
 from s3orchestrator.ops.movement import MovementControl
@@ -119,15 +121,31 @@ def _ignoring_body(endpoint: OpsEndpoint) -> OpsAction:
 
 
 def admin_actions(
-    token: str, movement: MovementControl, rebalancer: Rebalancer | None = None,
+    token: str, health: StoreHealth, movement: MovementControl | None = None, rebalancer: Rebalancer | None = None,
+    scrub_now: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
 ) -> dict[str, OpsAction]:
-    """The admin API's actions (POST) by path: ``movement.actions()`` and, given
-    ``rebalancer``, ``/rebalance`` (queue a rebalance, then run the mover), token-guarded."""
+    """The admin API's actions (POST) by path, token-guarded: given ``movement``, its
+    ``actions()``; given ``rebalancer``, ``/rebalance`` (queue a rebalance, then run the mover); given
+    ``scrub_now``, ``/scrub`` (scrub passes begin at once: ``s3orchestrator scrub --now``;
+    a 503 with ``metadata_down`` while the metadata database is unavailable or busy)."""
     if not token:
         raise ValueError("the admin API needs a non-empty token")
-    actions = dict(movement.actions())
+    actions = dict(movement.actions()) if movement is not None else {}
+    if scrub_now is not None:
+        start_scrub = scrub_now
+
+        async def scrub(headers: Mapping[str, str]) -> OpsResponse:
+            try:
+                return json_response(200, await start_scrub())
+            except MetadataUnavailable as error:
+                return json_response(503, metadata_down("unavailable", str(error), health))
+            except MetadataBusy as error:
+                return json_response(503, metadata_down("busy", str(error), health))
+
+        actions["/scrub"] = scrub
     if rebalancer is not None:
-        actions["/rebalance"] = rebalance_endpoint(rebalancer, queue=True, queued=movement.soon)
+        queued = movement.soon if movement is not None else (lambda: None)
+        actions["/rebalance"] = rebalance_endpoint(rebalancer, queue=True, queued=queued)
     return {path: authorized(token, path, _ignoring_body(action)) for path, action in actions.items()}
 
 
@@ -135,9 +153,11 @@ def admin_endpoints(
     token: str, metadata: IMetadataStore, health: StoreHealth, availability: MetadataAvailability | None = None,
     job_leases: JobLeases | None = None, usage: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
     movement: MovementControl | None = None, rebalancer: Rebalancer | None = None,
+    scrub_passes: ScrubPasses | None = None,
 ) -> dict[str, OpsEndpoint]:
     """The admin API's endpoints by path: ``/status`` (``status_snapshot`` as JSON, with
-    the holders of the job leases when given ``job_leases``; a 503 with ``metadata_down``
+    the holders of the job leases when given ``job_leases``, the scrubber's passes
+    when given ``scrub_passes``; a 503 with ``metadata_down``
     while ``availability`` says the database is unavailable, or when it fails
     unavailable or busy) and, given ``usage`` (``TrafficLedger.report``), ``/usage``:
     ``{"stores": usage()}``. Given ``movement``, ``/status`` carries its document too
@@ -150,7 +170,7 @@ def admin_endpoints(
         if availability is not None and not availability.available:
             return json_response(503, metadata_down("unavailable", availability.last_error, health))
         try:
-            snapshot = await status_snapshot(metadata, health, job_leases)
+            snapshot = await status_snapshot(metadata, health, job_leases, scrub_passes)
             if movement is not None:
                 snapshot["movement"] = await movement.status()
         except MetadataUnavailable as error:

@@ -50,6 +50,24 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   went on to the next copy or failed.
 - ``s3orchestrator_read_copies_missing_total{store}``: copies reads found missing or
   damaged on the store (each is let go and re-made by the replicator, see README "Replicas").
+- ``s3orchestrator_scrub_copies_checked_total{kind}``: copies the scrubber checked (on
+  this instance, while it runs the scrub job): ``stat`` (size and ETag as the store
+  describes them), ``checksum`` (every byte read: a directory store's copies).
+- ``s3orchestrator_scrub_bytes_read_total``: bytes the scrubber's full reads read.
+- ``s3orchestrator_scrub_copies_damaged_total{store}``, ``_missing_total{store}``: copies
+  it found damaged (another size, ETag or MD5) or missing (let go, unless held or kept);
+  ``_held_total{store}``: those of them left alone because their store is suspended;
+  ``_kept_total{store}``: those kept because they were their object's only live copy;
+  ``s3orchestrator_scrub_copies_repaired_total``: copies it made again from a good one
+  (the others are left to the replicator); ``_skipped_total``: copies it could not
+  check (store down or failing) or left as they were (a write claimed the location, the
+  object changed); ``_unverifiable_total``: full reads whose ETag the bytes cannot give
+  (only their length was checked).
+- ``s3orchestrator_scrub_last_pass_timestamp_seconds{kind}``: when the last pass of each
+  kind finished (as of the scrubber's last run; absent: none yet).
+- ``s3orchestrator_scrub_store_suspended{store}``: 1 while the scrubber lets no copy of
+  the store go (too many findings in a pass; lifted by ``s3orchestrator scrub --now``),
+  else 0 (as of the scrubber's last look, on the instance running it).
 - ``s3orchestrator_instance_info{instance_id}``: always 1; names this process as
   the metadata knows it (its reservations, write intents and logs carry the id).
 - ``s3orchestrator_instance_lease_renewals_total``, ``_lease_failures_total``,
@@ -325,6 +343,9 @@ class Metrics:
         replicator = jobs.get("replicator")
         if replicator is not None:
             yield from replication_metrics(replicator, replicator.clock.seconds())
+        scrub = jobs.get("scrub")
+        if scrub is not None:
+            yield from scrub_metrics(scrub)
         if self._traffic is not None:
             yield from traffic_metrics(self._traffic())
         if status is not None and "movement" in status:
@@ -398,6 +419,45 @@ def replication_metrics(replicator: Any, now: float) -> Iterator[Metric]:
     size = CounterMetricFamily("s3orchestrator_replicated_bytes", "Bytes the replicator copied.")
     size.add_metric([], replicator.bytes)
     yield from (missing, queue, lag, copies, size)
+
+def scrub_metrics(scrub: Any) -> Iterator[Metric]:
+    """The scrubber's counters and when its passes last finished."""
+    checked = CounterMetricFamily("s3orchestrator_scrub_copies_checked", "Copies the scrubber checked, by kind.",
+                                  labels=["kind"])
+    for kind, count in sorted(scrub.checked.items()):
+        checked.add_metric([kind], count)
+    yield checked
+    yield CounterMetricFamily("s3orchestrator_scrub_bytes_read", "Bytes the scrubber's full reads read.",
+                              value=scrub.bytes_read)
+    for name, counts, text in (
+        ("damaged", scrub.damaged, "Copies the scrubber found damaged, by store."),
+        ("missing", scrub.missing, "Copies the scrubber found missing, by store."),
+        ("held", scrub.held, "Copies found wrong and left alone: their store is suspended, by store."),
+        ("kept", scrub.kept, "Copies found wrong and kept: their object's only live copy, by store."),
+    ):
+        family = CounterMetricFamily(f"s3orchestrator_scrub_copies_{name}", text, labels=["store"])
+        for store, count in sorted(counts.items()):
+            family.add_metric([store], count)
+        yield family
+    for name, value, text in (
+        ("repaired", scrub.repaired, "Copies the scrubber made again from a good one."),
+        ("skipped", scrub.skipped, "Copies the scrubber could not check, or left as they were."),
+        ("unverifiable", scrub.unverifiable, "Full reads whose ETag the bytes cannot give (length checked only)."),
+    ):
+        yield CounterMetricFamily(f"s3orchestrator_scrub_copies_{name}", text, value=value)
+    last = GaugeMetricFamily("s3orchestrator_scrub_last_pass_timestamp_seconds",
+                             "When the scrubber's last pass of each kind finished.", labels=["kind"])
+    for kind, scrub_pass in sorted(scrub.passes.items()):
+        if scrub_pass.finished_ms is not None:
+            last.add_metric([kind], scrub_pass.finished_ms / 1000)
+    yield last
+    suspended = GaugeMetricFamily("s3orchestrator_scrub_store_suspended",
+                                  "1 while the scrubber lets no copy of the store go (too many findings).",
+                                  labels=["store"])
+    for store in sorted(set(scrub.store_names()) | set(scrub.suspended)):
+        suspended.add_metric([store], 1 if store in scrub.suspended else 0)
+    yield suspended
+
 
 def job_failures(job: Any) -> int:
     """A job's failures: ``errors`` (runs that raised) plus ``failures`` where the job

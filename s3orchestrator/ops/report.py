@@ -81,6 +81,29 @@ def _cleanup_cell(store: Mapping[str, Any]) -> str:
     return f"{entries} ({format_bytes(store.get('cleanup_bytes', 0))})" if entries else "0"
 
 
+def scrub_line(scrub: Mapping[str, Any], now: float) -> str:
+    """One kind of scrub pass: running (for how long, how far, what it found) or idle, and
+    when the last one ended."""
+    kind = printable(str(scrub["kind"]))
+    finished_ms = scrub.get("finished_ms")
+    last = f"last finished {format_age(now - finished_ms / 1000)} ago" if finished_ms else "none finished yet"
+    counts = f"{scrub['checked']} copies checked, {scrub['found']} missing or damaged"
+    if scrub.get("running"):
+        position = scrub.get("position")
+        at = f" at {printable(str(position))}" if position else ""
+        return (f"scrub {kind} pass: running for {format_age(now - scrub['started_ms'] / 1000)}{at},"
+                f" {counts}; {last}")
+    return f"scrub {kind} pass: idle, {last} ({counts})"
+
+
+def suspended_line(suspension: Mapping[str, Any], now: float) -> str:
+    """A store the scrubber suspended: since when, why, and how to resume."""
+    return (f"scrub: store {printable(str(suspension['store']))} suspended"
+            f" {format_age(now - suspension['since_ms'] / 1000)} ago ({suspension['found']} of"
+            f" {suspension['checked']} copies checked found missing or damaged): no copy of it is"
+            " let go; check the store, then run `s3orchestrator scrub --now`")
+
+
 def status_table(snapshot: Mapping[str, Any], now: float) -> str:
     """The ``status_snapshot`` document as a table at time ``now`` (seconds since the epoch):
     one row per store (health, used/reserved/quota, live copies and their bytes, cleanup
@@ -121,6 +144,10 @@ def status_table(snapshot: Mapping[str, Any], now: float) -> str:
             error = store.get("last_error") or "no error recorded"
             lines.append(f"{printable(str(store['name']))} is down: {printable(str(error))}")
     lines.extend(movement_lines(snapshot.get("movement")))
+    for scrub in snapshot.get("scrub", []):
+        lines.append(scrub_line(scrub, now))
+    for suspension in snapshot.get("scrub_suspended", []):
+        lines.append(suspended_line(suspension, now))
     jobs = snapshot.get("jobs")
     if jobs:
         lines.append("jobs: " + ", ".join(

@@ -12,10 +12,12 @@ from typing import Any
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.job_leases import JobLeases
+from s3orchestrator.metadata.scrub import ScrubPass, ScrubPasses, Suspension
 
 
 async def status_snapshot(
-    metadata: IMetadataStore, health: StoreHealth, job_leases: JobLeases | None = None
+    metadata: IMetadataStore, health: StoreHealth, job_leases: JobLeases | None = None,
+    scrub_passes: ScrubPasses | None = None,
 ) -> dict[str, Any]:
     """``{"status": "ok" | "degraded", "stores": [...], "uploads": N, "cleanup_queue": N,
     "cleanup_bytes": N, "intents_pending": N, "replication_queue": N,
@@ -29,7 +31,13 @@ async def status_snapshot(
     (None: none missing); ``objects_lost``: objects with no live copy left. ``degraded``
     when any store is down. Given ``job_leases``, also ``"jobs": [...]``: which instance
     runs each cluster-wide job (job, holder, since_ms, expires_ms; a lease past
-    expires_ms is free to take)."""
+    expires_ms is free to take). Given ``scrub_passes``, also ``"scrub": [...]``: the
+    scrubber's passes begun so far (kind "stat" or "checksum", running, started_ms,
+    finished_ms: the last pass's end or None, position: "bucket/key" of the last copy
+    checked in the running pass or None, checked, found: copies missing or damaged,
+    requested_ms: when a pass was asked for, or None), and ``"scrub_suspended": [...]``:
+    the stores the scrubber lets no copy go from (store, since_ms, kind, found, checked:
+    the pass that suspended it found ``found`` of ``checked`` copies wrong there)."""
     usage = await metadata.store_usage()
     uploads = await metadata.upload_counts()
     cleanups = await metadata.cleanup_totals()
@@ -70,4 +78,23 @@ async def status_snapshot(
             {"job": lease.job, "holder": lease.owner, "since_ms": lease.acquired_ms, "expires_ms": lease.expires_ms}
             for lease in await job_leases.holders()
         ]
+    if scrub_passes is not None:
+        snapshot["scrub"] = [scrub_pass_document(scrub) for scrub in await scrub_passes.passes()]
+        snapshot["scrub_suspended"] = [suspension_document(held) for held in await scrub_passes.suspensions()]
     return snapshot
+
+
+def scrub_pass_document(scrub: ScrubPass) -> dict[str, Any]:
+    """One kind of scrub pass as the admin API shows it."""
+    return {
+        "kind": scrub.kind, "running": scrub.running, "started_ms": scrub.started_ms,
+        "finished_ms": scrub.finished_ms,
+        "position": None if scrub.position is None else f"{scrub.position[0]}/{scrub.position[1]}",
+        "checked": scrub.checked, "found": scrub.found, "requested_ms": scrub.requested_ms,
+    }
+
+
+def suspension_document(suspension: Suspension) -> dict[str, Any]:
+    """A store the scrubber suspended, as the admin API shows it."""
+    return {"store": suspension.store, "since_ms": suspension.since_ms, "kind": suspension.kind,
+            "found": suspension.found, "checked": suspension.checked}

@@ -144,6 +144,8 @@ def test_admin_status_reports_usage_objects_and_uploads(admin: tuple[Daemon, str
         {"name": "local-a", "mode": "normal", "objects": 2, "live_bytes": 1300, "cleanup_queue": 0, "drained": False},
         {"name": "local-b", "mode": "normal", "objects": 0, "live_bytes": 0, "cleanup_queue": 0, "drained": False},
     ]}
+    assert body.pop("scrub") == []  # the scrubber is off: no pass has begun
+    assert body.pop("scrub_suspended") == []
     assert body == {
         "status": "ok",
         "uploads": 1,

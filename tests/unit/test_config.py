@@ -287,7 +287,7 @@ INVALID = [
     # unknown keys
     (_set("routing_stratgy", "pack"), "routing_stratgy: unknown key (allowed here: "
      "routing_strategy, server, metadata, health, multipart, logging, metrics, manhole, admin, "
-     "buckets, stores, placement, jobs, movement)"),
+     "buckets, stores, placement, jobs, movement, scrub)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
      "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers, instance_id)"),

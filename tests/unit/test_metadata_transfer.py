@@ -24,8 +24,17 @@ from s3orchestrator.metadata.job_leases import JobLeases
 from s3orchestrator.metadata.offline import DatabaseProblem, OfflineDatabase, PostgresDatabase, SqliteFile
 from s3orchestrator.metadata.offline import transfer as transfer_module
 from s3orchestrator.metadata.offline.transfer import RowDigest, transfer
-from s3orchestrator.metadata.records import Instance, IntentPlan, NewCopy, ObjectRecord, PartRecord, UploadRecord
+from s3orchestrator.metadata.records import (
+    Instance,
+    IntentPlan,
+    NewCopy,
+    ObjectRecord,
+    PartRecord,
+    PlannedMove,
+    UploadRecord,
+)
 from s3orchestrator.metadata.schema import Migration, load_migrations
+from s3orchestrator.metadata.scrub import ScrubPasses, Suspension
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.metadata.traffic import Traffic, TrafficTable
 
@@ -72,6 +81,8 @@ async def fill(spec: str) -> None:
         await store.register_instance(Instance(id="host:1", host="host", pid=1, started_ms=0, expires_ms=NOW_MS))
         await JobLeases(store.database).take("reaper", "host:1", NOW_MS, 30_000)
         await TrafficTable(store.database).add({("a", datetime.date(2026, 12, 1)): Traffic(10, 20, 1, 2, 3)})
+        await ScrubPasses(store.database).begin("stat", NOW_MS)
+        await ScrubPasses(store.database).suspend(Suspension("b", NOW_MS, "stat", 101, 120))
         # An object whose every copy went missing: lost.
         (gone,) = await store.reserve_copies(2, lambda usage: ("a",))
         await store.commit_copies(record("gone", "a", 2), [NewCopy("a", "bkt/gone", gone.id)], missing=False)
@@ -106,6 +117,9 @@ async def fill(spec: str) -> None:
         await store.reserve_copies(4, lambda usage: ("a",), plan)
         released = await store.reserve(1, lambda usage: "b")
         await store.release(released.id)
+        # A drain's move queued (and its totals), and the movement paused.
+        await store.queue_moves([PlannedMove("bkt", KEYS[0], "a", None, 10)], "drain", NOW_MS)
+        await store.pause_movement(True, NOW_MS)
         # An import of one object, with its checkpoint and area.
         imports = ImportTable(store.database)
         await imports.begin("a", "bkt", "", "host:1", 60_000)

@@ -56,7 +56,7 @@ async def admin(make_store: Callable[..., MetadataStore]) -> AsyncIterator[Admin
     movement = MovementControl(metadata, lambda: state.current.store_modes(), reactor)
     site = ops_site(
         admin_endpoints(TOKEN, metadata, StoreHealth(list(STORES), unhealthy_after=1), rebalancer=state.rebalancer),
-        admin_actions(TOKEN, movement, state.rebalancer),
+        admin_actions(TOKEN, StoreHealth(list(STORES), unhealthy_after=1), movement, state.rebalancer),
     )
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     state.url = f"http://127.0.0.1:{port.getHost().port}"
