@@ -1,7 +1,7 @@
 """Compare boto3 straight to SeaweedFS (A) with boto3 through s3orchestrator (B) on the same server.
 
 Usage: python bench/upstream_ratio.py [--repeat 9] [--small-repeat 3] [--clients 8 32] [--parts large small]
-                                      [--quick]
+                                      [--code DIR] [--quick]
 
 One run starts a SeaweedFS server (``weed mini``) on loopback and a daemon
 (``twistd s3orchestrator``) whose only store is an s3 store on that server
@@ -71,7 +71,7 @@ from typing import Any, Iterator, Sequence
 import boto3
 from botocore.config import Config as BotoConfig
 
-from _common import CHUNK, MiB, cpu_seconds, file_md5, make_file, peak_rss_mib
+from _common import CHUNK, REPO, MiB, cpu_seconds, file_md5, make_file, peak_rss_mib
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
 from tests.integration.upstreams import SeaweedFS
 
@@ -150,8 +150,9 @@ def make_client(endpoint: Endpoint, session: Any = boto3) -> Any:
     )
 
 
-def start_servers(directory: Path) -> tuple[SeaweedFS, Daemon]:
-    """Start SeaweedFS and a daemon whose one store is a dedicated bucket on it."""
+def start_servers(directory: Path, code: Path = REPO) -> tuple[SeaweedFS, Daemon]:
+    """Start SeaweedFS and a daemon (importing s3orchestrator from ``code``) whose one store
+    is a dedicated bucket on it."""
     seaweedfs = SeaweedFS(directory / "seaweedfs")
     seaweedfs.start()
     try:
@@ -165,7 +166,7 @@ def start_servers(directory: Path) -> tuple[SeaweedFS, Daemon]:
             "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
             "payload_signing": "unsigned", "timeout": 60,
         })
-        daemon = Daemon(daemon_directory, write_config(daemon_directory, port, [store]), port)
+        daemon = Daemon(daemon_directory, write_config(daemon_directory, port, [store]), port, code=code)
         daemon.start()
     except BaseException:
         seaweedfs.remove()
@@ -571,6 +572,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="concurrent small-object clients, one table each (default 8 32)")
     parser.add_argument("--parts", nargs="+", choices=("large", "small"), default=["large", "small"],
                         help="which comparisons to run (default both)")
+    parser.add_argument("--code", type=Path, default=REPO, metavar="DIR",
+                        help="the checkout the daemon imports s3orchestrator from (default this one)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 32 MiB, 3 large repeats, 600 small objects, 2 small repeats")
     args = parser.parse_args(argv)
@@ -592,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = directory / "object.bin"
         if "large" in args.parts:
             make_file(source, args.size_mib * MiB)
-        seaweedfs, daemon = start_servers(directory)
+        seaweedfs, daemon = start_servers(directory, args.code)
         try:
             pair = endpoints(seaweedfs, daemon, args.sdk_checksums)
             print(f"SeaweedFS on {seaweedfs.endpoint}, s3orchestrator on {daemon.endpoint}", flush=True)
