@@ -63,10 +63,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -77,6 +78,8 @@ from tests.integration.upstreams import SeaweedFS
 
 DIRECT_BUCKET = "bench-direct"
 UPSTREAM_BUCKET = "bench-orchestrator"
+BASELINE_BUCKET = "bench-baseline"
+BASELINE = "B0"  # the side of the --baseline daemon
 SMALL_SIZE = 4 * 1024
 SMALL_PROCESSES = 4
 SMALL_CONCURRENCY = (8, 32)
@@ -158,20 +161,25 @@ def start_servers(directory: Path, code: Path = REPO) -> tuple[SeaweedFS, Daemon
     try:
         for bucket in (DIRECT_BUCKET, UPSTREAM_BUCKET):
             seaweedfs.boto.create_bucket(Bucket=bucket)
-        daemon_directory = directory / "daemon"
-        daemon_directory.mkdir()
-        port = free_port()
-        store = StoreSpec("seaweedfs", 0, s3={
-            "endpoint": seaweedfs.endpoint, "bucket": UPSTREAM_BUCKET, "region": seaweedfs.region,
-            "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
-            "payload_signing": "unsigned", "timeout": 60,
-        })
-        daemon = Daemon(daemon_directory, write_config(daemon_directory, port, [store]), port, code=code)
-        daemon.start()
+        daemon = start_daemon(directory / "daemon", seaweedfs, UPSTREAM_BUCKET, code)
     except BaseException:
         seaweedfs.remove()
         raise
     return seaweedfs, daemon
+
+
+def start_daemon(directory: Path, seaweedfs: SeaweedFS, bucket: str, code: Path) -> Daemon:
+    """A daemon importing s3orchestrator from ``code`` whose one store is ``bucket`` on SeaweedFS."""
+    directory.mkdir()
+    port = free_port()
+    store = StoreSpec("seaweedfs", 0, s3={
+        "endpoint": seaweedfs.endpoint, "bucket": bucket, "region": seaweedfs.region,
+        "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
+        "payload_signing": "unsigned", "timeout": 60,
+    })
+    daemon = Daemon(directory, write_config(directory, port, [store]), port, code=code)
+    daemon.start()
+    return daemon
 
 
 def endpoints(seaweedfs: SeaweedFS, daemon: Daemon, sdk_checksums: bool) -> tuple[Endpoint, Endpoint]:
@@ -196,9 +204,10 @@ def snapshot_cpu(seaweedfs: SeaweedFS, daemon: Daemon) -> tuple[float, float]:
     return cpu_seconds(daemon.process.pid), cpu_seconds(seaweedfs.process.pid)
 
 
-def alternate(pair: Sequence[Endpoint], repeat: int) -> Sequence[Endpoint]:
-    """The pair in its order on even repeats and reversed on odd ones."""
-    return pair if repeat % 2 == 0 else pair[::-1]
+def alternate(sides: Sequence[Endpoint], repeat: int) -> Sequence[Endpoint]:
+    """The sides rotated by ``repeat``: a pair in its order on even repeats, reversed on odd ones."""
+    shift = repeat % len(sides)
+    return [*sides[shift:], *sides[:shift]]
 
 
 # --- large object ---------------------------------------------------------------------------
@@ -424,26 +433,28 @@ class SmallClients:
 
 
 def bench_small(
-    pair: Sequence[Endpoint], count: int, repeats: int, concurrency: int, pids: Sequence[int], results: Results
+    sides: Sequence[Endpoint], count: int, repeats: int, concurrency: int, daemon_pids: Mapping[str, int],
+    seaweedfs_pid: int, results: Results
 ) -> None:
     """PUT, GET and HEAD ``count`` small objects on each side per repeat with ``concurrency`` clients.
 
-    Fresh keys each repeat; ``pids`` are the daemon's and SeaweedFS's, whose CPU
-    time in each phase is recorded with the client processes'.
+    Fresh keys each repeat; the CPU time of the side's daemon (``daemon_pids``; B's
+    for side A), of SeaweedFS and of the client processes in each phase is recorded.
     """
-    clients = SmallClients(pair, concurrency)
+    clients = SmallClients(sides, concurrency)
     try:
-        def cpu_now() -> tuple[float, float, float]:
-            return (cpu_seconds(pids[0]), cpu_seconds(pids[1]), sum(cpu_seconds(pid) for pid in clients.pids))
+        def cpu_now(side: str) -> tuple[float, float, float]:
+            return (cpu_seconds(daemon_pids.get(side, daemon_pids["B"])), cpu_seconds(seaweedfs_pid),
+                    sum(cpu_seconds(pid) for pid in clients.pids))
 
         for repeat in range(repeats):
             keys = [f"small/c{concurrency}/r{repeat}/{i:05d}" for i in range(count)]
-            for endpoint in alternate(pair, repeat):
+            for endpoint in alternate(sides, repeat):
                 for phase in SMALL_PHASES:
-                    before = cpu_now()
+                    before = cpu_now(endpoint.side)
                     ops, seconds, latencies = clients.run(endpoint.side, phase, keys)
                     daemon_cpu, seaweedfs_cpu, client_cpu = (
-                        (after - was) / ops for was, after in zip(before, cpu_now(), strict=True))
+                        (after - was) / ops for was, after in zip(before, cpu_now(endpoint.side), strict=True))
                     outcome = SmallPhase(ops, seconds, latencies, daemon_cpu, seaweedfs_cpu, client_cpu)
                     results.small.setdefault((concurrency, endpoint.side, phase), []).append(outcome)
     finally:
@@ -557,6 +568,15 @@ def small_report(args: argparse.Namespace, results: Results, concurrency: int) -
         yield (f"{phase:35}{f['A_client_cpu']:9.3f}{f['A_seaweedfs_cpu']:10.3f}{f['B_client_cpu']:9.3f}"
                f"{f['B_seaweedfs_cpu']:10.3f}{f['B_daemon_cpu']:8.3f}{'<= ' + str(target):>8}"
                f"{verdict(f['B_daemon_cpu'] <= target):>4}")
+    if (concurrency, BASELINE, "PUT") in results.small:
+        yield (f"baseline daemon ({args.baseline}), same clients, interleaved: ops/s and daemon CPU ms per operation"
+               " (median), baseline -> this")
+        for phase in SMALL_PHASES:
+            base, this = results.small[(concurrency, BASELINE, phase)], results.small[(concurrency, "B", phase)]
+            rates = [statistics.median(run.ops_per_second for run in runs) for runs in (base, this)]
+            cpu = [statistics.median(run.daemon_cpu for run in runs) * 1e3 for runs in (base, this)]
+            yield (f"{phase:5}{rates[0]:8.0f} -> {rates[1]:<8.0f}{cpu[0]:8.3f} -> {cpu[1]:.3f} ms "
+                   f"({cpu[1] / cpu[0] - 1:+.0%})")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -574,6 +594,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="which comparisons to run (default both)")
     parser.add_argument("--code", type=Path, default=REPO, metavar="DIR",
                         help="the checkout the daemon imports s3orchestrator from (default this one)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="small objects also through a daemon importing s3orchestrator from DIR (another "
+                             "checkout), interleaved with this one: its ops/s and CPU per operation side by side")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 32 MiB, 3 large repeats, 600 small objects, 2 small repeats")
     args = parser.parse_args(argv)
@@ -609,12 +632,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.cpu["large-object"] = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
                 print(f"large object done after {time.monotonic() - started:.0f} s", flush=True)
             if "small" in args.parts:
-                cpu_before = snapshot_cpu(seaweedfs, daemon)
-                for concurrency in args.clients:
-                    bench_small(pair, args.small_count, args.small_repeat, concurrency, pids, results)
-                    check_upstream_copy(seaweedfs, f"small/c{concurrency}/r0/00000", SMALL_SIZE)
-                    print(f"small objects with {concurrency} clients done after "
-                          f"{time.monotonic() - started:.0f} s", flush=True)
+                sides = list(pair)
+                daemon_pids = {"B": daemon.process.pid}
+                baseline = None
+                try:
+                    if args.baseline is not None:
+                        seaweedfs.boto.create_bucket(Bucket=BASELINE_BUCKET)
+                        baseline = start_daemon(directory / "baseline", seaweedfs, BASELINE_BUCKET, args.baseline)
+                        assert baseline.process is not None
+                        daemon_pids[BASELINE] = baseline.process.pid
+                        sides.append(dataclass_replace(pair[1], side=BASELINE, url=baseline.endpoint))
+                    cpu_before = snapshot_cpu(seaweedfs, daemon)
+                    for concurrency in args.clients:
+                        bench_small(sides, args.small_count, args.small_repeat, concurrency, daemon_pids,
+                                    seaweedfs.process.pid, results)
+                        check_upstream_copy(seaweedfs, f"small/c{concurrency}/r0/00000", SMALL_SIZE)
+                        print(f"small objects with {concurrency} clients done after "
+                              f"{time.monotonic() - started:.0f} s", flush=True)
+                finally:
+                    if baseline is not None:
+                        baseline.stop()
                 cpu_after = snapshot_cpu(seaweedfs, daemon)
                 results.cpu["small-object"] = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
             rss = peak_rss_mib(daemon.process.pid)
