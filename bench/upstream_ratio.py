@@ -1,7 +1,7 @@
 """Compare boto3 straight to SeaweedFS (A) with boto3 through s3orchestrator (B) on the same server.
 
 Usage: python bench/upstream_ratio.py [--repeat 9] [--small-repeat 3] [--clients 8 32] [--parts large small]
-                                      [--code DIR] [--quick]
+                                      [--code DIR] [--baseline DIR] [--quick]
 
 One run starts a SeaweedFS server (``weed mini``) on loopback and a daemon
 (``twistd s3orchestrator``) whose only store is an s3 store on that server
@@ -26,6 +26,12 @@ One run starts a SeaweedFS server (``weed mini``) on loopback and a daemon
   (client + SeaweedFS + daemon); B/A as a share of it says how much B waited on
   anything but CPU (issue 17: >= 0.95; daemon CPU per PUT <= 0.5 ms, GET <= 0.3,
   HEAD <= 0.15).
+- with ``--baseline DIR``, the small objects also go through a second daemon
+  importing s3orchestrator from DIR (another checkout: ``git worktree add`` or
+  ``git archive``), on its own bucket of the same SeaweedFS, as a third side
+  rotating with A and B: its ops/s and CPU per operation next to this one's,
+  measured under the same load (the fair before/after on a shared machine).
+  ``--code DIR`` runs the main daemon from another checkout instead.
 - the daemon's peak RSS (VmHWM from /proc) at the end, which covers the whole run.
 - CPU seconds per GiB of the daemon, SeaweedFS and the client in the timed large
   transfers (median).
