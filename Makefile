@@ -48,6 +48,7 @@ check: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/upstream_ratio.py
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/checksums.py
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/scale_out.py

@@ -252,8 +252,10 @@ def format_amz_date(timestamp: float) -> str:
     return time.strftime(_AMZ_DATE_FORMAT, time.gmtime(timestamp))
 
 
+@functools.lru_cache(maxsize=64)
 def parse_amz_date(amz_date: str) -> float:
-    """``20261124T010203Z`` -> POSIX time; ValueError if malformed."""
+    """``20261124T010203Z`` -> POSIX time; ValueError if malformed (each request parses
+    its date twice, and concurrent requests mostly carry the same second: cached)."""
     if not _AMZ_DATE_RE.match(amz_date):
         raise ValueError(amz_date)
     year, month, day = int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8])
@@ -317,24 +319,27 @@ def parse_authorization_header(value: str) -> SignatureParams:
     return SignatureParams(access_key_id, scope_date, region, service, signed, fields["Signature"])
 
 
+def _no_date() -> S3Error:
+    return S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
+
+
 def request_amz_date(headers: Headers) -> str:
     """The request time as ``YYYYMMDDTHHMMSSZ`` from x-amz-date, else from Date."""
-    no_date = S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     amz_date = single_header(headers, "x-amz-date")
     if amz_date is not None:
         amz_date = amz_date.strip()
         try:
             parse_amz_date(amz_date)
         except ValueError:
-            raise no_date from None
+            raise _no_date() from None
         return amz_date
     date = single_header(headers, "date")
     if date is None:
-        raise no_date
+        raise _no_date()
     try:
         parsed = parsedate_to_datetime(date)
     except (TypeError, ValueError, IndexError):
-        raise no_date from None
+        raise _no_date() from None
     return format_amz_date(calendar.timegm(parsed.utctimetuple()))
 
 

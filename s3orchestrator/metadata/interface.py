@@ -140,6 +140,10 @@ class IMetadataStore(IMovementQueue):
         Drops the reservation's write intent. Returns the replaced record (or None).
         """
 
+    def commit_write(reservation_id: int, record: ObjectRecord, settle: bool) -> Deferred[list[CopyRecord]]:
+        """``commit_object``, firing with the copies of the object it replaced (read in
+        its transaction); ``settle`` also ends the write's claim in that transaction."""
+
     def commit_copies(
         record: ObjectRecord, copies: Sequence[NewCopy], missing: bool
     ) -> Deferred[ObjectRecord | None]:

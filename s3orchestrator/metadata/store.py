@@ -328,6 +328,16 @@ def _put_object(
     return previous
 
 
+def _all_copies(txn: Transaction, bucket: str, key: str) -> list[CopyRecord]:
+    """Every copy of one object (none for a missing object), in store name order."""
+    rows = txn.query(
+        "SELECT store, location, state, size, created_ms FROM copies WHERE bucket = ? AND key = ? ORDER BY store",
+        (bucket, key),
+    )
+    return [CopyRecord(store=store, location=location, state=state, size=int(size), created_ms=int(created_ms))
+            for store, location, state, size, created_ms in rows]
+
+
 def _let_go_copies(
     txn: Transaction, bucket: str, key: str, now_ms: int, keep: Sequence[tuple[str, str]] = ()
 ) -> None:
@@ -752,6 +762,24 @@ class MetadataStore(MovementQueries):
 
         return self.database.runInteraction("commit_object", commit, write=True)
 
+    def commit_write(self, reservation_id: int, record: ObjectRecord, settle: bool) -> Deferred[list[CopyRecord]]:
+        """``commit_object``, firing with the replaced object's copies instead (as
+        ``object_copies`` read them just before the commit, in its transaction); with
+        ``settle``, the write's claim (``write_holder``) ends in that transaction too
+        (``end_claims``): a PutObject's one commit, for bytes already in place."""
+
+        def commit(txn: Transaction) -> list[CopyRecord]:
+            lock_key(txn, record.bucket, record.key)
+            previous = _all_copies(txn, record.bucket, record.key)
+            _take_reservation(txn, reservation_id, record.store)
+            _drop_intent(txn, reservation_id)
+            _put_object(txn, record)
+            if settle:
+                end_claim(txn, write_holder(reservation_id))
+            return previous
+
+        return self.database.runInteraction("commit_write", commit, write=True)
+
     def commit_copies(
         self, record: ObjectRecord, copies: Sequence[NewCopy], missing: bool
     ) -> Deferred[ObjectRecord | None]:
@@ -809,16 +837,7 @@ class MetadataStore(MovementQueries):
     def object_copies(self, bucket: str, key: str) -> Deferred[list[CopyRecord]]:
         """Every copy of one object (none for a missing object), in store name order."""
 
-        def select(txn: Transaction) -> list[CopyRecord]:
-            rows = txn.query(
-                "SELECT store, location, state, size, created_ms FROM copies WHERE bucket = ? AND key = ?"
-                " ORDER BY store",
-                (bucket, key),
-            )
-            return [CopyRecord(store=store, location=location, state=state, size=int(size), created_ms=int(created_ms))
-                    for store, location, state, size, created_ms in rows]
-
-        return self.database.runInteraction("object_copies", select)
+        return self.database.runInteraction("object_copies", lambda txn: _all_copies(txn, bucket, key))
 
     def queue_replication(self, bucket: str, key: str, since_ms: int) -> Deferred[None]:
         """Put an existing object in the replication queue (kept there if it already is)."""

@@ -448,11 +448,12 @@ class Placement(CopyMoves):
                     headers=dict(new.headers),
                     user_metadata=dict(new.user_metadata),
                 )
-                await self.commit_write(write, record, reservation, before_done=body.release_tail)
+                settled = await self.commit_write(write, record, reservation, before_done=body.release_tail)
         except BaseException:
             await self.release(reservation)
             raise
-        await self.settle([reservation])
+        if not settled:
+            await self.settle([reservation])
         return record
 
     async def _write_copies(
@@ -643,30 +644,37 @@ class Placement(CopyMoves):
         record: ObjectRecord,
         reservation: Reservation,
         before_done: Callable[[], None] = lambda: None,
-    ) -> None:
+    ) -> bool:
         """Under the key's lock: wait for the store, commit ``record`` (turning the
         reservation into usage), publish the bytes, then drop the bytes the commit
         replaced. ``before_done`` runs first under the lock (PutObject releases its
-        held-back tail there)."""
+        held-back tail there). True when the commit also ended the write's claim
+        (``settle``): an unstaged write's bytes are in place once ``done`` fired, so
+        nothing is left for the claim to guard once the commit describes them."""
+        settle = not write.staged
         await self.commit_object_write(
-            write, record, lambda: self._metadata.commit_object(reservation.id, record), before_done,
-            write_holder(reservation.id),
+            write, record, lambda: self._metadata.commit_write(reservation.id, record, settle), before_done,
+            write_holder(reservation.id), commit_reads_copies=True,
         )
+        return settle
 
     async def commit_object_write(
         self,
         write: IObjectWrite,
         record: ObjectRecord,
-        commit: Callable[[], Awaitable[ObjectRecord | None]],
+        commit: Callable[[], Awaitable[Any]],
         before_done: Callable[[], None] = lambda: None,
         holder: str | None = None,
+        commit_reads_copies: bool = False,
     ) -> None:
         """``commit_write`` with another metadata commit: ``commit()`` stores ``record``
-        and fires with the object it replaced (CompleteMultipartUpload's commit).
-        ``holder``: the write's claim of the record's location (see metadata.claims)."""
+        (CompleteMultipartUpload's commit); with ``commit_reads_copies`` it fires with
+        the replaced object's copies (``metadata.commit_write``), else they are read
+        before. ``holder``: the write's claim of the record's location (see metadata.claims)."""
         async with self._locks.hold((record.bucket, record.key)):
             before_done()
-            previous_copies = await self._metadata.object_copies(record.bucket, record.key)
+            previous_copies: Sequence[CopyRecord] = (
+                () if commit_reads_copies else await self._metadata.object_copies(record.bucket, record.key))
             try:
                 await write.done
             except BaseException:
@@ -677,12 +685,14 @@ class Placement(CopyMoves):
                     await self._delete_bytes(record.store, record.location, record.size, holder=holder)
                 raise
             try:
-                await commit()
+                committed = await commit()
             except BaseException:
                 write.abort()
                 if not write.staged:
                     await self._forget_replaced_in_place(record)
                 raise
+            if commit_reads_copies:
+                previous_copies = committed
             await self._publish(write, record, previous_copies, holder)
 
     async def copy(self, source: ObjectRecord, target: ObjectRecord) -> ObjectRecord:
@@ -707,11 +717,12 @@ class Placement(CopyMoves):
                     source = self._stream_source(await self.live_sources(source), source)
                 with self.store_calls(reservation.store):
                     write = await self._start_copy(source, placed)
-                    await self.commit_write(write, placed, reservation)
+                    settled = await self.commit_write(write, placed, reservation)
             except BaseException:
                 await self.release(reservation)
                 raise
-            await self.settle([reservation])
+            if not settled:
+                await self.settle([reservation])
             return placed
         return await self._copy_copies(source, sources, target, policy)
 

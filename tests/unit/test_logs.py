@@ -77,6 +77,13 @@ def test_text_lines_are_twistds_own_byte_for_byte(central_europe) -> None:
         event(None),
         {"log_time": DST_START + 1, "log_namespace": "no.format", "log_level": LogLevel.info},
         event(DST_START - 3600 * 24),  # back to an earlier second
+        # Formats the plain path leaves to Twisted's, and some it formats itself.
+        event(DST_START, "called {f()}", f=lambda: "yes"),
+        event(DST_START, "missing {nothing}"),
+        event(DST_START, "broken {"),
+        event(DST_START, "attribute {lvl.name} spec {n:>4} {n!r} {lines}", lvl=LogLevel.warn, lines="x\ny"),
+        {"log_time": DST_START, "log_format": "no namespace", "log_level": None},
+        {"log_time": DST_START, "log_format": b"bytes {n}", "n": 2, "log_level": LogLevel.info},
     ]
 
     ours = written(TextLineObserver, events)
@@ -86,7 +93,18 @@ def test_text_lines_are_twistds_own_byte_for_byte(central_europe) -> None:
     assert "\n\tTraceback (most recent call last):\n" in ours
     prefixes = [line.split(" ")[0] for line in ours.splitlines() if not line.startswith("\t")]
     assert prefixes == ["2026-03-29T01:59:58+0100"] * 3 + ["2026-03-29T03:00:00+0200"] * 3 + [
-        "-", "2026-03-28T02:00:00+0100"]
+        "-", "2026-03-28T02:00:00+0100"] + ["2026-03-29T03:00:00+0200"] * 6
+
+
+def test_plain_events_skip_twisteds_formatter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request log line (a plain format of plain fields) is formatted without Twisted's proxies."""
+    expected = written(textFileLogObserver, [event(1795000000.0, "{a} {b!r}", a="x", b=2)])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Twisted's formatter used for a plain event")
+
+    monkeypatch.setattr(logs, "formatEventAsClassicLogText", refuse)
+    assert written(TextLineObserver, [event(1795000000.0, "{a} {b!r}", a="x", b=2)]) == expected
 
 
 def test_the_time_prefix_is_formatted_once_per_second(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,6 +142,31 @@ async def test_a_cleanup_claims_only_queued_bytes_no_live_copy_or_claim_holds(ma
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_put_commit_returns_the_replaced_copies_and_may_end_its_claim(make_store, db_rows: Rows) -> None:
+    metadata = await started(make_store)
+    other = await started(make_store, "host-b:2")
+    record = ObjectRecord(bucket="bkt", key="k", store="a", location="bkt/k", size=5, etag="e" * 32,
+                          content_type="binary/octet-stream", last_modified_ms=1)
+    (first,) = await metadata.reserve_copies(5, lambda usage: ("a",), plan())
+    assert await metadata.commit_write(first.id, record, settle=False) == []
+    assert claims(db_rows) == [("a", "bkt/k", write_holder(first.id), "host-a:1")]  # kept: bytes not in place yet
+    with pytest.raises(LocationClaimed):
+        await other.reserve_copies(5, lambda usage: ("a",), plan())
+    await metadata.end_claims([write_holder(first.id)])
+
+    (second,) = await other.reserve_copies(7, lambda usage: ("b",), plan())
+    moved = ObjectRecord(bucket="bkt", key="k", store="b", location="bkt/k", size=7, etag="f" * 32,
+                         content_type="binary/octet-stream", last_modified_ms=2)
+    (replaced,) = await other.commit_write(second.id, moved, settle=True)
+    assert (replaced.store, replaced.location, replaced.size, replaced.state) == ("a", "bkt/k", 5, "live")
+    assert claims(db_rows) == []  # ended with the commit
+    assert [intent.reservation_id for intent in await other.list_intents()] == []
+    assert [(entry.store, entry.location) for entry in await other.list_cleanups(10)] == [("a", "bkt/k")]
+    (third,) = await metadata.reserve_copies(7, lambda usage: ("b",), plan())  # the location is free again
+    assert claims(db_rows) == [("b", "bkt/k", write_holder(third.id), "host-a:1")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_postponing_a_cleanup_ends_its_claim(make_store, db_rows: Rows) -> None:
     metadata = await started(make_store)
     await metadata.queue_cleanup("a", "bkt/k", 3)

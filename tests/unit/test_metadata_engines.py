@@ -4,6 +4,7 @@ started by two processes at once (on every engine where a database is involved, 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from typing import Any
 
@@ -82,6 +83,17 @@ def test_postgresql_batches_commit_synchronously_only_when_one_write_must_be_dur
         run_batch(engine, cursor, [WriteRequest("w", lambda cursor: None, 0.0, durable)], 0.25, lambda e: e)
         assert cursor.statements[:3] == ["SET lock_timeout = 250", expected, "BEGIN ISOLATION LEVEL READ COMMITTED"]
         assert cursor.statements[-1] == "COMMIT"
+
+
+def test_sqlite_keeps_savepoint_journals_in_memory(tmp_path) -> None:
+    """No temporary file per group-commit batch: the sub-journals stay in memory."""
+    engine = SqliteEngine(str(tmp_path / "m.sqlite"))
+    connection = sqlite3.connect(str(tmp_path / "m.sqlite"), isolation_level=None)
+    try:
+        engine.on_new_connection(connection)
+        assert connection.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    finally:
+        connection.close()
 
 
 def test_a_zero_lock_wait_never_means_wait_forever_on_postgresql() -> None:

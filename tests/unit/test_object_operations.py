@@ -19,7 +19,7 @@ from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import MetadataBusy
-from s3orchestrator.metadata.records import ObjectRecord, StoreUsage
+from s3orchestrator.metadata.records import CopyRecord, ObjectRecord, StoreUsage
 from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
@@ -444,7 +444,7 @@ async def test_store_failing_mid_body_fails_the_put_instead_of_hanging(build) ->
 
 
 class FailingCommit:
-    """The metadata store, except that commit_object fails (say, SQLite busy) when told to."""
+    """The metadata store, except that a PUT's commit (commit_write) fails (say, SQLite busy) when told to."""
 
     def __init__(self, inner: MetadataStore) -> None:
         self._inner = inner
@@ -453,10 +453,10 @@ class FailingCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def commit_object(self, reservation_id: int, record: ObjectRecord) -> Deferred[ObjectRecord | None]:
+    def commit_write(self, reservation_id: int, record: ObjectRecord, settle: bool) -> Deferred[list[CopyRecord]]:
         if self.fail_commits:
             return fail(RuntimeError("database is locked"))
-        return self._inner.commit_object(reservation_id, record)
+        return self._inner.commit_write(reservation_id, record, settle)
 
 
 @pytest_twisted.ensureDeferred
@@ -526,7 +526,7 @@ async def test_a_put_whose_commit_the_busy_database_refuses_leaves_no_bytes_and_
     world = await build([("one", 0)], metadata_wrapper=BusyDatabase)
     await put(world, DATA)
     # The commit is refused, and so is the release of the reservation right after it.
-    world.view.busy = {"commit_object": 1, "release": 2}
+    world.view.busy = {"commit_write": 1, "release": 2}
 
     with pytest.raises(MetadataBusy):
         await put(world, b"replacement")
@@ -644,7 +644,7 @@ async def replaced_in_place_while_busy(build, tmp_path: Path) -> World:
     world = await build([("one", 0)], stores={"one": store}, metadata_wrapper=BusyDatabase)
     await put(world, DATA)
     store.unstaged = True
-    world.view.busy = {"commit_object": 1, "delete_object": 1}
+    world.view.busy = {"commit_write": 1, "delete_object": 1}
     with pytest.raises(MetadataBusy):
         await put(world, b"replacement")
     store.unstaged = False

@@ -85,6 +85,10 @@ class SqliteEngine(BaseEngine):
             raise RuntimeError(f"SQLite database {self.path!r} cannot use WAL (journal_mode={mode})")
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         connection.execute("PRAGMA foreign_keys=ON")
+        # The undo log of each group-commit savepoint (a sub-journal) stays in memory:
+        # past 64 KiB SQLite spills it to a temporary file it creates, writes and
+        # deletes per transaction, as a PutObject's commit with a few others reaches.
+        connection.execute("PRAGMA temp_store=MEMORY")
         self.set_lock_wait(connection, self.busy_timeout)
 
     def connect_point_reader(self) -> sqlite3.Connection | None:
