@@ -222,7 +222,8 @@ class OrchestratorService(LoggingService):
         )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor, header_timeout=config.server.header_timeout,
-                           min_upload_rate=config.server.min_upload_rate)
+                           min_upload_rate=config.server.min_upload_rate,
+                           upload_rate_window=config.server.upload_rate_window)
         # The background jobs by name (the manhole's run_job), made at start.
         self.jobs: dict[
             str, HealthCheckJob | MultipartExpiryJob | ReaperJob | CleanupJob | ReplicatorJob | TrafficSyncJob
@@ -454,6 +455,7 @@ class OrchestratorService(LoggingService):
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.site.header_timeout = applied.server.header_timeout
         self.site.min_upload_rate = applied.server.min_upload_rate
+        self.site.upload_rate_window = applied.server.upload_rate_window
         self.multipart.expire_after = applied.multipart.expire_after
         self.multipart.completed_retention = applied.multipart.completed_retention
         self.health.unhealthy_after = applied.health.unhealthy_after
