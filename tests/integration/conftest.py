@@ -26,6 +26,7 @@ from tests.integration.daemon import (
     ACCESS_KEY,
     OTHER_SECRET_KEY,
     SECRET_KEY,
+    UNSYNCED,
     Daemon,
     StoreSpec,
     free_port,
@@ -45,6 +46,23 @@ from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa:
 DaemonFactory = Callable[..., Daemon]
 # How many free ports start_daemon tries when the one it picked was taken meanwhile.
 PORT_ATTEMPTS = 3
+# Fixtures wider than a test that cost nothing to set up again on another xdist worker.
+CHEAP_SHARED_FIXTURES = {"metadata_engine"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep a module's tests on one pytest-xdist worker when they share a module-scoped
+    fixture (a daemon set up once for the module): each worker would set it up again.
+    make test runs ``--dist loadgroup``, which honours these groups and hands out every
+    other test one at a time (before xdist's own hook reads the marks: tryfirst)."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is None:
+            continue
+        if any(name not in CHEAP_SHARED_FIXTURES and definitions[-1].scope in ("module", "package")
+               for name, definitions in fixtures.name2fixturedefs.items()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +134,7 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
             config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health,
                                   client_timeout, multipart, extra_toml=extra_toml, server_toml=server_toml,
                                   metadata_url=metadata_url or metadata.url(directory), metadata_toml=metadata_toml)
-            daemon = Daemon(directory, config, port, "https" if tls else "http")
+            daemon = Daemon(directory, config, port, "https" if tls else "http", wrapper=UNSYNCED)
             try:
                 daemon.start()
             except RuntimeError:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
@@ -122,12 +122,13 @@ def test_an_instance_registers_at_start_and_deregisters_at_a_clean_stop(start_da
 def test_a_second_process_with_the_same_instance_id_waits_until_the_first_stops(tmp_path):
     options = dict(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
     first_port, second_port = free_port(), free_port()
-    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port)
+    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port,
+                   wrapper=UNSYNCED)
     first.start()
     (tmp_path / "second").mkdir()
     # The same metadata database (and store), another port and log.
     config = write_config(tmp_path, second_port, [StoreSpec("local", 0)], **options)
-    second = Daemon(tmp_path / "second", config, second_port)
+    second = Daemon(tmp_path / "second", config, second_port, wrapper=UNSYNCED)
     starting = threading.Thread(target=second.start, kwargs={"timeout": 30})
     starting.start()
     try:

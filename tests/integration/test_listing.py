@@ -23,6 +23,7 @@ from tests.integration.daemon import (
     OTHER_BUCKET,
     OTHER_SECRET_KEY,
     SECRET_KEY,
+    UNSYNCED,
     Daemon,
     StoreSpec,
     free_port,
@@ -31,9 +32,11 @@ from tests.integration.daemon import (
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
-# 2,500 keys in 50 directories of 50, plus keys whose byte order matters and nested
+# 1,050 keys in 50 directories of 21 (over 1,000: a default page, the aws clis' pages of
+# 1,000, are followed by another), plus keys whose byte order matters and nested
 # directories; read-only for every test of this module (uploaded once).
-BULK = [f"bulk/d{d:02d}/f{f:02d}" for d in range(50) for f in range(50)]
+DIRECTORIES, FILES = 50, 21
+BULK = [f"bulk/d{d:02d}/f{f:02d}" for d in range(DIRECTORIES) for f in range(FILES)]
 ORDERED = ["order/a", "order/a-", "order/a/", "order/a0", "order/\uffff", "order/\U00010000", "order/é"]
 NESTED = ["nest/top.txt", "nest/a/1", "nest/a/b/2", "nest/a/b/c/3", "nest/a/b/c/4", "nest/x/5", "nest/x/y/6"]
 AWKWARD = ["enc/a b", "enc/a+b", "enc/100%", "enc/x&y", "enc/한글", "enc/new\nline", "enc/dir one/f", "enc/p+q/f",
@@ -54,7 +57,7 @@ def listed_daemon(
     port = free_port()
     places = metadata_places(metadata_engine, request)
     config = write_config(directory, port, [StoreSpec("local-a", 0)], metadata_url=places.url(directory))
-    daemon = Daemon(directory, config, port)
+    daemon = Daemon(directory, config, port, wrapper=UNSYNCED)
     try:
         daemon.start()
         client = make_client(daemon, max_pool_connections=16)
@@ -168,7 +171,7 @@ def test_delimiter_pages_through_50_common_prefixes(s3):
     pages = list(s3.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET, Prefix="bulk/", Delimiter="/", PaginationConfig={"PageSize": 7}))
     prefixes = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
-    assert prefixes == [f"bulk/d{d:02d}/" for d in range(50)]
+    assert prefixes == [f"bulk/d{d:02d}/" for d in range(DIRECTORIES)]
     assert len(pages) == 8
 
 
@@ -317,7 +320,7 @@ def test_aws_s3_ls_recursive_lists_every_key(aws):
 
 def test_aws_s3api_list_objects_v2_prefix(aws):
     listed = json.loads(aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "bulk/d07/"))
-    assert [o["Key"] for o in listed["Contents"]] == [f"bulk/d07/f{f:02d}" for f in range(50)]
+    assert [o["Key"] for o in listed["Contents"]] == [f"bulk/d07/f{f:02d}" for f in range(FILES)]
     assert all(o["Size"] == len(o["Key"]) and o["StorageClass"] == "STANDARD" for o in listed["Contents"])
 
 

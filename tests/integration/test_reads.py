@@ -24,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_execute, metadata_rows, store_files
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.metadata_engines import MetadataPlaces, write_locked
 from tests.integration.upstreams import Upstream
 
@@ -57,7 +57,7 @@ def daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[Daemon]:
         tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
         metadata_busy_timeout=0.2, metadata_unavailable_after=1.0, metadata_url=metadata.url(tmp_path),
     )
-    started = Daemon(tmp_path, config, port)
+    started = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     started.start()
     yield started
     started.stop()
@@ -93,7 +93,7 @@ def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(
                    "cleanup_interval = 1\n",
         metadata_url=metadata.url(tmp_path),
     )
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     daemon.start()
     try:
         client = make_client(daemon)
@@ -255,7 +255,7 @@ def test_degraded_mode_while_the_database_file_is_damaged(tmp_path: Path) -> Non
     port, admin_port = free_port(), free_port()
     config = write_config(tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
                           extra_toml=admin_toml(admin_port))
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     daemon.start()
     path = daemon.directory / "metadata.sqlite"
     try:
