@@ -39,6 +39,7 @@ from tests.integration.metadata_engines import (
     PostgresServer,
     run_sql,
 )
+from tests.integration.rawhttp import open_upload, signed_headers
 
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
@@ -306,6 +307,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def sigkill_mid_put(daemon: Daemon, key: str, size: int, intents: list[tuple[str, str]]) -> None:
+    """Start a PUT of ``size`` bytes to ``key`` sending 1 MiB at a time, slowly, and SIGKILL
+    the daemon once its write intents are ``intents`` (sorted (key, store) rows): long before
+    the last byte."""
+    path, headers = signed_headers(daemon, "PUT", key, headers={"Content-Length": str(size)}, unsigned_payload=True)
+    sock = open_upload(daemon, path, headers)
+    try:
+        for _ in range(8):
+            sock.sendall(os.urandom(1024 * 1024))
+            time.sleep(0.05)
+        assert wait_for(lambda: sorted(metadata_rows(daemon, "SELECT key, store FROM intents")) == intents)
+        assert daemon.process is not None
+        daemon.process.kill()
+        daemon.process.wait()
+    finally:
+        sock.close()
 
 
 @pytest.fixture

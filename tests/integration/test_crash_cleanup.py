@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
-from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
+from tests.integration.conftest import make_client, metadata_rows, sigkill_mid_put, store_files, wait_for
 from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
-from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
@@ -57,18 +55,7 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
 
     size = 64 * MiB
-    path, headers = signed_headers(daemon, "PUT", "big", headers={"Content-Length": str(size)}, unsigned_payload=True)
-    sock = open_upload(daemon, path, headers)
-    try:
-        for _ in range(8):  # slowly: the daemon is killed long before the last byte
-            sock.sendall(os.urandom(MiB))
-            time.sleep(0.05)
-        assert wait_for(lambda: metadata_rows(daemon, "SELECT key, store FROM intents") == [("big", first)])
-        assert daemon.process is not None
-        daemon.process.kill()
-        daemon.process.wait()
-    finally:
-        sock.close()
+    sigkill_mid_put(daemon, "big", size, [("big", first)])
 
     (killed,) = metadata_rows(daemon, "SELECT id FROM instances")
     daemon.start()
