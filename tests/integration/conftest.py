@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -109,10 +110,11 @@ def metadata(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[M
         places.close()
 
 
-@pytest.fixture
-def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
-    """Start daemons with custom stores, their metadata on the test's engine (unless
-    ``metadata_url`` says where); every one is stopped after the test."""
+@contextmanager
+def daemons_under(root: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons in directories under ``root``, their metadata in ``metadata``
+    (unless ``metadata_url`` says where); every one is stopped at the end, and its log
+    checked for secrets."""
     started: list[Daemon] = []
 
     def start(
@@ -128,7 +130,7 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
         metadata_url: str | None = None,
         metadata_toml: str = "",
     ) -> Daemon:
-        directory = tmp_path / f"daemon{len(started)}"
+        directory = root / f"daemon{len(started)}"
         directory.mkdir()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port()
@@ -149,13 +151,40 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
         started.append(daemon)
         return daemon
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            daemon.stop()
     # Every integration test doubles as a check that no secret reaches a log.
     for daemon in started:
         leaked = [name for name, secret in LOGGED_NEVER.items() if secret in daemon.log()]
         assert not leaked, f"{daemon.log_path} shows {', '.join(leaked)}"
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons with custom stores, their metadata on the test's engine (unless
+    ``metadata_url`` says where); every one is stopped after the test."""
+    with daemons_under(tmp_path, metadata) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_daemon(
+    tmp_path_factory: pytest.TempPathFactory, metadata_engine: str, request: pytest.FixtureRequest
+) -> Iterator[Daemon]:
+    """A daemon as ``daemon``'s, shared by the tests of a module (on each engine): for
+    tests that use keys of their own and look at nothing else (no store usage, no store
+    files, no log), so that the module starts one daemon instead of one per test. A
+    module opts in by making its ``daemon`` this one; its tests then run on one xdist
+    worker (pytest_collection_modifyitems)."""
+    places = metadata_places(metadata_engine, request)
+    try:
+        with daemons_under(tmp_path_factory.mktemp("module"), places) as start:
+            yield start()
+    finally:
+        places.close()
 
 
 # What no daemon log may ever show: the configured secrets, and a request's signature.

@@ -18,6 +18,13 @@ from tests.integration.rawhttp import open_upload, signed_headers
 MiB = 1024 * 1024
 
 
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon, for the requests the HTTP layer refuses (the tests that look at
+    reservations, usage or store files start a daemon of their own)."""
+    return module_daemon
+
+
 def exchange(daemon: Daemon, data: bytes) -> tuple[int, dict[str, str], ElementTree.Element]:
     """Send ``data`` on a new connection and read the response up to the server's close."""
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
