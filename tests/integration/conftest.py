@@ -170,21 +170,28 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
         yield start
 
 
+@contextmanager
+def shared_daemons(request: pytest.FixtureRequest, name: str) -> Iterator[DaemonFactory]:
+    """For a fixture wider than a test (module-scoped): start daemons on the metadata
+    engine of the tests that use it, in a directory named after ``name``; they are stopped
+    and their metadata dropped when the fixture ends. Its tests then run on one xdist
+    worker (pytest_collection_modifyitems)."""
+    places = metadata_places(request.getfixturevalue("metadata_engine"), request)
+    try:
+        with daemons_under(request.getfixturevalue("tmp_path_factory").mktemp(name), places) as start:
+            yield start
+    finally:
+        places.close()
+
+
 @pytest.fixture(scope="module")
-def module_daemon(
-    tmp_path_factory: pytest.TempPathFactory, metadata_engine: str, request: pytest.FixtureRequest
-) -> Iterator[Daemon]:
+def module_daemon(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     """A daemon as ``daemon``'s, shared by the tests of a module (on each engine): for
     tests that use keys of their own and look at nothing else (no store usage, no store
     files, no log), so that the module starts one daemon instead of one per test. A
-    module opts in by making its ``daemon`` this one; its tests then run on one xdist
-    worker (pytest_collection_modifyitems)."""
-    places = metadata_places(metadata_engine, request)
-    try:
-        with daemons_under(tmp_path_factory.mktemp("module"), places) as start:
-            yield start()
-    finally:
-        places.close()
+    module opts in by making its ``daemon`` this one."""
+    with shared_daemons(request, "module") as start:
+        yield start()
 
 
 # What no daemon log may ever show: the configured secrets, and a request's signature.
