@@ -51,10 +51,11 @@ def assert_usage_is_live_copies(daemon) -> None:
 
 
 @pytest.fixture
-def two_seaweeds(start_upstream):
-    """Two private SeaweedFS servers, each with a fresh bucket."""
-    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
-    return (first, first.new_bucket()), (second, second.new_bucket())
+def two_seaweeds(seaweedfs, start_upstream):
+    """Two SeaweedFS servers, each with a fresh bucket: the session's (never stopped) and a
+    private one (the tests may stop it)."""
+    second = start_upstream("seaweedfs")
+    return (seaweedfs, seaweedfs.new_bucket()), (second, second.new_bucket())
 
 
 def test_sigkill_mid_replicated_put_leaves_no_orphan_bytes_on_either_store(start_daemon, two_seaweeds):
