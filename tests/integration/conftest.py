@@ -48,25 +48,6 @@ from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa:
 DaemonFactory = Callable[..., Daemon]
 # How many free ports start_daemon tries when the one it picked was taken meanwhile.
 PORT_ATTEMPTS = 3
-# Fixtures wider than a test that cost nothing to set up again on another xdist worker.
-CHEAP_SHARED_FIXTURES = {"metadata_engine"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep a module's tests on one pytest-xdist worker when they share a module-scoped
-    fixture (a daemon set up once for the module): each worker would set it up again.
-    make test runs ``--dist loadgroup``, which honours these groups and hands out every
-    other test one at a time (before xdist's own hook reads the marks: tryfirst)."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures is None:
-            continue
-        if any(name not in CHEAP_SHARED_FIXTURES and definitions[-1].scope in ("module", "package")
-               for name, definitions in fixtures.name2fixturedefs.items()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """This run's database on the PostgreSQL server of S3O_TEST_POSTGRES_DSN (dropped at
@@ -174,8 +155,8 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
 def shared_daemons(request: pytest.FixtureRequest, name: str) -> Iterator[DaemonFactory]:
     """For a fixture wider than a test (module-scoped): start daemons on the metadata
     engine of the tests that use it, in a directory named after ``name``; they are stopped
-    and their metadata dropped when the fixture ends. Its tests then run on one xdist
-    worker (pytest_collection_modifyitems)."""
+    and their metadata dropped when the fixture ends (make test keeps a module's tests on
+    one xdist worker: --dist loadfile)."""
     places = metadata_places(request.getfixturevalue("metadata_engine"), request)
     try:
         with daemons_under(request.getfixturevalue("tmp_path_factory").mktemp(name), places) as start:
