@@ -30,13 +30,14 @@ run: $(VENV)/.installed-run
 # The Debian packages the tests drive (aws cli v2, rclone, s3cmd) are installed first, or make test stops
 # with one line saying what to install. The metadata tests and every integration test that starts a
 # daemon also run on PostgreSQL when S3O_TEST_POSTGRES_DSN names a server they may create databases on
-# (else those variants skip). TEST_WORKERS processes share the tests (pytest-xdist).
+# (else those variants skip). TEST_WORKERS processes share the tests (pytest-xdist) a module at a time,
+# so that a module-scoped daemon starts once (per engine), not once per worker.
 TEST_WORKERS ?= 2
 test: export S3O_TEST_POSTGRES_DSN := $(S3O_TEST_POSTGRES_DSN)
 test:
 	bash tests/tools/install-clients $(PYTHON)
 	$(MAKE) $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check .

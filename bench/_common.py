@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -17,6 +19,44 @@ if str(REPO) not in sys.path:
 
 CHUNK = 1024 * 1024
 MiB = 1024 * 1024
+
+
+class Named(Protocol):
+    """A side of a comparison (a daemon or a configuration under test)."""
+
+    name: str
+
+
+class PhaseRunner(Protocol):
+    """The client processes of a small-object benchmark (upstream_ratio.SmallClients)."""
+
+    def run(self, name: str, phase: str, keys: Sequence[str]) -> Any: ...
+
+
+SideT = TypeVar("SideT", bound=Named)
+Cost = TypeVar("Cost")
+
+
+def small_rounds(
+    clients: PhaseRunner,
+    sides: Sequence[SideT],
+    count: int,
+    rounds: int,
+    phases: Sequence[str],
+    order: Callable[[Sequence[SideT], int], Sequence[SideT]],
+    meter: Callable[[SideT], Callable[[], Cost]],
+) -> Iterator[tuple[SideT, str, Any, Cost]]:
+    """Each round, ``count`` fresh keys ``small/r<round>/<n>``, on which each side (in the
+    round's ``order``) runs each phase through ``clients``: yields (side, phase, the
+    clients' outcome, what ``meter(side)`` measured over the phase). ``meter(side)``
+    starts a measurement; calling what it returns ends it."""
+    for number in range(rounds):
+        keys = [f"small/r{number}/{i:05d}" for i in range(count)]
+        for side in order(sides, number):
+            for phase in phases:
+                measured = meter(side)
+                outcome = clients.run(side.name, phase, keys)
+                yield side, phase, outcome, measured()
 
 
 def make_file(path: Path, size: int) -> str:
@@ -42,6 +82,15 @@ def file_md5(path: Path) -> str:
         while piece := f.read(CHUNK):
             md5.update(piece)
     return md5.hexdigest()
+
+
+def print_report(lines: Iterable[str], started: float, before_total: str = "") -> None:
+    """The report's ``lines`` after a blank line, then the run's total time since
+    ``started`` (``time.monotonic()``), after ``before_total``."""
+    print()
+    for line in lines:
+        print(line)
+    print(f"{before_total}total time: {time.monotonic() - started:.0f} s")
 
 
 def _proc_status_kib(pid: int, field: str) -> int:

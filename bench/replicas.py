@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from _common import MiB, cpu_seconds, file_md5, make_file, peak_rss_mib
+from _common import MiB, cpu_seconds, file_md5, make_file, peak_rss_mib, print_report, small_rounds
 from roundtrip import raw_unsigned_put
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
 from tests.integration.upstreams import SeaweedFS
@@ -117,6 +117,12 @@ def check_copies(seaweeds: Sequence[SeaweedFS], side: Side, key: str, size: int)
             raise RuntimeError(f"{side.name}: {seaweedfs.endpoint} holds {head['ContentLength']} bytes of {key}")
 
 
+def cpu_used(side: Side) -> Callable[[], float]:
+    """Measures the daemon's CPU seconds from now until the returned function is called."""
+    before = cpu_seconds(side.pid)
+    return lambda: cpu_seconds(side.pid) - before
+
+
 def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path, results: Results) -> None:
     """Interleaved PUT rounds (fresh keys), then GET rounds of the last key, with an untimed warm-up each."""
     size = source.stat().st_size
@@ -126,9 +132,9 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
 
     def get(side: Side, key: str) -> tuple[float, float]:
         os.sync()
-        cpu = cpu_seconds(side.pid)
+        cpu = cpu_used(side)
         seconds = get_large(clients[side.name], side.endpoint, key, target)
-        cpu = cpu_seconds(side.pid) - cpu
+        cpu = cpu()
         if file_md5(target) != expected:
             raise RuntimeError(f"{side.name}: downloaded bytes differ from the uploaded ones")
         results.verified += 1
@@ -140,9 +146,9 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
     for number in range(rounds):
         for side in alternate(sides, number):
             os.sync()
-            cpu = cpu_seconds(side.pid)
+            cpu = cpu_used(side)
             seconds = put_large(clients[side.name], side.endpoint, f"large/{number}", source)
-            results.add(side.name, "PUT", size / seconds / 1e6, cpu_seconds(side.pid) - cpu)
+            results.add(side.name, "PUT", size / seconds / 1e6, cpu())
     for number in range(rounds):
         for side in alternate(sides, number):
             seconds, cpu = get(side, f"large/{rounds - 1}")
@@ -154,13 +160,8 @@ def bench_small(sides: Sequence[Side], count: int, rounds: int, results: Results
     """PUT then GET ``count`` fresh small keys per side and round, from the two client processes."""
     clients = SmallClients([side.endpoint for side in sides])
     try:
-        for number in range(rounds):
-            keys = [f"small/r{number}/{i:05d}" for i in range(count)]
-            for side in alternate(sides, number):
-                for phase in SMALL_PHASES:
-                    cpu = cpu_seconds(side.pid)
-                    outcome = clients.run(side.name, phase, keys)
-                    results.add(side.name, f"small {phase}", outcome.ops_per_second, cpu_seconds(side.pid) - cpu)
+        for side, phase, outcome, cpu in small_rounds(clients, sides, count, rounds, SMALL_PHASES, alternate, cpu_used):
+            results.add(side.name, f"small {phase}", outcome.ops_per_second, cpu)
     finally:
         clients.close()
 
@@ -281,10 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 side.daemon.stop()
             for seaweedfs in seaweeds:
                 seaweedfs.remove()
-    print()
-    for line in report_lines(args, results):
-        print(line)
-    print(f"total time: {time.monotonic() - started:.0f} s")
+    print_report(report_lines(args, results), started)
     return 0
 
 

@@ -67,7 +67,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from _common import MiB, cpu_seconds, file_md5, make_file
+from _common import MiB, cpu_seconds, file_md5, make_file, print_report, small_rounds
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
 from tests.integration.test_several_instances import HAPROXY, HAPROXY_CONFIG, listening, localised
 from tests.integration.upstreams import SeaweedFS
@@ -313,6 +313,12 @@ class Results:
         self.cpu.setdefault((side, operation), []).append(cpu)
 
 
+def usage_since(side: Side) -> Callable[[], Usage]:
+    """Measures the CPU of the side's processes from now until the returned function is called."""
+    before = snapshot_all([side])[side.name]
+    return lambda: snapshot_all([side])[side.name].since(before)
+
+
 def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path, results: Results) -> None:
     """Rotating PUT rounds (fresh keys), then GET rounds of the last key, after an untimed warm-up each."""
     size = source.stat().st_size
@@ -322,12 +328,12 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
 
     def timed(side: Side, operation: str, key: str) -> None:
         os.sync()
-        before = snapshot_all([side])[side.name]
+        usage = usage_since(side)
         if operation == "PUT":
             seconds = put_large(clients[side.name], side.endpoint, key, source)
         else:
             seconds = get_large(clients[side.name], side.endpoint, key, target)
-        used = snapshot_all([side])[side.name].since(before)
+        used = usage()
         if operation == "GET":
             if file_md5(target) != expected:
                 raise RuntimeError(f"{side.name}: downloaded bytes differ from the uploaded ones")
@@ -351,14 +357,9 @@ def bench_small(sides: Sequence[Side], count: int, rounds: int, results: Results
     """PUT, GET, HEAD ``count`` fresh small keys per side and round, from the two client processes."""
     clients = SmallClients([side.endpoint for side in sides])
     try:
-        for number in range(rounds):
-            keys = [f"small/r{number}/{i:05d}" for i in range(count)]
-            for side in rotated(sides, number):
-                for phase in SMALL_PHASES:
-                    before = snapshot_all([side])[side.name]
-                    outcome = clients.run(side.name, phase, keys)
-                    used = snapshot_all([side])[side.name].since(before)
-                    results.add(side.name, f"small {phase}", outcome.ops_per_second, used)
+        for side, phase, outcome, used in small_rounds(clients, sides, count, rounds, SMALL_PHASES, rotated,
+                                                       usage_since):
+            results.add(side.name, f"small {phase}", outcome.ops_per_second, used)
     finally:
         clients.close()
 
@@ -578,10 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seaweedfs.remove()
             if databases.names:
                 databases.drop_all()
-    print()
-    for line in report_lines(args, results, dsn_host):
-        print(line)
-    print(f"load average at end: {load()}; total time: {time.monotonic() - started:.0f} s")
+    print_report(report_lines(args, results, dsn_host), started, f"load average at end: {load()}; ")
     return 0
 
 

@@ -26,6 +26,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 DEFAULT_BACKLOG = 1024  # Twisted's default (50) overflows on a burst of connections
 DEFAULT_HEADER_TIMEOUT = 20.0
 DEFAULT_MIN_UPLOAD_RATE = 8192
+DEFAULT_UPLOAD_RATE_WINDOW = 10.0
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warn", "error")  # twisted.logger LogLevel names
 DEFAULT_METADATA_BUSY_TIMEOUT = 2.0
@@ -82,6 +83,8 @@ class ServerConfig:
     backlog: int = DEFAULT_BACKLOG  # listen queue, unless the listen string sets backlog=
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a request line and headers
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body must average; 0: any
+    # Seconds of each window that rate is judged over (the first window is the client's grace).
+    upload_rate_window: float = DEFAULT_UPLOAD_RATE_WINDOW
     workers: int = 1  # processes serving S3 requests; above 1, twistd supervises them
     # This process's name in logs, metrics and the reservations it owns (None: host:pid);
     # unique among the processes sharing a metadata database.
@@ -535,7 +538,7 @@ def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
 def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     _check_keys(table, "server", (
         "listen", "max_object_size", "timeout", "shutdown_timeout", "backlog", "header_timeout", "min_upload_rate",
-        "workers",
+        "upload_rate_window", "workers",
         "instance_id",
     ))
     return ServerConfig(
@@ -548,6 +551,7 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
         backlog=_integer(table, "server", "backlog", minimum=1, default=DEFAULT_BACKLOG),
         header_timeout=_seconds(table, "server", "header_timeout", default=DEFAULT_HEADER_TIMEOUT),
         min_upload_rate=_integer(table, "server", "min_upload_rate", minimum=0, default=DEFAULT_MIN_UPLOAD_RATE),
+        upload_rate_window=_seconds(table, "server", "upload_rate_window", default=DEFAULT_UPLOAD_RATE_WINDOW),
         workers=_integer(table, "server", "workers", minimum=1, default=1),
         instance_id=_instance_id(table, env),
     )

@@ -103,6 +103,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         backlog=old.server.backlog,
         header_timeout=new.server.header_timeout,
         min_upload_rate=new.server.min_upload_rate,
+        upload_rate_window=new.server.upload_rate_window,
         workers=old.server.workers,
         instance_id=old.server.instance_id,
     )

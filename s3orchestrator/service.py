@@ -10,12 +10,11 @@ import signal
 import sys
 from typing import Any, Mapping
 
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
-from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
+from twisted.logger import Logger, LogLevel
 
 from s3orchestrator.auth.checksums import warn_of_slow_checksums
 from s3orchestrator.auth.sigv4 import Credential, signing_key
@@ -49,6 +48,7 @@ from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, ba
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsRouter, ops_site
 from s3orchestrator.ops.health import health_endpoint, ready_endpoint
 from s3orchestrator.ops.import_api import import_routes
+from s3orchestrator.ops.logs import LoggingService
 from s3orchestrator.ops.manhole import manhole_listener
 from s3orchestrator.ops.metrics import Metrics, metrics_endpoint
 from s3orchestrator.ops.movement import MovementControl
@@ -163,17 +163,13 @@ def worker_instance_id(config: Config, worker: WorkerRole | None) -> str:
     return configured if worker is None else f"{configured}/{worker.index}"
 
 
-class OrchestratorService(MultiService):
+class OrchestratorService(LoggingService):
     """Owns everything the daemon runs; the S3 listener starts once metadata is ready.
 
     As one of ``server.workers`` processes (``worker`` given), it serves the sockets its
     supervisor passed and leaves the once-per-start metadata work to the supervisor."""
 
     _log = Logger()
-    #: Set by ``log_to`` (the twistd plugin): twistd logs through it instead of its own.
-    log_observer: ILogObserver | None = None
-    #: The level filter of ``log_observer`` (a reload changes its level).
-    log_levels: LogLevelFilterPredicate | None = None
 
     def __init__(
         self, config: Config, reactor, config_path: str | None = None, worker: WorkerRole | None = None
@@ -252,7 +248,8 @@ class OrchestratorService(MultiService):
         )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor, header_timeout=config.server.header_timeout,
-                           min_upload_rate=config.server.min_upload_rate)
+                           min_upload_rate=config.server.min_upload_rate,
+                           upload_rate_window=config.server.upload_rate_window)
         # Imports started through the admin API (``s3orchestrator import``).
         self.importer = Importer(
             ImportTable(self.metadata.database), lambda: self.config, self.instance_id, reactor,
@@ -272,22 +269,6 @@ class OrchestratorService(MultiService):
         self._s3_port: IListeningPort | None = None
         self._ops_ports: dict[str, IListeningPort] = {}  # by METRICS, ADMIN, MANHOLE
         self._previous_sighup: Any = None
-
-    def log_to(self, observer: ILogObserver, log_level: str) -> None:
-        """Log the events at ``log_level`` or above to ``observer`` (from when the
-        service joins twistd's application)."""
-        self.log_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
-        self.log_observer = FilteringLogObserver(observer, [self.log_levels])
-
-    def setServiceParent(self, parent: Any) -> None:
-        # twistd wraps the service in an application and starts logging after the
-        # service joined it and before it starts, with the application's ILogObserver
-        # if it has one: that is where our format and level filter get in (twistd's
-        # own observer writes every event, debug included).
-        set_component = getattr(parent, "setComponent", None)
-        if self.log_observer is not None and set_component is not None:
-            set_component(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
 
     def find_credential(self, access_key_id: str) -> Credential | None:
         """The credential (and its bucket) of an access key, from the current config."""
@@ -572,6 +553,7 @@ class OrchestratorService(MultiService):
         self.site.timeOut = applied.server.timeout  # for connections accepted from now on
         self.site.header_timeout = applied.server.header_timeout
         self.site.min_upload_rate = applied.server.min_upload_rate
+        self.site.upload_rate_window = applied.server.upload_rate_window
         self.multipart.expire_after = applied.multipart.expire_after
         self.multipart.completed_retention = applied.multipart.completed_retention
         self.health.unhealthy_after = applied.health.unhealthy_after

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
-from twisted.python.failure import Failure
 
 from s3orchestrator.config import PlacementPolicy
-from s3orchestrator.jobs.election import JobLease, release_when_stopped, run_if_leading
-from s3orchestrator.jobs.gate import MetadataGate
+from s3orchestrator.jobs.election import JobLease
+from s3orchestrator.jobs.timed import JobTimer
 from s3orchestrator.metadata.interface import IMetadataStore
 from s3orchestrator.metadata.records import QueuedReplication
 from s3orchestrator.placement.engine import Replicated
@@ -29,7 +27,7 @@ class Replicas(Protocol):
         ...
 
 
-class ReplicatorJob(TimerService):
+class ReplicatorJob(JobTimer):
     """Every ``interval`` seconds (``placement().replication_interval``), queue the
     objects of every bucket with fewer live copies than its ``replicas`` (replicas raised
     by a reload, copies lost), then make the missing copies of every queued object,
@@ -48,7 +46,7 @@ class ReplicatorJob(TimerService):
     """
 
     _log = Logger()
-    clock: IReactorTime
+    description = "Replicator"
 
     def __init__(
         self,
@@ -61,21 +59,15 @@ class ReplicatorJob(TimerService):
         metadata_available: Callable[[], bool] = lambda: True,
         lease: JobLease | None = None,
     ) -> None:
-        TimerService.__init__(self, placement().replication_interval, self._tick)
-        self.interval = placement().replication_interval
-        self.clock = clock
+        super().__init__(placement().replication_interval, clock, metadata_available, lease)
         self._replicas = replicas
         self._metadata = metadata
         self._buckets = buckets
         self._policy = policy
         self._placement = placement
-        self._running = False
-        self._waiters: list[Deferred[int]] = []
         self._next_waiters: list[Deferred[int]] = []
         self._soon: IDelayedCall | None = None
-        self.gate = MetadataGate("Replicator", metadata_available)
-        self.lease = lease
-        self.runs = self.errors = self.failures = 0
+        self.failures = 0
         self.copies = self.bytes = 0
         self.missing = self.queued = 0
         self.oldest_ms: int | None = None
@@ -88,8 +80,7 @@ class ReplicatorJob(TimerService):
     def stopService(self) -> Deferred[None]:
         if self._soon is not None and self._soon.active():
             self._soon.cancel()
-        result: Deferred[None] = TimerService.stopService(self)
-        return release_when_stopped(result, self.lease)
+        return super().stopService()
 
     def run_once(self) -> Deferred[int]:
         """Replicate what is queued now; fires (never fails) with how many copies were made.
@@ -107,20 +98,6 @@ class ReplicatorJob(TimerService):
         run = ensureDeferred(self._run())
         run.addErrback(self._run_failed)
         run.addCallback(self._finished)
-
-    def _tick(self) -> Deferred[int]:
-        if not self.gate.open():
-            return succeed(0)
-        return run_if_leading(self.lease, self._start_run)
-
-    def _start_run(self) -> Deferred[int]:
-        # LoopingCall stops for good on its body's first failure: nothing may escape.
-        try:
-            return self.run_once()
-        except Exception:
-            self.errors += 1
-            self._log.failure("Replication run failed to start")
-            return succeed(0)
 
     async def _run(self) -> int:
         now_ms = int(self.clock.seconds() * 1000)
@@ -171,11 +148,6 @@ class ReplicatorJob(TimerService):
             # Holding the concurrency slot for the time these bytes take at the rate limit.
             await deferLater(self.clock, outcome.size / settings.replication_bytes_per_second, lambda: None)
         return outcome
-
-    def _run_failed(self, failure: Failure) -> int:
-        self.errors += 1
-        self._log.failure("Replication run failed", failure)
-        return 0
 
     def _finished(self, result: int) -> None:
         self.runs += 1

@@ -1,5 +1,9 @@
 """A TimerService whose runs never overlap, never fail and can be asked for at once, and
-(for a cluster-wide job) run only on the instance that holds the job's lease."""
+(for a cluster-wide job) run only on the instance that holds the job's lease.
+
+``JobTimer`` is what every such job shares (timed runs gated on the metadata and the
+lease, failures counted); ``TimedJob`` adds the runs themselves, which most jobs need
+no more of."""
 
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from s3orchestrator.jobs.election import JobLease, release_when_stopped, run_if_
 from s3orchestrator.jobs.gate import MetadataGate
 
 
-class TimedJob(TimerService):
-    """Runs ``run()`` (a subclass's coroutine returning how much it did) at start and
-    every ``interval`` seconds on ``clock``. An error is logged and counted in
-    ``errors``, never raised: a LoopingCall stops for good on its body's first failure.
+class JobTimer(TimerService):
+    """Calls ``run_once()`` (a subclass's run, whose Deferred never fails) at start and
+    every ``interval`` seconds on ``clock``. An error starting it is logged and counted
+    in ``errors``, never raised: a LoopingCall stops for good on its body's first failure.
     Timed runs are skipped while ``metadata_available()`` is false (degraded mode), and,
     given a ``lease`` (a cluster-wide job), while another instance holds it: each timed
     run first takes or renews it; stopping the job gives it up. ``run_once`` (an
@@ -45,20 +49,8 @@ class TimedJob(TimerService):
         self.runs = 0
         self.errors = 0
 
-    async def run(self) -> int:
-        raise NotImplementedError
-
     def run_once(self) -> Deferred[int]:
-        """Run now; fires (never fails) with what the run returned (0 if it failed).
-        A run already going is not doubled: this waits for it."""
-        waiter: Deferred[int] = Deferred()
-        self._waiters.append(waiter)
-        if not self._running:
-            self._running = True
-            run = ensureDeferred(self.run())
-            run.addErrback(self._run_failed)
-            run.addCallback(self._finished)
-        return waiter
+        raise NotImplementedError
 
     def stopService(self) -> Deferred[None]:
         stopped: Deferred[None] = TimerService.stopService(self)
@@ -81,6 +73,26 @@ class TimedJob(TimerService):
         self.errors += 1
         self._log.failure("{job} run failed", failure, job=self.description)
         return 0
+
+
+class TimedJob(JobTimer):
+    """A ``JobTimer`` whose runs are ``run()`` (a subclass's coroutine returning how much
+    it did); asked for during a run, a run waits for that one."""
+
+    async def run(self) -> int:
+        raise NotImplementedError
+
+    def run_once(self) -> Deferred[int]:
+        """Run now; fires (never fails) with what the run returned (0 if it failed).
+        A run already going is not doubled: this waits for it."""
+        waiter: Deferred[int] = Deferred()
+        self._waiters.append(waiter)
+        if not self._running:
+            self._running = True
+            run = ensureDeferred(self.run())
+            run.addErrback(self._run_failed)
+            run.addCallback(self._finished)
+        return waiter
 
     def _finished(self, result: int) -> None:
         self.runs += 1

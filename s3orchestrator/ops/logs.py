@@ -23,10 +23,14 @@ import sys
 import time
 from typing import Any, Mapping, Protocol
 
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (
+    FilteringLogObserver,
     ILogObserver,
     LegacyLogObserverWrapper,
+    LogLevel,
+    LogLevelFilterPredicate,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -43,6 +47,32 @@ class LineStream(Protocol):
     def write(self, text: str) -> Any: ...
 
     def flush(self) -> Any: ...
+
+
+class LoggingService(MultiService):
+    """The service twistd runs (the daemon, or the supervisor of its workers), which
+    gives twistd's application the observer its log goes through."""
+
+    #: Set by ``log_to`` (the twistd plugin): twistd logs through it instead of its own.
+    log_observer: ILogObserver | None = None
+    #: The level filter of ``log_observer`` (a reload changes its level).
+    log_levels: LogLevelFilterPredicate | None = None
+
+    def log_to(self, observer: ILogObserver, log_level: str) -> None:
+        """Log the events at ``log_level`` or above to ``observer`` (from when the
+        service joins twistd's application)."""
+        self.log_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
+        self.log_observer = FilteringLogObserver(observer, [self.log_levels])
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd wraps the service in an application and starts logging after the
+        # service joined it and before it starts, with the application's ILogObserver
+        # if it has one: that is where our format and level filter get in (twistd's
+        # own observer writes every event, debug included).
+        set_component = getattr(parent, "setComponent", None)
+        if self.log_observer is not None and set_component is not None:
+            set_component(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
 
 def _is_plain(value: Any) -> bool:

@@ -38,7 +38,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE
+from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_RATE_WINDOW
 from s3orchestrator.errors import S3Error
 from s3orchestrator.web.errors import error_document
 from s3orchestrator.web.request_head import RequestHead, too_large
@@ -279,7 +279,7 @@ class S3Channel(http.HTTPChannel):
         # Keep the client quiet until the store is ready for bytes (UploadBody resumes it).
         request.reader = BodyReader(
             self.transport, self.site.clock, self.site.min_upload_rate,
-            lambda: self.protocol_error(S3Error("RequestTimeout")),
+            lambda: self.protocol_error(S3Error("RequestTimeout")), window=self.site.upload_rate_window,
         )
         request.dispatch(self._command, self._path, self._version)
 
@@ -413,15 +413,18 @@ class S3Site(http.HTTPFactory):
         *,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+        upload_rate_window: float = DEFAULT_UPLOAD_RATE_WINDOW,
     ) -> None:
         super().__init__(timeout=timeout, reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor
         self.clock = reactor
         self.handler = handler
-        # Seconds a client has to send a request line and headers; bytes/s it must upload at.
+        # Seconds a client has to send a request line and headers; bytes/s it must upload at,
+        # judged over windows of upload_rate_window seconds.
         self.header_timeout = header_timeout
         self.min_upload_rate = min_upload_rate
+        self.upload_rate_window = upload_rate_window
         self._channels: set[S3Channel] = set()
         self._draining = False
         self._drained: list[Deferred[None]] = []

@@ -7,6 +7,10 @@ forwards pause/resume, counts what the client sends while we are reading, and
 calls ``too_slow`` once, over a window, the client sent less than the minimum
 rate. Time the daemon itself keeps the client paused (store not ready yet, a
 slow upstream) does not count against it.
+
+The window is ``server.upload_rate_window`` seconds; the first window the client
+reads in is its grace (connection set-up, TCP slow start): a rate is judged only
+once the client has been read for longer than one window.
 """
 
 from __future__ import annotations
@@ -16,11 +20,9 @@ from typing import Callable
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-# Reading time a client gets before its rate is judged (connection set-up, TCP slow start).
-UPLOAD_GRACE_SECONDS = 10.0
-# The rate is judged on each window of this length...
-UPLOAD_WINDOW_SECONDS = 10.0
-# ... in which we were reading for at least this share of the time.
+from s3orchestrator.config import DEFAULT_UPLOAD_RATE_WINDOW
+
+# The rate is judged on each window in which we were reading for at least this share of the time.
 MIN_READING_SHARE = 0.5
 
 
@@ -29,7 +31,7 @@ class BodyReader:
     """The client's transport as the producer of one request body, with a minimum upload rate.
 
     Starts paused (the daemon reads nothing until the store is ready);
-    ``min_rate`` 0 watches nothing.
+    ``min_rate`` 0 watches nothing; ``window``: seconds each judged window lasts.
     """
 
     def __init__(
@@ -38,11 +40,13 @@ class BodyReader:
         clock: IReactorTime,
         min_rate: int,
         too_slow: Callable[[], None],
+        window: float = DEFAULT_UPLOAD_RATE_WINDOW,
     ) -> None:
         self._transport = transport
         self._clock = clock
         self._min_rate = min_rate
         self._too_slow = too_slow
+        self._window = window
         self._reading_since: float | None = None
         self._window_reading = 0.0  # seconds we were reading in this window
         self._window_bytes = 0
@@ -50,7 +54,7 @@ class BodyReader:
         self._check: IDelayedCall | None = None
         transport.pauseProducing()
         if min_rate > 0:
-            self._check = clock.callLater(UPLOAD_WINDOW_SECONDS, self._judge)
+            self._check = clock.callLater(window, self._judge)
 
     # -- IPushProducer (called by the request body) --------------------------
 
@@ -94,9 +98,10 @@ class BodyReader:
             self._reading_since = now
         received, self._window_bytes, self._window_reading = self._window_bytes, 0, 0.0
         self._total_reading += reading
-        judged = self._total_reading > UPLOAD_GRACE_SECONDS and reading >= UPLOAD_WINDOW_SECONDS * MIN_READING_SHARE
+        # The first window is the grace: judged once the client was read for longer than one.
+        judged = self._total_reading > self._window and reading >= self._window * MIN_READING_SHARE
         if judged and received < self._min_rate * reading:
             self._check = None
             self._too_slow()
             return
-        self._check = self._clock.callLater(UPLOAD_WINDOW_SECONDS, self._judge)
+        self._check = self._clock.callLater(self._window, self._judge)

@@ -23,13 +23,12 @@ import signal
 import sys
 from typing import Any, Mapping, Sequence
 
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
-from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.web.client import Agent, readBody
 
 from s3orchestrator.config import Config, ConfigError, load_config
@@ -38,6 +37,7 @@ from s3orchestrator.metadata.interface import StoreUsage
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse, ops_site
 from s3orchestrator.ops.health import json_response
+from s3orchestrator.ops.logs import LoggingService
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.service import CLEANUP_TIMEOUT, exit_failed, open_metadata, prepare_metadata, with_backlog
 from s3orchestrator.workers.metrics import labelled_families, render, worker_families
@@ -52,12 +52,10 @@ SCRAPE_TIMEOUT = 10.0
 STOP_MARGIN = CLEANUP_TIMEOUT + 5.0
 
 
-class SupervisorService(MultiService):
+class SupervisorService(LoggingService):
     """The supervisor daemon: metadata prepared once, sockets held, workers kept running."""
 
     _log = Logger()
-    log_observer: ILogObserver | None = None
-    log_levels: LogLevelFilterPredicate | None = None
 
     def __init__(
         self, config: Config, reactor: Any, config_path: str, twistd_options: Mapping[str, Any] | None = None,
@@ -86,15 +84,7 @@ class SupervisorService(MultiService):
     def log_to(self, observer: ILogObserver, log_level: str) -> None:
         """Log the events at ``log_level`` or above to ``observer`` (and so do the workers)."""
         self._log_level = log_level
-        self.log_levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
-        self.log_observer = FilteringLogObserver(observer, [self.log_levels])
-
-    def setServiceParent(self, parent: Any) -> None:
-        # As OrchestratorService: twistd's application logs through our observer.
-        set_component = getattr(parent, "setComponent", None)
-        if self.log_observer is not None and set_component is not None:
-            set_component(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
+        super().log_to(observer, log_level)
 
     def worker_command(self, index: int) -> WorkerCommand:
         """How to start worker ``index``: the worker module under this Python, with the

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +27,7 @@ from tests.integration.daemon import (
     ACCESS_KEY,
     OTHER_SECRET_KEY,
     SECRET_KEY,
+    UNSYNCED,
     Daemon,
     StoreSpec,
     free_port,
@@ -38,6 +40,7 @@ from tests.integration.metadata_engines import (
     PostgresServer,
     run_sql,
 )
+from tests.integration.rawhttp import open_upload, signed_headers
 
 # Real upstream S3 servers (SeaweedFS, moto), shared by every integration module.
 from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa: F401
@@ -45,8 +48,6 @@ from tests.integration.upstreams import moto, seaweedfs, start_upstream  # noqa:
 DaemonFactory = Callable[..., Daemon]
 # How many free ports start_daemon tries when the one it picked was taken meanwhile.
 PORT_ATTEMPTS = 3
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """This run's database on the PostgreSQL server of S3O_TEST_POSTGRES_DSN (dropped at
@@ -90,10 +91,11 @@ def metadata(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[M
         places.close()
 
 
-@pytest.fixture
-def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
-    """Start daemons with custom stores, their metadata on the test's engine (unless
-    ``metadata_url`` says where); every one is stopped after the test."""
+@contextmanager
+def daemons_under(root: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons in directories under ``root``, their metadata in ``metadata``
+    (unless ``metadata_url`` says where); every one is stopped at the end, and its log
+    checked for secrets."""
     started: list[Daemon] = []
 
     def start(
@@ -109,14 +111,14 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
         metadata_url: str | None = None,
         metadata_toml: str = "",
     ) -> Daemon:
-        directory = tmp_path / f"daemon{len(started)}"
+        directory = root / f"daemon{len(started)}"
         directory.mkdir()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = free_port()
             config = write_config(directory, port, stores, routing_strategy, max_object_size, tls, health,
                                   client_timeout, multipart, extra_toml=extra_toml, server_toml=server_toml,
                                   metadata_url=metadata_url or metadata.url(directory), metadata_toml=metadata_toml)
-            daemon = Daemon(directory, config, port, "https" if tls else "http")
+            daemon = Daemon(directory, config, port, "https" if tls else "http", wrapper=UNSYNCED)
             try:
                 daemon.start()
             except RuntimeError:
@@ -130,13 +132,47 @@ def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFac
         started.append(daemon)
         return daemon
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            daemon.stop()
     # Every integration test doubles as a check that no secret reaches a log.
     for daemon in started:
         leaked = [name for name, secret in LOGGED_NEVER.items() if secret in daemon.log()]
         assert not leaked, f"{daemon.log_path} shows {', '.join(leaked)}"
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[DaemonFactory]:
+    """Start daemons with custom stores, their metadata on the test's engine (unless
+    ``metadata_url`` says where); every one is stopped after the test."""
+    with daemons_under(tmp_path, metadata) as start:
+        yield start
+
+
+@contextmanager
+def shared_daemons(request: pytest.FixtureRequest, name: str) -> Iterator[DaemonFactory]:
+    """For a fixture wider than a test (module-scoped): start daemons on the metadata
+    engine of the tests that use it, in a directory named after ``name``; they are stopped
+    and their metadata dropped when the fixture ends (make test keeps a module's tests on
+    one xdist worker: --dist loadfile)."""
+    places = metadata_places(request.getfixturevalue("metadata_engine"), request)
+    try:
+        with daemons_under(request.getfixturevalue("tmp_path_factory").mktemp(name), places) as start:
+            yield start
+    finally:
+        places.close()
+
+
+@pytest.fixture(scope="module")
+def module_daemon(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """A daemon as ``daemon``'s, shared by the tests of a module (on each engine): for
+    tests that use keys of their own and look at nothing else (no store usage, no store
+    files, no log), so that the module starts one daemon instead of one per test. A
+    module opts in by making its ``daemon`` this one."""
+    with shared_daemons(request, "module") as start:
+        yield start()
 
 
 # What no daemon log may ever show: the configured secrets, and a request's signature.
@@ -288,6 +324,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def sigkill_mid_put(daemon: Daemon, key: str, size: int, intents: list[tuple[str, str]]) -> None:
+    """Start a PUT of ``size`` bytes to ``key`` sending 1 MiB at a time, slowly, and SIGKILL
+    the daemon once its write intents are ``intents`` (sorted (key, store) rows): long before
+    the last byte."""
+    path, headers = signed_headers(daemon, "PUT", key, headers={"Content-Length": str(size)}, unsigned_payload=True)
+    sock = open_upload(daemon, path, headers)
+    try:
+        for _ in range(8):
+            sock.sendall(os.urandom(1024 * 1024))
+            time.sleep(0.05)
+        assert wait_for(lambda: sorted(metadata_rows(daemon, "SELECT key, store FROM intents")) == intents)
+        assert daemon.process is not None
+        daemon.process.kill()
+        daemon.process.wait()
+    finally:
+        sock.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,11 @@ SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiTESTSECRET"
 OTHER_BUCKET = "app2-files"
 OTHER_ACCESS_KEY = "AKID_APP2_WRITER"
 OTHER_SECRET_KEY = "app2-secret-for-tests-only"
+# What test daemons run under: eatmydata turns fsync into a no-op, so that a test does not
+# wait for the disk at every write (the daemon still makes its fsync calls; a process that
+# is killed loses nothing the kernel holds). Benchmarks, and the durability test that
+# watches the fsync calls, run without it; make test installs it (tests/tools/install-clients).
+UNSYNCED: tuple[str, ...] = ("eatmydata",) if shutil.which("eatmydata") else ()
 
 
 def free_port() -> int:

@@ -8,9 +8,16 @@ import os
 import pytest
 
 from tests.integration.conftest import AWS_CLIS, aws_cli
-from tests.integration.daemon import BUCKET
+from tests.integration.daemon import BUCKET, Daemon
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon: each test writes the keys it reads."""
+    return module_daemon
+
 
 @pytest.fixture(params=sorted(AWS_CLIS))
 def aws(request, daemon, tmp_path):

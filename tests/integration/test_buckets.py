@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.daemon import BUCKET, OTHER_BUCKET
+from tests.integration.daemon import BUCKET, OTHER_BUCKET, Daemon
+
+
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon: no test changes anything."""
+    return module_daemon
 
 
 def test_head_bucket_of_own_bucket_is_200(s3):

@@ -11,13 +11,19 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from tests.integration.conftest import make_client
-from tests.integration.daemon import BUCKET
+from tests.integration.daemon import BUCKET, Daemon
 
 MiB = 1024 * 1024
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 # Current botocore computes CRC32C and CRC64NVME with awscrt, installed as our dependency.
 WRONG_VALUES = {"CRC32": b"\0" * 4, "CRC32C": b"\0" * 4, "CRC64NVME": b"\0" * 8, "SHA1": b"\0" * 20,
                 "SHA256": b"\0" * 32}
+
+
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon: each test uses keys of its own."""
+    return module_daemon
 
 
 def sent_headers(s3) -> dict[str, str]:
@@ -50,7 +56,7 @@ def test_a_wrong_checksum_is_bad_digest_and_stores_nothing(s3, algorithm):
         s3.put_object(Bucket=BUCKET, Key=f"wrong-{algorithm}", Body=os.urandom(MiB),
                       **{f"Checksum{algorithm}": wrong})
     assert info.value.response["Error"]["Code"] == "BadDigest"
-    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"wrong-{algorithm}")["KeyCount"] == 0
 
 
 @pytest.mark.parametrize("algorithm", ("CRC32C", "CRC64NVME"))

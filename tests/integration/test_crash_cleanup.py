@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
-from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
-from tests.integration.rawhttp import open_upload, signed_headers
+from tests.integration.conftest import make_client, metadata_rows, sigkill_mid_put, store_files, wait_for
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
@@ -57,18 +55,7 @@ def test_sigkill_mid_put_leaves_no_orphan_bytes_after_a_restart(start_daemon, st
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
 
     size = 64 * MiB
-    path, headers = signed_headers(daemon, "PUT", "big", headers={"Content-Length": str(size)}, unsigned_payload=True)
-    sock = open_upload(daemon, path, headers)
-    try:
-        for _ in range(8):  # slowly: the daemon is killed long before the last byte
-            sock.sendall(os.urandom(MiB))
-            time.sleep(0.05)
-        assert wait_for(lambda: metadata_rows(daemon, "SELECT key, store FROM intents") == [("big", first)])
-        assert daemon.process is not None
-        daemon.process.kill()
-        daemon.process.wait()
-    finally:
-        sock.close()
+    sigkill_mid_put(daemon, "big", size, [("big", first)])
 
     (killed,) = metadata_rows(daemon, "SELECT id FROM instances")
     daemon.start()
@@ -123,12 +110,13 @@ def test_an_instance_registers_at_start_and_deregisters_at_a_clean_stop(start_da
 def test_a_second_process_with_the_same_instance_id_waits_until_the_first_stops(tmp_path):
     options = dict(server_toml='instance_id = "node-a"', metadata_toml=f"lease = {LEASE}")
     first_port, second_port = free_port(), free_port()
-    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port)
+    first = Daemon(tmp_path, write_config(tmp_path, first_port, [StoreSpec("local", 0)], **options), first_port,
+                   wrapper=UNSYNCED)
     first.start()
     (tmp_path / "second").mkdir()
     # The same metadata database (and store), another port and log.
     config = write_config(tmp_path, second_port, [StoreSpec("local", 0)], **options)
-    second = Daemon(tmp_path / "second", config, second_port)
+    second = Daemon(tmp_path / "second", config, second_port, wrapper=UNSYNCED)
     starting = threading.Thread(target=second.start, kwargs={"timeout": 30})
     starting.start()
     try:

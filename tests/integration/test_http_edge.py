@@ -18,6 +18,13 @@ from tests.integration.rawhttp import open_upload, signed_headers
 MiB = 1024 * 1024
 
 
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon, for the requests the HTTP layer refuses (the tests that look at
+    reservations, usage or store files start a daemon of their own)."""
+    return module_daemon
+
+
 def exchange(daemon: Daemon, data: bytes) -> tuple[int, dict[str, str], ElementTree.Element]:
     """Send ``data`` on a new connection and read the response up to the server's close."""
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
@@ -119,8 +126,13 @@ def test_a_client_trickling_its_headers_gets_request_timeout(start_daemon) -> No
         assert_s3_error(read_error(sock), 400, "RequestTimeout")
 
 
+# The upload rate judged over 1 s windows (10 s by default): the trickling tests are answered within seconds.
+SHORT_WINDOW = "upload_rate_window = 1"
+
+
 def trickle_until_answered(daemon: Daemon, size: int) -> None:
-    """PUT declaring ``size`` bytes, sending one byte every 2 s, until the daemon answers RequestTimeout."""
+    """PUT declaring ``size`` bytes, sending one byte every 2 s, until the daemon answers RequestTimeout
+    (a daemon started with SHORT_WINDOW)."""
     path, headers = signed_headers(daemon, "PUT", "trickle", unsigned_payload=True,
                                    headers={"Content-Length": str(size)})
     sock = open_upload(daemon, path, headers)
@@ -147,7 +159,8 @@ def trickle_until_answered(daemon: Daemon, size: int) -> None:
         sock.close()
 
 
-def test_a_trickling_upload_gets_request_timeout_and_its_reservation_is_released(daemon: Daemon) -> None:
+def test_a_trickling_upload_gets_request_timeout_and_its_reservation_is_released(start_daemon) -> None:
+    daemon = start_daemon(server_toml=SHORT_WINDOW)
     trickle_until_answered(daemon, 512 * MiB)
     assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM reservations") == [(0,)])
     assert metadata_rows(daemon, "SELECT SUM(used_bytes) FROM stores") == [(0,)]
@@ -159,7 +172,7 @@ def test_a_trickling_upload_to_an_upstream_store_leaves_nothing_upstream(start_d
     bucket = seaweedfs.new_bucket()
     store = {"endpoint": seaweedfs.endpoint, "bucket": bucket, "region": seaweedfs.region,
              "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key}
-    daemon = start_daemon(stores=[StoreSpec("seaweed", 10**9, s3=store)])
+    daemon = start_daemon(stores=[StoreSpec("seaweed", 10**9, s3=store)], server_toml=SHORT_WINDOW)
     trickle_until_answered(daemon, 512 * MiB)
     assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM reservations") == [(0,)])
     assert metadata_rows(daemon, "SELECT SUM(used_bytes) FROM stores") == [(0,)]

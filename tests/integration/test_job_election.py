@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import DaemonFactory, make_client, metadata_rows, wait_for
-from tests.integration.daemon import BUCKET, Daemon, free_port
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def two_daemons(start_daemon: DaemonFactory, tmp_path: Path):
     port = free_port()
     config = directory / "s3orchestrator.toml"
     config.write_text(first.config.read_text().replace(f"tcp:{first.port}:", f"tcp:{port}:"))
-    second = Daemon(directory, config, port)
+    second = Daemon(directory, config, port, wrapper=UNSYNCED)
     second.start()
     try:
         yield first, second

@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, metadata_places
+from tests.integration.conftest import AWS_CLIS, aws_cli, make_client, shared_daemons
 from tests.integration.daemon import (
     ACCESS_KEY,
     BUCKET,
@@ -25,15 +25,15 @@ from tests.integration.daemon import (
     SECRET_KEY,
     Daemon,
     StoreSpec,
-    free_port,
-    write_config,
 )
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
-# 2,500 keys in 50 directories of 50, plus keys whose byte order matters and nested
+# 1,050 keys in 50 directories of 21 (over 1,000: a default page, the aws clis' pages of
+# 1,000, are followed by another), plus keys whose byte order matters and nested
 # directories; read-only for every test of this module (uploaded once).
-BULK = [f"bulk/d{d:02d}/f{f:02d}" for d in range(50) for f in range(50)]
+DIRECTORIES, FILES = 50, 21
+BULK = [f"bulk/d{d:02d}/f{f:02d}" for d in range(DIRECTORIES) for f in range(FILES)]
 ORDERED = ["order/a", "order/a-", "order/a/", "order/a0", "order/\uffff", "order/\U00010000", "order/é"]
 NESTED = ["nest/top.txt", "nest/a/1", "nest/a/b/2", "nest/a/b/c/3", "nest/a/b/c/4", "nest/x/5", "nest/x/y/6"]
 AWKWARD = ["enc/a b", "enc/a+b", "enc/100%", "enc/x&y", "enc/한글", "enc/new\nline", "enc/dir one/f", "enc/p+q/f",
@@ -46,17 +46,10 @@ def byte_order(keys: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def listed_daemon(
-    tmp_path_factory: pytest.TempPathFactory, metadata_engine: str, request: pytest.FixtureRequest
-) -> Iterator[Daemon]:
+def listed_daemon(metadata_engine: str, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     """One daemon holding ALL_KEYS (and two objects in the other bucket) for the module."""
-    directory = tmp_path_factory.mktemp("listing")
-    port = free_port()
-    places = metadata_places(metadata_engine, request)
-    config = write_config(directory, port, [StoreSpec("local-a", 0)], metadata_url=places.url(directory))
-    daemon = Daemon(directory, config, port)
-    try:
-        daemon.start()
+    with shared_daemons(request, "listing") as start:
+        daemon = start(stores=[StoreSpec("local-a", 0)])
         client = make_client(daemon, max_pool_connections=16)
         with ThreadPoolExecutor(16) as pool:
             for _ in pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=key.encode()), ALL_KEYS):
@@ -65,9 +58,6 @@ def listed_daemon(
         for key in ("o1", "o2"):
             other.put_object(Bucket=OTHER_BUCKET, Key=key, Body=b"x")
         yield daemon
-    finally:
-        daemon.stop()
-        places.close()
 
 
 @pytest.fixture
@@ -168,14 +158,15 @@ def test_delimiter_pages_through_50_common_prefixes(s3):
     pages = list(s3.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET, Prefix="bulk/", Delimiter="/", PaginationConfig={"PageSize": 7}))
     prefixes = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
-    assert prefixes == [f"bulk/d{d:02d}/" for d in range(50)]
+    assert prefixes == [f"bulk/d{d:02d}/" for d in range(DIRECTORIES)]
     assert len(pages) == 8
 
 
 def test_multi_character_delimiter(s3):
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="bulk/d0", Delimiter="/f0")
     assert [p["Prefix"] for p in listed["CommonPrefixes"]] == [f"bulk/d0{d}/f0" for d in range(10)]
-    assert len(listed["Contents"]) == 10 * 40
+    # The files from f10 on of the ten directories d00 to d09.
+    assert len(listed["Contents"]) == 10 * (FILES - 10)
 
 
 def test_start_after(s3):
@@ -317,7 +308,7 @@ def test_aws_s3_ls_recursive_lists_every_key(aws):
 
 def test_aws_s3api_list_objects_v2_prefix(aws):
     listed = json.loads(aws("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "bulk/d07/"))
-    assert [o["Key"] for o in listed["Contents"]] == [f"bulk/d07/f{f:02d}" for f in range(50)]
+    assert [o["Key"] for o in listed["Contents"]] == [f"bulk/d07/f{f:02d}" for f in range(FILES)]
     assert all(o["Size"] == len(o["Key"]) and o["StorageClass"] == "STANDARD" for o in listed["Contents"])
 
 

@@ -52,6 +52,12 @@ class TelnetClient:
         sock.connect(str(path))
         return cls(sock)
 
+    def __enter__(self) -> TelnetClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @property
     def text(self) -> str:
         """What the server printed, without terminal escape sequences."""
@@ -205,13 +211,10 @@ def store_row(output: str, store: str) -> list[str]:
 def test_status_over_telnet_shows_every_store(manhole):
     daemon, port = manhole
     make_client(daemon).put_object(Bucket=BUCKET, Key="a.bin", Body=b"x" * 2048)
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         banner = client.login()
         assert "s3orchestrator manhole" in banner
         output = client.command("status()", lambda out: "local-b" in out and _prompt_after(out))
-    finally:
-        client.close()
     assert "status: ok, 2 stores, 0 multipart uploads in progress" in output
     # STORE HEALTH USED RESERVED QUOTA COPIES LIVE CLEANUP UPLOADS, sizes as "2.0 KiB (0%)", "1.0 GiB"
     assert store_row(output, "local-a") == ["local-a", "up", "2.0", "KiB", "(0%)", "0", "B", "1.0", "GiB", "1",
@@ -223,12 +226,9 @@ def test_status_over_telnet_shows_every_store(manhole):
 def test_uploads_lists_a_multipart_upload_in_progress(manhole):
     daemon, port = manhole
     upload_id = make_client(daemon).create_multipart_upload(Bucket=BUCKET, Key="big/file.bin")["UploadId"]
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         client.login()
         output = client.command("uploads()", lambda out: "(oldest first)" in out and _prompt_after(out))
-    finally:
-        client.close()
     row = store_row(output, f"{BUCKET}/big/file.bin")
     assert row[1:3] == [upload_id, "local-a"]
     assert "1 upload (oldest first)" in output
@@ -236,14 +236,11 @@ def test_uploads_lists_a_multipart_upload_in_progress(manhole):
 
 def test_run_job_runs_the_multipart_expiry_now(manhole):
     _, port = manhole
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         client.login()
         output = client.command('run_job("multipart_expiry")',
                                 lambda out: "multipart_expiry: done" in out and _prompt_after(out))
         unknown = client.command('run_job("nope")', _prompt_after)
-    finally:
-        client.close()
     assert "running multipart_expiry..." in output
     assert "aborted 0 multipart uploads older than 1d 0h" in output
     assert "no job named 'nope'; jobs: cleanup, health_checks, mover, multipart_expiry, reaper, rebalance" in unknown
@@ -251,13 +248,10 @@ def test_run_job_runs_the_multipart_expiry_now(manhole):
 
 def test_namespace_holds_the_service_objects(manhole):
     _, port = manhole
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         client.login()
         output = client.command("sorted(stores), sorted(jobs), config.routing_strategy, service.ready",
                                 _prompt_after)
-    finally:
-        client.close()
     jobs = ("['cleanup', 'health_checks', 'mover', 'multipart_expiry', 'reaper', 'rebalance', 'replicator',"
             " 'traffic_sync']")
     assert f"(['local-a', 'local-b'], {jobs}, 'pack', True)" in output
@@ -265,13 +259,10 @@ def test_namespace_holds_the_service_objects(manhole):
 
 def test_wrong_password_is_refused_and_logged(manhole):
     daemon, port = manhole
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         answer = client.login(password="not the password")
         assert "Authentication failed" in answer
         client.read_until(lambda text: text.endswith("Username: "))
-    finally:
-        client.close()
     wait_for_log(daemon, "Manhole login failed")
     failed = [line for line in daemon.log().splitlines() if "Manhole login failed" in line]
     assert len(failed) == 1
@@ -281,8 +272,7 @@ def test_wrong_password_is_refused_and_logged(manhole):
 
 def test_three_wrong_passwords_close_the_connection(manhole):
     _, port = manhole
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         for _ in range(2):
             assert "Authentication failed" in client.login(password="wrong")
         client.read_until(lambda text: text.endswith("Username: "))
@@ -290,8 +280,6 @@ def test_three_wrong_passwords_close_the_connection(manhole):
         client.read_until(lambda text: text.endswith("Password: "))
         client.send_line("wrong again")
         assert "Authentication failed; closing." in client.read_until_closed()
-    finally:
-        client.close()
 
 
 def test_changed_password_file_takes_effect_without_restart(start_daemon, tmp_path):
@@ -299,12 +287,9 @@ def test_changed_password_file_takes_effect_without_restart(start_daemon, tmp_pa
     passwords = password_file(tmp_path, "first password")
     start_daemon(extra_toml=manhole_toml(f"tcp:{port}:interface=127.0.0.1", passwords))
     password_file(tmp_path, "second password")
-    client = TelnetClient.tcp(port)
-    try:
+    with TelnetClient.tcp(port) as client:
         assert "Authentication failed" in client.login(password="first password")
         assert _prompt_after(client.login(password="second password"))
-    finally:
-        client.close()
 
 
 def test_unix_socket_manhole_is_made_with_mode_0600_and_logs_the_peer_process(start_daemon, tmp_path):
@@ -312,12 +297,9 @@ def test_unix_socket_manhole_is_made_with_mode_0600_and_logs_the_peer_process(st
     daemon = start_daemon(extra_toml=manhole_toml(f"unix:{path}", password_file(tmp_path)))
     assert stat.S_ISSOCK(path.stat().st_mode)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    client = TelnetClient.unix(path)
-    try:
+    with TelnetClient.unix(path) as client:
         client.login()
         output = client.command("status()", lambda out: "local-b" in out and _prompt_after(out))
-    finally:
-        client.close()
     assert store_row(output, "local-a")[1] == "up"
     wait_for_log(daemon, f"Manhole login: user admin from unix:pid={os.getpid()},uid={os.getuid()}")
 

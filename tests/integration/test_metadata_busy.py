@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.metadata_engines import MetadataPlaces, write_locked
 
 
@@ -22,7 +22,7 @@ def daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[Daemon]:
     port = free_port()
     config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.5,
                           metadata_url=metadata.url(tmp_path))
-    started = Daemon(tmp_path, config, port)
+    started = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     started.start()
     yield started
     started.stop()
@@ -57,13 +57,13 @@ def test_a_daemon_starting_on_a_locked_database_waits_for_it(tmp_path: Path, met
     port = free_port()
     config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_busy_timeout=0.2,
                           metadata_url=metadata.url(tmp_path))
-    first = Daemon(tmp_path, config, port)
+    first = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     first.start()  # creates the database
     first.stop()
     lock = ExitStack()
     lock.enter_context(write_locked(config))
     (tmp_path / "second").mkdir()
-    daemon = Daemon(tmp_path / "second", config, port)  # a log of its own
+    daemon = Daemon(tmp_path / "second", config, port, wrapper=UNSYNCED)  # a log of its own
 
     def unlock_once_it_waits() -> None:
         try:

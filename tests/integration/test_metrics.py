@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import make_client
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.metadata_engines import MetadataPlaces
 from tests.integration.test_upstream_stores import spec
 
@@ -157,7 +157,7 @@ def test_metrics_on_their_own_loopback_listener(tmp_path: Path, metadata: Metada
     config = write_config(tmp_path, port, [StoreSpec("local", 0)], metadata_url=metadata.url(tmp_path))
     with config.open("a") as file:
         file.write(f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n')
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     daemon.start()
     try:
         url = f"http://127.0.0.1:{metrics_port}/metrics"

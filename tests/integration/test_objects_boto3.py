@@ -10,9 +10,16 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows
-from tests.integration.daemon import BUCKET
+from tests.integration.daemon import BUCKET, Daemon
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon: each test uses keys of its own (those that count the stores'
+    usage start a daemon of their own)."""
+    return module_daemon
 
 
 @pytest.mark.parametrize("size", [0, 1, 5 * MiB, 64 * MiB])
@@ -140,7 +147,9 @@ def test_response_header_overrides(s3):
     assert got["CacheControl"] == "no-cache"
 
 
-def test_delete_is_204_and_idempotent(s3, daemon):
+def test_delete_is_204_and_idempotent(start_daemon):
+    daemon = start_daemon()
+    s3 = make_client(daemon)
     s3.put_object(Bucket=BUCKET, Key="gone", Body=b"bytes")
     assert s3.delete_object(Bucket=BUCKET, Key="gone")["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert s3.delete_object(Bucket=BUCKET, Key="gone")["ResponseMetadata"]["HTTPStatusCode"] == 204
@@ -160,7 +169,9 @@ def test_awkward_keys_round_trip(s3, key):
     s3.delete_object(Bucket=BUCKET, Key=key)
 
 
-def test_overwrite_replaces_object_and_releases_old_bytes(s3, daemon):
+def test_overwrite_replaces_object_and_releases_old_bytes(start_daemon):
+    daemon = start_daemon()
+    s3 = make_client(daemon)
     s3.put_object(Bucket=BUCKET, Key="over", Body=b"a" * 1000)
     s3.put_object(Bucket=BUCKET, Key="over", Body=b"b" * 10)
     assert s3.get_object(Bucket=BUCKET, Key="over")["Body"].read() == b"b" * 10

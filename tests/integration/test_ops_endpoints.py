@@ -43,6 +43,12 @@ def admin_toml(port: int, token: str = ADMIN_TOKEN) -> str:
 # -- on the S3 port -----------------------------------------------------------------------------
 
 
+@pytest.fixture
+def daemon(module_daemon: Daemon) -> Daemon:
+    """The module's daemon: the tests on the S3 port only read it (and one key of their own)."""
+    return module_daemon
+
+
 def test_health_on_the_s3_port_is_ok_without_auth(daemon: Daemon) -> None:
     status, body = fetch_json(f"{daemon.endpoint}/health")
 

@@ -24,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_execute, metadata_rows, store_files
-from tests.integration.daemon import BUCKET, Daemon, StoreSpec, free_port, write_config
+from tests.integration.daemon import BUCKET, UNSYNCED, Daemon, StoreSpec, free_port, write_config
 from tests.integration.metadata_engines import MetadataPlaces, write_locked
 from tests.integration.upstreams import Upstream
 
@@ -57,16 +57,16 @@ def daemon(tmp_path: Path, metadata: MetadataPlaces) -> Iterator[Daemon]:
         tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
         metadata_busy_timeout=0.2, metadata_unavailable_after=1.0, metadata_url=metadata.url(tmp_path),
     )
-    started = Daemon(tmp_path, config, port)
+    started = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     started.start()
     yield started
     started.stop()
 
 
-def s3_store(upstream: Upstream, name: str) -> StoreSpec:
-    """An s3 store of the daemon on ``upstream``'s bucket."""
+def s3_store(upstream: Upstream, name: str, bucket: str | None = None) -> StoreSpec:
+    """An s3 store of the daemon on ``upstream``'s bucket (``bucket``, else its default one)."""
     return StoreSpec(name, 0, s3={
-        "endpoint": upstream.endpoint, "bucket": upstream.bucket, "region": upstream.region,
+        "endpoint": upstream.endpoint, "bucket": bucket or upstream.bucket, "region": upstream.region,
         "access_key_id": upstream.access_key, "secret_access_key": upstream.secret_key, "timeout": 5})
 
 
@@ -93,7 +93,7 @@ def test_a_missing_copy_is_read_around_then_made_again_by_the_replicator(
                    "cleanup_interval = 1\n",
         metadata_url=metadata.url(tmp_path),
     )
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     daemon.start()
     try:
         client = make_client(daemon)
@@ -255,7 +255,7 @@ def test_degraded_mode_while_the_database_file_is_damaged(tmp_path: Path) -> Non
     port, admin_port = free_port(), free_port()
     config = write_config(tmp_path, port, [StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
                           extra_toml=admin_toml(admin_port))
-    daemon = Daemon(tmp_path, config, port)
+    daemon = Daemon(tmp_path, config, port, wrapper=UNSYNCED)
     daemon.start()
     path = daemon.directory / "metadata.sqlite"
     try:
@@ -306,13 +306,15 @@ def test_degraded_mode_while_the_database_file_is_damaged(tmp_path: Path) -> Non
     daemon.stop()
 
 
-def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_daemon, start_upstream, tmp_path):
+def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_daemon, start_upstream, seaweedfs,
+                                                                       tmp_path):
     """200 MiB on SeaweedFS "sw-a" and, made by hand (module docstring), on "sw-b"; "sw-a"
     is killed after the client read 32 MiB: the client still receives one complete body
     with the right MD5 (the daemon resumed from "sw-b" with a Range), and a fresh GET
     works with "sw-a" down."""
-    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
-    daemon = start_daemon(stores=[s3_store(first, "sw-a"), s3_store(second, "sw-b")])
+    # "sw-a" on a private SeaweedFS (killed), "sw-b" on a bucket of its own on the session's.
+    first, second, second_bucket = start_upstream("seaweedfs"), seaweedfs, seaweedfs.new_bucket()
+    daemon = start_daemon(stores=[s3_store(first, "sw-a"), s3_store(second, "sw-b", second_bucket)])
     source = tmp_path / "big.bin"
     md5 = hashlib.md5()
     with source.open("wb") as out:
@@ -325,7 +327,7 @@ def test_a_seaweedfs_killed_mid_download_is_replaced_by_the_other_copy(start_dae
         client.put_object(Bucket=BUCKET, Key="big", Body=body)
     location = metadata_rows(daemon, "SELECT location FROM copies WHERE key = 'big'")[0][0]
     with source.open("rb") as body:
-        second.boto.put_object(Bucket=second.bucket, Key=location, Body=body)
+        second.boto.put_object(Bucket=second_bucket, Key=location, Body=body)
     metadata_execute(
         daemon,
         "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"

@@ -5,14 +5,12 @@ kinds of store (SeaweedFS, moto, a directory)."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import make_client, metadata_rows, store_files, wait_for
+from tests.integration.conftest import make_client, metadata_rows, sigkill_mid_put, store_files, wait_for
 from tests.integration.daemon import BUCKET, StoreSpec
-from tests.integration.rawhttp import open_upload, signed_headers
 from tests.integration.test_upstream_stores import spec
 from tests.integration.upstreams import Upstream
 
@@ -53,10 +51,11 @@ def assert_usage_is_live_copies(daemon) -> None:
 
 
 @pytest.fixture
-def two_seaweeds(start_upstream):
-    """Two private SeaweedFS servers, each with a fresh bucket."""
-    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
-    return (first, first.new_bucket()), (second, second.new_bucket())
+def two_seaweeds(seaweedfs, start_upstream):
+    """Two SeaweedFS servers, each with a fresh bucket: the session's (never stopped) and a
+    private one (the tests may stop it)."""
+    second = start_upstream("seaweedfs")
+    return (seaweedfs, seaweedfs.new_bucket()), (second, second.new_bucket())
 
 
 def test_sigkill_mid_replicated_put_leaves_no_orphan_bytes_on_either_store(start_daemon, two_seaweeds):
@@ -67,20 +66,7 @@ def test_sigkill_mid_replicated_put_leaves_no_orphan_bytes_on_either_store(start
     kept = os.urandom(1000)
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
 
-    size = 64 * MiB
-    path, headers = signed_headers(daemon, "PUT", "big", headers={"Content-Length": str(size)}, unsigned_payload=True)
-    sock = open_upload(daemon, path, headers)
-    try:
-        for _ in range(8):  # slowly: the daemon is killed long before the last byte
-            sock.sendall(os.urandom(MiB))
-            time.sleep(0.05)
-        assert wait_for(lambda: sorted(metadata_rows(daemon, "SELECT key, store FROM intents")) ==
-                        [("big", "sw1"), ("big", "sw2")])
-        assert daemon.process is not None
-        daemon.process.kill()
-        daemon.process.wait()
-    finally:
-        sock.close()
+    sigkill_mid_put(daemon, "big", 64 * MiB, [("big", "sw1"), ("big", "sw2")])
 
     daemon.start()
     assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)], timeout=30)

@@ -72,9 +72,11 @@ def test_two_replicas_over_two_directory_stores(start_daemon):
 
 
 @pytest.fixture
-def two_seaweeds(start_upstream):
-    first, second = start_upstream("seaweedfs"), start_upstream("seaweedfs")
-    return (first, first.new_bucket()), (second, second.new_bucket())
+def two_seaweeds(seaweedfs, start_upstream):
+    """Two SeaweedFS servers, each with a fresh bucket: the session's (never stopped) and a
+    private one (the tests stop it)."""
+    second = start_upstream("seaweedfs")
+    return (seaweedfs, seaweedfs.new_bucket()), (second, second.new_bucket())
 
 
 def seaweed_daemon(start_daemon, two_seaweeds, quorum: int):

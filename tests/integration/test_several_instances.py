@@ -26,7 +26,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
 from tests.integration.conftest import LOGGED_NEVER, PostgresDatabase, make_client, require_client, wait_for
-from tests.integration.daemon import ACCESS_KEY, BUCKET, REPO, SECRET_KEY, Daemon, free_port, write_config
+from tests.integration.daemon import ACCESS_KEY, BUCKET, REPO, SECRET_KEY, UNSYNCED, Daemon, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def start_instance(tmp_path: Path) -> Iterator:
         port = free_port()
         config = write_config(directory, port, (), metadata_url=metadata_url,
                               extra_toml=stores_toml(tmp_path / "stores"))
-        daemon = Daemon(directory, config, port)
+        daemon = Daemon(directory, config, port, wrapper=UNSYNCED)
         started.append(daemon)
         if password is not None:
             secrets["the database password"] = password

@@ -12,7 +12,7 @@ import pytest
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.integration.conftest import make_client, metadata_rows
+from tests.integration.conftest import make_client, metadata_rows, shared_daemons
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, StoreSpec
 from tests.integration.rawhttp import open_upload, signed_headers
 
@@ -26,12 +26,13 @@ def upstream_spec(upstream, name="up", quota=0, **extra) -> StoreSpec:
     return StoreSpec(name, quota, s3=s3)
 
 
-@pytest.fixture(params=["unsigned", "streaming"])
-def pair(request, start_daemon):
-    """(front, upstream): the front daemon's only store is the upstream daemon."""
-    upstream = start_daemon(stores=[StoreSpec("disk", 0)])
-    front = start_daemon(stores=[upstream_spec(upstream, payload_signing=request.param)])
-    return front, upstream
+@pytest.fixture(scope="module", params=["unsigned", "streaming"])
+def pair(request, metadata_engine):
+    """(front, upstream): the front daemon's only store is the upstream daemon; shared by
+    the module's tests (each uses keys of its own)."""
+    with shared_daemons(request, "pair") as start:
+        upstream = start(stores=[StoreSpec("disk", 0)])
+        yield start(stores=[upstream_spec(upstream, payload_signing=request.param)]), upstream
 
 
 @pytest.mark.parametrize("size", [0, 1, 5 * MiB, 64 * MiB])

@@ -167,6 +167,24 @@ def make_store(make_engine: Callable[..., BaseEngine], db_path: str) -> Iterator
 
 
 @pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Callable[..., MetadataStore]]:
+    """Builds metadata stores on the test's SQLite file, ``metadata.sqlite3`` in its
+    tmp_path, on SQLite only (tests of what runs over the metadata rather than of it),
+    as instance ``instance_id`` on ``clock`` (default: the reactor); closed after the test."""
+    opened: list[MetadataStore] = []
+
+    def make(instance_id: str = "", clock: Any = None) -> MetadataStore:
+        store = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock,
+                              instance_id=instance_id)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.database.close()
+
+
+@pytest.fixture
 def events() -> Iterator[list[LogEvent]]:
     """Every event logged while the test runs."""
     captured: list[LogEvent] = []

@@ -138,6 +138,16 @@ class CollectingConsumer:
         return b"".join(self.writes)
 
 
+async def stored_bytes(store: Any, location: str) -> bytes:
+    """Everything a store (an IObjectStore) holds at ``location``, read whole."""
+    reader = await store.open_read(location, None)
+    consumer = CollectingConsumer()
+    streamed = reader.stream_to(consumer)
+    consumer.pull_all()
+    await streamed
+    return consumer.body
+
+
 @implementer(RequestBody)
 class FakeRequestBody:
     """A request body honouring the RequestBody contract, driven by the test.

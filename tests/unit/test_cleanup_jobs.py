@@ -4,7 +4,7 @@ metadata store and real directory stores, with a Clock."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import attrs
 import pytest
@@ -17,8 +17,6 @@ from s3orchestrator.jobs.cleanup import CleanupJob, retry_delay
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.heartbeat import InstanceLease
 from s3orchestrator.jobs.reaper import ReaperJob
-from s3orchestrator.metadata.database import Database
-from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.records import IntentPlan
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import NewObject, Placement
@@ -73,30 +71,15 @@ class World:
 
 
 @pytest.fixture
-def opened() -> Iterator[list[MetadataStore]]:
-    stores: list[MetadataStore] = []
-    yield stores
-    for store in stores:
-        store.database.close()
-
-
-@pytest.fixture
-def build(tmp_path: Path, opened: list[MetadataStore]):
+def build(tmp_path: Path, sqlite_store: Callable[..., MetadataStore]):
     async def make() -> World:
         clock = Clock()
         clock.advance(NOW)
-
-        def metadata_of(instance_id: str) -> MetadataStore:
-            metadata = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock,
-                                     instance_id=instance_id)
-            opened.append(metadata)
-            return metadata
-
-        metadata = metadata_of(ME)
+        metadata = sqlite_store(ME, clock)
         await metadata.start()
         others = {}
         for other in ("host-a:100", "host-b:7"):
-            others[other] = metadata_of(other)
+            others[other] = sqlite_store(other, clock)
             await others[other].start()
         lease = InstanceLease(metadata, ME, LEASE, clock, host="host-a", pid=200)
         await lease.register()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Mapping
 
 import attrs
 import pytest
@@ -16,8 +16,6 @@ from twisted.internet.task import Clock, deferLater
 
 from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
-from s3orchestrator.metadata.database import Database
-from s3orchestrator.metadata.engines import SqliteEngine
 from s3orchestrator.metadata.records import Instance
 from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import Placement
@@ -39,22 +37,12 @@ class World:
     multipart: MultipartOperations
 
 
-@pytest.fixture
-def opened() -> Iterator[list[MetadataStore]]:
-    stores: list[MetadataStore] = []
-    yield stores
-    for store in stores:
-        store.database.close()
-
-
 @pytest_twisted.async_fixture
-async def world(tmp_path: Path, opened: list[MetadataStore]) -> World:
+async def world(tmp_path: Path, sqlite_store: Callable[..., MetadataStore]) -> World:
     clock = Clock()
     clock.advance(NOW)
     # One clock for the placement and the metadata: claims expire by it.
-    metadata = MetadataStore(Database(SqliteEngine(str(tmp_path / "metadata.sqlite3")), reactor), clock,
-                             instance_id="test:1")
-    opened.append(metadata)
+    metadata = sqlite_store("test:1", clock)
     await metadata.start()
     await metadata.sync_stores([("one", 0)])
     await metadata.register_instance(Instance(id="test:1", host="test", pid=1, started_ms=0, expires_ms=2**62))

@@ -89,13 +89,13 @@ def test_explicit_values_override_defaults() -> None:
     data = minimal()
     data["routing_strategy"] = "spread"
     data["server"].update(max_object_size=1000, timeout=30, backlog=4096, header_timeout=5, min_upload_rate=0,
-                          workers=4)
+                          upload_rate_window=2.5, workers=4)
     data["health"] = {"interval": 2.5, "unhealthy_after": 5, "slow_probe": 0.5}
     config = parse_config(data, {})
     assert config.routing_strategy == "spread"
     assert config.server == ServerConfig(
         listen="tcp:9000:interface=127.0.0.1", max_object_size=1000, timeout=30.0, backlog=4096,
-        header_timeout=5.0, min_upload_rate=0, workers=4,
+        header_timeout=5.0, min_upload_rate=0, upload_rate_window=2.5, workers=4,
     )
     assert config.health == HealthConfig(interval=2.5, unhealthy_after=5, slow_probe=0.5)
 
@@ -290,7 +290,8 @@ INVALID = [
      "buckets, stores, placement, jobs, movement, scrub)"),
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
-     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, workers, instance_id)"),
+     "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, "
+     "upload_rate_window, workers, instance_id)"),
     (_set("server.backlog", 0), "server.backlog: must be a positive integer (got 0)"),
     (_set("server.workers", 0), "server.workers: must be a positive integer (got 0)"),
     (lambda d: d.update(jobs={"lease": 0}), "jobs.lease: must be a positive number of seconds (got 0)"),
@@ -299,6 +300,7 @@ INVALID = [
     (_set("server.header_timeout", 0), "server.header_timeout: must be a positive number of seconds (got 0)"),
     (_set("server.min_upload_rate", -1), "server.min_upload_rate: must be a non-negative integer (got -1)"),
     (_set("server.min_upload_rate", 8.5), "server.min_upload_rate: must be a non-negative integer (got 8.5)"),
+    (_set("server.upload_rate_window", 0), "server.upload_rate_window: must be a positive number of seconds (got 0)"),
     (_set("metadata.postgres", "x"), "metadata.postgres: unknown key"),
     (_set("health", {"intervall": 1}), "health.intervall: unknown key"),
     (_set("buckets.0.nmae", "x"), "buckets[0].nmae: unknown key"),

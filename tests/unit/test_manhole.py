@@ -194,8 +194,10 @@ class NoAborts:
         return False
 
 
-def target(clock: Clock | None = None) -> SimpleNamespace:
-    clock = clock or Clock()
+def target(at: float = 0) -> SimpleNamespace:
+    """The service the manhole sees, its clock at ``at`` seconds."""
+    clock = Clock()
+    clock.advance(at)
     metadata = FakeMetadata()
     health = StoreHealth(["local-a", "remote-b"], unhealthy_after=1, now=clock.seconds)
     jobs = {
@@ -236,9 +238,7 @@ def test_status_failure_is_printed_and_logged(events):
 
 
 def test_uploads_lists_uploads_oldest_first_with_their_age():
-    clock = Clock()
-    clock.advance(10_000)
-    service = target(clock)
+    service = target(at=10_000)
     service.metadata.uploads = [upload("id-new", "b.bin", 9_990_000), upload("id-old", "a\x1b.bin", 6_000_000)]
     helper, shown = helpers(service)
     helper.uploads()
@@ -373,9 +373,7 @@ def test_the_realm_has_no_anonymous_avatar() -> None:
 
 
 def test_cleanup_queue_lists_entries_with_their_tries_and_next_try():
-    clock = Clock()
-    clock.advance(10_000)
-    service = target(clock)
+    service = target(at=10_000)
     service.metadata.cleanups = [
         CleanupEntry(1, "remote-b", "bkt/gone", 2048, 9_000_000, 3, 10_040_000, "connection refused"),
     ]
@@ -389,9 +387,7 @@ remote-b  bkt/gone  2.0 KiB  16m 40s  3      in 40s    connection refused
 
 
 def test_instances_lists_the_registered_instances_and_their_leases():
-    clock = Clock()
-    clock.advance(1000)
-    service = target(clock)
+    service = target(at=1000)
     service.metadata.instances = [Instance("node-a", "h1", 42, 400_000, 1_020_000),
                                   Instance("node-b", "h2", 7, 100_000, 940_000)]
     helper, shown = helpers(service)
@@ -404,9 +400,7 @@ node-b    h2    7    15m 0s  expired 1m 0s ago (dead)
 
 
 def test_intents_lists_the_write_intents():
-    clock = Clock()
-    clock.advance(100)
-    service = target(clock)
+    service = target(at=100)
     service.metadata.intents = [Intent(7, "bkt", "k", "local-a", "bkt/k", 10, "host:42", 40_000)]
     helper, shown = helpers(service)
     helper.intents()
@@ -417,9 +411,7 @@ bkt/k       local-a  bkt/k     10 B  host:42  1m 0s
 
 
 def test_replication_queue_lists_objects_missing_copies_oldest_first():
-    clock = Clock()
-    clock.advance(100)
-    service = target(clock)
+    service = target(at=100)
     service.metadata.queued = [QueuedReplication("bkt", "a", 40_000), QueuedReplication("bkt", "b", 90_000)]
     helper, shown = helpers(service)
     helper.replication_queue(limit=1)
@@ -446,9 +438,7 @@ def test_status_shows_the_cleanup_queue_when_there_is_one():
 
 
 def test_status_shows_the_replication_lag_and_lost_objects():
-    clock = Clock()
-    clock.advance(1000)
-    service = target(clock)
+    service = target(at=1000)
     service.metadata.queued = [QueuedReplication("bkt", "a", 700_000), QueuedReplication("bkt", "b", 940_000)]
     service.metadata.lost = [LostObject("bkt", "gone", 100_000)]
     helper, shown = helpers(service)
@@ -461,9 +451,7 @@ def test_status_shows_the_replication_lag_and_lost_objects():
 
 
 def test_lost_objects_lists_them_oldest_first():
-    clock = Clock()
-    clock.advance(1000)
-    service = target(clock)
+    service = target(at=1000)
     service.metadata.lost = [LostObject("bkt", "gone\x1b", 100_000), LostObject("bkt", "later", 400_000)]
     helper, shown = helpers(service)
     helper.lost_objects(limit=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 import pytest
@@ -20,7 +20,7 @@ from s3orchestrator.errors import S3Error
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.interface import MetadataBusy
 from s3orchestrator.metadata.records import CopyRecord, ObjectRecord, StoreUsage
-from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import Placement
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.s3.call import S3Call, S3Response
@@ -58,15 +58,7 @@ class World:
 
 
 @pytest.fixture
-def opened() -> Iterator[list[MetadataStore]]:
-    stores: list[MetadataStore] = []
-    yield stores
-    for store in stores:
-        store.database.close()
-
-
-@pytest.fixture
-def build(tmp_path: Path, opened: list[MetadataStore]):
+def build(tmp_path: Path, sqlite_store: Callable[..., MetadataStore]):
     """An async factory of Worlds: directory stores with the given quotas, pack routing."""
 
     async def make(
@@ -75,8 +67,7 @@ def build(tmp_path: Path, opened: list[MetadataStore]):
         stores: Mapping[str, Any] | None = None,
         metadata_wrapper: Any = None,
     ) -> World:
-        metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
-        opened.append(metadata)
+        metadata = sqlite_store()
         await metadata.start()
         await metadata.sync_stores(list(quotas))
         roots = {name: tmp_path / name for name, _ in quotas}

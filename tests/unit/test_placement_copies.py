@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import attrs
 import pytest
@@ -20,7 +20,7 @@ from s3orchestrator.jobs.cleanup import CleanupJob
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.jobs.reaper import ReaperJob
 from s3orchestrator.metadata.records import Instance
-from s3orchestrator.metadata.store import MetadataStore, sqlite_metadata_store
+from s3orchestrator.metadata.store import MetadataStore
 from s3orchestrator.placement.engine import NewObject, Placement
 from s3orchestrator.placement.errors import NoRoom
 from s3orchestrator.placement.locks import KeyLocks
@@ -28,7 +28,7 @@ from s3orchestrator.s3.multipart import MultipartOperations
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreUnavailable
 from tests.unit import test_complete_retry as retry_world
-from tests.unit.fakes import CollectingConsumer, FakeRequestBody
+from tests.unit.fakes import CollectingConsumer, FakeRequestBody, stored_bytes
 
 NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
 NAMES = ("a", "b", "c")
@@ -114,31 +114,30 @@ class GatedStore(DirectoryStore):
         return write if self.gate is None else GatedWrite(write, self.gate)
 
 
+def hold_writes(store: GatedStore) -> Deferred[None]:
+    """The gate the store's writes wait for from now on (a slow store)."""
+    gate: Deferred[None] = Deferred()
+    store.gate = gate
+    return gate
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[Any]:
-    metadata = sqlite_metadata_store(str(tmp_path / "metadata.sqlite3"), reactor)
+def world(tmp_path: Path, sqlite_store: Callable[..., MetadataStore]) -> Any:
     stores = {name: GatedStore(name, str(tmp_path / name), reactor) for name in NAMES}
-    yield metadata, stores
-    metadata.database.close()
+    return sqlite_store(), stores
 
 
-async def placement_of(world: Any, policy: PlacementPolicy, quotas: dict[str, int] | None = None) -> Placement:
+async def placement_of(world: Any, replicas: int, write_quorum: int, quotas: dict[str, int] | None = None) -> Placement:
+    """A placement over the world's stores a, b and c (started) that keeps ``replicas``
+    copies of each object, ``write_quorum`` of them before it answers."""
     metadata, stores = world
+    policy = PlacementPolicy(replicas=replicas, write_quorum=write_quorum)
     await metadata.start()
     await metadata.sync_stores([(name, (quotas or {}).get(name, 0)) for name in NAMES])
     for store in stores.values():
         await store.start()
     health = StoreHealth(list(stores), unhealthy_after=1)
     return Placement(metadata, stores, "pack", reactor, KeyLocks(), health, policy=lambda bucket: policy)
-
-
-async def stored_bytes(store: DirectoryStore, location: str) -> bytes:
-    reader = await store.open_read(location, None)
-    consumer = CollectingConsumer()
-    streamed = reader.stream_to(consumer)
-    consumer.pull_all()
-    await streamed
-    return consumer.body
 
 
 async def live_copies(metadata: MetadataStore, key: str) -> list[str]:
@@ -156,7 +155,7 @@ async def queued(metadata: MetadataStore) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_two_replicas_put_the_bytes_on_two_stores_and_count_both(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     assert await live_copies(metadata, "k") == ["a", "b"]
     for name in ("a", "b"):
@@ -168,7 +167,7 @@ async def test_two_replicas_put_the_bytes_on_two_stores_and_count_both(world) ->
 @pytest_twisted.ensureDeferred
 async def test_an_overwrite_replaces_every_copy_and_its_usage(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
     record = await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
     for name in ("a", "b"):
@@ -184,9 +183,8 @@ async def test_an_overwrite_replaces_every_copy_and_its_usage(world) -> None:
 @pytest_twisted.ensureDeferred
 async def test_the_client_is_answered_at_the_quorum_and_the_late_copy_commits_when_done(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    placement = await placement_of(world, 3, 2)
+    gate = hold_writes(stores["c"])
     record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     assert await live_copies(metadata, "k") == ["a", "b"]
     assert await queued(metadata) == ["k"]
@@ -203,9 +201,8 @@ async def test_the_client_is_answered_at_the_quorum_and_the_late_copy_commits_wh
 @pytest_twisted.ensureDeferred
 async def test_a_copy_done_while_the_others_commit_joins_the_object_and_leaves_no_reservation(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    placement = await placement_of(world, 3, 2)
+    gate = hold_writes(stores["c"])
     commit_copies = metadata.commit_copies
 
     async def commit_after_c_is_done(*args: Any, **kwargs: Any) -> Any:
@@ -224,10 +221,9 @@ async def test_a_copy_done_while_the_others_commit_joins_the_object_and_leaves_n
 @pytest_twisted.ensureDeferred
 async def test_a_copy_that_cannot_be_published_removes_the_object_and_stops_the_late_copies(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
+    placement = await placement_of(world, 3, 2)
     stores["b"].fail_publish = True
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    gate = hold_writes(stores["c"])
     with pytest.raises(StoreUnavailable):
         await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     gate.callback(None)
@@ -241,9 +237,8 @@ async def test_a_copy_that_cannot_be_published_removes_the_object_and_stops_the_
 @pytest_twisted.ensureDeferred
 async def test_a_late_copy_that_fails_leaves_the_object_queued_and_its_room_released(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    placement = await placement_of(world, 3, 2)
+    gate = hold_writes(stores["c"])
     record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     gate.errback(StoreUnavailable("the disk went away"))
     await placement.settled()
@@ -257,7 +252,7 @@ async def test_a_late_copy_that_fails_leaves_the_object_queued_and_its_room_rele
 @pytest_twisted.ensureDeferred
 async def test_a_store_refusing_its_copy_under_a_full_quorum_fails_the_write_with_nothing_left(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     stores["b"].refuse = True
     with pytest.raises(StoreUnavailable):
         await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
@@ -270,10 +265,8 @@ async def test_a_store_refusing_its_copy_under_a_full_quorum_fails_the_write_wit
 @pytest_twisted.ensureDeferred
 async def test_a_copy_failing_at_the_end_under_a_full_quorum_fails_the_write(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    gate.errback(StoreUnavailable("reset"))
-    stores["b"].gate = gate
+    placement = await placement_of(world, 2, 2)
+    hold_writes(stores["b"]).errback(StoreUnavailable("reset"))
     with pytest.raises(StoreUnavailable):
         await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     assert await metadata.get_object("bkt", "k") is None
@@ -285,7 +278,7 @@ async def test_a_failed_write_that_may_have_replaced_a_second_copy_in_place_lets
     """The object's copies are on a (its first) and b; an overwrite fails, its write to b
     with its answer lost (b may hold the new bytes now): b's copy is let go, a's stays."""
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     record = await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
     assert (record.store, await live_copies(metadata, "k")) == ("a", ["a", "b"])
     stores["b"].clobber = True
@@ -307,7 +300,7 @@ async def test_a_failed_write_that_may_have_replaced_a_second_copy_in_place_lets
 @pytest_twisted.ensureDeferred
 async def test_a_quorum_of_one_with_a_store_refusing_commits_one_copy_and_queues_the_other(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=1))
+    placement = await placement_of(world, 2, 1)
     stores["a"].refuse = True
     await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     assert await live_copies(metadata, "k") == ["b"]
@@ -318,7 +311,7 @@ async def test_a_quorum_of_one_with_a_store_refusing_commits_one_copy_and_queues
 @pytest_twisted.ensureDeferred
 async def test_too_few_healthy_stores_for_the_quorum_is_unavailable_and_too_little_room_is_no_room(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=3), quotas={"c": 5})
+    placement = await placement_of(world, 3, 3, quotas={"c": 5})
     with pytest.raises(NoRoom):
         await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     placement.health.record_failure("b", "down")
@@ -334,7 +327,7 @@ def copy_target(source: Any, key: str) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_a_copy_to_another_key_makes_the_configured_number_of_copies(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    placement = await placement_of(world, 1, 1)
     source = await placement.write("bkt", "src", FakeRequestBody(b"0123456789"), NEW)
     placement.policy = lambda bucket: PlacementPolicy(replicas=2, write_quorum=2)
     # On a within the store, to b streamed from a.
@@ -348,7 +341,7 @@ async def test_a_copy_to_another_key_makes_the_configured_number_of_copies(world
 @pytest_twisted.ensureDeferred
 async def test_a_copy_onto_itself_keeps_every_copy(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     source = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     replaced = attrs.evolve(source, content_type="image/png", last_modified_ms=source.last_modified_ms + 1)
     await placement.copy(source, replaced)
@@ -362,7 +355,7 @@ async def test_a_copy_onto_itself_keeps_every_copy(world) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_copy_short_of_its_quorum_is_unavailable_and_leaves_nothing(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    placement = await placement_of(world, 1, 1)
     source = await placement.write("bkt", "src", FakeRequestBody(b"0123456789"), NEW)
     placement.policy = lambda bucket: PlacementPolicy(replicas=2, write_quorum=2)
     stores["b"].refuse = True
@@ -375,7 +368,7 @@ async def test_a_copy_short_of_its_quorum_is_unavailable_and_leaves_nothing(worl
 @pytest_twisted.ensureDeferred
 async def test_a_completed_multipart_upload_has_one_copy_and_waits_for_the_replicator(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     multipart = MultipartOperations(placement, metadata, reactor, expire_after=86400)
     await placement.write("bkt", "obj", FakeRequestBody(b"an older object"), NEW)
     upload_id = await retry_world.uploaded(SimpleNamespace(multipart=multipart))
@@ -403,7 +396,7 @@ async def counts(metadata: MetadataStore) -> dict[str, int]:
 @pytest_twisted.ensureDeferred
 async def test_an_overwrite_elsewhere_queues_the_old_copy_its_store_keeps_until_the_cleanup_job(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=2, write_quorum=2))
+    placement = await placement_of(world, 2, 2)
     old = await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
     placement.health.record_failure("a", "down")
     stores["a"].delete = lambda location: fail(StoreUnavailable("down"))  # type: ignore[method-assign]
@@ -431,9 +424,8 @@ async def test_an_overwrite_elsewhere_queues_the_old_copy_its_store_keeps_until_
 @pytest_twisted.ensureDeferred
 async def test_every_copy_records_its_intent_and_the_commits_drop_them(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    placement = await placement_of(world, 3, 2)
+    gate = hold_writes(stores["c"])
     reserve_copies = metadata.reserve_copies
     recorded: list[list[str]] = []
 
@@ -455,9 +447,8 @@ async def test_every_copy_records_its_intent_and_the_commits_drop_them(world) ->
 @pytest_twisted.ensureDeferred
 async def test_a_failed_late_copy_drops_its_intent_and_queues_nothing_where_its_bytes_never_landed(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=2))
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate
+    placement = await placement_of(world, 3, 2)
+    gate = hold_writes(stores["c"])
     await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     gate.errback(StoreUnavailable("the disk went away"))
     await placement.settled()
@@ -469,7 +460,7 @@ async def test_a_failed_late_copy_drops_its_intent_and_queues_nothing_where_its_
 @pytest_twisted.ensureDeferred
 async def test_the_replicators_copies_record_intents_that_add_copy_drops(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    placement = await placement_of(world, 1, 1)
     await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     placement.policy = lambda bucket: PlacementPolicy(replicas=3, write_quorum=3)
     add_copy = metadata.add_copy
@@ -491,11 +482,10 @@ async def test_the_replicators_copies_record_intents_that_add_copy_drops(world) 
 @pytest_twisted.ensureDeferred
 async def test_after_a_crash_mid_overwrite_the_reaper_and_cleanup_job_settle_the_late_copy(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=3, write_quorum=3))
+    placement = await placement_of(world, 3, 3)
     old = await placement.write("bkt", "k", FakeRequestBody(b"old old old"), NEW)
     placement.policy = lambda bucket: PlacementPolicy(replicas=3, write_quorum=2)
-    gate: Deferred[None] = Deferred()
-    stores["c"].gate = gate  # c's copy does not finish: the writer dies with it in flight
+    gate = hold_writes(stores["c"])  # c's copy does not finish: the writer dies with it in flight
     await placement.write("bkt", "k", FakeRequestBody(b"new"), NEW)
     assert await pending_intents(metadata) == ["c"]
     assert await queued_cleanups(metadata) == [("c", old.location, 11)]  # c's old copy, let go of

@@ -111,16 +111,17 @@ def test_added_or_removed_stores_wait_for_a_restart() -> None:
     assert removed.needs_restart == ("stores (other than quota_bytes, zone, mode and monthly caps)",)
 
 
-def test_header_timeout_and_min_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
+def test_header_timeout_and_upload_rate_apply_at_once_the_backlog_waits_for_a_restart() -> None:
     def edit(data: dict[str, Any]) -> None:
-        data["server"].update(header_timeout=5, min_upload_rate=0, backlog=64)
+        data["server"].update(header_timeout=5, min_upload_rate=0, upload_rate_window=3, backlog=64)
 
     old = config()
     plan = reload_plan(old, config(edit))
     assert plan.applied == ("server",)
     assert plan.needs_restart == ("server.backlog",)
     server = plan.config.server
-    assert (server.header_timeout, server.min_upload_rate, server.backlog) == (5.0, 0, old.server.backlog)
+    assert (server.header_timeout, server.min_upload_rate, server.upload_rate_window, server.backlog) == (
+        5.0, 0, 3.0, old.server.backlog)
 
 
 def test_the_number_of_workers_waits_for_a_restart() -> None:

@@ -49,7 +49,7 @@ def job_for(placement: Placement, metadata: Any, settings: PlacementPolicy = TWO
 @pytest_twisted.ensureDeferred
 async def test_a_copy_missing_while_stores_were_down_is_made_once_one_is_back(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, TWO)
+    placement = await placement_of(world, TWO.replicas, TWO.write_quorum)
     stores["b"].refuse = stores["c"].refuse = True
     record = await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)  # b refused, went down
     job = job_for(placement, metadata)
@@ -69,7 +69,7 @@ async def test_a_copy_missing_while_stores_were_down_is_made_once_one_is_back(wo
 @pytest_twisted.ensureDeferred
 async def test_a_store_that_cannot_take_the_copy_leaves_it_queued_and_counted(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, TWO)
+    placement = await placement_of(world, TWO.replicas, TWO.write_quorum)
     for name in ("b", "c"):
         stores[name].refuse = True
     await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
@@ -87,7 +87,7 @@ async def test_a_store_that_cannot_take_the_copy_leaves_it_queued_and_counted(wo
 @pytest_twisted.ensureDeferred
 async def test_replicas_raised_by_a_reload_are_made_for_existing_objects(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    placement = await placement_of(world, 1, 1)
     await placement.write("bkt", "k", FakeRequestBody(b"0123456789"), NEW)
     placement.policy = lambda bucket: PlacementPolicy(replicas=3, write_quorum=1)
     job = ReplicatorJob(placement, metadata, lambda: ["bkt"], lambda bucket: placement.policy(bucket),
@@ -101,7 +101,7 @@ async def test_replicas_raised_by_a_reload_are_made_for_existing_objects(world) 
 @pytest_twisted.ensureDeferred
 async def test_an_object_overwritten_meanwhile_is_not_given_a_copy(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy(replicas=1, write_quorum=1))
+    placement = await placement_of(world, 1, 1)
     old = await placement.write("bkt", "k", FakeRequestBody(b"old!"), NEW)
     await placement.write("bkt", "k", FakeRequestBody(b"new!"), NEW)
     reservation = (await metadata.reserve_copies(4, lambda usage: ["c"]))[0]

@@ -36,15 +36,16 @@ def write_config(path: Path, limits: str) -> Path:
 
 @pytest_twisted.ensureDeferred
 async def test_the_site_gets_the_configured_limits_and_a_reload_changes_them(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.toml", "header_timeout = 7\nmin_upload_rate = 100")
+    config = write_config(tmp_path / "config.toml", "header_timeout = 7\nmin_upload_rate = 100\nupload_rate_window = 4")
     options = Options()
     options.parseOptions(["--config", str(config)])
     service = makeService(options, reactor=reactor)
-    assert (service.site.header_timeout, service.site.min_upload_rate) == (7.0, 100)
+    site = service.site
+    assert (site.header_timeout, site.min_upload_rate, site.upload_rate_window) == (7.0, 100, 4.0)
     await service.metadata.start()
     try:
-        write_config(config, "header_timeout = 3\nmin_upload_rate = 0")
+        write_config(config, "header_timeout = 3\nmin_upload_rate = 0\nupload_rate_window = 2")
         assert await service.reload()
     finally:
         service.metadata.database.close()
-    assert (service.site.header_timeout, service.site.min_upload_rate) == (3.0, 0)
+    assert (site.header_timeout, site.min_upload_rate, site.upload_rate_window) == (3.0, 0, 2.0)

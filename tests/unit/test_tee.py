@@ -35,7 +35,7 @@ from s3orchestrator.stores.interface import (
 )
 from s3orchestrator.stores.s3 import S3Store
 from s3orchestrator.web.body import UploadBody
-from tests.unit.fakes import CollectingConsumer, FakeBody, Outcome, RecordingTransport, auth_result
+from tests.unit.fakes import FakeBody, Outcome, RecordingTransport, auth_result, stored_bytes
 
 START_TIMEOUT = 30.0
 
@@ -469,15 +469,6 @@ def directory_store(tmp_path: Path, name: str) -> DirectoryStore:
     return DirectoryStore(name, str(tmp_path / name), reactor)
 
 
-async def read(store: DirectoryStore, location: str) -> bytes:
-    reader = await store.open_read(location, None)
-    consumer = CollectingConsumer()
-    streamed = reader.stream_to(consumer)
-    consumer.pull_all()
-    await streamed
-    return consumer.body
-
-
 @pytest_twisted.ensureDeferred
 async def test_two_directory_stores_receive_identical_bytes(tmp_path: Path) -> None:
     data = bytes(range(256)) * 1024 + b"end"
@@ -496,7 +487,7 @@ async def test_two_directory_stores_receive_identical_bytes(tmp_path: Path) -> N
         await write.publish()
 
     for store in stores:
-        assert await read(store, "app/key") == data
+        assert await stored_bytes(store, "app/key") == data
 
 
 @pytest_twisted.ensureDeferred
@@ -517,7 +508,7 @@ async def test_a_directory_write_aborted_mid_body_leaves_the_other_to_finish(tmp
     assert Outcome(writes[1].done).failure.check(CancelledError)
     assert tee.live_branches == 1
     assert "stop" not in transport.calls
-    assert await read(stores[0], "app/key") == data
+    assert await stored_bytes(stores[0], "app/key") == data
     with pytest.raises(ObjectMissing):
         await stores[1].open_read("app/key", None)
 
@@ -652,7 +643,7 @@ async def test_an_upstream_refusing_mid_body_drops_its_branch_and_the_directory_
         await writes[0].done
         await writes[0].publish()
 
-        assert await read(directory, "app/key") == data
+        assert await stored_bytes(directory, "app/key") == data
         assert "stop" not in transport.calls
     finally:
         await upstream.stop()
@@ -717,7 +708,7 @@ async def test_an_upstream_connection_that_fills_up_pauses_the_client_and_both_s
         await writes[0].publish()
         await writes[1].done
 
-        assert await read(directory, "app/key") == data
+        assert await stored_bytes(directory, "app/key") == data
         assert factory.bodies == [data]  # type: ignore[attr-defined]
     finally:
         await upstream.stop()

@@ -6,7 +6,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from s3orchestrator.web.upload_pace import UPLOAD_GRACE_SECONDS, UPLOAD_WINDOW_SECONDS, BodyReader
+from s3orchestrator.config import DEFAULT_UPLOAD_RATE_WINDOW as WINDOW
+from s3orchestrator.web.upload_pace import BodyReader
 from tests.unit.fakes import RecordingTransport
 
 RATE = 8192
@@ -15,11 +16,11 @@ RATE = 8192
 class Reading:
     """A BodyReader over a RecordingTransport on a Clock, counting too_slow calls."""
 
-    def __init__(self, min_rate: int = RATE) -> None:
+    def __init__(self, min_rate: int = RATE, window: float = WINDOW) -> None:
         self.clock = Clock()
         self.transport = RecordingTransport(paused=False)
         self.too_slow = 0
-        self.reader = BodyReader(self.transport, self.clock, min_rate, self._too_slow)
+        self.reader = BodyReader(self.transport, self.clock, min_rate, self._too_slow, window=window)
 
     def _too_slow(self) -> None:
         self.too_slow += 1
@@ -49,18 +50,29 @@ def test_a_trickling_client_is_too_slow_after_the_grace_period_and_one_window() 
     reading = Reading()
     reading.reader.resumeProducing()
 
-    reading.trickle(UPLOAD_GRACE_SECONDS, 1)
+    reading.trickle(WINDOW, 1)
     assert reading.too_slow == 0
 
-    reading.trickle(UPLOAD_WINDOW_SECONDS, 1)
+    reading.trickle(WINDOW, 1)
     assert reading.too_slow == 1
     assert reading.clock.getDelayedCalls() == []
+
+
+def test_a_shorter_window_judges_sooner() -> None:
+    reading = Reading(window=2)
+    reading.reader.resumeProducing()
+
+    reading.trickle(2, 1)
+    assert reading.too_slow == 0
+
+    reading.trickle(2, 1)
+    assert reading.too_slow == 1
 
 
 def test_a_client_at_the_minimum_rate_is_never_too_slow() -> None:
     reading = Reading()
     reading.reader.resumeProducing()
-    reading.trickle(10 * UPLOAD_WINDOW_SECONDS, RATE)
+    reading.trickle(10 * WINDOW, RATE)
     assert reading.too_slow == 0
 
 
@@ -69,24 +81,24 @@ def test_time_the_daemon_keeps_the_client_paused_does_not_count() -> None:
     # Paused from the start (store not ready), then by backpressure for minutes.
     reading.clock.advance(30)
     reading.reader.resumeProducing()
-    reading.trickle(UPLOAD_GRACE_SECONDS, RATE)
+    reading.trickle(WINDOW, RATE)
     reading.reader.pauseProducing()
-    reading.clock.advance(20 * UPLOAD_WINDOW_SECONDS)
+    reading.clock.advance(20 * WINDOW)
     assert reading.too_slow == 0
 
     reading.reader.resumeProducing()
-    reading.trickle(2 * UPLOAD_WINDOW_SECONDS, 0)
+    reading.trickle(2 * WINDOW, 0)
     assert reading.too_slow == 1
 
 
 def test_a_window_mostly_paused_by_the_daemon_is_not_judged() -> None:
     reading = Reading()
     reading.reader.resumeProducing()
-    reading.trickle(UPLOAD_GRACE_SECONDS + 1, RATE)
+    reading.trickle(WINDOW + 1, RATE)
     reading.reader.pauseProducing()
     for _ in range(5):
         # A second of reading now and then, the rest paused by a slow store.
-        reading.clock.advance(UPLOAD_WINDOW_SECONDS - 1)
+        reading.clock.advance(WINDOW - 1)
         reading.reader.resumeProducing()
         reading.clock.advance(1)
         reading.reader.pauseProducing()
@@ -97,7 +109,7 @@ def test_done_stops_watching() -> None:
     reading = Reading()
     reading.reader.resumeProducing()
     reading.reader.done()
-    reading.trickle(5 * UPLOAD_WINDOW_SECONDS, 0)
+    reading.trickle(5 * WINDOW, 0)
     assert reading.too_slow == 0
 
 
