@@ -115,16 +115,24 @@ class Client:
                 md5.update(view[:count])
         return total
 
-    def small(self, method: str, key: str, body: bytes = b"") -> bytes:
+    def small(self, method: str, key: str, body: bytes = b"") -> int:
+        """One small request, retried (as SDKs do) while the answer is 503 SlowDown; the retries."""
         payload = hashlib.sha256(body).hexdigest()
-        headers = self._headers(method, key, {"Content-Length": str(len(body))} if body else {}, payload)
-        connection = self.connection()
-        connection.request(method, f"/{self.bucket}/{key}", body=body or None, headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{method} {key}: {response.status}")
-        return data
+        for attempt in range(10):
+            headers = self._headers(method, key, {"Content-Length": str(len(body))} if body else {}, payload)
+            connection = self.connection()
+            connection.request(method, f"/{self.bucket}/{key}", body=body or None, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                return attempt
+            if response.status != 503:
+                break
+            if response.getheader("connection", "").lower() == "close":
+                connection.close()
+                self._connection = None
+            time.sleep(0.05 * (attempt + 1))
+        raise RuntimeError(f"{method} {key}: {response.status}")
 
 
 def generated(size: int) -> Iterator[bytes]:
@@ -351,13 +359,10 @@ def _small_client(endpoint: str, prefix: str, phase: str, barrier: Any, done: An
     client = Client(endpoint, ACCESS_KEY, SECRET_KEY, BUCKET)
     body = os.urandom(SMALL_SIZE)
     barrier.wait()
+    retries = 0
     for number in range(SMALL_OPS):
-        key = f"{prefix}-{number}"
-        if phase == "PUT":
-            client.small("PUT", key, body)
-        else:
-            client.small(phase, key)
-    done.put(True)
+        retries += client.small(phase, f"{prefix}-{number}", body if phase == "PUT" else b"")
+    done.put(retries)
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -391,8 +396,7 @@ def section_workers(work: Path, codes: dict[str, Path]) -> None:
                     before = {pid: cpu_seconds(pid) for pid in processes}
                     barrier.wait()
                     start = time.monotonic()
-                    for _ in clients:
-                        done.get(timeout=600)
+                    retries = sum(done.get(timeout=900) for _ in clients)
                     seconds = time.monotonic() - start
                     spent = {pid: cpu_seconds(pid) - before[pid] for pid in processes}
                     for process in clients:
@@ -404,7 +408,7 @@ def section_workers(work: Path, codes: dict[str, Path]) -> None:
                     spread = " / ".join(f"{spent[pid]:.1f}" for pid in processes[1:]) if workers > 1 else "-"
                     figures.append((phase, ops / seconds, cpu_per_op))
                     print(f"  {label} workers={workers} {phase:4s} {ops / seconds:7.0f} ops/s  "
-                          f"{cpu_per_op * 1e3:.2f} CPU-ms/op  CPU-s per worker: {spread}")
+                          f"{cpu_per_op * 1e3:.2f} CPU-ms/op  CPU-s per worker: {spread}  503 retries: {retries}")
                 if workers == 1:
                     estimate = "  ".join(f"{phase} {1 / cpu:.0f}/core, ~{16 / cpu:.0f} on 16 cores"
                                          for phase, _, cpu in figures)
