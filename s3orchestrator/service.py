@@ -244,7 +244,7 @@ class OrchestratorService(LoggingService):
         )
         self.s3_handler = S3Handler(
             api, self.find_credential, reactor, metrics=self.metrics,
-            bucket_exists=lambda name: self.config.has_bucket(name),
+            bucket_exists=lambda name: self.config.has_bucket(name), threads=reactor,
         )
         self.site = S3Site(OpsRouter(self.s3_handler, self.ops_endpoints()), timeout=config.server.timeout,
                            reactor=reactor, header_timeout=config.server.header_timeout,

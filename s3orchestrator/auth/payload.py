@@ -1,4 +1,8 @@
-"""Whole-body verification: framing, length, SHA-256, Content-MD5 and x-amz-checksum-*."""
+"""Whole-body verification: framing, length, SHA-256, Content-MD5 and x-amz-checksum-*.
+
+Given ``threads`` (the reactor), a large body's digests are computed in a worker
+thread (see auth.digests): ``finish`` then waits for ``digested``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ import hmac
 from typing import Callable
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from s3orchestrator.auth.checksums import ALGORITHMS, CHECKSUM_HEADERS, Checksum, new_checksum
 from s3orchestrator.auth.chunked import AwsChunkedDecoder, ChunkSignatureChain
+from s3orchestrator.auth.digests import THREAD_MIN_BYTES, InlineDigests, ThreadedDigests, ThreadRunner, Updatable
 from s3orchestrator.auth.sigv4 import AuthResult, Headers, PayloadMode, single_header
 from s3orchestrator.errors import S3Error
 
@@ -45,7 +51,9 @@ def _b64_digest(value: str, size: int) -> bytes | None:
 class PayloadVerifier:
     """Decodes (aws-chunked) and verifies a request body as it streams."""
 
-    def __init__(self, auth: AuthResult, headers: Headers, on_data: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, auth: AuthResult, headers: Headers, on_data: Callable[[bytes], None], threads: ThreadRunner | None = None
+    ) -> None:
         self._mode = auth.payload_mode
         self._expected_sha256 = auth.payload_sha256
         self._on_data = on_data
@@ -74,6 +82,15 @@ class PayloadVerifier:
                                             "Multiple checksum Types are not allowed.")
         self._checksums: dict[str, Checksum] = {
             alg: new_checksum(alg) for alg in [*self._header_checksums, *self._trailer_checksums]}
+        # Every digest of the decoded body (a SIGNED payload is not aws-chunked: decoded is raw).
+        digests: list[Updatable] = [self._md5, *self._checksums.values()]
+        if self._sha256 is not None:
+            digests.append(self._sha256)
+        self._on_backlog: Callable[[bool], None] = lambda backlogged: None
+        self._digests: InlineDigests | ThreadedDigests = (
+            ThreadedDigests(digests, threads, lambda backlogged: self._on_backlog(backlogged))
+            if threads is not None and self.decoded_length >= THREAD_MIN_BYTES else InlineDigests(digests)
+        )
 
         self._size = 0
         self._decoder: AwsChunkedDecoder | None = None
@@ -120,10 +137,18 @@ class PayloadVerifier:
 
     def _decoded(self, data: bytes) -> None:
         self._size += len(data)
-        self._md5.update(data)
-        for checksum in self._checksums.values():
-            checksum.update(data)
+        self._digests.update(data)
         self._on_data(data)
+
+    def watch_backlog(self, listener: Callable[[bool], None]) -> None:
+        """Have ``listener`` told when the client should pause (True) and may resume (False)
+        because the digests, hashed in a worker thread, fell behind."""
+        self._on_backlog = listener
+
+    def digested(self) -> Deferred[None]:
+        """Fires once every byte fed is hashed (at once unless a worker thread hashes them);
+        ``finish`` may be called then."""
+        return self._digests.done()
 
     def feed(self, data: bytes) -> None:
         """Consume the next slice of the raw request body."""
@@ -132,12 +157,10 @@ class PayloadVerifier:
             return
         if self._size + len(data) > self.decoded_length:
             raise S3Error("InvalidRequest", "The body is longer than Content-Length.")
-        if self._sha256 is not None:
-            self._sha256.update(data)
         self._decoded(data)
 
     def finish(self) -> VerifiedPayload:
-        """Check the complete body; raise the S3 error for the first mismatch found."""
+        """Check the complete body (once ``digested`` fired); raise the S3 error for the first mismatch found."""
         trailers = self._decoder.finish() if self._decoder is not None else {}
         if self._size != self.decoded_length:
             raise S3Error("IncompleteBody")

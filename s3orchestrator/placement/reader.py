@@ -7,7 +7,8 @@ bytes not yet delivered and keeps writing into the same consumer, which sees
 one body. It registers itself on the consumer as the (push) producer for the
 whole body and forwards pause/resume to whichever store reader is current;
 a store reader that is a pull producer (a directory store's file) is pulled
-one chunk per reactor turn while the consumer is not paused.
+one chunk per reactor turn while the consumer is not paused. A file's bytes
+may go to the consumer by ``send_file`` (see IFileConsumer) instead of writes.
 
 ``order_copies`` puts copies in the configured ``read_order``, those on stores over a
 monthly read cap last.
@@ -23,7 +24,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from s3orchestrator.stores.interface import IObjectReader, ObjectMissing, StoreMisconfigured, StoreUnavailable
+from s3orchestrator.stores.interface import (
+    IFileConsumer,
+    IObjectReader,
+    ObjectMissing,
+    StoreMisconfigured,
+    StoreUnavailable,
+    file_sender,
+)
 
 __all__ = ["CopyMismatch", "FailoverReader", "etags_conflict", "order_copies"]
 
@@ -95,7 +103,7 @@ def etags_conflict(expected: str, reported: str) -> bool:
     return _layout(expected) == _layout(reported) and expected != reported
 
 
-@implementer(IConsumer)
+@implementer(IFileConsumer)
 class _Leg:
     """The consumer one store reader streams into: counts its bytes and holds its producer."""
 
@@ -107,6 +115,9 @@ class _Leg:
 
     def write(self, data: bytes) -> None:
         self.owner._write(self, data)
+
+    def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        return self.owner._send_file(self, fd, offset, count)
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self.producer, self.streaming = producer, streaming
@@ -262,6 +273,15 @@ class FailoverReader:
             return  # a reader given up on: its bytes are not part of the body
         self._delivered += len(data)
         self._consumer.write(data)
+
+    def _send_file(self, leg: _Leg, fd: int, offset: int, count: int) -> int | None:
+        if leg is not self._leg or self._finished or self._consumer is None:
+            return None  # written (and dropped) instead
+        send = file_sender(self._consumer)
+        sent = send(fd, offset, count) if send is not None else None
+        if sent:
+            self._delivered += sent
+        return sent
 
     def _leg_done(self, _: None, leg: _Leg) -> None:
         if leg is not self._leg or self._finished:

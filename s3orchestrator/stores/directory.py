@@ -91,6 +91,7 @@ from s3orchestrator.stores.interface import (
     ObjectStat,
     StoredPart,
     StoreUnavailable,
+    file_sender,
 )
 
 TEMP_DIRECTORY = ".tmp"
@@ -622,7 +623,8 @@ class DirectoryWrite:
 
 @implementer(IObjectReader, IPullProducer)
 class FileReader:
-    """An open file (or a byte range of it), streamed as a pull producer in READ_CHUNK reads."""
+    """An open file (or a byte range of it), streamed as a pull producer in READ_CHUNK reads,
+    or handed to a consumer that sends files itself (``send_file``, see IFileConsumer)."""
 
     def __init__(self, file: Any, length: int, chunk_size: int = READ_CHUNK) -> None:
         self.length = length
@@ -631,6 +633,9 @@ class FileReader:
         self._remaining = length
         self._chunk_size = chunk_size
         self._consumer: IConsumer | None = None
+        self._send_file: Callable[[int, int, int], int | None] | None = None
+        self._fd = -1
+        self._position = 0
         self._streamed: Deferred[None] | None = None
         self._in_resume = False
         self._resume_again = False
@@ -644,6 +649,12 @@ class FileReader:
             self._streamed.errback(CancelledError("reader was cancelled"))
             return self._streamed
         self._consumer = consumer
+        self._send_file = file_sender(consumer)
+        if self._send_file is not None:
+            try:
+                self._fd, self._position = self._file.fileno(), self._file.tell()
+            except OSError:  # not a real file
+                self._send_file = None
         streamed = self._streamed
         consumer.registerProducer(self, False)
         return streamed
@@ -669,6 +680,9 @@ class FileReader:
         if self._remaining == 0:
             self._finish(None, unregister=True)
             return
+        if self._send_file is not None:
+            self._send()
+            return
         try:
             data = self._file.read(min(self._chunk_size, self._remaining))
         except OSError as error:
@@ -683,6 +697,33 @@ class FileReader:
         except Exception:
             self._finish(Failure(), unregister=False)
             return
+        if self._remaining == 0:
+            self._finish(None, unregister=True)
+
+    def _send(self) -> None:
+        """Let the consumer send the next bytes from the file; read them from now on if it cannot."""
+        assert self._send_file is not None and self._file is not None
+        try:
+            sent = self._send_file(self._fd, self._position, self._remaining)
+        except OSError as error:
+            self._finish(Failure(StoreUnavailable(f"read failed: {error}")), unregister=True)
+            return
+        except Exception:
+            self._finish(Failure(), unregister=False)
+            return
+        if self._file is None:  # the consumer stopped us meanwhile
+            return
+        if sent is None:
+            self._send_file = None
+            try:
+                self._file.seek(self._position)
+            except OSError as error:
+                self._finish(Failure(StoreUnavailable(f"read failed: {error}")), unregister=True)
+                return
+            self._resume_again = True  # write this chunk now
+            return
+        self._position += sent
+        self._remaining -= sent
         if self._remaining == 0:
             self._finish(None, unregister=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -103,6 +103,25 @@ class IObjectReader(Interface):
 
     def cancel() -> None:
         """Stop streaming and release the open file or connection."""
+
+
+class IFileConsumer(IConsumer):
+    """A consumer that can also take bytes straight from an open file (the kernel copying
+    them: sendfile). Optional: a store reader asks with ``file_sender``."""
+
+    def send_file(fd: int, offset: int, count: int) -> int | None:
+        """Send up to ``count`` bytes of the file ``fd`` from ``offset``; return how many went.
+
+        0: none now (the consumer paused its producer and resumes it when it can take
+        more, or stops it); None: it cannot take bytes from this file now, write them
+        instead. Raises OSError when reading the file fails.
+        """
+
+
+def file_sender(consumer: IConsumer) -> Callable[[int, int, int], int | None] | None:
+    """``consumer``'s ``send_file`` if it has one (see IFileConsumer), else None."""
+    send: Callable[[int, int, int], int | None] | None = getattr(consumer, "send_file", None)
+    return send
 
 
 class IObjectStore(Interface):

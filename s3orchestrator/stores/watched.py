@@ -10,18 +10,36 @@ from twisted.internet.interfaces import IConsumer, IProducer
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from s3orchestrator.stores.interface import IFileConsumer, file_sender
 
-@implementer(IConsumer)
+
+@implementer(IFileConsumer)
 class WatchingConsumer:
-    """Passes bytes on to ``consumer``, showing each chunk to ``seen`` first."""
+    """Passes bytes on to ``consumer``, showing each chunk to ``seen`` first.
 
-    def __init__(self, consumer: IConsumer, seen: Callable[[bytes], None]) -> None:
+    With ``sent`` (told the number of bytes), file bytes may also go to the consumer
+    unseen (``send_file``, see IFileConsumer); without, a reader writes them.
+    """
+
+    def __init__(
+        self, consumer: IConsumer, seen: Callable[[bytes], None], sent: Callable[[int], None] | None = None
+    ) -> None:
         self._consumer = consumer
         self._seen = seen
+        self._sent = sent
 
     def write(self, data: bytes) -> None:
         self._seen(data)
         self._consumer.write(data)
+
+    def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        send = file_sender(self._consumer) if self._sent is not None else None
+        if send is None:
+            return None
+        done = send(fd, offset, count)
+        if done and self._sent is not None:
+            self._sent(done)
+        return done
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._consumer.registerProducer(producer, streaming)

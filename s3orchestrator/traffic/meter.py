@@ -44,15 +44,16 @@ _OTHER = Traffic(requests_other=1)
 class _CountedReader:
     """A store reader whose bytes count as the store's egress as they are delivered."""
 
-    def __init__(self, reader: IObjectReader, counted: Callable[[bytes], None]) -> None:
+    def __init__(self, reader: IObjectReader, counted: Callable[[bytes], None], sent: Callable[[int], None]) -> None:
         self._reader = reader
         self._counted = counted
+        self._sent = sent
         self.length = reader.length
         # Optional on store readers (see IObjectReader): the store's ETag of the object.
         self.etag = getattr(reader, "etag", None)
 
     def stream_to(self, consumer: IConsumer) -> Deferred[None]:
-        return self._reader.stream_to(WatchingConsumer(consumer, self._counted))
+        return self._reader.stream_to(WatchingConsumer(consumer, self._counted, self._sent))
 
     def cancel(self) -> None:
         self._reader.cancel()
@@ -82,6 +83,9 @@ class MeteredStore:
     def _egress(self, data: bytes) -> None:
         self._counter.count_bytes(self.name, egress=len(data))
 
+    def _egress_sent(self, count: int) -> None:
+        self._counter.count_bytes(self.name, egress=count)
+
     def start(self) -> Deferred[Any]:
         return self._store.start()
 
@@ -101,7 +105,7 @@ class MeteredStore:
 
     def open_read(self, location: str, byte_range: tuple[int, int] | None) -> Deferred[IObjectReader]:
         self._request(_CLASS_B)
-        return self._store.open_read(location, byte_range).addCallback(_CountedReader, self._egress)
+        return self._store.open_read(location, byte_range).addCallback(_CountedReader, self._egress, self._egress_sent)
 
     def stat(self, location: str) -> Deferred[ObjectStat]:
         self._request(_CLASS_B)

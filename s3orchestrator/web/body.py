@@ -48,6 +48,7 @@ class UploadBody:
     ) -> None:
         self._transport = transport
         self._verifier = make_verifier(self._decoded)
+        self._verifier.watch_backlog(self._digests_backlogged)
         self._on_consumer_ready = on_consumer_ready
         self.length: int = self._verifier.decoded_length
         self.received = 0  # decoded payload bytes so far (the request's bytes in)
@@ -58,6 +59,7 @@ class UploadBody:
         self._tail: bytes | None = None
         self._tail_released = False
         self._paused_by_consumer = False
+        self._paused_by_digests = False
         self._stopped = False
         self._failure: Failure | None = None
 
@@ -70,7 +72,7 @@ class UploadBody:
             self._produced.errback(self._failure)
             return self._produced
         self._flush()
-        if not self._paused_by_consumer:
+        if not self._paused_by_consumer and not self._paused_by_digests:
             self._transport.resumeProducing()
         self._on_consumer_ready()
         return self._produced
@@ -82,7 +84,7 @@ class UploadBody:
     def resumeProducing(self) -> None:
         self._paused_by_consumer = False
         self._flush()
-        if not self._paused_by_consumer and not self._stopped:
+        if not self._paused_by_consumer and not self._paused_by_digests and not self._stopped:
             self._transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -102,6 +104,11 @@ class UploadBody:
             self._fail(Failure(error))
 
     def bodyComplete(self) -> None:
+        if self._stopped or self._failure is not None:
+            return
+        self._verifier.digested().addCallbacks(self._check, self._fail)
+
+    def _check(self, _: None) -> None:
         if self._stopped or self._failure is not None:
             return
         try:
@@ -140,6 +147,15 @@ class UploadBody:
             self._pending.append(self._tail)
         self._tail = data
         self._flush()
+
+    def _digests_backlogged(self, backlogged: bool) -> None:
+        # The client waits while the worker thread hashing the body is behind.
+        self._paused_by_digests = backlogged
+        if backlogged:
+            self._transport.pauseProducing()
+        elif (self._consumer is not None and not self._paused_by_consumer and not self._pending
+              and not self._stopped):
+            self._transport.resumeProducing()
 
     def _flush(self) -> None:
         consumer = self._consumer

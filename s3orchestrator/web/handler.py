@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3orchestrator.auth.digests import ThreadRunner
 from s3orchestrator.auth.payload import PayloadVerifier
 from s3orchestrator.auth.sigv4 import Credential, verify_request
 from s3orchestrator.errors import S3Error
@@ -71,8 +72,11 @@ class S3Handler:
         clock: IReactorTime,
         metrics: Metrics | None = None,
         bucket_exists: Callable[[str], bool] = lambda name: True,
+        threads: ThreadRunner | None = None,
     ) -> None:
         self.api = api
+        # Where large bodies' digests are computed (the reactor's thread pool); None: inline.
+        self._threads = threads
         self.credentials = credentials
         # Whether a bucket is configured (for any key): NoSuchBucket or AccessDenied.
         self.bucket_exists = bucket_exists
@@ -156,7 +160,7 @@ class S3Handler:
                 raise S3Error("MissingContentLength")
             body = UploadBody(
                 request.reader if request.reader is not None else request.channel.transport,
-                lambda on_data: PayloadVerifier(auth, headers, on_data),
+                lambda on_data: PayloadVerifier(auth, headers, on_data, threads=self._threads),
                 lambda: self._continue(request, headers),
             )
             if request.body_complete:

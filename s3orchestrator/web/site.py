@@ -40,6 +40,8 @@ from zope.interface import implementer
 
 from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_RATE_WINDOW
 from s3orchestrator.errors import S3Error
+from s3orchestrator.stores.interface import IFileConsumer
+from s3orchestrator.web import sendfile
 from s3orchestrator.web.errors import error_document
 from s3orchestrator.web.request_head import RequestHead, too_large
 from s3orchestrator.web.upload_pace import BodyReader
@@ -69,12 +71,15 @@ def new_request_id() -> str:
     return secrets.token_hex(8).upper()
 
 
+@implementer(IFileConsumer)
 class S3Request(http.Request):
     """One S3 request: parsed at header time, body streamed to ``body`` if it has one."""
 
     defaultContentType = None
     channel: S3Channel
     transport: IClientTransport
+    # Set once sendfile failed as unsupported for this response (its bytes are written then).
+    sendfile_refused = False
 
     def __init__(self, channel: S3Channel, queued: object = http._QUEUED_SENTINEL) -> None:
         super().__init__(channel, queued)
@@ -86,6 +91,10 @@ class S3Request(http.Request):
         self.reader: BodyReader | None = None  # what the body pauses and resumes (the client)
         self.body_complete = False
         self.dispatched = False
+
+    def send_file(self, fd: int, offset: int, count: int) -> int | None:
+        """Response bytes straight from a file (IFileConsumer; see web.sendfile)."""
+        return sendfile.send_file(self, fd, offset, count)
 
     # -- called by S3Channel -------------------------------------------------
 

@@ -1,0 +1,450 @@
+"""Large transfers (issue 17, targets 3-5): MB/s and CPU seconds per GiB of each process.
+
+Usage: python bench/large_transfers.py [--size-mib 256] [--repeat 3] [--before DIR]
+       [--sections directory,upload,seaweedfs,rss,workers] [--stream-gib 2]
+
+``--before DIR`` is a checkout of the code to compare with (``git archive <commit> | tar -x -C DIR``):
+each daemon section runs once with it ("before") and once with this checkout ("after").
+
+- directory: a daemon with one directory store; one object of ``--size-mib`` PUT, then
+  GET ``--repeat`` times (the first GET's MD5 checked, untimed rounds after). Plain TCP,
+  so "after" serves it by sendfile.
+- upload: one 1 GiB single PUT (UNSIGNED-PAYLOAD: MD5 only; then SHA-256-signed: MD5 +
+  SHA-256) into the directory store; MB/s and daemon CPU-s/GiB.
+- seaweedfs: SeaweedFS (``weed mini``) direct vs through the daemon (an s3 store on it):
+  PUT and GET of ``--size-mib``; ratios daemon/direct and CPU-s/GiB of daemon and SeaweedFS.
+- rss: four concurrent 2 GiB uploads, then four concurrent 2 GiB downloads of one object
+  (directory store); the daemon's peak RSS (VmHWM).
+- workers: 4 KiB PUT/GET/HEAD from 4 client processes for 2,000 operations each, with
+  server.workers = 1 and 2: ops/s, daemon CPU per operation (all processes), and how the
+  requests spread over the workers (CPU seconds per worker); then an estimate of ops/s
+  per core and on a 16-core host from the CPU per operation.
+
+The client is http.client with SigV4 from botocore, reading into one reused buffer, so
+its own CPU stays small. CPU figures come from /proc (user + system) and are fair on a
+shared machine; MB/s figures are not (other work on the cores slows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import http.client
+import multiprocessing
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from _common import CHUNK, MiB, cpu_seconds, make_file, peak_rss_mib
+from tests.integration.daemon import ACCESS_KEY, BUCKET, REPO, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
+from tests.integration.upstreams import SeaweedFS
+
+GiB = 1024 * MiB
+UNSIGNED = "UNSIGNED-PAYLOAD"
+DIRECT_BUCKET = "bench-direct"
+UPSTREAM_BUCKET = "bench-orchestrator"
+SMALL_SIZE = 4096
+SMALL_OPS = 2000
+SMALL_CLIENTS = 4
+
+
+class _Signer(S3SigV4Auth):
+    def __init__(self, access: str, secret: str, payload: str) -> None:
+        super().__init__(Credentials(access, secret), "s3", "us-east-1")
+        self._payload = payload
+
+    def payload(self, request: Any) -> str:
+        return self._payload
+
+
+class Client:
+    """Raw SigV4 requests to one endpoint and bucket."""
+
+    def __init__(self, endpoint: str, access: str, secret: str, bucket: str) -> None:
+        self.host, port = endpoint.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.access, self.secret, self.bucket = access, secret, bucket
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _headers(self, method: str, key: str, headers: dict[str, str], payload: str) -> dict[str, str]:
+        request = AWSRequest(method=method, url=f"http://{self.host}:{self.port}/{self.bucket}/{key}",
+                             headers=headers)
+        _Signer(self.access, self.secret, payload).add_auth(request)
+        return dict(request.headers.items())
+
+    def fresh(self) -> Client:
+        """A client of the same endpoint and bucket with its own connection."""
+        return Client(f"http://{self.host}:{self.port}", self.access, self.secret, self.bucket)
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            self._connection = http.client.HTTPConnection(self.host, self.port, timeout=600, blocksize=CHUNK)
+        return self._connection
+
+    def put(self, key: str, body: Any, size: int, payload: str = UNSIGNED) -> None:
+        headers = self._headers("PUT", key, {"Content-Length": str(size)}, payload)
+        connection = self.connection()
+        connection.request("PUT", f"/{self.bucket}/{key}", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"PUT {key}: {response.status}")
+
+    def get(self, key: str, md5: Any = None) -> int:
+        """GET ``key`` into a reused buffer; the byte count (``md5`` updated if given)."""
+        connection = self.connection()
+        connection.request("GET", f"/{self.bucket}/{key}", headers=self._headers("GET", key, {}, UNSIGNED))
+        response = connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"GET {key}: {response.status} {response.read()[:200]!r}")
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        total = 0
+        while count := response.readinto(buffer):
+            total += count
+            if md5 is not None:
+                md5.update(view[:count])
+        return total
+
+    def small(self, method: str, key: str, body: bytes = b"") -> int:
+        """One small request, retried (as SDKs do) while the answer is 503 SlowDown; the retries."""
+        payload = hashlib.sha256(body).hexdigest()
+        for attempt in range(10):
+            headers = self._headers(method, key, {"Content-Length": str(len(body))} if body else {}, payload)
+            connection = self.connection()
+            connection.request(method, f"/{self.bucket}/{key}", body=body or None, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                return attempt
+            if response.status != 503:
+                break
+            if response.getheader("connection", "").lower() == "close":
+                connection.close()
+                self._connection = None
+            time.sleep(0.05 * (attempt + 1))
+        raise RuntimeError(f"{method} {key}: {response.status}")
+
+
+def generated(size: int) -> Iterator[bytes]:
+    """``size`` bytes of a repeated pseudo-random block, generated as they are sent."""
+    block = hashlib.sha512(b"stream").digest() * (CHUNK // 64)
+    sent = 0
+    while sent < size:
+        piece = block[: min(CHUNK, size - sent)]
+        sent += len(piece)
+        yield piece
+
+
+def drop_dirty_pages() -> None:
+    os.sync()
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process's main thread (the daemon's reactor thread)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Measured:
+    """CPU seconds of some processes over a section of work, and its wall time
+    (for a daemon, also of its reactor thread alone)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.readers: dict[str, Callable[[], float]] = {}
+        for name, pid in pids.items():
+            self.readers[name] = functools.partial(cpu_seconds, pid)
+            if name == "daemon":
+                self.readers["reactor thread"] = functools.partial(thread_cpu_seconds, pid)
+
+    def __enter__(self) -> Measured:
+        self.cpu = {name: read() for name, read in self.readers.items()}
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self.start
+        self.cpu = {name: read() - self.cpu[name] for name, read in self.readers.items()}
+
+
+def describe(label: str, size: int, runs: list[Measured]) -> str:
+    mbs = statistics.median(size / run.seconds / 1e6 for run in runs)
+    cpu = "  ".join(
+        f"{name} {statistics.median(run.cpu[name] for run in runs) / (size / GiB):.2f}"
+        for name in runs[0].cpu
+    )
+    return f"  {label:44s} {mbs:8.1f} MB/s   CPU-s/GiB: {cpu}"
+
+
+def directory_daemon(directory: Path, code: Path, server_toml: str = "") -> Daemon:
+    directory.mkdir(parents=True)
+    port = free_port()
+    config = write_config(directory, port, [StoreSpec("local", 0)], server_toml=server_toml,
+                          max_object_size=8 * GiB)
+    daemon = Daemon(directory, config, port, code=code)
+    daemon.start()
+    return daemon
+
+
+def daemon_client(daemon: Daemon) -> Client:
+    return Client(daemon.endpoint, ACCESS_KEY, SECRET_KEY, BUCKET)
+
+
+def section_directory(work: Path, source: Path, md5: str, size: int, repeat: int, codes: dict[str, Path]) -> None:
+    print(f"directory store GET ({size // MiB} MiB, plain TCP, median of {repeat})")
+    for label, code in codes.items():
+        daemon = directory_daemon(work / f"directory-{label}", code)
+        try:
+            assert daemon.process is not None
+            client = daemon_client(daemon)
+            with open(source, "rb") as body:
+                client.put("large", body, size)
+            check = hashlib.md5()
+            client.get("large", check)
+            if check.hexdigest() != md5:
+                raise RuntimeError("downloaded bytes differ")
+            runs = []
+            for _ in range(repeat):
+                with Measured({"daemon": daemon.process.pid}) as run:
+                    client.get("large")
+                runs.append(run)
+            print(describe(f"GET {label}", size, runs))
+        finally:
+            daemon.stop()
+
+
+def section_upload(work: Path, codes: dict[str, Path]) -> None:
+    size = GiB
+    source = work / "upload.bin"
+    make_file(source, size)
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    print("single 1 GiB upload into a directory store")
+    for label, code in codes.items():
+        daemon = directory_daemon(work / f"upload-{label}", code)
+        try:
+            assert daemon.process is not None
+            client = daemon_client(daemon)
+            for payload_label, payload in (("UNSIGNED-PAYLOAD", UNSIGNED), ("signed SHA-256", sha256)):
+                drop_dirty_pages()
+                with Measured({"daemon": daemon.process.pid}) as run, open(source, "rb") as body:
+                    client.put(f"upload-{payload_label.replace(' ', '-')}", body, size, payload)
+                print(describe(f"PUT {label} ({payload_label})", size, [run]))
+        finally:
+            daemon.stop()
+    source.unlink()
+
+
+def section_seaweedfs(work: Path, source: Path, md5: str, size: int, repeat: int, codes: dict[str, Path]) -> None:
+    print(f"SeaweedFS direct vs relayed by the daemon ({size // MiB} MiB, median of {repeat})")
+    seaweedfs = SeaweedFS(work / "seaweedfs")
+    seaweedfs.start()
+    try:
+        assert seaweedfs.process is not None
+        for bucket in (DIRECT_BUCKET, UPSTREAM_BUCKET):
+            seaweedfs.boto.create_bucket(Bucket=bucket)
+        direct = Client(seaweedfs.endpoint, seaweedfs.access_key, seaweedfs.secret_key, DIRECT_BUCKET)
+        store = StoreSpec("seaweedfs", 0, s3={
+            "endpoint": seaweedfs.endpoint, "bucket": UPSTREAM_BUCKET, "region": seaweedfs.region,
+            "access_key_id": seaweedfs.access_key, "secret_access_key": seaweedfs.secret_key,
+            "payload_signing": "unsigned", "timeout": 60,
+        })
+        results: dict[str, dict[str, list[Measured]]] = {}
+        for label, code in [("direct", REPO), *codes.items()]:
+            daemon = None
+            pids = {"seaweedfs": seaweedfs.process.pid}
+            if label == "direct":
+                client = direct
+            else:
+                directory = work / f"relay-{label}"
+                directory.mkdir()
+                port = free_port()
+                daemon = Daemon(directory, write_config(directory, port, [store], max_object_size=8 * GiB), port,
+                                code=code)
+                daemon.start()
+                assert daemon.process is not None
+                pids["daemon"] = daemon.process.pid
+                client = daemon_client(daemon)
+            try:
+                puts, gets = [], []
+                for round_number in range(repeat + 1):
+                    drop_dirty_pages()
+                    with Measured(pids) as run, open(source, "rb") as body:
+                        client.put(f"{label}-{round_number}", body, size)
+                    if round_number:
+                        puts.append(run)
+                    check = hashlib.md5() if not round_number else None
+                    with Measured(pids) as run:
+                        client.get(f"{label}-{round_number}", check)
+                    if check is not None and check.hexdigest() != md5:
+                        raise RuntimeError("downloaded bytes differ")
+                    if round_number:
+                        gets.append(run)
+                results[label] = {"PUT": puts, "GET": gets}
+                print(describe(f"PUT {label}", size, puts))
+                print(describe(f"GET {label}", size, gets))
+            finally:
+                if daemon is not None:
+                    daemon.stop()
+        for label in codes:
+            for method in ("PUT", "GET"):
+                ratio = (statistics.median(run.seconds for run in results["direct"][method])
+                         / statistics.median(run.seconds for run in results[label][method]))
+                print(f"  {method} {label} / direct: {ratio:.2f}")
+    finally:
+        seaweedfs.remove()
+
+
+def section_rss(work: Path, stream_size: int, codes: dict[str, Path]) -> None:
+    print(f"peak RSS, 4 concurrent {stream_size / GiB:g} GiB streams (directory store)")
+    for label, code in codes.items():
+        daemon = directory_daemon(work / f"rss-{label}", code)
+        try:
+            assert daemon.process is not None
+            client = daemon_client(daemon)
+            up = concurrently(functools.partial(put_stream, client, stream_size))
+            after_puts = peak_rss_mib(daemon.process.pid)
+            down = concurrently(functools.partial(get_stream, client, stream_size))
+            peak = peak_rss_mib(daemon.process.pid)
+            total = 4 * stream_size
+            print(f"  {label}: 4 PUTs {total / up / 1e6:.0f} MB/s, peak RSS {after_puts:.1f} MiB; "
+                  f"4 GETs {total / down / 1e6:.0f} MB/s, peak RSS {peak:.1f} MiB")
+        finally:
+            daemon.stop()
+        for file in (work / f"rss-{label}" / "stores").rglob("*"):
+            if file.is_file():
+                file.unlink()
+
+
+def concurrently(job: Callable[[int], None], count: int = 4) -> float:
+    """Run ``job(0)`` to ``job(count - 1)`` in threads at once; the seconds until all are done."""
+    errors: list[BaseException] = []
+
+    def guarded(number: int) -> None:
+        try:
+            job(number)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(number,)) for number in range(count)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.monotonic() - start
+
+
+def put_stream(client: Client, size: int, number: int) -> None:
+    client.fresh().put(f"stream-{number}", generated(size), size)
+
+
+def get_stream(client: Client, size: int, number: int) -> None:
+    count = client.fresh().get(f"stream-{number}")
+    if count != size:
+        raise RuntimeError(f"got {count} bytes, not {size}")
+
+
+def _small_client(endpoint: str, prefix: str, phase: str, barrier: Any, done: Any) -> None:
+    client = Client(endpoint, ACCESS_KEY, SECRET_KEY, BUCKET)
+    body = os.urandom(SMALL_SIZE)
+    barrier.wait()
+    retries = 0
+    for number in range(SMALL_OPS):
+        retries += client.small(phase, f"{prefix}-{number}", body if phase == "PUT" else b"")
+    done.put(retries)
+
+
+def worker_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def section_workers(work: Path, codes: dict[str, Path]) -> None:
+    print(f"small objects ({SMALL_SIZE} B), {SMALL_CLIENTS} client processes x {SMALL_OPS} operations each")
+    context = multiprocessing.get_context("fork")
+    cores = os.cpu_count() or 1
+    for label, code in codes.items():
+        for workers in (1, 2):
+            server_toml = f"workers = {workers}" if workers > 1 else ""
+            daemon = directory_daemon(work / f"workers-{label}-{workers}", code, server_toml)
+            try:
+                assert daemon.process is not None
+                time.sleep(1 if workers > 1 else 0)
+                processes = [daemon.process.pid, *worker_pids(daemon.process.pid)]
+                figures = []
+                for phase in ("PUT", "GET", "HEAD"):
+                    barrier = context.Barrier(SMALL_CLIENTS + 1)
+                    done = context.Queue()
+                    clients = [context.Process(target=_small_client, args=(daemon.endpoint, f"c{n}", phase,
+                                                                            barrier, done))
+                               for n in range(SMALL_CLIENTS)]
+                    for process in clients:
+                        process.start()
+                    before = {pid: cpu_seconds(pid) for pid in processes}
+                    barrier.wait()
+                    start = time.monotonic()
+                    retries = sum(done.get(timeout=900) for _ in clients)
+                    seconds = time.monotonic() - start
+                    spent = {pid: cpu_seconds(pid) - before[pid] for pid in processes}
+                    for process in clients:
+                        process.join()
+                        if process.exitcode:
+                            raise RuntimeError(f"a {phase} client failed")
+                    ops = SMALL_CLIENTS * SMALL_OPS
+                    cpu_per_op = sum(spent.values()) / ops
+                    spread = " / ".join(f"{spent[pid]:.1f}" for pid in processes[1:]) if workers > 1 else "-"
+                    figures.append((phase, ops / seconds, cpu_per_op))
+                    print(f"  {label} workers={workers} {phase:4s} {ops / seconds:7.0f} ops/s  "
+                          f"{cpu_per_op * 1e3:.2f} CPU-ms/op  CPU-s per worker: {spread}  503 retries: {retries}")
+                if workers == 1:
+                    estimate = "  ".join(f"{phase} {1 / cpu:.0f}/core, ~{16 / cpu:.0f} on 16 cores"
+                                         for phase, _, cpu in figures)
+                    print(f"  {label} estimate from CPU per op ({cores} cores here): {estimate}")
+            finally:
+                daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stream-gib", type=float, default=2)
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--sections", default="directory,upload,seaweedfs,rss,workers")
+    args = parser.parse_args()
+    codes = {"after": REPO} if args.before is None else {"before": args.before.resolve(), "after": REPO}
+    size = args.size_mib * MiB
+    sections = args.sections.split(",")
+    print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="s3o-large-") as tmp:
+        work = Path(tmp)
+        source = work / "object.bin"
+        md5 = make_file(source, size)
+        if "directory" in sections:
+            section_directory(work, source, md5, size, args.repeat, codes)
+        if "upload" in sections:
+            section_upload(work, codes)
+        if "seaweedfs" in sections:
+            section_seaweedfs(work, source, md5, size, args.repeat, codes)
+        if "rss" in sections:
+            section_rss(work, int(args.stream_gib * GiB), {"after": REPO})
+        if "workers" in sections:
+            section_workers(work, codes)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
