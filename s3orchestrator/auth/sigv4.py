@@ -24,7 +24,7 @@ import hmac
 import re
 import time
 from email.utils import parsedate_to_datetime
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote_to_bytes
 
 import attrs
@@ -130,19 +130,20 @@ def uri_encode(s: str | bytes, *, encode_slash: bool) -> str:
     return quote(s, safe="" if encode_slash else "/")
 
 
-def canonical_uri_candidates(raw_path: str) -> list[str]:
+def canonical_uri_candidates(raw_path: str) -> Iterator[str]:
     """Canonical URIs to try, best first: the wire path, then AWS's re-encoding of it.
 
     S3 signs the path exactly as sent (no normalisation, no double encoding), but
     clients disagree on what they leave unencoded on the wire (':', '@', '!', '$'
-    ...), so a second candidate decodes the path and re-encodes it the AWS way.
+    ...), so a second candidate decodes the path and re-encodes it the AWS way
+    (computed only if the first one did not match: a generator).
     """
     wire = raw_path or "/"
-    candidates = [_wire_bytes(wire).decode("latin-1")]
+    first = _wire_bytes(wire).decode("latin-1")
+    yield first
     normalised = uri_encode(unquote_to_bytes(_wire_bytes(wire)), encode_slash=False)
-    if normalised not in candidates:
-        candidates.append(normalised)
-    return candidates
+    if normalised != first:
+        yield normalised
 
 
 def canonical_query_string(raw_query: str, *, exclude: Collection[str] = ()) -> str:

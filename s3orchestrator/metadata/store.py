@@ -76,6 +76,7 @@ _PART_COLUMNS = "upload_id, part_number, store, size, etag, store_etag, checksum
 _OBJECT_COLUMNS = (
     "bucket, key, store, location, size, etag, content_type, headers, user_metadata, last_modified_ms"
 )
+_QUALIFIED_OBJECT_COLUMNS = ", ".join(f"objects.{column.strip()}" for column in _OBJECT_COLUMNS.split(","))
 
 
 def _record_from_row(row: Sequence[Any]) -> ObjectRecord:
@@ -182,19 +183,24 @@ def _select_object(txn: Transaction, bucket: str, key: str) -> ObjectRecord | No
 def _select_object_copies(
     txn: Transaction, bucket: str, key: str
 ) -> tuple[ObjectRecord, tuple[CopyRecord, ...]] | None:
-    record = _select_object(txn, bucket, key)
-    if record is None:
-        return None
+    # One statement (every GET and HEAD runs it): the record on each row, with one live copy
+    # or, for an object without any, NULLs.
     rows = txn.query(
-        "SELECT copies.store, copies.location, copies.size, copies.created_ms FROM copies"
+        f"SELECT {_QUALIFIED_OBJECT_COLUMNS}, objects.part_sizes,"
+        " copies.store, copies.location, copies.size, copies.created_ms FROM objects"
+        " LEFT JOIN copies ON copies.bucket = objects.bucket AND copies.key = objects.key"
+        " AND copies.state = 'live'"
         " LEFT JOIN stores ON stores.name = copies.store"
-        " WHERE copies.bucket = ? AND copies.key = ? AND copies.state = 'live'"
+        " WHERE objects.bucket = ? AND objects.key = ?"
         " ORDER BY stores.config_order IS NULL, stores.config_order, copies.store",
         (bucket, key),
     )
-    return record, tuple(
+    if not rows:
+        return None
+    return _record_from_row(rows[0][:11]), tuple(
         CopyRecord(store=store, location=location, state="live", size=int(size), created_ms=int(created_ms))
-        for store, location, size, created_ms in rows
+        for store, location, size, created_ms in (row[11:] for row in rows)
+        if store is not None
     )
 
 

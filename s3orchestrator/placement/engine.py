@@ -917,22 +917,31 @@ class Placement(CopyMoves):
         never pair the old record with the new bytes. ``byte_range`` may raise (the
         caller's preconditions), before any store is asked. ObjectLost (GET and HEAD)
         for an object with no live copy left."""
+        if byte_range is None:
+            # Headers only: one statement reads record and copies together, and no bytes
+            # are paired with them, so no lock (a HEAD's largest cost after the lookup).
+            found = self._live(await self._metadata.get_object_copies(bucket, key), bucket, key)
+            return None if found is None else (found[0], None)
         async with self._locks.hold((bucket, key)):
-            found = await self._metadata.get_object_copies(bucket, key)
+            found = self._live(await self._metadata.get_object_copies(bucket, key), bucket, key)
             if found is None:
                 return None
             record, copies = found
-            if not copies:
-                # Logged as an error once, when it became lost; clients retry 500s.
-                self._log.warn("Read of {bucket}/{key} refused: the object is lost (no live copy left)",
-                               bucket=bucket, key=key)
-                raise ObjectLost(f"{bucket}/{key} has no live copy left")
-            if byte_range is None:
-                return record, None
             wanted = byte_range(record)
             if wanted is not None and wanted[1] < wanted[0]:
                 return record, None
             return record, await self.open_copies(record, copies, wanted)
+
+    def _live(
+        self, found: tuple[ObjectRecord, tuple[CopyRecord, ...]] | None, bucket: str, key: str
+    ) -> tuple[ObjectRecord, tuple[CopyRecord, ...]] | None:
+        """``found`` (a record and its live copies, or None); ObjectLost if no copy is live."""
+        if found is not None and not found[1]:
+            # Logged as an error once, when it became lost; clients retry 500s.
+            self._log.warn("Read of {bucket}/{key} refused: the object is lost (no live copy left)",
+                           bucket=bucket, key=key)
+            raise ObjectLost(f"{bucket}/{key} has no live copy left")
+        return found
 
     async def open_copies(
         self, record: ObjectRecord, copies: Sequence[CopyRecord], byte_range: tuple[int, int] | None

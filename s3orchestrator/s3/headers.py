@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
+import time
 import unicodedata
 from email.errors import HeaderParseError
 from email.header import decode_header
-from email.utils import formatdate
 from typing import Mapping, Sequence
 
 from s3orchestrator.errors import S3Error
@@ -147,9 +148,23 @@ def check_checksum_algorithms(headers: Mapping[str, Sequence[str]]) -> str | Non
     return algorithm
 
 
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(epoch_seconds: float) -> str:
-    """An RFC 7231 date (Last-Modified) for an epoch time."""
-    return formatdate(epoch_seconds, usegmt=True)
+    """An RFC 7231 date (Last-Modified) for an epoch time (what ``email.utils.formatdate``
+    with ``usegmt`` gives, at a fraction of its cost: every GET and HEAD formats one)."""
+    return _http_date(int(epoch_seconds // 1))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(epoch_seconds: int) -> str:
+    t = time.gmtime(epoch_seconds)
+    return (
+        f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d}"
+        f" {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def quoted_etag(etag: str) -> str:

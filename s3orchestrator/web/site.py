@@ -20,7 +20,7 @@ its body is read. So:
 from __future__ import annotations
 
 import io
-import secrets
+import random
 import time
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -67,8 +67,9 @@ class IClientTransport(ITCPTransport, IPushProducer):
 
 
 def new_request_id() -> str:
-    """A request id in the shape S3 uses (16 upper-case hex characters)."""
-    return secrets.token_hex(8).upper()
+    """A request id in the shape S3 uses (16 upper-case hex characters): random, not
+    secret (``random`` is seeded from the system's entropy, without a system call per id)."""
+    return f"{random.getrandbits(64):016X}"
 
 
 @implementer(IFileConsumer)
@@ -165,6 +166,13 @@ class S3Channel(http.HTTPChannel):
     # requests) received meanwhile.
     _answering = False
     _held = b""
+    _secure: bool | None = None
+
+    def isSecure(self) -> bool:
+        """Whether the transport is TLS (adapted once per connection, not per request)."""
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     # -- reading a request head ------------------------------------------------
 
