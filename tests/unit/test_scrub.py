@@ -151,7 +151,7 @@ async def test_a_full_read_tells_good_damaged_missing_and_unverifiable_copies(wo
 
 async def two_objects(world: Any) -> Placement:
     """Objects "damaged" and "gone" on stores a and b."""
-    placement = await placement_of(world, TWO)
+    placement = await placement_of(world, TWO.replicas, TWO.write_quorum)
     for key in ("damaged", "gone"):
         await placement.write("bkt", key, FakeRequestBody(DATA), NEW)
     placement.health.record_failure("c", "down")  # copies made again go back to a and b
@@ -485,7 +485,7 @@ KEYS = [f"k{index:02}" for index in range(12)]
 
 async def emptied_store(world: Any) -> Placement:
     """Objects ``KEYS`` on stores a and b, every file of store b removed (a disk not mounted)."""
-    placement = await placement_of(world, TWO)
+    placement = await placement_of(world, TWO.replicas, TWO.write_quorum)
     for key in KEYS:
         await placement.write("bkt", key, FakeRequestBody(DATA), NEW)
     placement.health.record_failure("c", "down")
@@ -571,7 +571,7 @@ async def test_a_suspension_outlives_the_job_until_an_operator_asks_for_passes(w
 @pytest_twisted.ensureDeferred
 async def test_an_only_copy_found_missing_is_kept_and_its_object_lost_until_the_store_hands_it_back(world) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy())
+    placement = await placement_of(world, 1, 1)
     await placement.write("bkt", "only", FakeRequestBody(DATA), NEW)
     [store] = await live_copies(metadata, "only")
     path = os.fsdecode(path_of(world, store, "only"))
@@ -595,7 +595,7 @@ async def test_an_only_copy_found_missing_is_kept_and_its_object_lost_until_the_
 @pytest_twisted.ensureDeferred
 async def test_an_only_copy_found_damaged_is_kept_and_served(world, events) -> None:
     metadata, stores = world
-    placement = await placement_of(world, PlacementPolicy())
+    placement = await placement_of(world, 1, 1)
     await placement.write("bkt", "only", FakeRequestBody(DATA), NEW)
     [store] = await live_copies(metadata, "only")
     corrupt(path_of(world, store, "only"))
