@@ -193,6 +193,12 @@ class Importer(Service):
         """Whether this instance runs that import now."""
         return (store, bucket, prefix) in self._runs
 
+    def running_imports(self) -> frozenset[tuple[str, str, str]]:
+        """The (store, bucket, prefix) of every import this instance runs now. A run leaves
+        this set only once its end is recorded, so a row read after taking the set and still
+        running, yet not in it, is not run here."""
+        return frozenset(self._runs)
+
     def stopService(self) -> Deferred[None] | None:
         """Cancel the runs (each resumes from its checkpoint when started again)."""
         super().stopService()

@@ -64,6 +64,9 @@ def import_routes(token: str, importer: Importer, metadata: IMetadataStore) -> t
         return json_response(202, {"import": record.document()})
 
     async def progress(headers: Mapping[str, str]) -> OpsResponse:
+        # Taken before the rows are read: a run ending in between shows as ended, never as
+        # running elsewhere.
+        running = importer.running_imports()
         try:
             records = await importer.table.imports()
             usage = await metadata.store_usage()
@@ -71,7 +74,7 @@ def import_routes(token: str, importer: Importer, metadata: IMetadataStore) -> t
             return json_response(503, {"error": f"metadata database: {error}"})
         return json_response(200, {
             "instance": importer.owner,
-            "imports": [{**record.document(), "running_here": importer.runs(record.store, record.bucket, record.prefix)}
+            "imports": [{**record.document(), "running_here": (record.store, record.bucket, record.prefix) in running}
                         for record in records],
             "stores": [
                 {"name": store.name, "quota_bytes": store.quota_bytes, "used_bytes": store.used_bytes,

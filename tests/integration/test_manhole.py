@@ -253,7 +253,7 @@ def test_namespace_holds_the_service_objects(manhole):
         output = client.command("sorted(stores), sorted(jobs), config.routing_strategy, service.ready",
                                 _prompt_after)
     jobs = ("['cleanup', 'health_checks', 'mover', 'multipart_expiry', 'reaper', 'rebalance', 'replicator',"
-            " 'traffic_sync']")
+            " 'scrub', 'traffic_sync']")
     assert f"(['local-a', 'local-b'], {jobs}, 'pack', True)" in output
 
 
