@@ -19,6 +19,9 @@ MiB = 1024 * 1024
 # run's jobs over once their leases have run out.
 FAST_JOBS = ("\n[placement]\nreplicas = {replicas}\nwrite_quorum = {quorum}\nreaper_interval = 1\n"
              "cleanup_interval = 1\nreplication_interval = 1\n[jobs]\nlease = 1\n")
+# A killed daemon's instance is dead once its metadata lease expires (30 s by default):
+# short, so its write intents are resolved soon after the restart.
+INSTANCE_LEASE = 3
 
 
 def upstream_objects(upstream: Upstream, bucket: str) -> dict[str, bytes]:
@@ -61,7 +64,8 @@ def two_seaweeds(seaweedfs, start_upstream):
 def test_sigkill_mid_replicated_put_leaves_no_orphan_bytes_on_either_store(start_daemon, two_seaweeds):
     (first, first_bucket), (second, second_bucket) = two_seaweeds
     daemon = start_daemon(stores=[spec(first, "sw1", 10**9, first_bucket), spec(second, "sw2", 10**9, second_bucket)],
-                          extra_toml=FAST_JOBS.format(replicas=2, quorum=2))
+                          extra_toml=FAST_JOBS.format(replicas=2, quorum=2),
+                          metadata_toml=f"lease = {INSTANCE_LEASE}")
     s3 = make_client(daemon)
     kept = os.urandom(1000)
     s3.put_object(Bucket=BUCKET, Key="kept", Body=kept)
@@ -69,7 +73,8 @@ def test_sigkill_mid_replicated_put_leaves_no_orphan_bytes_on_either_store(start
     sigkill_mid_put(daemon, "big", 64 * MiB, [("big", "sw1"), ("big", "sw2")])
 
     daemon.start()
-    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)], timeout=30)
+    assert wait_for(lambda: metadata_rows(daemon, "SELECT COUNT(*) FROM intents") == [(0,)],
+                    timeout=INSTANCE_LEASE + 20)
     assert daemon.log().count(f"Reaper deleted the partial bytes of {BUCKET}/big") == 2
     assert metadata_rows(daemon, "SELECT COUNT(*) FROM reservations") == [(0,)]
     used, live, queued = usage(daemon)
