@@ -105,13 +105,17 @@ class ScrubPasses:
         return self.database.runInteraction("scrub_passes", select)
 
     def begin(self, kind: str, now_ms: int) -> Deferred[ScrubPass]:
-        """Begin a pass of ``kind`` at ``now_ms``, from the first copy."""
+        """Begin a pass of ``kind`` at ``now_ms``, from the first copy. A pass begun in the
+        millisecond the previous one finished begins a millisecond later: a pass runs while
+        it finished before it began (see ``ScrubPass.running``)."""
 
         def begin(txn: Transaction) -> ScrubPass:
             txn.execute(
                 "INSERT INTO scrub_passes (kind, started_ms, checked, found) VALUES (?, ?, 0, 0)"
-                " ON CONFLICT (kind) DO UPDATE SET started_ms = excluded.started_ms, bucket = NULL, key = NULL,"
-                " store = NULL, checked = 0, found = 0, requested_ms = NULL",
+                " ON CONFLICT (kind) DO UPDATE SET started_ms = CASE"
+                " WHEN scrub_passes.finished_ms >= excluded.started_ms THEN scrub_passes.finished_ms + 1"
+                " ELSE excluded.started_ms END,"
+                " bucket = NULL, key = NULL, store = NULL, checked = 0, found = 0, requested_ms = NULL",
                 (kind, now_ms),
             )
             row = txn.query_one(f"SELECT {_PASS_COLUMNS} FROM scrub_passes WHERE kind = ?", (kind,))

@@ -70,6 +70,19 @@ async def test_a_pass_keeps_its_position_and_counts_until_it_finishes(make_store
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_pass_begun_in_the_millisecond_the_last_one_finished_runs(make_store) -> None:
+    metadata = await with_objects(make_store)
+    passes = ScrubPasses(metadata.database)
+    await passes.begin(STAT, 1000)
+    await passes.finish(STAT, 2000)
+
+    again = await passes.begin(STAT, 2000)  # scrub --now as the pass ends, on a coarse clock
+
+    assert (again.running, again.started_ms, again.finished_ms) == (True, 2001, 2000)
+    assert [current.running for current in await passes.passes()] == [True]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_copy_is_let_go_only_while_its_object_has_the_etag_checked(make_store) -> None:
     metadata = await with_objects(make_store, record("k"))
     _, copies = await metadata.get_object_copies("bkt", "k")  # type: ignore[misc]
