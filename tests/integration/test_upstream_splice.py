@@ -1,6 +1,7 @@
 """Large GETs from an S3 store (SeaweedFS over plain HTTP) relayed by splice(2): whole and
 ranged bodies byte for byte, with egress and the access log counting them; a client
-leaving mid-body and an upstream dying mid-body release the pipe and the connections."""
+leaving mid-body and an upstream dying mid-body release the pipe and the connections; a TLS
+client is served the ordinary way."""
 
 from __future__ import annotations
 
@@ -127,3 +128,13 @@ def test_an_upstream_dying_mid_body_ends_the_response_short_as_before(start_daem
     assert read + rest < length
     assert wait_for(lambda: "Streaming GetObject response failed" in daemon.log())
     assert wait_for(lambda: descriptors(daemon)["pipe"] == before["pipe"])
+
+
+def test_a_tls_client_gets_a_large_object_the_ordinary_way(start_daemon, seaweedfs, tls_files) -> None:
+    daemon = start_daemon(stores=[spec(seaweedfs, "seaweed", 0, seaweedfs.new_bucket())], tls=tls_files)
+    s3 = make_client(daemon)
+    body = os.urandom(SIZE)
+    s3.put_object(Bucket=BUCKET, Key="big", Body=body)
+    assert s3.get_object(Bucket=BUCKET, Key="big")["Body"].read() == body
+    got = s3.get_object(Bucket=BUCKET, Key="big", Range=f"bytes=5-{SIZE - 2}")
+    assert got["Body"].read() == body[5:SIZE - 1]
