@@ -103,16 +103,17 @@ def start_splice(
         pipe = _open_pipe()
     except OSError:
         return None  # out of descriptors: the ordinary relay needs none
+    upstream = -1
     try:
-        able = send(pipe[0], None, 0)
-        upstream = os.dup(transport.fileno()) if able is not None else -1
-    except BaseException:
-        os.close(pipe[0])
-        os.close(pipe[1])
-        raise
+        if send(pipe[0], None, 0) is not None:
+            upstream = os.dup(transport.fileno())
+    except OSError:
+        pass  # out of descriptors: read the body as before
+    finally:
+        if upstream < 0:
+            os.close(pipe[0])
+            os.close(pipe[1])
     if upstream < 0:
-        os.close(pipe[0])
-        os.close(pipe[1])
         return None
     body_transport.pauseProducing()  # Twisted reads no more of this socket
     splice = BodySplice(reactor, upstream, pipe, left, send, consumer.write, moved, ended)
