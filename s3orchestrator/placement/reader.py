@@ -116,7 +116,7 @@ class _Leg:
     def write(self, data: bytes) -> None:
         self.owner._write(self, data)
 
-    def send_file(self, fd: int, offset: int, count: int) -> int | None:
+    def send_file(self, fd: int, offset: int | None, count: int) -> int | None:
         return self.owner._send_file(self, fd, offset, count)
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
@@ -274,7 +274,7 @@ class FailoverReader:
         self._delivered += len(data)
         self._consumer.write(data)
 
-    def _send_file(self, leg: _Leg, fd: int, offset: int, count: int) -> int | None:
+    def _send_file(self, leg: _Leg, fd: int, offset: int | None, count: int) -> int | None:
         if leg is not self._leg or self._finished or self._consumer is None:
             return None  # written (and dropped) instead
         send = file_sender(self._consumer)

@@ -83,6 +83,7 @@ from zope.interface import implementer
 from s3orchestrator.errors import S3Error
 from s3orchestrator.stores import directory_temp
 from s3orchestrator.stores.interface import (
+    FileSender,
     IObjectReader,
     IObjectStore,
     IObjectWrite,
@@ -633,7 +634,7 @@ class FileReader:
         self._remaining = length
         self._chunk_size = chunk_size
         self._consumer: IConsumer | None = None
-        self._send_file: Callable[[int, int, int], int | None] | None = None
+        self._send_file: FileSender | None = None
         self._fd = -1
         self._position = 0
         self._streamed: Deferred[None] | None = None

@@ -106,21 +106,26 @@ class IObjectReader(Interface):
 
 
 class IFileConsumer(IConsumer):
-    """A consumer that can also take bytes straight from an open file (the kernel copying
-    them: sendfile). Optional: a store reader asks with ``file_sender``."""
+    """A consumer that can also take bytes straight from an open file or a pipe (the kernel
+    copying them: sendfile, splice). Optional: a store reader asks with ``file_sender``."""
 
-    def send_file(fd: int, offset: int, count: int) -> int | None:
+    def send_file(fd: int, offset: int | None, count: int) -> int | None:
         """Send up to ``count`` bytes of the file ``fd`` from ``offset``; return how many went.
 
-        0: none now (the consumer paused its producer and resumes it when it can take
-        more, or stops it); None: it cannot take bytes from this file now, write them
-        instead. Raises OSError when reading the file fails.
+        ``offset`` None: ``fd`` is a pipe holding at least ``count`` bytes, sent from its
+        start. ``count`` 0 only asks whether the consumer takes bytes this way now (0) or
+        not (None). 0: none now (the consumer paused its producer and resumes it when it
+        can take more, or stops it); None: it cannot take bytes from this file now, write
+        them instead. Raises OSError when reading the file fails.
         """
 
 
-def file_sender(consumer: IConsumer) -> Callable[[int, int, int], int | None] | None:
+FileSender = Callable[[int, int | None, int], int | None]
+
+
+def file_sender(consumer: IConsumer) -> FileSender | None:
     """``consumer``'s ``send_file`` if it has one (see IFileConsumer), else None."""
-    send: Callable[[int, int, int], int | None] | None = getattr(consumer, "send_file", None)
+    send: FileSender | None = getattr(consumer, "send_file", None)
     return send
 
 

@@ -32,7 +32,7 @@ class WatchingConsumer:
         self._seen(data)
         self._consumer.write(data)
 
-    def send_file(self, fd: int, offset: int, count: int) -> int | None:
+    def send_file(self, fd: int, offset: int | None, count: int) -> int | None:
         send = file_sender(self._consumer) if self._sent is not None else None
         if send is None:
             return None

@@ -1,11 +1,14 @@
-"""A response body sent from an open file by the kernel (``sendfile(2)``), not copied through Python.
+"""A response body sent from an open file (``sendfile(2)``) or a pipe (``splice(2)``) by the
+kernel, not copied through Python.
 
 A directory store's reader offers the consumer it streams to its file descriptor
-(``IFileConsumer.send_file``); the request (S3Request) passes it here. The bytes go
-from the page cache to the client's socket when that socket is a plain TCP (or
-Unix) connection, the response is not chunked and nothing else waits in the
-transport's send buffer. Otherwise (TLS, a chunked or HEAD response, a platform
-or file that cannot) the answer is None, and the reader writes the bytes instead.
+(``IFileConsumer.send_file``); an upstream store's reader offers a pipe it splices
+the upstream socket into (``stores.s3_splice``). The request (S3Request) passes
+either here. The bytes go from the page cache (or the pipe) to the client's socket
+when that socket is a plain TCP (or Unix) connection, the response is not chunked
+and nothing else waits in the transport's send buffer. Otherwise (TLS, a chunked or
+HEAD response, a platform or file that cannot) the answer is None, and the reader
+writes the bytes instead.
 
 When the socket is full, the transport is told to watch for writability and its
 producer (the channel, which pauses the response's producer) counts as paused, as
@@ -35,6 +38,7 @@ _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EN
 SENDFILE_BYTES = 8 * 1024 * 1024
 
 AVAILABLE = hasattr(os, "sendfile")
+SPLICE_AVAILABLE = hasattr(os, "splice")
 
 
 class TwistedTransport:
@@ -62,16 +66,17 @@ class TwistedTransport:
         transport.startWriting()
 
 
-def send_file(request: S3Request, fd: int, offset: int, count: int) -> int | None:
+def send_file(request: S3Request, fd: int, offset: int | None, count: int) -> int | None:
     """Send up to ``count`` bytes of ``fd`` from ``offset`` as ``request``'s response body.
 
-    Returns the bytes sent (0: none now, the response's producer is paused until the
-    socket drains or the connection is dropped), or None when the bytes must be written
-    instead. Raises OSError when reading the file fails.
+    ``offset`` None: ``fd`` is a pipe with at least ``count`` bytes in it. Returns the
+    bytes sent (0: none now, the response's producer is paused until the socket drains
+    or the connection is dropped; or ``count`` was 0 and the bytes could be sent), or
+    None when the bytes must be written instead. Raises OSError when reading the file fails.
     """
     channel = request.channel
-    if (not AVAILABLE or request.sendfile_refused or request.finished or request.chunked
-            or request.method == b"HEAD" or channel is None):
+    if (not (AVAILABLE if offset is not None else SPLICE_AVAILABLE) or request.sendfile_refused
+            or request.finished or request.chunked or request.method == b"HEAD" or channel is None):
         return None
     transport = TwistedTransport.plain_socket(channel.transport)
     if transport is None:
@@ -80,12 +85,17 @@ def send_file(request: S3Request, fd: int, offset: int, count: int) -> int | Non
         request.write(b"")  # the status line and headers, through the send buffer
         if request.chunked:
             return None
+    if count == 0:
+        return 0
     if TwistedTransport.buffered(transport):
         TwistedTransport.wait_writable(transport)
         return 0
     wanted = min(count, SENDFILE_BYTES)
     try:
-        sent = os.sendfile(transport.fileno(), fd, offset, wanted)
+        if offset is None:
+            sent = os.splice(fd, transport.fileno(), wanted, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+        else:
+            sent = os.sendfile(transport.fileno(), fd, offset, wanted)
     except BlockingIOError:
         TwistedTransport.wait_writable(transport)
         return 0
@@ -98,7 +108,7 @@ def send_file(request: S3Request, fd: int, offset: int, count: int) -> int | Non
             return 0
         raise
     if sent == 0:
-        return None  # the end of the file: the reader's read finds it short
+        return None  # the end of the file: the reader's read finds it short (a pipe is never empty here)
     channel.resetTimeout()
     if sent < wanted:
         TwistedTransport.wait_writable(transport)

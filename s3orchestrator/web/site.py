@@ -93,8 +93,8 @@ class S3Request(http.Request):
         self.body_complete = False
         self.dispatched = False
 
-    def send_file(self, fd: int, offset: int, count: int) -> int | None:
-        """Response bytes straight from a file (IFileConsumer; see web.sendfile)."""
+    def send_file(self, fd: int, offset: int | None, count: int) -> int | None:
+        """Response bytes straight from a file or a pipe (IFileConsumer; see web.sendfile)."""
         return sendfile.send_file(self, fd, offset, count)
 
     # -- called by S3Channel -------------------------------------------------
