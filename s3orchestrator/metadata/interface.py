@@ -19,6 +19,7 @@ from s3orchestrator.metadata.records import (
     NewCopy,
     ObjectRecord,
     PartRecord,
+    QueuedMove,
     QueuedReplication,
     QueueTotals,
     Reservation,
@@ -198,6 +199,16 @@ class IMetadataStore(IMovementQueue):
         """``copy`` was moved to another store: if the object is still ``record``'s, the
         copy still that live copy and another remains, its bytes go to the cleanup queue
         (the record naming another live copy); fire with whether it did."""
+
+    def let_go_moved_copy(
+        record: ObjectRecord, copy: CopyRecord, settled: Sequence[str], holder: str, expires_ms: int,
+        move: QueuedMove | None = None,
+    ) -> Deferred[str | None]:
+        """The end of a move in one transaction: ``let_go_copy``, the claims of
+        ``settled`` ended, the old copy's location claimed for ``holder`` to remove its
+        bytes (as ``claim_cleanup``) and ``move`` out of the queue, counted as moved
+        (``finish_move``). Fire with ``claim_cleanup``'s answer, or None when the copy
+        was not let go."""
 
     def probe() -> Deferred[None]:
         """Check the database can be read and written (degraded mode's probe); changes nothing."""

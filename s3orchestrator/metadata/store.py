@@ -28,7 +28,7 @@ from s3orchestrator.metadata.interface import (
     UploadFetch,
     prefix_upper_bound,
 )
-from s3orchestrator.metadata.movements import MovementQueries
+from s3orchestrator.metadata.movements import MovementQueries, finish_queued_move
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
@@ -38,8 +38,10 @@ from s3orchestrator.metadata.records import (
     IntentPlan,
     LostObject,
     NewCopy,
+    ObjectCopies,
     ObjectRecord,
     PartRecord,
+    QueuedMove,
     QueuedReplication,
     QueueTotals,
     Reservation,
@@ -418,6 +420,41 @@ def _claim_for_write(txn: Transaction, store: str, location: str, reservation_id
 
 def _cleanup_queued_at(txn: Transaction, store: str, location: str) -> bool:
     return txn.query_one("SELECT 1 FROM cleanup WHERE store = ? AND location = ?", (store, location)) is not None
+
+
+def _claim_cleanup(
+    txn: Transaction, store: str, location: str, holder: str, owner: str, now_ms: int, expires_ms: int
+) -> str:
+    """``IMetadataStore.claim_cleanup`` in ``txn``."""
+    if _live_copy_at(txn, store, location):
+        return "in use"
+    if not _cleanup_queued_at(txn, store, location):
+        return "gone"
+    if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
+        return "claimed elsewhere"
+    return "claimed"
+
+
+def _let_go_moved(txn: Transaction, record: ObjectRecord, copy: CopyRecord, now_ms: int) -> bool:
+    """``IMetadataStore.let_go_copy`` in ``txn``."""
+    lock_key(txn, record.bucket, record.key)
+    found = _select_object_copies(txn, record.bucket, record.key)
+    if found is None or (found[0].etag, found[0].last_modified_ms) != (record.etag, record.last_modified_ms):
+        return False
+    current, live = found
+    others = [other for other in live if other.store != copy.store]
+    if not others or not any(
+        (other.store, other.location, other.created_ms) == (copy.store, copy.location, copy.created_ms)
+        for other in live
+    ):
+        return False
+    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+                (record.bucket, record.key, copy.store))
+    _let_go_bytes(txn, copy.store, copy.location, copy.size, now_ms)
+    if (current.store, current.location) == (copy.store, copy.location):
+        txn.execute("UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
+                    (others[0].store, others[0].location, record.bucket, record.key))
+    return True
 
 
 _INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms"
@@ -997,28 +1034,37 @@ class MetadataStore(MovementQueries):
         go to the cleanup queue (counted as used until gone) and the object's record moves
         to another live copy if it named this one. Fires with whether it did."""
         now_ms = self._now_ms()
+        return self.database.runInteraction("let_go_copy", _let_go_moved, record, copy, now_ms, write=True)
 
-        def let_go(txn: Transaction) -> bool:
-            lock_key(txn, record.bucket, record.key)
-            found = _select_object_copies(txn, record.bucket, record.key)
-            if found is None or (found[0].etag, found[0].last_modified_ms) != (record.etag, record.last_modified_ms):
-                return False
-            current, live = found
-            others = [other for other in live if other.store != copy.store]
-            if not others or not any(
-                (other.store, other.location, other.created_ms) == (copy.store, copy.location, copy.created_ms)
-                for other in live
-            ):
-                return False
-            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?",
-                        (record.bucket, record.key, copy.store))
-            _let_go_bytes(txn, copy.store, copy.location, copy.size, now_ms)
-            if (current.store, current.location) == (copy.store, copy.location):
-                txn.execute("UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
-                            (others[0].store, others[0].location, record.bucket, record.key))
-            return True
+    def let_go_moved_copy(
+        self, record: ObjectRecord, copy: CopyRecord, settled: Sequence[str], holder: str, expires_ms: int,
+        move: QueuedMove | None = None,
+    ) -> Deferred[str | None]:
+        """The end of a move, in one transaction: ``let_go_copy``; the claims of
+        ``settled`` end (the new copy's write, its bytes in place); once let go, the old
+        copy's location is claimed for ``holder`` to remove its bytes (as
+        ``claim_cleanup``, until ``expires_ms``); and ``move``, the queued move this
+        makes, leaves the queue counted as moved (``finish_move``). Fires with what
+        ``claim_cleanup`` would have, or None when the copy was not let go."""
+        now_ms = self._now_ms()
+        owner = self.instance_id
 
-        return self.database.runInteraction("let_go_copy", let_go, write=True)
+        def let_go(txn: Transaction) -> str | None:
+            for settled_holder in settled:
+                end_claim(txn, settled_holder)
+            if move is not None:
+                finish_queued_move(txn, move, moved=True)
+            if not _let_go_moved(txn, record, copy, now_ms):
+                return None
+            return _claim_cleanup(txn, copy.store, copy.location, holder, owner, now_ms, expires_ms)
+
+        return self.database.runInteraction("let_go_moved_copy", let_go, write=True)
+
+    def _read_object_copies(self, txn: Transaction, bucket: str, key: str) -> ObjectCopies:
+        found = _select_object_copies(txn, bucket, key)
+        if found is None:
+            return ObjectCopies(None)
+        return ObjectCopies(found[0], found[1], frozenset(copy.store for copy in _all_copies(txn, bucket, key)))
 
     def probe(self) -> Deferred[None]:
         """A write transaction that reads one row and changes nothing (degraded mode's
@@ -1185,17 +1231,10 @@ class MetadataStore(MovementQueries):
         the bytes to delete), "gone" (nothing is queued there any more) or "claimed
         elsewhere" (another live holder claims it: try later)."""
         now_ms = self._now_ms()
-
-        def claim(txn: Transaction) -> str:
-            if _live_copy_at(txn, store, location):
-                return "in use"
-            if not _cleanup_queued_at(txn, store, location):
-                return "gone"
-            if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
-                return "claimed elsewhere"
-            return "claimed"
-
-        return self.database.runInteraction("claim_cleanup", claim, write=True, durable=False)
+        return self.database.runInteraction(
+            "claim_cleanup", _claim_cleanup, store, location, holder, owner, now_ms, expires_ms, write=True,
+            durable=False,
+        )
 
     def end_claims(self, holders: Sequence[str]) -> Deferred[None]:
         """Drop the claims of ``holders`` (their bytes are settled); missing ones are fine."""

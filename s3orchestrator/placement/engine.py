@@ -850,9 +850,11 @@ class Placement(CopyMoves):
         return wanted
 
     async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
-                            reservation: Reservation) -> bool:
+                            reservation: Reservation, settle: bool = True) -> bool:
         """One new copy of ``record`` on the reserved store, from the first source that
-        reads; True once committed. The reservation is used or released."""
+        reads; True once committed. The reservation is used or released. Without
+        ``settle``, the claim of a committed copy's location (``write_holder``) is the
+        caller's to end."""
         store = self._stores[reservation.store]
         copy = NewCopy(reservation.store, store.location_for(record.bucket, record.key), reservation.id)
         target = attrs.evolve(record, store=copy.store, location=copy.location)
@@ -879,10 +881,13 @@ class Placement(CopyMoves):
                 return False
             async with self._locks.hold((record.bucket, record.key)):
                 if await self._metadata.add_copy(record, copy):
+                    published = False
                     try:
                         await write.publish()
+                        published = True
                     finally:
-                        await self.settle([reservation])
+                        if settle or not published:
+                            await self.settle([reservation])
                     return True
         except BaseException:
             await self.release(reservation)
@@ -1223,15 +1228,23 @@ class Placement(CopyMoves):
             )
         own_claim = holder is None
         claim = fresh_holder() if holder is None else holder
-        expires_ms = int((self._clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
         try:
-            claimed = await self._metadata.claim_cleanup(store, location, claim, self.owner, expires_ms)
+            claimed = await self._metadata.claim_cleanup(store, location, claim, self.owner, self.delete_claim_expiry())
         except Exception as error:
             self._log.warn("Could not claim {location} on store {store}; left in the cleanup queue: {error}",
                            location=location, store=store, error=str(error))
             return
-        if claimed != "claimed":
-            return
+        if claimed == "claimed":
+            await self._remove_claimed(store, location, claim, own_claim)
+
+    def delete_claim_expiry(self) -> int:
+        """When (ms) a claim taken now to delete bytes runs out, should it never be ended."""
+        return int((self._clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
+
+    async def _remove_claimed(self, store: str, location: str, claim: str, own_claim: bool = True) -> None:
+        """Remove the bytes queued for cleanup at ``location`` on ``store``, which ``claim``
+        claims, then forget what is queued there; ``own_claim``: end the claim too (else
+        its holder keeps it). Bytes the store would not delete stay queued."""
         try:
             await self._stores[store].delete(location)
         except Exception as error:
