@@ -192,8 +192,11 @@ class Placement(CopyMoves):
         zones: Callable[[], Mapping[str, str]] = dict,
         traffic: TrafficLedger | None = None,
         modes: Callable[[], Mapping[str, str]] = dict,
+        imported: Callable[[str, str], Sequence[tuple[str, str]]] = lambda bucket, key: (),
     ) -> None:
         self._metadata = metadata
+        #: (store, location) where an import may have put an object (degraded mode's reads).
+        self._imported = imported
         #: The instance (``server.instance_id``) owning this process's claims, as it
         #: owns its reservations and intents.
         self.owner: str = metadata.instance_id
@@ -1026,15 +1029,15 @@ class Placement(CopyMoves):
 
     async def find_without_metadata(self, bucket: str, key: str) -> tuple[ObjectStat, list[tuple[str, str]]] | None:
         """Degraded mode (no metadata database): the object ``key`` of ``bucket`` as the first
-        store, in configuration order, that has it at its default location
-        (``location_for``) describes it, and the places to read it from: that store's, then
-        the later stores' default locations. None when no store has it; the last store
-        error when none answered. Objects whose location was escaped differently or moved
-        are not found."""
-        names = list(self._stores)
+        place that has it describes it, and the places to read it from: that one, then the
+        later ones. The places: each store's default location (``location_for``), in
+        configuration order, then those where an import may have put it (``imported``).
+        None when no place has it; the last store error when none answered. Objects whose
+        location was escaped differently or moved are not found."""
+        places = [(name, store.location_for(bucket, key)) for name, store in self._stores.items()]
+        places += [place for place in self._imported(bucket, key) if place[0] in self._stores and place not in places]
         last_error: Exception | None = None
-        for index, name in enumerate(names):
-            location = self._stores[name].location_for(bucket, key)
+        for index, (name, location) in enumerate(places):
             try:
                 stat = await self._stores[name].stat(location)
             except ObjectMissing:
@@ -1044,8 +1047,7 @@ class Placement(CopyMoves):
                     self.health.record_failure(name, str(error))
                 last_error = error
                 continue
-            later = [(other, self._stores[other].location_for(bucket, key)) for other in names[index + 1:]]
-            return stat, [(name, location), *later]
+            return stat, places[index:]
         if last_error is not None:
             raise last_error
         return None
