@@ -21,6 +21,7 @@ from s3orchestrator.metadata.claims import (
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import (
+    NOT_ADDED,
     IMetadataStore,
     ObjectFetch,
     StoreChooser,
@@ -433,6 +434,33 @@ def _claim_cleanup(
     if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
         return "claimed elsewhere"
     return "claimed"
+
+
+def _add_copy(txn: Transaction, record: ObjectRecord, copy: NewCopy, now_ms: int) -> bool:
+    """``IMetadataStore.add_copy`` in ``txn``."""
+    lock_key(txn, record.bucket, record.key)
+    current = _select_object(txn, record.bucket, record.key)
+    on_store = txn.query_one(
+        "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+        (record.bucket, record.key, copy.store),
+    )
+    if (
+        current is None
+        or (current.etag, current.last_modified_ms) != (record.etag, record.last_modified_ms)
+        or on_store is not None
+    ):
+        return False
+    _take_reservation(txn, copy.reservation_id, copy.store)
+    _drop_intent(txn, copy.reservation_id)
+    _add_usage(txn, copy.store, current.size, 1)
+    _drop_cleanups(txn, copy.store, copy.location)
+    txn.execute(
+        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+        " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+        (record.bucket, record.key, copy.store, copy.location, current.size, now_ms),
+    )
+    _unmark_lost(txn, record.bucket, record.key)
+    return True
 
 
 def _let_go_moved(txn: Transaction, record: ObjectRecord, copy: CopyRecord, now_ms: int) -> bool:
@@ -850,32 +878,7 @@ class MetadataStore(MovementQueries):
         reservation), when the object is no longer that one (overwritten or deleted:
         same ETag and modification time) or already has a copy on that store."""
 
-        def add(txn: Transaction) -> bool:
-            lock_key(txn, record.bucket, record.key)
-            current = _select_object(txn, record.bucket, record.key)
-            on_store = txn.query_one(
-                "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
-                (record.bucket, record.key, copy.store),
-            )
-            if (
-                current is None
-                or (current.etag, current.last_modified_ms) != (record.etag, record.last_modified_ms)
-                or on_store is not None
-            ):
-                return False
-            _take_reservation(txn, copy.reservation_id, copy.store)
-            _drop_intent(txn, copy.reservation_id)
-            _add_usage(txn, copy.store, current.size, 1)
-            _drop_cleanups(txn, copy.store, copy.location)
-            txn.execute(
-                "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
-                " VALUES (?, ?, ?, ?, 'live', ?, ?)",
-                (record.bucket, record.key, copy.store, copy.location, current.size, self._now_ms()),
-            )
-            _unmark_lost(txn, record.bucket, record.key)
-            return True
-
-        return self.database.runInteraction("add_copy", add, write=True)
+        return self.database.runInteraction("add_copy", _add_copy, record, copy, self._now_ms(), write=True)
 
     def object_copies(self, bucket: str, key: str) -> Deferred[list[CopyRecord]]:
         """Every copy of one object (none for a missing object), in store name order."""
@@ -1038,18 +1041,22 @@ class MetadataStore(MovementQueries):
 
     def let_go_moved_copy(
         self, record: ObjectRecord, copy: CopyRecord, settled: Sequence[str], holder: str, expires_ms: int,
-        move: QueuedMove | None = None,
+        move: QueuedMove | None = None, added: NewCopy | None = None,
     ) -> Deferred[str | None]:
         """The end of a move, in one transaction: ``let_go_copy``; the claims of
         ``settled`` end (the new copy's write, its bytes in place); once let go, the old
         copy's location is claimed for ``holder`` to remove its bytes (as
         ``claim_cleanup``, until ``expires_ms``); and ``move``, the queued move this
         makes, leaves the queue counted as moved (``finish_move``). Fires with what
-        ``claim_cleanup`` would have, or None when the copy was not let go."""
+        ``claim_cleanup`` would have, or None when the copy was not let go. With
+        ``added``, the new copy is added first (``add_copy``), its bytes being in
+        place already: when it cannot be, nothing changes and it fires with NOT_ADDED."""
         now_ms = self._now_ms()
         owner = self.instance_id
 
         def let_go(txn: Transaction) -> str | None:
+            if added is not None and not _add_copy(txn, record, added, now_ms):
+                return NOT_ADDED
             for settled_holder in settled:
                 end_claim(txn, settled_holder)
             if move is not None:

@@ -852,12 +852,16 @@ class Placement(CopyMoves):
                 await self.release(reservation)
         return wanted
 
-    async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
-                            reservation: Reservation, settle: bool = True) -> bool:
+    async def _replicate_to(
+        self, record: ObjectRecord, sources: Sequence[ObjectRecord], reservation: Reservation, settle: bool = True,
+        commit_in_place: Callable[[NewCopy], Awaitable[bool]] | None = None,
+    ) -> bool:
         """One new copy of ``record`` on the reserved store, from the first source that
         reads; True once committed. The reservation is used or released. Without
         ``settle``, the claim of a committed copy's location (``write_holder``) is the
-        caller's to end."""
+        caller's to end. ``commit_in_place``: how to commit a copy whose bytes are in
+        place once written (an unstaged write: nothing to publish), instead of
+        ``add_copy``; True if it did (the claim is then its to end)."""
         store = self._stores[reservation.store]
         copy = NewCopy(reservation.store, store.location_for(record.bucket, record.key), reservation.id)
         target = attrs.evolve(record, store=copy.store, location=copy.location)
@@ -883,7 +887,11 @@ class Placement(CopyMoves):
                 await self._release_copy(record, reservation, copy.location, leftover)
                 return False
             async with self._locks.hold((record.bucket, record.key)):
-                if await self._metadata.add_copy(record, copy):
+                if commit_in_place is not None and not write.staged:
+                    if await commit_in_place(copy):
+                        await write.publish()  # a no-op, as the write is unstaged
+                        return True
+                elif await self._metadata.add_copy(record, copy):
                     published = False
                     try:
                         await write.publish()

@@ -5,19 +5,20 @@ released only once its bytes are gone. Mixed into ``Placement``.
 A move costs few metadata transactions: what it starts from can come with the mover's
 claim (``ObjectCopies``), and letting the old copy go also ends the new copy's claim,
 claims the old location for the removal of its bytes and takes the queued move out of
-the queue (``let_go_moved_copy``)."""
+the queue (``let_go_moved_copy``); where the new copy's bytes are in place as soon as
+written (an S3 store's PUT: nothing to publish), that transaction adds it too."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
 
 import attrs
 
 from s3orchestrator.config import PlacementPolicy
 from s3orchestrator.jobs.health import StoreHealth
 from s3orchestrator.metadata.claims import fresh_holder, write_holder
-from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import CopyRecord, ObjectCopies, ObjectRecord, QueuedMove, Reservation
+from s3orchestrator.metadata.interface import NOT_ADDED, IMetadataStore
+from s3orchestrator.metadata.records import CopyRecord, NewCopy, ObjectCopies, ObjectRecord, QueuedMove, Reservation
 from s3orchestrator.placement.errors import CapReached, LocationBusy, NoRoom
 from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.stores.interface import IObjectStore, StoreUnavailable
@@ -58,8 +59,10 @@ class CopyMoves:
         async def reserve_copies(self, size: int, policy: PlacementPolicy, intent_for: tuple[str, str],
                                  exclude: frozenset[str] = frozenset()) -> tuple[Reservation, ...]: ...
 
-        async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
-                                reservation: Reservation, settle: bool = True) -> bool: ...
+        async def _replicate_to(
+            self, record: ObjectRecord, sources: Sequence[ObjectRecord], reservation: Reservation,
+            settle: bool = True, commit_in_place: Callable[[NewCopy], Awaitable[bool]] | None = None,
+        ) -> bool: ...
 
         async def settle(self, reservations: Sequence[Reservation]) -> None: ...
 
@@ -105,11 +108,29 @@ class CopyMoves:
             raise LocationBusy(f"{bucket}/{key} got a copy on store {reservation.store} meanwhile")
         sources = [old, *(copy for copy in live if copy is not old)]
         ordered = [attrs.evolve(record, store=copy.store, location=copy.location) for copy in sources]
-        if not await self._replicate_to(record, ordered, reservation, settle=False):
+        claim = fresh_holder()
+        ended: list[str | None] = []  # what the end of the move answered, if it added the new copy
+
+        async def add_and_let_go(copy: NewCopy) -> bool:
+            # Bytes in place as soon as written: the new copy is added in the transaction
+            # that lets the old one go.
+            answer = await self._metadata.let_go_moved_copy(
+                record, old, [write_holder(copy.reservation_id)], claim, self.delete_claim_expiry(), queued,
+                added=copy)
+            if answer == NOT_ADDED:
+                return False
+            ended.append(answer)
+            return True
+
+        if not await self._replicate_to(record, ordered, reservation, settle=False, commit_in_place=add_and_let_go):
             if not _same_object(await self._metadata.get_object(bucket, key), record):
                 return Moved(GONE)
             raise StoreUnavailable(f"could not copy {bucket}/{key} from store {from_store} to store"
                                    f" {reservation.store}")
+        if ended:
+            if ended[0] == "claimed":
+                await self._remove_claimed(old.store, old.location, claim)
+            return Moved(MOVED, reservation.store, record.size, unqueued=queued is not None)
         try:
             return await self._let_go(record, old, reservation.store, [write_holder(reservation.id)], queued)
         except BaseException:

@@ -8,6 +8,7 @@ import attrs
 import pytest_twisted
 
 from s3orchestrator.metadata.claims import write_holder
+from s3orchestrator.metadata.interface import NOT_ADDED
 from s3orchestrator.metadata.movements import _MOVE_COLUMNS
 from s3orchestrator.metadata.placements import ObjectPlacements
 from s3orchestrator.metadata.records import (
@@ -260,3 +261,34 @@ async def test_migration_015_counts_what_the_queue_holds(
         MoveProgress("drain", "c", 0, 0, 2, 2, NOW),
         MoveProgress("rebalance", "b", 1, 5, 0, 0, NOW + 7),
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_end_of_a_move_can_add_the_new_copy_too(
+    make_store: Callable[..., MetadataStore], db_rows: Rows,
+) -> None:
+    metadata = await with_objects(make_store, {"k1": 10})
+    await metadata.register_instance(Instance("test:1", "h", 1, NOW, NOW + 3_600_000))
+    await metadata.queue_moves([PlannedMove("bkt", "k1", "a", None, 10)], "drain", NOW)
+    (move,) = await metadata.moves_due(10, NOW)
+    found = await metadata.claim_move(move, "test:1", NOW)
+    assert found is not None and found.record is not None
+    intent = IntentPlan("bkt", "k1", lambda store: f"{store}:bkt/k1")
+    (reservation,) = await metadata.reserve_copies(10, lambda usage: ("b",), intent)
+    added = NewCopy("b", "b:bkt/k1", reservation.id)
+    settled = [write_holder(reservation.id)]
+    newer = attrs.evolve(found.record, last_modified_ms=NOW + 1)
+    # The object changed: nothing happens (the caller drops the new bytes).
+    assert await metadata.let_go_moved_copy(newer, found.live[0], settled, "d1", NOW + 60_000, move,
+                                            added=added) == NOT_ADDED
+    assert len(db_rows("SELECT holder FROM claims")) == 1 and len(await metadata.list_intents()) == 1
+    assert [m.key for m in await metadata.moves_due(10, NOW, "test:1")] == ["k1"]
+
+    assert await metadata.let_go_moved_copy(found.record, found.live[0], settled, "d1", NOW + 60_000, move,
+                                            added=added) == "claimed"
+    assert [(c.store, c.state) for c in await metadata.object_copies("bkt", "k1")] == [("b", "live")]
+    assert await metadata.list_intents() == [] and await metadata.moves_due(10, NOW, "test:1") == []
+    assert [tuple(row) for row in db_rows("SELECT store, location, holder FROM claims")] == [("a", "a:bkt/k1", "d1")]
+    usage = {u.name: (u.used_bytes, u.reserved_bytes, u.object_count) for u in await metadata.store_usage()}
+    assert usage["a"] == (10, 0, 0) and usage["b"] == (10, 0, 1)  # a's bytes count until they are gone
+    assert [(p.left_objects, p.moved_objects) for p in await metadata.move_progress()] == [(0, 1)]
