@@ -219,6 +219,7 @@ class OrchestratorService(LoggingService):
             zones=lambda: self.config.store_zones(),
             traffic=self.traffic,
             modes=lambda: self.config.store_modes(),
+            imported=lambda bucket, key: self.importer.areas.places(bucket, key),
         )
         # Plans rebalances (admin API, the periodic job) for the mover to carry out.
         self.rebalancer = Rebalancer(

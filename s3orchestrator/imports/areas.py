@@ -12,7 +12,7 @@ areas), and a bucket whose area holds imported objects cannot be configured
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
 from s3orchestrator.stores.directory import IMPORTED_MARK, relative_path
@@ -87,3 +87,26 @@ def conflicts(config: Config, areas: Sequence[tuple[str, str, str]]) -> list[str
                     f" where objects imported into bucket {imported_into!r} are"
                 )
     return problems
+
+
+class KnownAreas:
+    """The areas imported objects were found in, as (store, area, bucket), as last read
+    from the metadata (``import_areas``) or recorded by an import here: where reads look
+    for imported objects when the metadata database is unavailable (degraded mode).
+    ``stores()``: the configured stores, in configuration order."""
+
+    def __init__(self, stores: Callable[[], Sequence[StoreConfig]]) -> None:
+        self._stores = stores
+        self._areas: frozenset[tuple[str, str, str]] = frozenset()
+
+    def remember(self, areas: Iterable[tuple[str, str, str]], replace: bool = False) -> None:
+        """Add ``areas`` to those known (``replace``: they are all there are)."""
+        self._areas = frozenset(areas) if replace else self._areas | frozenset(areas)
+
+    def places(self, bucket: str, key: str) -> list[tuple[str, str]]:
+        """(store, location) of every place an import may have put object ``key`` of
+        ``bucket``: its own name, on each store (in configuration order) where an area
+        of that bucket is its first segment."""
+        area = area_of(key)
+        return [(store.name, imported_location(store, key)) for store in self._stores()
+                if (store.name, area, bucket) in self._areas]

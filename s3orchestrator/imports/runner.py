@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3orchestrator.config import Config, DirectoryStoreConfig, StoreConfig
-from s3orchestrator.imports.areas import own_areas
+from s3orchestrator.imports.areas import KnownAreas, own_areas
 from s3orchestrator.imports.batch import Batch
 from s3orchestrator.imports.directory_source import DirectorySource
 from s3orchestrator.imports.s3_source import S3Source
@@ -77,6 +77,9 @@ class Importer(Service):
         self._replicate = replicate
         self._lease_ms = int(lease * 1000)
         self._runs: dict[tuple[str, str, str], Deferred[None]] = {}
+        #: The areas of imported objects (degraded mode's reads look there), refreshed as
+        #: interrupted imports are looked for and as this instance's imports record objects.
+        self.areas = KnownAreas(lambda: config().stores)
         self._resumer = LoopingCall(lambda: ensureDeferred(self.resume_interrupted()))
         self._resumer.clock = reactor
         self._resume_interval = resume_interval
@@ -86,9 +89,11 @@ class Importer(Service):
         self._resumer.start(self._resume_interval, now=True)
 
     async def resume_interrupted(self) -> int:
-        """Resume the imports left running by dead instances; how many this one took."""
+        """Resume the imports left running by dead instances; how many this one took.
+        (The areas of imported objects are read again too.)"""
         try:
             records = await self.table.imports()
+            self.areas.remember(await self.table.areas(), replace=True)
         except Exception as error:
             _log.warn("Cannot look for interrupted imports: {error}", error=str(error))
             return 0
@@ -179,6 +184,8 @@ class Importer(Service):
         _, outcomes = await self.table.record(
             store, bucket, prefix, self.owner, batch.found, batch.last_key, batch.skipped, missing, self._lease_ms,
         )
+        self.areas.remember((store, found.area, bucket) for found, outcome in zip(batch.found, outcomes, strict=True)
+                            if outcome == IMPORTED)
         if missing and IMPORTED in outcomes and self._replicate is not None:
             self._replicate()
 

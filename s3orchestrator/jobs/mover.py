@@ -14,7 +14,7 @@ from s3orchestrator.config import DRAIN, MovementConfig
 from s3orchestrator.jobs.election import JobLease
 from s3orchestrator.jobs.timed import TimedJob
 from s3orchestrator.metadata.interface import IMetadataStore
-from s3orchestrator.metadata.records import QueuedMove
+from s3orchestrator.metadata.records import ObjectCopies, QueuedMove
 from s3orchestrator.placement.moves import GONE, MOVED, Moved
 
 #: Due moves read per query; moving pauses, stops and gives up its lease between two batches.
@@ -30,7 +30,8 @@ FAILED, BUSY, STOPPED = "failed", "busy", "stopped"
 class Mover(Protocol):
     """What the job needs of placement."""
 
-    async def move_copy(self, bucket: str, key: str, from_store: str, to_store: str | None = None) -> Moved:
+    async def move_copy(self, bucket: str, key: str, from_store: str, to_store: str | None = None,
+                        found: ObjectCopies | None = None, queued: QueuedMove | None = None) -> Moved:
         ...
 
 
@@ -190,10 +191,12 @@ class MoverJob(TimedJob):
             return STOPPED
         await self._pace(move.size)
         now_ms = int(self.clock.seconds() * 1000)
-        if not await self._metadata.claim_move(move, self._owner, now_ms):
+        found = await self._metadata.claim_move(move, self._owner, now_ms)
+        if found is None:
             return BUSY
         try:
-            outcome = await self._placement.move_copy(move.bucket, move.key, move.from_store, move.to_store)
+            outcome = await self._placement.move_copy(move.bucket, move.key, move.from_store, move.to_store,
+                                                      found=found, queued=move)
         except Exception as error:
             self.failures += 1
             delay = retry_delay(move.attempts)
@@ -204,7 +207,8 @@ class MoverJob(TimedJob):
             )
             await self._metadata.postpone_move(move, now_ms + int(delay * 1000), str(error))
             return FAILED
-        await self._metadata.finish_move(move, moved=outcome.outcome == MOVED)
+        if not outcome.unqueued:
+            await self._metadata.finish_move(move, moved=outcome.outcome == MOVED)
         if outcome.outcome != MOVED:
             return GONE
         self.moved += 1

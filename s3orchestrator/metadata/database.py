@@ -216,8 +216,7 @@ class Database:
         started = self.reactor.seconds()
 
         def interaction(cursor: Any) -> _T:
-            self.engine.set_lock_wait(cursor, self.engine.busy_timeout)
-            self.engine.begin(cursor, write=False)
+            self.engine.begin_with(cursor, False, self.engine.busy_timeout)
             return func(Transaction(self.engine, cursor, desc), *args)
 
         def log_slow(result: _T) -> _T:

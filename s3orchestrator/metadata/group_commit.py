@@ -10,10 +10,10 @@ batch runs, new interactions queue for the next one, so a lone write waits for
 nothing and concurrent writes cost one sync per batch instead of one each.
 
 Only portable SQL is used here (SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT,
-COMMIT, ROLLBACK); what differs between engines stays in the engine (``begin``,
-``set_lock_wait``, ``set_durability``, ``is_busy``). A batch whose interactions all
-say ``durable=False`` (quota reservations, which a restart drops anyway) commits
-without a sync.
+COMMIT, ROLLBACK); what differs between engines stays in the engine (``begin_with``:
+the lock wait, the durability and the start of the transaction; ``is_busy``). A batch
+whose interactions all say ``durable=False`` (quota reservations, which a restart
+drops anyway) commits without a sync.
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ def run_batch(
     turns an engine error into what callers see (a busy database into MetadataBusy).
     """
     try:
-        engine.set_lock_wait(cursor, lock_wait)
-        engine.set_durability(cursor, any(request.durable for request in requests))
-        engine.begin(cursor, write=True)
+        engine.begin_with(cursor, True, lock_wait, any(request.durable for request in requests))
     except Exception as error:
         failure = Failure(map_error(error))
         for request in requests:

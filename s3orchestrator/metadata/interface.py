@@ -19,12 +19,16 @@ from s3orchestrator.metadata.records import (
     NewCopy,
     ObjectRecord,
     PartRecord,
+    QueuedMove,
     QueuedReplication,
     QueueTotals,
     Reservation,
     StoreUsage,
     UploadRecord,
 )
+
+#: What ``IMetadataStore.let_go_moved_copy`` fires with when the new copy it was to add could not be.
+NOT_ADDED = "not added"
 
 StoreChooser = Callable[[Sequence[StoreUsage]], "str | None"]
 #: Picks the distinct stores an object's copies go to (none: no room anywhere).
@@ -198,6 +202,17 @@ class IMetadataStore(IMovementQueue):
         """``copy`` was moved to another store: if the object is still ``record``'s, the
         copy still that live copy and another remains, its bytes go to the cleanup queue
         (the record naming another live copy); fire with whether it did."""
+
+    def let_go_moved_copy(
+        record: ObjectRecord, copy: CopyRecord, settled: Sequence[str], holder: str, expires_ms: int,
+        move: QueuedMove | None = None, added: NewCopy | None = None,
+    ) -> Deferred[str | None]:
+        """The end of a move in one transaction: ``let_go_copy``, the claims of
+        ``settled`` ended, the old copy's location claimed for ``holder`` to remove its
+        bytes (as ``claim_cleanup``) and ``move`` out of the queue, counted as moved
+        (``finish_move``). Fire with ``claim_cleanup``'s answer, or None when the copy
+        was not let go. With ``added`` (a new copy whose bytes are in place), it is
+        added first (``add_copy``); if it cannot be, nothing changes: NOT_ADDED."""
 
     def probe() -> Deferred[None]:
         """Check the database can be read and written (degraded mode's probe); changes nothing."""

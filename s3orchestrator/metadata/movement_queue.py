@@ -7,7 +7,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from s3orchestrator.metadata.records import MoveProgress, PlannedMove, QueuedMove
+from s3orchestrator.metadata.records import MoveProgress, ObjectCopies, PlannedMove, QueuedMove
 
 #: The reasons a copy is moved.
 MOVE_REASONS = ("drain", "rebalance")
@@ -31,10 +31,12 @@ class IMovementQueue(Interface):
         """Up to ``limit`` moves due by ``now_ms`` that no live instance (but ``owner``)
         has claimed, soonest first."""
 
-    def claim_move(move: QueuedMove, owner: str, now_ms: int) -> Deferred[bool]:
-        """Claim ``move`` for instance ``owner`` (for as long as it lives): False when it
-        is gone, another live instance has it, or a live instance (``owner`` included)
-        has another move of the same object: one move of an object at a time."""
+    def claim_move(move: QueuedMove, owner: str, now_ms: int) -> Deferred[ObjectCopies | None]:
+        """Claim ``move`` for instance ``owner`` (for as long as it lives) and fire with
+        its object as the claim's transaction read it (what the move starts from); None,
+        claiming nothing, when it is gone, another live instance has it, or a live
+        instance (``owner`` included) has another move of the same object: one move of
+        an object at a time."""
 
     def finish_move(move: QueuedMove, moved: bool) -> Deferred[None]:
         """Take ``move`` out of the queue; ``moved``: its copy was moved (counted in the totals)."""
@@ -47,7 +49,8 @@ class IMovementQueue(Interface):
         totals; fire with how many moves were dropped."""
 
     def move_progress() -> Deferred[list[MoveProgress]]:
-        """Moves left and made, per reason and source store (by reason, then store)."""
+        """Moves left and made, per reason and source store (by reason, then store): one
+        read of counters kept as the queue changes, cheap enough for every scrape."""
 
     def movement_paused() -> Deferred[bool]:
         """Whether moving is paused."""

@@ -1,17 +1,21 @@
 """The movements queue in SQL (``IMovementQueue``): copies to move between stores (drain,
 rebalance), what has been moved, and whether moving is paused (table ``movements`` and its
-companions, migration 012). Mixed into ``MetadataStore``; the same statements run on both engines."""
+companions, migration 012). Mixed into ``MetadataStore``; the same statements run on both engines.
+
+What is left to move is counted in ``movement_totals`` (migration 015) by every statement
+that adds or takes moves, in its transaction (``_count_left``), so that progress is one
+short read however long the queue."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from twisted.internet.defer import Deferred
 
 from s3orchestrator.metadata.claims import lock_key
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.movement_queue import MOVE_REASONS
-from s3orchestrator.metadata.records import MoveProgress, PlannedMove, QueuedMove
+from s3orchestrator.metadata.records import MoveProgress, ObjectCopies, PlannedMove, QueuedMove
 
 #: The ``movement_state`` row of the mover.
 MOVER = "mover"
@@ -48,25 +52,77 @@ def _start_totals(txn: Transaction, reason: str, stores: Sequence[str], now_ms: 
         )
 
 
+def _count_left(txn: Transaction, reason: str, store: str, objects: int, size: int, failing: int) -> None:
+    """Add to what is left of ``reason``'s moves off ``store`` (negative: taken out)."""
+    txn.execute(
+        "UPDATE movement_totals SET left_objects = left_objects + ?, left_bytes = left_bytes + ?,"
+        " failing = failing + ? WHERE reason = ? AND store = ?",
+        (objects, size, failing, reason, store),
+    )
+
+
+def uncount_moves(txn: Transaction, removed: Iterable[Sequence[Any]]) -> int:
+    """Count out of what is left the moves just deleted, given as the (reason, from_store,
+    size, attempts) rows their DELETE ... RETURNING gave; how many there were."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for reason, store, size, attempts in removed:
+        counts = sums.setdefault((reason, store), [0, 0, 0])
+        counts[0] += 1
+        counts[1] += int(size)
+        counts[2] += 1 if int(attempts) > 0 else 0
+    for (reason, store), (objects, size, failing) in sorted(sums.items()):
+        _count_left(txn, reason, store, -objects, -size, -failing)
+    return sum(counts[0] for counts in sums.values())
+
+
+def finish_queued_move(txn: Transaction, move: QueuedMove, moved: bool) -> bool:
+    """Take ``move`` out of the queue (``IMovementQueue.finish_move``) in ``txn``; whether
+    it was still queued."""
+    removed = txn.query(
+        "DELETE FROM movements WHERE bucket = ? AND key = ? AND from_store = ? RETURNING reason, from_store, size,"
+        " attempts",
+        (move.bucket, move.key, move.from_store),
+    )
+    if not removed:
+        return False
+    uncount_moves(txn, removed)
+    if moved:
+        txn.execute(
+            "UPDATE movement_totals SET moved_objects = moved_objects + 1, moved_bytes = moved_bytes + ?"
+            " WHERE reason = ? AND store = ?",
+            (move.size, move.reason, move.from_store),
+        )
+    return True
+
+
 class MovementQueries:
     """``IMovementQueue`` over a ``Database`` (the ``database`` attribute of the class it is mixed into)."""
 
     database: Database
 
+    if TYPE_CHECKING:
+        def _read_object_copies(self, txn: Transaction, bucket: str, key: str) -> ObjectCopies:
+            """The object and its copies, read in ``txn`` (``MetadataStore`` has it)."""
+
     def queue_moves(self, moves: Sequence[PlannedMove], reason: str, now_ms: int) -> Deferred[int]:
         _check_reason(reason)
 
         def queue(txn: Transaction) -> int:
-            queued = 0
+            _start_totals(txn, reason, [move.from_store for move in moves], now_ms)
+            added: dict[str, list[int]] = {}
             for move in moves:
                 txn.execute(
                     f"INSERT INTO movements ({_MOVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL)"
                     " ON CONFLICT (bucket, key, from_store) DO NOTHING",
                     (move.bucket, move.key, move.from_store, move.to_store, reason, move.size, now_ms, now_ms),
                 )
-                queued += max(txn.rowcount, 0)
-            _start_totals(txn, reason, [move.from_store for move in moves], now_ms)
-            return queued
+                if txn.rowcount == 1:
+                    counts = added.setdefault(move.from_store, [0, 0])
+                    counts[0] += 1
+                    counts[1] += move.size
+            for store, (objects, size) in sorted(added.items()):
+                _count_left(txn, reason, store, objects, size, 0)
+            return sum(objects for objects, _ in added.values())
 
         return self.database.runInteraction("queue_moves", queue, write=True)
 
@@ -109,8 +165,8 @@ class MovementQueries:
 
         return self.database.runInteraction("moves_due", select)
 
-    def claim_move(self, move: QueuedMove, owner: str, now_ms: int) -> Deferred[bool]:
-        def claim(txn: Transaction) -> bool:
+    def claim_move(self, move: QueuedMove, owner: str, now_ms: int) -> Deferred[ObjectCopies | None]:
+        def claim(txn: Transaction) -> ObjectCopies | None:
             # Serialises claims of one object's moves across instances (PostgreSQL).
             lock_key(txn, move.bucket, move.key)
             # Busy: another live instance has this move, or a live one (``owner`` too) has
@@ -121,37 +177,34 @@ class MovementQueries:
                 (move.bucket, move.key, move.from_store, owner, now_ms),
             )
             if busy is not None:
-                return False
+                return None
             txn.execute(
                 "UPDATE movements SET claimed_by = ?, claimed_ms = ? WHERE bucket = ? AND key = ? AND from_store = ?",
                 (owner, now_ms, move.bucket, move.key, move.from_store),
             )
-            return txn.rowcount == 1
+            if txn.rowcount != 1:
+                return None
+            # What the move starts from, read here rather than in transactions of its own.
+            return self._read_object_copies(txn, move.bucket, move.key)
 
         return self.database.runInteraction("claim_move", claim, write=True)
 
     def finish_move(self, move: QueuedMove, moved: bool) -> Deferred[None]:
         def finish(txn: Transaction) -> None:
-            txn.execute(
-                "DELETE FROM movements WHERE bucket = ? AND key = ? AND from_store = ?",
-                (move.bucket, move.key, move.from_store),
-            )
-            if moved and txn.rowcount == 1:
-                txn.execute(
-                    "UPDATE movement_totals SET moved_objects = moved_objects + 1, moved_bytes = moved_bytes + ?"
-                    " WHERE reason = ? AND store = ?",
-                    (move.size, move.reason, move.from_store),
-                )
+            finish_queued_move(txn, move, moved)
 
         return self.database.runInteraction("finish_move", finish, write=True)
 
     def postpone_move(self, move: QueuedMove, next_ms: int, error: str) -> Deferred[None]:
         def postpone(txn: Transaction) -> None:
-            txn.execute(
+            row = txn.query_one(
                 "UPDATE movements SET attempts = attempts + 1, next_ms = ?, last_error = ?, claimed_by = NULL,"
-                " claimed_ms = 0 WHERE bucket = ? AND key = ? AND from_store = ?",
+                " claimed_ms = 0 WHERE bucket = ? AND key = ? AND from_store = ?"
+                " RETURNING reason, from_store, attempts",
                 (next_ms, error[:1000], move.bucket, move.key, move.from_store),
             )
+            if row is not None and int(row[2]) == 1:
+                _count_left(txn, row[0], row[1], 0, 0, 1)  # its first failure
 
         return self.database.runInteraction("postpone_move", postpone, write=True)
 
@@ -169,29 +222,19 @@ class MovementQueries:
 
     def move_progress(self) -> Deferred[list[MoveProgress]]:
         def select(txn: Transaction) -> list[MoveProgress]:
-            left = {
-                (reason, store): (int(count), int(size), int(failing))
-                for reason, store, count, size, failing in txn.query(
-                    "SELECT reason, from_store, COUNT(*), COALESCE(SUM(size), 0),"
-                    " SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM movements GROUP BY reason, from_store"
+            # Sorted here: the engines' collations of TEXT differ.
+            return sorted((
+                MoveProgress(
+                    reason=reason, store=store, left_objects=int(left_objects), left_bytes=int(left_bytes),
+                    moved_objects=int(moved_objects), moved_bytes=int(moved_bytes), started_ms=int(started_ms),
+                    failing=int(failing),
                 )
-            }
-            totals = {
-                (reason, store): (int(objects), int(size), int(started))
-                for reason, store, objects, size, started in txn.query(
-                    "SELECT reason, store, moved_objects, moved_bytes, started_ms FROM movement_totals"
+                for reason, store, left_objects, left_bytes, moved_objects, moved_bytes, started_ms, failing
+                in txn.query(
+                    "SELECT reason, store, left_objects, left_bytes, moved_objects, moved_bytes, started_ms, failing"
+                    " FROM movement_totals"
                 )
-            }
-            progress = []
-            for reason, store in sorted(set(left) | set(totals)):
-                objects, size, failing = left.get((reason, store), (0, 0, 0))
-                moved = totals.get((reason, store))
-                progress.append(MoveProgress(
-                    reason=reason, store=store, left_objects=objects, left_bytes=size,
-                    moved_objects=moved[0] if moved else 0, moved_bytes=moved[1] if moved else 0,
-                    started_ms=moved[2] if moved else None, failing=failing,
-                ))
-            return progress
+            ), key=lambda progress: (progress.reason, progress.store))
 
         return self.database.runInteraction("move_progress", select)
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from twisted.internet.defer import Deferred, succeed
 
 from s3orchestrator.metadata.database import Database, Transaction
+from s3orchestrator.metadata.movements import uncount_moves
 from s3orchestrator.metadata.records import ObjectPlacement
 
 _COLUMNS = "bucket, key, store, state, size"
@@ -99,10 +100,10 @@ class ObjectPlacements:
         marks = ", ".join("?" for _ in stores)
 
         def drop(txn: Transaction) -> int:
-            txn.execute(
-                f"DELETE FROM movements WHERE reason = ? AND to_store IN ({marks}) AND claimed_by IS NULL",
+            return uncount_moves(txn, txn.query(
+                f"DELETE FROM movements WHERE reason = ? AND to_store IN ({marks}) AND claimed_by IS NULL"
+                " RETURNING reason, from_store, size, attempts",
                 (reason, *stores),
-            )
-            return max(txn.rowcount, 0)
+            ))
 
         return self.database.runInteraction("drop_moves_to", drop, write=True)

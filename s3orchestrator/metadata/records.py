@@ -198,6 +198,17 @@ class NewCopy:
 
 
 @attrs.frozen
+class ObjectCopies:
+    """One object as one transaction read it: its ``record`` (None: no such object), its
+    ``live`` copies (stores in configuration order, stores no longer configured last)
+    and the stores ``holding`` any copy of it, live or not."""
+
+    record: ObjectRecord | None
+    live: tuple[CopyRecord, ...] = ()
+    holding: frozenset[str] = frozenset()
+
+
+@attrs.frozen
 class QueuedReplication:
     """An object in the replication queue, there since ``since_ms`` (its oldest missing copy)."""
 

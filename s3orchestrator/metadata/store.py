@@ -21,6 +21,7 @@ from s3orchestrator.metadata.claims import (
 from s3orchestrator.metadata.database import Database, Transaction
 from s3orchestrator.metadata.engines.sqlite import SqliteEngine
 from s3orchestrator.metadata.interface import (
+    NOT_ADDED,
     IMetadataStore,
     ObjectFetch,
     StoreChooser,
@@ -28,7 +29,7 @@ from s3orchestrator.metadata.interface import (
     UploadFetch,
     prefix_upper_bound,
 )
-from s3orchestrator.metadata.movements import MovementQueries
+from s3orchestrator.metadata.movements import MovementQueries, finish_queued_move
 from s3orchestrator.metadata.records import (
     CleanupEntry,
     CompletedUpload,
@@ -38,8 +39,10 @@ from s3orchestrator.metadata.records import (
     IntentPlan,
     LostObject,
     NewCopy,
+    ObjectCopies,
     ObjectRecord,
     PartRecord,
+    QueuedMove,
     QueuedReplication,
     QueueTotals,
     Reservation,
@@ -418,6 +421,68 @@ def _claim_for_write(txn: Transaction, store: str, location: str, reservation_id
 
 def _cleanup_queued_at(txn: Transaction, store: str, location: str) -> bool:
     return txn.query_one("SELECT 1 FROM cleanup WHERE store = ? AND location = ?", (store, location)) is not None
+
+
+def _claim_cleanup(
+    txn: Transaction, store: str, location: str, holder: str, owner: str, now_ms: int, expires_ms: int
+) -> str:
+    """``IMetadataStore.claim_cleanup`` in ``txn``."""
+    if _live_copy_at(txn, store, location):
+        return "in use"
+    if not _cleanup_queued_at(txn, store, location):
+        return "gone"
+    if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
+        return "claimed elsewhere"
+    return "claimed"
+
+
+def _add_copy(txn: Transaction, record: ObjectRecord, copy: NewCopy, now_ms: int) -> bool:
+    """``IMetadataStore.add_copy`` in ``txn``."""
+    lock_key(txn, record.bucket, record.key)
+    current = _select_object(txn, record.bucket, record.key)
+    on_store = txn.query_one(
+        "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+        (record.bucket, record.key, copy.store),
+    )
+    if (
+        current is None
+        or (current.etag, current.last_modified_ms) != (record.etag, record.last_modified_ms)
+        or on_store is not None
+    ):
+        return False
+    _take_reservation(txn, copy.reservation_id, copy.store)
+    _drop_intent(txn, copy.reservation_id)
+    _add_usage(txn, copy.store, current.size, 1)
+    _drop_cleanups(txn, copy.store, copy.location)
+    txn.execute(
+        "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
+        " VALUES (?, ?, ?, ?, 'live', ?, ?)",
+        (record.bucket, record.key, copy.store, copy.location, current.size, now_ms),
+    )
+    _unmark_lost(txn, record.bucket, record.key)
+    return True
+
+
+def _let_go_moved(txn: Transaction, record: ObjectRecord, copy: CopyRecord, now_ms: int) -> bool:
+    """``IMetadataStore.let_go_copy`` in ``txn``."""
+    lock_key(txn, record.bucket, record.key)
+    found = _select_object_copies(txn, record.bucket, record.key)
+    if found is None or (found[0].etag, found[0].last_modified_ms) != (record.etag, record.last_modified_ms):
+        return False
+    current, live = found
+    others = [other for other in live if other.store != copy.store]
+    if not others or not any(
+        (other.store, other.location, other.created_ms) == (copy.store, copy.location, copy.created_ms)
+        for other in live
+    ):
+        return False
+    txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?",
+                (record.bucket, record.key, copy.store))
+    _let_go_bytes(txn, copy.store, copy.location, copy.size, now_ms)
+    if (current.store, current.location) == (copy.store, copy.location):
+        txn.execute("UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
+                    (others[0].store, others[0].location, record.bucket, record.key))
+    return True
 
 
 _INTENT_COLUMNS = "reservation_id, bucket, key, store, location, size, owner, created_ms"
@@ -813,32 +878,7 @@ class MetadataStore(MovementQueries):
         reservation), when the object is no longer that one (overwritten or deleted:
         same ETag and modification time) or already has a copy on that store."""
 
-        def add(txn: Transaction) -> bool:
-            lock_key(txn, record.bucket, record.key)
-            current = _select_object(txn, record.bucket, record.key)
-            on_store = txn.query_one(
-                "SELECT store FROM copies WHERE bucket = ? AND key = ? AND store = ?",
-                (record.bucket, record.key, copy.store),
-            )
-            if (
-                current is None
-                or (current.etag, current.last_modified_ms) != (record.etag, record.last_modified_ms)
-                or on_store is not None
-            ):
-                return False
-            _take_reservation(txn, copy.reservation_id, copy.store)
-            _drop_intent(txn, copy.reservation_id)
-            _add_usage(txn, copy.store, current.size, 1)
-            _drop_cleanups(txn, copy.store, copy.location)
-            txn.execute(
-                "INSERT INTO copies (bucket, key, store, location, state, size, created_ms)"
-                " VALUES (?, ?, ?, ?, 'live', ?, ?)",
-                (record.bucket, record.key, copy.store, copy.location, current.size, self._now_ms()),
-            )
-            _unmark_lost(txn, record.bucket, record.key)
-            return True
-
-        return self.database.runInteraction("add_copy", add, write=True)
+        return self.database.runInteraction("add_copy", _add_copy, record, copy, self._now_ms(), write=True)
 
     def object_copies(self, bucket: str, key: str) -> Deferred[list[CopyRecord]]:
         """Every copy of one object (none for a missing object), in store name order."""
@@ -997,28 +1037,41 @@ class MetadataStore(MovementQueries):
         go to the cleanup queue (counted as used until gone) and the object's record moves
         to another live copy if it named this one. Fires with whether it did."""
         now_ms = self._now_ms()
+        return self.database.runInteraction("let_go_copy", _let_go_moved, record, copy, now_ms, write=True)
 
-        def let_go(txn: Transaction) -> bool:
-            lock_key(txn, record.bucket, record.key)
-            found = _select_object_copies(txn, record.bucket, record.key)
-            if found is None or (found[0].etag, found[0].last_modified_ms) != (record.etag, record.last_modified_ms):
-                return False
-            current, live = found
-            others = [other for other in live if other.store != copy.store]
-            if not others or not any(
-                (other.store, other.location, other.created_ms) == (copy.store, copy.location, copy.created_ms)
-                for other in live
-            ):
-                return False
-            txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?",
-                        (record.bucket, record.key, copy.store))
-            _let_go_bytes(txn, copy.store, copy.location, copy.size, now_ms)
-            if (current.store, current.location) == (copy.store, copy.location):
-                txn.execute("UPDATE objects SET store = ?, location = ? WHERE bucket = ? AND key = ?",
-                            (others[0].store, others[0].location, record.bucket, record.key))
-            return True
+    def let_go_moved_copy(
+        self, record: ObjectRecord, copy: CopyRecord, settled: Sequence[str], holder: str, expires_ms: int,
+        move: QueuedMove | None = None, added: NewCopy | None = None,
+    ) -> Deferred[str | None]:
+        """The end of a move, in one transaction: ``let_go_copy``; the claims of
+        ``settled`` end (the new copy's write, its bytes in place); once let go, the old
+        copy's location is claimed for ``holder`` to remove its bytes (as
+        ``claim_cleanup``, until ``expires_ms``); and ``move``, the queued move this
+        makes, leaves the queue counted as moved (``finish_move``). Fires with what
+        ``claim_cleanup`` would have, or None when the copy was not let go. With
+        ``added``, the new copy is added first (``add_copy``), its bytes being in
+        place already: when it cannot be, nothing changes and it fires with NOT_ADDED."""
+        now_ms = self._now_ms()
+        owner = self.instance_id
 
-        return self.database.runInteraction("let_go_copy", let_go, write=True)
+        def let_go(txn: Transaction) -> str | None:
+            if added is not None and not _add_copy(txn, record, added, now_ms):
+                return NOT_ADDED
+            for settled_holder in settled:
+                end_claim(txn, settled_holder)
+            if move is not None:
+                finish_queued_move(txn, move, moved=True)
+            if not _let_go_moved(txn, record, copy, now_ms):
+                return None
+            return _claim_cleanup(txn, copy.store, copy.location, holder, owner, now_ms, expires_ms)
+
+        return self.database.runInteraction("let_go_moved_copy", let_go, write=True)
+
+    def _read_object_copies(self, txn: Transaction, bucket: str, key: str) -> ObjectCopies:
+        found = _select_object_copies(txn, bucket, key)
+        if found is None:
+            return ObjectCopies(None)
+        return ObjectCopies(found[0], found[1], frozenset(copy.store for copy in _all_copies(txn, bucket, key)))
 
     def probe(self) -> Deferred[None]:
         """A write transaction that reads one row and changes nothing (degraded mode's
@@ -1185,17 +1238,10 @@ class MetadataStore(MovementQueries):
         the bytes to delete), "gone" (nothing is queued there any more) or "claimed
         elsewhere" (another live holder claims it: try later)."""
         now_ms = self._now_ms()
-
-        def claim(txn: Transaction) -> str:
-            if _live_copy_at(txn, store, location):
-                return "in use"
-            if not _cleanup_queued_at(txn, store, location):
-                return "gone"
-            if not take_claim(txn, store, location, holder, owner, now_ms, expires_ms):
-                return "claimed elsewhere"
-            return "claimed"
-
-        return self.database.runInteraction("claim_cleanup", claim, write=True, durable=False)
+        return self.database.runInteraction(
+            "claim_cleanup", _claim_cleanup, store, location, holder, owner, now_ms, expires_ms, write=True,
+            durable=False,
+        )
 
     def end_claims(self, holders: Sequence[str]) -> Deferred[None]:
         """Drop the claims of ``holders`` (their bytes are settled); missing ones are fine."""

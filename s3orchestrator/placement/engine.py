@@ -192,8 +192,11 @@ class Placement(CopyMoves):
         zones: Callable[[], Mapping[str, str]] = dict,
         traffic: TrafficLedger | None = None,
         modes: Callable[[], Mapping[str, str]] = dict,
+        imported: Callable[[str, str], Sequence[tuple[str, str]]] = lambda bucket, key: (),
     ) -> None:
         self._metadata = metadata
+        #: (store, location) where an import may have put an object (degraded mode's reads).
+        self._imported = imported
         #: The instance (``server.instance_id``) owning this process's claims, as it
         #: owns its reservations and intents.
         self.owner: str = metadata.instance_id
@@ -849,10 +852,16 @@ class Placement(CopyMoves):
                 await self.release(reservation)
         return wanted
 
-    async def _replicate_to(self, record: ObjectRecord, sources: Sequence[ObjectRecord],
-                            reservation: Reservation) -> bool:
+    async def _replicate_to(
+        self, record: ObjectRecord, sources: Sequence[ObjectRecord], reservation: Reservation, settle: bool = True,
+        commit_in_place: Callable[[NewCopy], Awaitable[bool]] | None = None,
+    ) -> bool:
         """One new copy of ``record`` on the reserved store, from the first source that
-        reads; True once committed. The reservation is used or released."""
+        reads; True once committed. The reservation is used or released. Without
+        ``settle``, the claim of a committed copy's location (``write_holder``) is the
+        caller's to end. ``commit_in_place``: how to commit a copy whose bytes are in
+        place once written (an unstaged write: nothing to publish), instead of
+        ``add_copy``; True if it did (the claim is then its to end)."""
         store = self._stores[reservation.store]
         copy = NewCopy(reservation.store, store.location_for(record.bucket, record.key), reservation.id)
         target = attrs.evolve(record, store=copy.store, location=copy.location)
@@ -878,11 +887,18 @@ class Placement(CopyMoves):
                 await self._release_copy(record, reservation, copy.location, leftover)
                 return False
             async with self._locks.hold((record.bucket, record.key)):
-                if await self._metadata.add_copy(record, copy):
+                if commit_in_place is not None and not write.staged:
+                    if await commit_in_place(copy):
+                        await write.publish()  # a no-op, as the write is unstaged
+                        return True
+                elif await self._metadata.add_copy(record, copy):
+                    published = False
                     try:
                         await write.publish()
+                        published = True
                     finally:
-                        await self.settle([reservation])
+                        if settle or not published:
+                            await self.settle([reservation])
                     return True
         except BaseException:
             await self.release(reservation)
@@ -1021,15 +1037,15 @@ class Placement(CopyMoves):
 
     async def find_without_metadata(self, bucket: str, key: str) -> tuple[ObjectStat, list[tuple[str, str]]] | None:
         """Degraded mode (no metadata database): the object ``key`` of ``bucket`` as the first
-        store, in configuration order, that has it at its default location
-        (``location_for``) describes it, and the places to read it from: that store's, then
-        the later stores' default locations. None when no store has it; the last store
-        error when none answered. Objects whose location was escaped differently or moved
-        are not found."""
-        names = list(self._stores)
+        place that has it describes it, and the places to read it from: that one, then the
+        later ones. The places: each store's default location (``location_for``), in
+        configuration order, then those where an import may have put it (``imported``).
+        None when no place has it; the last store error when none answered. Objects whose
+        location was escaped differently or moved are not found."""
+        places = [(name, store.location_for(bucket, key)) for name, store in self._stores.items()]
+        places += [place for place in self._imported(bucket, key) if place[0] in self._stores and place not in places]
         last_error: Exception | None = None
-        for index, name in enumerate(names):
-            location = self._stores[name].location_for(bucket, key)
+        for index, (name, location) in enumerate(places):
             try:
                 stat = await self._stores[name].stat(location)
             except ObjectMissing:
@@ -1039,8 +1055,7 @@ class Placement(CopyMoves):
                     self.health.record_failure(name, str(error))
                 last_error = error
                 continue
-            later = [(other, self._stores[other].location_for(bucket, key)) for other in names[index + 1:]]
-            return stat, [(name, location), *later]
+            return stat, places[index:]
         if last_error is not None:
             raise last_error
         return None
@@ -1223,15 +1238,23 @@ class Placement(CopyMoves):
             )
         own_claim = holder is None
         claim = fresh_holder() if holder is None else holder
-        expires_ms = int((self._clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
         try:
-            claimed = await self._metadata.claim_cleanup(store, location, claim, self.owner, expires_ms)
+            claimed = await self._metadata.claim_cleanup(store, location, claim, self.owner, self.delete_claim_expiry())
         except Exception as error:
             self._log.warn("Could not claim {location} on store {store}; left in the cleanup queue: {error}",
                            location=location, store=store, error=str(error))
             return
-        if claimed != "claimed":
-            return
+        if claimed == "claimed":
+            await self._remove_claimed(store, location, claim, own_claim)
+
+    def delete_claim_expiry(self) -> int:
+        """When (ms) a claim taken now to delete bytes runs out, should it never be ended."""
+        return int((self._clock.seconds() + DELETE_CLAIM_LEASE) * 1000)
+
+    async def _remove_claimed(self, store: str, location: str, claim: str, own_claim: bool = True) -> None:
+        """Remove the bytes queued for cleanup at ``location`` on ``store``, which ``claim``
+        claims, then forget what is queued there; ``own_claim``: end the claim too (else
+        its holder keeps it). Bytes the store would not delete stay queued."""
         try:
             await self._stores[store].delete(location)
         except Exception as error:

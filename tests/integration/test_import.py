@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client, metadata_rows, wait_for
 from tests.integration.daemon import BUCKET, REPO, Daemon, StoreSpec, free_port
+from tests.integration.metadata_engines import write_locked
 from tests.integration.upstreams import Upstream
 
 MiB = 1024 * 1024
@@ -168,6 +169,36 @@ def test_plain_files_of_a_directory_store_are_imported_and_replicated(start_daem
     assert unknown_store.returncode == 1 and "no store 'nowhere' is configured" in unknown_store.stderr
     unknown_bucket = run_import(daemon, "--store", "local-a", "--bucket", "nobody")
     assert unknown_bucket.returncode == 1 and "no bucket 'nobody' is configured" in unknown_bucket.stderr
+
+
+def test_imported_objects_are_read_from_where_they_were_found_while_the_metadata_is_unavailable(start_daemon) -> None:
+    daemon = start_daemon(extra_toml=admin_toml(), health=(0.3, 3),
+                          metadata_toml="busy_timeout = 0.2\nunavailable_after = 1.0")
+    root = daemon.directory / "stores" / "local-b"  # the second store: not where a read looks first
+    files = {"docs/guide.txt": b"a guide", "top.txt": b"top"}
+    for name, body in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(body)
+    result = run_import(daemon, "--store", "local-b", "--bucket", BUCKET)
+    assert result.returncode == 0, result.stderr + daemon.log()[-3000:]
+    s3 = make_client(daemon)
+
+    with write_locked(daemon.config):
+        def unavailable() -> bool:
+            try:
+                s3.put_object(Bucket=BUCKET, Key="refused", Body=b"x")
+            except ClientError as refused:
+                return refused.response["Error"]["Code"] == "ServiceUnavailable"
+            return False
+
+        assert wait_for(unavailable, timeout=20)
+        for name, body in files.items():
+            got = s3.get_object(Bucket=BUCKET, Key=name)
+            assert (got["Body"].read(), got["ContentLength"]) == (body, len(body))
+        assert s3.head_object(Bucket=BUCKET, Key="docs/guide.txt")["ContentLength"] == len(files["docs/guide.txt"])
+        with pytest.raises(ClientError) as missing:
+            s3.get_object(Bucket=BUCKET, Key="docs/none.txt")
+        assert missing.value.response["Error"]["Code"] == "NoSuchKey"
 
 
 class StallingProxy:

@@ -28,8 +28,10 @@ class Tracing:
     """An engine mixin recording the transaction-control statements its connections run."""
 
     statements: list[str]
-    #: How this engine begins a write transaction.
-    write_begin: str
+
+    def write_begin(self, statement: str) -> bool:
+        """Whether ``statement`` begins a write transaction."""
+        raise NotImplementedError
 
     def trace(self, statement: str) -> None:
         if statement.split(" ", 1)[0] in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
@@ -41,7 +43,7 @@ class Tracing:
         """The statements traced since the first write transaction began (earlier ones
         are a read's), the savepoint's name left out, the write BEGIN as "BEGIN"."""
         traced = [
-            "BEGIN" if s == self.write_begin else s.replace(" group_commit_interaction", "")
+            "BEGIN" if self.write_begin(s) else s.replace(" group_commit_interaction", "")
             for s in self.statements
             if not s.startswith("PRAGMA")
         ]
@@ -51,7 +53,8 @@ class Tracing:
 class TracingEngine(Tracing, SqliteEngine):
     """SQLite, recording the transaction-control statements every connection runs."""
 
-    write_begin = "BEGIN IMMEDIATE"
+    def write_begin(self, statement: str) -> bool:
+        return statement == "BEGIN IMMEDIATE"
 
     def __init__(self, path: str, **options: Any) -> None:
         super().__init__(path, **options)
@@ -66,7 +69,9 @@ class TracingPostgresEngine(Tracing, PostgresEngine):
     """PostgreSQL, recording the transaction-control statements run through its cursors
     (those adbapi ends with connection.commit() are not: only reads end so)."""
 
-    write_begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
+    def write_begin(self, statement: str) -> bool:
+        # Only a write transaction says whether its commit is synced.
+        return statement.startswith("BEGIN ISOLATION LEVEL READ COMMITTED;") and "synchronous_commit" in statement
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

@@ -78,10 +78,11 @@ class FakeCursor:
 
 def test_postgresql_batches_commit_synchronously_only_when_one_write_must_be_durable() -> None:
     engine = PostgresEngine("postgresql://s3o@db/s3o", busy_timeout=0.25)
-    for durable, expected in ((True, "SET synchronous_commit = on"), (False, "SET synchronous_commit = off")):
+    for durable, expected in (True, "on"), (False, "off"):
         cursor = FakeCursor()
         run_batch(engine, cursor, [WriteRequest("w", lambda cursor: None, 0.0, durable)], 0.25, lambda e: e)
-        assert cursor.statements[:3] == ["SET lock_timeout = 250", expected, "BEGIN ISOLATION LEVEL READ COMMITTED"]
+        assert cursor.statements[0] == ("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 250;"
+                                        f" SET LOCAL synchronous_commit = {expected}")
         assert cursor.statements[-1] == "COMMIT"
 
 
@@ -100,6 +101,17 @@ def test_a_zero_lock_wait_never_means_wait_forever_on_postgresql() -> None:
     cursor = FakeCursor()
     PostgresEngine("postgresql://s3o@db/s3o").set_lock_wait(cursor, 0)
     assert cursor.statements == ["SET lock_timeout = 1"]
+
+
+def test_a_postgresql_transaction_begins_with_its_settings_in_one_statement() -> None:
+    cursor = FakeCursor()
+    engine = PostgresEngine("postgresql://s3o@db/s3o")
+    engine.begin_with(cursor, True, 2.5, durable=False)
+    engine.begin_with(cursor, False, 0)
+    assert cursor.statements == [
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 2500; SET LOCAL synchronous_commit = off",
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 1",
+    ]
 
 
 class Conflict(Exception):

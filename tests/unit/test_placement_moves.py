@@ -156,12 +156,12 @@ async def test_an_object_overwritten_during_its_move_keeps_the_new_bytes(world, 
     # The overwrite lands after the move read the record, before its copy is added.
     replicate_to = placement._replicate_to
 
-    async def overwritten_first(*args: Any) -> bool:
+    async def overwritten_first(*args: Any, **kwargs: Any) -> bool:
         modes["a"] = "normal"
         modes["b"] = "readonly"
         await placement.write("bkt", "k", FakeRequestBody(b"new!"), NEW)
         modes["b"] = "normal"
-        return await replicate_to(*args)
+        return await replicate_to(*args, **kwargs)
 
     monkeypatch.setattr(placement, "_replicate_to", overwritten_first)
     assert (await placement.move_copy("bkt", "k", "a")).outcome == GONE

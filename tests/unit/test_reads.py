@@ -15,8 +15,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from s3orchestrator.config import PlacementPolicy
+from s3orchestrator.config import DirectoryStoreConfig, PlacementPolicy
 from s3orchestrator.errors import S3Error
+from s3orchestrator.imports.areas import KnownAreas
 from s3orchestrator.jobs.health import HealthCheckJob, StoreHealth
 from s3orchestrator.metadata.availability import MetadataAvailability
 from s3orchestrator.metadata.database import Database
@@ -414,3 +415,29 @@ async def test_a_copy_of_a_lost_object_is_refused_as_lost_with_nothing_reserved(
 
     assert [usage.reserved_bytes for usage in await world.metadata.store_usage()] == [0, 0]
     assert await world.metadata.get_object("bkt", "other") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_degraded_get_finds_an_imported_object_where_it_was_found(world: World) -> None:
+    await world.start()
+    areas = KnownAreas(lambda: [DirectoryStoreConfig(name, 0, str(root)) for name, root in world.roots.items()])
+    placement = Placement(world.metadata, world.stores, "pack", world.clock, KeyLocks(), world.health,
+                          imported=areas.places)
+    ops = ObjectOperations(placement, 5 * 1024**3, availability=world.availability)
+    imported = world.roots["two"] / "docs" / "guide.txt"  # as the import found it: its name is the key
+    imported.parent.mkdir(parents=True)
+    imported.write_bytes(DATA)
+    world.availability.record_failure(MetadataUnavailable("gone"))
+    world.metadata.database.close()
+    with pytest.raises(S3Error) as unknown:
+        await ops.get_object(call("GET", "docs/guide.txt"))
+    assert unknown.value.code == "NoSuchKey"  # no import is known to have found objects there
+
+    areas.remember([("two", "docs", "bkt")])
+    got = await ops.get_object(call("GET", "docs/guide.txt"))
+
+    assert await world.read(got) == DATA and got.store == "two"
+    assert areas.places("bkt", "docs/guide.txt") == [("two", "/docs/guide.txt")]
+    assert areas.places("bkt", "other/guide.txt") == areas.places("other", "docs/guide.txt") == []
+    areas.remember([("one", "docs", "bkt")], replace=True)
+    assert areas.places("bkt", "docs/guide.txt") == [("one", "/docs/guide.txt")]

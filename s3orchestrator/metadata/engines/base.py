@@ -66,6 +66,14 @@ class BaseEngine:
         """Before a write transaction begins: whether its commit must be on disk when it
         returns (else a power cut may lose it, never tear it); durable by default."""
 
+    def begin_with(self, cursor: Any, write: bool, lock_wait: float, durable: bool | None = None) -> None:
+        """``set_lock_wait``, ``set_durability`` (unless ``durable`` is None: a read) and
+        ``begin``: the start of every transaction the database runs."""
+        self.set_lock_wait(cursor, lock_wait)
+        if durable is not None:
+            self.set_durability(cursor, durable)
+        self.begin(cursor, write)
+
     def is_busy(self, error: Exception) -> bool:
         """Whether ``error`` says another connection held a lock too long (retry later)."""
         return False

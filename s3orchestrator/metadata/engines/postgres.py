@@ -22,6 +22,11 @@ _SCHEMA_LOCK_KEY = 0x53334F4D49475241  # "S3OMIGRA"
 _KEY_LOCK_SPACE = 0x53334F4B  # "S3OK"
 
 
+def _milliseconds(seconds: float) -> int:
+    """``lock_timeout`` for a wait of ``seconds``: 0 means "wait forever", so never less than 1 ms."""
+    return max(1, int(seconds * 1000))
+
+
 def psycopg_available() -> bool:
     """Whether psycopg 3 can be imported (Debian: python3-psycopg, a Recommends)."""
     return importlib.util.find_spec("psycopg") is not None
@@ -118,13 +123,20 @@ class PostgresEngine(BaseEngine):
         cursor.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
 
     def set_lock_wait(self, cursor: Any, seconds: float) -> None:
-        # lock_timeout = 0 means "wait forever": never less than one millisecond.
-        cursor.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+        cursor.execute(f"SET lock_timeout = {_milliseconds(seconds)}")
 
     def set_durability(self, cursor: Any, durable: bool) -> None:
         # off: the commit returns before its WAL is flushed; a crash may lose the latest
         # such commits, whole (never corrupt), which only suits what a restart discards.
         cursor.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+
+    def begin_with(self, cursor: Any, write: bool, lock_wait: float, durable: bool | None = None) -> None:
+        # One round trip, and one transaction in pg_stat_database, instead of a SET (an
+        # autocommitted transaction of its own) for each setting: they are the transaction's (SET LOCAL).
+        statement = f"BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {_milliseconds(lock_wait)}"
+        if durable is not None:
+            statement += f"; SET LOCAL synchronous_commit = {'on' if durable else 'off'}"
+        cursor.execute(statement)
 
     def is_busy(self, error: Exception) -> bool:
         return getattr(error, "sqlstate", None) == _LOCK_NOT_AVAILABLE
