@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 CHUNK = 1024 * 1024
+#: The PostgreSQL server benches create their databases on, unless S3O_BENCH_POSTGRES_DSN or
+#: S3O_TEST_POSTGRES_DSN names another (a role that may create databases).
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 MiB = 1024 * 1024
 
 
@@ -116,3 +123,71 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_dsn() -> str:
+    """The admin DSN of the PostgreSQL server benches create their databases on."""
+    return os.environ.get("S3O_BENCH_POSTGRES_DSN") or os.environ.get("S3O_TEST_POSTGRES_DSN") or DEFAULT_DSN
+
+
+class Databases:
+    """The bench's PostgreSQL databases on the admin DSN's server: created on demand, all dropped at the end."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.names: list[str] = []
+        self.prefix = f"s3o_bench_{secrets.token_hex(4)}"
+
+    def create(self, suffix: str) -> tuple[str, str]:
+        """(name, URL) of a new empty database owned by the DSN's role."""
+        name = f"{self.prefix}_{suffix.lower()}"
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        self.names.append(name)
+        return name, urlunsplit(urlsplit(self.dsn)._replace(path=f"/{name}"))
+
+    def transactions(self) -> dict[str, int]:
+        """Transactions committed or rolled back so far in each of the bench's databases."""
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            rows = admin.execute("SELECT datname, xact_commit + xact_rollback FROM pg_stat_database"
+                                 " WHERE datname = ANY(%s)", (self.names,)).fetchall()
+        return {name: int(count) for name, count in rows}
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            for name in self.names:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process now."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        table[int(entry.name)] = (parent, command)
+    return table
+
+
+def descendants(table: Mapping[int, tuple[int, str]], root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, ()))
+    return found
+
+
+def backends(table: Mapping[int, tuple[int, str]], database: str) -> list[int]:
+    """The PostgreSQL backends connected to ``database`` (title "postgres: [cluster: ]user database host ...")."""
+    return [pid for pid, (_, command) in table.items()
+            if command.startswith("postgres: ") and database in command.split()]

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -63,11 +62,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 
-from _common import MiB, cpu_seconds, file_md5, make_file, print_report, small_rounds
+from _common import (
+    Databases,
+    MiB,
+    backends,
+    cpu_seconds,
+    descendants,
+    file_md5,
+    make_file,
+    postgres_dsn,
+    print_report,
+    process_table,
+    small_rounds,
+)
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
 from tests.integration.test_several_instances import HAPROXY, HAPROXY_CONFIG, listening, localised
 from tests.integration.upstreams import SeaweedFS
@@ -82,7 +93,6 @@ from upstream_ratio import (
     run_small_phase,
 )
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: Configuration -> (label, metadata engine, [server] lines, instances behind HAProxy or 1).
 CONFIGS = {
     "A": ("SQLite, 1 process", "sqlite", "", 1),
@@ -151,40 +161,6 @@ class Side:
         return Snapshot(processes)
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process now."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-        table[int(entry.name)] = (parent, command)
-    return table
-
-
-def descendants(table: Mapping[int, tuple[int, str]], root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, ()))
-    return found
-
-
-def backends(table: Mapping[int, tuple[int, str]], database: str) -> list[int]:
-    """The PostgreSQL backends connected to ``database`` (title "postgres: [cluster: ]user database host ...")."""
-    return [pid for pid, (_, command) in table.items()
-            if command.startswith("postgres: ") and database in command.split()]
-
-
 def _cpu(pid: int) -> float:
     try:
         return cpu_seconds(pid)
@@ -198,35 +174,6 @@ def snapshot_all(sides: Sequence[Side]) -> dict[str, Snapshot]:
 
 
 # --- setup ----------------------------------------------------------------------------------
-
-
-class Databases:
-    """The bench's PostgreSQL databases on the admin DSN's server: created on demand, all dropped at the end."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.names: list[str] = []
-        self.prefix = f"s3o_bench_{secrets.token_hex(4)}"
-
-    def create(self, suffix: str) -> tuple[str, str]:
-        """(name, URL) of a new empty database owned by the DSN's role."""
-        name = f"{self.prefix}_{suffix.lower()}"
-        with psycopg.connect(self.dsn, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        self.names.append(name)
-        return name, urlunsplit(urlsplit(self.dsn)._replace(path=f"/{name}"))
-
-    def transactions(self) -> dict[str, int]:
-        """Transactions committed or rolled back so far in each of the bench's databases."""
-        with psycopg.connect(self.dsn, autocommit=True) as admin:
-            rows = admin.execute("SELECT datname, xact_commit + xact_rollback FROM pg_stat_database"
-                                 " WHERE datname = ANY(%s)", (self.names,)).fetchall()
-        return {name: int(count) for name, count in rows}
-
-    def drop_all(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as admin:
-            for name in self.names:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def start_side(name: str, directory: Path, seaweedfs: SeaweedFS, databases: Databases) -> Side:
@@ -532,7 +479,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Start SeaweedFS and the four configurations, measure them in rotating rounds, print the report."""
     args = parse_args(argv)
-    dsn = os.environ.get("S3O_BENCH_POSTGRES_DSN") or os.environ.get("S3O_TEST_POSTGRES_DSN") or DEFAULT_DSN
+    dsn = postgres_dsn()
     dsn_host = f"{urlsplit(dsn).hostname}:{urlsplit(dsn).port or 5432}"
     started = time.monotonic()
     print(f"machine: {os.cpu_count()} CPU cores, shared by every daemon, HAProxy, PostgreSQL, SeaweedFS and "
