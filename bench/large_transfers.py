@@ -8,7 +8,8 @@ each daemon section runs once with it ("before") and once with this checkout ("a
 
 - directory: a daemon with one directory store; one object of ``--size-mib`` PUT, then
   GET ``--repeat`` times (the first GET's MD5 checked, untimed rounds after). Plain TCP,
-  so "after" serves it by sendfile.
+  so "after" serves it by sendfile. Then the floor: the same GETs from a process that
+  only runs a blocking sendfile loop (no HTTP parsing, no reactor).
 - upload: one 1 GiB single PUT (UNSIGNED-PAYLOAD: MD5 only; then SHA-256-signed: MD5 +
   SHA-256) into the directory store; MB/s and daemon CPU-s/GiB.
 - seaweedfs: SeaweedFS (``weed mini``) direct vs through the daemon (an s3 store on it):
@@ -42,6 +43,7 @@ import hashlib
 import http.client
 import multiprocessing
 import os
+import socket
 import statistics
 import tempfile
 import threading
@@ -229,8 +231,53 @@ def daemon_client(daemon: Daemon) -> Client:
     return Client(daemon.endpoint, ACCESS_KEY, SECRET_KEY, BUCKET)
 
 
+def _bare_sendfile_server(listener: socket.socket, path: Path) -> None:
+    """Answer each request on each connection with ``path``'s bytes by a blocking sendfile loop."""
+    size = path.stat().st_size
+    header = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+    with open(path, "rb") as file:
+        while True:
+            connection, _ = listener.accept()
+            with connection:
+                pending = b""
+                while True:
+                    while b"\r\n\r\n" not in pending and (data := connection.recv(65536)):
+                        pending += data
+                    if b"\r\n\r\n" not in pending:
+                        break
+                    pending = pending.split(b"\r\n\r\n", 1)[1]
+                    connection.sendall(header)
+                    offset = 0
+                    while offset < size:
+                        offset += os.sendfile(connection.fileno(), file.fileno(), offset, 8 * MiB)
+
+
+def bare_sendfile(path: Path, size: int, repeat: int) -> str:
+    """The floor: a process of its own sending ``path`` by a blocking sendfile loop (no
+    HTTP parsing, no reactor) to the same client, measured as the daemon is."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = multiprocessing.get_context("fork").Process(target=_bare_sendfile_server, args=(listener, path))
+    server.start()
+    listener.close()
+    assert server.pid is not None
+    try:
+        client = Client(f"http://127.0.0.1:{port}", ACCESS_KEY, SECRET_KEY, BUCKET)
+        if client.get("large") != size:
+            raise RuntimeError("the bare sendfile server sent a short body")
+        runs = []
+        for _ in range(repeat):
+            with Measured({"bare sendfile loop": server.pid, "client": os.getpid()}) as run:
+                client.get("large")
+            runs.append(run)
+        return describe("GET bare blocking sendfile loop (the floor)", size, runs)
+    finally:
+        server.kill()
+        server.join()
+
+
 def section_directory(work: Path, source: Path, md5: str, size: int, repeat: int, codes: dict[str, Path]) -> None:
-    print(f"directory store GET ({size // MiB} MiB, plain TCP, median of {repeat})")
+    print(f"directory store GET ({size // MiB} MiB, plain TCP, median of {repeat}; client CPU-s/GiB beside)")
     for label, code in codes.items():
         daemon = directory_daemon(work / f"directory-{label}", code)
         try:
@@ -244,12 +291,13 @@ def section_directory(work: Path, source: Path, md5: str, size: int, repeat: int
                 raise RuntimeError("downloaded bytes differ")
             runs = []
             for _ in range(repeat):
-                with Measured({"daemon": daemon.process.pid}) as run:
+                with Measured({"daemon": daemon.process.pid, "client": os.getpid()}) as run:
                     client.get("large")
                 runs.append(run)
             print(describe(f"GET {label}", size, runs))
         finally:
             daemon.stop()
+    print(bare_sendfile(source, size, repeat))
 
 
 def section_upload(work: Path, codes: dict[str, Path]) -> None:
