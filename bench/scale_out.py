@@ -100,6 +100,8 @@ CONFIGS = {
     "C": ("PostgreSQL, workers = 2", "postgresql", "workers = 2", 1),
     "D": ("PostgreSQL, 2 instances + HAProxy", "postgresql", "", 2),
 }
+#: Concurrent small-object clients (upstream_ratio.SmallClients: two processes, one connection each).
+SMALL_CLIENT_COUNT = 2
 RATIOS = (("B", "A"), ("C", "B"), ("D", "B"))
 #: Seconds for HAProxy to see both instances healthy (etc/haproxy.cfg: inter 2s, rise 2).
 HAPROXY_SETTLE = 5.0
@@ -302,11 +304,12 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
 
 def bench_small(sides: Sequence[Side], count: int, rounds: int, results: Results) -> None:
     """PUT, GET, HEAD ``count`` fresh small keys per side and round, from the two client processes."""
-    clients = SmallClients([side.endpoint for side in sides])
+    clients = SmallClients([side.endpoint for side in sides], SMALL_CLIENT_COUNT)
     try:
         for side, phase, outcome, used in small_rounds(clients, sides, count, rounds, SMALL_PHASES, rotated,
                                                        usage_since):
-            results.add(side.name, f"small {phase}", outcome.ops_per_second, used)
+            operations, seconds, _ = outcome
+            results.add(side.name, f"small {phase}", operations / seconds, used)
     finally:
         clients.close()
 

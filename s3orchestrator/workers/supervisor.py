@@ -4,7 +4,8 @@ serves the aggregated ``[metrics] listen`` endpoint.
 
 What runs where:
 
-- S3 requests: every worker. On Linux, for a TCP (or TLS) endpoint, each worker
+- S3 requests: every worker. On Linux, for a TCP (or TLS) endpoint (unless
+  ``server.worker_sockets = "shared"``), each worker
   accepts on a socket of its own the supervisor bound with ``SO_REUSEPORT``, all on the
   one address: the kernel spreads new connections over them (by a hash of each
   connection's addresses), so each connection wakes one worker and a busy or lucky
@@ -39,6 +40,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.web.client import Agent, readBody
 
+from s3orchestrator.config import REUSEPORT as REUSEPORT_SOCKETS
 from s3orchestrator.config import Config, ConfigError, load_config
 from s3orchestrator.listeners import (
     REUSEPORT,
@@ -143,7 +145,8 @@ class SupervisorService(LoggingService):
         refuse.noisy = False
         server = self.config.server
         listen = with_backlog(server.listen, server.backlog)
-        where = tcp_address(self.reactor, listen) if REUSEPORT else None
+        reuseport = REUSEPORT and server.worker_sockets == REUSEPORT_SOCKETS
+        where = tcp_address(self.reactor, listen) if reuseport else None
         if where is not None:
             self._s3_sockets = ReusePortSockets(where)
             for worker in self.pool.workers:

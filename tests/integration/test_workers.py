@@ -1,6 +1,7 @@
 """``server.workers = 2``: one port served by two supervised worker processes, on
-SQLite and on PostgreSQL, driven by boto3; a worker killed is replaced, SIGHUP
-reloads every worker, SIGTERM stops them all."""
+SQLite (one socket shared by the workers) and on PostgreSQL (a socket per worker),
+driven by boto3; a worker killed is replaced, SIGHUP reloads every worker, SIGTERM
+stops them all."""
 
 from __future__ import annotations
 
@@ -167,9 +168,9 @@ def metrics_toml() -> tuple[str, str]:
     return f'[metrics]\nlisten = "tcp:{port}:interface=127.0.0.1"\n', f"http://127.0.0.1:{port}/metrics"
 
 
-def test_two_workers_on_sqlite(start_daemon) -> None:
+def test_two_workers_on_sqlite_sharing_one_socket(start_daemon) -> None:
     toml, metrics_url = metrics_toml()
-    daemon = start_daemon(server_toml="workers = 2", extra_toml=toml)
+    daemon = start_daemon(server_toml='workers = 2\nworker_sockets = "shared"', extra_toml=toml)
     exercise(daemon, metrics_url)
 
 
