@@ -18,8 +18,9 @@ each daemon section runs once with it ("before") and once with this checkout ("a
   (directory store); the daemon's peak RSS (VmHWM).
 - workers: 4 KiB PUT/GET/HEAD from 4 client processes, ``--small-ops`` operations each
   (a new connection every 100), on three daemons with a directory store started side by
-  side: SQLite with one process (the reference), PostgreSQL with one process and
-  PostgreSQL with server.workers = 2 (each its own database on the server of
+  side: SQLite with one process (the reference), PostgreSQL with one process, with
+  server.workers = 2 and with server.workers = 2 on one shared socket
+  (``worker_sockets = "shared"``; each its own database on the server of
   ``S3O_BENCH_POSTGRES_DSN`` or ``S3O_TEST_POSTGRES_DSN``, default
   ``postgresql://postgres@127.0.0.1:5432/postgres``, dropped at the end), in
   ``--small-rounds`` rounds whose order rotates. Per daemon and operation, medians over
@@ -81,11 +82,12 @@ SMALL_OPS = 2000
 SMALL_CLIENTS = 4
 #: Small requests a client sends on one connection before it opens a new one.
 RECONNECT_EVERY = 100
-#: The workers section's daemons: label, metadata engine, server.workers.
+#: The workers section's daemons: label, metadata engine, server.workers, server.worker_sockets.
 SMALL_CONFIGS = (
-    ("SQLite, 1 process", "sqlite", 1),
-    ("PostgreSQL, 1 process", "postgresql", 1),
-    ("PostgreSQL, workers = 2", "postgresql", 2),
+    ("SQLite, 1 process", "sqlite", 1, None),
+    ("PostgreSQL, 1 process", "postgresql", 1, None),
+    ("PostgreSQL, workers = 2", "postgresql", 2, None),
+    ("PostgreSQL, workers = 2, shared", "postgresql", 2, "shared"),
 )
 
 
@@ -477,16 +479,20 @@ class SmallRun:
         return sum(self.daemon_cpu.values()) / self.ops * 1e3
 
 
-def start_small_side(work: Path, code: Path, label: str, engine: str, workers: int,
+def start_small_side(work: Path, code: Path, label: str, engine: str, workers: int, sockets: str | None,
                      databases: Databases) -> SmallSide:
-    """A daemon with one directory store, ``workers`` processes, metadata in SQLite or a new
-    PostgreSQL database, and a metrics listener (per-worker request counts)."""
+    """A daemon with one directory store, ``workers`` processes (accepting on ``sockets``),
+    metadata in SQLite or a new PostgreSQL database, and a metrics listener (per-worker
+    request counts)."""
+    server_toml = f"workers = {workers}" if workers > 1 else ""
+    if sockets is not None:
+        server_toml += f'\nworker_sockets = "{sockets}"'
     directory = work / f"workers-{label.replace(' ', '-').replace(',', '')}"
     directory.mkdir(parents=True)
     database, url = databases.create(f"w{len(databases.names)}") if engine == "postgresql" else (None, None)
     port, metrics_port = free_port(), free_port()
     config = write_config(directory, port, [StoreSpec("local", 0)], max_object_size=8 * GiB,
-                          server_toml=f"workers = {workers}" if workers > 1 else "", metadata_url=url,
+                          server_toml=server_toml, metadata_url=url,
                           extra_toml=f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n')
     daemon = Daemon(directory, config, port, code=code)
     daemon.start(timeout=60)
@@ -553,9 +559,11 @@ def section_workers(work: Path, codes: dict[str, Path], rounds: int, ops_per_cli
     runs: dict[tuple[str, str], list[SmallRun]] = {}
     try:
         for code_label, code in codes.items():
-            for config_label, engine, workers in SMALL_CONFIGS:
+            for config_label, engine, workers, sockets in SMALL_CONFIGS:
                 label = f"{code_label} {config_label}" if len(codes) > 1 else config_label
-                sides.append(start_small_side(work, code, label, engine, workers, databases))
+                if code != REPO and sockets is not None:
+                    continue  # an older checkout may not know the key
+                sides.append(start_small_side(work, code, label, engine, workers, sockets, databases))
         for number in range(rounds):
             shift = number % len(sides)
             for side in [*sides[shift:], *sides[:shift]]:
