@@ -93,7 +93,7 @@ class ServerConfig:
     upload_rate_window: float = DEFAULT_UPLOAD_RATE_WINDOW
     workers: int = 1  # processes serving S3 requests; above 1, twistd supervises them
     # With workers: a TCP listening socket per worker (REUSEPORT, Linux) or one they share.
-    worker_sockets: str = "reuseport"
+    worker_sockets: str = REUSEPORT
     # This process's name in logs, metrics and the reservations it owns (None: host:pid);
     # unique among the processes sharing a metadata database.
     instance_id: str | None = None

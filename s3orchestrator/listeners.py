@@ -3,7 +3,8 @@
 
 The supervisor binds every socket itself (``hold``) so the port stays bound across
 worker restarts, then hands the descriptors to its workers, which adopt them. On
-Linux the S3 listener of a TCP endpoint is one socket per worker, all bound to the
+Linux the S3 listener of a TCP endpoint is (unless ``server.worker_sockets = "shared"``)
+one socket per worker, all bound to the
 same address with ``SO_REUSEPORT`` (``bind_reuseport``): the kernel gives each new
 connection to one of them, so each wakes one worker and every worker gets its share.
 """
@@ -35,7 +36,7 @@ S3 = "s3"
 
 #: Whether workers get a TCP listening socket each on one address, the kernel spreading
 #: connections over them (elsewhere SO_REUSEPORT does not balance, or is missing).
-REUSEPORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+REUSEPORT_AVAILABLE = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 #: Address families by the name a worker's command line gives them.
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}

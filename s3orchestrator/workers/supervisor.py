@@ -4,18 +4,18 @@ serves the aggregated ``[metrics] listen`` endpoint.
 
 What runs where:
 
-- S3 requests: every worker. On Linux, for a TCP (or TLS) endpoint (unless
-  ``server.worker_sockets = "shared"``), each worker
-  accepts on a socket of its own the supervisor bound with ``SO_REUSEPORT``, all on the
-  one address: the kernel spreads new connections over them (by a hash of each
-  connection's addresses), so each connection wakes one worker and a busy or lucky
-  worker cannot take a whole burst. A worker's socket stays bound while it restarts
-  after its first exit (connections it got meanwhile wait for the new process); when it
-  exits again soon after, its socket is let go until it starts (connections queued on
-  it are reset; the others' take the new ones). Elsewhere, and for unix sockets or
-  sockets from systemd, every worker accepts on the one socket the supervisor bound
-  (the kernel gives each new connection to whichever accepts first); it stays bound
-  while a worker restarts.
+- S3 requests: every worker. On Linux, for a TCP (or TLS) endpoint, unless
+  ``server.worker_sockets = "shared"``, each worker accepts on a socket of its own
+  the supervisor bound with ``SO_REUSEPORT``, all on the one address: the kernel
+  spreads new connections over them (by a hash of each connection's addresses), so
+  each connection wakes one worker and a busy or lucky worker cannot take a whole
+  burst. A worker's socket stays bound while it restarts after its first exit
+  (connections it got meanwhile wait for the new process); when it exits again soon
+  after, its socket is let go until it starts (connections queued on it are reset;
+  the others' take the new ones). Otherwise (and for unix sockets or sockets from
+  systemd) every worker accepts on the one socket the supervisor bound (the kernel
+  gives each new connection to whichever accepts first); it stays bound while a
+  worker restarts.
 - ``[metrics] listen``: the supervisor. ``/metrics`` is every worker's metrics with a
   ``worker`` label, plus ``s3orchestrator_worker_up`` and
   ``s3orchestrator_worker_restarts_total``; ``/health`` is the first serving
@@ -40,10 +40,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.web.client import Agent, readBody
 
-from s3orchestrator.config import REUSEPORT as REUSEPORT_SOCKETS
-from s3orchestrator.config import Config, ConfigError, load_config
+from s3orchestrator.config import REUSEPORT, Config, ConfigError, load_config
 from s3orchestrator.listeners import (
-    REUSEPORT,
+    REUSEPORT_AVAILABLE,
     S3,
     HeldSocket,
     InheritedSocket,
@@ -145,7 +144,7 @@ class SupervisorService(LoggingService):
         refuse.noisy = False
         server = self.config.server
         listen = with_backlog(server.listen, server.backlog)
-        reuseport = REUSEPORT and server.worker_sockets == REUSEPORT_SOCKETS
+        reuseport = REUSEPORT_AVAILABLE and server.worker_sockets == REUSEPORT
         where = tcp_address(self.reactor, listen) if reuseport else None
         if where is not None:
             self._s3_sockets = ReusePortSockets(where)
