@@ -3,10 +3,10 @@
 
 The supervisor binds every socket itself (``hold``) so the port stays bound across
 worker restarts, then hands the descriptors to its workers, which adopt them. On
-Linux the S3 listener of a TCP endpoint is (unless ``server.worker_sockets = "shared"``)
-one socket per worker, all bound to the
-same address with ``SO_REUSEPORT`` (``bind_reuseport``): the kernel gives each new
-connection to one of them, so each wakes one worker and every worker gets its share.
+Linux the S3 listener of a TCP endpoint is (unless ``server.worker_sockets =
+"shared"``) one socket per worker, all bound to the same address with
+``SO_REUSEPORT`` (``bind_reuseport``): the kernel gives each new connection to one of
+them, so each wakes one worker and every worker gets its share.
 """
 
 from __future__ import annotations
