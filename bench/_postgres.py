@@ -73,6 +73,19 @@ def process_table() -> dict[int, tuple[int, str]]:
     return table
 
 
+def descendants(table: Mapping[int, tuple[int, str]], root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, ()))
+    return found
+
+
 def backends(table: Mapping[int, tuple[int, str]], database: str) -> list[int]:
     """The PostgreSQL backends connected to ``database`` (title "postgres: [cluster: ]user database host ...")."""
     return [pid for pid, (_, command) in table.items()

@@ -49,6 +49,8 @@ from tests.integration.upstreams import SeaweedFS
 from upstream_ratio import SMALL_SIZE, Endpoint, SmallClients, alternate, get_large, make_client, put_large
 
 SIDES = {"R1": (1, 1), "R2": (2, 2)}  # side -> (replicas, write_quorum)
+#: Concurrent small-object clients (upstream_ratio.SmallClients: two processes, one connection each).
+SMALL_CLIENT_COUNT = 2
 SMALL_PHASES = ("PUT", "GET")
 RSS_UPLOADS = 4
 RSS_TARGET_MIB = 150.0
@@ -158,10 +160,11 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
 
 def bench_small(sides: Sequence[Side], count: int, rounds: int, results: Results) -> None:
     """PUT then GET ``count`` fresh small keys per side and round, from the two client processes."""
-    clients = SmallClients([side.endpoint for side in sides])
+    clients = SmallClients([side.endpoint for side in sides], SMALL_CLIENT_COUNT)
     try:
         for side, phase, outcome, cpu in small_rounds(clients, sides, count, rounds, SMALL_PHASES, alternate, cpu_used):
-            results.add(side.name, f"small {phase}", outcome.ops_per_second, cpu)
+            operations, seconds, _ = outcome
+            results.add(side.name, f"small {phase}", operations / seconds, cpu)
     finally:
         clients.close()
 

@@ -67,7 +67,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from _common import MiB, cpu_seconds, file_md5, make_file, print_report, small_rounds
-from _postgres import STATS_FLUSH_WAIT, Databases, backends, bench_dsn, process_table
+from _postgres import STATS_FLUSH_WAIT, Databases, backends, bench_dsn, descendants, process_table
 from tests.integration.daemon import ACCESS_KEY, BUCKET, SECRET_KEY, Daemon, StoreSpec, free_port, write_config
 from tests.integration.test_several_instances import HAPROXY, HAPROXY_CONFIG, listening, localised
 from tests.integration.upstreams import SeaweedFS
@@ -89,6 +89,8 @@ CONFIGS = {
     "C": ("PostgreSQL, workers = 2", "postgresql", "workers = 2", 1),
     "D": ("PostgreSQL, 2 instances + HAProxy", "postgresql", "", 2),
 }
+#: Concurrent small-object clients (upstream_ratio.SmallClients: two processes, one connection each).
+SMALL_CLIENT_COUNT = 2
 RATIOS = (("B", "A"), ("C", "B"), ("D", "B"))
 #: Seconds for HAProxy to see both instances healthy (etc/haproxy.cfg: inter 2s, rise 2).
 HAPROXY_SETTLE = 5.0
@@ -145,19 +147,6 @@ class Side:
         if self.database is not None:
             processes["postgres"] = {pid: _cpu(pid) for pid in backends(table, self.database)}
         return Snapshot(processes)
-
-
-def descendants(table: Mapping[int, tuple[int, str]], root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
-        children.setdefault(parent, []).append(pid)
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, ()))
-    return found
 
 
 def _cpu(pid: int) -> float:
@@ -301,11 +290,12 @@ def bench_large(sides: Sequence[Side], source: Path, rounds: int, scratch: Path,
 
 def bench_small(sides: Sequence[Side], count: int, rounds: int, results: Results) -> None:
     """PUT, GET, HEAD ``count`` fresh small keys per side and round, from the two client processes."""
-    clients = SmallClients([side.endpoint for side in sides])
+    clients = SmallClients([side.endpoint for side in sides], SMALL_CLIENT_COUNT)
     try:
         for side, phase, outcome, used in small_rounds(clients, sides, count, rounds, SMALL_PHASES, rotated,
                                                        usage_since):
-            results.add(side.name, f"small {phase}", outcome.ops_per_second, used)
+            operations, seconds, _ = outcome
+            results.add(side.name, f"small {phase}", operations / seconds, used)
     finally:
         clients.close()
 

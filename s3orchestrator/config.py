@@ -67,6 +67,12 @@ _ACCESS_KEY_ID_FORBIDDEN = frozenset("/,=")
 _MISSING: Any = object()
 
 
+#: ``server.worker_sockets``: a socket per worker bound with SO_REUSEPORT, or one shared socket.
+REUSEPORT = "reuseport"
+SHARED = "shared"
+WORKER_SOCKETS = (REUSEPORT, SHARED)
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; str() is one line naming the offending key."""
 
@@ -86,6 +92,8 @@ class ServerConfig:
     # Seconds of each window that rate is judged over (the first window is the client's grace).
     upload_rate_window: float = DEFAULT_UPLOAD_RATE_WINDOW
     workers: int = 1  # processes serving S3 requests; above 1, twistd supervises them
+    # With workers: a TCP listening socket per worker (REUSEPORT, Linux) or one they share.
+    worker_sockets: str = REUSEPORT
     # This process's name in logs, metrics and the reservations it owns (None: host:pid);
     # unique among the processes sharing a metadata database.
     instance_id: str | None = None
@@ -538,7 +546,7 @@ def _parse_placement_jobs(table: Mapping[str, Any]) -> PlacementJobsConfig:
 def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     _check_keys(table, "server", (
         "listen", "max_object_size", "timeout", "shutdown_timeout", "backlog", "header_timeout", "min_upload_rate",
-        "upload_rate_window", "workers",
+        "upload_rate_window", "workers", "worker_sockets",
         "instance_id",
     ))
     return ServerConfig(
@@ -553,6 +561,7 @@ def _parse_server(table: Mapping[str, Any], env: Mapping[str, str]) -> ServerCon
         min_upload_rate=_integer(table, "server", "min_upload_rate", minimum=0, default=DEFAULT_MIN_UPLOAD_RATE),
         upload_rate_window=_seconds(table, "server", "upload_rate_window", default=DEFAULT_UPLOAD_RATE_WINDOW),
         workers=_integer(table, "server", "workers", minimum=1, default=1),
+        worker_sockets=_choice(table, "server", "worker_sockets", env, WORKER_SOCKETS, default=REUSEPORT),
         instance_id=_instance_id(table, env),
     )
 

@@ -93,6 +93,8 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         needs_restart.append("server.backlog")
     if new.server.workers != old.server.workers:
         needs_restart.append("server.workers")
+    if new.server.worker_sockets != old.server.worker_sockets:
+        needs_restart.append("server.worker_sockets")
     if new.server.instance_id != old.server.instance_id:
         needs_restart.append("server.instance_id")
     server = ServerConfig(
@@ -105,6 +107,7 @@ def reload_plan(old: Config, new: Config) -> ReloadPlan:
         min_upload_rate=new.server.min_upload_rate,
         upload_rate_window=new.server.upload_rate_window,
         workers=old.server.workers,
+        worker_sockets=old.server.worker_sockets,
         instance_id=old.server.instance_id,
     )
     if server != old.server:

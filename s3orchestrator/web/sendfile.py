@@ -10,6 +10,13 @@ and nothing else waits in the transport's send buffer. Otherwise (TLS, a chunked
 HEAD response, a platform or file that cannot) the answer is None, and the reader
 writes the bytes instead.
 
+Before a response's first bytes go this way, the connection's send buffer is raised
+to ``SENDFILE_SNDBUF`` where the kernel grants at least what TCP's autotuning would
+reach (``send_buffer``): fewer and larger ``sendfile`` calls, and less of the
+loopback's receive work charged to the daemon (0.27 -> 0.19 CPU-s per GiB over
+loopback, bench/large_transfers.py). Setting it ends autotuning for the connection,
+so where ``net.core.wmem_max`` is small (212992, the kernel's default) it is left alone.
+
 When the socket is full, the transport is told to watch for writability and its
 producer (the channel, which pauses the response's producer) counts as paused, as
 Twisted's own ``write`` does when its send buffer fills: the transport resumes it
@@ -21,6 +28,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import abstract, tcp
@@ -37,8 +46,28 @@ _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EN
 # The most handed to the kernel in one call (the reactor waits for it meanwhile).
 SENDFILE_BYTES = 8 * 1024 * 1024
 
+#: The send buffer asked for a connection a file is sent on (the kernel doubles it, after
+#: capping it at ``net.core.wmem_max``).
+SENDFILE_SNDBUF = 4 * 1024 * 1024
+
 AVAILABLE = hasattr(os, "sendfile")
 SPLICE_AVAILABLE = hasattr(os, "splice")
+
+
+def send_buffer(wmem_max: Path = Path("/proc/sys/net/core/wmem_max"),
+                tcp_wmem: Path = Path("/proc/sys/net/ipv4/tcp_wmem")) -> int | None:
+    """``SENDFILE_SNDBUF`` if the buffer the kernel would grant for it is at least the
+    largest TCP's autotuning reaches (``tcp_wmem``'s third value), else None (unknown too)."""
+    try:
+        granted = 2 * min(SENDFILE_SNDBUF, int(wmem_max.read_text()))
+        autotuned = int(tcp_wmem.read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return SENDFILE_SNDBUF if granted >= autotuned else None
+
+
+#: What file-sending connections get as SO_SNDBUF (None: left to autotuning).
+SNDBUF = send_buffer()
 
 
 class TwistedTransport:
@@ -55,6 +84,11 @@ class TwistedTransport:
     def buffered(transport: abstract.FileDescriptor) -> bool:
         """Whether bytes still wait in the transport's send buffer."""
         return len(transport.dataBuffer) > transport.offset or transport._tempDataLen > 0
+
+    @staticmethod
+    def set_send_buffer(transport: tcp.Connection, size: int) -> None:
+        """Ask for a send buffer of ``size`` bytes on the transport's socket."""
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     @staticmethod
     def wait_writable(transport: abstract.FileDescriptor) -> None:
@@ -85,6 +119,8 @@ def send_file(request: S3Request, fd: int, offset: int | None, count: int) -> in
         request.write(b"")  # the status line and headers, through the send buffer
         if request.chunked:
             return None
+        if SNDBUF is not None:
+            TwistedTransport.set_send_buffer(transport, SNDBUF)
     if count == 0:
         return 0
     if TwistedTransport.buffered(transport):

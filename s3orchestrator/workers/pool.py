@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -58,7 +58,7 @@ class Worker:
 def exit_description(reason: Failure) -> str:
     """How a process ended, from ``processEnded``'s reason: its exit status or signal (or
     why it could not start)."""
-    if isinstance(reason.value, OSError):
+    if isinstance(reason.value, (OSError, CannotListenError)):
         return f"could not start: {reason.value}"
     signal = getattr(reason.value, "signal", None)
     if signal:
@@ -90,7 +90,8 @@ class WorkerPool(Service):
 
     ``command(index)`` says how to start worker ``index``. ``all_ready`` is called once,
     when every worker has said it serves; ``start_failed`` if a worker exits before
-    that (a worker that cannot start would only fail again)."""
+    that (a worker that cannot start would only fail again); ``exited(index, delay)``
+    when a serving pool's worker exited and will be started again in ``delay`` seconds."""
 
     _log = Logger()
 
@@ -102,6 +103,7 @@ class WorkerPool(Service):
         stop_timeout: float,
         all_ready: Callable[[], None],
         start_failed: Callable[[str], None],
+        exited: Callable[[int, float], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.workers = [Worker(index) for index in range(1, count + 1)]
@@ -109,6 +111,7 @@ class WorkerPool(Service):
         self._stop_timeout = stop_timeout
         self._all_ready = all_ready
         self._start_failed = start_failed
+        self._exited = exited
         self._started = False  # every worker was ready once
         self._stopping = False
         self._stopped: Deferred[None] | None = None
@@ -120,15 +123,16 @@ class WorkerPool(Service):
 
     def _spawn(self, worker: Worker) -> None:
         worker.restart = None
-        command = self._command(worker.index)
-        child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, READY_FD: "r", **command.fds}
         worker.started_at = self.reactor.seconds()
         try:
+            command = self._command(worker.index)
+            child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, READY_FD: "r", **command.fds}
             worker.process = self.reactor.spawnProcess(
                 _WorkerProtocol(self, worker), command.executable, list(command.args), env=dict(command.env),
                 childFDs=child_fds,
             )
-        except OSError as error:  # out of processes or descriptors: as if it had exited at once
+        except (OSError, CannotListenError) as error:
+            # Out of processes or descriptors, its socket not bound again: as if it had exited at once.
             worker.pid = None
             self.worker_ended(worker, Failure(error))
             return
@@ -171,6 +175,8 @@ class WorkerPool(Service):
             worker=worker.index, pid=pid, reason=how, delay=delay,
         )
         worker.restart = self.reactor.callLater(delay, self._spawn, worker)
+        if self._exited is not None:
+            self._exited(worker.index, delay)
 
     def signal(self, name: str) -> None:
         """Send signal ``name`` (``TERM``, ``KILL``...) to every running worker."""

@@ -4,9 +4,18 @@ serves the aggregated ``[metrics] listen`` endpoint.
 
 What runs where:
 
-- S3 requests: every worker, on the one S3 socket the supervisor bound (the kernel
-  gives each new connection to one of the workers accepting on it). The socket stays
-  bound while a worker restarts.
+- S3 requests: every worker. On Linux, for a TCP (or TLS) endpoint, unless
+  ``server.worker_sockets = "shared"``, each worker accepts on a socket of its own
+  the supervisor bound with ``SO_REUSEPORT``, all on the one address: the kernel
+  spreads new connections over them (by a hash of each connection's addresses), so
+  each connection wakes one worker and a busy or lucky worker cannot take a whole
+  burst. A worker's socket stays bound while it restarts after its first exit
+  (connections it got meanwhile wait for the new process); when it exits again soon
+  after, its socket is let go until it starts (connections queued on it are reset;
+  the others' take the new ones). Otherwise (and for unix sockets or sockets from
+  systemd) every worker accepts on the one socket the supervisor bound (the kernel
+  gives each new connection to whichever accepts first); it stays bound while a
+  worker restarts.
 - ``[metrics] listen``: the supervisor. ``/metrics`` is every worker's metrics with a
   ``worker`` label, plus ``s3orchestrator_worker_up`` and
   ``s3orchestrator_worker_restarts_total``; ``/health`` is the first serving
@@ -31,8 +40,16 @@ from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.web.client import Agent, readBody
 
-from s3orchestrator.config import Config, ConfigError, load_config
-from s3orchestrator.listeners import S3, HeldSocket, hold
+from s3orchestrator.config import REUSEPORT, Config, ConfigError, load_config
+from s3orchestrator.listeners import (
+    REUSEPORT_AVAILABLE,
+    S3,
+    HeldSocket,
+    InheritedSocket,
+    ReusePortSockets,
+    hold,
+    tcp_address,
+)
 from s3orchestrator.metadata.interface import StoreUsage
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS, banner_fields, banner_text, startup_banner
 from s3orchestrator.ops.endpoints import OpsEndpoint, OpsResponse, ops_site
@@ -41,7 +58,7 @@ from s3orchestrator.ops.logs import LoggingService
 from s3orchestrator.reload import reload_plan
 from s3orchestrator.service import CLEANUP_TIMEOUT, exit_failed, open_metadata, prepare_metadata, with_backlog
 from s3orchestrator.workers.metrics import labelled_families, render, worker_families
-from s3orchestrator.workers.pool import READY_FD, WorkerCommand, WorkerPool
+from s3orchestrator.workers.pool import READY_FD, RESTART_DELAY, WorkerCommand, WorkerPool
 from s3orchestrator.workers.worker import worker_arguments, worker_log_options
 
 #: Where each worker's private operator endpoints listen (a port of the supervisor's choosing).
@@ -70,6 +87,7 @@ class SupervisorService(LoggingService):
         self._log_format = log_format or config.ops.log_format
         self._log_level = config.ops.log_level
         self._held: dict[str, HeldSocket] = {}
+        self._s3_sockets: ReusePortSockets | None = None  # the S3 listener, one socket per worker
         self._private: dict[int, HeldSocket] = {}  # each worker's operator endpoints, by worker number
         self._metrics_port: IListeningPort | None = None
         self._usage: Sequence[StoreUsage] = ()
@@ -79,6 +97,7 @@ class SupervisorService(LoggingService):
             stop_timeout=config.server.shutdown_timeout + STOP_MARGIN,
             all_ready=self._all_ready,
             start_failed=self._workers_failed,
+            exited=self._worker_exited,
         )
 
     def log_to(self, observer: ILogObserver, log_level: str) -> None:
@@ -88,20 +107,29 @@ class SupervisorService(LoggingService):
 
     def worker_command(self, index: int) -> WorkerCommand:
         """How to start worker ``index``: the worker module under this Python, with the
-        held sockets it serves as descriptors 4 and up."""
-        names = [S3, *(name for name in (ADMIN, MANHOLE) if name in self._held and index == 1)]
-        sockets = {name: self._held[name] for name in names}
-        sockets[METRICS] = self._private[index]
+        sockets it serves as descriptors 4 and up (its own S3 socket bound again if it was let go)."""
+        sockets: dict[str, InheritedSocket] = {}
+        if self._s3_sockets is not None:
+            sockets[S3] = self._s3_sockets.socket_for(index)
+        for name in (S3, ADMIN, MANHOLE):
+            if name in self._held and (name == S3 or index == 1):
+                sockets[name] = self._held[name].inherited
+        sockets[METRICS] = self._private[index].inherited
         fds: dict[int, int] = {}
         arguments = []
-        for child_fd, (name, held) in enumerate(sockets.items(), start=READY_FD + 1):
-            inherited = held.inherited
+        for child_fd, (name, inherited) in enumerate(sockets.items(), start=READY_FD + 1):
             fds[child_fd] = inherited.fd
             arguments.append(f"{name}={child_fd}:{inherited.family}")
         args = worker_arguments(self.config_path, index, arguments, self._log_format, self._log_level,
                                 worker_log_options(self._twistd_options, index))
         return WorkerCommand(sys.executable, [sys.executable, "-m", "s3orchestrator.workers.worker", *args],
                              dict(os.environ), fds)
+
+    def _worker_exited(self, index: int, delay: float) -> None:
+        """Worker ``index`` exited again soon after its start: its S3 socket (if its own) is
+        let go until it starts, so new connections go to the workers that serve."""
+        if self._s3_sockets is not None and delay > RESTART_DELAY:
+            self._s3_sockets.release(index)
 
     def startService(self) -> None:
         super().startService()
@@ -115,7 +143,15 @@ class SupervisorService(LoggingService):
         refuse = Factory()  # the supervisor never accepts on the sockets it holds
         refuse.noisy = False
         server = self.config.server
-        self._held[S3] = await hold(self.reactor, with_backlog(server.listen, server.backlog), refuse)
+        listen = with_backlog(server.listen, server.backlog)
+        reuseport = REUSEPORT_AVAILABLE and server.worker_sockets == REUSEPORT
+        where = tcp_address(self.reactor, listen) if reuseport else None
+        if where is not None:
+            self._s3_sockets = ReusePortSockets(where)
+            for worker in self.pool.workers:
+                self._s3_sockets.socket_for(worker.index)
+        else:
+            self._held[S3] = await hold(self.reactor, listen, refuse)
         ops = self.config.ops
         if ops.admin is not None:
             self._held[ADMIN] = await hold(self.reactor, ops.admin.listen, refuse)
@@ -138,7 +174,8 @@ class SupervisorService(LoggingService):
         ops_addresses = {name: held.port.getHost() for name, held in self._held.items() if name != S3}
         if self._metrics_port is not None:
             ops_addresses[METRICS] = self._metrics_port.getHost()
-        banner = startup_banner(self.config, self._usage, [self._held[S3].port.getHost()], ops_addresses)
+        s3_address = self._s3_sockets.address() if self._s3_sockets is not None else self._held[S3].port.getHost()
+        banner = startup_banner(self.config, self._usage, [s3_address], ops_addresses)
         self._log.info(banner_text(banner).replace("{", "{{").replace("}", "}}"), **banner_fields(banner))
 
     def _start_failed(self, failure: Any) -> None:
@@ -168,6 +205,8 @@ class SupervisorService(LoggingService):
             ports.append(self._metrics_port)
         for port in ports:
             await maybeDeferred(port.stopListening)
+        if self._s3_sockets is not None:
+            self._s3_sockets.close()
         self._log.info("s3orchestrator stopped")
 
     # -- operators' endpoints -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``server.workers = 2``: one port served by two supervised worker processes, on
-SQLite and on PostgreSQL, driven by boto3; a worker killed is replaced, SIGHUP
-reloads every worker, SIGTERM stops them all."""
+SQLite (one socket shared by the workers) and on PostgreSQL (a socket per worker),
+driven by boto3; a worker killed is replaced, SIGHUP reloads every worker, SIGTERM
+stops them all."""
 
 from __future__ import annotations
 
@@ -167,9 +168,9 @@ def metrics_toml() -> tuple[str, str]:
     return f'[metrics]\nlisten = "tcp:{port}:interface=127.0.0.1"\n', f"http://127.0.0.1:{port}/metrics"
 
 
-def test_two_workers_on_sqlite(start_daemon) -> None:
+def test_two_workers_on_sqlite_sharing_one_socket(start_daemon) -> None:
     toml, metrics_url = metrics_toml()
-    daemon = start_daemon(server_toml="workers = 2", extra_toml=toml)
+    daemon = start_daemon(server_toml='workers = 2\nworker_sockets = "shared"', extra_toml=toml)
     exercise(daemon, metrics_url)
 
 
@@ -178,6 +179,34 @@ def test_two_workers_on_postgresql(start_daemon, postgres_url) -> None:
     toml, metrics_url = metrics_toml()
     daemon = start_daemon(server_toml="workers = 2", extra_toml=toml, metadata_url=url)
     exercise(daemon, metrics_url)
+
+
+#: New connections in the spreading test; each worker must serve at least 12 of them (by
+#: the kernel's hash of each connection, one worker gets fewer about once in 10 million runs).
+SPREAD_CONNECTIONS = 64
+SPREAD_LEAST = 12
+
+
+def test_new_connections_spread_over_both_workers(start_daemon) -> None:
+    # Each worker accepts on a listening socket of its own (SO_REUSEPORT) and the kernel
+    # gives each new connection to one of them: an idle worker does not win every race
+    # for a shared socket, a busy one does not take a whole burst.
+    toml, metrics_url = metrics_toml()
+    daemon = start_daemon(server_toml="workers = 2", extra_toml=toml)
+    make_client(daemon).put_object(Bucket=BUCKET, Key="spread", Body=b"x")
+    before = requests_by_worker(metrics_url)
+    # All connected before any is used, as a client's pool fills at its start.
+    connections = [socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+                   for _ in range(SPREAD_CONNECTIONS)]
+    for sock in connections:
+        with sock:
+            sock.sendall(f"GET /{BUCKET}/spread HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            while sock.recv(65536):
+                pass
+    served = requests_by_worker(metrics_url)
+    new = {worker: served.get(worker, 0) - before.get(worker, 0) for worker in ("1", "2")}
+    assert sum(new.values()) == SPREAD_CONNECTIONS
+    assert min(new.values()) >= SPREAD_LEAST, new
 
 
 def admin_status(path: Path, token: str) -> bytes:

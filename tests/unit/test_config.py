@@ -291,9 +291,10 @@ INVALID = [
     (lambda d: d.update(foo=1, bar=2), "top level: unknown keys bar, foo"),
     (_set("server.listn", "tcp:1"), "server.listn: unknown key (allowed here: listen, "
      "max_object_size, timeout, shutdown_timeout, backlog, header_timeout, min_upload_rate, "
-     "upload_rate_window, workers, instance_id)"),
+     "upload_rate_window, workers, worker_sockets, instance_id)"),
     (_set("server.backlog", 0), "server.backlog: must be a positive integer (got 0)"),
     (_set("server.workers", 0), "server.workers: must be a positive integer (got 0)"),
+    (_set("server.worker_sockets", "own"), 'server.worker_sockets: must be one of "reuseport", "shared" (got \'own\')'),
     (lambda d: d.update(jobs={"lease": 0}), "jobs.lease: must be a positive number of seconds (got 0)"),
     (lambda d: d.update(jobs={"lease": "30"}), "jobs.lease: must be a positive number of seconds (got '30')"),
     (lambda d: d.update(jobs={"leas": 30}), "jobs.leas: unknown key (allowed here: lease)"),

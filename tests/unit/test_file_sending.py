@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import abstract
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -142,3 +143,19 @@ def test_twisted_transports_keep_the_buffer_attributes_send_file_reads() -> None
     assert not sendfile.TwistedTransport.buffered(descriptor)
     descriptor.dataBuffer, descriptor.offset = b"abc", 1
     assert sendfile.TwistedTransport.buffered(descriptor)
+
+
+@pytest.mark.parametrize(("wmem_max", "tcp_wmem", "expected"), [
+    ("4194304\n", "4096\t16384\t4194304\n", sendfile.SENDFILE_SNDBUF),  # granted 8 MiB, autotuning 4
+    ("2097152\n", "4096\t16384\t4194304\n", sendfile.SENDFILE_SNDBUF),  # granted 4 MiB: as much
+    ("212992\n", "4096\t16384\t4194304\n", None),  # the kernel's default cap: autotuning goes further
+    ("4194304\n", "4096\t16384\t16777216\n", None),
+    ("4194304\n", "garbled\n", None),
+])
+def test_file_sending_connections_get_a_larger_send_buffer_only_where_autotuning_would_not_reach_it(
+    tmp_path: Path, wmem_max: str, tcp_wmem: str, expected: int | None,
+) -> None:
+    (tmp_path / "wmem_max").write_text(wmem_max)
+    (tmp_path / "tcp_wmem").write_text(tcp_wmem)
+    assert sendfile.send_buffer(tmp_path / "wmem_max", tmp_path / "tcp_wmem") == expected
+    assert sendfile.send_buffer(tmp_path / "missing", tmp_path / "tcp_wmem") is None

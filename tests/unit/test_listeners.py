@@ -16,7 +16,10 @@ from s3orchestrator.listeners import (
     EndpointListeners,
     InheritedListeners,
     InheritedSocket,
+    ReusePortSockets,
+    TCPAddress,
     parse_socket_argument,
+    tcp_address,
     tls_context_factory,
 )
 
@@ -77,6 +80,54 @@ def test_the_tls_adapter_finds_twisteds_context_factory() -> None:
     # Breaks if Twisted's SSL endpoint stops keeping its context factory where the adapter reads it.
     context_factory = tls_context_factory(MemoryReactor(), f"ssl:9443:privateKey={SERVER_PEM}")
     assert context_factory.getContext() is not None
+
+
+@pytest.mark.parametrize(("endpoint", "expected"), [
+    ("tcp:9000:interface=127.0.0.1:backlog=77", TCPAddress(socket.AF_INET, "127.0.0.1", 9000, 77)),
+    ("tcp:0", TCPAddress(socket.AF_INET, "", 0, 50)),
+    ("tcp:9000:interface=\\:\\:1", TCPAddress(socket.AF_INET6, "::1", 9000, 50)),
+    ("tcp6:9000", TCPAddress(socket.AF_INET6, "::", 9000, 50)),
+    (f"ssl:9443:interface=127.0.0.1:privateKey={SERVER_PEM}", TCPAddress(socket.AF_INET, "127.0.0.1", 9443, 50)),
+    ("unix:/tmp/s3.sock", None),
+])
+def test_the_tcp_adapter_reads_where_an_endpoint_listens(endpoint: str, expected: TCPAddress | None) -> None:
+    # Breaks if Twisted's TCP and SSL endpoints stop keeping what they parsed where the adapter reads it.
+    assert tcp_address(MemoryReactor(), endpoint) == expected
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_reuseport_sockets_share_one_port_and_each_worker_gets_its_own() -> None:
+    sockets = ReusePortSockets(TCPAddress(socket.AF_INET, "127.0.0.1", 0, 50))
+    try:
+        first, second = sockets.socket_for(1), sockets.socket_for(2)
+        assert first != second and sockets.socket_for(1) == first
+        assert sockets.port != 0 and sockets.address().port == sockets.port
+        for inherited in (first, second):
+            sock = socket.socket(fileno=socket.dup(inherited.fd))
+            with sock:
+                assert sock.getsockname() == ("127.0.0.1", sockets.port)
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        # A worker's socket let go and bound again: the same port.
+        sockets.release(2)
+        with pytest.raises(OSError):
+            socket.socket(fileno=socket.dup(second.fd)).close()
+        again = sockets.socket_for(2)
+        with socket.socket(fileno=socket.dup(again.fd)) as sock:
+            assert sock.getsockname() == ("127.0.0.1", sockets.port)
+        # Every connection is accepted by one of the two.
+        with socket.create_connection(("127.0.0.1", sockets.port)):
+            ready = []
+            for inherited in (first, again):
+                sock = socket.socket(fileno=socket.dup(inherited.fd))
+                with sock:
+                    try:
+                        sock.accept()[0].close()
+                        ready.append(inherited)
+                    except BlockingIOError:
+                        pass
+            assert len(ready) == 1
+    finally:
+        sockets.close()
 
 
 def test_an_unconfigured_endpoint_is_not_listened_on() -> None:

@@ -130,6 +130,14 @@ def test_the_number_of_workers_waits_for_a_restart() -> None:
     assert plan.needs_restart == ("server.workers",)
     assert plan.applied == ()
     assert plan.config.server.workers == 1
+
+
+def test_the_workers_sockets_wait_for_a_restart() -> None:
+    old = config()
+    assert old.server.worker_sockets == "reuseport"
+    plan = reload_plan(old, config(lambda data: data["server"].update(worker_sockets="shared")))
+    assert plan.needs_restart == ("server.worker_sockets",)
+    assert plan.config.server.worker_sockets == "reuseport"
 def test_the_instance_id_and_the_lease_wait_for_a_restart() -> None:
     def edit(data: dict[str, Any]) -> None:
         data["server"]["instance_id"] = "node-b"

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.defer import ensureDeferred
 
 from s3orchestrator.config import load_config
-from s3orchestrator.listeners import S3, HeldSocket, parse_socket_argument
+from s3orchestrator.listeners import S3, HeldSocket, ReusePortSockets, TCPAddress, parse_socket_argument
 from s3orchestrator.ops.banner import ADMIN, MANHOLE, METRICS
 from s3orchestrator.workers.supervisor import SupervisorService
 from tests.unit.fake_processes import FakeProcessReactor
@@ -96,6 +96,29 @@ def test_the_other_workers_get_the_s3_socket_and_their_private_one(config_path: 
     command = service.worker_command(2)
     assert command.fds == {4: 7, 5: 11}
     assert sockets_of(list(command.args)) == {S3: (4, "inet"), METRICS: (5, "inet")}
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_with_reuseport_each_worker_gets_an_s3_socket_of_its_own_let_go_when_it_keeps_exiting(
+    config_path: Path,
+) -> None:
+    service, _ = supervisor(config_path)
+    del service._held[S3]
+    service._s3_sockets = sockets = ReusePortSockets(TCPAddress(socket.AF_INET, "127.0.0.1", 0, 50))
+    try:
+        first, second = service.worker_command(1), service.worker_command(2)
+        assert sockets_of(list(first.args))[S3] == (4, "inet") == sockets_of(list(second.args))[S3]
+        assert first.fds[4] != second.fds[4]
+        assert service.worker_command(2).fds[4] == second.fds[4]
+        service._worker_exited(2, 1.0)  # restarted at once: its socket is kept meanwhile
+        assert service.worker_command(2).fds[4] == second.fds[4]
+        service._worker_exited(2, 2.0)  # exiting again: let go until it starts
+        assert 2 not in sockets._sockets
+        rebound = service.worker_command(2).fds[4]
+        with socket.socket(fileno=socket.dup(rebound)) as sock:
+            assert sock.getsockname() == ("127.0.0.1", sockets.port)
+    finally:
+        sockets.close()
 
 
 def test_workers_log_in_the_supervisors_format_and_level_where_it_logs(config_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, LogLevel, formatEvent
 
 from s3orchestrator.workers.pool import RESTART_DELAY_MAX, STABLE_AFTER, WorkerCommand, WorkerPool
@@ -16,6 +17,7 @@ class Events:
 
     all_ready: int = 0
     failures: list[str] = attrs.Factory(list)
+    exits: list[tuple[int, float]] = attrs.Factory(list)
 
 
 def command(index: int) -> WorkerCommand:
@@ -30,7 +32,10 @@ def make_pool(count: int = 2, stop_timeout: float = 40.0) -> tuple[WorkerPool, F
     def all_ready() -> None:
         events.all_ready += 1
 
-    pool = WorkerPool(reactor, count, command, stop_timeout, all_ready, events.failures.append)
+    def exited(index: int, delay: float) -> None:
+        events.exits.append((index, delay))
+
+    pool = WorkerPool(reactor, count, command, stop_timeout, all_ready, events.failures.append, exited)
     return pool, reactor, events
 
 
@@ -229,4 +234,33 @@ def test_a_worker_that_cannot_be_spawned_is_tried_again_later() -> None:
     assert pool.workers[0].process is None
     reactor.advance(2.0)
     assert len(reactor.processes) == 3
+    assert reactor.processes[2].args[-1] == "1"
+
+
+def test_the_owner_hears_of_each_exit_of_a_serving_worker_with_the_restart_delay() -> None:
+    pool, reactor, events = started(2)
+    reactor.processes[1].exit(signal=9)
+    reactor.advance(1.0)
+    reactor.processes[2].exit(1)
+    assert events.exits == [(2, 1.0), (2, 2.0)]
+    pool.stopService()
+    reactor.processes[0].exit(0)
+    assert events.exits == [(2, 1.0), (2, 2.0)]  # not while stopping
+
+
+def test_a_worker_whose_socket_cannot_be_bound_again_is_tried_again_later() -> None:
+    failures = [CannotListenError("127.0.0.1", 9000, OSError(98, "Address already in use"))]
+
+    def binding(index: int) -> WorkerCommand:
+        if index == 1 and failures:
+            raise failures.pop()
+        return command(index)
+
+    pool, reactor, events = started(2)
+    pool._command = binding
+    reactor.processes[0].exit(1)
+    reactor.advance(1.0)
+    assert len(reactor.processes) == 2
+    assert events.exits[-1] == (1, 2.0)
+    reactor.advance(2.0)
     assert reactor.processes[2].args[-1] == "1"
