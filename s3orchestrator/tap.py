@@ -51,5 +51,6 @@ def makeService(options: Options, reactor=None) -> OrchestratorService | Supervi
         service = SupervisorService(options.config, reactor, options["config"], twistd_options, log_format)
     else:
         service = OrchestratorService(options.config, reactor, config_path=options["config"])
-    service.log_to(log_destination(twistd_options, log_format), options["log-level"] or options.config.ops.log_level)
+    log_level = options["log-level"] or options.config.ops.log_level
+    service.log_to(log_destination(twistd_options, log_format, reactor), log_level)
     return service

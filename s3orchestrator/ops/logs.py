@@ -16,6 +16,7 @@ are not plain (objects) are left out.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import signal
@@ -24,7 +25,7 @@ import time
 from typing import Any, Mapping, Protocol
 
 from twisted.application.service import MultiService
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -36,6 +37,7 @@ from twisted.logger import (
     formatTime,
 )
 from twisted.python.logfile import LogFile
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -47,6 +49,55 @@ class LineStream(Protocol):
     def write(self, text: str) -> Any: ...
 
     def flush(self) -> Any: ...
+
+
+class FlushedLines:
+    """Writes each line to ``stream`` and flushes it at once."""
+
+    def __init__(self, stream: LineStream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
+
+
+class TurnLines:
+    """Writes the lines logged in one turn of the running reactor to ``stream`` together,
+    with one flush, at the end of that turn (a request log line and a flush each would
+    cost a write system call per request); any other time, and from other threads,
+    each line at once. What is pending is written when the reactor shuts down, or at
+    exit if it never did (journald and log files get every line, a turn late at most)."""
+
+    def __init__(self, stream: LineStream, reactor: Any) -> None:
+        self._stream = stream
+        self._reactor = reactor
+        self._lines: list[str] = []
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+        atexit.register(self.flush)
+
+    def write(self, text: str) -> None:
+        if self._reactor.running and isInIOThread():
+            if not self._lines:
+                self._reactor.callLater(0, self.flush)
+            self._lines.append(text)
+            return
+        if self._lines and isInIOThread():
+            self.flush()  # what this thread buffered comes first
+        self._stream.write(text)
+        self._stream.flush()
+
+    def flush(self) -> None:
+        """Write and flush the pending lines (in the reactor thread)."""
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self._stream.write("".join(lines))
+            self._stream.flush()
+
+
+def _lines_to(stream: LineStream, reactor: Any) -> FlushedLines | TurnLines:
+    """Once per turn of a real reactor, else each line flushed (no reactor, or a test's Clock)."""
+    return TurnLines(stream, reactor) if IReactorCore.providedBy(reactor) else FlushedLines(stream)
 
 
 class LoggingService(MultiService):
@@ -107,14 +158,14 @@ def json_event(event: dict[str, Any]) -> str:
 
 @implementer(ILogObserver)
 class JsonLineObserver:
-    """Writes each event to ``stream`` as a JSON line (flushed: journald reads it live)."""
+    """Writes each event to ``stream`` as a JSON line (flushed: journald reads it live;
+    once per reactor turn with ``reactor``, see TurnLines)."""
 
-    def __init__(self, stream: LineStream) -> None:
-        self._stream = stream
+    def __init__(self, stream: LineStream, reactor: Any = None) -> None:
+        self._lines = _lines_to(stream, reactor)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self._stream.write(json_event(event) + "\n")
-        self._stream.flush()
+        self._lines.write(json_event(event) + "\n")
 
 
 def _shown_second(when: float) -> int:
@@ -129,10 +180,11 @@ def _shown_second(when: float) -> int:
 @implementer(ILogObserver)
 class TextLineObserver:
     """Writes each event to ``stream`` as twistd's text observer does (flushed: journald
-    reads it live), formatting the time prefix at most once per second."""
+    reads it live; once per reactor turn with ``reactor``, see TurnLines), formatting
+    the time prefix at most once per second."""
 
-    def __init__(self, stream: LineStream) -> None:
-        self._stream = stream
+    def __init__(self, stream: LineStream, reactor: Any = None) -> None:
+        self._lines = _lines_to(stream, reactor)
         # (second, its text) in one tuple: events also come from other threads.
         self._time: tuple[int | None, str] = (None, "")
 
@@ -169,20 +221,21 @@ class TextLineObserver:
         if text is None:
             text = formatEventAsClassicLogText(event, formatTime=self._format_time)
         if text:
-            self._stream.write(text)
-            self._stream.flush()
+            self._lines.write(text)
 
 
-def line_observer(stream: LineStream, log_format: str) -> ILogObserver:
-    """The observer writing ``log_format`` ("text" or "json") lines to ``stream``."""
-    return JsonLineObserver(stream) if log_format == "json" else TextLineObserver(stream)
+def line_observer(stream: LineStream, log_format: str, reactor: Any = None) -> ILogObserver:
+    """The observer writing ``log_format`` ("text" or "json") lines to ``stream`` (flushed
+    once per turn of ``reactor`` if given, else after each line)."""
+    return JsonLineObserver(stream, reactor) if log_format == "json" else TextLineObserver(stream, reactor)
 
 
-def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogObserver:
+def log_destination(twistd_options: Mapping[str, Any], log_format: str, reactor: Any = None) -> ILogObserver:
     """``log_format`` lines where twistd's own options send its log, as twistd decides:
     syslog with ``--syslog`` (its own line format), the ``--logfile`` file (``-`` is
     standard output), ``twistd.log`` for a daemon without one, else standard output.
-    A log file rotates at 1 MB and on SIGUSR1, as twistd's does."""
+    A log file rotates at 1 MB and on SIGUSR1, as twistd's does. With ``reactor``, the
+    lines of one reactor turn are written together (see TurnLines)."""
     if twistd_options.get("syslog"):
         from twisted.python.syslog import SyslogObserver
 
@@ -194,7 +247,7 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogO
     if name == "-" and daemon:
         sys.exit("Daemons cannot log to stdout, exiting!")
     if name == "-" or (not name and not daemon):
-        return line_observer(sys.stdout, log_format)
+        return line_observer(sys.stdout, log_format, reactor)
     log_file = LogFile.fromFullPath(name or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):  # None or SIG_DFL: nobody else wants it
 
@@ -204,4 +257,4 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str) -> ILogO
             IReactorFromThreads(reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return line_observer(log_file, log_format)
+    return line_observer(log_file, log_format, reactor)

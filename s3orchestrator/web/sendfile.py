@@ -11,7 +11,8 @@ When the socket is full, the transport is told to watch for writability and its
 producer (the channel, which pauses the response's producer) counts as paused, as
 Twisted's own ``write`` does when its send buffer fills: the transport resumes it
 once the socket drains. ``TwistedTransport`` is the one place that touches the
-transport's buffer attributes (a unit test breaks if Twisted renames them).
+transport's buffer attributes (a unit test breaks if Twisted renames them); it
+also sends small responses straight to the socket (``send_now``, see S3Channel).
 """
 
 from __future__ import annotations
@@ -51,6 +52,28 @@ class TwistedTransport:
     def buffered(transport: abstract.FileDescriptor) -> bool:
         """Whether bytes still wait in the transport's send buffer."""
         return len(transport.dataBuffer) > transport.offset or transport._tempDataLen > 0
+
+    @staticmethod
+    def send_now(transport: tcp.Connection, data: bytes) -> bytes:
+        """Send what the socket takes of ``data`` at once, if nothing waits before it and no
+        pull producer or close is pending; return the rest, for the transport to buffer.
+
+        Twisted's ``write`` buffers every write and sends it once the reactor reports
+        the socket writable: two ``epoll_ctl`` calls and a reactor turn per response.
+        An error (the client gone) is left to the transport: the rest is all of
+        ``data``, and its own send meets the error and closes the connection.
+        """
+        if (not transport.connected or transport.disconnecting or transport._writeDisconnecting
+                or transport._writeDisconnected
+                or TwistedTransport.buffered(transport)
+                or (transport.producer is not None and not transport.streamingProducer)):
+            # A pull producer is asked for more only by the transport's own drained buffer.
+            return data
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            return data
+        return data[sent:] if sent else data
 
     @staticmethod
     def wait_writable(transport: abstract.FileDescriptor) -> None:

@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     destination = log_destination(
         {"nodaemon": True, "logfile": options.logfile, "syslog": options.syslog, "prefix": options.prefix},
         options.log_format,
+        reactor,
     )
 
     def ready() -> None:

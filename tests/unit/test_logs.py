@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.application.service import Application
 from twisted.internet import reactor
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, Logger, LogLevel, textFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -216,6 +216,10 @@ def test_an_unknown_log_level_option_is_refused(tmp_path: Path) -> None:
         daemon_service(write_config(tmp_path / "config.toml"), "--log-level", "verbose")
 
 
+async def next_turn() -> None:
+    await deferLater(reactor, 0, lambda: None)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_reload_changes_the_level_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "config.toml")
@@ -231,6 +235,7 @@ async def test_a_reload_changes_the_level_at_once(tmp_path: Path, capsys: pytest
         log_each_level(observer)
     finally:
         service.metadata.database.close()
+    await next_turn()  # the lines of a reactor turn are written at its end
     assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error", "error"]
 
 
@@ -248,7 +253,75 @@ async def test_a_reload_keeps_the_command_line_level_while_the_file_keeps_its_ow
         log_each_level(observer)
     finally:
         service.metadata.database.close()
+    await next_turn()
     assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error"]
+
+
+# -- when the lines go: once per reactor turn --------------------------------------------------
+
+
+class TurningReactor(Clock):
+    """A Clock that is a running reactor with shutdown triggers (for TurnLines)."""
+
+    running = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.after_shutdown: list = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, func, *args) -> None:  # noqa: N802
+        assert (phase, event) == ("after", "shutdown")
+        self.after_shutdown.append(func)
+
+
+class CountingStream(io.StringIO):
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.fixture
+def in_io_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "isInIOThread", lambda: True)
+
+
+def test_the_lines_of_a_reactor_turn_are_written_together_at_its_end(in_io_thread: None) -> None:
+    stream, clock = CountingStream(), TurningReactor()
+    lines = logs.TurnLines(stream, clock)
+    lines.write("one\n")
+    lines.write("two\n")
+    assert stream.getvalue() == "" and stream.flushes == 0
+    clock.advance(0)
+    assert stream.getvalue() == "one\ntwo\n" and stream.flushes == 1
+    lines.write("three\n")
+    clock.advance(0)
+    assert stream.getvalue() == "one\ntwo\nthree\n" and stream.flushes == 2
+
+
+def test_pending_lines_are_written_at_shutdown_and_later_ones_at_once(in_io_thread: None) -> None:
+    stream, clock = CountingStream(), TurningReactor()
+    lines = logs.TurnLines(stream, clock)
+    lines.write("last of the turn\n")
+    for trigger in clock.after_shutdown:
+        trigger()
+    assert stream.getvalue() == "last of the turn\n"
+    clock.running = False
+    lines.write("after the reactor\n")
+    assert stream.getvalue() == "last of the turn\nafter the reactor\n" and stream.flushes == 2
+
+
+def test_lines_from_other_threads_are_written_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "isInIOThread", lambda: False)
+    stream = CountingStream()
+    logs.TurnLines(stream, TurningReactor()).write("from a thread\n")
+    assert stream.getvalue() == "from a thread\n" and stream.flushes == 1
+
+
+def test_a_real_reactor_gets_lines_per_turn_and_a_clock_per_line() -> None:
+    assert isinstance(logs.TextLineObserver(io.StringIO(), reactor)._lines, logs.TurnLines)
+    assert isinstance(logs.TextLineObserver(io.StringIO(), Clock())._lines, logs.FlushedLines)
 
 
 # -- where the lines go: twistd's own -n / --logfile / --syslog -------------------------------
@@ -305,7 +378,8 @@ def test_syslog_gets_twistds_syslog_observer() -> None:
     assert isinstance(logs.log_destination({"syslog": True, "prefix": "s3o"}, "text"), LegacyLogObserverWrapper)
 
 
-def test_under_twistd_the_logfile_option_is_honoured(tmp_path: Path, sigusr1: None) -> None:
+@pytest_twisted.ensureDeferred
+async def test_under_twistd_the_logfile_option_is_honoured(tmp_path: Path, sigusr1: None) -> None:
     from twisted.scripts.twistd import ServerOptions
 
     config = write_config(tmp_path / "config.toml")
@@ -316,4 +390,5 @@ def test_under_twistd_the_logfile_option_is_honoured(tmp_path: Path, sigusr1: No
     service = makeService(plugin_options, reactor)
     assert service.log_observer is not None
     service.log_observer(info_event("through twistd's options"))
+    await next_turn()
     assert "through twistd's options" in path.read_text()
