@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from twisted.internet import abstract
+import pytest
+from twisted.internet import abstract, tcp
 from twisted.internet.defer import succeed
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 
 from s3orchestrator.metadata.traffic import Traffic
@@ -142,3 +145,61 @@ def test_twisted_transports_keep_the_buffer_attributes_send_file_reads() -> None
     assert not sendfile.TwistedTransport.buffered(descriptor)
     descriptor.dataBuffer, descriptor.offset = b"abc", 1
     assert sendfile.TwistedTransport.buffered(descriptor)
+
+
+# -- small writes sent at once (S3Channel) ---------------------------------------------------------
+
+
+@pytest.fixture
+def connected() -> Iterator[tuple[tcp.Connection, socket.socket]]:
+    """A Twisted socket transport (never registered with a reactor) and the peer's socket."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    transport = tcp.Connection(ours, Protocol(), Clock())
+    transport.connected = True
+    yield transport, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_a_write_with_nothing_waiting_is_sent_at_once(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, peer = connected
+    assert sendfile.TwistedTransport.send_now(transport, b"HTTP/1.1 200 OK\r\n\r\n") == b""
+    assert peer.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert not sendfile.TwistedTransport.buffered(transport)
+
+
+def test_a_write_behind_buffered_bytes_is_left_to_the_transport(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    transport._tempDataBuffer.append(b"first")
+    transport._tempDataLen = 5
+    assert sendfile.TwistedTransport.send_now(transport, b"second") == b"second"
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)
+
+
+def test_a_pull_producer_or_a_close_keeps_twisteds_path(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, _ = connected
+    transport.producer, transport.streamingProducer = object(), False  # resumed only by a drained buffer
+    assert sendfile.TwistedTransport.send_now(transport, b"data") == b"data"
+    transport.producer = None
+    transport.disconnecting = True
+    assert sendfile.TwistedTransport.send_now(transport, b"data") == b"data"
+
+
+def test_what_a_full_socket_does_not_take_is_returned(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, peer = connected
+    data = os.urandom(8 * 1024 * 1024)
+    rest = sendfile.TwistedTransport.send_now(transport, data)
+    assert 0 < len(rest) < len(data)
+    assert data.endswith(rest)
+    received = b""
+    while True:
+        try:
+            received += peer.recv(1024 * 1024)
+        except BlockingIOError:
+            break
+    assert received + rest == data
