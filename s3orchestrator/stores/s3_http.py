@@ -12,7 +12,7 @@ from typing import Any, Callable, cast
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet import ssl
+from twisted.internet import ssl, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.config import S3StoreConfig
+from s3orchestrator.sockets import TwistedTransport, read_adaptively, send_small_writes_at_once
 
 # Idle connections kept per upstream host: as many as requests run there at once under
 # load, else each request past the number closes its connection when it ends and the
@@ -92,11 +93,17 @@ class _BulkEndpoint:
 
 def _tune_socket(protocol: IProtocol) -> IProtocol:
     transport: Any = getattr(protocol, "transport", None)
+    plain = TwistedTransport.plain_socket(transport)
+    if plain is not None:
+        # Requests (and small bodies) leave in the call that writes them (see sockets).
+        send_small_writes_at_once(plain)
     # Under TLS the protocol's transport is the TLS layer: tune the socket below it.
     transport = getattr(transport, "transport", transport)
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = UPSTREAM_READ_BYTES
         transport.SEND_LIMIT = UPSTREAM_WRITE_BYTES
+    if isinstance(transport, tcp.Connection):
+        read_adaptively(transport)  # a response head and a small body need no 512 KiB buffer
     return protocol
 
 

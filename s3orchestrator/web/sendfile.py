@@ -10,19 +10,16 @@ or file that cannot) the answer is None, and the reader writes the bytes instead
 When the socket is full, the transport is told to watch for writability and its
 producer (the channel, which pauses the response's producer) counts as paused, as
 Twisted's own ``write`` does when its send buffer fills: the transport resumes it
-once the socket drains. ``TwistedTransport`` is the one place that touches the
-transport's buffer attributes (a unit test breaks if Twisted renames them); it
-also sends small responses straight to the socket (``send_now``, see S3Channel).
+once the socket drains (``sockets.TwistedTransport``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet import abstract, tcp
-from twisted.internet.interfaces import ISSLTransport
+from s3orchestrator.sockets import TwistedTransport
 
 if TYPE_CHECKING:
     from s3orchestrator.web.site import S3Request
@@ -36,53 +33,6 @@ _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EN
 SENDFILE_BYTES = 8 * 1024 * 1024
 
 AVAILABLE = hasattr(os, "sendfile")
-
-
-class TwistedTransport:
-    """What the sender needs of a Twisted socket transport (``tcp.Connection``)."""
-
-    @staticmethod
-    def plain_socket(transport: object) -> tcp.Connection | None:
-        """``transport`` if it writes straight to a connected socket (not TLS, not a test double)."""
-        if not isinstance(transport, tcp.Connection) or ISSLTransport.providedBy(transport):
-            return None
-        return transport if transport.connected and not transport.disconnecting else None
-
-    @staticmethod
-    def buffered(transport: abstract.FileDescriptor) -> bool:
-        """Whether bytes still wait in the transport's send buffer."""
-        return len(transport.dataBuffer) > transport.offset or transport._tempDataLen > 0
-
-    @staticmethod
-    def send_now(transport: tcp.Connection, data: bytes) -> bytes:
-        """Send what the socket takes of ``data`` at once, if nothing waits before it and no
-        pull producer or close is pending; return the rest, for the transport to buffer.
-
-        Twisted's ``write`` buffers every write and sends it once the reactor reports
-        the socket writable: two ``epoll_ctl`` calls and a reactor turn per response.
-        An error (the client gone) is left to the transport: the rest is all of
-        ``data``, and its own send meets the error and closes the connection.
-        """
-        if (not transport.connected or transport.disconnecting or transport._writeDisconnecting
-                or transport._writeDisconnected
-                or TwistedTransport.buffered(transport)
-                or (transport.producer is not None and not transport.streamingProducer)):
-            # A pull producer is asked for more only by the transport's own drained buffer.
-            return data
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            return data
-        return data[sent:] if sent else data
-
-    @staticmethod
-    def wait_writable(transport: abstract.FileDescriptor) -> None:
-        """Pause the transport's producer until the socket can take more (as a full buffer does)."""
-        producer: Any = transport.producer
-        if producer is not None and not transport.producerPaused:
-            transport.producerPaused = True
-            producer.pauseProducing()
-        transport.startWriting()
 
 
 def send_file(request: S3Request, fd: int, offset: int, count: int) -> int | None:

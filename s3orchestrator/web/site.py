@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_RATE_WINDOW
 from s3orchestrator.errors import S3Error
+from s3orchestrator.sockets import DIRECT_SEND_BYTES, TwistedTransport, read_adaptively
 from s3orchestrator.stores.interface import IFileConsumer
 from s3orchestrator.web import sendfile
 from s3orchestrator.web.errors import error_document
@@ -57,8 +58,6 @@ LINGER_SECONDS = 10.0
 SEND_BUFFER_BYTES = 2 * 1024 * 1024
 # The most handed to a client socket in one send().
 SOCKET_WRITE_BYTES = 1024 * 1024
-# Writes up to this size are sent at once when nothing waits before them (see S3Channel._send).
-DIRECT_SEND_BYTES = 64 * 1024
 # Pipelined bytes held while a request is answered before the client is paused (Twisted's figure).
 HELD_BYTES = 16 * 1024
 
@@ -182,10 +181,17 @@ class S3Channel(http.HTTPChannel):
     _answering = False
     _held = b""
     _secure: bool | None = None
+    _host: IAddress | None = None
     # The transport when it is a plain socket (small writes are sent at once), else None.
     _plain: tcp.Connection | None = None
     # Response head lines kept for the body's first write (see hold_head).
     _held_head: list[bytes] | None = None
+
+    def getHost(self) -> IAddress:
+        """The local address (asked of the socket once per connection, not per request)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def isSecure(self) -> bool:
         """Whether the transport is TLS (adapted once per connection, not per request)."""
@@ -353,7 +359,9 @@ class S3Channel(http.HTTPChannel):
         if hasattr(socket, "bufferSize"):
             socket.bufferSize = SEND_BUFFER_BYTES
             socket.SEND_LIMIT = SOCKET_WRITE_BYTES
-        self._plain = sendfile.TwistedTransport.plain_socket(self.transport)
+        if isinstance(socket, tcp.Connection):
+            read_adaptively(socket)  # a request head needs no 2 MiB buffer
+        self._plain = TwistedTransport.plain_socket(self.transport)
 
     def allContentReceived(self) -> None:
         self._answering = True
@@ -391,7 +399,7 @@ class S3Channel(http.HTTPChannel):
         # writable (registering and unregistering it for that: two epoll_ctl calls
         # and a reactor turn per response). Large ones and TLS take Twisted's path.
         if self._plain is not None and len(data) <= DIRECT_SEND_BYTES:
-            data = sendfile.TwistedTransport.send_now(self._plain, data)
+            data = TwistedTransport.send_now(self._plain, data)
         if data:
             self.transport.write(data)
 

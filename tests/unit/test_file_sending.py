@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 
 from s3orchestrator.metadata.traffic import Traffic
 from s3orchestrator.placement.reader import FailoverReader
+from s3orchestrator.sockets import TwistedTransport
 from s3orchestrator.stores.directory import FileReader
 from s3orchestrator.stores.interface import StoreUnavailable
 from s3orchestrator.traffic.meter import MeteredStore
@@ -142,9 +143,9 @@ def test_twisted_transports_keep_the_buffer_attributes_send_file_reads() -> None
     descriptor = abstract.FileDescriptor()
     for name in ("dataBuffer", "offset", "_tempDataLen", "producer", "producerPaused", "startWriting"):
         assert hasattr(descriptor, name), name
-    assert not sendfile.TwistedTransport.buffered(descriptor)
+    assert not TwistedTransport.buffered(descriptor)
     descriptor.dataBuffer, descriptor.offset = b"abc", 1
-    assert sendfile.TwistedTransport.buffered(descriptor)
+    assert TwistedTransport.buffered(descriptor)
 
 
 # -- small writes sent at once (S3Channel) ---------------------------------------------------------
@@ -165,9 +166,9 @@ def connected() -> Iterator[tuple[tcp.Connection, socket.socket]]:
 
 def test_a_write_with_nothing_waiting_is_sent_at_once(connected: tuple[tcp.Connection, socket.socket]) -> None:
     transport, peer = connected
-    assert sendfile.TwistedTransport.send_now(transport, b"HTTP/1.1 200 OK\r\n\r\n") == b""
+    assert TwistedTransport.send_now(transport, b"HTTP/1.1 200 OK\r\n\r\n") == b""
     assert peer.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
-    assert not sendfile.TwistedTransport.buffered(transport)
+    assert not TwistedTransport.buffered(transport)
 
 
 def test_a_write_behind_buffered_bytes_is_left_to_the_transport(
@@ -176,7 +177,7 @@ def test_a_write_behind_buffered_bytes_is_left_to_the_transport(
     transport, peer = connected
     transport._tempDataBuffer.append(b"first")
     transport._tempDataLen = 5
-    assert sendfile.TwistedTransport.send_now(transport, b"second") == b"second"
+    assert TwistedTransport.send_now(transport, b"second") == b"second"
     with pytest.raises(BlockingIOError):
         peer.recv(100)
 
@@ -184,16 +185,16 @@ def test_a_write_behind_buffered_bytes_is_left_to_the_transport(
 def test_a_pull_producer_or_a_close_keeps_twisteds_path(connected: tuple[tcp.Connection, socket.socket]) -> None:
     transport, _ = connected
     transport.producer, transport.streamingProducer = object(), False  # resumed only by a drained buffer
-    assert sendfile.TwistedTransport.send_now(transport, b"data") == b"data"
+    assert TwistedTransport.send_now(transport, b"data") == b"data"
     transport.producer = None
     transport.disconnecting = True
-    assert sendfile.TwistedTransport.send_now(transport, b"data") == b"data"
+    assert TwistedTransport.send_now(transport, b"data") == b"data"
 
 
 def test_what_a_full_socket_does_not_take_is_returned(connected: tuple[tcp.Connection, socket.socket]) -> None:
     transport, peer = connected
     data = os.urandom(8 * 1024 * 1024)
-    rest = sendfile.TwistedTransport.send_now(transport, data)
+    rest = TwistedTransport.send_now(transport, data)
     assert 0 < len(rest) < len(data)
     assert data.endswith(rest)
     received = b""
