@@ -7,6 +7,7 @@ without a reactor.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, cast
 from urllib.parse import urlsplit
@@ -175,19 +176,26 @@ def request_target(config: S3StoreConfig, location: str | None, raw_query: str =
     on the wire is already canonical and is signed exactly as sent; ``raw_query``
     (already encoded, e.g. ``partNumber=1&uploadId=...``) goes on the URL as is.
     """
-    parts = urlsplit(config.endpoint)
+    origin, host, base = _bucket_base(config.endpoint, config.bucket, config.path_style)
+    key_path = "" if location is None else "/" + uri_encode(location.encode("utf-8"), encode_slash=False)
+    raw_path = f"{base}{key_path}" or "/"
+    query = f"?{raw_query}" if raw_query else ""
+    return Target(f"{origin}{raw_path}{query}".encode("ascii"), raw_path, host, raw_query)
+
+
+@functools.lru_cache(maxsize=256)
+def _bucket_base(endpoint: str, bucket: str, path_style: bool) -> tuple[str, str, str]:
+    """(scheme://host, the Host header, the bucket's path) of a store: the same for every request."""
+    parts = urlsplit(endpoint)
     scheme = parts.scheme.lower()
     hostname = parts.hostname or ""
     base = parts.path.rstrip("/")
-    key_path = "" if location is None else "/" + uri_encode(location.encode("utf-8"), encode_slash=False)
-    if config.path_style:
-        raw_path = f"{base}/{uri_encode(config.bucket, encode_slash=True)}{key_path}"
+    if path_style:
+        base = f"{base}/{uri_encode(bucket, encode_slash=True)}"
     else:
-        hostname = f"{config.bucket}.{hostname}"
-        raw_path = f"{base}{key_path}" or "/"
+        hostname = f"{bucket}.{hostname}"
     host = _host_header(hostname, parts.port, scheme)
-    query = f"?{raw_query}" if raw_query else ""
-    return Target(f"{scheme}://{host}{raw_path}{query}".encode("ascii"), raw_path, host, raw_query)
+    return f"{scheme}://{host}", host, base
 
 
 # -- silence watchdog --------------------------------------------------------------------------
