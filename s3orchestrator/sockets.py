@@ -9,8 +9,9 @@ Twisted's ``write`` buffers every write and sends it once the reactor reports
 the socket writable: an ``epoll_ctl`` to watch for that, a reactor turn, and
 another ``epoll_ctl`` once the buffer is empty, for every response and every
 upstream request. A small write with nothing waiting before it is sent at once
-instead (S3Channel for client connections, ``send_small_writes_at_once`` for
-upstream ones); only what the socket does not take is left to the transport.
+instead (S3Channel for responses, ``send_bodiless_requests_at_once`` for
+upstream requests without a body); only what the socket does not take is left
+to the transport.
 
 A transport reads up to its ``bufferSize`` at once (tuned to 512 KiB to 2 MiB for
 bulk transfers: web.site, stores.s3_http). Python allocates a buffer of that size
@@ -84,36 +85,38 @@ class TwistedTransport:
         transport.startWriting()
 
 
-def send_small_writes_at_once(transport: tcp.Connection) -> None:
-    """Make ``transport`` (a plain socket) send each small write at once when nothing waits
-    before it (``TwistedTransport.send_now``), for the HTTP client's connections: their
-    protocol calls the transport's own ``write``/``writeSequence``, so these are replaced
-    on the transport itself (holding it weakly: Twisted breaks its own reference cycles
-    when a connection ends, and these must not add one)."""
+def send_bodiless_requests_at_once(transport: tcp.Connection) -> None:
+    """Make ``transport`` (a plain socket of the HTTP client) send the head of a request
+    without a body at once when nothing waits before it (``TwistedTransport.send_now``).
+
+    The HTTP client writes a request head with the transport's ``writeSequence`` (so
+    that is replaced on the transport itself, holding it weakly: Twisted breaks its own
+    reference cycles when a connection ends, and this must not add one). A head that
+    announces a body (Content-Length, Transfer-Encoding), and the body, take Twisted's
+    path: head and first body bytes leave in one send, and a body producer that says
+    it is done a turn after its last write is done before the upstream can answer.
+    """
     connection = weakref.ref(transport)
     cls = type(transport)
-
-    def write(data: bytes) -> None:
-        transport = connection()
-        if transport is None:
-            return
-        if len(data) <= DIRECT_SEND_BYTES:
-            data = TwistedTransport.send_now(transport, data)
-        if data:
-            cls.write(transport, data)
 
     def write_sequence(data: Sequence[bytes]) -> None:
         transport = connection()
         if transport is None:
             return
-        if sum(map(len, data)) <= DIRECT_SEND_BYTES:
-            write(b"".join(data))
-        else:
+        if sum(map(len, data)) > DIRECT_SEND_BYTES or any(map(_announces_body, data)):
             cls.writeSequence(transport, data)
+            return
+        rest = TwistedTransport.send_now(transport, b"".join(data))
+        if rest:
+            cls.write(transport, rest)
 
     patched: Any = transport
-    patched.write = write
     patched.writeSequence = write_sequence
+
+
+def _announces_body(line: bytes) -> bool:
+    name = line[:18].lower()
+    return name.startswith(b"content-length:") or name.startswith(b"transfer-encoding:")
 
 
 def read_adaptively(transport: tcp.Connection) -> None:
@@ -122,7 +125,7 @@ def read_adaptively(transport: tcp.Connection) -> None:
     as it is if its class reads otherwise than Twisted's TCP connection does."""
     if type(transport).doRead is not tcp.Connection.doRead:
         return
-    connection = weakref.ref(transport)  # no reference cycle (see send_small_writes_at_once)
+    connection = weakref.ref(transport)  # no reference cycle (see send_bodiless_requests_at_once)
     sock = transport.socket
     large = False
 

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.config import S3StoreConfig
-from s3orchestrator.sockets import TwistedTransport, read_adaptively, send_small_writes_at_once
+from s3orchestrator.sockets import TwistedTransport, read_adaptively, send_bodiless_requests_at_once
 
 # Idle connections kept per upstream host: as many as requests run there at once under
 # load, else each request past the number closes its connection when it ends and the
@@ -96,8 +96,8 @@ def _tune_socket(protocol: IProtocol) -> IProtocol:
     transport: Any = getattr(protocol, "transport", None)
     plain = TwistedTransport.plain_socket(transport)
     if plain is not None:
-        # Requests (and small bodies) leave in the call that writes them (see sockets).
-        send_small_writes_at_once(plain)
+        # A GET, HEAD or DELETE leaves in the call that writes it (see sockets).
+        send_bodiless_requests_at_once(plain)
     # Under TLS the protocol's transport is the TLS layer: tune the socket below it.
     transport = getattr(transport, "transport", transport)
     if hasattr(transport, "bufferSize"):

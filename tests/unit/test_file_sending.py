@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 
 from s3orchestrator.metadata.traffic import Traffic
 from s3orchestrator.placement.reader import FailoverReader
-from s3orchestrator.sockets import TwistedTransport
+from s3orchestrator.sockets import TwistedTransport, send_bodiless_requests_at_once
 from s3orchestrator.stores.directory import FileReader
 from s3orchestrator.stores.interface import StoreUnavailable
 from s3orchestrator.traffic.meter import MeteredStore
@@ -151,13 +151,27 @@ def test_twisted_transports_keep_the_buffer_attributes_send_file_reads() -> None
 # -- small writes sent at once (S3Channel) ---------------------------------------------------------
 
 
+class WatchingClock(Clock):
+    """A reactor for a transport that is never polled: it only records what is watched for writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: set = set()
+
+    def addWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.add(writer)
+
+    def removeWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.discard(writer)
+
+
 @pytest.fixture
 def connected() -> Iterator[tuple[tcp.Connection, socket.socket]]:
     """A Twisted socket transport (never registered with a reactor) and the peer's socket."""
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.setblocking(False)
-    transport = tcp.Connection(ours, Protocol(), Clock())
+    transport = tcp.Connection(ours, Protocol(), WatchingClock())
     transport.connected = True
     yield transport, theirs
     ours.close()
@@ -204,3 +218,26 @@ def test_what_a_full_socket_does_not_take_is_returned(connected: tuple[tcp.Conne
         except BlockingIOError:
             break
     assert received + rest == data
+
+
+def test_an_upstream_request_head_without_a_body_is_sent_at_once(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    send_bodiless_requests_at_once(transport)
+    transport.writeSequence([b"GET /b/k HTTP/1.1\r\n", b"Host: h\r\n", b"\r\n"])
+    assert peer.recv(100) == b"GET /b/k HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert not TwistedTransport.buffered(transport)
+
+
+def test_an_upstream_request_head_announcing_a_body_waits_for_it(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    send_bodiless_requests_at_once(transport)
+    transport.writeSequence([b"PUT /b/k HTTP/1.1\r\n", b"Content-Length: 4\r\n", b"\r\n"])
+    transport.write(b"body")
+    assert TwistedTransport.buffered(transport)  # both leave together, when the reactor sends them
+    assert transport in transport.reactor.writers
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)
