@@ -41,6 +41,10 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 _PLAIN = (str, int, float, bool, type(None))
+# Lines logged by the reactor thread are written together at most this long after the first.
+FLUSH_SECONDS = 0.05
+# ... or as soon as this many wait.
+MAX_PENDING_LINES = 1000
 
 
 class LineStream(Protocol):
@@ -62,12 +66,13 @@ class FlushedLines:
         self._stream.flush()
 
 
-class TurnLines:
-    """Writes the lines logged in one turn of the running reactor to ``stream`` together,
-    with one flush, at the end of that turn (a request log line and a flush each would
-    cost a write system call per request); any other time, and from other threads,
-    each line at once. What is pending is written when the reactor shuts down, or at
-    exit if it never did (journald and log files get every line, a turn late at most)."""
+class BatchedLines:
+    """Writes the lines the reactor thread logs within ``FLUSH_SECONDS`` to ``stream``
+    together, with one flush (a write and a flush per line cost a system call per
+    request, and the journal a wake-up); any other time (reactor not running), and
+    from other threads, each line at once. What is pending is written when the reactor
+    shuts down, or at exit if it never did: journald and log files get every line,
+    ``FLUSH_SECONDS`` late at most."""
 
     def __init__(self, stream: LineStream, reactor: Any) -> None:
         self._stream = stream
@@ -79,8 +84,10 @@ class TurnLines:
     def write(self, text: str) -> None:
         if self._reactor.running and isInIOThread():
             if not self._lines:
-                self._reactor.callLater(0, self.flush)
+                self._reactor.callLater(FLUSH_SECONDS, self.flush)
             self._lines.append(text)
+            if len(self._lines) >= MAX_PENDING_LINES:
+                self.flush()
             return
         if self._lines and isInIOThread():
             self.flush()  # what this thread buffered comes first
@@ -95,9 +102,9 @@ class TurnLines:
             self._stream.flush()
 
 
-def _lines_to(stream: LineStream, reactor: Any) -> FlushedLines | TurnLines:
-    """Once per turn of a real reactor, else each line flushed (no reactor, or a test's Clock)."""
-    return TurnLines(stream, reactor) if IReactorCore.providedBy(reactor) else FlushedLines(stream)
+def _lines_to(stream: LineStream, reactor: Any) -> FlushedLines | BatchedLines:
+    """Batched under a real reactor, else each line flushed (no reactor, or a test's Clock)."""
+    return BatchedLines(stream, reactor) if IReactorCore.providedBy(reactor) else FlushedLines(stream)
 
 
 class LoggingService(MultiService):
@@ -159,7 +166,7 @@ def json_event(event: dict[str, Any]) -> str:
 @implementer(ILogObserver)
 class JsonLineObserver:
     """Writes each event to ``stream`` as a JSON line (flushed: journald reads it live;
-    once per reactor turn with ``reactor``, see TurnLines)."""
+    in batches with ``reactor``, see BatchedLines)."""
 
     def __init__(self, stream: LineStream, reactor: Any = None) -> None:
         self._lines = _lines_to(stream, reactor)
@@ -180,7 +187,7 @@ def _shown_second(when: float) -> int:
 @implementer(ILogObserver)
 class TextLineObserver:
     """Writes each event to ``stream`` as twistd's text observer does (flushed: journald
-    reads it live; once per reactor turn with ``reactor``, see TurnLines), formatting
+    reads it live; in batches with ``reactor``, see BatchedLines), formatting
     the time prefix at most once per second."""
 
     def __init__(self, stream: LineStream, reactor: Any = None) -> None:
@@ -226,7 +233,7 @@ class TextLineObserver:
 
 def line_observer(stream: LineStream, log_format: str, reactor: Any = None) -> ILogObserver:
     """The observer writing ``log_format`` ("text" or "json") lines to ``stream`` (flushed
-    once per turn of ``reactor`` if given, else after each line)."""
+    in batches under ``reactor`` if given, else after each line)."""
     return JsonLineObserver(stream, reactor) if log_format == "json" else TextLineObserver(stream, reactor)
 
 
@@ -235,7 +242,7 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str, reactor:
     syslog with ``--syslog`` (its own line format), the ``--logfile`` file (``-`` is
     standard output), ``twistd.log`` for a daemon without one, else standard output.
     A log file rotates at 1 MB and on SIGUSR1, as twistd's does. With ``reactor``, the
-    lines of one reactor turn are written together (see TurnLines)."""
+    lines of up to 50 ms are written together (see BatchedLines)."""
     if twistd_options.get("syslog"):
         from twisted.python.syslog import SyslogObserver
 

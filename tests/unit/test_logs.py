@@ -216,8 +216,8 @@ def test_an_unknown_log_level_option_is_refused(tmp_path: Path) -> None:
         daemon_service(write_config(tmp_path / "config.toml"), "--log-level", "verbose")
 
 
-async def next_turn() -> None:
-    await deferLater(reactor, 0, lambda: None)
+async def lines_written() -> None:
+    await deferLater(reactor, logs.FLUSH_SECONDS, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -235,7 +235,7 @@ async def test_a_reload_changes_the_level_at_once(tmp_path: Path, capsys: pytest
         log_each_level(observer)
     finally:
         service.metadata.database.close()
-    await next_turn()  # the lines of a reactor turn are written at its end
+    await lines_written()  # the lines of the reactor thread are written in batches
     assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error", "error"]
 
 
@@ -253,15 +253,15 @@ async def test_a_reload_keeps_the_command_line_level_while_the_file_keeps_its_ow
         log_each_level(observer)
     finally:
         service.metadata.database.close()
-    await next_turn()
+    await lines_written()
     assert logged_levels(capsys.readouterr().out) == ["debug", "info", "warn", "error"]
 
 
-# -- when the lines go: once per reactor turn --------------------------------------------------
+# -- when the lines go: in batches ------------------------------------------------------------
 
 
-class TurningReactor(Clock):
-    """A Clock that is a running reactor with shutdown triggers (for TurnLines)."""
+class RunningClock(Clock):
+    """A Clock that is a running reactor with shutdown triggers (for BatchedLines)."""
 
     running = True
 
@@ -287,22 +287,31 @@ def in_io_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logs, "isInIOThread", lambda: True)
 
 
-def test_the_lines_of_a_reactor_turn_are_written_together_at_its_end(in_io_thread: None) -> None:
-    stream, clock = CountingStream(), TurningReactor()
-    lines = logs.TurnLines(stream, clock)
+def test_the_reactors_lines_are_written_together_shortly_after_the_first(in_io_thread: None) -> None:
+    stream, clock = CountingStream(), RunningClock()
+    lines = logs.BatchedLines(stream, clock)
     lines.write("one\n")
+    clock.advance(logs.FLUSH_SECONDS / 2)
     lines.write("two\n")
     assert stream.getvalue() == "" and stream.flushes == 0
-    clock.advance(0)
+    clock.advance(logs.FLUSH_SECONDS / 2)
     assert stream.getvalue() == "one\ntwo\n" and stream.flushes == 1
     lines.write("three\n")
-    clock.advance(0)
+    clock.advance(logs.FLUSH_SECONDS)
     assert stream.getvalue() == "one\ntwo\nthree\n" and stream.flushes == 2
 
 
+def test_many_pending_lines_are_written_at_once(in_io_thread: None) -> None:
+    stream = CountingStream()
+    lines = logs.BatchedLines(stream, RunningClock())
+    for number in range(logs.MAX_PENDING_LINES):
+        lines.write(f"{number}\n")
+    assert stream.getvalue().count("\n") == logs.MAX_PENDING_LINES and stream.flushes == 1
+
+
 def test_pending_lines_are_written_at_shutdown_and_later_ones_at_once(in_io_thread: None) -> None:
-    stream, clock = CountingStream(), TurningReactor()
-    lines = logs.TurnLines(stream, clock)
+    stream, clock = CountingStream(), RunningClock()
+    lines = logs.BatchedLines(stream, clock)
     lines.write("last of the turn\n")
     for trigger in clock.after_shutdown:
         trigger()
@@ -315,12 +324,12 @@ def test_pending_lines_are_written_at_shutdown_and_later_ones_at_once(in_io_thre
 def test_lines_from_other_threads_are_written_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logs, "isInIOThread", lambda: False)
     stream = CountingStream()
-    logs.TurnLines(stream, TurningReactor()).write("from a thread\n")
+    logs.BatchedLines(stream, RunningClock()).write("from a thread\n")
     assert stream.getvalue() == "from a thread\n" and stream.flushes == 1
 
 
-def test_a_real_reactor_gets_lines_per_turn_and_a_clock_per_line() -> None:
-    assert isinstance(logs.TextLineObserver(io.StringIO(), reactor)._lines, logs.TurnLines)
+def test_a_real_reactor_gets_batched_lines_and_a_clock_flushed_lines() -> None:
+    assert isinstance(logs.TextLineObserver(io.StringIO(), reactor)._lines, logs.BatchedLines)
     assert isinstance(logs.TextLineObserver(io.StringIO(), Clock())._lines, logs.FlushedLines)
 
 
@@ -390,5 +399,5 @@ async def test_under_twistd_the_logfile_option_is_honoured(tmp_path: Path, sigus
     service = makeService(plugin_options, reactor)
     assert service.log_observer is not None
     service.log_observer(info_event("through twistd's options"))
-    await next_turn()
+    await lines_written()
     assert "through twistd's options" in path.read_text()
