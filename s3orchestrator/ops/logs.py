@@ -41,9 +41,7 @@ from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 _PLAIN = (str, int, float, bool, type(None))
-# Lines logged by the reactor thread are written together at most this long after the first.
-FLUSH_SECONDS = 0.05
-# ... or as soon as this many wait.
+# Lines the reactor thread logs are written together at the end of its turn, or as soon as this many wait.
 MAX_PENDING_LINES = 1000
 
 
@@ -67,12 +65,13 @@ class FlushedLines:
 
 
 class BatchedLines:
-    """Writes the lines the reactor thread logs within ``FLUSH_SECONDS`` to ``stream``
-    together, with one flush (a write and a flush per line cost a system call per
-    request, and the journal a wake-up); any other time (reactor not running), and
-    from other threads, each line at once. What is pending is written when the reactor
-    shuts down, or at exit if it never did: journald and log files get every line,
-    ``FLUSH_SECONDS`` late at most."""
+    """Writes the lines the reactor thread logs in one turn of the reactor to ``stream``
+    together, with one flush, at the start of the next turn (a write and a flush per
+    line cost a system call per request, and the journal a wake-up); any other time
+    (reactor not running), and from other threads, each line at once. What is pending
+    is written when the reactor shuts down, or at exit if it never did: journald and
+    log files get every line, a turn late at most. (Not on a timer: tests and
+    operators read a line once what it reports is visible, e.g. through /health.)"""
 
     def __init__(self, stream: LineStream, reactor: Any) -> None:
         self._stream = stream
@@ -84,7 +83,7 @@ class BatchedLines:
     def write(self, text: str) -> None:
         if self._reactor.running and isInIOThread():
             if not self._lines:
-                self._reactor.callLater(FLUSH_SECONDS, self.flush)
+                self._reactor.callLater(0, self.flush)
             self._lines.append(text)
             if len(self._lines) >= MAX_PENDING_LINES:
                 self.flush()
@@ -242,7 +241,7 @@ def log_destination(twistd_options: Mapping[str, Any], log_format: str, reactor:
     syslog with ``--syslog`` (its own line format), the ``--logfile`` file (``-`` is
     standard output), ``twistd.log`` for a daemon without one, else standard output.
     A log file rotates at 1 MB and on SIGUSR1, as twistd's does. With ``reactor``, the
-    lines of up to 50 ms are written together (see BatchedLines)."""
+    lines of one reactor turn are written together (see BatchedLines)."""
     if twistd_options.get("syslog"):
         from twisted.python.syslog import SyslogObserver
 
