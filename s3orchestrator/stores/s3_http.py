@@ -7,12 +7,13 @@ without a reactor.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, cast
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet import ssl
+from twisted.internet import ssl, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -31,6 +32,7 @@ from zope.interface import implementer
 
 from s3orchestrator.auth.sigv4 import uri_encode
 from s3orchestrator.config import S3StoreConfig
+from s3orchestrator.sockets import TwistedTransport, read_adaptively, send_bodiless_requests_at_once
 
 # Idle connections kept per upstream host: as many as requests run there at once under
 # load, else each request past the number closes its connection when it ends and the
@@ -92,11 +94,17 @@ class _BulkEndpoint:
 
 def _tune_socket(protocol: IProtocol) -> IProtocol:
     transport: Any = getattr(protocol, "transport", None)
+    plain = TwistedTransport.plain_socket(transport)
+    if plain is not None:
+        # A GET, HEAD or DELETE leaves in the call that writes it (see sockets).
+        send_bodiless_requests_at_once(plain)
     # Under TLS the protocol's transport is the TLS layer: tune the socket below it.
     transport = getattr(transport, "transport", transport)
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = UPSTREAM_READ_BYTES
         transport.SEND_LIMIT = UPSTREAM_WRITE_BYTES
+    if isinstance(transport, tcp.Connection):
+        read_adaptively(transport)  # a response head and a small body need no 512 KiB buffer
     return protocol
 
 
@@ -168,19 +176,26 @@ def request_target(config: S3StoreConfig, location: str | None, raw_query: str =
     on the wire is already canonical and is signed exactly as sent; ``raw_query``
     (already encoded, e.g. ``partNumber=1&uploadId=...``) goes on the URL as is.
     """
-    parts = urlsplit(config.endpoint)
+    origin, host, base = _bucket_base(config.endpoint, config.bucket, config.path_style)
+    key_path = "" if location is None else "/" + uri_encode(location.encode("utf-8"), encode_slash=False)
+    raw_path = f"{base}{key_path}" or "/"
+    query = f"?{raw_query}" if raw_query else ""
+    return Target(f"{origin}{raw_path}{query}".encode("ascii"), raw_path, host, raw_query)
+
+
+@functools.lru_cache(maxsize=256)
+def _bucket_base(endpoint: str, bucket: str, path_style: bool) -> tuple[str, str, str]:
+    """(scheme://host, the Host header, the bucket's path) of a store: the same for every request."""
+    parts = urlsplit(endpoint)
     scheme = parts.scheme.lower()
     hostname = parts.hostname or ""
     base = parts.path.rstrip("/")
-    key_path = "" if location is None else "/" + uri_encode(location.encode("utf-8"), encode_slash=False)
-    if config.path_style:
-        raw_path = f"{base}/{uri_encode(config.bucket, encode_slash=True)}{key_path}"
+    if path_style:
+        base = f"{base}/{uri_encode(bucket, encode_slash=True)}"
     else:
-        hostname = f"{config.bucket}.{hostname}"
-        raw_path = f"{base}{key_path}" or "/"
+        hostname = f"{bucket}.{hostname}"
     host = _host_header(hostname, parts.port, scheme)
-    query = f"?{raw_query}" if raw_query else ""
-    return Target(f"{scheme}://{host}{raw_path}{query}".encode("ascii"), raw_path, host, raw_query)
+    return f"{scheme}://{host}", host, base
 
 
 # -- silence watchdog --------------------------------------------------------------------------

@@ -20,20 +20,17 @@ so where ``net.core.wmem_max`` is small (212992, the kernel's default) it is lef
 When the socket is full, the transport is told to watch for writability and its
 producer (the channel, which pauses the response's producer) counts as paused, as
 Twisted's own ``write`` does when its send buffer fills: the transport resumes it
-once the socket drains. ``TwistedTransport`` is the one place that touches the
-transport's buffer attributes (a unit test breaks if Twisted renames them).
+once the socket drains (``sockets.TwistedTransport``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet import abstract, tcp
-from twisted.internet.interfaces import ISSLTransport
+from s3orchestrator.sockets import TwistedTransport
 
 if TYPE_CHECKING:
     from s3orchestrator.web.site import S3Request
@@ -68,36 +65,6 @@ def send_buffer(wmem_max: Path = Path("/proc/sys/net/core/wmem_max"),
 
 #: What file-sending connections get as SO_SNDBUF (None: left to autotuning).
 SNDBUF = send_buffer()
-
-
-class TwistedTransport:
-    """What the sender needs of a Twisted socket transport (``tcp.Connection``)."""
-
-    @staticmethod
-    def plain_socket(transport: object) -> tcp.Connection | None:
-        """``transport`` if it writes straight to a connected socket (not TLS, not a test double)."""
-        if not isinstance(transport, tcp.Connection) or ISSLTransport.providedBy(transport):
-            return None
-        return transport if transport.connected and not transport.disconnecting else None
-
-    @staticmethod
-    def buffered(transport: abstract.FileDescriptor) -> bool:
-        """Whether bytes still wait in the transport's send buffer."""
-        return len(transport.dataBuffer) > transport.offset or transport._tempDataLen > 0
-
-    @staticmethod
-    def set_send_buffer(transport: tcp.Connection, size: int) -> None:
-        """Ask for a send buffer of ``size`` bytes on the transport's socket."""
-        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-    @staticmethod
-    def wait_writable(transport: abstract.FileDescriptor) -> None:
-        """Pause the transport's producer until the socket can take more (as a full buffer does)."""
-        producer: Any = transport.producer
-        if producer is not None and not transport.producerPaused:
-            transport.producerPaused = True
-            producer.pauseProducing()
-        transport.startWriting()
 
 
 def send_file(request: S3Request, fd: int, offset: int | None, count: int) -> int | None:

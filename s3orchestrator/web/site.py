@@ -24,6 +24,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -40,6 +41,7 @@ from zope.interface import implementer
 
 from s3orchestrator.config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_RATE_WINDOW
 from s3orchestrator.errors import S3Error
+from s3orchestrator.sockets import DIRECT_SEND_BYTES, TwistedTransport, read_adaptively
 from s3orchestrator.stores.interface import IFileConsumer
 from s3orchestrator.web import sendfile
 from s3orchestrator.web.errors import error_document
@@ -92,6 +94,18 @@ class S3Request(http.Request):
         self.reader: BodyReader | None = None  # what the body pauses and resumes (the client)
         self.body_complete = False
         self.dispatched = False
+
+    def write(self, data: bytes) -> None:
+        channel: S3Channel | None = self.channel
+        if self.startedWriting or channel is None:
+            super().write(data)
+            return
+        # The first write sends the head: with the body's first bytes, in one send.
+        channel.hold_head()
+        try:
+            super().write(data)
+        finally:
+            channel.release_head()
 
     def send_file(self, fd: int, offset: int | None, count: int) -> int | None:
         """Response bytes straight from a file or a pipe (IFileConsumer; see web.sendfile)."""
@@ -167,6 +181,17 @@ class S3Channel(http.HTTPChannel):
     _answering = False
     _held = b""
     _secure: bool | None = None
+    _host: IAddress | None = None
+    # The transport when it is a plain socket (small writes are sent at once), else None.
+    _plain: tcp.Connection | None = None
+    # Response head lines kept for the body's first write (see hold_head).
+    _held_head: list[bytes] | None = None
+
+    def getHost(self) -> IAddress:
+        """The local address (asked of the socket once per connection, not per request)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def isSecure(self) -> bool:
         """Whether the transport is TLS (adapted once per connection, not per request)."""
@@ -315,7 +340,10 @@ class S3Channel(http.HTTPChannel):
                 name = name.lower()
             lines.append(name + b": " + value + b"\r\n")
         lines.append(b"\r\n")
-        self.transport.writeSequence(lines)
+        if self._held_head is not None:
+            self._held_head.extend(lines)  # sent with the body's first bytes (hold_head)
+        else:
+            self.writeSequence(lines)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -331,6 +359,9 @@ class S3Channel(http.HTTPChannel):
         if hasattr(socket, "bufferSize"):
             socket.bufferSize = SEND_BUFFER_BYTES
             socket.SEND_LIMIT = SOCKET_WRITE_BYTES
+        if isinstance(socket, tcp.Connection):
+            read_adaptively(socket)  # a request head needs no 2 MiB buffer
+        self._plain = TwistedTransport.plain_socket(self.transport)
 
     def allContentReceived(self) -> None:
         self._answering = True
@@ -347,11 +378,41 @@ class S3Channel(http.HTTPChannel):
 
     def write(self, data: bytes) -> None:
         self.resetTimeout()
-        super().write(data)
+        if self._held_head:
+            self.writeSequence([data])
+        else:
+            self._send(data)
 
     def writeSequence(self, data: Sequence[bytes]) -> None:
         self.resetTimeout()
-        super().writeSequence(data)
+        if self._held_head:
+            data = [*self._held_head, *data]
+            self._held_head.clear()
+        if self._plain is not None and sum(map(len, data)) <= DIRECT_SEND_BYTES:
+            self._send(b"".join(data))
+        else:
+            self.transport.writeSequence(data)
+
+    def _send(self, data: bytes) -> None:
+        # Small writes go straight to a plain socket when nothing waits before them:
+        # Twisted would buffer them and send once the reactor reports the socket
+        # writable (registering and unregistering it for that: two epoll_ctl calls
+        # and a reactor turn per response). Large ones and TLS take Twisted's path.
+        if self._plain is not None and len(data) <= DIRECT_SEND_BYTES:
+            data = TwistedTransport.send_now(self._plain, data)
+        if data:
+            self.transport.write(data)
+
+    def hold_head(self) -> None:
+        """Keep the response head written next until the body's first write (or ``release_head``),
+        so a small response leaves in one send."""
+        self._held_head = []
+
+    def release_head(self) -> None:
+        """Send a held head that no body write took (a HEAD or empty response)."""
+        held, self._held_head = self._held_head, None
+        if held:
+            self._send(b"".join(held))
 
     def resumeProducing(self) -> None:
         self.resetTimeout()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
-from twisted.internet import abstract
+from twisted.internet import abstract, tcp
 from twisted.internet.defer import succeed
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 
 from s3orchestrator.metadata.traffic import Traffic
 from s3orchestrator.placement.reader import FailoverReader
+from s3orchestrator.sockets import TwistedTransport, send_bodiless_requests_at_once
 from s3orchestrator.stores.directory import FileReader
 from s3orchestrator.stores.interface import StoreUnavailable
 from s3orchestrator.traffic.meter import MeteredStore
@@ -140,9 +143,104 @@ def test_twisted_transports_keep_the_buffer_attributes_send_file_reads() -> None
     descriptor = abstract.FileDescriptor()
     for name in ("dataBuffer", "offset", "_tempDataLen", "producer", "producerPaused", "startWriting"):
         assert hasattr(descriptor, name), name
-    assert not sendfile.TwistedTransport.buffered(descriptor)
+    assert not TwistedTransport.buffered(descriptor)
     descriptor.dataBuffer, descriptor.offset = b"abc", 1
-    assert sendfile.TwistedTransport.buffered(descriptor)
+    assert TwistedTransport.buffered(descriptor)
+
+
+# -- small writes sent at once (S3Channel) ---------------------------------------------------------
+
+
+class WatchingClock(Clock):
+    """A reactor for a transport that is never polled: it only records what is watched for writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: set = set()
+
+    def addWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.add(writer)
+
+    def removeWriter(self, writer: Any) -> None:  # noqa: N802
+        self.writers.discard(writer)
+
+
+@pytest.fixture
+def connected() -> Iterator[tuple[tcp.Connection, socket.socket]]:
+    """A Twisted socket transport (never registered with a reactor) and the peer's socket."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    transport = tcp.Connection(ours, Protocol(), WatchingClock())
+    transport.connected = True
+    yield transport, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_a_write_with_nothing_waiting_is_sent_at_once(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, peer = connected
+    assert TwistedTransport.send_now(transport, b"HTTP/1.1 200 OK\r\n\r\n") == b""
+    assert peer.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert not TwistedTransport.buffered(transport)
+
+
+def test_a_write_behind_buffered_bytes_is_left_to_the_transport(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    transport._tempDataBuffer.append(b"first")
+    transport._tempDataLen = 5
+    assert TwistedTransport.send_now(transport, b"second") == b"second"
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)
+
+
+def test_a_pull_producer_or_a_close_keeps_twisteds_path(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, _ = connected
+    transport.producer, transport.streamingProducer = object(), False  # resumed only by a drained buffer
+    assert TwistedTransport.send_now(transport, b"data") == b"data"
+    transport.producer = None
+    transport.disconnecting = True
+    assert TwistedTransport.send_now(transport, b"data") == b"data"
+
+
+def test_what_a_full_socket_does_not_take_is_returned(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    transport, peer = connected
+    data = os.urandom(8 * 1024 * 1024)
+    rest = TwistedTransport.send_now(transport, data)
+    assert 0 < len(rest) < len(data)
+    assert data.endswith(rest)
+    received = b""
+    while True:
+        try:
+            received += peer.recv(1024 * 1024)
+        except BlockingIOError:
+            break
+    assert received + rest == data
+
+
+def test_an_upstream_request_head_without_a_body_is_sent_at_once(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    send_bodiless_requests_at_once(transport)
+    transport.writeSequence([b"GET /b/k HTTP/1.1\r\n", b"Host: h\r\n", b"\r\n"])
+    assert peer.recv(100) == b"GET /b/k HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert not TwistedTransport.buffered(transport)
+
+
+def test_an_upstream_request_head_announcing_a_body_waits_for_it(
+    connected: tuple[tcp.Connection, socket.socket]
+) -> None:
+    transport, peer = connected
+    send_bodiless_requests_at_once(transport)
+    transport.writeSequence([b"PUT /b/k HTTP/1.1\r\n", b"Content-Length: 4\r\n", b"\r\n"])
+    transport.write(b"body")
+    assert TwistedTransport.buffered(transport)  # both leave together, when the reactor sends them
+    assert transport in transport.reactor.writers
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)
 
 
 @pytest.mark.parametrize(("wmem_max", "tcp_wmem", "expected"), [
