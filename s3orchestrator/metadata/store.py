@@ -913,14 +913,17 @@ class MetadataStore(MovementQueries):
 
     def queue_under_replicated(self, bucket: str, replicas: int, since_ms: int) -> Deferred[int]:
         """Queue every object of ``bucket`` with fewer than ``replicas`` live copies
-        (``replicas`` raised, a copy lost) but at least one (a lost object has nothing
-        to copy from); fire with how many joined the queue."""
+        (``replicas`` raised, a copy lost) but at least one, and not lost (nothing to
+        copy from, even a kept copy: it is missing or damaged); fire with how many
+        joined the queue."""
 
         def queue(txn: Transaction) -> int:
             txn.execute(
                 "INSERT INTO replication (bucket, key, since_ms) SELECT o.bucket, o.key, ? FROM objects o"
                 " WHERE o.bucket = ? AND (SELECT COUNT(*) FROM copies c WHERE c.bucket = o.bucket"
-                " AND c.key = o.key AND c.state = 'live') BETWEEN 1 AND ? ON CONFLICT (bucket, key) DO NOTHING",
+                " AND c.key = o.key AND c.state = 'live') BETWEEN 1 AND ?"
+                " AND NOT EXISTS (SELECT 1 FROM lost_objects l WHERE l.bucket = o.bucket AND l.key = o.key)"
+                " ON CONFLICT (bucket, key) DO NOTHING",
                 (since_ms, bucket, replicas - 1),
             )
             return txn.rowcount

@@ -151,6 +151,8 @@ async def test_kept_only_copies_the_other_copies_are_let_go_the_last_kept_and_th
     assert used(db_rows) == {"a": (40, 0), "b": (40, 1)}
     assert [(lost.bucket, lost.key) for lost in await metadata.lost_objects(10)] == [("bkt", "k")]
     assert await metadata.replication_queue(10) == []
+    # Its kept copy is missing or damaged: the replicator's scan leaves it out too.
+    assert await metadata.queue_under_replicated("bkt", 2, 5) == 0
     # A copy written since the read is spared, kept or not.
     stale = attrs.evolve(copies[1], created_ms=copies[1].created_ms - 1)
     assert await metadata.mark_copy_missing("bkt", "k", stale, keep_only_copy=True) is None
