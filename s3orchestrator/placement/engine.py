@@ -1177,6 +1177,8 @@ class Placement(CopyMoves):
                     " failed write; letting it go (the other copies remain)",
                     bucket=record.bucket, key=record.key, store=record.store, location=record.location,
                 )
+                # Not keep_only_copy: these bytes are known to be the failed write's,
+                # never the object's again (a lone copy forgets the object instead).
                 await self._metadata.mark_copy_missing(record.bucket, record.key, clobbered)
             else:
                 await self._metadata.delete_object(record.bucket, record.key)
