@@ -191,12 +191,16 @@ class IMetadataStore(IMovementQueue):
         """The record of one object and its live copies (stores in configuration order,
         stores no longer configured last), or None."""
 
-    def mark_copy_missing(bucket: str, key: str, copy: CopyRecord, etag: str | None = None) -> Deferred[int | None]:
+    def mark_copy_missing(
+        bucket: str, key: str, copy: CopyRecord, etag: str | None = None, keep_only_copy: bool = False
+    ) -> Deferred[int | None]:
         """A read found ``copy`` missing or damaged: if it is still that live copy of the
         object (given ``etag``, of an object of that ETag still: the scrubber's check), it
         is no longer live, its bytes go to the cleanup queue and the object to the
-        replication queue, or, with no live copy left, to the lost objects; fire with the
-        live copies left (None: it was not that live copy, nothing changed)."""
+        replication queue, or, with no live copy left, to the lost objects. With
+        ``keep_only_copy``, the object's only live copy stays live (no cleanup: its store
+        may hand it back) and the object goes to the lost objects. Fire with the other
+        live copies left (0: lost; None: it was not that live copy, nothing changed)."""
 
     def let_go_copy(record: ObjectRecord, copy: CopyRecord) -> Deferred[bool]:
         """``copy`` was moved to another store: if the object is still ``record``'s, the

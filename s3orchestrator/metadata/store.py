@@ -363,6 +363,24 @@ def _let_go_copies(
     txn.execute("DELETE FROM copies WHERE bucket = ? AND key = ?", (bucket, key))
 
 
+def _live_copies(txn: Transaction, bucket: str, key: str) -> int:
+    """How many live copies the object has."""
+    row = txn.query_one(
+        "SELECT COUNT(*) FROM copies WHERE bucket = ? AND key = ? AND state = 'live'", (bucket, key)
+    )
+    return 0 if row is None else int(row[0])
+
+
+def _record_lost(txn: Transaction, bucket: str, key: str, now_ms: int) -> None:
+    """Record the object lost (since ``now_ms`` unless already) and take it out of the
+    replication queue (nothing to copy from)."""
+    txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
+    txn.execute(
+        "INSERT INTO lost_objects (bucket, key, since_ms) VALUES (?, ?, ?) ON CONFLICT (bucket, key) DO NOTHING",
+        (bucket, key, now_ms),
+    )
+
+
 def _let_go_bytes(txn: Transaction, store: str, location: str, size: int, now_ms: int) -> None:
     """A live copy's bytes stop counting as an object and are queued for cleanup
     (their usage stays until they are gone)."""
@@ -895,14 +913,17 @@ class MetadataStore(MovementQueries):
 
     def queue_under_replicated(self, bucket: str, replicas: int, since_ms: int) -> Deferred[int]:
         """Queue every object of ``bucket`` with fewer than ``replicas`` live copies
-        (``replicas`` raised, a copy lost) but at least one (a lost object has nothing
-        to copy from); fire with how many joined the queue."""
+        (``replicas`` raised, a copy lost) but at least one, and not lost (nothing to
+        copy from, even a kept copy: it is missing or damaged); fire with how many
+        joined the queue."""
 
         def queue(txn: Transaction) -> int:
             txn.execute(
                 "INSERT INTO replication (bucket, key, since_ms) SELECT o.bucket, o.key, ? FROM objects o"
                 " WHERE o.bucket = ? AND (SELECT COUNT(*) FROM copies c WHERE c.bucket = o.bucket"
-                " AND c.key = o.key AND c.state = 'live') BETWEEN 1 AND ? ON CONFLICT (bucket, key) DO NOTHING",
+                " AND c.key = o.key AND c.state = 'live') BETWEEN 1 AND ?"
+                " AND NOT EXISTS (SELECT 1 FROM lost_objects l WHERE l.bucket = o.bucket AND l.key = o.key)"
+                " ON CONFLICT (bucket, key) DO NOTHING",
                 (since_ms, bucket, replicas - 1),
             )
             return txn.rowcount
@@ -979,7 +1000,7 @@ class MetadataStore(MovementQueries):
         return self.database.point_read("get_object_copies", _select_object_copies, bucket, key)
 
     def mark_copy_missing(
-        self, bucket: str, key: str, copy: CopyRecord, etag: str | None = None
+        self, bucket: str, key: str, copy: CopyRecord, etag: str | None = None, keep_only_copy: bool = False
     ) -> Deferred[int | None]:
         """Let go of ``copy``, found missing or damaged, if it is still that live copy of
         the object (same store, location and ``created_ms``: a copy written since is
@@ -988,8 +1009,11 @@ class MetadataStore(MovementQueries):
         moves to another live copy if it named this one, and the object joins the
         replication queue so the replicator re-creates the copy
         from a good one; with no live copy left, the object is lost instead (recorded in
-        ``lost_objects``, out of the replication queue). Fires with the number of live
-        copies left, or None if it was not that live copy (nothing changed)."""
+        ``lost_objects``, out of the replication queue). With ``keep_only_copy``, the
+        object's only live copy is kept instead (still live, nothing queued for cleanup:
+        its store may hand it back) and the object recorded lost. Fires with the number
+        of other live copies (0: lost), or None if it was not that live copy (nothing
+        changed)."""
         now_ms = self._now_ms()
 
         def let_go(txn: Transaction) -> int | None:
@@ -1005,6 +1029,9 @@ class MetadataStore(MovementQueries):
                 "SELECT 1 FROM objects WHERE bucket = ? AND key = ? AND etag = ?", (bucket, key, etag)
             ) is None:
                 return None
+            if keep_only_copy and _live_copies(txn, bucket, key) == 1:
+                _record_lost(txn, bucket, key, now_ms)
+                return 0
             txn.execute(
                 "DELETE FROM copies WHERE bucket = ? AND key = ? AND store = ?", (bucket, key, copy.store)
             )
@@ -1020,12 +1047,7 @@ class MetadataStore(MovementQueries):
                     )
                 _queue_replication(txn, bucket, key, now_ms)
             elif found is not None:
-                txn.execute("DELETE FROM replication WHERE bucket = ? AND key = ?", (bucket, key))
-                txn.execute(
-                    "INSERT INTO lost_objects (bucket, key, since_ms) VALUES (?, ?, ?)"
-                    " ON CONFLICT (bucket, key) DO NOTHING",
-                    (bucket, key, now_ms),
-                )
+                _record_lost(txn, bucket, key, now_ms)
             return len(others)
 
         return self.database.runInteraction("mark_copy_missing", let_go, write=True)

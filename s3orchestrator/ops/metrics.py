@@ -37,9 +37,10 @@ Metric names (counters carry the ``_total`` suffix in the exposition):
   not deleted yet; counted in used bytes until gone).
 - ``s3orchestrator_intents_pending``: write intents recorded (writes in flight, and
   those of dead writers the reaper has not resolved yet).
-- ``s3orchestrator_objects_lost``: objects with no live copy left (every copy was found
-  missing or damaged): their GET/HEAD answer 500 until they are overwritten or deleted
-  (the manhole's ``lost_objects()`` lists them). Alert on anything above 0.
+- ``s3orchestrator_objects_lost``: objects whose every copy was found missing or
+  damaged (the last one kept): their GET answers 500 until the bytes are back or they
+  are overwritten or deleted (the manhole's ``lost_objects()`` lists them). Alert on
+  anything above 0.
 - ``s3orchestrator_reaper_resolutions_total{outcome}``: dead writers' intents resolved:
   ``adopted`` (the copy was live), ``deleted`` (partial bytes removed), ``queued``
   (the store failed: the bytes went to the cleanup queue).

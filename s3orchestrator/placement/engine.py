@@ -966,7 +966,8 @@ class Placement(CopyMoves):
         works, tried in the bucket's ``read_order``, resuming from another copy if a store
         dies mid-stream. A copy found missing or damaged is counted and let go
         (``mark_copy_missing``: its bytes queued for cleanup, the object for the
-        replicator); a store failing counts against its health. When every copy
+        replicator), or kept if it is the object's only live copy (the object recorded
+        lost); a store failing counts against its health. When every copy
         fails: a store error (StoreUnavailable first: retrying may work), or ObjectLost
         if every copy was missing or damaged."""
         # An object has at most one copy per store (the copies table's key).
@@ -1084,7 +1085,9 @@ class Placement(CopyMoves):
     def _copy_missing(self, record: ObjectRecord, copy: CopyRecord, error: Exception) -> None:
         """Count and log a copy a read found missing or damaged, and let it go in the
         background (a busy database only delays that to the next read that finds it;
-        the replicator's own scan finds the object short of copies meanwhile)."""
+        the replicator's own scan finds the object short of copies meanwhile), unless it
+        is the object's only live copy: that one is kept (its store may hand it back: a
+        disk mounted again, an upstream's mistaken 404) and the object recorded lost."""
         self.read_counters.copies_missing[copy.store] += 1
         self._log.error(
             "Copy of {bucket}/{key} on store {store} at {location} is missing or damaged: {error}",
@@ -1099,8 +1102,8 @@ class Placement(CopyMoves):
                 )
             elif live_left == 0:
                 self._log.error(
-                    "Object {bucket}/{key} is lost: its last live copy (store {store}) is missing or damaged;"
-                    " its reads fail until it is overwritten or deleted",
+                    "Object {bucket}/{key} is lost: its only live copy (store {store}) is missing or damaged;"
+                    " the copy is kept and reads will try it again (its store may hand it back)",
                     bucket=record.bucket, key=record.key, store=copy.store,
                 )
 
@@ -1110,7 +1113,8 @@ class Placement(CopyMoves):
                 bucket=record.bucket, key=record.key, store=copy.store, error=str(failure.value),
             )
 
-        self._metadata.mark_copy_missing(record.bucket, record.key, copy).addCallbacks(forgotten, not_forgotten)
+        self._metadata.mark_copy_missing(record.bucket, record.key, copy, keep_only_copy=True).addCallbacks(
+            forgotten, not_forgotten)
 
     async def open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> IObjectReader:
         """A reader of the object's bytes (or a range); CopyUnreadable when its store has
@@ -1173,6 +1177,8 @@ class Placement(CopyMoves):
                     " failed write; letting it go (the other copies remain)",
                     bucket=record.bucket, key=record.key, store=record.store, location=record.location,
                 )
+                # Not keep_only_copy: these bytes are known to be the failed write's,
+                # never the object's again (a lone copy forgets the object instead).
                 await self._metadata.mark_copy_missing(record.bucket, record.key, clobbered)
             else:
                 await self._metadata.delete_object(record.bucket, record.key)

@@ -17,8 +17,8 @@ class LocationBusy(Exception):
 
 
 class ObjectLost(CopyUnreadable):
-    """Every copy of an object is missing or damaged: its bytes are gone (until it is
-    overwritten or deleted, its reads fail)."""
+    """Every copy of an object is missing or damaged: its bytes are gone (until its
+    kept copy's store has them again, or it is overwritten or deleted, its reads fail)."""
 
 
 class CapReached(Exception):

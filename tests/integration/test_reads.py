@@ -197,9 +197,11 @@ def job_runs(daemon: Daemon, job: str) -> float:
 
 
 def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(start_daemon) -> None:
-    """Two replicas, both files deleted behind the daemon's back: GET and HEAD answer 500
+    """Two replicas, both files moved away behind the daemon's back: GET answers 500
     saying the data is lost, the loss is logged by key, counted in /metrics, the admin
-    status and the CLI, and the replicator leaves it alone; an overwrite ends it."""
+    status and the CLI, and the replicator leaves it alone; the last copy is kept (HEAD,
+    which asks no store, still answers), so once its file is back GET serves it again;
+    an overwrite ends the loss."""
     admin_port = free_port()
     daemon = start_daemon(
         stores=[StoreSpec("local-a"), StoreSpec("local-b")], health=(0.3, 3),
@@ -209,8 +211,9 @@ def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(star
     try:
         client = make_client(daemon)
         client.put_object(Bucket=BUCKET, Key="doc", Body=DATA)
-        for store in ("local-a", "local-b"):
-            object_file(daemon, store, "doc").unlink()  # behind the daemon's back
+        away = {store: daemon.directory / f"away-{store}" for store in ("local-a", "local-b")}
+        for store, moved in away.items():
+            object_file(daemon, store, "doc").rename(moved)  # behind the daemon's back
 
         with pytest.raises(ClientError) as lost:
             client.get_object(Bucket=BUCKET, Key="doc")
@@ -218,13 +221,17 @@ def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(star
         assert (error["ResponseMetadata"]["HTTPStatusCode"], error["Error"]["Code"]) == (500, "InternalError")
         assert "missing or damaged on every store" in error["Error"]["Message"]
         until(lambda: metadata_rows(daemon, "SELECT bucket, key FROM lost_objects") == [(BUCKET, "doc")])
-        with pytest.raises(ClientError) as head:
-            client.head_object(Bucket=BUCKET, Key="doc")
-        assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        # One copy let go (another was live then), the last one kept: live, not queued for cleanup.
+        ((kept,),) = metadata_rows(daemon, "SELECT store FROM copies WHERE key = 'doc' AND state = 'live'")
+        let_go = "local-b" if kept == "local-a" else "local-a"
+        until(lambda: metadata_rows(daemon, "SELECT store FROM cleanup") == [])
+        assert used(daemon) == {kept: (len(DATA), 1), let_go: (0, 0)}
+        assert client.head_object(Bucket=BUCKET, Key="doc")["ContentLength"] == len(DATA)
         assert [obj["Key"] for obj in client.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["doc"]
 
         log = daemon.log()
-        assert f"Object {BUCKET}/doc is lost: its last live copy" in log
+        assert (f"Object {BUCKET}/doc is lost: its only live copy (store {kept}) is missing or damaged;"
+                " the copy is kept and reads will try it again") in log
         assert f"Every copy of {BUCKET}/doc is missing or damaged" in log
         assert "s3orchestrator_objects_lost 1.0" in fetch(f"{daemon.endpoint}/metrics").decode()
         status, document = admin_status(admin_port)
@@ -237,6 +244,12 @@ def test_an_object_whose_every_copy_is_gone_is_lost_visibly_and_not_retried(star
         shown = status_command(daemon)
         assert shown.returncode == 0, shown.stderr
         assert "LOST: 1 object with no live copy left" in shown.stdout
+        with pytest.raises(ClientError) as still:
+            client.get_object(Bucket=BUCKET, Key="doc")  # tried again: still missing
+        assert still.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+
+        away[kept].rename(object_file(daemon, kept, "doc"))  # its store hands it back
+        assert client.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == DATA
 
         client.put_object(Bucket=BUCKET, Key="doc", Body=b"written again")
         assert client.get_object(Bucket=BUCKET, Key="doc")["Body"].read() == b"written again"

@@ -129,6 +129,36 @@ async def test_a_lost_object_overwritten_or_deleted_is_no_longer_lost(
 
 
 @pytest_twisted.ensureDeferred
+async def test_kept_only_copies_the_other_copies_are_let_go_the_last_kept_and_the_object_lost(
+    make_store: Callable[..., MetadataStore], db_rows: Rows,
+) -> None:
+    metadata = await two_copies(make_store)
+    _, copies = await metadata.get_object_copies("bkt", "k")  # type: ignore[misc]
+
+    # Another copy live: let go as without keep_only_copy.
+    assert await metadata.mark_copy_missing("bkt", "k", copies[0], keep_only_copy=True) == 1
+    assert [(e.store, e.location) for e in await metadata.list_cleanups(10)] == [("a", "a:bkt/k")]
+    assert used(db_rows) == {"a": (40, 0), "b": (40, 1)}
+    # The only one: kept live, nothing queued for cleanup, usage unchanged, the object lost.
+    assert await metadata.mark_copy_missing("bkt", "k", copies[1], keep_only_copy=True) == 0
+    assert await metadata.mark_copy_missing("bkt", "k", copies[1], keep_only_copy=True) == 0  # found again
+    found = await metadata.get_object_copies("bkt", "k")
+    assert found is not None
+    record, live = found
+    assert [(copy.store, copy.location) for copy in live] == [("b", "b:bkt/k")]
+    assert (record.store, record.location) == ("b", "b:bkt/k")
+    assert [(e.store, e.location) for e in await metadata.list_cleanups(10)] == [("a", "a:bkt/k")]
+    assert used(db_rows) == {"a": (40, 0), "b": (40, 1)}
+    assert [(lost.bucket, lost.key) for lost in await metadata.lost_objects(10)] == [("bkt", "k")]
+    assert await metadata.replication_queue(10) == []
+    # Its kept copy is missing or damaged: the replicator's scan leaves it out too.
+    assert await metadata.queue_under_replicated("bkt", 2, 5) == 0
+    # A copy written since the read is spared, kept or not.
+    stale = attrs.evolve(copies[1], created_ms=copies[1].created_ms - 1)
+    assert await metadata.mark_copy_missing("bkt", "k", stale, keep_only_copy=True) is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_queue_totals_count_the_replication_queue_its_oldest_entry_and_the_intents(
     make_store: Callable[..., MetadataStore],
 ) -> None:

@@ -117,13 +117,23 @@ async def put(world: World, data: bytes = DATA, key: str = "key") -> None:
 
 async def lost_object(world: World) -> None:
     """Start ``world`` with ``bkt/key`` stored on "one" only, then lose its only copy:
-    a GET finds it missing and the object is recorded as lost."""
+    a GET finds it missing and the object is recorded as lost (the copy kept)."""
     await world.start()
     await put(world)
     world.file("one").unlink()
     with pytest.raises(S3Error):
         await world.ops.get_object(call("GET"))
     await world.copies_after_writes()
+
+
+async def no_copy_left(world: World) -> None:
+    """Start ``world`` with ``bkt/key`` stored on "one" only, its only copy then let go
+    (as a copy replaced in place by a failed write, or an older version, leaves it):
+    the object is lost with no live copy."""
+    await world.start()
+    await put(world)
+    _, copies = await world.metadata.get_object_copies("bkt", "key")  # type: ignore[misc]
+    assert await world.metadata.mark_copy_missing("bkt", "key", copies[0]) == 0
 
 
 # -- metadata ------------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ async def test_read_order_health_tries_a_healthy_store_first(tmp_path: Path) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_copy_missing_makes_the_object_lost_get_and_head_internal_error(world: World) -> None:
+async def test_every_copy_missing_makes_the_object_lost_its_last_copy_kept_and_read_again(world: World) -> None:
     await world.start()
     await put(world)
     await world.second_copy()
@@ -219,16 +229,59 @@ async def test_every_copy_missing_makes_the_object_lost_get_and_head_internal_er
     with pytest.raises(S3Error) as error:
         await world.ops.get_object(call("GET"))
 
-    assert (error.value.code, error.value.message) == ("InternalError", LOST_MESSAGE)
-    assert await world.copies_after_writes() == []
+    assert (error.value.code, error.value.status, error.value.message) == ("InternalError", 500, LOST_MESSAGE)
+    # "one" let go (another copy was live then); "two", the only one left, kept.
+    assert await world.copies_after_writes() == [("two", "live")]
+    assert [(e.store, e.location) for e in await world.metadata.list_cleanups(10)] == [("one", "bkt/key")]
     assert [(lost.bucket, lost.key) for lost in await world.metadata.lost_objects(10)] == [("bkt", "key")]
     assert await world.metadata.replication_queue(10) == []
-    # Known lost now: HEAD (which asks no store) and GET answer so at once.
+    # Each GET tries the kept copy again.
+    with pytest.raises(S3Error) as again:
+        await world.ops.get_object(call("GET"))
+    assert (again.value.code, again.value.status, again.value.message) == ("InternalError", 500, LOST_MESSAGE)
+    assert world.placement.read_counters.copies_missing == {"one": 1, "two": 2}
+    assert await world.copies_after_writes() == [("two", "live")]
+
+    world.file("two").write_bytes(DATA)  # its store hands it back
+    response = await world.ops.get_object(call("GET"))
+    assert await world.read(response) == DATA and response.store == "two"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_only_copy_missing_is_kept_and_read_again_once_it_is_back(world: World) -> None:
+    await world.start()
+    await put(world)
+    used = {usage.name: (usage.used_bytes, usage.object_count) for usage in await world.metadata.store_usage()}
+    assert used["one"] == (len(DATA), 1)
+    moved = world.tmp_path / "moved-away"
+    world.file("one").rename(moved)  # a disk not mounted, say
+
+    with pytest.raises(S3Error) as error:
+        await world.ops.get_object(call("GET"))
+
+    assert (error.value.code, error.value.status, error.value.message) == ("InternalError", 500, LOST_MESSAGE)
+    assert await world.copies_after_writes() == [("one", "live")]
+    assert await world.metadata.list_cleanups(10) == []
+    assert {usage.name: (usage.used_bytes, usage.object_count) for usage in await world.metadata.store_usage()} == used
+    assert [(lost.bucket, lost.key) for lost in await world.metadata.lost_objects(10)] == [("bkt", "key")]
+    assert world.placement.read_counters.copies_missing == {"one": 1}
+
+    moved.rename(world.file("one"))
+    response = await world.ops.get_object(call("GET"))
+    assert await world.read(response) == DATA and response.store == "one"
+    assert world.placement.read_counters.copies_missing == {"one": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_object_with_no_live_copy_is_refused_as_lost_by_head_and_get(world: World) -> None:
+    await no_copy_left(world)
+
+    # HEAD (which asks no store) and GET answer so at once.
     for method, ask in (("HEAD", world.ops.head_object), ("GET", world.ops.get_object)):
         with pytest.raises(S3Error) as again:
             await ask(call(method))
         assert (again.value.code, again.value.status, again.value.message) == ("InternalError", 500, LOST_MESSAGE)
-    assert world.placement.read_counters.copies_missing == {"one": 1, "two": 1}
+    assert world.placement.read_counters.copies_missing == {}
 
 
 @pytest_twisted.ensureDeferred
@@ -405,7 +458,7 @@ def test_postgres_server_gone_is_unavailable_but_a_lock_or_a_bad_statement_is_no
 
 @pytest_twisted.ensureDeferred
 async def test_a_copy_of_a_lost_object_is_refused_as_lost_with_nothing_reserved(world: World) -> None:
-    await lost_object(world)
+    await no_copy_left(world)
     source = await world.metadata.get_object("bkt", "key")
     assert source is not None
 
