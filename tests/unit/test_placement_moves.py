@@ -22,7 +22,7 @@ from s3orchestrator.placement.locks import KeyLocks
 from s3orchestrator.placement.moves import GONE, MOVED, SKIPPED
 from s3orchestrator.stores.directory import DirectoryStore
 from s3orchestrator.stores.interface import IObjectWrite, ObjectMissing, StoreUnavailable
-from tests.unit.fakes import CollectingConsumer, FakeRequestBody
+from tests.unit.fakes import FakeRequestBody, stored_bytes
 
 NEW = NewObject(content_type="text/plain", headers={}, user_metadata={})
 NAMES = ("a", "b", "c")
@@ -47,15 +47,6 @@ async def placement_of(world: Any, replicas: int = 1, modes: dict[str, str] | No
     current = modes if modes is not None else {}
     return Placement(metadata, stores, "pack", reactor, KeyLocks(), StoreHealth(list(stores), unhealthy_after=1),
                      policy=lambda bucket: policy, modes=lambda: current, zones=lambda: zones or {})
-
-
-async def stored_bytes(store: DirectoryStore, location: str) -> bytes:
-    reader = await store.open_read(location, None)
-    consumer = CollectingConsumer()
-    streamed = reader.stream_to(consumer)
-    consumer.pull_all()
-    await streamed
-    return consumer.body
 
 
 async def live_copies(metadata: MetadataStore, key: str) -> list[str]:
